@@ -1,0 +1,208 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FrameConnection, FrameHandler } from '../../adapters/frame-listener.js';
+import { helloBodySchema, PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
+import { AcpError, type ErrorCode } from '../../runtime/errors.js';
+import type { Logger } from '../../runtime/logger.js';
+import { messageSchema, type Message } from '../../runtime/messages.js';
+import { parsePath } from '../../runtime/path.js';
+import type { ActorSystem, Replier } from '../../runtime/system.js';
+
+export const DEFAULT_CLIENT_ASK_TIMEOUT_MS = 30_000;
+
+export interface SessionOptions {
+  system: ActorSystem;
+  apiKey: string;
+  helloTimeoutMs: number;
+  log: Logger;
+  /** Counts refusals, for `acp status`. */
+  onRefused?(code: ErrorCode): void;
+}
+
+/** Compares secrets in constant time (hashing first makes the lengths equal). */
+export function keysMatch(given: string, expected: string): boolean {
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+/**
+ * One client connection speaking the wire protocol: hello first (with the API key), then tell, ask,
+ * watch, ping and bye. Anything else, or anything before a good hello, is refused with an error
+ * frame naming the reason, and the connection is closed; other connections are untouched.
+ */
+export class ApiSession implements FrameHandler {
+  private greeted = false;
+  private readonly watches = new Map<string | number, () => void>();
+  private readonly helloTimer: NodeJS.Timeout;
+  private ended = false;
+  private readonly from: string;
+
+  constructor(
+    private readonly connection: FrameConnection,
+    private readonly options: SessionOptions,
+  ) {
+    this.from = `client:${connection.id}`;
+    this.helloTimer = setTimeout(
+      () => this.refuse('ACP_ERR_WIRE_NO_HELLO', `no hello within ${options.helloTimeoutMs} ms`),
+      options.helloTimeoutMs,
+    );
+    this.helloTimer.unref();
+  }
+
+  frame(envelope: Envelope): void {
+    if (!this.greeted) {
+      this.hello(envelope);
+      return;
+    }
+    switch (envelope.k) {
+      case 'tell':
+        this.tell(envelope);
+        return;
+      case 'ask':
+        this.ask(envelope);
+        return;
+      case 'watch':
+        this.watch(envelope);
+        return;
+      case 'ping':
+        this.send({ k: 'pong', id: envelope.id });
+        return;
+      case 'pong':
+        return;
+      case 'bye':
+        this.connection.close({ v: PROTOCOL_VERSION, k: 'bye' });
+        return;
+      case 'hello':
+      case 'reply':
+      case 'error':
+      case 'event':
+        this.refuse('ACP_ERR_WIRE_BAD_FRAME', `a client may not send '${envelope.k}' frames here`, envelope.id);
+        return;
+      default: {
+        const unreachable: never = envelope.k;
+        this.refuse('ACP_ERR_WIRE_BAD_FRAME', `unknown frame kind ${String(unreachable)}`);
+      }
+    }
+  }
+
+  badFrame(error: AcpError): void {
+    this.options.log.warn({ conn: this.connection.id, code: error.code, reason: error.message }, 'connection refused: bad frame');
+    this.options.onRefused?.(error.code);
+  }
+
+  closed(): void {
+    this.ended = true;
+    clearTimeout(this.helloTimer);
+    for (const unwatch of this.watches.values()) unwatch();
+    this.watches.clear();
+  }
+
+  private hello(envelope: Envelope): void {
+    if (envelope.k !== 'hello') {
+      this.refuse('ACP_ERR_WIRE_NO_HELLO', `expected hello first, got '${envelope.k}'`, envelope.id);
+      return;
+    }
+    const parsed = helloBodySchema.safeParse(envelope.body);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      this.refuse('ACP_ERR_WIRE_BAD_HELLO', `bad hello: field '${issue?.path.join('.')}': ${issue?.message}`);
+      return;
+    }
+    const hello = parsed.data;
+    const identity = this.options.system.identity;
+    if (!keysMatch(hello.apiKey, this.options.apiKey)) {
+      this.refuse('ACP_ERR_WIRE_BAD_KEY', 'wrong API key: use the key in <home>/secrets/api.key of the node you connect to');
+      return;
+    }
+    if (hello.cluster !== identity.cluster) {
+      this.refuse('ACP_ERR_WIRE_BAD_HELLO', `this node belongs to cluster '${identity.cluster}', not '${hello.cluster}'`);
+      return;
+    }
+    clearTimeout(this.helloTimer);
+    this.greeted = true;
+    this.send({
+      k: 'hello',
+      body: { cluster: identity.cluster, node: identity.node, incarnation: identity.incarnation, proto: PROTOCOL_VERSION },
+    });
+  }
+
+  private tell(envelope: Envelope): void {
+    const target = this.target(envelope);
+    if (!target) return;
+    // A tell has no reply, but a refusal (schema, no such actor) is still reported on the id.
+    const reply: Replier = {
+      resolve: () => undefined,
+      reject: (error) => this.sendError(envelope.id, error),
+    };
+    this.options.system.send(target.path, { message: target.message, from: this.from, external: true, reply });
+  }
+
+  private ask(envelope: Envelope): void {
+    if (envelope.id === undefined) {
+      this.sendError(undefined, new AcpError('ACP_ERR_WIRE_BAD_FRAME', 'an ask needs an id to answer to'));
+      return;
+    }
+    const target = this.target(envelope);
+    if (!target) return;
+    const id = envelope.id;
+    this.options.system
+      .ask(target.path, target.message, { timeoutMs: envelope.t ?? DEFAULT_CLIENT_ASK_TIMEOUT_MS, external: true, from: this.from })
+      .then(
+        (body) => this.send({ k: 'reply', id, body }),
+        (error: unknown) => this.sendError(id, AcpError.from(error)),
+      );
+  }
+
+  private watch(envelope: Envelope): void {
+    if (envelope.id === undefined || typeof envelope.to !== 'string') {
+      this.sendError(envelope.id, new AcpError('ACP_ERR_WIRE_BAD_FRAME', "a watch needs an id and a 'to' path"));
+      return;
+    }
+    let path;
+    try {
+      path = parsePath(envelope.to);
+    } catch (error) {
+      this.sendError(envelope.id, AcpError.from(error));
+      return;
+    }
+    const id = envelope.id;
+    this.watches.get(id)?.();
+    const unwatch = this.options.system.watch(path, (terminated) => {
+      this.watches.delete(id);
+      this.send({ k: 'event', id, body: terminated });
+    });
+    this.watches.set(id, unwatch);
+  }
+
+  private target(envelope: Envelope): { path: ReturnType<typeof parsePath>; message: Message } | undefined {
+    try {
+      if (typeof envelope.to !== 'string') throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', `a ${envelope.k} needs a 'to' path`);
+      const path = parsePath(envelope.to);
+      const message = messageSchema.safeParse(envelope.body);
+      if (!message.success) {
+        throw new AcpError('ACP_ERR_SCHEMA_REJECTED', "the body must be a message: an object with a string 'type'");
+      }
+      return { path, message: message.data as Message };
+    } catch (error) {
+      this.sendError(envelope.id, AcpError.from(error));
+      return undefined;
+    }
+  }
+
+  private refuse(code: ErrorCode, reason: string, id?: string | number): void {
+    if (this.ended) return;
+    this.options.log.warn({ conn: this.connection.id, code, reason }, 'connection refused');
+    this.options.onRefused?.(code);
+    const error = new AcpError(code, reason).toData();
+    this.connection.close(id === undefined ? { v: PROTOCOL_VERSION, k: 'error', err: error } : { v: PROTOCOL_VERSION, k: 'error', id, err: error });
+  }
+
+  private sendError(id: string | number | undefined, error: AcpError): void {
+    this.send(id === undefined ? { k: 'error', err: error.toData() } : { k: 'error', id, err: error.toData() });
+  }
+
+  private send(envelope: Omit<Envelope, 'v'>): void {
+    if (this.ended) return;
+    this.connection.send({ v: PROTOCOL_VERSION, ...envelope });
+  }
+}

@@ -1,0 +1,70 @@
+import type { ZodType } from 'zod';
+import type { Logger } from './logger.js';
+import type { Message } from './messages.js';
+import type { ActorPath } from './path.js';
+
+export interface NodeIdentity {
+  readonly cluster: string;
+  readonly node: string;
+  /** Changes every time the daemon starts (milliseconds since the epoch at boot). */
+  readonly incarnation: number;
+}
+
+export interface AskOptions {
+  timeoutMs?: number;
+}
+
+export const DEFAULT_ASK_TIMEOUT_MS = 5000;
+
+/** A location-transparent handle on an actor: the same calls whether it is local, in a thread or remote. */
+export interface ActorRef {
+  readonly path: string;
+  tell(message: Message, from?: string): void;
+  ask<Reply extends Message = Message>(message: Message, options?: AskOptions): Promise<Reply>;
+}
+
+/** A CPU-heavy task for the shared worker pool: an exported function of a module. */
+export interface PoolTask {
+  /** The module's file URL (import.meta.url-relative), compiled JavaScript. */
+  readonly module: string;
+  readonly name: string;
+  readonly input: unknown;
+}
+
+export interface ActorContext {
+  readonly path: ActorPath;
+  readonly self: ActorRef;
+  readonly node: NodeIdentity;
+  readonly log: Logger;
+  /** 1 for the first start at this path in this daemon, +1 for each restart. */
+  readonly generation: number;
+  ref(path: string | ActorPath): ActorRef;
+  runTask<Result>(task: PoolTask): Promise<Result>;
+}
+
+/**
+ * An actor's behaviour. `receive` handles one message at a time, in mailbox order; what it returns
+ * answers an ask (`{type:'ok'}` when it returns nothing). Throwing an AcpError refuses the message
+ * (the asker gets the error, the actor carries on); throwing anything else is a crash, and the
+ * actor's supervisor decides what happens next.
+ */
+export interface Actor {
+  started?(): Promise<void> | void;
+  receive(message: Message, from: string | undefined): Promise<Message | void> | Message | void;
+  stopping?(reason: string): Promise<void> | void;
+}
+
+export type ActorFactory = (ctx: ActorContext) => Actor;
+
+export type Isolation = 'inline' | 'thread' | 'process';
+
+/** What a service module exports: its name, message schema and how to make its actor. */
+export interface ServiceDefinition<Deps = undefined> {
+  readonly name: string;
+  readonly description: string;
+  /** Message schema for input from outside the process (the universal messages are added by the runtime). */
+  readonly schema: ZodType;
+  /** Isolation modes this service supports; the first is its default. */
+  readonly isolations: readonly Isolation[];
+  create(ctx: ActorContext, deps: Deps): Actor;
+}

@@ -1,0 +1,158 @@
+import { Encoder } from 'cbor-x';
+import { z } from 'zod';
+import { AcpError, type ErrorData } from './errors.js';
+
+/** Wire protocol version carried in every envelope. */
+export const PROTOCOL_VERSION = 1;
+export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024;
+const HEADER_BYTES = 4;
+
+export const FRAME_KINDS = ['hello', 'tell', 'ask', 'reply', 'error', 'ping', 'pong', 'watch', 'event', 'bye'] as const;
+export type FrameKind = (typeof FRAME_KINDS)[number];
+
+const errorDataSchema = z.object({
+  code: z.string(),
+  kind: z.string(),
+  message: z.string(),
+  details: z.unknown().optional(),
+});
+
+/**
+ * `{ v, k, id?, to?, from?, body?, err?, t? }`. `t` refines DESIGN.md's envelope: the ask timeout in
+ * milliseconds, so the server stops waiting when the client does.
+ */
+export const envelopeSchema = z.object({
+  v: z.literal(PROTOCOL_VERSION),
+  k: z.enum(FRAME_KINDS),
+  id: z.union([z.string().max(128), z.number().int()]).optional(),
+  to: z.string().max(1024).optional(),
+  from: z.string().max(1024).optional(),
+  body: z.unknown().optional(),
+  err: errorDataSchema.optional(),
+  t: z.number().int().min(1).max(3_600_000).optional(),
+});
+
+export interface Envelope {
+  v: typeof PROTOCOL_VERSION;
+  k: FrameKind;
+  id?: string | number;
+  to?: string;
+  from?: string;
+  body?: unknown;
+  err?: ErrorData;
+  t?: number;
+}
+
+export const helloBodySchema = z.object({
+  cluster: z.string().max(63),
+  node: z.string().max(63).optional(),
+  incarnation: z.number().optional(),
+  apiKey: z.string().max(512),
+  proto: z.literal(PROTOCOL_VERSION),
+});
+export type HelloBody = z.infer<typeof helloBodySchema>;
+
+// One encoder per process: plain maps, no shared structures, so any peer can decode any frame.
+const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
+
+export function encodeFrame(envelope: Envelope): Buffer {
+  const payload = cbor.encode(envelope);
+  const frame = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
+  frame.writeUInt32BE(payload.length, 0);
+  payload.copy(frame, HEADER_BYTES);
+  return frame;
+}
+
+/** Decodes and validates one envelope payload (without its length prefix). */
+export function decodeEnvelope(payload: Uint8Array): Envelope {
+  let value: unknown;
+  try {
+    value = cbor.decode(payload);
+  } catch (error) {
+    throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', `frame is not valid CBOR: ${(error as Error).message}`);
+  }
+  const parsed = envelopeSchema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue && issue.path.length > 0 ? `field '${issue.path.join('.')}'` : 'envelope';
+    throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', `frame is not a valid envelope: ${where}: ${issue?.message ?? 'invalid'}`);
+  }
+  return parsed.data as Envelope;
+}
+
+/**
+ * Streaming decoder: feed it socket chunks, get whole envelopes. Handles frames split across chunks
+ * and many frames in one chunk. The announced length is checked against the limit before any
+ * buffer for the payload is allocated.
+ */
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(readonly maxFrameBytes: number = DEFAULT_MAX_FRAME_BYTES) {}
+
+  /** Returns the complete envelopes in `chunk` and earlier leftovers; throws AcpError on a bad frame. */
+  push(chunk: Buffer): Envelope[] {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const envelopes: Envelope[] = [];
+    for (;;) {
+      if (this.buffered < HEADER_BYTES) break;
+      const length = this.peekLength();
+      if (length > this.maxFrameBytes) {
+        throw new AcpError(
+          'ACP_ERR_WIRE_FRAME_TOO_LARGE',
+          `frame of ${length} bytes exceeds this listener's limit of ${this.maxFrameBytes} bytes`,
+        );
+      }
+      if (this.buffered < HEADER_BYTES + length) break;
+      this.consume(HEADER_BYTES);
+      envelopes.push(decodeEnvelope(this.consume(length)));
+    }
+    return envelopes;
+  }
+
+  /** Bytes held for a frame not yet complete. */
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
+  private peekLength(): number {
+    const first = this.chunks[0]!;
+    if (first.length >= HEADER_BYTES) return first.readUInt32BE(0);
+    return this.consume(HEADER_BYTES, true).readUInt32BE(0);
+  }
+
+  /** Takes `count` bytes off the front (or only looks, with `peek`), copying only when they span chunks. */
+  private consume(count: number, peek = false): Buffer {
+    if (count === 0) return Buffer.alloc(0);
+    const first = this.chunks[0]!;
+    if (first.length >= count) {
+      const out = first.subarray(0, count);
+      if (!peek) {
+        if (first.length === count) this.chunks.shift();
+        else this.chunks[0] = first.subarray(count);
+        this.buffered -= count;
+      }
+      return out;
+    }
+    const out = Buffer.allocUnsafe(count);
+    let filled = 0;
+    let index = 0;
+    while (filled < count) {
+      const chunk = this.chunks[index]!;
+      const take = Math.min(chunk.length, count - filled);
+      chunk.copy(out, filled, 0, take);
+      filled += take;
+      if (peek) {
+        index += 1;
+      } else if (take === chunk.length) {
+        this.chunks.shift();
+      } else {
+        this.chunks[0] = chunk.subarray(take);
+      }
+    }
+    if (!peek) this.buffered -= count;
+    return out;
+  }
+}

@@ -1,0 +1,87 @@
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { AcpError } from './errors.js';
+import { LOG_LEVELS } from './logger.js';
+import { isValidName, NAME_PATTERN } from './path.js';
+
+const name = z.string().regex(NAME_PATTERN, 'must be 1-63 characters of a-z, 0-9, ".", "_" or "-", starting with a letter or digit');
+
+export const serviceConfigSchema = z.strictObject({
+  isolation: z.enum(['inline', 'thread', 'process']).optional(),
+  maxRestarts: z.number().int().min(0).max(1000).optional(),
+  withinMs: z.number().int().min(1).max(86_400_000).optional(),
+  shutdownMs: z.number().int().min(0).max(600_000).optional(),
+});
+export type ServiceConfig = z.infer<typeof serviceConfigSchema>;
+
+/** `<home>/config.json`. Written with defaults on first run; every field but the identity is optional. */
+export const nodeConfigSchema = z.strictObject({
+  cluster: name,
+  node: name,
+  logLevel: z.enum(LOG_LEVELS).default('info'),
+  services: z.record(z.string(), serviceConfigSchema).default({}),
+  api: z
+    .strictObject({
+      maxFrameBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+      helloTimeoutMs: z.number().int().min(100).max(600_000).default(5000),
+      maxConnections: z.number().int().min(1).max(100_000).default(1024),
+    })
+    .default({ maxFrameBytes: 4 * 1024 * 1024, helloTimeoutMs: 5000, maxConnections: 1024 }),
+  webapi: z
+    .strictObject({
+      /** Loopback only: the web UI is reached locally or through an SSH tunnel / reverse proxy. */
+      host: z.enum(['127.0.0.1', '::1', 'localhost']).default('127.0.0.1'),
+      port: z.number().int().min(0).max(65535).default(8480),
+    })
+    .default({ host: '127.0.0.1', port: 8480 }),
+  /** After a service exhausts its restart intensity it is `failed`; the Framework tries it again after this. */
+  failedRetryMs: z.number().int().min(1000).max(86_400_000).default(30_000),
+});
+export type NodeConfig = z.infer<typeof nodeConfigSchema>;
+
+export interface HomePaths {
+  readonly home: string;
+  readonly config: string;
+  readonly secrets: string;
+  readonly apiKey: string;
+  readonly run: string;
+  readonly socket: string;
+  readonly pidfile: string;
+  readonly log: string;
+  readonly logFile: string;
+  readonly data: string;
+}
+
+export function homePaths(home: string): HomePaths {
+  return {
+    home,
+    config: join(home, 'config.json'),
+    secrets: join(home, 'secrets'),
+    apiKey: join(home, 'secrets', 'api.key'),
+    run: join(home, 'run'),
+    socket: join(home, 'run', 'acp.sock'),
+    pidfile: join(home, 'run', 'acpd.pid'),
+    log: join(home, 'log'),
+    logFile: join(home, 'log', 'acpd.log'),
+    data: join(home, 'data'),
+  };
+}
+
+/** The default node name: the host name, lower-cased, with anything outside the name alphabet replaced. */
+export function defaultNodeName(host: string = hostname()): string {
+  const cleaned = host.toLowerCase().split('.')[0]!.replace(/[^a-z0-9._-]/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 63);
+  return isValidName(cleaned) ? cleaned : 'node';
+}
+
+export function defaultConfig(cluster: string | undefined, node: string | undefined): NodeConfig {
+  return nodeConfigSchema.parse({ cluster: cluster ?? 'local', node: node ?? defaultNodeName() });
+}
+
+export function parseConfig(input: unknown, file: string): NodeConfig {
+  const result = nodeConfigSchema.safeParse(input);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const where = issue && issue.path.length > 0 ? `field '${issue.path.join('.')}'` : 'the file';
+  throw new AcpError('ACP_ERR_CONFIG_INVALID', `${file}: ${where}: ${issue?.message ?? 'invalid'}; fix or remove the file`);
+}

@@ -1,0 +1,187 @@
+import { existsSync } from 'node:fs';
+import { createFramework, frameworkSchema } from '../actors/framework/index.js';
+import { claimPidfile, ensureHome, loadOrCreateApiKey, loadOrCreateConfig, readPidfile, removeFile } from '../adapters/home.js';
+import { isDaemonProcess } from '../adapters/process.js';
+import { realClock, ServiceTree, type ServiceEntry } from '../supervisors/service-tree.js';
+import { Supervisor } from '../supervisors/supervisor.js';
+import type { NodeIdentity } from './actor.js';
+import { homePaths, type HomePaths, type NodeConfig } from './config.js';
+import { AcpError, errorMessage } from './errors.js';
+import { createLogger, type Logger, type LogLevel } from './logger.js';
+import { formatPath } from './path.js';
+import { TaskPool } from './pool.js';
+import type { NodeStatus, ServiceDeps, ServiceState, ServiceStatus } from './services.js';
+import { ActorSystem, type LocalActor } from './system.js';
+
+export interface DaemonOptions {
+  home: string;
+  cluster?: string;
+  node?: string;
+  faults?: boolean;
+  logLevel?: LogLevel;
+  /** Log to this file instead of standard error (a detached daemon logs to `<home>/log/acpd.log`). */
+  logFile?: string;
+  /** Replaces the boot order (tests). */
+  services?: readonly ServiceEntry[];
+}
+
+/** Refuses a second daemon on a live home; cleans what a killed one left behind. */
+export function checkHomeFree(paths: HomePaths, log?: Logger): void {
+  const pid = readPidfile(paths.pidfile);
+  if (pid !== undefined && pid !== process.pid && isDaemonProcess(pid)) {
+    throw new AcpError('ACP_ERR_DAEMON_RUNNING', `acpd already runs on ${paths.home} (pid ${pid}); stop it with 'acp down --home ${paths.home}'`);
+  }
+  if (pid !== undefined || existsSync(paths.pidfile)) {
+    log?.info({ stalePid: pid }, 'removed the pidfile of a daemon that is gone');
+    removeFile(paths.pidfile);
+  }
+  if (existsSync(paths.socket)) {
+    log?.info({ socket: paths.socket }, 'removed a stale socket');
+    removeFile(paths.socket);
+  }
+}
+
+/** One running acpd: the actor system, the Framework and its service tree. */
+export class Daemon {
+  readonly paths: HomePaths;
+  readonly system: ActorSystem;
+  readonly log: Logger;
+  readonly config: NodeConfig;
+  /** Resolves when the daemon has stopped (after `stop`, or a fatal escalation). */
+  readonly stopped: Promise<{ code: number; reason: string }>;
+  private readonly tree: ServiceTree;
+  private readonly pool = new TaskPool();
+  private readonly root: Supervisor;
+  private framework: LocalActor | undefined;
+  private frameworkState: ServiceState = 'stopped';
+  private frameworkRestarts = 0;
+  private frameworkSince = new Date().toISOString();
+  private readonly startedAt = Date.now();
+  private refusedConnections = 0;
+  private stopping: Promise<void> | undefined;
+  private resolveStopped!: (result: { code: number; reason: string }) => void;
+
+  private constructor(paths: HomePaths, config: NodeConfig, apiKey: string, log: Logger, options: DaemonOptions) {
+    this.paths = paths;
+    this.config = config;
+    this.log = log;
+    this.stopped = new Promise((resolve) => {
+      this.resolveStopped = resolve;
+    });
+    const identity: NodeIdentity = { cluster: config.cluster, node: config.node, incarnation: Date.now() };
+    this.system = new ActorSystem({ identity, log, faults: options.faults ?? false, pool: this.pool });
+    const deps: ServiceDeps = {
+      system: this.system,
+      config,
+      paths,
+      apiKey,
+      logLevel: options.logLevel ?? config.logLevel,
+      status: () => this.status(),
+      requestShutdown: (reason) => void this.stop(reason),
+      countRefusal: () => {
+        this.refusedConnections += 1;
+      },
+    };
+    this.tree = new ServiceTree({ system: this.system, config, deps, log, logFile: options.logFile, ...(options.services ? { entries: options.services } : {}) });
+    const frameworkPath = this.system.localPath('framework');
+    // The Framework's own actor is restarted like any service; if it cannot stay up, the node stops.
+    this.root = new Supervisor(
+      {
+        ...realClock,
+        start: async () => {
+          this.framework = await this.system.spawn(
+            frameworkPath,
+            (ctx) => createFramework(ctx, { boot: () => this.tree.boot(), status: () => this.status(), requestShutdown: deps.requestShutdown }),
+            { schema: frameworkSchema, onCrash: (error) => void this.root.childCrashed('framework', error) },
+          );
+        },
+        stop: async (_id, shutdownMs, reason) => {
+          await this.framework?.stop(reason, shutdownMs, true);
+        },
+        escalate: (error) => {
+          log.fatal({ code: error.code, err: error.message }, 'the framework cannot stay up; stopping the node');
+          void this.stop(`fatal: ${error.message}`, 1);
+        },
+        record: (event) => {
+          if (event.type !== 'state') return;
+          this.frameworkState = event.to;
+          this.frameworkRestarts = event.restarts;
+          this.frameworkSince = new Date().toISOString();
+        },
+      },
+      {},
+      [{ id: 'framework', restart: 'permanent' }],
+    );
+  }
+
+  static async start(options: DaemonOptions): Promise<Daemon> {
+    const paths = homePaths(options.home);
+    ensureHome(paths);
+    checkHomeFree(paths);
+    const { config } = loadOrCreateConfig(paths, { cluster: options.cluster, node: options.node });
+    const apiKey = loadOrCreateApiKey(paths);
+    const log = createLogger({ level: options.logLevel ?? config.logLevel, file: options.logFile, base: { pid: process.pid, node: config.node } });
+    if (!claimPidfile(paths.pidfile, process.pid)) {
+      throw new AcpError('ACP_ERR_DAEMON_RUNNING', `another acpd is starting on ${paths.home}; stop it with 'acp down --home ${paths.home}'`);
+    }
+    const daemon = new Daemon(paths, config, apiKey, log, options);
+    try {
+      await daemon.tree.load();
+      await daemon.root.startAll();
+    } catch (error) {
+      await daemon.stop(`start failed: ${errorMessage(error)}`, 1);
+      throw AcpError.from(error, 'ACP_ERR_DAEMON_START_FAILED');
+    }
+    log.info({ cluster: config.cluster, node: config.node, incarnation: daemon.system.identity.incarnation, socket: paths.socket, faults: daemon.system.faultsEnabled }, 'acpd started');
+    return daemon;
+  }
+
+  status(): NodeStatus {
+    const identity = this.system.identity;
+    const framework: ServiceStatus = {
+      name: 'framework',
+      path: formatPath(this.system.localPath('framework')),
+      state: this.frameworkState,
+      restarts: this.frameworkRestarts,
+      isolation: 'inline',
+      pid: process.pid,
+      since: this.frameworkSince,
+    };
+    return {
+      type: 'status',
+      cluster: identity.cluster,
+      node: identity.node,
+      incarnation: identity.incarnation,
+      pid: process.pid,
+      startedAt: new Date(this.startedAt).toISOString(),
+      uptimeMs: Date.now() - this.startedAt,
+      deadLetters: this.system.deadLetters,
+      refusedConnections: this.refusedConnections,
+      faults: this.system.faultsEnabled,
+      booting: this.tree.isBooting,
+      socket: this.paths.socket,
+      services: [framework, ...this.tree.status()],
+    };
+  }
+
+  /** Stops the services in reverse boot order, then the Framework, and removes the pidfile. */
+  stop(reason = 'shutdown', code = 0): Promise<void> {
+    this.stopping ??= (async () => {
+      this.log.info({ reason }, 'acpd stopping');
+      try {
+        await this.tree.shutdown(reason);
+        await this.root.stopAll(reason);
+        await this.system.shutdown(reason);
+        await this.pool.close();
+      } catch (error) {
+        this.log.error({ err: errorMessage(error) }, 'error while stopping');
+      }
+      removeFile(this.paths.socket);
+      if (readPidfile(this.paths.pidfile) === process.pid) removeFile(this.paths.pidfile);
+      this.log.info({ reason }, 'acpd stopped');
+      this.log.flush();
+      this.resolveStopped({ code, reason });
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * The one error catalog. Every error ACP reports carries a stable code `ACP_ERR_<SUBSYSTEM>_<WHAT>`
+ * and a message a user can act on. `kind` is the short, typed category that asks reject with.
+ * docs/errors.md documents each code; a test keeps the two in step.
+ */
+export const errorCatalog = {
+  ACP_ERR_PATH_INVALID: { kind: 'bad-request', summary: 'An actor path did not parse.' },
+  ACP_ERR_NAME_INVALID: { kind: 'bad-request', summary: 'A cluster, node or actor name is not of the form [a-z0-9][a-z0-9._-]{0,62}.' },
+  ACP_ERR_ASK_TIMEOUT: { kind: 'timeout', summary: 'No reply arrived within the ask timeout.' },
+  ACP_ERR_NO_SUCH_ACTOR: { kind: 'no-such-actor', summary: 'No actor lives at the path (never existed, stopped, or restarting).' },
+  ACP_ERR_SCHEMA_REJECTED: { kind: 'rejected-by-schema', summary: 'A message failed its service schema.' },
+  ACP_ERR_NODE_UNREACHABLE: { kind: 'node-unreachable', summary: 'The target node cannot be reached from here.' },
+  ACP_ERR_ACTOR_CRASHED: { kind: 'actor-crashed', summary: 'The actor crashed before it answered; its supervisor decides what happens next.' },
+  ACP_ERR_ACTOR_STOPPED: { kind: 'actor-stopped', summary: 'The actor stopped before it answered.' },
+  ACP_ERR_ACTOR_EXISTS: { kind: 'conflict', summary: 'An actor already lives at the path.' },
+  ACP_ERR_UNKNOWN_MESSAGE: { kind: 'rejected-by-schema', summary: 'The actor does not handle this message type.' },
+  ACP_ERR_FAULTS_DISABLED: { kind: 'forbidden', summary: 'Fault injection was asked for but the daemon runs without --faults.' },
+  ACP_ERR_CHAOS_CRASH: { kind: 'actor-crashed', summary: 'A crash injected on purpose by `acp chaos crash`.' },
+  ACP_ERR_WIRE_FRAME_TOO_LARGE: { kind: 'bad-frame', summary: 'A frame announced more bytes than the listener allows.' },
+  ACP_ERR_WIRE_BAD_FRAME: { kind: 'bad-frame', summary: 'A frame could not be decoded or is not a valid envelope.' },
+  ACP_ERR_WIRE_NO_HELLO: { kind: 'bad-frame', summary: 'A connection sent something other than hello first, or nothing in time.' },
+  ACP_ERR_WIRE_BAD_KEY: { kind: 'unauthorized', summary: 'The hello carried a wrong API key.' },
+  ACP_ERR_WIRE_BAD_HELLO: { kind: 'bad-frame', summary: 'The hello names another cluster or an unsupported protocol version.' },
+  ACP_ERR_WIRE_CLOSED: { kind: 'node-unreachable', summary: 'The connection closed before the answer arrived.' },
+  ACP_ERR_SUPERVISOR_INTENSITY: { kind: 'failed', summary: 'A child crashed more often than its restart intensity allows; the supervisor escalated.' },
+  ACP_ERR_SUPERVISOR_START_FAILED: { kind: 'failed', summary: 'A child failed to start.' },
+  ACP_ERR_SUPERVISOR_SPEC: { kind: 'bad-request', summary: 'A supervisor or child specification is invalid.' },
+  ACP_ERR_THREAD_EXITED: { kind: 'actor-crashed', summary: 'The worker thread hosting an actor exited.' },
+  ACP_ERR_ISOLATION_UNSUPPORTED: { kind: 'bad-request', summary: 'The service cannot run with the configured isolation.' },
+  ACP_ERR_CONFIG_INVALID: { kind: 'bad-request', summary: 'The node configuration file is invalid.' },
+  ACP_ERR_CONFIG_MISMATCH: { kind: 'bad-request', summary: 'A flag contradicts the identity already stored in the home directory.' },
+  ACP_ERR_DAEMON_RUNNING: { kind: 'conflict', summary: 'A daemon already runs on this home directory.' },
+  ACP_ERR_DAEMON_NOT_RUNNING: { kind: 'node-unreachable', summary: 'No daemon runs on this home directory.' },
+  ACP_ERR_DAEMON_START_FAILED: { kind: 'failed', summary: 'The daemon did not come up.' },
+  ACP_ERR_DAEMON_SHUTTING_DOWN: { kind: 'actor-stopped', summary: 'The daemon is shutting down and takes no new work.' },
+  ACP_ERR_CLI_USAGE: { kind: 'bad-request', summary: 'A command was called with bad arguments.' },
+  ACP_ERR_CLI_BAD_JSON: { kind: 'bad-request', summary: 'A command-line JSON argument did not parse.' },
+  ACP_ERR_INTERNAL: { kind: 'internal', summary: 'An unexpected internal error; the log has the details.' },
+} as const;
+
+export type ErrorCode = keyof typeof errorCatalog;
+export type ErrorKind = (typeof errorCatalog)[ErrorCode]['kind'];
+
+/** The plain-data form of an error, as it travels in a wire envelope's `err` field. */
+export interface ErrorData {
+  code: ErrorCode;
+  kind: ErrorKind;
+  message: string;
+  details?: unknown;
+}
+
+export class AcpError extends Error {
+  readonly code: ErrorCode;
+  readonly kind: ErrorKind;
+  readonly details: unknown;
+
+  constructor(code: ErrorCode, message: string, details?: unknown) {
+    super(message);
+    this.name = 'AcpError';
+    this.code = code;
+    this.kind = errorCatalog[code].kind;
+    this.details = details;
+  }
+
+  toData(): ErrorData {
+    const data: ErrorData = { code: this.code, kind: this.kind, message: this.message };
+    if (this.details !== undefined) data.details = this.details;
+    return data;
+  }
+
+  static fromData(data: ErrorData): AcpError {
+    const code: ErrorCode = isErrorCode(data.code) ? data.code : 'ACP_ERR_INTERNAL';
+    return new AcpError(code, data.message, data.details);
+  }
+
+  /** Any thrown value as an AcpError; unknown errors become ACP_ERR_INTERNAL with their message. */
+  static from(error: unknown, fallback: ErrorCode = 'ACP_ERR_INTERNAL'): AcpError {
+    if (error instanceof AcpError) return error;
+    const message = error instanceof Error ? error.message : String(error);
+    return new AcpError(fallback, message);
+  }
+}
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(errorCatalog, code);
+}
+
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,78 @@
+import { AcpError } from './errors.js';
+
+/** Names of clusters, nodes and actors: lower-case, at most 63 characters. */
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+export const PRIMARY = '@primary';
+const SCHEME = 'acp://';
+
+export interface ActorPath {
+  readonly cluster: string;
+  /** A node name, or `@primary`, resolved at send time. */
+  readonly node: string;
+  /** The service followed by any child names: never empty. */
+  readonly segments: readonly string[];
+}
+
+export function isValidName(name: string): boolean {
+  return NAME_PATTERN.test(name);
+}
+
+export function assertName(name: string, what: string): string {
+  if (!isValidName(name)) {
+    throw new AcpError(
+      'ACP_ERR_NAME_INVALID',
+      `${what} name ${JSON.stringify(name)} is invalid: use 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit`,
+    );
+  }
+  return name;
+}
+
+function invalid(input: string, part: string, why: string): AcpError {
+  return new AcpError('ACP_ERR_PATH_INVALID', `invalid actor path ${JSON.stringify(input)}: ${part} ${why}`);
+}
+
+/** Parses `acp://<cluster>/<node>/<service>[/<child>...]`; the error names the offending part. */
+export function parsePath(input: string): ActorPath {
+  if (typeof input !== 'string') throw invalid(String(input), 'the path', 'is not a string');
+  if (!input.startsWith(SCHEME)) throw invalid(input, 'the scheme', "must be 'acp://'");
+  const parts = input.slice(SCHEME.length).split('/');
+  const [cluster = '', node = '', ...segments] = parts;
+  if (!isValidName(cluster)) throw invalid(input, `cluster ${JSON.stringify(cluster)}`, 'is not a valid name');
+  if (node !== PRIMARY && !isValidName(node)) {
+    throw invalid(input, `node ${JSON.stringify(node)}`, `is not a valid node name or '${PRIMARY}'`);
+  }
+  if (segments.length === 0) throw invalid(input, 'the service', 'is missing');
+  segments.forEach((segment, index) => {
+    if (!isValidName(segment)) {
+      const what = index === 0 ? 'service' : `child #${index}`;
+      throw invalid(input, `${what} ${JSON.stringify(segment)}`, 'is not a valid name');
+    }
+  });
+  return { cluster, node, segments };
+}
+
+export function formatPath(path: ActorPath): string {
+  return `${SCHEME}${path.cluster}/${path.node}/${path.segments.join('/')}`;
+}
+
+/** Builds a path from names, each checked on its own (a '/' inside a name is an error, not a split). */
+export function makePath(cluster: string, node: string, ...segments: string[]): ActorPath {
+  const input = `${SCHEME}${[cluster, node, ...segments].join('/')}`;
+  const withSlash = [cluster, node, ...segments].find((part) => part.includes('/'));
+  if (withSlash !== undefined) throw invalid(input, `name ${JSON.stringify(withSlash)}`, "contains '/'");
+  return parsePath(input);
+}
+
+export function childPath(parent: ActorPath, name: string): ActorPath {
+  assertName(name, 'actor');
+  return { cluster: parent.cluster, node: parent.node, segments: [...parent.segments, name] };
+}
+
+export function parentPath(path: ActorPath): ActorPath | undefined {
+  if (path.segments.length < 2) return undefined;
+  return { ...path, segments: path.segments.slice(0, -1) };
+}
+
+export function toPath(path: string | ActorPath): ActorPath {
+  return typeof path === 'string' ? parsePath(path) : path;
+}

@@ -1,0 +1,51 @@
+import type { HomePaths, NodeConfig } from './config.js';
+import type { Isolation } from './actor.js';
+import type { Message } from './messages.js';
+import type { ActorSystem } from './system.js';
+
+export type ServiceState = 'starting' | 'running' | 'restarting' | 'stopped' | 'failed';
+
+export interface ServiceStatus {
+  readonly name: string;
+  readonly path: string;
+  readonly state: ServiceState;
+  readonly restarts: number;
+  readonly isolation: Isolation;
+  /** The process hosting the service (the daemon's, for inline and thread). */
+  readonly pid: number | undefined;
+  /** The worker thread's id, for thread isolation. */
+  readonly threadId?: number;
+  readonly since: string;
+  readonly lastError?: string;
+}
+
+export interface NodeStatus extends Message {
+  readonly type: 'status';
+  readonly cluster: string;
+  readonly node: string;
+  readonly incarnation: number;
+  readonly pid: number;
+  readonly startedAt: string;
+  readonly uptimeMs: number;
+  readonly deadLetters: number;
+  readonly refusedConnections: number;
+  readonly faults: boolean;
+  readonly booting: boolean;
+  readonly socket: string;
+  readonly services: readonly ServiceStatus[];
+}
+
+/** What the Framework hands to the inline services it starts. */
+export interface ServiceDeps {
+  readonly system: ActorSystem;
+  readonly config: NodeConfig;
+  readonly paths: HomePaths;
+  readonly apiKey: string;
+  readonly logLevel: string;
+  /** The node's current status (as the Framework tracks it). */
+  status(): NodeStatus;
+  /** Asks the daemon to shut down cleanly. */
+  requestShutdown(reason: string): void;
+  /** Counts a refused client connection. */
+  countRefusal(): void;
+}

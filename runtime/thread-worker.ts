@@ -1,0 +1,89 @@
+/** Worker-thread side of thread isolation: hosts one service actor and answers over comlink. */
+import { parentPort, threadId, workerData } from 'node:worker_threads';
+import * as Comlink from 'comlink';
+import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
+import type { Actor, ActorContext, ActorRef, ServiceDefinition } from './actor.js';
+import { AcpError } from './errors.js';
+import { createLogger, type LogLevel } from './logger.js';
+import { UNIVERSAL_TYPES, type Message } from './messages.js';
+import { parsePath } from './path.js';
+import { TaskPool } from './pool.js';
+import { runUniversal } from './system.js';
+import type { ThreadRelay, ThreadReply, ThreadWorkerApi, ThreadWorkerData } from './thread.js';
+
+const data = workerData as ThreadWorkerData;
+const log = createLogger({ level: data.logLevel as LogLevel, file: data.logFile }).child({ path: data.path, thread: threadId });
+const identity = { cluster: data.cluster, node: data.node, incarnation: data.incarnation };
+const pool = new TaskPool(1);
+let actor: Actor | undefined;
+let mailbox: Promise<void> = Promise.resolve();
+
+const CRASH_CODES = new Set(['ACP_ERR_CHAOS_CRASH', 'ACP_ERR_ACTOR_CRASHED']);
+
+function remoteRef(relay: ThreadRelay, path: string): ActorRef {
+  return {
+    path,
+    tell: (message, from) => relay.tell(path, message, from ?? data.path),
+    ask: async <Reply extends Message>(message: Message, options?: { timeoutMs?: number }) => {
+      const result = await relay.ask(path, message, options?.timeoutMs);
+      if (!result.ok) throw AcpError.fromData(result.error);
+      return result.reply as Reply;
+    },
+  };
+}
+
+function toReply(error: unknown): ThreadReply {
+  if (error instanceof AcpError && !CRASH_CODES.has(error.code)) return { ok: false, error: error.toData(), crash: false };
+  const crash = AcpError.from(error, 'ACP_ERR_ACTOR_CRASHED');
+  log.error({ err: crash.message }, 'actor crashed in its worker thread');
+  return { ok: false, error: crash.toData(), crash: true };
+}
+
+const api: ThreadWorkerApi = {
+  async start(relay) {
+    const module = (await import(data.module)) as Record<string, unknown>;
+    const definition = module[data.exportName] as ServiceDefinition<undefined> | undefined;
+    if (!definition || typeof definition.create !== 'function') {
+      throw new Error(`${data.module} has no service definition named ${data.exportName}`);
+    }
+    const path = parsePath(data.path);
+    const ctx: ActorContext = {
+      path,
+      self: remoteRef(relay, data.path),
+      node: identity,
+      log,
+      generation: data.generation,
+      ref: (target) => remoteRef(relay, typeof target === 'string' ? target : `acp://${target.cluster}/${target.node}/${target.segments.join('/')}`),
+      runTask: (task) => pool.run(task),
+    };
+    actor = definition.create(ctx, undefined);
+    await actor.started?.();
+  },
+  receive(message, from) {
+    // One message at a time, as in any mailbox. The first answer wins: `chaos.stall` answers at
+    // once and then holds the mailbox, like it does inline.
+    return new Promise<ThreadReply>((resolve) => {
+      const replier = {
+        resolve: (reply: Message) => resolve({ ok: true, reply }),
+        reject: (error: AcpError) => resolve(toReply(error)),
+      };
+      const run = mailbox.then(async () => {
+        try {
+          const reply = UNIVERSAL_TYPES.has(message.type)
+            ? await runUniversal(message, replier, { identity, faultsEnabled: data.faultsEnabled }, data.path, data.generation)
+            : await actor!.receive(message, from);
+          resolve({ ok: true, reply: reply ?? undefined });
+        } catch (error) {
+          resolve(toReply(error));
+        }
+      });
+      mailbox = run;
+    });
+  },
+  async stop(reason) {
+    await actor?.stopping?.(reason);
+    await pool.close();
+  },
+};
+
+Comlink.expose(api, nodeEndpoint(parentPort!));

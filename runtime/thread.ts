@@ -1,0 +1,123 @@
+import { Worker } from 'node:worker_threads';
+import * as Comlink from 'comlink';
+import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
+import type { Actor, ActorContext, ActorFactory } from './actor.js';
+import { AcpError, type ErrorData } from './errors.js';
+import type { Message } from './messages.js';
+import type { ActorSystem } from './system.js';
+
+/** A reply from the worker: answers and refusals travel as data, so error codes survive. */
+export type ThreadReply =
+  | { readonly ok: true; readonly reply: Message | undefined }
+  | { readonly ok: false; readonly error: ErrorData; readonly crash: boolean };
+
+/** The worker side's API, exposed over comlink. */
+export interface ThreadWorkerApi {
+  start(relay: ThreadRelay): Promise<void>;
+  receive(message: Message, from: string | undefined): Promise<ThreadReply>;
+  stop(reason: string): Promise<void>;
+}
+
+/** The main side's API handed to the worker: how its actor reaches other actors. */
+export interface ThreadRelay {
+  ask(path: string, message: Message, timeoutMs: number | undefined): Promise<ThreadReply>;
+  tell(path: string, message: Message, from: string): void;
+}
+
+export interface ThreadWorkerData {
+  readonly module: string;
+  readonly exportName: string;
+  readonly path: string;
+  readonly cluster: string;
+  readonly node: string;
+  readonly incarnation: number;
+  readonly generation: number;
+  readonly faultsEnabled: boolean;
+  readonly logLevel: string;
+  readonly logFile: string | undefined;
+}
+
+const workerEntry = new URL('./thread-worker.js', import.meta.url);
+
+/**
+ * Thread isolation: an inline proxy actor, at the service's path and under its supervisor, that
+ * runs the real actor in a worker thread behind a comlink-wrapped port. Every message, the
+ * universal ones included, is handled in the worker; a crash there, or the worker exiting, crashes
+ * the proxy, so the supervisor restarts it (and with it a fresh worker).
+ */
+export function threadActor(
+  system: ActorSystem,
+  options: { module: string; exportName: string; logLevel: string; logFile: string | undefined; onThread?: (threadId: number | undefined) => void },
+): ActorFactory {
+  return (ctx: ActorContext): Actor => {
+    let worker: Worker | undefined;
+    let remote: Comlink.Remote<ThreadWorkerApi> | undefined;
+    let stopping = false;
+    let rejectExited: ((error: AcpError) => void) | undefined;
+    const exited = new Promise<never>((_resolve, reject) => {
+      rejectExited = reject;
+    });
+    exited.catch(() => undefined);
+
+    const relay: ThreadRelay = {
+      ask: (path, message, timeoutMs) =>
+        system.ref(path).ask(message, timeoutMs === undefined ? {} : { timeoutMs }).then(
+          (reply): ThreadReply => ({ ok: true, reply }),
+          (error: unknown): ThreadReply => ({ ok: false, error: AcpError.from(error).toData(), crash: false }),
+        ),
+      tell: (path, message, from) => system.ref(path).tell(message, from),
+    };
+
+    return {
+      async started() {
+        const data: ThreadWorkerData = {
+          module: options.module,
+          exportName: options.exportName,
+          path: ctx.self.path,
+          cluster: ctx.node.cluster,
+          node: ctx.node.node,
+          incarnation: ctx.node.incarnation,
+          generation: ctx.generation,
+          faultsEnabled: system.faultsEnabled,
+          logLevel: options.logLevel,
+          logFile: options.logFile,
+        };
+        const spawned = new Worker(workerEntry, { workerData: data });
+        worker = spawned;
+        spawned.on('error', (error) => ctx.log.error({ err: error.message }, 'worker thread failed'));
+        spawned.on('exit', (code) => {
+          options.onThread?.(undefined);
+          if (stopping) return;
+          const error = new AcpError('ACP_ERR_THREAD_EXITED', `the worker thread of ${ctx.self.path} exited with code ${code}`);
+          rejectExited?.(error);
+          // Crash the proxy even when it is idle, so the supervisor restarts the service.
+          ctx.self.tell({ type: 'thread.exited', code });
+        });
+        remote = Comlink.wrap<ThreadWorkerApi>(nodeEndpoint(spawned));
+        await Promise.race([remote.start(Comlink.proxy(relay)), exited]);
+        options.onThread?.(spawned.threadId);
+      },
+      async receive(message, from) {
+        if (message.type === 'thread.exited') {
+          throw new AcpError('ACP_ERR_THREAD_EXITED', `the worker thread of ${ctx.self.path} exited`);
+        }
+        const result = await Promise.race([remote!.receive(message, from), exited]);
+        if (result.ok) return result.reply;
+        if (result.crash) throw new AcpError('ACP_ERR_ACTOR_CRASHED', result.error.message);
+        throw AcpError.fromData(result.error);
+      },
+      async stopping(reason) {
+        stopping = true;
+        const current = worker;
+        if (!current) return;
+        try {
+          await Promise.race([remote?.stop(reason), exited, new Promise((resolve) => setTimeout(resolve, 2000))]);
+        } catch {
+          // the worker is gone already
+        }
+        remote?.[Comlink.releaseProxy]();
+        await current.terminate();
+      },
+    };
+  };
+}
