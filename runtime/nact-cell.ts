@@ -12,6 +12,9 @@
  *     holder cell that never processes messages, so the parent's own map holds at most one entry.
  *  6. Messages to stopped actors vanish: `dispatch` checks liveness first and reports a miss to the
  *     caller, which routes it to dead letters.
+ *  7. (found here) `stop` never reaches children: nact's Actor.stop passes actor objects where its
+ *     stop function expects references, so children are detached but never stopped. Cells keep
+ *     their own children and stop them first, deepest first; the host stops its top-level cells.
  */
 import { randomUUID } from 'node:crypto';
 import nact from 'nact';
@@ -44,6 +47,7 @@ type Mail<D> = { readonly delivery: D } | ChildCountProbe;
 export class CellHost {
   private readonly system: NactRef;
   private stopped = false;
+  private readonly topLevel = new Set<Cell<unknown>>();
 
   constructor() {
     this.system = nact.start();
@@ -52,12 +56,15 @@ export class CellHost {
   spawn<D>(parent: Cell<unknown> | undefined, name: string | undefined, callbacks: CellCallbacks<D>): Cell<D> {
     if (this.stopped) throw new Error('cell host is stopped');
     const parentRef = parent ? parent.holderRef() : this.system;
-    return new Cell<D>(parentRef, name ?? randomUUID(), callbacks, parent !== undefined);
+    const siblings = parent ? parent.children : this.topLevel;
+    const cell = new Cell<D>(parentRef, name ?? randomUUID(), callbacks, parent !== undefined, siblings);
+    return cell;
   }
 
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
+    for (const cell of [...this.topLevel]) cell.stop();
     nact.stop(this.system);
   }
 }
@@ -68,8 +75,16 @@ export class Cell<D> {
   private holder: NactRef | undefined;
   private alive = true;
   private crashReported = false;
+  /** @internal This cell's live children (defect 7: nact will not stop them for us). */
+  readonly children = new Set<Cell<unknown>>();
 
-  constructor(parentRef: NactRef, name: string, private readonly callbacks: CellCallbacks<D>, nested: boolean) {
+  constructor(
+    parentRef: NactRef,
+    name: string,
+    private readonly callbacks: CellCallbacks<D>,
+    nested: boolean,
+    private readonly siblings: Set<Cell<unknown>>,
+  ) {
     this.name = name;
     const handler = async (state: unknown, mail: Mail<D>, ctx: nact.ActorContext<Mail<D>, NactRef>) => {
       if ('probe' in mail) {
@@ -84,6 +99,7 @@ export class Cell<D> {
       onCrash: (mail: Mail<D> | undefined, error: unknown, ctx: SupervisionContext) => this.onOwnCrash(mail, error, ctx, nested),
       afterStop: () => this.afterStop(),
     });
+    siblings.add(this as Cell<unknown>);
   }
 
   get isAlive(): boolean {
@@ -97,7 +113,9 @@ export class Cell<D> {
     return true;
   }
 
+  /** Stops this cell and, first, all its descendants. */
   stop(): void {
+    for (const child of [...this.children]) child.stop();
     if (!this.alive) return;
     this.alive = false;
     nact.stop(this.ref);
@@ -149,6 +167,7 @@ export class Cell<D> {
         return ctx.resume;
       }
       this.alive = false;
+      for (const child of [...this.children]) child.stop();
       const delivery = mail && 'delivery' in mail ? mail.delivery : undefined;
       this.reportCrash(error, delivery);
       // A nested cell escalates to its holder, which stops it; a top-level cell stops itself
@@ -174,6 +193,7 @@ export class Cell<D> {
 
   private afterStop(): void {
     this.alive = false;
+    this.siblings.delete(this as Cell<unknown>);
     try {
       this.callbacks.stopped();
     } catch {

@@ -22,7 +22,7 @@ import {
 import { CellHost, type Cell } from './nact-cell.js';
 import { formatPath, parentPath, PRIMARY, toPath, type ActorPath } from './path.js';
 import type { TaskPool } from './pool.js';
-import { validateMessage } from './validate.js';
+import { describeIssues, validateMessage } from './validate.js';
 
 /** Where an ask's answer goes. Exactly one of the two is called, once. */
 export interface Replier {
@@ -294,6 +294,15 @@ export class ActorSystem {
     }
   }
 
+  /** @internal The live actors below a path, deepest first. */
+  childrenOf(path: string): LocalActor[] {
+    const prefix = `${path}/`;
+    return [...this.entries.values()]
+      .filter((entry) => entry.path.startsWith(prefix) && entry.live)
+      .sort((a, b) => b.actorPath.segments.length - a.actorPath.segments.length)
+      .map((entry) => entry.live!);
+  }
+
   /** Paths of every actor registered on this node (live or restarting). */
   paths(): string[] {
     return [...this.entries.keys()];
@@ -399,7 +408,8 @@ export class LocalActor {
   }
 
   /**
-   * Stops the actor: its `stopping` hook runs in the mailbox, after what is queued; after
+   * Stops the actor: its children first, then its `stopping` hook runs in the mailbox; messages
+   * queued behind it are refused fast (asks with actor-stopped, tells as dead letters). After
    * `shutdownMs` the cell is stopped regardless. With `keepPath` the path stays reserved (restart).
    */
   stop(reason: string, shutdownMs: number, keepPath = false): Promise<void> {
@@ -408,6 +418,8 @@ export class LocalActor {
   }
 
   private async doStop(reason: string, shutdownMs: number, keepPath: boolean): Promise<void> {
+    // Children stop before their parent, deepest first, and their paths are released.
+    for (const child of this.system.childrenOf(this.path)) await child.stop(`parent stopped: ${reason}`, shutdownMs);
     if (this.cell.isAlive && this.state !== 'stopped') {
       this.state = 'stopping';
       let timer: NodeJS.Timeout | undefined;
@@ -493,7 +505,11 @@ export class LocalActor {
     this.log.error({ generation: this.generation, err: reason }, 'actor crashed');
     this.system.emit({ type: 'crash', path: this.path, generation: this.generation, error: reason });
     this.finish('ACP_ERR_ACTOR_CRASHED', `${this.path} crashed before it answered: ${reason}`);
-    Promise.resolve(this.actor?.stopping?.(`crashed: ${reason}`)).catch(() => undefined);
+    // Released however the hook fails, synchronously or not.
+    Promise.resolve()
+      .then(() => this.actor?.stopping?.(`crashed: ${reason}`))
+      .catch((hookError: unknown) => this.log.warn({ err: errorMessage(hookError) }, 'stopping hook failed after a crash'));
+    for (const child of this.system.childrenOf(this.path)) void child.stop(`parent crashed: ${reason}`, 1000);
     if (this.entry.live === this) this.entry.live = undefined;
     if (wasStopping) return;
     if (this.options.onCrash) {
@@ -542,17 +558,20 @@ export async function runUniversal(
   path: string,
   generation: number,
 ): Promise<Message | void> {
-  const parsed = universalSchema.parse(message);
+  if (message.type.startsWith('chaos.')) requireFaults(system.faultsEnabled);
+  const result = universalSchema.safeParse(message);
+  if (!result.success) {
+    throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `message rejected by ${path}: ${describeIssues(result.error.issues)}`);
+  }
+  const parsed = result.data;
   switch (parsed.type) {
     case 'ping': {
       const pong: Pong = { type: 'pong', path, incarnation: system.identity.incarnation, generation };
       return pong;
     }
     case 'chaos.crash':
-      requireFaults(system.faultsEnabled);
       throw new AcpError('ACP_ERR_CHAOS_CRASH', `crash injected by chaos${parsed.reason ? `: ${parsed.reason}` : ''}`);
     case 'chaos.stall': {
-      requireFaults(system.faultsEnabled);
       reply?.resolve({ type: 'stalling', path, ms: parsed.ms });
       await new Promise((resolve) => setTimeout(resolve, parsed.ms));
       return undefined;

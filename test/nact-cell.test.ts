@@ -347,7 +347,7 @@ test.serial('defect 6: dispatch to a crashed cell returns false', async (t) => {
 // but never marked stopped, and their afterStop never runs. Cell relies on that cascade
 // (runtime/nact-cell.ts, Cell.stop and CellHost.stop), so a nested Cell stays `isAlive` forever and
 // its `dispatch` returns true for messages nact silently drops: defect 6 all over again.
-test.serial.failing('nact defect 7: stopping a parent cell stops its nested cells (stopped callback, isAlive, dispatch)', async (t) => {
+test.serial('nact defect 7: stopping a parent cell stops its nested cells (stopped callback, isAlive, dispatch)', async (t) => {
   const parent = host.spawn(undefined, 'cascade-parent', echoProbe().callbacks);
   const childProbe = probe<string>();
   const child = host.spawn(parent, 'cascade-child', childProbe.callbacks);
@@ -365,7 +365,7 @@ test.serial.failing('nact defect 7: stopping a parent cell stops its nested cell
   t.is(grandchildProbe.stopCount(), 1, 'the grandchild is told it stopped');
 });
 
-test.serial.failing('nact defect 7: stopping the host stops its top-level cells', async (t) => {
+test.serial('nact defect 7: stopping the host stops its top-level cells', async (t) => {
   const p = probe<string>();
   const cell = host.spawn(undefined, 'top', p.callbacks);
   host.stop();

@@ -266,7 +266,7 @@ test('an AcpError thrown in receive is an answer: the ask rejects with it and th
     },
   }));
   const error = await rejection(t, system.ask(system.localPath('svc'), { type: 'refuse' }, LONG_ASK));
-  t.is(error, thrown);
+  t.true(error === thrown, 'the very error thrown');
   t.is(error.kind, 'rejected-by-schema');
   // A refused tell is only logged.
   system.ref(SVC).tell({ type: 'refuse' });
@@ -290,7 +290,6 @@ test('a plain Error is a crash: the ask and everything queued behind it fail fas
   const onCrashCalled = deferred();
   const stoppingReasons: string[] = [];
   const terminations: Terminated[] = [];
-  system.watch(SVC, (terminated) => terminations.push(terminated));
   const factory: ActorFactory = () => ({
     async receive(message: Message) {
       if (message.type === 'boom') {
@@ -308,6 +307,7 @@ test('a plain Error is a crash: the ask and everything queued behind it fail fas
     onCrashCalled.resolve();
   };
   await system.spawn(system.localPath('svc'), factory, { onCrash });
+  system.watch(SVC, (terminated) => terminations.push(terminated));
   const path = system.localPath('svc');
 
   const boom = system.ask(path, { type: 'boom' }, LONG_ASK);
@@ -378,7 +378,7 @@ test('watching a path with no actor answers no-such-actor', async (t) => {
   t.deepEqual(heard, { type: 'terminated', path: 'acp://lab/n1/ghost', reason: 'no-such-actor' });
 });
 
-test("stop runs the stopping hook after what is queued, and watchers get stop's reason", async (t) => {
+test("stop runs the stopping hook and watchers get stop's reason; what was queued is refused as actor-stopped", async (t) => {
   const system = makeSystem(t);
   const order: string[] = [];
   const actor = await system.spawn(system.localPath('svc'), () => ({
@@ -389,17 +389,27 @@ test("stop runs the stopping hook after what is queued, and watchers get stop's 
       order.push(`stopping ${reason}`);
     },
   }));
+  t.deepEqual(await within(system.ask(system.localPath('svc'), { type: 'before' }), 'the first answer'), { type: 'ok' });
   const terminated = watchOnce(system, SVC);
   const ref = system.ref(SVC);
-  ref.tell({ type: 'a' });
-  ref.tell({ type: 'b' });
+  // Queued ahead of the stop, but handled while stopping: LocalActor.handle refuses them.
+  ref.tell({ type: 'queued-tell' });
+  const queuedAsk = system.ask(system.localPath('svc'), { type: 'queued-ask' }, LONG_ASK);
+  const deadBefore = system.deadLetters;
   await within(actor.stop('maintenance', 1000), 'the stop');
-  t.deepEqual(order, ['receive a', 'receive b', 'stopping maintenance']);
+  t.deepEqual(order, ['receive before', 'stopping maintenance']);
+  const refused = await rejection(t, queuedAsk, 'the queued ask');
+  t.is(refused.kind, 'actor-stopped');
+  t.is(system.deadLetters, deadBefore + 2);
   t.deepEqual(await within(terminated, 'the termination'), { type: 'terminated', path: SVC, reason: 'maintenance' });
   t.false(actor.alive);
   t.false(system.isAlive(SVC));
+  t.deepEqual(system.paths(), []);
   const error = await rejection(t, system.ask(system.localPath('svc'), { type: 'ping' }, LONG_ASK));
   t.is(error.kind, 'no-such-actor');
+  // Stopping twice is the same stop.
+  await within(actor.stop('again', 1000), 'the second stop');
+  t.deepEqual(order, ['receive before', 'stopping maintenance']);
 });
 
 test('a stopping hook that hangs is cut off after shutdownMs', async (t) => {
@@ -540,7 +550,7 @@ test('shutdown stops children before parents and releases every path', async (t)
 });
 
 // ---------------------------------------------------------------------------------------------
-// Bugs found while writing these tests (see the report). Each is pinned by a failing test.
+// Regressions: bugs found while writing these tests, fixed since.
 
 // BUG: stopping a parent actor leaves its child actor half-dead. LocalActor.stop on the parent stops
 // the parent's cell; nact 7.6.2's stop cascade never actually stops the nested cells (see
@@ -548,7 +558,7 @@ test('shutdown stops children before parents and releases every path', async (t)
 // child's LocalActor either. The child's entry keeps `live` set: isAlive stays true, asks to it
 // time out (nact drops them), its watchers never hear `terminated`, and re-spawning it after
 // re-spawning the parent throws ACP_ERR_ACTOR_EXISTS.
-test.failing('BUG: stopping a parent actor stops and releases its children', async (t) => {
+test('stopping a parent actor stops and releases its children', async (t) => {
   const system = makeSystem(t, true, 200);
   const childPath = parsePath('acp://lab/n1/svc/child');
   const parent = await system.spawn(system.localPath('svc'), idle);
@@ -570,7 +580,7 @@ test.failing('BUG: stopping a parent actor stops and releases its children', asy
 // Actor interface types it `Promise<void> | void`) aborts `crashed` there. entry.live is never
 // cleared, onCrash is never called and the path is never released, so the actor is wedged: no
 // supervisor restart, ACP_ERR_ACTOR_EXISTS on a manual re-spawn, no `terminated` for watchers.
-test.failing('BUG: a crash still reaches onCrash when the stopping hook throws synchronously', async (t) => {
+test('a crash still reaches onCrash when the stopping hook throws synchronously', async (t) => {
   const system = makeSystem(t, true, 200);
   const onCrash = deferred<AcpError>();
   const factory: ActorFactory = () => ({
@@ -590,7 +600,7 @@ test.failing('BUG: a crash still reaches onCrash when the stopping hook throws s
   t.is(again.generation, 2);
 });
 
-test.failing('BUG: without onCrash, a crash releases the path even when the stopping hook throws synchronously', async (t) => {
+test('without onCrash, a crash releases the path even when the stopping hook throws synchronously', async (t) => {
   const system = makeSystem(t, true, 200);
   await system.spawn(system.localPath('svc'), () => ({
     receive: () => {
@@ -613,7 +623,7 @@ test.failing('BUG: without onCrash, a crash releases the path even when the stop
 // and the parse runs before requireFaults, so with faults:false an in-process sender can still
 // crash any actor with a malformed chaos message. (External deliveries are validated first and
 // are refused correctly.) Expected: refused with an AcpError, actor keeps running.
-test.failing('BUG: a malformed universal message from inside the process is refused, not a crash (faults off)', async (t) => {
+test('a malformed universal message from inside the process is refused, not a crash (faults off)', async (t) => {
   const system = makeSystem(t, false);
   const crashes: SystemEvent[] = [];
   system.onEvent((event) => {

@@ -1,0 +1,204 @@
+#!/usr/bin/env node
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import yargs, { type Argv } from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { connect, type AcpClient } from '../runtime/client.js';
+import { AcpError } from '../runtime/errors.js';
+import { LOG_LEVELS, type LogLevel } from '../runtime/logger.js';
+import type { Message } from '../runtime/messages.js';
+import type { NodeStatus } from '../runtime/services.js';
+import { runForeground, startDetached, stopDaemon } from './control.js';
+import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson } from './output.js';
+
+interface Global {
+  home: string;
+  json: boolean;
+  'log-level'?: LogLevel;
+}
+
+function defaultHome(): string {
+  return process.env.ACP_HOME && process.env.ACP_HOME.length > 0 ? process.env.ACP_HOME : join(homedir(), '.acp');
+}
+
+function parseMessage(text: string): Message {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new AcpError('ACP_ERR_CLI_BAD_JSON', `the message is not valid JSON (${(error as Error).message}): ${text}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || typeof (value as { type?: unknown }).type !== 'string') {
+    throw new AcpError('ACP_ERR_CLI_BAD_JSON', `the message must be a JSON object with a string "type", like '{"type":"ping"}'`);
+  }
+  return value as Message;
+}
+
+async function withClient<T>(home: string, work: (client: AcpClient) => Promise<T>): Promise<T> {
+  const client = await connect({ home });
+  try {
+    return await work(client);
+  } finally {
+    await client.close().catch(() => undefined);
+  }
+}
+
+/** Runs a command body; maps its outcome to the exit code and prints errors as one line. */
+function run(argv: Global, body: () => Promise<number | void>): Promise<void> {
+  return body().then(
+    (code) => {
+      process.exitCode = code ?? EXIT_OK;
+    },
+    (error: unknown) => {
+      process.exitCode = printError(error, argv.json);
+    },
+  );
+}
+
+function printReply(argv: Global, reply: unknown): void {
+  if (argv.json) printJson(reply);
+  else process.stdout.write(`${JSON.stringify(reply, null, 2)}\n`);
+}
+
+const upFlags = (y: Argv<Global>) =>
+  y
+    .option('cluster', { type: 'string', describe: "cluster name (first run only; default 'local')" })
+    .option('node', { type: 'string', describe: 'node name (first run only; default: the host name)' })
+    .option('detach', { type: 'boolean', default: false, describe: 'run in the background; return once every service runs' })
+    .option('faults', { type: 'boolean', default: false, describe: 'allow fault injection (acp chaos ...)' })
+    .option('log-file', { type: 'string', hidden: true });
+
+const cli = yargs(hideBin(process.argv))
+  .scriptName('acp')
+  .usage('$0 <command> [options]')
+  .option('home', { type: 'string', default: defaultHome(), defaultDescription: '$ACP_HOME or ~/.acp', describe: 'home directory of the node', coerce: (value: string) => resolve(value) })
+  .option('json', { type: 'boolean', default: false, describe: 'machine-readable output' })
+  .option('log-level', { choices: LOG_LEVELS, describe: "daemon log level (default: the config's, 'info')" })
+  .command(
+    'up',
+    'start the node (in the foreground unless --detach)',
+    upFlags,
+    (argv) =>
+      run(argv, async () => {
+        const options = {
+          home: argv.home,
+          faults: argv.faults,
+          ...(argv.cluster === undefined ? {} : { cluster: argv.cluster }),
+          ...(argv.node === undefined ? {} : { node: argv.node }),
+          ...(argv['log-level'] === undefined ? {} : { logLevel: argv['log-level'] }),
+          ...(argv['log-file'] === undefined ? {} : { logFile: argv['log-file'] }),
+        };
+        if (argv.detach) {
+          const forwarded = [
+            ...(argv.cluster === undefined ? [] : ['--cluster', argv.cluster]),
+            ...(argv.node === undefined ? [] : ['--node', argv.node]),
+            ...(argv.faults ? ['--faults'] : []),
+            ...(argv['log-level'] === undefined ? [] : ['--log-level', argv['log-level']]),
+          ];
+          const status = await startDetached(options, forwarded);
+          if (argv.json) printJson({ pid: status.pid, socket: status.socket, cluster: status.cluster, node: status.node, incarnation: status.incarnation });
+          else process.stdout.write(`acpd running (pid ${status.pid}, node ${status.cluster}/${status.node})\n${status.socket}\n`);
+          return EXIT_OK;
+        }
+        return runForeground(options, (daemon) => {
+          if (!argv['log-file']) process.stdout.write(`acpd running (pid ${process.pid}, node ${daemon.config.cluster}/${daemon.config.node}); socket ${daemon.paths.socket}; Ctrl-C stops it\n`);
+        });
+      }),
+  )
+  .command('down', 'stop the node and wait until its process is gone', (y) => y, (argv) =>
+    run(argv, async () => {
+      const result = await stopDaemon(argv.home);
+      if (argv.json) printJson({ stopped: result.wasRunning, pid: result.pid ?? null });
+      else process.stdout.write(result.wasRunning ? `acpd (pid ${result.pid}) stopped\n` : `acpd is not running on ${argv.home}\n`);
+    }),
+  )
+  .command('status', "show the node's identity and every service's state", (y) => y, (argv) =>
+    run(argv, () =>
+      withClient(argv.home, async (client) => {
+        const status = await client.ask<NodeStatus>('framework', { type: 'status' });
+        if (argv.json) printJson(status);
+        else process.stdout.write(`${formatStatus(status)}\n`);
+      }),
+    ),
+  )
+  .command(
+    'ask <path> <message>',
+    "ask an actor and print its reply (path: acp://cluster/node/service[/child...] or 'service[/child...]' on this node)",
+    (y) => y.positional('path', { type: 'string', demandOption: true }).positional('message', { type: 'string', demandOption: true }).option('timeout', { type: 'number', default: 5000, describe: 'milliseconds to wait for the reply' }),
+    (argv) =>
+      run(argv, async () => {
+        const message = parseMessage(argv.message);
+        if (!Number.isInteger(argv.timeout) || argv.timeout < 1 || argv.timeout > 3_600_000) {
+          throw new AcpError('ACP_ERR_CLI_USAGE', `--timeout must be a whole number of milliseconds from 1 to 3600000, not ${argv.timeout}`);
+        }
+        await withClient(argv.home, async (client) => {
+          const target = client.resolve(argv.path);
+          printReply(argv, await client.ask(target, message, { timeoutMs: argv.timeout }));
+        });
+      }),
+  )
+  .command(
+    'tell <path> <message>',
+    'send a message without waiting for a reply (returns once the node accepted it)',
+    (y) => y.positional('path', { type: 'string', demandOption: true }).positional('message', { type: 'string', demandOption: true }),
+    (argv) =>
+      run(argv, async () => {
+        const message = parseMessage(argv.message);
+        await withClient(argv.home, async (client) => {
+          const target = client.resolve(argv.path);
+          await client.tell(target, message);
+          if (argv.json) printJson({ accepted: true });
+        });
+      }),
+  )
+  .command('chaos', 'inject faults (the daemon must run with --faults)', (y) =>
+    y
+      .command(
+        'crash <path>',
+        'make the actor throw inside its handler, so its supervisor acts',
+        (c) => c.positional('path', { type: 'string', demandOption: true }).option('reason', { type: 'string', describe: 'text carried in the crash' }),
+        (argv) =>
+          run(argv, () =>
+            withClient(argv.home, async (client) => {
+              const target = client.resolve(argv.path);
+              const message: Message = argv.reason === undefined ? { type: 'chaos.crash' } : { type: 'chaos.crash', reason: argv.reason };
+              try {
+                await client.ask(target, message);
+              } catch (error) {
+                if (error instanceof AcpError && error.code === 'ACP_ERR_ACTOR_CRASHED') {
+                  if (argv.json) printJson({ crashed: client.ref(target).path });
+                  else process.stdout.write(`crashed ${client.ref(target).path}; its supervisor takes over\n`);
+                  return;
+                }
+                throw error;
+              }
+              throw new AcpError('ACP_ERR_INTERNAL', `${client.ref(target).path} answered instead of crashing`);
+            }),
+          ),
+      )
+      .command(
+        'stall <path>',
+        "hold the actor's mailbox for --ms milliseconds",
+        (c) => c.positional('path', { type: 'string', demandOption: true }).option('ms', { type: 'number', demandOption: true, describe: 'milliseconds (1-600000)' }),
+        (argv) =>
+          run(argv, () =>
+            withClient(argv.home, async (client) => {
+              const reply = await client.ask(client.resolve(argv.path), { type: 'chaos.stall', ms: argv.ms });
+              if (argv.json) printJson(reply);
+              else process.stdout.write(`stalling ${client.ref(client.resolve(argv.path)).path} for ${argv.ms} ms\n`);
+            }),
+          ),
+      )
+      .demandCommand(1, 'name a fault: crash or stall'),
+  )
+  .demandCommand(1, 'name a command')
+  .strict()
+  .help()
+  .version(false)
+  .fail((message, error) => {
+    const acpError = error instanceof AcpError ? error : new AcpError('ACP_ERR_CLI_USAGE', `${message ?? error?.message ?? 'bad usage'}; see 'acp --help'`);
+    process.exitCode = printError(acpError, process.argv.includes('--json'));
+    process.exit(process.exitCode ?? EXIT_USAGE);
+  });
+
+await cli.parseAsync();

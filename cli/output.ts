@@ -1,0 +1,70 @@
+import { AcpError, isErrorCode } from '../runtime/errors.js';
+import type { NodeStatus } from '../runtime/services.js';
+
+/** Exit codes: 0 ok, 1 an error from the node (or reaching it), 2 a usage error. */
+export const EXIT_OK = 0;
+export const EXIT_NODE_ERROR = 1;
+export const EXIT_USAGE = 2;
+
+const USAGE_CODES = new Set(['ACP_ERR_CLI_USAGE', 'ACP_ERR_CLI_BAD_JSON', 'ACP_ERR_PATH_INVALID', 'ACP_ERR_NAME_INVALID']);
+
+export function exitCodeFor(error: AcpError): number {
+  return USAGE_CODES.has(error.code) ? EXIT_USAGE : EXIT_NODE_ERROR;
+}
+
+/** One clear line on standard error (or a JSON object with --json), never a stack trace. */
+export function printError(error: unknown, json: boolean): number {
+  const acpError = error instanceof AcpError ? error : AcpError.from(error);
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ error: acpError.toData() })}\n`);
+  } else {
+    process.stderr.write(`acp: ${acpError.message} (${isErrorCode(acpError.code) ? acpError.code : 'ACP_ERR_INTERNAL'})\n`);
+  }
+  return exitCodeFor(acpError);
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+function table(rows: readonly (readonly string[])[]): string {
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd()).join('\n');
+}
+
+export function formatDuration(ms: number): string {
+  const seconds = Math.floor(ms / 1000);
+  if (seconds < 60) return `${seconds}s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes}m${seconds % 60}s`;
+  const hours = Math.floor(minutes / 60);
+  return hours < 48 ? `${hours}h${minutes % 60}m` : `${Math.floor(hours / 24)}d${hours % 24}h`;
+}
+
+export function formatStatus(status: NodeStatus): string {
+  const header = [
+    `cluster      ${status.cluster}`,
+    `node         ${status.node}`,
+    `incarnation  ${status.incarnation}`,
+    `pid          ${status.pid}`,
+    `uptime       ${formatDuration(status.uptimeMs)}`,
+    `dead letters ${status.deadLetters}`,
+    `refused      ${status.refusedConnections} connection(s)`,
+    `faults       ${status.faults ? 'enabled (--faults)' : 'disabled'}`,
+    `socket       ${status.socket}`,
+  ];
+  const rows = [
+    ['SERVICE', 'STATE', 'RESTARTS', 'ISOLATION', 'PID', 'PATH'],
+    ...status.services.map((service) => [
+      service.name,
+      service.state,
+      String(service.restarts),
+      service.isolation + (service.threadId ? ` (thread ${service.threadId})` : ''),
+      service.pid === undefined ? '-' : String(service.pid),
+      service.path,
+    ]),
+  ];
+  const failed = status.services.filter((service) => service.lastError && service.state !== 'running');
+  const errors = failed.map((service) => `${service.name}: ${service.lastError}`);
+  return [...header, '', table(rows), ...(errors.length > 0 ? ['', ...errors] : [])].join('\n');
+}

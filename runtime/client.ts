@@ -1,0 +1,252 @@
+import { connect as netConnect, type Socket } from 'node:net';
+import { readApiKey, readConfig } from '../adapters/home.js';
+import type { AskOptions, NodeIdentity } from './actor.js';
+import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, PROTOCOL_VERSION, type Envelope } from './codec.js';
+import { homePaths } from './config.js';
+import { AcpError, type ErrorData } from './errors.js';
+import type { Message, Terminated } from './messages.js';
+import { formatPath, parsePath, type ActorPath } from './path.js';
+
+export const DEFAULT_CLIENT_TIMEOUT_MS = 30_000;
+
+export interface ClientOptions {
+  socketPath: string;
+  apiKey: string;
+  cluster: string;
+  connectTimeoutMs?: number;
+  maxFrameBytes?: number;
+}
+
+/** A ref as a client sees it: `tell` resolves once the node has accepted (routed) the message. */
+export interface ClientRef {
+  readonly path: string;
+  tell(message: Message): Promise<void>;
+  ask<Reply extends Message = Message>(message: Message, options?: AskOptions): Promise<Reply>;
+}
+
+interface Pending {
+  resolve(body: unknown): void;
+  reject(error: AcpError): void;
+  timer?: NodeJS.Timeout;
+}
+
+/** A connection to one node's API, speaking the wire protocol. */
+export class AcpClient {
+  private readonly pending = new Map<number, Pending>();
+  private readonly watchers = new Map<number, (terminated: Terminated) => void>();
+  private nextId = 1;
+  private closedError: AcpError | undefined;
+
+  private constructor(
+    private readonly socket: Socket,
+    readonly node: NodeIdentity,
+  ) {}
+
+  static async connect(options: ClientOptions): Promise<AcpClient> {
+    const socket = netConnect(options.socketPath);
+    const decoder = new FrameDecoder(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
+    const timeoutMs = options.connectTimeoutMs ?? 5000;
+    const first = await new Promise<Envelope>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new AcpError('ACP_ERR_NODE_UNREACHABLE', `no answer on ${options.socketPath} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const fail = (error: AcpError) => {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(error);
+      };
+      socket.once('error', (error: NodeJS.ErrnoException) => {
+        const why = error.code === 'ENOENT' || error.code === 'ECONNREFUSED' ? 'no daemon is listening there; start one with `acp up`' : error.message;
+        fail(new AcpError('ACP_ERR_DAEMON_NOT_RUNNING', `cannot connect to ${options.socketPath}: ${why}`));
+      });
+      socket.once('connect', () => {
+        socket.write(encodeFrame({ v: PROTOCOL_VERSION, k: 'hello', body: { cluster: options.cluster, apiKey: options.apiKey, proto: PROTOCOL_VERSION } }));
+      });
+      const onData = (chunk: Buffer) => {
+        try {
+          const [envelope] = decoder.push(chunk);
+          if (!envelope) return;
+          clearTimeout(timer);
+          socket.off('data', onData);
+          resolve(envelope);
+        } catch (error) {
+          fail(AcpError.from(error, 'ACP_ERR_WIRE_BAD_FRAME'));
+        }
+      };
+      socket.on('data', onData);
+      socket.once('close', () => fail(new AcpError('ACP_ERR_WIRE_CLOSED', `${options.socketPath} closed the connection during hello`)));
+    });
+    if (first.k === 'error' && first.err) {
+      socket.destroy();
+      throw AcpError.fromData(first.err);
+    }
+    const body = first.body as { cluster?: string; node?: string; incarnation?: number } | undefined;
+    if (first.k !== 'hello' || !body?.node || !body.cluster) {
+      socket.destroy();
+      throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', `unexpected answer to hello: '${first.k}'`);
+    }
+    const client = new AcpClient(socket, { cluster: body.cluster, node: body.node, incarnation: body.incarnation ?? 0 });
+    socket.removeAllListeners('close');
+    socket.removeAllListeners('error');
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        for (const envelope of decoder.push(chunk)) client.onFrame(envelope);
+      } catch (error) {
+        client.fail(AcpError.from(error, 'ACP_ERR_WIRE_BAD_FRAME'));
+        socket.destroy();
+      }
+    });
+    socket.on('error', (error) => client.fail(new AcpError('ACP_ERR_WIRE_CLOSED', `connection error: ${error.message}`)));
+    socket.on('close', () => client.fail(new AcpError('ACP_ERR_WIRE_CLOSED', 'the node closed the connection')));
+    return client;
+  }
+
+  /** Resolves a path: a full `acp://` path, or a service path on the connected node (`framework`, `hypervisor/vmm/x`). */
+  resolve(path: string | ActorPath): ActorPath {
+    if (typeof path !== 'string') return path;
+    if (path.startsWith('acp://')) return parsePath(path);
+    return parsePath(`acp://${this.node.cluster}/${this.node.node}/${path.replace(/^\/+/, '')}`);
+  }
+
+  ref(path: string | ActorPath): ClientRef {
+    const target = this.resolve(path);
+    return {
+      path: formatPath(target),
+      tell: (message) => this.tell(target, message),
+      ask: <Reply extends Message>(message: Message, options?: AskOptions) => this.ask<Reply>(target, message, options),
+    };
+  }
+
+  ask<Reply extends Message = Message>(path: string | ActorPath, message: Message, options: AskOptions = {}): Promise<Reply> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_CLIENT_TIMEOUT_MS;
+    const to = formatPath(this.resolve(path));
+    return this.request<Reply>({ k: 'ask', to, body: message, t: timeoutMs }, timeoutMs + 1000);
+  }
+
+  /** Sends a tell, then a ping: frames are handled in order, so the pong proves it was accepted. */
+  async tell(path: string | ActorPath, message: Message): Promise<void> {
+    const to = formatPath(this.resolve(path));
+    const id = this.nextId++;
+    const refused = new Promise<never>((_resolve, reject) => {
+      this.pending.set(id, { resolve: () => undefined, reject });
+    });
+    refused.catch(() => undefined);
+    this.send({ v: PROTOCOL_VERSION, k: 'tell', id, to, body: message });
+    try {
+      await Promise.race([this.request({ k: 'ping' }, 10_000), refused]);
+    } finally {
+      this.pending.delete(id);
+    }
+  }
+
+  /** Death watch over the wire: `listener` is told once when the actor at `path` terminates. */
+  watch(path: string | ActorPath, listener: (terminated: Terminated) => void): () => void {
+    const id = this.nextId++;
+    this.watchers.set(id, listener);
+    this.send({ v: PROTOCOL_VERSION, k: 'watch', id, to: formatPath(this.resolve(path)) });
+    return () => this.watchers.delete(id);
+  }
+
+  async close(): Promise<void> {
+    if (this.closedError) return;
+    this.closedError = new AcpError('ACP_ERR_WIRE_CLOSED', 'the client closed the connection');
+    await new Promise<void>((resolve) => {
+      this.socket.once('close', () => resolve());
+      this.socket.end(encodeFrame({ v: PROTOCOL_VERSION, k: 'bye' }));
+      setTimeout(() => {
+        this.socket.destroy();
+        resolve();
+      }, 1000).unref();
+    });
+  }
+
+  private request<Reply>(envelope: Omit<Envelope, 'v' | 'id'>, timeoutMs: number): Promise<Reply> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    const id = this.nextId++;
+    return new Promise<Reply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new AcpError('ACP_ERR_ASK_TIMEOUT', `no answer from the node within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve: (body) => resolve(body as Reply), reject, timer });
+      this.send({ v: PROTOCOL_VERSION, ...envelope, id });
+    });
+  }
+
+  private send(envelope: Envelope): void {
+    this.socket.write(encodeFrame(envelope));
+  }
+
+  private onFrame(envelope: Envelope): void {
+    const id = typeof envelope.id === 'number' ? envelope.id : undefined;
+    switch (envelope.k) {
+      case 'reply':
+      case 'pong':
+        if (id !== undefined) this.settle(id, (pending) => pending.resolve(envelope.body));
+        return;
+      case 'error': {
+        const error = AcpError.fromData(envelope.err ?? ({ code: 'ACP_ERR_INTERNAL', kind: 'internal', message: 'error without details' } as ErrorData));
+        if (id !== undefined && this.pending.has(id)) this.settle(id, (pending) => pending.reject(error));
+        else this.fail(error);
+        return;
+      }
+      case 'event':
+        if (id !== undefined) {
+          const listener = this.watchers.get(id);
+          this.watchers.delete(id);
+          listener?.(envelope.body as Terminated);
+        }
+        return;
+      case 'ping':
+        this.send({ v: PROTOCOL_VERSION, k: 'pong', id: envelope.id });
+        return;
+      case 'bye':
+      case 'hello':
+      case 'tell':
+      case 'ask':
+      case 'watch':
+        return;
+      default: {
+        const unreachable: never = envelope.k;
+        return unreachable;
+      }
+    }
+  }
+
+  private settle(id: number, action: (pending: Pending) => void): void {
+    const pending = this.pending.get(id);
+    if (!pending) return;
+    this.pending.delete(id);
+    clearTimeout(pending.timer);
+    action(pending);
+  }
+
+  private fail(error: AcpError): void {
+    this.closedError ??= error;
+    for (const [id, pending] of this.pending) {
+      this.pending.delete(id);
+      clearTimeout(pending.timer);
+      pending.reject(error);
+    }
+  }
+}
+
+/** Connects to the daemon of a home directory (its socket, cluster and API key), or with explicit options. */
+export async function connect(options: { home: string } | ClientOptions): Promise<AcpClient> {
+  if ('socketPath' in options) return AcpClient.connect(options);
+  const paths = homePaths(options.home);
+  let config;
+  try {
+    config = readConfig(paths);
+  } catch (error) {
+    throw AcpError.from(error, 'ACP_ERR_CONFIG_INVALID');
+  }
+  if (!config) throw new AcpError('ACP_ERR_DAEMON_NOT_RUNNING', `${options.home} has no config.json: no node was ever started there; run 'acp up --home ${options.home}'`);
+  try {
+    return await AcpClient.connect({ socketPath: paths.socket, apiKey: readApiKey(paths), cluster: config.cluster, maxFrameBytes: config.api.maxFrameBytes });
+  } catch (error) {
+    throw AcpError.from(error, 'ACP_ERR_NODE_UNREACHABLE');
+  }
+}
+
