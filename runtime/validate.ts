@@ -1,4 +1,4 @@
-import type { ZodType } from 'zod';
+import { z, type ZodType } from 'zod';
 import { AcpError } from './errors.js';
 import type { Message } from './messages.js';
 
@@ -7,6 +7,10 @@ export function validateMessage(schema: ZodType | undefined, message: Message, t
   if (!schema) return undefined;
   const result = schema.safeParse(message);
   if (result.success) return undefined;
+  const accepted = messageTypes(schema);
+  if (accepted.length > 0 && !accepted.includes(message.type)) {
+    return new AcpError('ACP_ERR_SCHEMA_REJECTED', `${target} does not handle messages of type '${message.type}'; it accepts: ${accepted.join(', ')}`, { accepted });
+  }
   return new AcpError('ACP_ERR_SCHEMA_REJECTED', `message rejected by ${target}: ${describeIssues(result.error.issues)}`, {
     issues: result.error.issues.slice(0, 5).map((issue) => ({ path: issue.path.map(String), message: issue.message })),
   });
@@ -28,4 +32,14 @@ export function describeIssues(issues: readonly Issue[]): string {
     return `${where}: ${issue.message}`;
   });
   return parts.join('; ');
+}
+
+/** The message types a schema accepts (the literal `type` of each object in its unions). */
+export function messageTypes(schema: ZodType): string[] {
+  if (schema instanceof z.ZodUnion) return (schema.options as readonly ZodType[]).flatMap(messageTypes);
+  if (schema instanceof z.ZodObject) {
+    const type: unknown = schema.shape.type;
+    return type instanceof z.ZodLiteral ? [...type.values].map(String) : [];
+  }
+  return [];
 }

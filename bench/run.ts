@@ -1,0 +1,65 @@
+/**
+ * Benchmarks print each measurement beside a baseline run in the same process, as a ratio:
+ * machines here are shared and noisy, so absolute numbers mean little and ratios are what we compare.
+ */
+import { Encoder } from 'cbor-x';
+import { encodeFrame, FrameDecoder } from '../runtime/codec.js';
+import { silentLogger } from '../runtime/logger.js';
+import { CellHost } from '../runtime/nact-cell.js';
+import { ActorSystem } from '../runtime/system.js';
+
+interface Result {
+  name: string;
+  opsPerSecond: number;
+  baseline: string;
+  baselineOpsPerSecond: number;
+}
+
+async function rate(operations: number, body: (count: number) => Promise<void> | void): Promise<number> {
+  await body(Math.min(1000, operations)); // warm up
+  const start = process.hrtime.bigint();
+  await body(operations);
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  return operations / seconds;
+}
+
+async function askRoundTrip(): Promise<Result> {
+  const count = 20_000;
+  const system = new ActorSystem({ identity: { cluster: 'bench', node: 'n1', incarnation: 1 }, log: silentLogger() });
+  const path = system.localPath('echo');
+  await system.spawn(path, () => ({ receive: (message) => message }));
+  const ask = await rate(count, async (n) => {
+    for (let i = 0; i < n; i += 1) await system.ask(path, { type: 'echo', i });
+  });
+  await system.shutdown();
+  // Baseline: the bare mailbox (nact cell through our adapter), answering through a promise.
+  const host = new CellHost();
+  const cell = host.spawn<{ resolve: () => void }>(undefined, 'echo', { handle: (item) => item.resolve(), crashed: () => undefined, stopped: () => undefined });
+  const bare = await rate(count, async (n) => {
+    for (let i = 0; i < n; i += 1) await new Promise<void>((resolve) => cell.dispatch({ resolve }));
+  });
+  host.stop();
+  return { name: 'local ask round trips (sequential)', opsPerSecond: ask, baseline: 'bare nact mailbox round trip', baselineOpsPerSecond: bare };
+}
+
+async function codec(): Promise<Result> {
+  const count = 100_000;
+  const body = { type: 'bench', payload: 'x'.repeat(100) };
+  const framed = await rate(count, (n) => {
+    const decoder = new FrameDecoder();
+    for (let i = 0; i < n; i += 1) decoder.push(encodeFrame({ v: 1, k: 'tell', to: 'acp://bench/n1/echo', body }));
+  });
+  const cbor = new Encoder({ useRecords: false });
+  const raw = await rate(count, (n) => {
+    for (let i = 0; i < n; i += 1) cbor.decode(cbor.encode({ v: 1, k: 'tell', to: 'acp://bench/n1/echo', body }));
+  });
+  return { name: 'frame encode + streaming decode + envelope check (100-byte body)', opsPerSecond: framed, baseline: 'raw cbor-x encode + decode', baselineOpsPerSecond: raw };
+}
+
+const results = [await askRoundTrip(), await codec()];
+for (const result of results) {
+  const ratio = result.opsPerSecond / result.baselineOpsPerSecond;
+  process.stdout.write(
+    `${result.name}: ${Math.round(result.opsPerSecond)}/s — ${ratio.toFixed(2)}× of ${result.baseline} (${Math.round(result.baselineOpsPerSecond)}/s)\n`,
+  );
+}

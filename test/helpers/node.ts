@@ -1,0 +1,92 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ExecutionContext } from 'ava';
+import { connect, type AcpClient } from '../../runtime/client.js';
+import { Daemon } from '../../runtime/daemon.js';
+import type { LogLevel } from '../../runtime/logger.js';
+
+export const CLI = fileURLToPath(new URL('../../cli/acp.js', import.meta.url));
+
+export interface HomeOptions {
+  cluster?: string;
+  node?: string;
+  services?: Record<string, { isolation?: 'inline' | 'thread' | 'process'; maxRestarts?: number; withinMs?: number }>;
+  api?: { maxFrameBytes?: number; helloTimeoutMs?: number; maxConnections?: number };
+  failedRetryMs?: number;
+}
+
+/**
+ * A fresh home directory with a config whose web UI takes an ephemeral port (tests run side by
+ * side). Removed after the test, once any daemon on it is down.
+ */
+export function makeHome(t: ExecutionContext, options: HomeOptions = {}): string {
+  const home = mkdtempSync(join(tmpdir(), 'acp-test-'));
+  mkdirSync(home, { recursive: true });
+  const config = {
+    cluster: options.cluster ?? 'lab',
+    node: options.node ?? 'n1',
+    webapi: { host: '127.0.0.1', port: 0 },
+    services: options.services ?? {},
+    ...(options.api ? { api: options.api } : {}),
+    ...(options.failedRetryMs ? { failedRetryMs: options.failedRetryMs } : {}),
+  };
+  writeFileSync(join(home, 'config.json'), JSON.stringify(config));
+  t.teardown(async () => {
+    await runCli(['down'], home, 30_000).catch(() => undefined);
+    rmSync(home, { recursive: true, force: true });
+  });
+  return home;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real `acp` command against a home. */
+export function runCli(args: readonly string[], home: string, timeoutMs = 60_000): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, '--home', home, ...args], { timeout: timeoutMs, env: { ...process.env, ACP_HOME: '' } }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Starts a daemon inside the test process (faster than a detached one); stopped after the test. */
+export async function startDaemon(t: ExecutionContext, home: string, options: { faults?: boolean; logLevel?: LogLevel } = {}): Promise<Daemon> {
+  const daemon = await Daemon.start({ home, faults: options.faults ?? false, logLevel: options.logLevel ?? 'silent' });
+  t.teardown(() => daemon.stop('test over'));
+  return daemon;
+}
+
+/** A client on the home's socket; closed after the test. */
+export async function client(t: ExecutionContext, home: string): Promise<AcpClient> {
+  const connection = await connect({ home });
+  t.teardown(() => connection.close());
+  return connection;
+}
+
+/** Polls `check` until it returns a value (not undefined), or fails after `timeoutMs`. */
+export async function eventually<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+}
+
+export function removeHome(home: string): void {
+  rmSync(home, { recursive: true, force: true });
+}
