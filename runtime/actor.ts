@@ -40,6 +40,24 @@ export interface ActorContext {
   readonly generation: number;
   ref(path: string | ActorPath): ActorRef;
   runTask<Result>(task: PoolTask): Promise<Result>;
+  /**
+   * Death watch: once the actor at `path` stops for good, this actor receives
+   * `{type:'terminated', path, reason}` in its mailbox. Returns a function that cancels the watch.
+   */
+  watch(path: string | ActorPath): () => void;
+}
+
+/**
+ * A reply that is not ready yet. `receive` returns one (via `replyLater`) when the answer waits on
+ * I/O that must not hold the mailbox, such as a durable write: the next message is handled at once,
+ * and the asker gets the promise's value (or its AcpError) when it settles.
+ */
+export class DeferredReply {
+  constructor(readonly promise: Promise<Message | void>) {}
+}
+
+export function replyLater(promise: Promise<Message | void>): DeferredReply {
+  return new DeferredReply(promise);
 }
 
 /**
@@ -50,7 +68,7 @@ export interface ActorContext {
  */
 export interface Actor {
   started?(): Promise<void> | void;
-  receive(message: Message, from: string | undefined): Promise<Message | void> | Message | void;
+  receive(message: Message, from: string | undefined): Promise<Message | DeferredReply | void> | Message | DeferredReply | void;
   stopping?(reason: string): Promise<void> | void;
 }
 

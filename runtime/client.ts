@@ -34,6 +34,7 @@ interface Pending {
 export class AcpClient {
   private readonly pending = new Map<number, Pending>();
   private readonly watchers = new Map<number, (terminated: Terminated) => void>();
+  private readonly streams = new Map<number, { onEvent(event: Message): void; onError(error: AcpError): void }>();
   private nextId = 1;
   private closedError: AcpError | undefined;
 
@@ -148,6 +149,24 @@ export class AcpClient {
     return () => this.watchers.delete(id);
   }
 
+  /**
+   * Subscribes to an actor's stream: `message` (for example `{type:'cdb.watch', prefix}`) is asked
+   * of the actor with a subscriber the node makes for this connection; its reply and everything
+   * the actor then sends arrive at `onEvent`, in order. A stream that ends on the node's side ends
+   * with `{type:'watch.ended', resubscribe}`. `cancel` ends it from this side.
+   */
+  subscribe(path: string | ActorPath, message: Message, onEvent: (event: Message) => void, onError: (error: AcpError) => void = () => undefined): { cancel(): void } {
+    const id = this.nextId++;
+    this.streams.set(id, { onEvent, onError });
+    this.send({ v: PROTOCOL_VERSION, k: 'watch', id, to: formatPath(this.resolve(path)), body: message });
+    return {
+      cancel: () => {
+        if (!this.streams.delete(id) || this.closedError) return;
+        this.send({ v: PROTOCOL_VERSION, k: 'watch', id });
+      },
+    };
+  }
+
   async close(): Promise<void> {
     if (this.closedError) return;
     this.closedError = new AcpError('ACP_ERR_WIRE_CLOSED', 'the client closed the connection');
@@ -187,11 +206,26 @@ export class AcpClient {
         return;
       case 'error': {
         const error = AcpError.fromData(envelope.err ?? ({ code: 'ACP_ERR_INTERNAL', kind: 'internal', message: 'error without details' } as ErrorData));
-        if (id !== undefined && this.pending.has(id)) this.settle(id, (pending) => pending.reject(error));
-        else this.fail(error);
+        const stream = id === undefined ? undefined : this.streams.get(id);
+        if (stream) {
+          this.streams.delete(id!);
+          stream.onError(error);
+        } else if (id !== undefined) {
+          // An error for an id nobody waits on any more (a tell already accepted) concerns only that id.
+          this.settle(id, (pending) => pending.reject(error));
+        } else {
+          this.fail(error);
+        }
         return;
       }
       case 'event':
+        if (id !== undefined && this.streams.has(id)) {
+          const stream = this.streams.get(id)!;
+          const body = envelope.body as Message;
+          if (body?.type === 'watch.ended') this.streams.delete(id);
+          stream.onEvent(body);
+          return;
+        }
         if (id !== undefined) {
           const listener = this.watchers.get(id);
           this.watchers.delete(id);
@@ -224,6 +258,10 @@ export class AcpClient {
 
   private fail(error: AcpError): void {
     this.closedError ??= error;
+    for (const [id, stream] of this.streams) {
+      this.streams.delete(id);
+      stream.onError(error);
+    }
     for (const [id, pending] of this.pending) {
       this.pending.delete(id);
       clearTimeout(pending.timer);

@@ -35,6 +35,13 @@ export const errorCatalog = {
   ACP_ERR_DAEMON_SHUTTING_DOWN: { kind: 'actor-stopped', summary: 'The daemon is shutting down and takes no new work.' },
   ACP_ERR_CLI_USAGE: { kind: 'bad-request', summary: 'A command was called with bad arguments.' },
   ACP_ERR_CLI_BAD_JSON: { kind: 'bad-request', summary: 'A command-line JSON argument did not parse.' },
+  ACP_ERR_CDB_BAD_KEY: { kind: 'bad-request', summary: 'A CDB key or prefix does not follow the key grammar (object/<type>/<id>, meta|stats/<type>/<id>@<node>).' },
+  ACP_ERR_CDB_BAD_VALUE: { kind: 'rejected-by-schema', summary: "A CDB value does not match its type's schema." },
+  ACP_ERR_CDB_NOT_FOUND: { kind: 'not-found', summary: 'No record under the key (or only a tombstone).' },
+  ACP_ERR_CDB_CONFLICT: { kind: 'conflict', summary: 'A compare-and-set found another version than the one expected.' },
+  ACP_ERR_CDB_NOT_OWNER: { kind: 'forbidden', summary: 'A meta or stats key can only be written by the node it names.' },
+  ACP_ERR_CDB_FULL: { kind: 'failed', summary: 'The in-memory meta/stats table reached its bound.' },
+  ACP_ERR_CDB_STORE: { kind: 'failed', summary: 'The embedded store failed to open, read or write.' },
   ACP_ERR_INTERNAL: { kind: 'internal', summary: 'An unexpected internal error; the log has the details.' },
 } as const;
 

@@ -171,7 +171,7 @@ export class Cell<D> {
       const delivery = mail && 'delivery' in mail ? mail.delivery : undefined;
       this.reportCrash(error, delivery);
       // A nested cell escalates to its holder, which stops it; a top-level cell stops itself
-      // (escalating to nact's system would only console.log and stop it).
+      // (escalating to nact's system would only print to the console and stop it).
       return nested ? ctx.escalate : ctx.stop;
     } catch {
       return ctx.stop;

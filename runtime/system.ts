@@ -1,6 +1,7 @@
 import { z, type ZodType } from 'zod';
 import {
   DEFAULT_ASK_TIMEOUT_MS,
+  DeferredReply,
   type Actor,
   type ActorContext,
   type ActorFactory,
@@ -366,6 +367,8 @@ export class LocalActor {
   cell!: Cell<MailItem>;
   private actor: Actor | undefined;
   private readonly inflight = new Set<Delivery>();
+  /** Death watches this actor holds; cancelled when it stops or crashes. */
+  private readonly watches = new Set<() => void>();
   private readonly log: Logger;
   private state: 'starting' | 'running' | 'stopping' | 'stopped' = 'starting';
   private stopPromise: Promise<void> | undefined;
@@ -453,11 +456,15 @@ export class LocalActor {
     }
     const { message } = delivery;
     try {
-      let reply: Message | void;
+      let reply: Message | DeferredReply | void;
       if (UNIVERSAL_TYPES.has(message.type) && !this.options.forwardsUniversal) {
         reply = await runUniversal(message, delivery.reply, this.system, this.path, this.generation);
       } else {
         reply = await this.actor!.receive(message, delivery.from);
+      }
+      if (reply instanceof DeferredReply) {
+        this.settleLater(reply, delivery);
+        return;
       }
       delivery.reply?.resolve(reply ?? ok);
     } catch (error) {
@@ -471,6 +478,18 @@ export class LocalActor {
       );
       throw error;
     }
+  }
+
+  /** A deferred reply answers the asker when it settles; a failure there is a refusal, not a crash. */
+  private settleLater(deferred: DeferredReply, delivery: Delivery): void {
+    deferred.promise.then(
+      (value) => delivery.reply?.resolve(value ?? ok),
+      (error: unknown) => {
+        const refusal = AcpError.from(error);
+        if (delivery.reply) delivery.reply.reject(refusal);
+        else this.log.warn({ messageType: delivery.message.type, code: refusal.code, reason: refusal.message }, 'deferred work for a tell failed');
+      },
+    );
   }
 
   private async handleInternal(item: Internal): Promise<void> {
@@ -519,8 +538,10 @@ export class LocalActor {
     }
   }
 
-  /** Fails fast whatever was queued but never handled. */
+  /** Fails fast whatever was queued but never handled, and drops this actor's death watches. */
   private finish(code: 'ACP_ERR_ACTOR_CRASHED' | 'ACP_ERR_ACTOR_STOPPED', message: string): void {
+    for (const unwatch of this.watches) unwatch();
+    this.watches.clear();
     const pending = [...this.inflight];
     this.inflight.clear();
     for (const delivery of pending) {
@@ -543,6 +564,16 @@ export class LocalActor {
       generation: this.generation,
       ref: (path) => system.ref(path),
       runTask: (task) => system.runTask(task),
+      watch: (path) => {
+        const unwatch = system.watch(path, (terminated) => {
+          if (this.alive) this.deliver({ message: terminated, external: false });
+        });
+        this.watches.add(unwatch);
+        return () => {
+          this.watches.delete(unwatch);
+          unwatch();
+        };
+      },
     };
   }
 }

@@ -2,7 +2,7 @@
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
-import type { Actor, ActorContext, ActorRef, ServiceDefinition } from './actor.js';
+import { DeferredReply, type Actor, type ActorContext, type ActorRef, type ServiceDefinition } from './actor.js';
 import { AcpError } from './errors.js';
 import { createLogger, type LogLevel } from './logger.js';
 import { UNIVERSAL_TYPES, type Message } from './messages.js';
@@ -55,6 +55,12 @@ const api: ThreadWorkerApi = {
       generation: data.generation,
       ref: (target) => remoteRef(relay, typeof target === 'string' ? target : `acp://${target.cluster}/${target.node}/${target.segments.join('/')}`),
       runTask: (task) => pool.run(task),
+      watch: (target) => {
+        const targetPath = typeof target === 'string' ? target : `acp://${target.cluster}/${target.node}/${target.segments.join('/')}`;
+        const onTerminated = Comlink.proxy((terminated: Message) => void api.receive(terminated, undefined));
+        const id = relay.watch(targetPath, onTerminated) as unknown as Promise<number>;
+        return () => void id.then((watchId) => relay.unwatch(watchId));
+      },
     };
     actor = definition.create(ctx, undefined);
     await actor.started?.();
@@ -72,6 +78,14 @@ const api: ThreadWorkerApi = {
           const reply = UNIVERSAL_TYPES.has(message.type)
             ? await runUniversal(message, replier, { identity, faultsEnabled: data.faultsEnabled }, data.path, data.generation)
             : await actor!.receive(message, from);
+          if (reply instanceof DeferredReply) {
+            // Answered when it settles; the mailbox goes on now.
+            reply.promise.then(
+              (value) => resolve({ ok: true, reply: value ?? undefined }),
+              (error: unknown) => resolve({ ok: false, error: AcpError.from(error).toData(), crash: false }),
+            );
+            return;
+          }
           resolve({ ok: true, reply: reply ?? undefined });
         } catch (error) {
           resolve(toReply(error));

@@ -22,6 +22,9 @@ export interface ThreadWorkerApi {
 export interface ThreadRelay {
   ask(path: string, message: Message, timeoutMs: number | undefined): Promise<ThreadReply>;
   tell(path: string, message: Message, from: string): void;
+  /** Death watch for the worker's actor; `onTerminated` is a comlink proxy. Resolves to a watch id. */
+  watch(path: string, onTerminated: (terminated: Message) => void): number;
+  unwatch(id: number): void;
 }
 
 export interface ThreadWorkerData {
@@ -47,7 +50,14 @@ const workerEntry = new URL('./thread-worker.js', import.meta.url);
  */
 export function threadActor(
   system: ActorSystem,
-  options: { module: string; exportName: string; logLevel: string; logFile: string | undefined; onThread?: (threadId: number | undefined) => void },
+  options: {
+    module: string;
+    exportName: string;
+    logLevel: string;
+    logFile: string | undefined;
+    /** Told the worker's thread id when it starts, and again (with `exited`) when it exits. */
+    onThread?: (threadId: number, exited: boolean) => void;
+  },
 ): ActorFactory {
   return (ctx: ActorContext): Actor => {
     let worker: Worker | undefined;
@@ -58,6 +68,8 @@ export function threadActor(
       rejectExited = reject;
     });
     exited.catch(() => undefined);
+    const watches = new Map<number, () => void>();
+    let nextWatch = 1;
 
     const relay: ThreadRelay = {
       ask: (path, message, timeoutMs) =>
@@ -66,6 +78,18 @@ export function threadActor(
           (error: unknown): ThreadReply => ({ ok: false, error: AcpError.from(error).toData(), crash: false }),
         ),
       tell: (path, message, from) => system.ref(path).tell(message, from),
+      watch: (path, onTerminated) => {
+        const id = nextWatch++;
+        watches.set(id, system.watch(path, (terminated) => {
+          watches.delete(id);
+          onTerminated(terminated);
+        }));
+        return id;
+      },
+      unwatch: (id) => {
+        watches.get(id)?.();
+        watches.delete(id);
+      },
     };
 
     return {
@@ -85,8 +109,9 @@ export function threadActor(
         const spawned = new Worker(workerEntry, { workerData: data });
         worker = spawned;
         spawned.on('error', (error) => ctx.log.error({ err: error.message }, 'worker thread failed'));
+        const threadId = spawned.threadId;
         spawned.on('exit', (code) => {
-          options.onThread?.(undefined);
+          options.onThread?.(threadId, true);
           if (stopping) return;
           const error = new AcpError('ACP_ERR_THREAD_EXITED', `the worker thread of ${ctx.self.path} exited with code ${code}`);
           rejectExited?.(error);
@@ -95,7 +120,7 @@ export function threadActor(
         });
         remote = Comlink.wrap<ThreadWorkerApi>(nodeEndpoint(spawned));
         await Promise.race([remote.start(Comlink.proxy(relay)), exited]);
-        options.onThread?.(spawned.threadId);
+        options.onThread?.(threadId, false);
       },
       async receive(message, from) {
         if (message.type === 'thread.exited') {
@@ -108,6 +133,8 @@ export function threadActor(
       },
       async stopping(reason) {
         stopping = true;
+        for (const unwatch of watches.values()) unwatch();
+        watches.clear();
         const current = worker;
         if (!current) return;
         try {

@@ -195,8 +195,10 @@ export class ServiceTree {
         exportName: 'service',
         logLevel: this.options.deps.logLevel,
         logFile: this.options.logFile,
-        onThread: (threadId) => {
-          record.threadId = threadId;
+        onThread: (threadId, exited) => {
+          // An old worker exiting after its replacement started must not clear the new one's id.
+          if (!exited) record.threadId = threadId;
+          else if (record.threadId === threadId) record.threadId = undefined;
         },
       });
     }

@@ -4,8 +4,8 @@ import { helloBodySchema, PROTOCOL_VERSION, type Envelope } from '../../runtime/
 import { AcpError, type ErrorCode } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
 import { messageSchema, type Message } from '../../runtime/messages.js';
-import { parsePath } from '../../runtime/path.js';
-import type { ActorSystem, Replier } from '../../runtime/system.js';
+import { childPath, formatPath, parsePath, type ActorPath } from '../../runtime/path.js';
+import type { ActorSystem, LocalActor, Replier } from '../../runtime/system.js';
 
 export const DEFAULT_CLIENT_ASK_TIMEOUT_MS = 30_000;
 
@@ -36,6 +36,7 @@ export class ApiSession implements FrameHandler {
   private readonly helloTimer: NodeJS.Timeout;
   private ended = false;
   private readonly from: string;
+  private subscriptions = 0;
 
   constructor(
     private readonly connection: FrameConnection,
@@ -129,12 +130,17 @@ export class ApiSession implements FrameHandler {
   private tell(envelope: Envelope): void {
     const target = this.target(envelope);
     if (!target) return;
-    // A tell has no reply, but a refusal (schema, no such actor) is still reported on the id.
+    // A tell has no reply, but a refusal while routing it (schema, no such actor) is reported on
+    // its id. What happens later (the actor refusing or crashing) stays on the node, in its log.
+    let routing = true;
     const reply: Replier = {
       resolve: () => undefined,
-      reject: (error) => this.sendError(envelope.id, error),
+      reject: (error) => {
+        if (routing) this.sendError(envelope.id, error);
+      },
     };
     this.options.system.send(target.path, { message: target.message, from: this.from, external: true, reply });
+    routing = false;
   }
 
   private ask(envelope: Envelope): void {
@@ -153,9 +159,26 @@ export class ApiSession implements FrameHandler {
       );
   }
 
+  /**
+   * `watch` without a body is a death watch on `to`; with a body it subscribes to `to`'s stream:
+   * the body is asked of the target with `subscriber` set to an actor that forwards what it is
+   * told as event frames. If the target crashes or stops, the stream ends with an explicit
+   * `{type:'watch.ended', resubscribe:true}` event, never silence.
+   */
   private watch(envelope: Envelope): void {
+    if (envelope.id !== undefined && envelope.to === undefined && envelope.body === undefined) {
+      // A watch frame naming only an id cancels that watch.
+      this.watches.get(envelope.id)?.();
+      this.watches.delete(envelope.id);
+      return;
+    }
     if (envelope.id === undefined || typeof envelope.to !== 'string') {
       this.sendError(envelope.id, new AcpError('ACP_ERR_WIRE_BAD_FRAME', "a watch needs an id and a 'to' path"));
+      return;
+    }
+    if (envelope.body !== undefined) {
+      const target = this.target(envelope);
+      if (target) void this.subscribe(envelope.id, target.path, target.message, envelope.t);
       return;
     }
     let path;
@@ -174,7 +197,51 @@ export class ApiSession implements FrameHandler {
     this.watches.set(id, unwatch);
   }
 
-  private target(envelope: Envelope): { path: ReturnType<typeof parsePath>; message: Message } | undefined {
+  private async subscribe(id: string | number, path: ActorPath, message: Message, timeoutMs: number | undefined): Promise<void> {
+    const system = this.options.system;
+    const targetKey = formatPath(path);
+    this.subscriptions += 1;
+    const subscriberPath = childPath(system.localPath('api'), `watch-${this.connection.id}-${this.subscriptions}`);
+    let subscriber: LocalActor | undefined;
+    let ended = false;
+    const end = (body: Message | undefined) => {
+      if (ended) return;
+      ended = true;
+      offEvents();
+      this.watches.delete(id);
+      void subscriber?.stop('watch ended', 1000);
+      if (body) this.send({ k: 'event', id, body });
+    };
+    const offEvents = system.onEvent((event) => {
+      if ((event.type === 'crash' || event.type === 'stopped') && event.path === targetKey) {
+        end({ type: 'watch.ended', path: targetKey, reason: event.type === 'crash' ? 'actor-restarted' : 'actor-stopped', resubscribe: true });
+      }
+    });
+    this.watches.get(id)?.();
+    this.watches.set(id, () => end(undefined));
+    try {
+      subscriber = await system.spawn(subscriberPath, () => ({
+        receive: (event) => {
+          this.send({ k: 'event', id, body: event });
+        },
+      }));
+      if (ended) {
+        void subscriber.stop('watch ended', 1000);
+        return;
+      }
+      const reply = await system.ask(path, { ...message, subscriber: formatPath(subscriberPath) }, {
+        timeoutMs: timeoutMs ?? DEFAULT_CLIENT_ASK_TIMEOUT_MS,
+        external: true,
+        from: this.from,
+      });
+      if (!ended) this.send({ k: 'event', id, body: reply });
+    } catch (error) {
+      end(undefined);
+      this.sendError(id, AcpError.from(error));
+    }
+  }
+
+  private target(envelope: Envelope): { path: ActorPath; message: Message } | undefined {
     try {
       if (typeof envelope.to !== 'string') throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', `a ${envelope.k} needs a 'to' path`);
       const path = parsePath(envelope.to);
