@@ -8,6 +8,7 @@ import { AcpError } from '../runtime/errors.js';
 import { LOG_LEVELS, type LogLevel } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
+import { cdbCommands, printNodes, printServices } from './cdb.js';
 import { runForeground, startDetached, stopDaemon } from './control.js';
 import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson } from './output.js';
 
@@ -150,6 +151,13 @@ const cli = yargs(hideBin(process.argv))
           if (argv.json) printJson({ accepted: true });
         });
       }),
+  )
+  .command('cdb', 'read, write and watch the cluster database', (y) => cdbCommands(y, run, withClient))
+  .command('nodes', 'list the nodes the cluster database knows, with their heartbeats', (y) => y, (argv) =>
+    run(argv, () => withClient(argv.home, (client) => printNodes(client, argv.json))),
+  )
+  .command('services', "list every node's services from the cluster database", (y) => y, (argv) =>
+    run(argv, () => withClient(argv.home, (client) => printServices(client, argv.json))),
   )
   .command('chaos', 'inject faults (the daemon must run with --faults)', (y) =>
     y

@@ -35,6 +35,16 @@ export const nodeConfigSchema = z.strictObject({
       port: z.number().int().min(0).max(65535).default(8480),
     })
     .default({ host: '127.0.0.1', port: 8480 }),
+  cdb: z
+    .strictObject({
+      /** Bound on meta and stats keys held in memory. */
+      maxMemoryKeys: z.number().int().min(100).max(10_000_000).default(200_000),
+      /** Values kept per stats key: 600 = 10 minutes at the 1 s collection interval. */
+      statsHistory: z.number().int().min(1).max(100_000).default(600),
+    })
+    .default({ maxMemoryKeys: 200_000, statsHistory: 600 }),
+  /** How often the Framework publishes node and service meta to the CDB. */
+  heartbeatMs: z.number().int().min(100).max(60_000).default(1000),
   /** After a service exhausts its restart intensity it is `failed`; the Framework tries it again after this. */
   failedRetryMs: z.number().int().min(1000).max(86_400_000).default(30_000),
 });

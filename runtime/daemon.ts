@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createFramework, frameworkSchema } from '../actors/framework/index.js';
 import { claimPidfile, ensureHome, loadOrCreateApiKey, loadOrCreateConfig, readPidfile, removeFile } from '../adapters/home.js';
 import { isDaemonProcess } from '../adapters/process.js';
@@ -24,6 +25,8 @@ export interface DaemonOptions {
   /** Replaces the boot order (tests). */
   services?: readonly ServiceEntry[];
 }
+
+const LOOP_DELAY_RESOLUTION_MS = 10;
 
 /** Refuses a second daemon on a live home; cleans what a killed one left behind. */
 export function checkHomeFree(paths: HomePaths, log?: Logger): void {
@@ -57,6 +60,7 @@ export class Daemon {
   private frameworkRestarts = 0;
   private frameworkSince = new Date().toISOString();
   private readonly startedAt = Date.now();
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
   private refusedConnections = 0;
   private stopping: Promise<void> | undefined;
   private resolveStopped!: (result: { code: number; reason: string }) => void;
@@ -91,7 +95,15 @@ export class Daemon {
         start: async () => {
           this.framework = await this.system.spawn(
             frameworkPath,
-            (ctx) => createFramework(ctx, { boot: () => this.tree.boot(), status: () => this.status(), requestShutdown: deps.requestShutdown }),
+            (ctx) =>
+              createFramework(ctx, {
+                boot: () => this.tree.boot(),
+                status: () => this.status(),
+                requestShutdown: deps.requestShutdown,
+                eventLoopDelay: () => this.eventLoopDelay(),
+                onServiceChange: (listener) => this.tree.onChange(listener),
+                heartbeatMs: config.heartbeatMs,
+              }),
             { schema: frameworkSchema, onCrash: (error) => void this.root.childCrashed('framework', error) },
           );
         },
@@ -125,6 +137,7 @@ export class Daemon {
       throw new AcpError('ACP_ERR_DAEMON_RUNNING', `another acpd is starting on ${paths.home}; stop it with 'acp down --home ${paths.home}'`);
     }
     const daemon = new Daemon(paths, config, apiKey, log, options);
+    daemon.loopDelay.enable();
     try {
       await daemon.tree.load();
       await daemon.root.startAll();
@@ -134,6 +147,15 @@ export class Daemon {
     }
     log.info({ cluster: config.cluster, node: config.node, incarnation: daemon.system.identity.incarnation, socket: paths.socket, faults: daemon.system.faultsEnabled }, 'acpd started');
     return daemon;
+  }
+
+  /** The event loop's delay since the last call (percentiles in milliseconds). */
+  eventLoopDelay(): { p50: number; p99: number; max: number } {
+    // The histogram's samples include its own 10 ms sampling interval: what is left is the delay.
+    const toMs = (nanoseconds: number) => Math.max(0, Math.round((nanoseconds / 1e6 - LOOP_DELAY_RESOLUTION_MS) * 100) / 100);
+    const delay = { p50: toMs(this.loopDelay.percentile(50)), p99: toMs(this.loopDelay.percentile(99)), max: toMs(this.loopDelay.max) };
+    this.loopDelay.reset();
+    return delay;
   }
 
   status(): NodeStatus {
@@ -173,6 +195,7 @@ export class Daemon {
         await this.root.stopAll(reason);
         await this.system.shutdown(reason);
         await this.pool.close();
+        this.loopDelay.disable();
       } catch (error) {
         this.log.error({ err: errorMessage(error) }, 'error while stopping');
       }

@@ -1,3 +1,333 @@
-import { placeholderService } from '../kit.js';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { ObjectStore, type StoredRecord } from '../../adapters/store.js';
+import { replyLater, type ActorContext, type ActorRef, type ServiceDefinition } from '../../runtime/actor.js';
+import { AcpError } from '../../runtime/errors.js';
+import type { Message, Terminated } from '../../runtime/messages.js';
+import type { ServiceDeps } from '../../runtime/services.js';
+import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { checkPrefix, parseKey, validateMeta, validateObject, type ParsedKey } from '../model.js';
+import { compareVersions, formatVersion, HybridClock, parseVersion, type Version } from './hlc.js';
+import { MemoryTable, type HistoryPoint } from './memory.js';
 
-export const service = placeholderService('cdb', 'Cluster database: durable objects, per-node meta and stats, watches (issue 3), replication (issue 5)');
+const key = z.string().min(1).max(512);
+const prefix = z.string().max(512);
+const actorPath = z.string().startsWith('acp://').max(1024);
+const op = z.discriminatedUnion('op', [
+  z.strictObject({ op: z.literal('put'), key, value: z.unknown() }),
+  z.strictObject({ op: z.literal('delete'), key }),
+]);
+
+export const cdbSchema = z.discriminatedUnion('type', [
+  serviceInfoSchema,
+  z.strictObject({ type: z.literal('cdb.put'), key, value: z.unknown() }),
+  z.strictObject({ type: z.literal('cdb.get'), key }),
+  z.strictObject({ type: z.literal('cdb.delete'), key }),
+  z.strictObject({ type: z.literal('cdb.list'), prefix, limit: z.number().int().min(1).max(10_000).optional(), cursor: key.optional() }),
+  /** Put only if the key's current version is `expect` (`null`: only if the key does not exist). */
+  z.strictObject({ type: z.literal('cdb.cas'), key, value: z.unknown(), expect: z.string().max(100).nullable() }),
+  z.strictObject({ type: z.literal('cdb.batch'), ops: z.array(op).min(1).max(1000) }),
+  z.strictObject({ type: z.literal('cdb.watch'), prefix, subscriber: actorPath }),
+  z.strictObject({ type: z.literal('cdb.unwatch'), watch: z.number().int() }),
+  z.strictObject({ type: z.literal('cdb.history'), key }),
+  z.strictObject({ type: z.literal('terminated'), path: z.string(), reason: z.string() }),
+]);
+export type CdbMessage = z.infer<typeof cdbSchema>;
+
+/** A record as the CDB hands it out: the version as text (`wall.logical@node`). */
+export interface RecordView {
+  key: string;
+  value: unknown;
+  version: string;
+  origin: string;
+  deleted?: true;
+}
+
+export interface CdbEvent extends Message {
+  type: 'cdb.event';
+  watch: number;
+  /** 1, 2, 3, ... per watch, with no gap: the watcher can tell that nothing was missed. */
+  seq: number;
+  record: RecordView;
+}
+
+export interface CdbSnapshot extends Message {
+  type: 'cdb.snapshot';
+  watch: number;
+  records: RecordView[];
+  /** The last snapshot chunk: changes follow as cdb.event. */
+  done: boolean;
+}
+
+const SNAPSHOT_CHUNK = 500;
+const DEFAULT_LIST_LIMIT = 1000;
+const PAGE = 512;
+
+function view(record: StoredRecord): RecordView {
+  return {
+    key: record.key,
+    value: record.value,
+    version: formatVersion(record.version),
+    origin: record.origin,
+    ...(record.deleted ? { deleted: true as const } : {}),
+  };
+}
+
+interface Watcher {
+  readonly id: number;
+  readonly prefix: string;
+  readonly subscriber: ActorRef;
+  readonly unwatch: () => void;
+  seq: number;
+}
+
+export interface CdbOptions {
+  storePath: string;
+  maxMemoryKeys: number;
+  statsHistory: number;
+  now?: () => number;
+}
+
+/**
+ * The node's cluster database. Objects are durable in the embedded store: a put is answered only
+ * once it is on disk, without holding the mailbox meanwhile (writes issued together commit
+ * together). Meta and stats live in memory. Every change, in commit order, goes to the watchers
+ * whose prefix matches, numbered without gaps.
+ */
+export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<ServiceDefinition<unknown>['create']> {
+  const node = ctx.node.node;
+  const clock = new HybridClock(node, options.now ?? (() => Date.now()));
+  const memory = new MemoryTable(options.maxMemoryKeys, options.statsHistory);
+  const info = new ServiceClock();
+  /** Object writes issued but not yet durable: read-your-writes for gets, lists and CAS. */
+  const pending = new Map<string, StoredRecord>();
+  const watchers = new Map<number, Watcher>();
+  let nextWatch = 1;
+  let store: ObjectStore | undefined;
+  /** Commit order: watch events go out in the order writes were issued. */
+  let commits: Promise<void> = Promise.resolve();
+
+  const current = (parsed: ParsedKey): StoredRecord | undefined => {
+    if (parsed.kind !== 'object') return memory.get(parsed.key);
+    return pending.get(parsed.key) ?? store!.get(parsed.key);
+  };
+
+  const publish = (record: StoredRecord) => {
+    for (const watcher of watchers.values()) {
+      if (!record.key.startsWith(watcher.prefix)) continue;
+      watcher.seq += 1;
+      const event: CdbEvent = { type: 'cdb.event', watch: watcher.id, seq: watcher.seq, record: view(record) };
+      watcher.subscriber.tell(event, ctx.self.path);
+    }
+  };
+
+  const checkOwner = (parsed: ParsedKey) => {
+    if (parsed.kind !== 'object' && parsed.node !== node) {
+      throw new AcpError('ACP_ERR_CDB_NOT_OWNER', `${parsed.key} belongs to node '${parsed.node}'; only that node writes it (this is '${node}')`);
+    }
+  };
+
+  /** Validates one write and makes its record; nothing is applied yet. */
+  const prepare = (rawKey: string, value: unknown, deleted: boolean): { parsed: ParsedKey; record: StoredRecord } => {
+    const parsed = parseKey(rawKey);
+    checkOwner(parsed);
+    let stored: unknown = null;
+    if (!deleted) stored = parsed.kind === 'object' ? validateObject(parsed, value) : validateMeta(parsed, value);
+    const record: StoredRecord = { key: parsed.key, value: stored, version: clock.tick(), origin: node, ...(deleted ? { deleted: true } : {}) };
+    return { parsed, record };
+  };
+
+  /** Applies prepared writes: memory ones at once, object ones durably; resolves when all are. */
+  const apply = (writes: readonly { parsed: ParsedKey; record: StoredRecord }[]): Promise<void> => {
+    const objects = writes.filter((write) => write.parsed.kind === 'object').map((write) => write.record);
+    for (const write of writes) {
+      if (write.parsed.kind === 'object') continue;
+      if (write.record.deleted) memory.delete(write.record.key);
+      else memory.put(write.record);
+      publish(write.record);
+    }
+    if (objects.length === 0) return Promise.resolve();
+    for (const record of objects) pending.set(record.key, record);
+    const written = store!.write(objects);
+    const committed = commits.then(() => written).then(
+      () => {
+        for (const record of objects) {
+          if (pending.get(record.key) === record) pending.delete(record.key);
+          publish(record);
+        }
+      },
+      (error: unknown) => {
+        for (const record of objects) if (pending.get(record.key) === record) pending.delete(record.key);
+        throw error;
+      },
+    );
+    commits = committed.catch(() => undefined);
+    return committed;
+  };
+
+  const written = (record: StoredRecord): Message => ({ type: 'cdb.written', key: record.key, version: formatVersion(record.version) });
+
+  const get = (rawKey: string): Message => {
+    const parsed = parseKey(rawKey);
+    const record = current(parsed);
+    if (!record || record.deleted) throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no record at ${parsed.key}`);
+    return { type: 'cdb.record', record: view(record) };
+  };
+
+  /** Live records under a prefix in key order (meta/ < object/ < stats/), from after `cursor`. */
+  const list = (rawPrefix: string, limit: number, cursor: string | undefined): { records: StoredRecord[]; cursor?: string } => {
+    const wanted = checkPrefix(rawPrefix);
+    const records: StoredRecord[] = [];
+    for (const kind of ['meta/', 'object/', 'stats/']) {
+      if (!(kind.startsWith(wanted) || wanted.startsWith(kind))) continue;
+      const rangePrefix = wanted.startsWith(kind) ? wanted : kind;
+      if (cursor !== undefined && cursor >= `${rangePrefix}\uffff`) continue;
+      let after = cursor !== undefined && cursor > rangePrefix ? cursor : undefined;
+      // Tombstones are skipped, so pages are read until the answer is full or the range ends.
+      while (records.length < limit) {
+        const page = kind === 'object/' ? mergePending(store!.range(rangePrefix, after, PAGE), rangePrefix, after, PAGE) : memory.range(rangePrefix, after, PAGE);
+        for (const record of page) {
+          after = record.key;
+          if (record.deleted) continue;
+          records.push(record);
+          if (records.length >= limit) break;
+        }
+        if (page.length < PAGE) break;
+      }
+      if (records.length >= limit) break;
+    }
+    return records.length >= limit ? { records, cursor: records.at(-1)!.key } : { records };
+  };
+
+  /** Store records with this node's not-yet-durable writes laid over them. */
+  const mergePending = (records: StoredRecord[], rangePrefix: string, after: string | undefined, limit: number): StoredRecord[] => {
+    if (pending.size === 0) return records;
+    const merged = new Map(records.map((record) => [record.key, record]));
+    for (const [pendingKey, record] of pending) {
+      if (pendingKey.startsWith(rangePrefix) && (after === undefined || pendingKey > after)) merged.set(pendingKey, record);
+    }
+    return [...merged.keys()].sort().slice(0, limit).map((mergedKey) => merged.get(mergedKey)!);
+  };
+
+  const watch = (rawPrefix: string, subscriberPath: string): Message => {
+    const wanted = checkPrefix(rawPrefix);
+    const subscriber = ctx.ref(subscriberPath);
+    const id = nextWatch++;
+    const unwatch = ctx.watch(subscriberPath);
+    const watcher: Watcher = { id, prefix: wanted, subscriber, unwatch, seq: 0 };
+    watchers.set(id, watcher);
+    const snapshot = list(wanted, Number.MAX_SAFE_INTEGER, undefined).records.map(view);
+    for (let start = 0; start === 0 || start < snapshot.length; start += SNAPSHOT_CHUNK) {
+      const chunk: CdbSnapshot = { type: 'cdb.snapshot', watch: id, records: snapshot.slice(start, start + SNAPSHOT_CHUNK), done: start + SNAPSHOT_CHUNK >= snapshot.length };
+      subscriber.tell(chunk, ctx.self.path);
+    }
+    return { type: 'cdb.watching', watch: id, prefix: wanted, snapshotSize: snapshot.length };
+  };
+
+  const dropWatch = (id: number) => {
+    const watcher = watchers.get(id);
+    if (!watcher) return;
+    watchers.delete(id);
+    watcher.unwatch();
+  };
+
+  return {
+    started() {
+      store = ObjectStore.open(options.storePath);
+      // The clock must never issue a version below one already on disk.
+      for (const record of store.all()) clock.observe(record.version);
+      ctx.log.info({ store: options.storePath }, 'store open');
+    },
+    receive(message) {
+      info.handled += 1;
+      const parsed = cdbSchema.parse(message);
+      switch (parsed.type) {
+        case 'service.info':
+          return { ...info.info('cdb', 'Cluster database', ctx), watchers: watchers.size, memoryKeys: memory.size, pendingWrites: pending.size };
+        case 'cdb.get':
+          return get(parsed.key);
+        case 'cdb.list': {
+          const page = list(parsed.prefix, parsed.limit ?? DEFAULT_LIST_LIMIT, parsed.cursor);
+          return { type: 'cdb.records', records: page.records.map(view), ...(page.cursor === undefined ? {} : { cursor: page.cursor }) };
+        }
+        case 'cdb.put': {
+          const write = prepare(parsed.key, parsed.value, false);
+          return replyLater(apply([write]).then(() => written(write.record)));
+        }
+        case 'cdb.delete': {
+          const target = parseKey(parsed.key);
+          const existing = current(target);
+          if (!existing || existing.deleted) throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no record at ${target.key}`);
+          const write = prepare(parsed.key, null, true);
+          return replyLater(apply([write]).then(() => written(write.record)));
+        }
+        case 'cdb.cas': {
+          const target = parseKey(parsed.key);
+          const existing = current(target);
+          const live = existing && !existing.deleted ? existing : undefined;
+          const expected = parsed.expect === null ? null : parseVersion(parsed.expect);
+          if (parsed.expect !== null && !expected) {
+            throw new AcpError('ACP_ERR_CDB_BAD_VALUE', `expect '${parsed.expect}' is not a version like 1795616242319.0@n1 (or null for "must not exist")`);
+          }
+          const matches = expected === null ? live === undefined : live !== undefined && compareVersions(live.version, expected as Version) === 0;
+          if (!matches) {
+            const now = live ? formatVersion(live.version) : 'absent';
+            throw new AcpError('ACP_ERR_CDB_CONFLICT', `${target.key} is at version ${now}, not ${parsed.expect ?? 'absent'}; read it again and retry`, { current: live ? view(live) : null });
+          }
+          const write = prepare(parsed.key, parsed.value, false);
+          return replyLater(apply([write]).then(() => written(write.record)));
+        }
+        case 'cdb.batch': {
+          const writes = parsed.ops.map((item) => prepare(item.key, item.op === 'put' ? item.value : null, item.op === 'delete'));
+          return replyLater(apply(writes).then(() => ({ type: 'cdb.written-batch', count: writes.length, versions: writes.map((write) => formatVersion(write.record.version)) })));
+        }
+        case 'cdb.watch':
+          return watch(parsed.prefix, parsed.subscriber);
+        case 'cdb.unwatch':
+          dropWatch(parsed.watch);
+          return { type: 'ok' };
+        case 'cdb.history': {
+          const target = parseKey(parsed.key);
+          if (target.kind !== 'stats') throw new AcpError('ACP_ERR_CDB_BAD_KEY', `history is kept for stats/ keys only, not ${target.key}`);
+          const points: HistoryPoint[] = memory.history(target.key);
+          return { type: 'cdb.history', key: target.key, points };
+        }
+        case 'terminated': {
+          const gone = parsed as Terminated;
+          for (const watcher of [...watchers.values()]) if (watcher.subscriber.path === gone.path) dropWatch(watcher.id);
+          return undefined;
+        }
+        default: {
+          const unreachable: never = parsed;
+          return unreachable;
+        }
+      }
+    },
+    async stopping(reason) {
+      // Watchers are told explicitly that their stream ended, whatever the reason (a restart included).
+      for (const watcher of watchers.values()) {
+        watcher.subscriber.tell({ type: 'watch.ended', path: ctx.self.path, watch: watcher.id, reason: `cdb stopped: ${reason}`, resubscribe: true }, ctx.self.path);
+        watcher.unwatch();
+      }
+      watchers.clear();
+      await commits;
+      await store?.close();
+      store = undefined;
+    },
+  };
+}
+
+export const service: ServiceDefinition<ServiceDeps | undefined> = {
+  name: 'cdb',
+  description: 'Cluster database: durable objects, per-node meta and stats, watches',
+  schema: cdbSchema,
+  isolations: ['inline'],
+  create(ctx, deps) {
+    if (!deps) throw new Error('cdb runs inline only');
+    return createCdb(ctx, {
+      storePath: join(deps.paths.data, 'cdb.mdb'),
+      maxMemoryKeys: deps.config.cdb.maxMemoryKeys,
+      statsHistory: deps.config.cdb.statsHistory,
+    });
+  },
+};

@@ -1,12 +1,15 @@
 import { z } from 'zod';
 import type { ActorContext, Actor } from '../../runtime/actor.js';
-import type { NodeStatus } from '../../runtime/services.js';
+import type { NodeStatus, ServiceStatus } from '../../runtime/services.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { metaKey, objectKey, SERVICE_TYPES, type NodeMeta, type ObjectType, type ServiceMeta } from '../model.js';
 
 export const frameworkSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
   z.strictObject({ type: z.literal('status') }),
   z.strictObject({ type: z.literal('shutdown'), reason: z.string().max(200).optional() }),
+  z.strictObject({ type: z.literal('framework.heartbeat') }),
+  z.strictObject({ type: z.literal('framework.service-changed'), service: z.string().max(63) }),
 ]);
 export type FrameworkMessage = z.infer<typeof frameworkSchema>;
 
@@ -15,18 +18,83 @@ export interface FrameworkDeps {
   boot(): Promise<void>;
   status(): NodeStatus;
   requestShutdown(reason: string): void;
+  /** The daemon's event-loop delay since the last call, in milliseconds. */
+  eventLoopDelay(): { p50: number; p99: number; max: number };
+  /** Calls `listener` whenever a service changes state; returns the unsubscribe function. */
+  onServiceChange(listener: (service: ServiceStatus) => void): () => void;
+  heartbeatMs: number;
+}
+
+type Op = { op: 'put'; key: string; value: unknown };
+
+function serviceType(name: string): ObjectType | undefined {
+  return (SERVICE_TYPES as readonly string[]).includes(name) ? (`service/${name}` as ObjectType) : undefined;
 }
 
 /**
  * The Framework's actor: the node's root. It boots the service tree when it starts (without holding
- * its own mailbox, so status is answered during boot), reports the node's status, and takes the
- * request to shut the node down.
+ * its own mailbox, so status is answered during boot), reports the node's status, takes the
+ * request to shut the node down, and publishes the node and its services to the CDB: objects once,
+ * meta on every change and every heartbeat.
  */
 export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
   const clock = new ServiceClock();
+  const node = ctx.node.node;
+  const cdb = ctx.ref(ctx.self.path.replace(/\/framework$/, '/cdb'));
+  let heartbeat: NodeJS.Timeout | undefined;
+  let unsubscribe: (() => void) | undefined;
+  let objectsPublished = false;
+
+  const cdbRunning = (status: NodeStatus) => status.services.some((service) => service.name === 'cdb' && service.state === 'running');
+
+  const serviceMeta = (service: ServiceStatus): ServiceMeta => ({
+    state: service.state,
+    restarts: service.restarts,
+    isolation: service.isolation,
+    pid: service.pid ?? null,
+    since: service.since,
+    ...(service.lastError === undefined ? {} : { lastError: service.lastError }),
+  });
+
+  const publish = (ops: Op[]) => {
+    if (ops.length === 0) return;
+    cdb.ask({ type: 'cdb.batch', ops }, { timeoutMs: Math.max(2000, deps.heartbeatMs * 2) }).catch((error: unknown) => {
+      ctx.log.debug({ err: (error as Error).message }, 'publishing to the cdb failed; the next heartbeat retries');
+    });
+  };
+
+  const heartbeatOps = (status: NodeStatus): Op[] => {
+    const ops: Op[] = [];
+    if (!objectsPublished) {
+      ops.push({ op: 'put', key: objectKey('node', node), value: { name: node, cluster: ctx.node.cluster } });
+      for (const service of status.services) {
+        const type = serviceType(service.name);
+        if (type) ops.push({ op: 'put', key: objectKey(type, node), value: { node, isolation: service.isolation } });
+      }
+      objectsPublished = true;
+    }
+    const meta: NodeMeta = {
+      state: status.booting ? 'starting' : 'running',
+      incarnation: status.incarnation,
+      pid: status.pid,
+      uptimeMs: status.uptimeMs,
+      heartbeatAt: new Date().toISOString(),
+      eventLoopDelayMs: deps.eventLoopDelay(),
+    };
+    ops.push({ op: 'put', key: metaKey('node', node, node), value: meta });
+    for (const service of status.services) {
+      const type = serviceType(service.name);
+      if (type) ops.push({ op: 'put', key: metaKey(type, node, node), value: serviceMeta(service) });
+    }
+    return ops;
+  };
+
   return {
     started() {
       deps.boot().catch((error: unknown) => ctx.log.error({ err: (error as Error).message }, 'boot failed'));
+      heartbeat = setInterval(() => ctx.self.tell({ type: 'framework.heartbeat' }), deps.heartbeatMs);
+      heartbeat.unref();
+      unsubscribe = deps.onServiceChange((service) => ctx.self.tell({ type: 'framework.service-changed', service: service.name }));
     },
     receive(message) {
       clock.handled += 1;
@@ -43,11 +111,27 @@ export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
           setImmediate(() => deps.requestShutdown(reason));
           return { type: 'shutting-down', pid: process.pid };
         }
+        case 'framework.heartbeat': {
+          const status = deps.status();
+          if (cdbRunning(status)) publish(heartbeatOps(status));
+          return undefined;
+        }
+        case 'framework.service-changed': {
+          const status = deps.status();
+          const service = status.services.find((candidate) => candidate.name === parsed.service);
+          const type = service && serviceType(service.name);
+          if (service && type && cdbRunning(status)) publish([{ op: 'put', key: metaKey(type, node, node), value: serviceMeta(service) }]);
+          return undefined;
+        }
         default: {
           const unreachable: never = parsed;
           return unreachable;
         }
       }
+    },
+    stopping() {
+      clearInterval(heartbeat);
+      unsubscribe?.();
     },
   };
 }

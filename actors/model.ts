@@ -1,0 +1,239 @@
+/**
+ * The cluster data model, in one place for the daemon, the CLI, the web UI and scripts
+ * (`import { parseKey, objectSchemas } from 'acp/model'`).
+ *
+ * Keys:
+ *   object/<type>/<id>          persistent, multi-writer (last writer wins on a hybrid logical clock)
+ *   meta/<type>/<id>@<node>     in memory, one writer: the node named in the key
+ *   stats/<type>/<id>@<node>    in memory with a short history, one writer: the node named
+ * where <type> is node, system, network, storage/<device|pool|share|volume> or service/<sub-type>.
+ */
+import { z } from 'zod';
+import { AcpError } from '../runtime/errors.js';
+import { NAME_PATTERN } from '../runtime/path.js';
+
+export const KINDS = ['object', 'meta', 'stats'] as const;
+export type Kind = (typeof KINDS)[number];
+
+export const SERVICE_TYPES = ['framework', 'cdb', 'agent', 'api', 'network', 'storage', 'hypervisor', 'monitor', 'webapi'] as const;
+export const STORAGE_TYPES = ['device', 'pool', 'share', 'volume'] as const;
+
+export const OBJECT_TYPES = [
+  'node',
+  'system',
+  'network',
+  ...STORAGE_TYPES.map((sub) => `storage/${sub}` as const),
+  ...SERVICE_TYPES.map((sub) => `service/${sub}` as const),
+] as const;
+export type ObjectType = (typeof OBJECT_TYPES)[number];
+
+const name = z.string().regex(NAME_PATTERN, 'must be 1-63 characters of a-z, 0-9, ".", "_" or "-", starting with a letter or digit');
+const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'must be HOST:PORT');
+const mac = z.string().regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, 'must be a lower-case MAC address like 52:54:00:12:34:56');
+const labels = z.record(z.string().max(63), z.string().max(256));
+
+export const nodeObjectSchema = z.strictObject({
+  name,
+  cluster: name.optional(),
+  /** The agent's address for other nodes (issue 4). */
+  agent: hostPort.optional(),
+  labels: labels.optional(),
+});
+
+export const systemObjectSchema = z.strictObject({
+  name,
+  vcpus: z.number().int().min(1).max(512).default(1),
+  memoryMiB: z.number().int().min(16).max(16 * 1024 * 1024).default(512),
+  driver: z.enum(['qemu', 'sim']).default('qemu'),
+  boot: z
+    .union([
+      z.strictObject({ kernel: z.string().min(1).max(4096), initrd: z.string().max(4096).optional(), cmdline: z.string().max(4096).optional() }),
+      z.strictObject({ disk: z.string().min(1).max(4096) }),
+    ])
+    .optional(),
+  disks: z.array(z.strictObject({ pool: name, volume: name })).max(64).default([]),
+  nics: z.array(z.strictObject({ network: name, mac: mac.optional() })).max(32).default([]),
+  ha: z.boolean().default(false),
+  /** Placement: the node the system should run on. */
+  node: name.optional(),
+  restart: z.enum(['never', 'on-crash', 'always']).default('on-crash'),
+  labels: labels.optional(),
+});
+
+export const networkObjectSchema = z
+  .strictObject({
+    name,
+    type: z.enum(['bridge', 'vlan', 'trunk', 'vpp-vlan']),
+    vlan: z.number().int().min(1).max(4094).optional(),
+    uplink: z.string().min(1).max(15).optional(),
+    mtu: z.number().int().min(576).max(9216).optional(),
+  })
+  .superRefine((network, context) => {
+    if ((network.type === 'vlan' || network.type === 'vpp-vlan') && network.vlan === undefined) {
+      context.addIssue({ code: 'custom', path: ['vlan'], message: `a ${network.type} network needs a vlan id (1-4094)` });
+    }
+  });
+
+export const storageDeviceSchema = z.strictObject({ name, node: name, path: z.string().min(1).max(4096), sizeBytes: z.number().int().min(0).optional() });
+export const storagePoolSchema = z.strictObject({
+  name,
+  type: z.enum(['dir', 'lvm', 'zfs', 'nfs', 'ceph']),
+  path: z.string().max(4096).optional(),
+  /** Reachable from every node: required for live migration. */
+  shared: z.boolean().default(false),
+  devices: z.array(name).max(256).optional(),
+});
+export const storageShareSchema = z.strictObject({ name, pool: name, path: z.string().min(1).max(4096), protocol: z.enum(['nfs', 'smb', '9p']) });
+export const storageVolumeSchema = z.strictObject({
+  name,
+  pool: name,
+  sizeBytes: z.number().int().min(0),
+  format: z.enum(['raw', 'qcow2']).default('qcow2'),
+});
+
+/** `object/service/<sub-type>/<node>`: one per service per node; the id is the node. */
+export const serviceObjectSchema = z.strictObject({
+  node: name,
+  isolation: z.enum(['inline', 'thread', 'process']).optional(),
+  description: z.string().max(200).optional(),
+});
+
+export const objectSchemas: Readonly<Record<ObjectType, z.ZodType>> = Object.fromEntries(
+  OBJECT_TYPES.map((type): [ObjectType, z.ZodType] => {
+    switch (type) {
+      case 'node':
+        return [type, nodeObjectSchema];
+      case 'system':
+        return [type, systemObjectSchema];
+      case 'network':
+        return [type, networkObjectSchema];
+      case 'storage/device':
+        return [type, storageDeviceSchema];
+      case 'storage/pool':
+        return [type, storagePoolSchema];
+      case 'storage/share':
+        return [type, storageShareSchema];
+      case 'storage/volume':
+        return [type, storageVolumeSchema];
+      default:
+        return [type, serviceObjectSchema];
+    }
+  }),
+) as Record<ObjectType, z.ZodType>;
+
+export type NodeObject = z.infer<typeof nodeObjectSchema>;
+export type SystemObject = z.infer<typeof systemObjectSchema>;
+export type NetworkObject = z.infer<typeof networkObjectSchema>;
+export type ServiceObject = z.infer<typeof serviceObjectSchema>;
+
+/** Meta and stats values: flat JSON objects, small (they are sent every heartbeat). */
+export const metaValueSchema = z.record(z.string().max(128), z.unknown());
+
+/** Node meta, published by the Framework every heartbeat. */
+export interface NodeMeta {
+  state: 'starting' | 'running' | 'stopping';
+  incarnation: number;
+  pid: number;
+  uptimeMs: number;
+  heartbeatAt: string;
+  eventLoopDelayMs: { p50: number; p99: number; max: number };
+}
+
+/** Service meta, published on every change and every heartbeat. */
+export interface ServiceMeta {
+  state: 'starting' | 'running' | 'restarting' | 'stopped' | 'failed';
+  restarts: number;
+  isolation: 'inline' | 'thread' | 'process';
+  pid: number | null;
+  since: string;
+  lastError?: string;
+}
+
+export interface ParsedKey {
+  readonly key: string;
+  readonly kind: Kind;
+  readonly type: ObjectType;
+  readonly id: string;
+  /** The writer node, for meta and stats keys. */
+  readonly node?: string;
+}
+
+const MAX_KEY_LENGTH = 512;
+
+function badKey(key: string, why: string): AcpError {
+  return new AcpError('ACP_ERR_CDB_BAD_KEY', `bad key ${JSON.stringify(key)}: ${why}`);
+}
+
+/** Parses a full key; the error says which part is wrong and what is expected. */
+export function parseKey(key: string): ParsedKey {
+  if (typeof key !== 'string' || key.length === 0) throw badKey(String(key), 'empty');
+  if (key.length > MAX_KEY_LENGTH) throw badKey(key.slice(0, 40) + '…', `longer than ${MAX_KEY_LENGTH} characters`);
+  const [kind, ...rest] = key.split('/');
+  if (!(KINDS as readonly string[]).includes(kind!)) throw badKey(key, `must start with object/, meta/ or stats/`);
+  const typeParts = rest[0] === 'storage' || rest[0] === 'service' ? 2 : 1;
+  const type = rest.slice(0, typeParts).join('/');
+  if (!(OBJECT_TYPES as readonly string[]).includes(type)) {
+    throw badKey(key, `unknown type '${type}'; types are ${OBJECT_TYPES.join(', ')}`);
+  }
+  const idPart = rest.slice(typeParts).join('/');
+  if (idPart.length === 0) throw badKey(key, 'the id is missing');
+  let id = idPart;
+  let node: string | undefined;
+  if (kind === 'object') {
+    if (idPart.includes('@')) throw badKey(key, "object keys carry no '@node'");
+  } else {
+    const at = idPart.lastIndexOf('@');
+    if (at < 0) throw badKey(key, `${kind} keys end with '@<node>', the one node that writes them`);
+    id = idPart.slice(0, at);
+    node = idPart.slice(at + 1);
+    if (!NAME_PATTERN.test(node)) throw badKey(key, `'${node}' is not a valid node name`);
+  }
+  if (!NAME_PATTERN.test(id)) throw badKey(key, `id '${id}' is not a valid name (a-z, 0-9, '.', '_', '-'; at most 63)`);
+  return { key, kind: kind as Kind, type: type as ObjectType, id, ...(node === undefined ? {} : { node }) };
+}
+
+/** Checks a key prefix for list and watch: any leading part of a valid key, or empty for everything. */
+export function checkPrefix(prefix: string): string {
+  if (typeof prefix !== 'string' || prefix.length > MAX_KEY_LENGTH) throw new AcpError('ACP_ERR_CDB_BAD_KEY', 'bad prefix: too long');
+  if (prefix === '') return prefix;
+  if (!KINDS.some((known) => `${known}/`.startsWith(prefix) || prefix.startsWith(`${known}/`))) {
+    throw new AcpError('ACP_ERR_CDB_BAD_KEY', `bad prefix ${JSON.stringify(prefix)}: keys start with object/, meta/ or stats/`);
+  }
+  return prefix;
+}
+
+/** Validates an object value for its type, with defaults applied; the error names the field. */
+export function validateObject(parsed: ParsedKey, value: unknown): unknown {
+  const schema = objectSchemas[parsed.type];
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const field = issue && issue.path.length > 0 ? `field '${issue.path.join('.')}'` : 'value';
+    throw new AcpError('ACP_ERR_CDB_BAD_VALUE', `bad ${parsed.type} for ${parsed.key}: ${field}: ${issue?.message ?? 'invalid'}`);
+  }
+  const data = result.data as { name?: unknown; node?: unknown };
+  const idField = parsed.type.startsWith('service/') ? 'node' : 'name';
+  const named = data[idField];
+  if (typeof named === 'string' && named !== parsed.id) {
+    throw new AcpError('ACP_ERR_CDB_BAD_VALUE', `bad ${parsed.type} for ${parsed.key}: field '${idField}': '${named}' differs from the key's id '${parsed.id}'`);
+  }
+  return result.data;
+}
+
+export function validateMeta(parsed: ParsedKey, value: unknown): Record<string, unknown> {
+  const result = metaValueSchema.safeParse(value);
+  if (!result.success) throw new AcpError('ACP_ERR_CDB_BAD_VALUE', `bad ${parsed.kind} value for ${parsed.key}: must be a JSON object`);
+  return result.data;
+}
+
+export function objectKey(type: ObjectType, id: string): string {
+  return `object/${type}/${id}`;
+}
+
+export function metaKey(type: ObjectType, id: string, node: string): string {
+  return `meta/${type}/${id}@${node}`;
+}
+
+export function statsKey(type: ObjectType, id: string, node: string): string {
+  return `stats/${type}/${id}@${node}`;
+}
