@@ -7,23 +7,10 @@ import { encodeFrame, FrameDecoder } from '../runtime/codec.js';
 import { silentLogger } from '../runtime/logger.js';
 import { CellHost } from '../runtime/nact-cell.js';
 import { ActorSystem } from '../runtime/system.js';
+import { rate, report, type Comparison } from './measure.js';
 
-interface Result {
-  name: string;
-  opsPerSecond: number;
-  baseline: string;
-  baselineOpsPerSecond: number;
-}
 
-async function rate(operations: number, body: (count: number) => Promise<void> | void): Promise<number> {
-  await body(Math.min(1000, operations)); // warm up
-  const start = process.hrtime.bigint();
-  await body(operations);
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  return operations / seconds;
-}
-
-async function askRoundTrip(): Promise<Result> {
+async function askRoundTrip(): Promise<Comparison> {
   const count = 20_000;
   const system = new ActorSystem({ identity: { cluster: 'bench', node: 'n1', incarnation: 1 }, log: silentLogger() });
   const path = system.localPath('echo');
@@ -42,7 +29,7 @@ async function askRoundTrip(): Promise<Result> {
   return { name: 'local ask round trips (sequential)', opsPerSecond: ask, baseline: 'bare nact mailbox round trip', baselineOpsPerSecond: bare };
 }
 
-async function codec(): Promise<Result> {
+async function codec(): Promise<Comparison> {
   const count = 100_000;
   const body = { type: 'bench', payload: 'x'.repeat(100) };
   const framed = await rate(count, (n) => {
@@ -56,10 +43,12 @@ async function codec(): Promise<Result> {
   return { name: 'frame encode + streaming decode + envelope check (100-byte body)', opsPerSecond: framed, baseline: 'raw cbor-x encode + decode', baselineOpsPerSecond: raw };
 }
 
-const results = [await askRoundTrip(), await codec()];
-for (const result of results) {
-  const ratio = result.opsPerSecond / result.baselineOpsPerSecond;
-  process.stdout.write(
-    `${result.name}: ${Math.round(result.opsPerSecond)}/s — ${ratio.toFixed(2)}× of ${result.baseline} (${Math.round(result.baselineOpsPerSecond)}/s)\n`,
-  );
+const only = process.argv[2];
+if (!only || only === 'runtime') {
+  report(await askRoundTrip());
+  report(await codec());
+}
+if (!only || only === 'cdb') {
+  const { cdbBenchmarks } = await import('./cdb.js');
+  for (const result of await cdbBenchmarks()) report(result);
 }
