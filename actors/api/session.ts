@@ -87,6 +87,9 @@ export class ApiSession implements FrameHandler {
   }
 
   badFrame(error: AcpError): void {
+    if (this.ended) return;
+    this.ended = true;
+    clearTimeout(this.helloTimer);
     this.options.log.warn({ conn: this.connection.id, code: error.code, reason: error.message }, 'connection refused: bad frame');
     this.options.onRefused?.(error.code);
   }
@@ -257,7 +260,10 @@ export class ApiSession implements FrameHandler {
   }
 
   private refuse(code: ErrorCode, reason: string, id?: string | number): void {
+    // One refusal per connection: the hello timer must not refuse it again while it closes.
     if (this.ended) return;
+    this.ended = true;
+    clearTimeout(this.helloTimer);
     this.options.log.warn({ conn: this.connection.id, code, reason }, 'connection refused');
     this.options.onRefused?.(code);
     const error = new AcpError(code, reason).toData();
