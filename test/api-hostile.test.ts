@@ -9,7 +9,7 @@ import { homePaths } from '../runtime/config.js';
 import { Daemon } from '../runtime/daemon.js';
 import type { ErrorCode } from '../runtime/errors.js';
 import type { NodeStatus } from '../runtime/services.js';
-import { client, eventually, makeHome, startDaemon, type HomeOptions } from './helpers/node.js';
+import { allRunning, client, eventually, makeHome, startDaemon, type HomeOptions } from './helpers/node.js';
 
 /** The hello timeout of the tests about it. */
 const HELLO_TIMEOUT_MS = 500;
@@ -168,23 +168,11 @@ function goodHello(home: string): Envelope {
   return hello({ cluster: 'lab', apiKey: apiKeyOf(home), proto: PROTOCOL_VERSION });
 }
 
-/** Waits for the daemon's boot to finish with every service running. */
-async function booted(daemon: Daemon): Promise<NodeStatus> {
-  return eventually(
-    () => {
-      const status = daemon.status();
-      return !status.booting && status.services.every((service) => service.state === 'running') ? status : undefined;
-    },
-    20_000,
-    'every service running',
-  );
-}
-
 /** A daemon (in this process), booted. */
 async function bootDaemon(t: ExecutionContext, api: HomeOptions['api'] = {}, faults = false): Promise<{ home: string; daemon: Daemon }> {
   const home = makeHome(t, { api: { helloTimeoutMs: QUIET_HELLO_TIMEOUT_MS, ...api } });
   const daemon = await startDaemon(t, home, { faults });
-  await booted(daemon);
+  await allRunning(daemon);
   return { home, daemon };
 }
 
@@ -287,7 +275,7 @@ test('a truncated frame followed by the client closing leaves the daemon healthy
     await daemon.stop('test over');
     rmSync(logDir, { recursive: true, force: true });
   });
-  await booted(daemon);
+  await allRunning(daemon);
   const refused = daemon.status().refusedConnections;
   const connection = await RawConnection.open(homePaths(home).socket);
   connection.write(Buffer.concat([header(100), randomBytes(10)]));
@@ -528,7 +516,7 @@ test('the API key never appears in the log, even at debug level', async (t) => {
     await daemon.stop('test over');
     rmSync(logDir, { recursive: true, force: true });
   });
-  await booted(daemon);
+  await allRunning(daemon);
   const rightKey = apiKeyOf(home);
   const wrongKey = `wrong-${randomBytes(24).toString('hex')}`;
   const wrong = await rawExchange(home, encodeFrame(hello({ cluster: 'lab', apiKey: wrongKey, proto: 1 })));

@@ -3,25 +3,14 @@ import { connect } from '../runtime/client.js';
 import type { Daemon } from '../runtime/daemon.js';
 import { AcpError } from '../runtime/errors.js';
 import type { NodeStatus } from '../runtime/services.js';
-import { client, eventually, makeHome, startDaemon } from './helpers/node.js';
+import { allRunning, client, eventually, makeHome, startDaemon } from './helpers/node.js';
 
 const WAIT_MS = 5000;
-
-async function booted(daemon: Daemon): Promise<void> {
-  await eventually(
-    () => {
-      const status = daemon.status();
-      return !status.booting && status.services.every((service) => service.state === 'running') ? true : undefined;
-    },
-    20_000,
-    'every service running',
-  );
-}
 
 async function bootDaemon(t: ExecutionContext, faults = false): Promise<{ home: string; daemon: Daemon }> {
   const home = makeHome(t);
   const daemon = await startDaemon(t, home, { faults });
-  await booted(daemon);
+  await allRunning(daemon);
   return { home, daemon };
 }
 

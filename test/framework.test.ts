@@ -8,7 +8,7 @@ import { AcpError } from '../runtime/errors.js';
 import type { Message, Pong, Terminated } from '../runtime/messages.js';
 import type { NodeStatus, ServiceStatus } from '../runtime/services.js';
 import type { SystemEvent } from '../runtime/system.js';
-import { client, eventually, makeHome, startDaemon, type HomeOptions } from './helpers/node.js';
+import { allRunning, client, eventually, makeHome, startDaemon, type HomeOptions } from './helpers/node.js';
 
 const BOOT_ORDER = ['cdb', 'agent', 'api', 'network', 'storage', 'hypervisor', 'monitor', 'webapi'] as const;
 const path = (name: string) => `acp://lab/n1/${name}`;
@@ -20,18 +20,6 @@ function service(status: NodeStatus, name: string): ServiceStatus {
   const found = status.services.find((entry) => entry.name === name);
   if (!found) throw new Error(`status has no service '${name}'`);
   return found;
-}
-
-/** Daemon.start returns once the Framework runs; the services boot behind it. */
-function allRunning(daemon: Daemon): Promise<NodeStatus> {
-  return eventually(
-    () => {
-      const status = daemon.status();
-      return !status.booting && status.services.every((entry) => entry.state === 'running') ? status : undefined;
-    },
-    20_000,
-    'every service to run',
-  );
 }
 
 async function bootNode(t: ExecutionContext, options: HomeOptions = {}): Promise<{ daemon: Daemon; connection: AcpClient; status: NodeStatus }> {

@@ -3,41 +3,11 @@
  * corresponding workaround is removed (see the comment on each test).
  */
 import test from 'ava';
+import { deferred, within } from './helpers/async.js';
 import { CellHost, type Cell, type CellCallbacks } from '../runtime/nact-cell.js';
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-/** A bound on how long to wait for something that must happen, so that a regression fails instead of hanging. */
-const LIVENESS_MS = 5000;
-
-function within<T>(promise: Promise<T>, what: string, ms = LIVENESS_MS): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error instanceof Error ? error : new Error(String(error)));
-      },
-    );
-  });
-}
-
-interface Deferred<T> {
-  readonly promise: Promise<T>;
-  resolve(value: T): void;
-}
-
-function deferred<T>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
 
 /** Lets queued setImmediate callbacks (nact's message loop, afterStop, crash reports) run. */
 async function turns(count = 5): Promise<void> {

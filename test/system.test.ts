@@ -1,4 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
+import { deferred, within } from './helpers/async.js';
 import { z } from 'zod';
 import type { Actor, ActorFactory } from '../runtime/actor.js';
 import { AcpError } from '../runtime/errors.js';
@@ -14,38 +15,8 @@ const SVC = 'acp://lab/n1/svc';
  * Bound on waiting for something that must happen, so that a regression fails instead of hanging.
  * It also keeps the event loop alive: the system's ask timers are unref'd.
  */
-const LIVENESS_MS = 5000;
 /** An ask timeout long enough that a timeout can never pass for a fast failure. */
 const LONG_ASK = { timeoutMs: 4000 };
-
-function within<T>(promise: Promise<T>, what: string, ms = LIVENESS_MS): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error instanceof Error ? error : new Error(String(error)));
-      },
-    );
-  });
-}
-
-interface Deferred<T> {
-  readonly promise: Promise<T>;
-  resolve(value: T): void;
-}
-
-function deferred<T = void>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
 
 /** The AcpError a promise rejects with (fails the test if it resolves or rejects with something else). */
 async function rejection(t: ExecutionContext, promise: Promise<unknown>, what = 'the ask'): Promise<AcpError> {

@@ -7,6 +7,7 @@ import type { ExecutionContext } from 'ava';
 import { connect, type AcpClient } from '../../runtime/client.js';
 import { Daemon } from '../../runtime/daemon.js';
 import type { LogLevel } from '../../runtime/logger.js';
+import type { NodeStatus } from '../../runtime/services.js';
 
 export const CLI = fileURLToPath(new URL('../../cli/acp.js', import.meta.url));
 
@@ -89,4 +90,16 @@ export async function eventually<T>(check: () => Promise<T | undefined> | T | un
 
 export function removeHome(home: string): void {
   rmSync(home, { recursive: true, force: true });
+}
+
+/** Daemon.start returns once the Framework runs; the services boot behind it. Resolves when all run. */
+export function allRunning(daemon: Daemon, timeoutMs = 20_000): Promise<NodeStatus> {
+  return eventually(
+    () => {
+      const status = daemon.status();
+      return !status.booting && status.services.every((entry) => entry.state === 'running') ? status : undefined;
+    },
+    timeoutMs,
+    'every service to run',
+  );
 }
