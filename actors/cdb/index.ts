@@ -137,8 +137,12 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     return { parsed, record };
   };
 
-  /** Applies prepared writes: memory ones at once, object ones durably; resolves when all are. */
+  /** Applies prepared writes: memory ones at once, object ones durably; resolves when all are. All or none. */
   const apply = (writes: readonly { parsed: ParsedKey; record: StoredRecord }[]): Promise<void> => {
+    const newMemoryKeys = new Set(
+      writes.filter((write) => write.parsed.kind !== 'object' && !write.record.deleted && memory.get(write.record.key) === undefined).map((write) => write.record.key),
+    );
+    memory.reserve(newMemoryKeys.size);
     const objects = writes.filter((write) => write.parsed.kind === 'object').map((write) => write.record);
     for (const write of writes) {
       if (write.parsed.kind === 'object') continue;
@@ -174,8 +178,12 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     return { type: 'cdb.record', record: view(record) };
   };
 
-  /** Live records under a prefix in key order (meta/ < object/ < stats/), from after `cursor`. */
-  const list = (rawPrefix: string, limit: number, cursor: string | undefined): { records: StoredRecord[]; cursor?: string } => {
+  /**
+   * Live records under a prefix in key order (meta/ < object/ < stats/), from after `cursor`.
+   * With `committedOnly` (a watch's snapshot), object writes still in flight are left out: each
+   * reaches the watcher once, as the event published when it is durable.
+   */
+  const list = (rawPrefix: string, limit: number, cursor: string | undefined, committedOnly = false): { records: StoredRecord[]; cursor?: string } => {
     const wanted = checkPrefix(rawPrefix);
     const records: StoredRecord[] = [];
     for (const kind of ['meta/', 'object/', 'stats/']) {
@@ -185,14 +193,22 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
       let after = cursor !== undefined && cursor > rangePrefix ? cursor : undefined;
       // Tombstones are skipped, so pages are read until the answer is full or the range ends.
       while (records.length < limit) {
-        const page = kind === 'object/' ? mergePending(store!.range(rangePrefix, after, PAGE), rangePrefix, after, PAGE) : memory.range(rangePrefix, after, PAGE);
+        const raw = kind === 'object/' ? store!.range(rangePrefix, after, PAGE) : memory.range(rangePrefix, after, PAGE);
+        let page = raw;
+        if (kind === 'object/') {
+          page = committedOnly ? raw.filter((record) => !pending.has(record.key)) : mergePending(raw, rangePrefix, after, PAGE);
+        }
         for (const record of page) {
           after = record.key;
           if (record.deleted) continue;
           records.push(record);
           if (records.length >= limit) break;
         }
-        if (page.length < PAGE) break;
+        if (records.length >= limit) break;
+        // Left-out in-flight keys were read too: go on after them, not before.
+        if (committedOnly && raw.length > 0) after = raw.at(-1)!.key;
+        // The range is exhausted when neither the store nor the overlay filled a page.
+        if (raw.length < PAGE && page.length < PAGE) break;
       }
       if (records.length >= limit) break;
     }
@@ -216,7 +232,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     const unwatch = ctx.watch(subscriberPath);
     const watcher: Watcher = { id, prefix: wanted, subscriber, unwatch, seq: 0 };
     watchers.set(id, watcher);
-    const snapshot = list(wanted, Number.MAX_SAFE_INTEGER, undefined).records.map(view);
+    const snapshot = list(wanted, Number.MAX_SAFE_INTEGER, undefined, true).records.map(view);
     for (let start = 0; start === 0 || start < snapshot.length; start += SNAPSHOT_CHUNK) {
       const chunk: CdbSnapshot = { type: 'cdb.snapshot', watch: id, records: snapshot.slice(start, start + SNAPSHOT_CHUNK), done: start + SNAPSHOT_CHUNK >= snapshot.length };
       subscriber.tell(chunk, ctx.self.path);

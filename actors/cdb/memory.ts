@@ -27,10 +27,15 @@ export class MemoryTable {
     return this.records.get(key);
   }
 
-  put(record: StoredRecord): void {
-    if (!this.records.has(record.key) && this.records.size >= this.maxKeys) {
+  /** Throws ACP_ERR_CDB_FULL, changing nothing, unless `newKeys` more keys fit. */
+  reserve(newKeys: number): void {
+    if (newKeys > 0 && this.records.size + newKeys > this.maxKeys) {
       throw new AcpError('ACP_ERR_CDB_FULL', `the meta/stats table holds its limit of ${this.maxKeys} keys; delete unused keys or raise cdb.maxMemoryKeys`);
     }
+  }
+
+  put(record: StoredRecord): void {
+    if (!this.records.has(record.key)) this.reserve(1);
     this.records.set(record.key, record);
     if (record.key.startsWith('stats/')) this.remember(record.key, record.version.wall, record.value);
   }
