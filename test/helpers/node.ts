@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,10 +36,31 @@ export function makeHome(t: ExecutionContext, options: HomeOptions = {}): string
   };
   writeFileSync(join(home, 'config.json'), JSON.stringify(config));
   t.teardown(async () => {
+    const pid = readPid(home);
     await runCli(['down'], home, 30_000).catch(() => undefined);
+    // Whatever happened in the test, no daemon outlives it.
+    if (pid !== undefined && isAlive(pid)) process.kill(pid, 'SIGKILL');
     rmSync(home, { recursive: true, force: true });
   });
   return home;
+}
+
+function readPid(home: string): number | undefined {
+  try {
+    const pid = Number.parseInt(readFileSync(join(home, 'run', 'acpd.pid'), 'utf8'), 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export interface CliResult {
