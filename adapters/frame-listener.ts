@@ -5,34 +5,118 @@ import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, PROTOCOL_VERSION, t
 import { AcpError, errorMessage } from '../runtime/errors.js';
 import type { Logger } from '../runtime/logger.js';
 
-/** One accepted connection, as the protocol logic sees it. */
+/** One connection, as the protocol logic sees it. */
 export interface FrameConnection {
   readonly id: string;
   send(envelope: Envelope): void;
   /** Sends `last` (an error or bye) if given, then closes. */
   close(last?: Envelope): void;
+  /** Bytes written but not yet taken by the peer (for backpressure). */
+  readonly pendingWriteBytes: number;
+  /** Calls `fn` once the socket has drained its write buffer. */
+  onDrain(fn: () => void): void;
 }
 
 /** What the protocol logic does with a connection's frames. */
 export interface FrameHandler {
   frame(envelope: Envelope): void;
-  /** The peer sent something that is not a valid frame; the listener closes after this. */
+  /** The peer sent something that is not a valid frame; the connection closes after this. */
   badFrame(error: AcpError): void;
   closed(): void;
 }
 
-export interface FrameListenerOptions {
-  /** A Unix socket path (its directory is made 0700, the socket 0600). */
-  socketPath: string;
+export interface FrameSocketOptions {
   maxFrameBytes?: number;
-  maxConnections?: number;
   /** A connection whose peer has not read this much pending output is closed. */
   maxPendingWriteBytes?: number;
   log: Logger;
+}
+
+/**
+ * Speaks length-prefixed CBOR frames on any stream socket (Unix, TCP or TLS): a bad frame or a
+ * failing handler closes only this connection, with an error frame naming the reason.
+ */
+export function attachFrames(socket: Socket, id: string, options: FrameSocketOptions, accept: (connection: FrameConnection) => FrameHandler): FrameConnection | undefined {
+  const { log } = options;
+  const decoder = new FrameDecoder(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
+  const maxPending = options.maxPendingWriteBytes ?? 64 * 1024 * 1024;
+  let open = true;
+  const connection: FrameConnection = {
+    id,
+    send: (envelope) => {
+      if (!open) return;
+      if (socket.writableLength > maxPending) {
+        log.warn({ conn: id, pending: socket.writableLength }, 'closing a connection that does not read what it is sent');
+        socket.destroy();
+        return;
+      }
+      socket.write(encodeFrame(envelope));
+    },
+    close: (last) => {
+      if (!open) return;
+      open = false;
+      if (last) socket.end(encodeFrame(last));
+      else socket.end();
+      // A peer that never reads must not keep the socket half-open.
+      setTimeout(() => socket.destroy(), 1000).unref();
+    },
+    get pendingWriteBytes() {
+      return socket.writableLength;
+    },
+    onDrain: (fn) => {
+      if (socket.writableLength === 0) fn();
+      else socket.once('drain', fn);
+    },
+  };
+  let handler: FrameHandler;
+  try {
+    handler = accept(connection);
+  } catch (error) {
+    log.error({ conn: id, err: errorMessage(error) }, 'connection handler failed; closing');
+    socket.destroy();
+    return undefined;
+  }
+  socket.on('data', (chunk: Buffer) => {
+    if (!open) return;
+    let envelopes: Envelope[];
+    try {
+      envelopes = decoder.push(chunk);
+    } catch (error) {
+      const refusal = AcpError.from(error, 'ACP_ERR_WIRE_BAD_FRAME');
+      handler.badFrame(refusal);
+      connection.close({ v: PROTOCOL_VERSION, k: 'error', err: refusal.toData() });
+      return;
+    }
+    for (const envelope of envelopes) {
+      if (!open) break;
+      try {
+        handler.frame(envelope);
+      } catch (error) {
+        log.error({ conn: id, err: errorMessage(error) }, 'frame handler failed; closing the connection');
+        connection.close({ v: PROTOCOL_VERSION, k: 'error', err: AcpError.from(error).toData() });
+      }
+    }
+  });
+  socket.on('error', (error) => log.debug({ conn: id, err: errorMessage(error) }, 'connection error'));
+  socket.on('close', () => {
+    open = false;
+    if (decoder.pendingBytes > 0) log.info({ conn: id, pendingBytes: decoder.pendingBytes }, 'connection closed mid-frame; partial frame dropped');
+    handler.closed();
+  });
+  return connection;
+}
+
+export interface FrameListenerOptions extends FrameSocketOptions {
+  /** A Unix socket path (its directory is made 0700, the socket 0600)... */
+  socketPath?: string;
+  /** ...or a TCP address. */
+  host?: string;
+  port?: number;
+  maxConnections?: number;
   accept(connection: FrameConnection): FrameHandler;
 }
 
-/** Listens for length-prefixed CBOR frames; a bad connection never affects another. */
+/** Listens for frame connections on a Unix socket or a TCP port; a bad connection never affects another. */
 export class FrameListener {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
@@ -44,21 +128,31 @@ export class FrameListener {
     return this.sockets.size;
   }
 
+  /** The bound TCP port (for port 0). */
+  get port(): number | undefined {
+    const address = this.server?.address();
+    return typeof address === 'object' && address ? address.port : undefined;
+  }
+
   async listen(): Promise<void> {
     const { socketPath } = this.options;
-    mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
-    chmodSync(dirname(socketPath), 0o700);
-    rmSync(socketPath, { force: true });
+    if (socketPath) {
+      mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
+      chmodSync(dirname(socketPath), 0o700);
+      rmSync(socketPath, { force: true });
+    }
     const server = createServer((socket) => this.onSocket(socket));
     server.maxConnections = this.options.maxConnections ?? 1024;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(socketPath, () => {
+      const ready = () => {
         server.off('error', reject);
         resolve();
-      });
+      };
+      if (socketPath) server.listen(socketPath, ready);
+      else server.listen(this.options.port ?? 0, this.options.host ?? '127.0.0.1', ready);
     });
-    chmodSync(socketPath, 0o600);
+    if (socketPath) chmodSync(socketPath, 0o600);
     server.on('error', (error) => this.options.log.error({ err: errorMessage(error) }, 'listener error'));
     this.server = server;
   }
@@ -68,72 +162,13 @@ export class FrameListener {
     this.server = undefined;
     for (const socket of this.sockets) socket.destroy();
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-    rmSync(this.options.socketPath, { force: true });
+    if (this.options.socketPath) rmSync(this.options.socketPath, { force: true });
   }
 
   private onSocket(socket: Socket): void {
-    const id = `c${++this.nextId}`;
-    const log = this.options.log;
-    const decoder = new FrameDecoder(this.options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
-    const maxPending = this.options.maxPendingWriteBytes ?? 64 * 1024 * 1024;
     this.sockets.add(socket);
-    let open = true;
-    const connection: FrameConnection = {
-      id,
-      send: (envelope) => {
-        if (!open) return;
-        if (socket.writableLength > maxPending) {
-          log.warn({ conn: id, pending: socket.writableLength }, 'closing a connection that does not read its replies');
-          socket.destroy();
-          return;
-        }
-        socket.write(encodeFrame(envelope));
-      },
-      close: (last) => {
-        if (!open) return;
-        open = false;
-        if (last) socket.end(encodeFrame(last));
-        else socket.end();
-        // A peer that never reads must not keep the socket half-open.
-        setTimeout(() => socket.destroy(), 1000).unref();
-      },
-    };
-    let handler: FrameHandler;
-    try {
-      handler = this.options.accept(connection);
-    } catch (error) {
-      log.error({ conn: id, err: errorMessage(error) }, 'connection handler failed; closing');
-      socket.destroy();
-      this.sockets.delete(socket);
-      return;
-    }
-    socket.on('data', (chunk: Buffer) => {
-      if (!open) return;
-      let envelopes: Envelope[];
-      try {
-        envelopes = decoder.push(chunk);
-      } catch (error) {
-        const refusal = AcpError.from(error, 'ACP_ERR_WIRE_BAD_FRAME');
-        handler.badFrame(refusal);
-        connection.close({ v: PROTOCOL_VERSION, k: 'error', err: refusal.toData() });
-        return;
-      }
-      for (const envelope of envelopes) {
-        if (!open) break;
-        try {
-          handler.frame(envelope);
-        } catch (error) {
-          log.error({ conn: id, err: errorMessage(error) }, 'frame handler failed; closing the connection');
-          connection.close({ v: PROTOCOL_VERSION, k: 'error', err: AcpError.from(error).toData() });
-        }
-      }
-    });
-    socket.on('error', (error) => log.debug({ conn: id, err: errorMessage(error) }, 'connection error'));
-    socket.on('close', () => {
-      open = false;
-      this.sockets.delete(socket);
-      if (decoder.pendingBytes > 0) log.info({ conn: id, pendingBytes: decoder.pendingBytes }, 'connection closed mid-frame; partial frame dropped');
-      handler.closed();
-    });
+    socket.on('close', () => this.sockets.delete(socket));
+    const attached = attachFrames(socket, `c${++this.nextId}`, this.options, (connection) => this.options.accept(connection));
+    if (!attached) this.sockets.delete(socket);
   }
 }

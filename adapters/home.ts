@@ -52,6 +52,16 @@ export function loadOrCreateConfig(paths: HomePaths, flags: { cluster?: string; 
   return { config, created: true };
 }
 
+/** Writes the config (validated), for `acp init` and `acp join`. */
+export function writeConfig(paths: HomePaths, config: NodeConfig): void {
+  writeFileAtomic(paths.config, `${JSON.stringify(config, null, 2)}\n`, 0o644);
+}
+
+/** Replaces the API key (a joining node takes the cluster's). */
+export function writeApiKey(paths: HomePaths, key: string): void {
+  writeFileAtomic(paths.apiKey, `${key.trim()}\n`, 0o600);
+}
+
 /** The API key, created (32 random bytes, hex, mode 0600) if missing. */
 export function loadOrCreateApiKey(paths: HomePaths): string {
   if (existsSync(paths.apiKey)) {
@@ -103,4 +113,12 @@ export function readPidfile(file: string): number | undefined {
 
 export function removeFile(file: string): void {
   rmSync(file, { force: true });
+}
+
+export function secretExists(file: string): boolean {
+  return existsSync(file);
+}
+
+export function readSecretFile(file: string): string {
+  return readFileSync(file, 'utf8');
 }

@@ -9,8 +9,9 @@ import { LOG_LEVELS, type LogLevel } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { cdbCommands, printNodes, printServices } from './cdb.js';
+import { initCluster, joinCluster, parseDuration } from './cluster.js';
 import { runForeground, startDetached, stopDaemon } from './control.js';
-import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson } from './output.js';
+import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table } from './output.js';
 
 interface Global {
   home: string;
@@ -67,6 +68,9 @@ const upFlags = (y: Argv<Global>) =>
     .option('node', { type: 'string', describe: 'node name (first run only; default: the host name)' })
     .option('detach', { type: 'boolean', default: false, describe: 'run in the background; return once every service runs' })
     .option('faults', { type: 'boolean', default: false, describe: 'allow fault injection (acp chaos ...)' })
+    .option('agent', { type: 'string', describe: "this run's agent address HOST:PORT (default: config's, from acp init/join)" })
+    .option('api-port', { type: 'number', describe: 'also serve the API on local TCP at this port' })
+    .option('api-bind', { type: 'string', describe: 'loopback address for --api-port (127.0.0.1 or ::1)' })
     .option('log-file', { type: 'string', hidden: true });
 
 const cli = yargs(hideBin(process.argv))
@@ -88,13 +92,22 @@ const cli = yargs(hideBin(process.argv))
           ...(argv.node === undefined ? {} : { node: argv.node }),
           ...(argv['log-level'] === undefined ? {} : { logLevel: argv['log-level'] }),
           ...(argv['log-file'] === undefined ? {} : { logFile: argv['log-file'] }),
+          ...(argv.agent === undefined ? {} : { agent: argv.agent }),
+          ...(argv['api-port'] === undefined ? {} : { apiPort: argv['api-port'] }),
+          ...(argv['api-bind'] === undefined ? {} : { apiBind: argv['api-bind'] }),
         };
+        if (argv['api-port'] !== undefined && (!Number.isInteger(argv['api-port']) || argv['api-port'] < 0 || argv['api-port'] > 65535)) {
+          throw new AcpError('ACP_ERR_CLI_USAGE', `--api-port must be a port number (0-65535), not ${argv['api-port']}`);
+        }
         if (argv.detach) {
           const forwarded = [
             ...(argv.cluster === undefined ? [] : ['--cluster', argv.cluster]),
             ...(argv.node === undefined ? [] : ['--node', argv.node]),
             ...(argv.faults ? ['--faults'] : []),
             ...(argv['log-level'] === undefined ? [] : ['--log-level', argv['log-level']]),
+            ...(argv.agent === undefined ? [] : ['--agent', argv.agent]),
+            ...(argv['api-port'] === undefined ? [] : ['--api-port', String(argv['api-port'])]),
+            ...(argv['api-bind'] === undefined ? [] : ['--api-bind', argv['api-bind']]),
           ];
           const status = await startDetached(options, forwarded);
           if (argv.json) printJson({ pid: status.pid, socket: status.socket, cluster: status.cluster, node: status.node, incarnation: status.incarnation });
@@ -151,6 +164,76 @@ const cli = yargs(hideBin(process.argv))
           if (argv.json) printJson({ accepted: true });
         });
       }),
+  )
+  .command(
+    'init',
+    'make this home the first node of a new cluster: its CA, certificates, cluster key and API key',
+    (y) =>
+      y
+        .option('cluster', { type: 'string', demandOption: true, describe: 'the cluster name' })
+        .option('node', { type: 'string', describe: 'this node (default: the host name)' })
+        .option('agent', { type: 'string', describe: 'where this node\'s agent listens, HOST:PORT' }),
+    (argv) =>
+      run(argv, async () => {
+        const result = await initCluster(argv.home, { cluster: argv.cluster, ...(argv.node === undefined ? {} : { node: argv.node }), ...(argv.agent === undefined ? {} : { agent: argv.agent }) });
+        if (argv.json) printJson(result);
+        else process.stdout.write(`cluster ${result.cluster} created; this home is node ${result.node} and holds its CA (fingerprint ${result.caFingerprint})\nnext: acp up --detach${result.agent ? '' : ' --agent HOST:PORT'}, then acp token create for each node to join\n`);
+      }),
+  )
+  .command('token', 'join tokens', (y) =>
+    y
+      .command(
+        'create',
+        'print a one-time join token (on the node holding the CA)',
+        (c) => c.option('ttl', { type: 'string', default: '1h', describe: 'how long the token is valid (e.g. 30m, 1h, 2d)' }),
+        (argv) =>
+          run(argv, () =>
+            withClient(argv.home, async (client) => {
+              const reply = await client.ask<Message & { token: string; expiresAt: string; agent: string | null }>('agent', { type: 'agent.token', ttlMs: parseDuration(argv.ttl) });
+              if (argv.json) printJson(reply);
+              else process.stdout.write(`${reply.token}\n(valid until ${reply.expiresAt}; on the new node: acp join ${reply.agent ?? 'HOST:PORT'} --token <token>)\n`);
+            }),
+          ),
+      )
+      .demandCommand(1, 'name a token command: create'),
+  )
+  .command(
+    'join <address>',
+    'join a cluster through the agent at ADDRESS (HOST:PORT) with a token; then acp up',
+    (y) =>
+      y
+        .positional('address', { type: 'string', demandOption: true })
+        .option('token', { type: 'string', demandOption: true, describe: 'from acp token create' })
+        .option('node', { type: 'string', describe: 'this node (default: the host name)' })
+        .option('agent', { type: 'string', describe: 'where this node\'s agent will listen, HOST:PORT' }),
+    (argv) =>
+      run(argv, async () => {
+        const result = await joinCluster(argv.home, argv.address, argv.token, { ...(argv.node === undefined ? {} : { node: argv.node }), ...(argv.agent === undefined ? {} : { agent: argv.agent }) });
+        if (argv.json) printJson(result);
+        else process.stdout.write(`joined cluster ${result.cluster} as ${result.node} (certificate until ${result.notAfter}); next: acp up --detach\n`);
+      }),
+  )
+  .command('cert', 'this node\'s certificate', (y) =>
+    y
+      .command('renew', 'replace this node\'s key and certificate without downtime', (c) => c, (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const reply = await client.ask<Message & { notAfter: string; fingerprint: string }>('agent', { type: 'agent.renew' }, { timeoutMs: 30_000 });
+            if (argv.json) printJson(reply);
+            else process.stdout.write(`certificate renewed: valid until ${reply.notAfter} (sha256 ${reply.fingerprint})\n`);
+          }),
+        ),
+      )
+      .demandCommand(1, 'name a cert command: renew'),
+  )
+  .command('peers', "this node's agent links to other nodes", (y) => y, (argv) =>
+    run(argv, () =>
+      withClient(argv.home, async (client) => {
+        const reply = await client.ask<Message & { peers: { node: string; state: string; address: string | null; incarnation: number | null; queued: number }[] }>('agent', { type: 'agent.peers' });
+        if (argv.json) printJson(reply.peers);
+        else process.stdout.write(`${table([['NODE', 'LINK', 'ADDRESS', 'INCARNATION', 'QUEUED'], ...reply.peers.map((peer) => [peer.node, peer.state, peer.address ?? '-', String(peer.incarnation ?? '-'), String(peer.queued)])])}\n`);
+      }),
+    ),
   )
   .command('cdb', 'read, write and watch the cluster database', (y) => cdbCommands(y, run, withClient))
   .command('nodes', 'list the nodes the cluster database knows, with their heartbeats', (y) => y, (argv) =>

@@ -1,4 +1,5 @@
 import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { readApiKey, readConfig } from '../adapters/home.js';
 import type { AskOptions, NodeIdentity } from './actor.js';
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, PROTOCOL_VERSION, type Envelope } from './codec.js';
@@ -9,12 +10,49 @@ import { formatPath, parsePath, type ActorPath } from './path.js';
 
 export const DEFAULT_CLIENT_TIMEOUT_MS = 30_000;
 
+/** A remote script's identity: a certificate from the cluster CA whose common name is `name`. */
+export interface TlsClientOptions {
+  host: string;
+  port: number;
+  /** PEM texts. */
+  cert: string;
+  key: string;
+  ca: string;
+  /** The certificate's common name. */
+  name: string;
+}
+
 export interface ClientOptions {
-  socketPath: string;
+  /** The node's Unix socket (local)... */
+  socketPath?: string;
+  /** ...or its local TCP API port (127.0.0.1)... */
+  port?: number;
+  /** ...or any node's agent, over TLS with a client certificate (remote). */
+  tls?: TlsClientOptions;
   apiKey: string;
   cluster: string;
   connectTimeoutMs?: number;
   maxFrameBytes?: number;
+}
+
+function openSocket(options: ClientOptions): { socket: Socket; ready: string; where: string } {
+  if (options.tls) {
+    const { tls } = options;
+    const socket = tlsConnect({
+      host: tls.host,
+      port: tls.port,
+      cert: tls.cert,
+      key: tls.key,
+      ca: [tls.ca],
+      minVersion: 'TLSv1.3',
+      // Any node of the cluster may answer: the CA check is what matters, not the host name.
+      checkServerIdentity: () => undefined,
+    });
+    return { socket, ready: 'secureConnect', where: `${tls.host}:${tls.port}` };
+  }
+  if (options.port !== undefined) return { socket: netConnect(options.port, '127.0.0.1'), ready: 'connect', where: `127.0.0.1:${options.port}` };
+  if (!options.socketPath) throw new AcpError('ACP_ERR_CLI_USAGE', 'connect() needs a socketPath, a port or tls options');
+  return { socket: netConnect(options.socketPath), ready: 'connect', where: options.socketPath };
 }
 
 /** A ref as a client sees it: `tell` resolves once the node has accepted (routed) the message. */
@@ -44,13 +82,13 @@ export class AcpClient {
   ) {}
 
   static async connect(options: ClientOptions): Promise<AcpClient> {
-    const socket = netConnect(options.socketPath);
+    const { socket, ready, where } = openSocket(options);
     const decoder = new FrameDecoder(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
     const timeoutMs = options.connectTimeoutMs ?? 5000;
     const first = await new Promise<Envelope>((resolve, reject) => {
       const timer = setTimeout(() => {
         socket.destroy();
-        reject(new AcpError('ACP_ERR_NODE_UNREACHABLE', `no answer on ${options.socketPath} within ${timeoutMs} ms`));
+        reject(new AcpError('ACP_ERR_NODE_UNREACHABLE', `no answer on ${where} within ${timeoutMs} ms`));
       }, timeoutMs);
       const fail = (error: AcpError) => {
         clearTimeout(timer);
@@ -59,10 +97,11 @@ export class AcpClient {
       };
       socket.once('error', (error: NodeJS.ErrnoException) => {
         const why = error.code === 'ENOENT' || error.code === 'ECONNREFUSED' ? 'no daemon is listening there; start one with `acp up`' : error.message;
-        fail(new AcpError('ACP_ERR_DAEMON_NOT_RUNNING', `cannot connect to ${options.socketPath}: ${why}`));
+        fail(new AcpError('ACP_ERR_DAEMON_NOT_RUNNING', `cannot connect to ${where}: ${why}`));
       });
-      socket.once('connect', () => {
-        socket.write(encodeFrame({ v: PROTOCOL_VERSION, k: 'hello', body: { cluster: options.cluster, apiKey: options.apiKey, proto: PROTOCOL_VERSION } }));
+      socket.once(ready, () => {
+        const identity = options.tls ? { node: options.tls.name, role: 'client' } : {};
+        socket.write(encodeFrame({ v: PROTOCOL_VERSION, k: 'hello', body: { cluster: options.cluster, apiKey: options.apiKey, proto: PROTOCOL_VERSION, ...identity } }));
       });
       const onData = (chunk: Buffer) => {
         try {
@@ -76,7 +115,7 @@ export class AcpClient {
         }
       };
       socket.on('data', onData);
-      socket.once('close', () => fail(new AcpError('ACP_ERR_WIRE_CLOSED', `${options.socketPath} closed the connection during hello`)));
+      socket.once('close', () => fail(new AcpError('ACP_ERR_WIRE_CLOSED', `${where} closed the connection during hello`)));
     });
     if (first.k === 'error' && first.err) {
       socket.destroy();
@@ -272,7 +311,7 @@ export class AcpClient {
 
 /** Connects to the daemon of a home directory (its socket, cluster and API key), or with explicit options. */
 export async function connect(options: { home: string } | ClientOptions): Promise<AcpClient> {
-  if ('socketPath' in options) return AcpClient.connect(options);
+  if (!('home' in options)) return AcpClient.connect(options);
   const paths = homePaths(options.home);
   let config;
   try {

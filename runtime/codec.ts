@@ -49,6 +49,10 @@ export const helloBodySchema = z.object({
   incarnation: z.number().optional(),
   apiKey: z.string().max(512),
   proto: z.literal(PROTOCOL_VERSION),
+  /** Agents: 'peer' for another node (its connection carries requests both ways), 'client' for a script. */
+  role: z.enum(['peer', 'client']).optional(),
+  /** Agents: where the sender's own agent listens, so the receiver can reach it later. */
+  agent: z.string().max(300).optional(),
 });
 export type HelloBody = z.infer<typeof helloBodySchema>;
 

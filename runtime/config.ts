@@ -26,8 +26,25 @@ export const nodeConfigSchema = z.strictObject({
       maxFrameBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
       helloTimeoutMs: z.number().int().min(100).max(600_000).default(5000),
       maxConnections: z.number().int().min(1).max(100_000).default(1024),
+      /** The API on local TCP as well as the Unix socket (loopback only). */
+      port: z.number().int().min(0).max(65535).optional(),
+      host: z.enum(['127.0.0.1', '::1', 'localhost']).default('127.0.0.1'),
     })
-    .default({ maxFrameBytes: 4 * 1024 * 1024, helloTimeoutMs: 5000, maxConnections: 1024 }),
+    .default({ maxFrameBytes: 4 * 1024 * 1024, helloTimeoutMs: 5000, maxConnections: 1024, host: '127.0.0.1' }),
+  agent: z
+    .strictObject({
+      /** Where this node's agent listens for other nodes (HOST:PORT); absent: no agent listener. */
+      listen: z.string().max(300).optional(),
+      /** The node that holds the cluster CA's key (signs certificates for joins and renewals). */
+      caNode: name.optional(),
+      /** Heartbeat on every peer connection; a peer silent for 3 heartbeats is reconnected. */
+      heartbeatMs: z.number().int().min(100).max(60_000).default(2000),
+      /** Frames queued per peer while it is unreachable or slow; beyond, sends fail. */
+      maxQueuedFrames: z.number().int().min(1).max(1_000_000).default(10_000),
+      /** Peers known from joining (the rest are learnt as they connect, and kept in the cdb). */
+      seeds: z.array(z.strictObject({ node: name, agent: z.string().max(300) })).max(1000).default([]),
+    })
+    .default({ heartbeatMs: 2000, maxQueuedFrames: 10_000, seeds: [] }),
   webapi: z
     .strictObject({
       /** Loopback only: the web UI is reached locally or through an SSH tunnel / reverse proxy. */
@@ -61,6 +78,12 @@ export interface HomePaths {
   readonly log: string;
   readonly logFile: string;
   readonly data: string;
+  readonly caCert: string;
+  readonly caKey: string;
+  readonly nodeCert: string;
+  readonly nodeKey: string;
+  readonly clusterKey: string;
+  readonly tokens: string;
 }
 
 export function homePaths(home: string): HomePaths {
@@ -75,6 +98,12 @@ export function homePaths(home: string): HomePaths {
     log: join(home, 'log'),
     logFile: join(home, 'log', 'acpd.log'),
     data: join(home, 'data'),
+    caCert: join(home, 'secrets', 'ca.crt'),
+    caKey: join(home, 'secrets', 'ca.key'),
+    nodeCert: join(home, 'secrets', 'node.crt'),
+    nodeKey: join(home, 'secrets', 'node.key'),
+    clusterKey: join(home, 'secrets', 'cluster.key'),
+    tokens: join(home, 'secrets', 'tokens.json'),
   };
 }
 

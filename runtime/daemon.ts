@@ -24,6 +24,30 @@ export interface DaemonOptions {
   logFile?: string;
   /** Replaces the boot order (tests). */
   services?: readonly ServiceEntry[];
+  /** Overrides config.json's agent address (HOST:PORT) for this run. */
+  agent?: string;
+  /** Also serves the API on local TCP at this port (loopback only). */
+  apiPort?: number;
+  apiBind?: string;
+}
+
+const LOOPBACK = ['127.0.0.1', '::1', 'localhost'] as const;
+
+/** Applies the run's flags over the stored config; refuses an API bind address off loopback. */
+function withFlags(config: NodeConfig, options: DaemonOptions): NodeConfig {
+  const bind = options.apiBind;
+  if (bind !== undefined && !(LOOPBACK as readonly string[]).includes(bind)) {
+    throw new AcpError('ACP_ERR_CLI_USAGE', `the API listens on loopback only (127.0.0.1, ::1 or localhost), not '${bind}'; other nodes and remote scripts use the agent (--agent)`);
+  }
+  return {
+    ...config,
+    agent: { ...config.agent, ...(options.agent === undefined ? {} : { listen: options.agent }) },
+    api: {
+      ...config.api,
+      ...(options.apiPort === undefined ? {} : { port: options.apiPort }),
+      ...(bind === undefined ? {} : { host: bind as (typeof LOOPBACK)[number] }),
+    },
+  };
 }
 
 const LOOP_DELAY_RESOLUTION_MS = 10;
@@ -103,6 +127,7 @@ export class Daemon {
                 eventLoopDelay: () => this.eventLoopDelay(),
                 onServiceChange: (listener) => this.tree.onChange(listener),
                 heartbeatMs: config.heartbeatMs,
+                ...(config.agent.listen ? { agentAddress: config.agent.listen } : {}),
               }),
             { schema: frameworkSchema, onCrash: (error) => void this.root.childCrashed('framework', error) },
           );
@@ -130,7 +155,7 @@ export class Daemon {
     const paths = homePaths(options.home);
     ensureHome(paths);
     checkHomeFree(paths);
-    const { config } = loadOrCreateConfig(paths, { cluster: options.cluster, node: options.node });
+    const config = withFlags(loadOrCreateConfig(paths, { cluster: options.cluster, node: options.node }).config, options);
     const apiKey = loadOrCreateApiKey(paths);
     const log = createLogger({ level: options.logLevel ?? config.logLevel, file: options.logFile, base: { pid: process.pid, node: config.node } });
     if (!claimPidfile(paths.pidfile, process.pid)) {

@@ -63,6 +63,8 @@ export type SystemEvent =
 /** How messages for other nodes leave this one (the agent, later); absent means no route. */
 export interface RemoteRouter {
   deliver(node: string, path: ActorPath, delivery: Delivery, timeoutMs: number): void;
+  /** Death watch on another node's actor; `listener` is told once. Returns the cancel function. */
+  watch(node: string, path: ActorPath, listener: (terminated: Terminated) => void): () => void;
 }
 
 export interface SpawnOptions {
@@ -268,7 +270,15 @@ export class ActorSystem {
    * no actor answers at once with reason `no-such-actor`.
    */
   watch(path: string | ActorPath, listener: (terminated: Terminated) => void): () => void {
-    const key = formatPath(toPath(path));
+    const actorPath = toPath(path);
+    const node = actorPath.node === PRIMARY ? this.primaryResolver() : actorPath.node;
+    if (node !== undefined && node !== this.identity.node && actorPath.cluster === this.identity.cluster) {
+      if (this.remote) return this.remote.watch(node, { ...actorPath, node }, listener);
+      const key = formatPath(actorPath);
+      setImmediate(() => listener({ type: 'terminated', path: key, reason: 'node-unreachable' }));
+      return () => undefined;
+    }
+    const key = formatPath({ ...actorPath, node: node ?? actorPath.node });
     const entry = this.entries.get(key);
     if (!entry) {
       setImmediate(() => listener({ type: 'terminated', path: key, reason: 'no-such-actor' }));

@@ -1,3 +1,391 @@
-import { placeholderService } from '../kit.js';
+import { z } from 'zod';
+import type { FrameConnection, FrameHandler } from '../../adapters/frame-listener.js';
+import { readSecretFile, secretExists } from '../../adapters/home.js';
+import {
+  createCsr,
+  decodeToken,
+  encodeToken,
+  fingerprint,
+  certificateExpiry,
+  mintToken,
+  signCsr,
+  TokenLedger,
+  writeSecret,
+} from '../../adapters/pki.js';
+import { dialTls, parseHostPort, TlsFrameListener, type TlsMaterial, type TlsPeer } from '../../adapters/tls.js';
+import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor.js';
+import { PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
+import { AcpError, errorMessage } from '../../runtime/errors.js';
+import type { Message } from '../../runtime/messages.js';
+import { isValidName } from '../../runtime/path.js';
+import type { ServiceDeps } from '../../runtime/services.js';
+import type { RemoteRouter } from '../../runtime/system.js';
+import { ApiSession } from '../api/session.js';
+import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { objectKey } from '../model.js';
+import { PeerLink } from './link.js';
 
-export const service = placeholderService('agent', 'TLS agent: remote tell and ask between nodes (issue 4)');
+export const agentSchema = z.discriminatedUnion('type', [
+  serviceInfoSchema,
+  z.strictObject({ type: z.literal('agent.peers') }),
+  z.strictObject({ type: z.literal('agent.token'), ttlMs: z.number().int().min(1000).max(30 * 24 * 3_600_000).default(3_600_000) }),
+  /** From a peer renewing its certificate: only the CA node signs, and only for the asking node. */
+  z.strictObject({ type: z.literal('agent.sign'), csr: z.string().min(1).max(16_384) }),
+  z.strictObject({ type: z.literal('agent.renew') }),
+]);
+
+const joinHelloSchema = z.object({
+  cluster: z.string().max(63),
+  proto: z.literal(PROTOCOL_VERSION),
+  node: z.string().max(63),
+  join: z.object({ token: z.string().max(2048), csr: z.string().max(16_384), agent: z.string().max(300).optional() }),
+});
+
+export interface PeerInfo {
+  node: string;
+  state: string;
+  address: string | null;
+  incarnation: number | null;
+  queued: number;
+  inFlight: number;
+  lastSeenMs: number | null;
+}
+
+const PRINCIPAL = 'node:';
+
+function refusal(connection: FrameConnection, error: AcpError): FrameHandler {
+  connection.close({ v: PROTOCOL_VERSION, k: 'error', err: error.toData() });
+  return { frame: () => undefined, badFrame: () => undefined, closed: () => undefined };
+}
+
+/**
+ * The agent: this node's TLS 1.3 door to the others. It carries tell, ask and watch for actors on
+ * other nodes (installed as the actor system's remote router), accepts peers and scripts with a
+ * certificate from the cluster CA, and, on the node that holds the CA key, signs certificates for
+ * joining nodes (one-time tokens) and renewals.
+ */
+export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
+  const { system, config, paths } = deps;
+  const self = ctx.node.node;
+  const cluster = ctx.node.cluster;
+  const info = new ServiceClock();
+  const links = new Map<string, PeerLink>();
+  const addresses = new Map<string, string>();
+  let material: TlsMaterial | undefined;
+  let listener: TlsFrameListener | undefined;
+  const selfAddress = config.agent.listen;
+  const holdsCa = () => secretExists(paths.caKey);
+  const ledger = new TokenLedger(paths.tokens);
+  const cdb = ctx.ref(ctx.self.path.replace(/\/agent$/, '/cdb'));
+
+  const loadMaterial = (): TlsMaterial | undefined => {
+    if (!secretExists(paths.nodeKey) || !secretExists(paths.nodeCert) || !secretExists(paths.caCert)) return undefined;
+    return { key: readSecretFile(paths.nodeKey), cert: readSecretFile(paths.nodeCert), ca: readSecretFile(paths.caCert) };
+  };
+
+  const remember = (node: string, address: string | undefined) => {
+    if (!address || node === self || addresses.get(node) === address) return;
+    addresses.set(node, address);
+    cdb.ask({ type: 'cdb.put', key: objectKey('node', node), value: { name: node, cluster, agent: address } }).catch((error: unknown) => {
+      ctx.log.warn({ peer: node, err: errorMessage(error) }, 'could not record the peer in the cdb');
+    });
+  };
+
+  const link = (node: string): PeerLink => {
+    let existing = links.get(node);
+    if (!existing) {
+      existing = new PeerLink(node, {
+        log: ctx.log,
+        heartbeatMs: config.agent.heartbeatMs,
+        maxQueuedFrames: config.agent.maxQueuedFrames,
+        address: (peer) => addresses.get(peer),
+        dial: (target) => dial(target),
+      });
+      links.set(node, existing);
+    }
+    return existing;
+  };
+
+  const serving = (connection: FrameConnection, principal: string, target?: PeerLink) =>
+    new ApiSession(connection, {
+      system,
+      apiKey: deps.apiKey,
+      helloTimeoutMs: config.api.helloTimeoutMs,
+      log: ctx.log,
+      principal,
+      greeted: true,
+      ...(target ? { peer: { frame: (envelope: Envelope) => target.frame(envelope) } } : {}),
+    });
+
+  /** Dials a peer, says hello, and attaches the connection to its link once the peer answers. */
+  const dial = async (target: PeerLink): Promise<void> => {
+    if (!material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', 'this node has no cluster certificate; run acp init or acp join');
+    const address = addresses.get(target.node);
+    if (!address) throw new AcpError('ACP_ERR_NODE_UNREACHABLE', `no agent address is known for node '${target.node}'`);
+    const { host, port } = parseHostPort(address, `the agent address of ${target.node}`);
+    let answered: (incarnation: number) => void = () => undefined;
+    let failed: (error: AcpError) => void = () => undefined;
+    const hello = new Promise<number>((resolve, reject) => {
+      answered = resolve;
+      failed = reject;
+    });
+    const { connection } = await dialTls({ host, port, material, expectNode: target.node, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes }, (conn) => {
+      let session: ApiSession | undefined;
+      return {
+        frame(envelope) {
+          target.seen();
+          if (session) {
+            session.frame(envelope);
+            return;
+          }
+          if (envelope.k === 'error') {
+            failed(AcpError.fromData(envelope.err ?? { code: 'ACP_ERR_INTERNAL', kind: 'internal', message: 'refused' }));
+            conn.close();
+            return;
+          }
+          const body = envelope.body as { node?: string; cluster?: string; incarnation?: number } | undefined;
+          if (envelope.k !== 'hello' || body?.node !== target.node || body.cluster !== cluster || typeof body.incarnation !== 'number') {
+            failed(new AcpError('ACP_ERR_WIRE_BAD_HELLO', `'${target.node}' answered the hello with something else`));
+            conn.close();
+            return;
+          }
+          session = serving(conn, `${PRINCIPAL}${target.node}`, target);
+          target.attach(conn, body.incarnation);
+          answered(body.incarnation);
+        },
+        badFrame(error) {
+          session?.badFrame(error);
+          failed(error);
+        },
+        closed() {
+          session?.closed();
+          target.detach(conn, 'closed');
+          failed(new AcpError('ACP_ERR_WIRE_CLOSED', `'${target.node}' closed the connection`));
+        },
+      };
+    });
+    connection.send({
+      v: PROTOCOL_VERSION,
+      k: 'hello',
+      body: { cluster, node: self, incarnation: ctx.node.incarnation, apiKey: deps.apiKey, proto: PROTOCOL_VERSION, role: 'peer', ...(selfAddress ? { agent: selfAddress } : {}) },
+    });
+    const timer = setTimeout(() => failed(new AcpError('ACP_ERR_NODE_UNREACHABLE', `'${target.node}' did not answer the hello`)), config.api.helloTimeoutMs);
+    try {
+      await hello;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  /** An inbound TLS connection: a peer, a script, or (no certificate, CA node only) a joining node. */
+  const accept = (connection: FrameConnection, peer: TlsPeer): FrameHandler => {
+    if (!peer.hasCertificate) {
+      if (holdsCa()) return joinSession(connection, peer);
+      ctx.log.warn({ remote: peer.remoteAddress }, 'agent connection refused: no client certificate');
+      deps.countRefusal();
+      return refusal(connection, new AcpError('ACP_ERR_AGENT_BAD_CERT', 'a client certificate from the cluster CA is required'));
+    }
+    if (!peer.authorized) {
+      ctx.log.warn({ remote: peer.remoteAddress, reason: peer.authorizationError }, 'agent connection refused: certificate not accepted');
+      deps.countRefusal();
+      return refusal(connection, new AcpError('ACP_ERR_AGENT_BAD_CERT', `certificate refused (${peer.authorizationError}): it must be issued by this cluster's CA and be valid now`));
+    }
+    let target: PeerLink | undefined;
+    const session = new ApiSession(connection, {
+      system,
+      apiKey: deps.apiKey,
+      helloTimeoutMs: config.api.helloTimeoutMs,
+      log: ctx.log,
+      principal: `${PRINCIPAL}${peer.commonName}`,
+      onRefused: () => deps.countRefusal(),
+      authenticate: (hello) => {
+        if (hello.node !== peer.commonName) {
+          throw new AcpError('ACP_ERR_AGENT_NODE_MISMATCH', `the certificate is for '${peer.commonName}' but the hello says '${String(hello.node)}'`);
+        }
+        if (hello.role === 'peer' && typeof hello.node === 'string' && typeof hello.incarnation === 'number') {
+          remember(hello.node, typeof hello.agent === 'string' ? hello.agent : undefined);
+          target = link(hello.node);
+          target.attach(connection, hello.incarnation);
+        }
+        return {};
+      },
+      peer: { frame: (envelope) => target?.frame(envelope) },
+    });
+    return {
+      frame: (envelope) => {
+        target?.seen();
+        session.frame(envelope);
+      },
+      badFrame: (error) => session.badFrame(error),
+      closed: () => {
+        session.closed();
+        target?.detach(connection, 'closed');
+      },
+    };
+  };
+
+  /** CA node: a new node with a one-time token asks for its certificate and the cluster's secrets. */
+  const joinSession = (connection: FrameConnection, peer: TlsPeer): FrameHandler => {
+    const timer = setTimeout(
+      () => refuse(new AcpError('ACP_ERR_AGENT_BAD_CERT', `no client certificate, and no join hello within ${config.api.helloTimeoutMs} ms`)),
+      config.api.helloTimeoutMs,
+    );
+    timer.unref();
+    const refuse = (error: AcpError) => {
+      clearTimeout(timer);
+      ctx.log.warn({ remote: peer.remoteAddress, code: error.code, reason: error.message }, 'join refused');
+      deps.countRefusal();
+      connection.close({ v: PROTOCOL_VERSION, k: 'error', err: error.toData() });
+    };
+    let done = false;
+    return {
+      frame: (envelope) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        const parsed = joinHelloSchema.safeParse(envelope.body);
+        if (envelope.k !== 'hello' || !parsed.success) {
+          refuse(new AcpError('ACP_ERR_AGENT_BAD_CERT', 'a client certificate from the cluster CA is required (or a join hello with a token)'));
+          return;
+        }
+        const hello = parsed.data;
+        try {
+          if (hello.cluster !== cluster) throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', `this is cluster '${cluster}', not '${hello.cluster}'`);
+          if (!isValidName(hello.node)) throw new AcpError('ACP_ERR_NAME_INVALID', `'${hello.node}' is not a valid node name`);
+          if (hello.node === self || links.get(hello.node)?.state === 'up') {
+            throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', `a node named '${hello.node}' is already in the cluster; join with another --node`);
+          }
+          const token = decodeToken(hello.join.token);
+          if (token.cluster !== cluster) throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', `the token is for cluster '${token.cluster}'`);
+          ledger.consume(token.id, token.secret);
+          const caPem = readSecretFile(paths.caCert);
+          const cert = signCsr({ csrPem: hello.join.csr, caCertPem: caPem, caKeyPem: readSecretFile(paths.caKey), node: hello.node });
+          remember(hello.node, hello.join.agent);
+          const peers = [...addresses.entries()].filter(([node]) => node !== hello.node).map(([node, agent]) => ({ node, agent }));
+          if (selfAddress) peers.push({ node: self, agent: selfAddress });
+          clearTimeout(timer);
+          ctx.log.info({ node: hello.node, remote: peer.remoteAddress }, 'node joined');
+          connection.close({
+            v: PROTOCOL_VERSION,
+            k: 'reply',
+            body: { type: 'joined', cert, ca: caPem, clusterKey: readSecretFile(paths.clusterKey), apiKey: deps.apiKey, caNode: self, peers },
+          });
+        } catch (error) {
+          refuse(AcpError.from(error, 'ACP_ERR_WIRE_BAD_HELLO'));
+        }
+      },
+      badFrame: (error) => refuse(error),
+      closed: () => clearTimeout(timer),
+    };
+  };
+
+  const router: RemoteRouter = {
+    deliver: (node, path, delivery, timeoutMs) => link(node).deliver(path, delivery, timeoutMs),
+    watch: (node, path, listener) => link(node).watch(path, listener),
+  };
+
+  const renew = async (): Promise<Message> => {
+    if (!material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', 'this node has no cluster certificate to renew; run acp init or acp join');
+    const { csrPem, keyPem } = await createCsr(self);
+    let cert: string;
+    if (holdsCa()) {
+      cert = signCsr({ csrPem, caCertPem: readSecretFile(paths.caCert), caKeyPem: readSecretFile(paths.caKey), node: self });
+    } else {
+      const caNode = config.agent.caNode;
+      if (!caNode) throw new AcpError('ACP_ERR_AGENT_NO_PKI', "this node does not know which node holds the CA (agent.caNode in config.json)");
+      const reply = await ctx.ref(`acp://${cluster}/${caNode}/agent`).ask<Message & { cert: string }>({ type: 'agent.sign', csr: csrPem }, { timeoutMs: 15_000 });
+      cert = reply.cert;
+    }
+    writeSecret(paths.nodeKey, keyPem);
+    writeSecret(paths.nodeCert, cert);
+    material = { key: keyPem, cert, ca: material.ca };
+    listener?.setMaterial(material);
+    ctx.log.info({ notAfter: certificateExpiry(cert).toISOString() }, 'certificate renewed');
+    return { type: 'agent.renewed', node: self, notAfter: certificateExpiry(cert).toISOString(), fingerprint: fingerprint(cert) };
+  };
+
+  return {
+    async started() {
+      material = loadMaterial();
+      try {
+        const known = await cdb.ask<Message & { records: { value: { name?: string; agent?: string } }[] }>({ type: 'cdb.list', prefix: 'object/node/' }, { timeoutMs: 5000 });
+        for (const record of known.records) if (record.value.name && record.value.agent && record.value.name !== self) addresses.set(record.value.name, record.value.agent);
+      } catch (error) {
+        ctx.log.warn({ err: errorMessage(error) }, 'could not read known peers from the cdb');
+      }
+      for (const seed of config.agent.seeds) if (!addresses.has(seed.node)) addresses.set(seed.node, seed.agent);
+      system.setRemoteRouter(router);
+      if (!material) {
+        ctx.log.info('no cluster certificate: the agent carries nothing to other nodes (run acp init or acp join)');
+        return;
+      }
+      if (!selfAddress) {
+        ctx.log.info('no agent address configured: other nodes cannot connect here (acp up --agent HOST:PORT)');
+        return;
+      }
+      const { host, port } = parseHostPort(selfAddress, 'the agent address');
+      listener = new TlsFrameListener({ host, port, material, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, accept });
+      await listener.listen();
+      ctx.log.info({ address: selfAddress }, 'agent listening (TLS 1.3, client certificates required)');
+    },
+    async receive(message, from) {
+      info.handled += 1;
+      const parsed = agentSchema.parse(message);
+      switch (parsed.type) {
+        case 'service.info':
+          return { ...info.info('agent', 'TLS agent', ctx), listening: selfAddress ?? null, peers: links.size };
+        case 'agent.peers': {
+          const peers: PeerInfo[] = [...new Set([...links.keys(), ...addresses.keys()])].sort().map((node) => {
+            const peerLink = links.get(node);
+            return {
+              node,
+              state: peerLink?.state ?? 'idle',
+              address: addresses.get(node) ?? null,
+              incarnation: peerLink?.incarnation ?? null,
+              queued: peerLink?.queued ?? 0,
+              inFlight: peerLink?.inFlight ?? 0,
+              lastSeenMs: peerLink?.lastSeen ? Date.now() - peerLink.lastSeen : null,
+            };
+          });
+          return { type: 'agent.peers', peers };
+        }
+        case 'agent.token': {
+          if (!holdsCa() || !material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', `only the node holding the cluster CA (${config.agent.caNode ?? 'the one that ran acp init'}) creates join tokens`);
+          const token = mintToken(cluster, fingerprint(material.ca), parsed.ttlMs);
+          ledger.add(token);
+          return { type: 'agent.token', token: encodeToken(token), expiresAt: new Date(token.expiresAt).toISOString(), agent: selfAddress ?? null };
+        }
+        case 'agent.sign': {
+          if (!holdsCa()) throw new AcpError('ACP_ERR_AGENT_NO_PKI', 'this node does not hold the cluster CA');
+          const node = from?.startsWith(PRINCIPAL) ? from.slice(PRINCIPAL.length) : undefined;
+          if (!node) throw new AcpError('ACP_ERR_AGENT_BAD_CERT', 'only a node, over its own agent connection, may have its certificate renewed');
+          const cert = signCsr({ csrPem: parsed.csr, caCertPem: readSecretFile(paths.caCert), caKeyPem: readSecretFile(paths.caKey), node });
+          return { type: 'agent.signed', cert };
+        }
+        case 'agent.renew':
+          return renew();
+        default: {
+          const unreachable: never = parsed;
+          return unreachable;
+        }
+      }
+    },
+    async stopping() {
+      system.setRemoteRouter(undefined);
+      for (const peerLink of links.values()) peerLink.close();
+      await listener?.close();
+    },
+  };
+}
+
+export const service: ServiceDefinition<ServiceDeps | undefined> = {
+  name: 'agent',
+  description: 'TLS agent: remote tell, ask and watch between nodes',
+  schema: agentSchema,
+  isolations: ['inline'],
+  create(ctx, deps) {
+    if (!deps) throw new Error('agent runs inline only');
+    return createAgent(ctx, deps);
+  },
+};
+

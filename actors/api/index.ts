@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { FrameListener } from '../../adapters/frame-listener.js';
+import { FrameListener, type FrameConnection } from '../../adapters/frame-listener.js';
 import type { ServiceDefinition } from '../../runtime/actor.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
@@ -16,24 +16,32 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
   create(ctx, deps) {
     if (!deps) throw new Error('api runs inline only');
     const clock = new ServiceClock();
-    const listener = new FrameListener({
-      socketPath: deps.paths.socket,
-      maxFrameBytes: deps.config.api.maxFrameBytes,
-      maxConnections: deps.config.api.maxConnections,
-      log: ctx.log,
-      accept: (connection) =>
-        new ApiSession(connection, {
-          system: deps.system,
-          apiKey: deps.apiKey,
-          helloTimeoutMs: deps.config.api.helloTimeoutMs,
-          log: ctx.log,
-          onRefused: () => deps.countRefusal(),
-        }),
-    });
+    const { api } = deps.config;
+    const accept = (connection: FrameConnection) =>
+      new ApiSession(connection, {
+        system: deps.system,
+        apiKey: deps.apiKey,
+        helloTimeoutMs: api.helloTimeoutMs,
+        log: ctx.log,
+        onRefused: () => deps.countRefusal(),
+      });
+    const common = { maxFrameBytes: api.maxFrameBytes, maxConnections: api.maxConnections, log: ctx.log, accept };
+    const listener = new FrameListener({ ...common, socketPath: deps.paths.socket });
+    // The same protocol on local TCP, for clients that cannot reach the socket file; loopback only.
+    const tcp = api.port === undefined ? undefined : new FrameListener({ ...common, host: api.host, port: api.port });
     return {
       async started() {
         await listener.listen();
         ctx.log.info({ socket: deps.paths.socket }, 'API listening');
+        if (tcp) {
+          try {
+            await tcp.listen();
+          } catch (error) {
+            await listener.close();
+            throw new Error(`the API cannot listen on ${api.host}:${api.port} (${(error as Error).message}); choose another --api-port`);
+          }
+          ctx.log.info({ host: api.host, port: tcp.port }, 'API listening on local TCP');
+        }
       },
       receive(message) {
         clock.handled += 1;
@@ -42,7 +50,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
           case 'service.info':
             return clock.info('api', 'Local API on a Unix socket', ctx);
           case 'api.connections':
-            return { type: 'api.connections', count: listener.connections };
+            return { type: 'api.connections', count: listener.connections + (tcp?.connections ?? 0), tcpPort: tcp?.port ?? null };
           default: {
             const unreachable: never = parsed;
             return unreachable;
@@ -50,6 +58,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
         }
       },
       async stopping() {
+        await tcp?.close();
         await listener.close();
       },
     };

@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FrameConnection, FrameHandler } from '../../adapters/frame-listener.js';
-import { helloBodySchema, PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
+import { helloBodySchema, PROTOCOL_VERSION, type Envelope, type HelloBody } from '../../runtime/codec.js';
 import { AcpError, type ErrorCode } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
 import { messageSchema, type Message } from '../../runtime/messages.js';
@@ -16,6 +16,20 @@ export interface SessionOptions {
   log: Logger;
   /** Counts refusals, for `acp status`. */
   onRefused?(code: ErrorCode): void;
+  /**
+   * Checks a hello beyond the API key and cluster (the agent checks the certificate's node name)
+   * and returns extra fields for the hello answer; throws an AcpError to refuse.
+   */
+  authenticate?(hello: HelloBody & Record<string, unknown>): Record<string, unknown>;
+  /**
+   * A peer connection carries our own requests too: reply, error, event and pong frames go here
+   * instead of being refused.
+   */
+  peer?: { frame(envelope: Envelope): void };
+  /** The hello already happened (a connection we dialed). */
+  greeted?: boolean;
+  /** Who the connection speaks for, as the `from` of what it sends (default `client:<connection>`). */
+  principal?: string;
 }
 
 /** Compares secrets in constant time (hashing first makes the lengths equal). */
@@ -42,12 +56,14 @@ export class ApiSession implements FrameHandler {
     private readonly connection: FrameConnection,
     private readonly options: SessionOptions,
   ) {
-    this.from = `client:${connection.id}`;
+    this.from = options.principal ?? `client:${connection.id}`;
+    this.greeted = options.greeted ?? false;
     this.helloTimer = setTimeout(
       () => this.refuse('ACP_ERR_WIRE_NO_HELLO', `no hello within ${options.helloTimeoutMs} ms`),
       options.helloTimeoutMs,
     );
     this.helloTimer.unref();
+    if (this.greeted) clearTimeout(this.helloTimer);
   }
 
   frame(envelope: Envelope): void {
@@ -68,15 +84,21 @@ export class ApiSession implements FrameHandler {
       case 'ping':
         this.send({ k: 'pong', id: envelope.id });
         return;
-      case 'pong':
-        return;
       case 'bye':
         this.connection.close({ v: PROTOCOL_VERSION, k: 'bye' });
         return;
-      case 'hello':
+      case 'pong':
       case 'reply':
       case 'error':
       case 'event':
+        if (this.options.peer) {
+          this.options.peer.frame(envelope);
+          return;
+        }
+        if (envelope.k === 'pong') return;
+        this.refuse('ACP_ERR_WIRE_BAD_FRAME', `a client may not send '${envelope.k}' frames here`, envelope.id);
+        return;
+      case 'hello':
         this.refuse('ACP_ERR_WIRE_BAD_FRAME', `a client may not send '${envelope.k}' frames here`, envelope.id);
         return;
       default: {
@@ -122,11 +144,19 @@ export class ApiSession implements FrameHandler {
       this.refuse('ACP_ERR_WIRE_BAD_HELLO', `this node belongs to cluster '${identity.cluster}', not '${hello.cluster}'`);
       return;
     }
+    let extra: Record<string, unknown> = {};
+    try {
+      extra = this.options.authenticate?.(envelope.body as HelloBody & Record<string, unknown>) ?? {};
+    } catch (error) {
+      const refusal = AcpError.from(error, 'ACP_ERR_WIRE_BAD_HELLO');
+      this.refuse(refusal.code, refusal.message);
+      return;
+    }
     clearTimeout(this.helloTimer);
     this.greeted = true;
     this.send({
       k: 'hello',
-      body: { cluster: identity.cluster, node: identity.node, incarnation: identity.incarnation, proto: PROTOCOL_VERSION },
+      body: { cluster: identity.cluster, node: identity.node, incarnation: identity.incarnation, proto: PROTOCOL_VERSION, ...extra },
     });
   }
 

@@ -23,6 +23,8 @@ export interface FrameworkDeps {
   /** Calls `listener` whenever a service changes state; returns the unsubscribe function. */
   onServiceChange(listener: (service: ServiceStatus) => void): () => void;
   heartbeatMs: number;
+  /** Where this node's agent listens, published in its node object. */
+  agentAddress?: string;
 }
 
 type Op = { op: 'put'; key: string; value: unknown };
@@ -66,7 +68,7 @@ export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
   const heartbeatOps = (status: NodeStatus): Op[] => {
     const ops: Op[] = [];
     if (!objectsPublished) {
-      ops.push({ op: 'put', key: objectKey('node', node), value: { name: node, cluster: ctx.node.cluster } });
+      ops.push({ op: 'put', key: objectKey('node', node), value: { name: node, cluster: ctx.node.cluster, ...(deps.agentAddress ? { agent: deps.agentAddress } : {}) } });
       for (const service of status.services) {
         const type = serviceType(service.name);
         if (type) ops.push({ op: 'put', key: objectKey(type, node), value: { node, isolation: service.isolation } });

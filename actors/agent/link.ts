@@ -1,0 +1,283 @@
+import type { FrameConnection } from '../../adapters/frame-listener.js';
+import { restartDelay } from '../../supervisors/backoff.js';
+import { PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
+import { AcpError, type ErrorData } from '../../runtime/errors.js';
+import type { Logger } from '../../runtime/logger.js';
+import type { Message, Terminated } from '../../runtime/messages.js';
+import { formatPath, type ActorPath } from '../../runtime/path.js';
+import type { Delivery, Replier } from '../../runtime/system.js';
+
+export type LinkState = 'idle' | 'connecting' | 'up';
+
+export interface LinkEnv {
+  log: Logger;
+  heartbeatMs: number;
+  maxQueuedFrames: number;
+  /** Opens a connection to the peer (dial + hello); resolves with its incarnation. */
+  dial(link: PeerLink): Promise<void>;
+  /** Address of the peer's agent, if any is known. */
+  address(node: string): string | undefined;
+}
+
+interface RemoteWatch {
+  readonly path: string;
+  readonly listener: (terminated: Terminated) => void;
+}
+
+/** Bytes a connection may hold unread before the link queues instead of writing. */
+const HIGH_WATER_BYTES = 8 * 1024 * 1024;
+const BACKOFF = { initialMs: 100, maxMs: 10_000, factor: 2, jitter: 0.2 };
+
+/**
+ * The link to one peer node: one multiplexed connection (ours or theirs), a bounded queue for
+ * when it is down or slow, our requests in flight, our death watches on its actors, its
+ * incarnation (a new one means it restarted: watchers hear `node-restarted`, and nothing queued
+ * for the old one is delivered to the new one), heartbeats and reconnection with backoff.
+ */
+export class PeerLink {
+  state: LinkState = 'idle';
+  incarnation: number | undefined;
+  lastSeen = 0;
+  private connection: FrameConnection | undefined;
+  /** Frames waiting to be written, with the incarnation they were meant for (undefined: whichever answers next). */
+  private readonly queue: { envelope: Envelope; incarnation: number | undefined }[] = [];
+  private readonly pending = new Map<number, { reply: Replier; timer: NodeJS.Timeout }>();
+  private readonly watches = new Map<number, RemoteWatch>();
+  private nextId = 1;
+  private attempt = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private draining = false;
+  private closed = false;
+
+  constructor(
+    readonly node: string,
+    private readonly env: LinkEnv,
+  ) {}
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Sends a tell or an ask for an actor on the peer. */
+  deliver(path: ActorPath, delivery: Delivery, timeoutMs: number): void {
+    const to = formatPath(path);
+    const from = delivery.from;
+    if (!delivery.reply) {
+      this.enqueue({ v: PROTOCOL_VERSION, k: 'tell', to, body: delivery.message, ...(from ? { from } : {}) }, undefined);
+      return;
+    }
+    const id = this.nextId++;
+    const reply = delivery.reply;
+    // The asker has its own timer; this one only forgets the entry if no answer ever comes.
+    const timer = setTimeout(() => this.pending.delete(id), timeoutMs + 1000);
+    timer.unref();
+    this.pending.set(id, { reply, timer });
+    this.enqueue({ v: PROTOCOL_VERSION, k: 'ask', id, to, body: delivery.message, t: timeoutMs, ...(from ? { from } : {}) }, reply);
+  }
+
+  watch(path: ActorPath, listener: (terminated: Terminated) => void): () => void {
+    const id = this.nextId++;
+    const to = formatPath(path);
+    this.watches.set(id, { path: to, listener });
+    if (this.state === 'up') this.connection!.send({ v: PROTOCOL_VERSION, k: 'watch', id, to });
+    else this.ensureConnecting();
+    return () => {
+      if (this.watches.delete(id) && this.state === 'up') this.connection!.send({ v: PROTOCOL_VERSION, k: 'watch', id });
+    };
+  }
+
+  /** A connection to the peer is up (dialed by us or accepted from it), at this incarnation. */
+  attach(connection: FrameConnection, incarnation: number): void {
+    if (this.connection && this.connection !== connection && this.state === 'up') {
+      // Keep the connection we have; a second one (both sides dialed at once) only serves the peer.
+      return;
+    }
+    const restarted = this.incarnation !== undefined && this.incarnation !== incarnation;
+    if (restarted) this.peerRestarted(incarnation);
+    this.incarnation = incarnation;
+    this.connection = connection;
+    this.state = 'up';
+    this.attempt = 0;
+    this.lastSeen = Date.now();
+    clearTimeout(this.retryTimer);
+    this.startHeartbeat();
+    // Death watches survive a reconnect to the same incarnation: tell the peer again.
+    for (const [id, watch] of this.watches) connection.send({ v: PROTOCOL_VERSION, k: 'watch', id, to: watch.path });
+    this.flush();
+  }
+
+  /** The connection closed: requests on it fail fast, and the link reconnects if it has work. */
+  detach(connection: FrameConnection, why: string): void {
+    if (this.connection !== connection) return;
+    this.connection = undefined;
+    this.state = 'idle';
+    clearInterval(this.heartbeat);
+    this.failPending(`connection to node '${this.node}' lost (${why})`);
+    if (this.queue.length > 0 || this.watches.size > 0) this.scheduleReconnect();
+  }
+
+  /** Frames from the peer that answer our requests. */
+  frame(envelope: Envelope): void {
+    this.lastSeen = Date.now();
+    const id = typeof envelope.id === 'number' ? envelope.id : undefined;
+    switch (envelope.k) {
+      case 'reply':
+        if (id !== undefined) this.settle(id, (reply) => reply.resolve(envelope.body as Message));
+        return;
+      case 'error':
+        if (id !== undefined) this.settle(id, (reply) => reply.reject(AcpError.fromData(envelope.err ?? ({ code: 'ACP_ERR_INTERNAL', kind: 'internal', message: 'error without details' } as ErrorData))));
+        return;
+      case 'event': {
+        const watch = id === undefined ? undefined : this.watches.get(id);
+        if (watch && (envelope.body as Message | undefined)?.type === 'terminated') {
+          this.watches.delete(id!);
+          watch.listener(envelope.body as Terminated);
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** Any frame from the peer counts as a sign of life. */
+  seen(): void {
+    this.lastSeen = Date.now();
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.heartbeat);
+    this.connection?.close({ v: PROTOCOL_VERSION, k: 'bye' });
+    this.connection = undefined;
+    this.state = 'idle';
+    this.failPending(`the agent is stopping`);
+    this.failQueued(new AcpError('ACP_ERR_NODE_UNREACHABLE', 'the agent is stopping'));
+  }
+
+  private enqueue(envelope: Envelope, reply: Replier | undefined): void {
+    if (this.state === 'up' && !this.draining && this.queue.length === 0 && this.connection!.pendingWriteBytes < HIGH_WATER_BYTES) {
+      this.connection!.send(envelope);
+      return;
+    }
+    if (this.queue.length >= this.env.maxQueuedFrames) {
+      const error = new AcpError('ACP_ERR_AGENT_QUEUE_FULL', `${this.queue.length} frames already wait for node '${this.node}'; the message was not sent, retry later`);
+      if (reply) {
+        this.pending.delete(envelope.id as number);
+        reply.reject(error);
+      } else {
+        this.env.log.warn({ peer: this.node, messageType: (envelope.body as Message | undefined)?.type }, error.message);
+      }
+      return;
+    }
+    this.queue.push({ envelope, incarnation: this.state === 'up' ? this.incarnation : undefined });
+    if (this.state === 'up') this.flush();
+    else this.ensureConnecting();
+  }
+
+  /** Writes queued frames while the socket takes them; waits for drain otherwise (backpressure). */
+  private flush(): void {
+    const connection = this.connection;
+    while (this.state === 'up' && connection && this.queue.length > 0) {
+      if (connection.pendingWriteBytes >= HIGH_WATER_BYTES) {
+        if (!this.draining) {
+          this.draining = true;
+          connection.onDrain(() => {
+            this.draining = false;
+            this.flush();
+          });
+        }
+        return;
+      }
+      connection.send(this.queue.shift()!.envelope);
+    }
+  }
+
+  private ensureConnecting(): void {
+    if (this.state !== 'idle' || this.closed || this.retryTimer) return;
+    if (this.env.address(this.node) === undefined) {
+      this.failQueued(new AcpError('ACP_ERR_NODE_UNREACHABLE', `no agent address is known for node '${this.node}'; it has never connected to this node nor joined through it`));
+      return;
+    }
+    this.state = 'connecting';
+    this.env.dial(this).catch((error: unknown) => {
+      this.state = 'idle';
+      const reason = error instanceof Error ? error.message : String(error);
+      this.env.log.info({ peer: this.node, err: reason, attempt: this.attempt + 1 }, 'cannot reach peer; will retry');
+      this.failQueued(new AcpError('ACP_ERR_NODE_UNREACHABLE', `node '${this.node}' is unreachable: ${reason}`));
+      if (this.watches.size > 0) this.scheduleReconnect();
+    });
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed || this.retryTimer) return;
+    this.attempt += 1;
+    const delay = restartDelay(BACKOFF, this.attempt, Math.random());
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.ensureConnecting();
+    }, delay);
+    this.retryTimer.unref();
+  }
+
+  private startHeartbeat(): void {
+    clearInterval(this.heartbeat);
+    this.heartbeat = setInterval(() => {
+      const connection = this.connection;
+      if (!connection) return;
+      if (Date.now() - this.lastSeen > this.env.heartbeatMs * 3) {
+        this.env.log.warn({ peer: this.node, silentMs: Date.now() - this.lastSeen }, 'peer silent for three heartbeats; reconnecting');
+        connection.close();
+        this.detach(connection, 'heartbeat timeout');
+        return;
+      }
+      connection.send({ v: PROTOCOL_VERSION, k: 'ping' });
+    }, this.env.heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  /** The peer came back as a new process: its actors' watchers learn it, and nothing old is replayed. */
+  private peerRestarted(incarnation: number): void {
+    this.env.log.info({ peer: this.node, from: this.incarnation, to: incarnation }, 'peer restarted');
+    for (const [id, watch] of this.watches) {
+      this.watches.delete(id);
+      watch.listener({ type: 'terminated', path: watch.path, reason: 'node-restarted' });
+    }
+    // Frames queued while the old incarnation was connected were meant for it: never deliver them to the new one.
+    const stale = new AcpError('ACP_ERR_NODE_UNREACHABLE', `node '${this.node}' restarted before the message was sent; it was not delivered to the new incarnation`);
+    for (let index = this.queue.length - 1; index >= 0; index -= 1) {
+      const entry = this.queue[index]!;
+      if (entry.incarnation === undefined || entry.incarnation === incarnation) continue;
+      this.queue.splice(index, 1);
+      if (entry.envelope.k === 'ask' && typeof entry.envelope.id === 'number') this.settle(entry.envelope.id, (reply) => reply.reject(stale));
+    }
+  }
+
+  private settle(id: number, action: (reply: Replier) => void): void {
+    const entry = this.pending.get(id);
+    if (!entry) return;
+    this.pending.delete(id);
+    clearTimeout(entry.timer);
+    action(entry.reply);
+  }
+
+  private failPending(why: string): void {
+    for (const [id, entry] of this.pending) {
+      this.pending.delete(id);
+      clearTimeout(entry.timer);
+      entry.reply.reject(new AcpError('ACP_ERR_NODE_UNREACHABLE', why));
+    }
+  }
+
+  private failQueued(error: AcpError): void {
+    for (const { envelope } of this.queue.splice(0)) {
+      if (envelope.k === 'ask' && typeof envelope.id === 'number') this.settle(envelope.id, (reply) => reply.reject(error));
+    }
+  }
+}
