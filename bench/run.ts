@@ -48,6 +48,10 @@ if (!only || only === 'runtime') {
   report(await askRoundTrip());
   report(await codec());
 }
+if (!only || only === 'remote') {
+  const { remoteBenchmarks } = await import('./remote.js');
+  for (const line of await remoteBenchmarks()) process.stdout.write(`${line}\n`);
+}
 if (!only || only === 'cdb') {
   const { cdbBenchmarks } = await import('./cdb.js');
   for (const result of await cdbBenchmarks()) report(result);

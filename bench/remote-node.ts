@@ -1,0 +1,157 @@
+/**
+ * One node of bench/remote, as its own process: a real daemon (agent included), an echo and a
+ * counting actor, and a raw TLS frame echo with the same certificates (the baseline's ceiling).
+ * The orchestrator drives it over IPC.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer, connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { encodeFrame, FrameDecoder, type Envelope } from '../runtime/codec.js';
+import { homePaths } from '../runtime/config.js';
+import { Daemon } from '../runtime/daemon.js';
+import { messageSchema, type Message } from '../runtime/messages.js';
+import { makePath } from '../runtime/path.js';
+
+const [home = '', rawPortText = '0'] = process.argv.slice(2);
+const rawPort = Number(rawPortText);
+const paths = homePaths(home);
+const daemon = await Daemon.start({ home, logLevel: 'warn', logFile: paths.logFile });
+// Daemon.start returns once the Framework runs; the services (the agent among them) boot behind it.
+while (daemon.status().booting || daemon.status().services.some((service) => service.state !== 'running')) {
+  await new Promise((resolve) => setTimeout(resolve, 50));
+}
+const tls = { key: readFileSync(paths.nodeKey, 'utf8'), cert: readFileSync(paths.nodeCert, 'utf8'), ca: readFileSync(paths.caCert, 'utf8') };
+let told = 0;
+// Messages from other nodes are validated: these two accept any message.
+await daemon.system.spawn(daemon.system.localPath('echo'), () => ({ receive: (message) => message }), { schema: messageSchema });
+await daemon.system.spawn(daemon.system.localPath('counter'), () => ({
+  receive: (message) => {
+    if (message.type === 'count') return { type: 'count', told };
+    told += 1;
+    return undefined;
+  },
+}), { schema: messageSchema });
+
+// Raw TLS: echoes every frame (ask) and answers a ping with the number of frames seen (tells).
+const raw = createServer({ ...tls, ca: [tls.ca], requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, (socket) => {
+  const decoder = new FrameDecoder();
+  let seen = 0;
+  socket.on('data', (chunk: Buffer) => {
+    for (const envelope of decoder.push(chunk)) {
+      if (envelope.k === 'ask') socket.write(encodeFrame({ v: 1, k: 'reply', id: envelope.id, body: envelope.body }));
+      else if (envelope.k === 'ping') socket.write(encodeFrame({ v: 1, k: 'pong', id: envelope.id, body: { seen } }));
+      else seen += 1;
+    }
+  });
+  socket.on('error', () => undefined);
+});
+await new Promise<void>((resolve) => raw.listen(rawPort, '127.0.0.1', () => resolve()));
+
+/** A raw TLS client with request/response matching by id. */
+async function rawClient(port: number): Promise<{ send(envelope: Envelope): void; request(envelope: Envelope): Promise<Envelope>; close(): void }> {
+  const socket: TLSSocket = tlsConnect({ host: '127.0.0.1', port, ...tls, ca: [tls.ca], minVersion: 'TLSv1.3', checkServerIdentity: () => undefined });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('secureConnect', () => resolve());
+    socket.once('error', reject);
+  });
+  const waiting = new Map<number, (envelope: Envelope) => void>();
+  const decoder = new FrameDecoder();
+  socket.on('data', (chunk: Buffer) => {
+    for (const envelope of decoder.push(chunk)) {
+      const done = waiting.get(envelope.id as number);
+      waiting.delete(envelope.id as number);
+      done?.(envelope);
+    }
+  });
+  return {
+    send: (envelope) => socket.write(encodeFrame(envelope)),
+    request: (envelope) => new Promise((resolve) => {
+      waiting.set(envelope.id as number, resolve);
+      socket.write(encodeFrame(envelope));
+    }),
+    close: () => socket.destroy(),
+  };
+}
+
+const body = { type: 'bench', payload: 'x'.repeat(100) };
+const seconds = (start: bigint) => Number(process.hrtime.bigint() - start) / 1e9;
+
+async function concurrently(total: number, askers: number, one: (i: number) => Promise<unknown>): Promise<number> {
+  let next = 0;
+  const start = process.hrtime.bigint();
+  await Promise.all(Array.from({ length: askers }, async () => {
+    while (next < total) await one(next++);
+  }));
+  return total / seconds(start);
+}
+
+async function paced(rate: number, durationMs: number, one: () => Promise<unknown>): Promise<{ p50: number; p99: number }> {
+  const latencies: number[] = [];
+  const total = Math.round((rate * durationMs) / 1000);
+  const pending: Promise<void>[] = [];
+  const start = Date.now();
+  for (let i = 0; i < total; i += 1) {
+    const due = start + (i * 1000) / rate;
+    const wait = due - Date.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    const sent = process.hrtime.bigint();
+    pending.push(one().then(() => {
+      latencies.push(Number(process.hrtime.bigint() - sent) / 1e6);
+    }));
+  }
+  await Promise.all(pending);
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]! * 1000) / 1000;
+  return { p50: at(0.5), p99: at(0.99) };
+}
+
+async function measure(peer: string, peerRawPort: number): Promise<Record<string, unknown>> {
+  const system = daemon.system;
+  const remoteEcho = system.ref(makePath(system.identity.cluster, peer, 'echo'));
+  const remoteCounter = system.ref(makePath(system.identity.cluster, peer, 'counter'));
+  const localEcho = system.ref(system.localPath('echo'));
+  const rawPeer = await rawClient(peerRawPort);
+  let id = 1;
+  await remoteEcho.ask(body, { timeoutMs: 10_000 }); // the link is up before anything is timed
+  const results: Record<string, unknown> = {};
+
+  const tells = 20_000;
+  let start = process.hrtime.bigint();
+  for (let i = 0; i < tells; i += 1) remoteCounter.tell(body);
+  for (;;) {
+    const reply = await remoteCounter.ask<Message & { told: number }>({ type: 'count' }, { timeoutMs: 30_000 });
+    if (reply.told >= tells) break;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  results.tellsPerSecond = tells / seconds(start);
+  start = process.hrtime.bigint();
+  for (let i = 0; i < tells; i += 1) rawPeer.send({ v: 1, k: 'tell', body });
+  await rawPeer.request({ v: 1, k: 'ping', id: id++ });
+  results.rawTellsPerSecond = tells / seconds(start);
+
+  for (const askers of [1, 64]) {
+    const total = askers === 1 ? 3000 : 20_000;
+    results[`asks${askers}`] = await concurrently(total, askers, () => remoteEcho.ask(body, { timeoutMs: 30_000 }));
+    results[`rawAsks${askers}`] = await concurrently(total, askers, () => rawPeer.request({ v: 1, k: 'ask', id: id++, body }));
+    results[`localAsks${askers}`] = await concurrently(total, askers, () => localEcho.ask(body, { timeoutMs: 30_000 }));
+  }
+  const rate = 500;
+  results.latency = await paced(rate, 3000, () => remoteEcho.ask(body, { timeoutMs: 30_000 }));
+  results.rawLatency = await paced(rate, 3000, () => rawPeer.request({ v: 1, k: 'ask', id: id++, body }));
+  results.localLatency = await paced(rate, 3000, () => localEcho.ask(body, { timeoutMs: 30_000 }));
+  results.rate = rate;
+  rawPeer.close();
+  return results;
+}
+
+process.on('message', (command: { cmd: 'measure'; peer: string; peerRawPort: number } | { cmd: 'stop' }) => {
+  if (command.cmd === 'measure') {
+    measure(command.peer, command.peerRawPort).then(
+      (results) => process.send?.({ results }),
+      (error: unknown) => process.send?.({ error: (error as Error).message }),
+    );
+  } else {
+    raw.close();
+    void daemon.stop('bench over').then(() => process.exit(0));
+  }
+});
+process.send?.({ ready: true });
