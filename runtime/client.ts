@@ -56,10 +56,11 @@ function openSocket(options: ClientOptions): { socket: Socket; ready: string; wh
 }
 
 /** A ref as a client sees it: `tell` resolves once the node has accepted (routed) the message. */
-export interface ClientRef {
+/** `ref<CdbMessage>('cdb')` types what may be sent: see ServiceMessages in the package's index. */
+export interface ClientRef<Accepts extends Message = Message> {
   readonly path: string;
-  tell(message: Message): Promise<void>;
-  ask<Reply extends Message = Message>(message: Message, options?: AskOptions): Promise<Reply>;
+  tell(message: Accepts): Promise<void>;
+  ask<Reply extends Message = Message>(message: Accepts, options?: AskOptions): Promise<Reply>;
 }
 
 interface Pending {
@@ -149,12 +150,12 @@ export class AcpClient {
     return parsePath(`acp://${this.node.cluster}/${this.node.node}/${path.replace(/^\/+/, '')}`);
   }
 
-  ref(path: string | ActorPath): ClientRef {
+  ref<Accepts extends Message = Message>(path: string | ActorPath): ClientRef<Accepts> {
     const target = this.resolve(path);
     return {
       path: formatPath(target),
       tell: (message) => this.tell(target, message),
-      ask: <Reply extends Message>(message: Message, options?: AskOptions) => this.ask<Reply>(target, message, options),
+      ask: <Reply extends Message>(message: Accepts, options?: AskOptions) => this.ask<Reply>(target, message, options),
     };
   }
 

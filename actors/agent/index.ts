@@ -34,6 +34,8 @@ export const agentSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('agent.renew') }),
 ]);
 
+export type AgentMessage = z.input<typeof agentSchema>;
+
 const joinHelloSchema = z.object({
   cluster: z.string().max(63),
   proto: z.literal(PROTOCOL_VERSION),

@@ -6,6 +6,7 @@ import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { ApiSession } from './session.js';
 
 const apiSchema = z.discriminatedUnion('type', [serviceInfoSchema, z.strictObject({ type: z.literal('api.connections') })]);
+export type ApiMessage = z.infer<typeof apiSchema>;
 
 /** The local API: the wire protocol on `<home>/run/acp.sock` (directory 0700, socket 0600, API key in hello). */
 export const service: ServiceDefinition<ServiceDeps | undefined> = {
