@@ -17,7 +17,7 @@ import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor
 import { PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
-import { isValidName } from '../../runtime/path.js';
+import { isValidName, parsePath } from '../../runtime/path.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import type { RemoteRouter } from '../../runtime/system.js';
 import { ApiSession } from '../api/session.js';
@@ -102,6 +102,13 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         maxQueuedFrames: config.agent.maxQueuedFrames,
         address: (peer) => addresses.get(peer),
         dial: (target) => dial(target),
+        deadLetter: (envelope, why) => {
+          try {
+            system.deadLetter(parsePath(String(envelope.to)), { message: envelope.body as Message, external: false }, 'node-unreachable', why);
+          } catch {
+            ctx.log.warn({ peer: node, reason: why }, 'dead letter to a peer');
+          }
+        },
       });
       links.set(node, existing);
     }

@@ -17,6 +17,8 @@ export interface LinkEnv {
   dial(link: PeerLink): Promise<void>;
   /** Address of the peer's agent, if any is known. */
   address(node: string): string | undefined;
+  /** A tell that cannot be sent: logged and counted as a dead letter, never dropped silently. */
+  deadLetter(envelope: Envelope, why: string): void;
 }
 
 interface RemoteWatch {
@@ -172,7 +174,7 @@ export class PeerLink {
         this.pending.delete(envelope.id as number);
         reply.reject(error);
       } else {
-        this.env.log.warn({ peer: this.node, messageType: (envelope.body as Message | undefined)?.type }, error.message);
+        this.env.deadLetter(envelope, error.message);
       }
       return;
     }
@@ -256,6 +258,7 @@ export class PeerLink {
       if (entry.incarnation === undefined || entry.incarnation === incarnation) continue;
       this.queue.splice(index, 1);
       if (entry.envelope.k === 'ask' && typeof entry.envelope.id === 'number') this.settle(entry.envelope.id, (reply) => reply.reject(stale));
+      else if (entry.envelope.k === 'tell') this.env.deadLetter(entry.envelope, stale.message);
     }
   }
 
@@ -278,6 +281,7 @@ export class PeerLink {
   private failQueued(error: AcpError): void {
     for (const { envelope } of this.queue.splice(0)) {
       if (envelope.k === 'ask' && typeof envelope.id === 'number') this.settle(envelope.id, (reply) => reply.reject(error));
+      else if (envelope.k === 'tell') this.env.deadLetter(envelope, error.message);
     }
   }
 }
