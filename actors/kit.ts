@@ -43,7 +43,7 @@ export class ServiceClock {
  * A service whose actor so far answers only its self-description: it holds its place, path and
  * supervision in the node's tree while its domain work is built (see the issue named in `description`).
  */
-export function placeholderService(name: string, description: string, isolations: readonly Isolation[] = ['inline', 'thread']): ServiceDefinition<unknown> {
+export function placeholderService(name: string, description: string, isolations: readonly Isolation[] = ['inline', 'thread', 'process']): ServiceDefinition<unknown> {
   return {
     name,
     description,

@@ -3,6 +3,7 @@ import type { NodeConfig } from '../runtime/config.js';
 import { AcpError, errorMessage } from '../runtime/errors.js';
 import type { Logger } from '../runtime/logger.js';
 import { formatPath } from '../runtime/path.js';
+import { processActor } from '../runtime/process.js';
 import type { ServiceDeps, ServiceState, ServiceStatus } from '../runtime/services.js';
 import type { ActorSystem, LocalActor } from '../runtime/system.js';
 import { threadActor } from '../runtime/thread.js';
@@ -53,6 +54,8 @@ interface ServiceRecord {
   since: string;
   lastError: string | undefined;
   threadId: number | undefined;
+  /** The child process's pid, for process isolation. */
+  childPid: number | undefined;
   live: LocalActor | undefined;
   cancelRetry: (() => void) | undefined;
   retryDelayMs: number;
@@ -121,6 +124,7 @@ export class ServiceTree {
         since: new Date(this.clock.now()).toISOString(),
         lastError: undefined,
         threadId: undefined,
+        childPid: undefined,
         live: undefined,
         cancelRetry: undefined,
         retryDelayMs: this.options.config.failedRetryMs,
@@ -176,7 +180,7 @@ export class ServiceTree {
       state: record.state,
       restarts: record.restarts,
       isolation: record.isolation,
-      pid: record.state === 'running' ? process.pid : undefined,
+      pid: record.state !== 'running' ? undefined : record.isolation === 'process' ? record.childPid : process.pid,
       since: record.since,
       ...(record.threadId === undefined ? {} : { threadId: record.threadId }),
       ...(record.lastError === undefined ? {} : { lastError: record.lastError }),
@@ -202,6 +206,20 @@ export class ServiceTree {
         },
       });
     }
+    if (record.isolation === 'process') {
+      return processActor(this.options.system, {
+        module: record.entry.module,
+        exportName: 'service',
+        logLevel: this.options.deps.logLevel,
+        logFile: this.options.logFile,
+        socketDir: this.options.deps.paths.run,
+        onProcess: (pid, exited) => {
+          // An old child exiting after its replacement started must not clear the new one's pid.
+          if (!exited) record.childPid = pid;
+          else if (record.childPid === pid) record.childPid = undefined;
+        },
+      });
+    }
     return (ctx) => record.definition.create(ctx, this.options.deps);
   }
 
@@ -211,12 +229,9 @@ export class ServiceTree {
     return {
       ...this.clock,
       start: async () => {
-        if (record.isolation === 'process') {
-          throw new AcpError('ACP_ERR_ISOLATION_UNSUPPORTED', `process isolation for '${name}' is not available yet`);
-        }
         record.live = await system.spawn(system.localPath(name), this.factoryFor(record), {
           schema: record.definition.schema,
-          forwardsUniversal: record.isolation === 'thread',
+          forwardsUniversal: record.isolation !== 'inline',
           onCrash: (error) => void record.supervisor.childCrashed(name, error),
         });
       },
