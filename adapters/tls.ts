@@ -27,6 +27,7 @@ export interface TlsPeer {
 export interface TlsListenerOptions extends FrameSocketOptions {
   host: string;
   port: number;
+  maxConnections?: number;
   material: TlsMaterial;
   accept(connection: FrameConnection, peer: TlsPeer): FrameHandler;
 }
@@ -58,6 +59,7 @@ export class TlsFrameListener {
 
   async listen(): Promise<void> {
     const server = createServer({ ...serverContext(this.options.material), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+    server.maxConnections = this.options.maxConnections ?? 1024;
     server.on('secureConnection', (socket: TLSSocket) => this.onSocket(socket));
     server.on('tlsClientError', (error, socket) => {
       this.options.log.warn({ remote: socket.remoteAddress, err: errorMessage(error) }, 'agent connection refused: TLS handshake failed');

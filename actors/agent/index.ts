@@ -32,6 +32,8 @@ export const agentSchema = z.discriminatedUnion('type', [
   /** From a peer renewing its certificate: only the CA node signs, and only for the asking node. */
   z.strictObject({ type: z.literal('agent.sign'), csr: z.string().min(1).max(16_384) }),
   z.strictObject({ type: z.literal('agent.renew') }),
+  /** Where does this node's agent listen, if this node knows? */
+  z.strictObject({ type: z.literal('agent.lookup'), node: z.string().max(63) }),
 ]);
 
 export type AgentMessage = z.input<typeof agentSchema>;
@@ -100,7 +102,6 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         log: ctx.log,
         heartbeatMs: config.agent.heartbeatMs,
         maxQueuedFrames: config.agent.maxQueuedFrames,
-        address: (peer) => addresses.get(peer),
         dial: (target) => dial(target),
         deadLetter: (envelope, why) => {
           try {
@@ -129,8 +130,10 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   /** Dials a peer, says hello, and attaches the connection to its link once the peer answers. */
   const dial = async (target: PeerLink): Promise<void> => {
     if (!material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', 'this node has no cluster certificate; run acp init or acp join');
-    const address = addresses.get(target.node);
-    if (!address) throw new AcpError('ACP_ERR_NODE_UNREACHABLE', `no agent address is known for node '${target.node}'`);
+    const address = addresses.get(target.node) ?? (await lookup(target.node));
+    if (!address) {
+      throw new AcpError('ACP_ERR_NODE_UNREACHABLE', `no agent address is known for node '${target.node}', here or at the nodes this one knows`);
+    }
     const { host, port } = parseHostPort(address, `the agent address of ${target.node}`);
     let answered: (incarnation: number) => void = () => undefined;
     let failed: (error: AcpError) => void = () => undefined;
@@ -184,6 +187,28 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     } finally {
       clearTimeout(timer);
     }
+  };
+
+  /**
+   * A node this one has not met (it joined through another): ask the nodes we know, the CA node
+   * first, whether they know where its agent listens.
+   */
+  const lookup = async (node: string): Promise<string | undefined> => {
+    const known = [...addresses.keys()].filter((peer) => peer !== node);
+    const caNode = config.agent.caNode;
+    const order = caNode && known.includes(caNode) ? [caNode, ...known.filter((peer) => peer !== caNode)] : known;
+    for (const peer of order) {
+      try {
+        const reply = await ctx.ref(`acp://${cluster}/${peer}/agent`).ask<Message & { address: string | null }>({ type: 'agent.lookup', node }, { timeoutMs: 3000 });
+        if (reply.address) {
+          remember(node, reply.address);
+          return reply.address;
+        }
+      } catch (error) {
+        ctx.log.debug({ peer, node, err: errorMessage(error) }, 'address lookup failed');
+      }
+    }
+    return undefined;
   };
 
   /** An inbound TLS connection: a peer, a script, or (no certificate, CA node only) a joining node. */
@@ -261,8 +286,11 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         try {
           if (hello.cluster !== cluster) throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', `this is cluster '${cluster}', not '${hello.cluster}'`);
           if (!isValidName(hello.node)) throw new AcpError('ACP_ERR_NAME_INVALID', `'${hello.node}' is not a valid node name`);
-          if (hello.node === self || links.get(hello.node)?.state === 'up') {
-            throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', `a node named '${hello.node}' is already in the cluster; join with another --node`);
+          if (hello.node === self || addresses.has(hello.node) || links.has(hello.node)) {
+            throw new AcpError(
+              'ACP_ERR_WIRE_BAD_HELLO',
+              `a node named '${hello.node}' is already in the cluster; join with another --node (to replace it, first remove it: acp cdb rm object/node/${hello.node} on ${self}, then restart ${self})`,
+            );
           }
           const token = decodeToken(hello.join.token);
           if (token.cluster !== cluster) throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', `the token is for cluster '${token.cluster}'`);
@@ -333,7 +361,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         return;
       }
       const { host, port } = parseHostPort(selfAddress, 'the agent address');
-      listener = new TlsFrameListener({ host, port, material, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, accept });
+      listener = new TlsFrameListener({ host, port, material, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, maxConnections: config.api.maxConnections, accept });
       await listener.listen();
       ctx.log.info({ address: selfAddress }, 'agent listening (TLS 1.3, client certificates required)');
     },
@@ -358,7 +386,11 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
           });
           return { type: 'agent.peers', peers };
         }
+        case 'agent.lookup':
+          return { type: 'agent.address', node: parsed.node, address: parsed.node === self ? (selfAddress ?? null) : (addresses.get(parsed.node) ?? null) };
         case 'agent.token': {
+          // A token hands out the cluster key on joining: only an operator on this node may mint one.
+          if (from?.startsWith(PRINCIPAL)) throw new AcpError('ACP_ERR_AGENT_BAD_CERT', 'join tokens are created on the CA node itself (acp token create there), not over the agent');
           if (!holdsCa() || !material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', `only the node holding the cluster CA (${config.agent.caNode ?? 'the one that ran acp init'}) creates join tokens`);
           const token = mintToken(cluster, fingerprint(material.ca), parsed.ttlMs);
           ledger.add(token);

@@ -15,8 +15,6 @@ export interface LinkEnv {
   maxQueuedFrames: number;
   /** Opens a connection to the peer (dial + hello); resolves with its incarnation. */
   dial(link: PeerLink): Promise<void>;
-  /** Address of the peer's agent, if any is known. */
-  address(node: string): string | undefined;
   /** A tell that cannot be sent: logged and counted as a dead letter, never dropped silently. */
   deadLetter(envelope: Envelope, why: string): void;
 }
@@ -203,10 +201,6 @@ export class PeerLink {
 
   private ensureConnecting(): void {
     if (this.state !== 'idle' || this.closed || this.retryTimer) return;
-    if (this.env.address(this.node) === undefined) {
-      this.failQueued(new AcpError('ACP_ERR_NODE_UNREACHABLE', `no agent address is known for node '${this.node}'; it has never connected to this node nor joined through it`));
-      return;
-    }
     this.state = 'connecting';
     this.env.dial(this).catch((error: unknown) => {
       this.state = 'idle';

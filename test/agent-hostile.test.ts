@@ -1,0 +1,352 @@
+import test, { type ExecutionContext } from 'ava';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { createCa, encodeToken, fingerprint, mintToken } from '../adapters/pki.js';
+import { initCluster, joinCluster } from '../cli/cluster.js';
+import { connect, type AcpClient } from '../runtime/client.js';
+import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
+import { homePaths } from '../runtime/config.js';
+import type { ErrorCode } from '../runtime/errors.js';
+import type { Message } from '../runtime/messages.js';
+import type { NodeStatus } from '../runtime/services.js';
+import { apiKeyOf, askVia, createToken, freePort, issue, RawTls, readSecret, statusOf, up, type ClusterNode, type Pong, type RawTlsResult } from './helpers/agent.js';
+import { eventually, runCli } from './helpers/node.js';
+
+/**
+ * One small cluster for the whole file: n1 (holds the CA, agent listening) and n2 (joined through
+ * n1). The tests run serially so each can count the refusals its connections cause.
+ */
+const HELLO_TIMEOUT_MS = 800;
+/** How long a raw connection waits for the server (a liveness bound, not a speed check). */
+const WAIT_MS = 5000;
+
+let n1: ClusterNode;
+let n2: ClusterNode;
+let caCert: string;
+let caKey: string;
+/** A valid identity from the cluster CA for a script. */
+let script: { cert: string; key: string };
+
+const homes: string[] = [];
+
+function nodeHome(name: string): Promise<ClusterNode> {
+  const home = mkdtempSync(join(tmpdir(), 'acp-test-'));
+  homes.push(home);
+  writeFileSync(join(home, 'config.json'), JSON.stringify({ cluster: 'lab', node: name, webapi: { host: '127.0.0.1', port: 0 }, api: { helloTimeoutMs: HELLO_TIMEOUT_MS } }));
+  return freePort().then((port) => ({ name, home, port, agent: `127.0.0.1:${port}`, pid: 0, incarnation: 0 }));
+}
+
+test.before(async () => {
+  n1 = await nodeHome('n1');
+  await initCluster(n1.home, { cluster: 'lab', node: 'n1', agent: n1.agent });
+  await up(n1);
+  n2 = await nodeHome('n2');
+  await joinCluster(n2.home, n1.agent, await createToken(n1), { node: 'n2', agent: n2.agent });
+  await up(n2);
+  caCert = readSecret(n1.home, 'ca.crt');
+  caKey = readSecret(n1.home, 'ca.key');
+  script = await issue('script-1', caCert, caKey);
+});
+
+test.after.always(async () => {
+  for (const home of homes) {
+    await runCli(['down'], home, 30_000).catch(() => undefined);
+    for (const node of [n1, n2]) {
+      if (node?.home === home && node.pid > 0) {
+        try {
+          process.kill(node.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    }
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+function hello(body: Record<string, unknown>): Envelope {
+  return { v: PROTOCOL_VERSION, k: 'hello', body };
+}
+
+function scriptHello(overrides: Record<string, unknown> = {}): Envelope {
+  return hello({ cluster: 'lab', node: 'script-1', role: 'client', apiKey: apiKeyOf(n1.home), proto: PROTOCOL_VERSION, ...overrides });
+}
+
+function header(length: number): Buffer {
+  const bytes = Buffer.alloc(4);
+  bytes.writeUInt32BE(length, 0);
+  return bytes;
+}
+
+async function refusals(node: ClusterNode): Promise<number> {
+  return (await statusOf(node.home)).refusedConnections;
+}
+
+/** Connects with `identity`, writes `bytes` (if any), and collects what comes back until the server closes. */
+async function exchange(port: number, identity: { cert?: string; key?: string }, bytes?: Buffer, timeoutMs = WAIT_MS): Promise<RawTlsResult> {
+  const connection = await RawTls.open(port, { ...identity, ca: caCert });
+  if (bytes && !connection.closed) connection.write(bytes);
+  const result = await connection.untilClosed(timeoutMs);
+  connection.destroy();
+  return result;
+}
+
+/** One error frame with `code`, no hello answer, and the server closed the connection. */
+function assertRefused(t: ExecutionContext, result: RawTlsResult, code: ErrorCode): void {
+  t.true(result.closed, 'the server closes the connection');
+  const errors = result.frames.filter((frame) => frame.k === 'error');
+  t.is(errors.length, 1, `one error frame, got ${JSON.stringify(result.frames)}`);
+  t.is(errors[0]?.err?.code, code);
+  t.false(result.frames.some((frame) => frame.k === 'hello'), 'no hello answer');
+}
+
+/** The daemon logged `text` (the detached daemon's log file). */
+async function logged(node: ClusterNode, text: string): Promise<string> {
+  return eventually(() => {
+    const log = readFileSync(homePaths(node.home).logFile, 'utf8');
+    return log.includes(text) ? log : undefined;
+  }, WAIT_MS, `'${text}' in the log of ${node.name}`);
+}
+
+/** A remote script over n1's agent: asks n2 (through the peer link) and n1; every service is still up, none restarted. */
+async function assertHealthy(t: ExecutionContext, node: ClusterNode): Promise<NodeStatus> {
+  const client: AcpClient = await connect({ tls: { host: '127.0.0.1', port: n1.port, cert: script.cert, key: script.key, ca: caCert, name: 'script-1' }, apiKey: apiKeyOf(n1.home), cluster: 'lab' });
+  try {
+    // A peer dial that lost a race with a loaded machine is retried by the link: allow a few attempts.
+    const pong = await eventually(() => client.ask<Pong>('acp://lab/n2/framework', { type: 'ping' }, { timeoutMs: WAIT_MS }), 15_000, 'a pong from n2 through n1');
+    t.is(pong.incarnation, n2.incarnation);
+    t.is((await client.ask<Pong>('framework', { type: 'ping' }, { timeoutMs: WAIT_MS })).incarnation, n1.incarnation);
+  } finally {
+    await client.close();
+  }
+  t.is((await askVia<Pong>(n2, 'acp://lab/n1/framework', { type: 'ping' })).incarnation, n1.incarnation, 'the peer link works from n2 as well');
+  const status = await statusOf(node.home);
+  t.is(status.incarnation, node.incarnation, 'the daemon did not restart');
+  t.deepEqual(
+    status.services.filter((service) => service.restarts !== 0 || service.state !== 'running').map((service) => `${service.name}: ${service.state}, ${service.restarts} restarts`),
+    [],
+    'every service runs and none restarted',
+  );
+  return status;
+}
+
+// ---------------------------------------------------------------------------------------------
+// No certificate
+
+test.serial('a non-CA node refuses a connection without a client certificate with ACP_ERR_AGENT_BAD_CERT', async (t) => {
+  const before = await refusals(n2);
+  const result = await exchange(n2.port, {}, encodeFrame(scriptHello()));
+  assertRefused(t, result, 'ACP_ERR_AGENT_BAD_CERT');
+  t.is(await refusals(n2), before + 1);
+  await logged(n2, 'agent connection refused: no client certificate');
+  await assertHealthy(t, n2);
+});
+
+test.serial('the CA node refuses a certless connection that says nothing, after helloTimeoutMs, with ACP_ERR_AGENT_BAD_CERT', async (t) => {
+  const before = await refusals(n1);
+  const started = Date.now();
+  const result = await exchange(n1.port, {}, undefined, HELLO_TIMEOUT_MS + WAIT_MS);
+  const waited = Date.now() - started;
+  assertRefused(t, result, 'ACP_ERR_AGENT_BAD_CERT');
+  t.regex(result.frames[0]?.err?.message ?? '', /join hello/);
+  // A lower bound only: it must not give up before its configured timeout.
+  t.true(waited >= HELLO_TIMEOUT_MS - 20, `closed after ${waited} ms`);
+  t.is(await refusals(n1), before + 1);
+  await logged(n1, 'join refused');
+  await assertHealthy(t, n1);
+});
+
+test.serial('the CA node refuses certless garbage: a frame that is no join hello (BAD_CERT), bytes that are no frame (BAD_FRAME)', async (t) => {
+  const before = await refusals(n1);
+  const notHello = await exchange(n1.port, {}, encodeFrame({ v: PROTOCOL_VERSION, k: 'ask', id: 1, to: 'acp://lab/n1/agent', body: { type: 'agent.token' } }));
+  assertRefused(t, notHello, 'ACP_ERR_AGENT_BAD_CERT');
+  // Undecodable bytes never reach the join session's own checks: the frame layer refuses them.
+  const payload = Buffer.concat([Buffer.from([0xff]), randomBytes(63)]);
+  const garbage = await exchange(n1.port, {}, Buffer.concat([header(payload.length), payload, randomBytes(2000)]));
+  assertRefused(t, garbage, 'ACP_ERR_WIRE_BAD_FRAME');
+  t.is(await refusals(n1), before + 2);
+  await assertHealthy(t, n1);
+});
+
+test.serial('the CA node refuses a join hello whose token it never minted, and one for another cluster', async (t) => {
+  const before = await refusals(n1);
+  const join = (token: string, cluster = 'lab') =>
+    encodeFrame(hello({ cluster, proto: PROTOCOL_VERSION, node: 'intruder', join: { token, csr: '-----BEGIN CERTIFICATE REQUEST-----\nx\n-----END CERTIFICATE REQUEST-----\n' } }));
+  const unknown = await exchange(n1.port, {}, join(encodeToken(mintToken('lab', fingerprint(caCert), 3_600_000))));
+  assertRefused(t, unknown, 'ACP_ERR_PKI_BAD_TOKEN');
+  const otherCluster = await exchange(n1.port, {}, join(encodeToken(mintToken('lab', fingerprint(caCert), 3_600_000)), 'elsewhere'));
+  assertRefused(t, otherCluster, 'ACP_ERR_WIRE_BAD_HELLO');
+  t.is(await refusals(n1), before + 2);
+  await assertHealthy(t, n1);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Bad certificates
+
+test.serial('a certificate from another CA is refused: no hello answer ever comes', async (t) => {
+  const other = await createCa('lab');
+  const foreign = await issue('script-1', other.certPem, other.keyPem);
+  const before = await refusals(n1);
+  const connection = await RawTls.open(n1.port, { ...foreign, ca: caCert });
+  connection.send(scriptHello());
+  const result = await connection.untilClosed();
+  connection.destroy();
+  t.false(result.frames.some((frame) => frame.k === 'hello'), 'no hello answer');
+  t.true(result.closed, 'the connection is closed');
+  if (result.frames.length > 0) {
+    // The server took the handshake and refused at the frame level.
+    t.deepEqual(result.frames.map((frame) => frame.err?.code), ['ACP_ERR_AGENT_BAD_CERT']);
+    t.is(await refusals(n1), before + 1);
+    await logged(n1, 'certificate not accepted');
+  } else {
+    t.truthy(result.error, 'or the handshake failed');
+  }
+  await assertHealthy(t, n1);
+});
+
+test.serial('an expired certificate from the right CA is refused with ACP_ERR_AGENT_BAD_CERT (CERT_HAS_EXPIRED)', async (t) => {
+  const day = 24 * 3_600_000;
+  const expired = await issue('script-1', caCert, caKey, { notBefore: new Date(Date.now() - 3 * day), notAfter: new Date(Date.now() - day) });
+  const before = await refusals(n1);
+  const result = await exchange(n1.port, expired, encodeFrame(scriptHello()));
+  assertRefused(t, result, 'ACP_ERR_AGENT_BAD_CERT');
+  t.regex(result.frames[0]?.err?.message ?? '', /CERT_HAS_EXPIRED/);
+  t.is(await refusals(n1), before + 1);
+  await logged(n1, 'CERT_HAS_EXPIRED');
+  await assertHealthy(t, n1);
+});
+
+test.serial('a certificate that is not valid yet is refused with ACP_ERR_AGENT_BAD_CERT (CERT_NOT_YET_VALID)', async (t) => {
+  const day = 24 * 3_600_000;
+  const early = await issue('script-1', caCert, caKey, { notBefore: new Date(Date.now() + day), notAfter: new Date(Date.now() + 3 * day) });
+  const before = await refusals(n1);
+  const result = await exchange(n1.port, early, encodeFrame(scriptHello()));
+  assertRefused(t, result, 'ACP_ERR_AGENT_BAD_CERT');
+  t.regex(result.frames[0]?.err?.message ?? '', /CERT_NOT_YET_VALID/);
+  t.is(await refusals(n1), before + 1);
+  await assertHealthy(t, n1);
+});
+
+test.serial("a valid certificate whose name is not the hello's node is refused with ACP_ERR_AGENT_NODE_MISMATCH", async (t) => {
+  const before = await refusals(n1);
+  // A script certificate claiming to be node n2 (as a peer), and one whose hello names no node.
+  const asPeer = await exchange(n1.port, script, encodeFrame(scriptHello({ node: 'n2', role: 'peer', incarnation: 1, agent: '127.0.0.1:1' })));
+  assertRefused(t, asPeer, 'ACP_ERR_AGENT_NODE_MISMATCH');
+  const { node: _omitted, ...anonymous } = (scriptHello().body ?? {}) as Record<string, unknown>;
+  const nameless = await exchange(n1.port, script, encodeFrame(hello(anonymous)));
+  assertRefused(t, nameless, 'ACP_ERR_AGENT_NODE_MISMATCH');
+  t.is(await refusals(n1), before + 2);
+  await logged(n1, 'ACP_ERR_AGENT_NODE_MISMATCH');
+  // The impostor hello did not touch n1's link to n2 nor the address it has for n2.
+  const peers = await askVia<Message & { peers: { node: string; address: string | null }[] }>(n1, 'agent', { type: 'agent.peers' });
+  t.deepEqual(peers.peers.map((peer) => [peer.node, peer.address]), [['n2', n2.agent]]);
+  await assertHealthy(t, n1);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Valid certificate, bad protocol
+
+test.serial('a valid certificate with a wrong API key is refused with ACP_ERR_WIRE_BAD_KEY', async (t) => {
+  const before = await refusals(n1);
+  const result = await exchange(n1.port, script, encodeFrame(scriptHello({ apiKey: randomBytes(32).toString('hex') })));
+  assertRefused(t, result, 'ACP_ERR_WIRE_BAD_KEY');
+  t.is(await refusals(n1), before + 1);
+  await assertHealthy(t, n1);
+});
+
+test.serial('garbage bytes after the TLS handshake are refused with ACP_ERR_WIRE_BAD_FRAME', async (t) => {
+  const before = await refusals(n1);
+  const payload = Buffer.concat([Buffer.from([0xff]), randomBytes(63)]);
+  const result = await exchange(n1.port, script, Buffer.concat([header(payload.length), payload, randomBytes(4000)]));
+  assertRefused(t, result, 'ACP_ERR_WIRE_BAD_FRAME');
+  // Pure random bytes: whatever the first four say, the connection is refused.
+  const bytes = randomBytes(4096);
+  const announced = bytes.readUInt32BE(0);
+  const expected: ErrorCode = announced > DEFAULT_MAX_FRAME_BYTES ? 'ACP_ERR_WIRE_FRAME_TOO_LARGE' : announced <= bytes.length - 4 ? 'ACP_ERR_WIRE_BAD_FRAME' : 'ACP_ERR_WIRE_NO_HELLO';
+  const random = await exchange(n1.port, script, bytes, HELLO_TIMEOUT_MS + WAIT_MS);
+  assertRefused(t, random, expected);
+  t.is(await refusals(n1), before + 2);
+  await assertHealthy(t, n1);
+});
+
+test.serial('a frame header announcing 100 MiB is refused with ACP_ERR_WIRE_FRAME_TOO_LARGE, before and after hello', async (t) => {
+  const before = await refusals(n1);
+  const oversized = Buffer.concat([header(100 * 1024 * 1024), randomBytes(1024)]);
+  const first = await exchange(n1.port, script, oversized);
+  assertRefused(t, first, 'ACP_ERR_WIRE_FRAME_TOO_LARGE');
+  t.regex(first.frames[0]?.err?.message ?? '', /104857600/);
+  // The same after a good hello.
+  const greeted = await RawTls.open(n1.port, { ...script, ca: caCert });
+  greeted.send(scriptHello());
+  t.is((await greeted.frame())?.k, 'hello');
+  greeted.write(oversized);
+  const after = await greeted.untilClosed();
+  greeted.destroy();
+  t.true(after.closed);
+  t.deepEqual(after.frames.slice(1).map((frame) => frame.err?.code), ['ACP_ERR_WIRE_FRAME_TOO_LARGE']);
+  // And without a certificate, on the CA node's join path.
+  const certless = await exchange(n1.port, {}, oversized);
+  assertRefused(t, certless, 'ACP_ERR_WIRE_FRAME_TOO_LARGE');
+  t.is(await refusals(n1), before + 3);
+  await assertHealthy(t, n1);
+});
+
+test.serial('a client with a valid certificate that never says hello is closed after helloTimeoutMs with ACP_ERR_WIRE_NO_HELLO', async (t) => {
+  const before = await refusals(n1);
+  const started = Date.now();
+  const result = await exchange(n1.port, script, undefined, HELLO_TIMEOUT_MS + WAIT_MS);
+  const waited = Date.now() - started;
+  assertRefused(t, result, 'ACP_ERR_WIRE_NO_HELLO');
+  t.true(waited >= HELLO_TIMEOUT_MS - 20, `closed after ${waited} ms`);
+  t.is(await refusals(n1), before + 1);
+  await assertHealthy(t, n1);
+});
+
+// ---------------------------------------------------------------------------------------------
+// A burst
+
+/** Opens one TLS connection of the given kind and drops it; resolves once our side is closed. */
+function dropOne(kind: number): Promise<void> {
+  return new Promise((resolve) => {
+    const socket = tlsConnect({
+      host: '127.0.0.1',
+      port: n1.port,
+      minVersion: 'TLSv1.3',
+      ca: [caCert],
+      checkServerIdentity: () => undefined,
+      // 0: dropped as soon as TCP connects (mid-handshake); 1: a valid client certificate; 2: none (the CA node's join path).
+      ...(kind === 1 ? { cert: script.cert, key: script.key } : {}),
+    });
+    socket.on('error', () => undefined);
+    if (kind === 0) socket.once('connect', () => socket.destroy());
+    else socket.once('secureConnect', () => socket.destroy());
+    socket.once('close', () => resolve());
+  });
+}
+
+// 1,000 TLS connection attempts in batches of 50: a third dropped right away (mid-handshake), two
+// thirds dropped right after a full TLS 1.3 handshake, with and without a client certificate.
+test.serial('1,000 connection attempts in a burst leave the daemon healthy; none counts as a refusal', async (t) => {
+  const before = await statusOf(n1.home);
+  const agentBefore = await askVia<Message & { peers: number }>(n1, 'agent', { type: 'service.info' });
+  let attempts = 0;
+  for (let batch = 0; batch < 20; batch += 1) {
+    await Promise.all(Array.from({ length: 50 }, (_, index) => dropOne((batch * 50 + index) % 3)));
+    attempts += 50;
+  }
+  t.is(attempts, 1000);
+  const status = await assertHealthy(t, n1);
+  t.is(status.refusedConnections, before.refusedConnections, 'a client that goes away is not a refusal');
+  const agentAfter = await askVia<Message & { peers: number }>(n1, 'agent', { type: 'service.info' });
+  t.is(agentAfter.peers, agentBefore.peers, 'no peer link was made for any of them');
+  // A legit client still gets answers over the agent.
+  const client = await connect({ tls: { host: '127.0.0.1', port: n1.port, cert: script.cert, key: script.key, ca: caCert, name: 'script-1' }, apiKey: apiKeyOf(n1.home), cluster: 'lab' });
+  t.teardown(() => client.close());
+  t.is((await client.ask<NodeStatus>('framework', { type: 'status' }, { timeoutMs: WAIT_MS })).node, 'n1');
+});
