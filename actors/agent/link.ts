@@ -118,6 +118,8 @@ export class PeerLink {
     this.state = 'idle';
     clearInterval(this.heartbeat);
     this.failPending(`connection to node '${this.node}' lost (${why})`);
+    // Asks just failed must not run later: only tells wait for the reconnection.
+    for (let index = this.queue.length - 1; index >= 0; index -= 1) if (this.queue[index]!.envelope.k === 'ask') this.queue.splice(index, 1);
     if (this.queue.length > 0 || this.watches.size > 0) this.scheduleReconnect();
   }
 

@@ -1,0 +1,114 @@
+import test from 'ava';
+import type { FrameConnection } from '../adapters/frame-listener.js';
+import { PeerLink } from '../actors/agent/link.js';
+import type { Envelope } from '../runtime/codec.js';
+import { AcpError } from '../runtime/errors.js';
+import { silentLogger } from '../runtime/logger.js';
+import type { Message } from '../runtime/messages.js';
+import { parsePath } from '../runtime/path.js';
+import type { Delivery } from '../runtime/system.js';
+
+/** A connection whose peer reads only when told to: `pending` bytes stay unread until `drain()`. */
+class FakeConnection implements FrameConnection {
+  readonly id = 'fake';
+  readonly sent: Envelope[] = [];
+  pending = 0;
+  private drainers: (() => void)[] = [];
+  send(envelope: Envelope): void {
+    this.sent.push(envelope);
+  }
+  close(): void {}
+  get pendingWriteBytes(): number {
+    return this.pending;
+  }
+  onDrain(fn: () => void): void {
+    this.drainers.push(fn);
+  }
+  drain(): void {
+    this.pending = 0;
+    const drainers = this.drainers.splice(0);
+    for (const fn of drainers) fn();
+  }
+}
+
+const path = parsePath('acp://lab/n2/echo');
+
+function makeLink(maxQueuedFrames: number, deadLetters: string[] = []) {
+  return new PeerLink('n2', {
+    log: silentLogger(),
+    heartbeatMs: 60_000,
+    maxQueuedFrames,
+    dial: () => new Promise(() => undefined),
+    deadLetter: (envelope, why) => deadLetters.push(`${(envelope.body as Message).type}: ${why}`),
+  });
+}
+
+function ask(link: PeerLink, n: number): Promise<Message> {
+  return new Promise((resolve, reject) => {
+    const delivery: Delivery = { message: { type: 'echo', n }, external: false, reply: { resolve, reject } };
+    link.deliver(path, delivery, 5000);
+  });
+}
+
+test('a slow peer fills the bounded queue; an overflowing ask is refused with ACP_ERR_AGENT_QUEUE_FULL, a tell becomes a dead letter', async (t) => {
+  const deadLetters: string[] = [];
+  const link = makeLink(3, deadLetters);
+  const connection = new FakeConnection();
+  link.attach(connection, 1);
+  t.teardown(() => link.close());
+  connection.pending = 64 * 1024 * 1024; // the peer stopped reading: backpressure
+  const queued = [ask(link, 1), ask(link, 2), ask(link, 3)];
+  for (const promise of queued) promise.catch(() => undefined);
+  t.is(connection.sent.length, 0, 'nothing is written while the socket is backed up');
+  t.is(link.queued, 3);
+  const overflow = await t.throwsAsync(ask(link, 4), { instanceOf: AcpError });
+  t.is(overflow?.code, 'ACP_ERR_AGENT_QUEUE_FULL');
+  link.deliver(path, { message: { type: 'lost' }, external: false }, 5000);
+  t.is(deadLetters.length, 1);
+  t.regex(deadLetters[0]!, /^lost: .*frames already wait/);
+  // The peer reads again: the queue goes out in order.
+  connection.drain();
+  t.deepEqual(connection.sent.map((envelope) => (envelope.body as { n: number }).n), [1, 2, 3]);
+  t.is(link.queued, 0);
+});
+
+test('answers settle the asks they answer; a lost connection fails the rest fast', async (t) => {
+  const link = makeLink(10);
+  const connection = new FakeConnection();
+  link.attach(connection, 7);
+  t.teardown(() => link.close());
+  const first = ask(link, 1);
+  const second = ask(link, 2);
+  const [a, b] = connection.sent;
+  link.frame({ v: 1, k: 'reply', id: a!.id, body: { type: 'echo', n: 1 } });
+  t.deepEqual(await first, { type: 'echo', n: 1 });
+  t.is(b!.k, 'ask');
+  link.detach(connection, 'test');
+  const lost = await t.throwsAsync(second, { instanceOf: AcpError });
+  t.is(lost?.code, 'ACP_ERR_NODE_UNREACHABLE');
+  t.is(link.inFlight, 0);
+});
+
+test('a new incarnation: watchers hear node-restarted, and frames queued for the old one are not sent to the new one', async (t) => {
+  const link = makeLink(10);
+  const old = new FakeConnection();
+  link.attach(old, 1);
+  t.teardown(() => link.close());
+  const heard: string[] = [];
+  link.watch(path, (terminated) => heard.push(terminated.reason));
+  old.pending = 64 * 1024 * 1024;
+  const stale = ask(link, 1);
+  link.detach(old, 'peer died');
+  const lostOnDetach = await t.throwsAsync(stale, { instanceOf: AcpError });
+  t.is(lostOnDetach?.code, 'ACP_ERR_NODE_UNREACHABLE');
+  t.is(link.queued, 0, 'an ask that failed is not kept to be sent later');
+  const replacement = new FakeConnection();
+  link.attach(replacement, 2);
+  t.deepEqual(heard, ['node-restarted']);
+  t.false(replacement.sent.some((envelope) => envelope.k === 'ask'), 'nothing meant for incarnation 1 reaches incarnation 2');
+  // Sent now, it goes to the new incarnation.
+  const fresh = ask(link, 2);
+  const sent = replacement.sent.find((envelope) => envelope.k === 'ask')!;
+  link.frame({ v: 1, k: 'reply', id: sent.id, body: { type: 'echo', n: 2 } });
+  t.deepEqual(await fresh, { type: 'echo', n: 2 });
+});
