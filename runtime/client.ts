@@ -10,6 +10,13 @@ import { formatPath, parsePath, type ActorPath } from './path.js';
 
 export const DEFAULT_CLIENT_TIMEOUT_MS = 30_000;
 
+/** A CDB key prefix, as `watch` takes it. */
+export type KeyPrefix = '' | `object/${string}` | `meta/${string}` | `stats/${string}`;
+
+function isKeyPrefix(text: string): boolean {
+  return text === '' || /^(object|meta|stats)\//.test(text);
+}
+
 /** A remote script's identity: a certificate from the cluster CA whose common name is `name`. */
 export interface TlsClientOptions {
   host: string;
@@ -181,8 +188,20 @@ export class AcpClient {
     }
   }
 
-  /** Death watch over the wire: `listener` is told once when the actor at `path` terminates. */
-  watch(path: string | ActorPath, listener: (terminated: Terminated) => void): () => void {
+  /**
+   * `watch('meta/')` (a CDB key prefix: '', or starting with object/, meta/ or stats/) streams the
+   * records under it, then every change, to `listener` (cdb.snapshot, cdb.event, and watch.ended
+   * if the CDB restarts). `watch(path)` (an actor path) is a death watch: `listener` is told once,
+   * with `{type:'terminated'}`. Both return the cancel function.
+   */
+  watch(prefix: KeyPrefix, listener: (event: Message) => void): () => void;
+  watch(path: string | ActorPath, listener: (terminated: Terminated) => void): () => void;
+  watch(target: string | ActorPath, listener: (event: Terminated) => void): () => void {
+    if (typeof target === 'string' && isKeyPrefix(target)) {
+      const stream = this.subscribe('cdb', { type: 'cdb.watch', prefix: target }, (event) => listener(event as Terminated));
+      return () => stream.cancel();
+    }
+    const path = target;
     const id = this.nextId++;
     this.watchers.set(id, listener);
     this.send({ v: PROTOCOL_VERSION, k: 'watch', id, to: formatPath(this.resolve(path)) });

@@ -92,3 +92,22 @@ test('a tell that its actor fails after accepting it does not break the connecti
   const pong = await connection.ask('framework', { type: 'ping' }, { timeoutMs: WAIT_MS });
   t.is(pong.type, 'pong');
 });
+
+test('watch(prefix) streams the records under a CDB prefix, then every change', async (t) => {
+  const home = makeHome(t);
+  const daemon = await startDaemon(t, home);
+  await allRunning(daemon);
+  const connection = await client(t, home);
+  await connection.ask('cdb', { type: 'cdb.put', key: 'object/network/before', value: { name: 'before', type: 'bridge' } });
+  const events: { type: string; keys: string[] }[] = [];
+  const cancel = connection.watch('object/network/', (event) => {
+    const keys = event.type === 'cdb.snapshot' ? (event.records as { key: string }[]).map((record) => record.key) : event.type === 'cdb.event' ? [(event.record as { key: string }).key] : [];
+    events.push({ type: event.type, keys });
+  });
+  t.teardown(cancel);
+  await eventually(() => (events.some((event) => event.type === 'cdb.snapshot') ? true : undefined), 10_000, 'the snapshot');
+  await connection.ask('cdb', { type: 'cdb.put', key: 'object/network/after', value: { name: 'after', type: 'bridge' } });
+  await eventually(() => (events.some((event) => event.type === 'cdb.event') ? true : undefined), 10_000, 'the change');
+  t.deepEqual(events.find((event) => event.type === 'cdb.snapshot')?.keys, ['object/network/before']);
+  t.deepEqual(events.find((event) => event.type === 'cdb.event')?.keys, ['object/network/after']);
+});
