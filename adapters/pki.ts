@@ -224,14 +224,24 @@ export class TokenLedger {
   /** Marks the token used, or throws why it cannot be. The secret is checked first, so a guesser learns nothing. */
   consume(id: string, secret: string, now = Date.now()): void {
     const entries = this.load();
+    const entry = this.valid(entries, id, secret, now);
+    entries.set(id, { ...entry, usedAt: now });
+    this.save(entries, now);
+  }
+
+  /** Throws as `consume` would, but uses nothing up: a join checks its token before any other work. */
+  check(id: string, secret: string, now = Date.now()): void {
+    this.valid(this.load(), id, secret, now);
+  }
+
+  private valid(entries: Map<string, LedgerEntry>, id: string, secret: string, now: number): LedgerEntry {
     const entry = entries.get(id);
     if (!entry || !secretMatches(entry.secretSha256, secret)) {
       throw new AcpError('ACP_ERR_PKI_BAD_TOKEN', 'the join token is unknown to this cluster or its secret is wrong; ask an operator for a new token');
     }
     if (entry.usedAt !== null) throw new AcpError('ACP_ERR_PKI_TOKEN_USED', 'the join token was already used; tokens work once, ask an operator for a new one');
     if (now >= entry.expiresAt) throw new AcpError('ACP_ERR_PKI_TOKEN_EXPIRED', 'the join token expired; ask an operator for a new one');
-    entries.set(id, { ...entry, usedAt: now });
-    this.save(entries, now);
+    return entry;
   }
 
   private load(): Map<string, LedgerEntry> {

@@ -28,6 +28,7 @@ export interface TlsListenerOptions extends FrameSocketOptions {
   host: string;
   port: number;
   maxConnections?: number;
+  handshakeTimeoutMs?: number;
   material: TlsMaterial;
   accept(connection: FrameConnection, peer: TlsPeer): FrameHandler;
 }
@@ -58,7 +59,14 @@ export class TlsFrameListener {
   }
 
   async listen(): Promise<void> {
-    const server = createServer({ ...serverContext(this.options.material), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+    const server = createServer({
+      ...serverContext(this.options.material),
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.3',
+      // A socket that never finishes its handshake must not hold a connection slot for long.
+      handshakeTimeout: this.options.handshakeTimeoutMs ?? 5000,
+    });
     server.maxConnections = this.options.maxConnections ?? 1024;
     server.on('secureConnection', (socket: TLSSocket) => this.onSocket(socket));
     server.on('tlsClientError', (error, socket) => {

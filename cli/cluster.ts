@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { PROTOCOL_VERSION } from '../runtime/codec.js';
 import { ensureHome, loadOrCreateApiKey, loadOrCreateConfig, readConfig, secretExists, writeApiKey, writeConfig } from '../adapters/home.js';
-import { certificateExpiry, createCa, createCsr, decodeToken, fingerprint, signCsr, writePublic, writeSecret } from '../adapters/pki.js';
+import { certificateExpiry, certificateNode, createCa, createCsr, decodeToken, fingerprint, signCsr, verifyIssuedBy, writePublic, writeSecret } from '../adapters/pki.js';
 import { dialTls, parseHostPort } from '../adapters/tls.js';
 import { defaultNodeName, homePaths, nodeConfigSchema, type HomePaths } from '../runtime/config.js';
 import { AcpError } from '../runtime/errors.js';
@@ -96,6 +96,13 @@ export async function joinCluster(home: string, address: string, tokenText: stri
       connection.send({ v: PROTOCOL_VERSION, k: 'hello', body: { cluster: token.cluster, proto: PROTOCOL_VERSION, node, join: { token: tokenText, csr: csrPem, ...(options.agent ? { agent: options.agent } : {}) } } });
     }, reject);
   });
+  // What came back must be what was asked for: the token's CA, and a certificate for this node from it.
+  if (fingerprint(reply.ca) !== token.caFingerprint.replace(/:/g, '').toLowerCase()) {
+    throw new AcpError('ACP_ERR_PKI_FINGERPRINT_MISMATCH', 'the join answer carries another CA than the token names; nothing was written');
+  }
+  if (!verifyIssuedBy(reply.cert, reply.ca) || certificateNode(reply.cert) !== node) {
+    throw new AcpError('ACP_ERR_PKI_BAD_CERT', `the join answer's certificate is not one for '${node}' from the cluster CA; nothing was written`);
+  }
   writePublic(paths.caCert, reply.ca);
   writeSecret(paths.nodeKey, keyPem);
   writePublic(paths.nodeCert, reply.cert);

@@ -79,7 +79,7 @@ interface Pending {
 /** A connection to one node's API, speaking the wire protocol. */
 export class AcpClient {
   private readonly pending = new Map<number, Pending>();
-  private readonly watchers = new Map<number, (terminated: Terminated) => void>();
+  private readonly watchers = new Map<number, { path: string; listener: (terminated: Terminated) => void }>();
   private readonly streams = new Map<number, { onEvent(event: Message): void; onError(error: AcpError): void }>();
   private nextId = 1;
   private closedError: AcpError | undefined;
@@ -104,6 +104,11 @@ export class AcpClient {
         reject(error);
       };
       socket.once('error', (error: NodeJS.ErrnoException) => {
+        if (options.tls) {
+          // A TLS refusal is about the certificate or the address, not about a daemon being down.
+          fail(new AcpError('ACP_ERR_NODE_UNREACHABLE', `cannot reach the agent at ${where}: ${error.code ?? error.message}; check the address, and that the certificate is from the cluster's CA and valid`));
+          return;
+        }
         const why = error.code === 'ENOENT' || error.code === 'ECONNREFUSED' ? 'no daemon is listening there; start one with `acp up`' : error.message;
         fail(new AcpError('ACP_ERR_DAEMON_NOT_RUNNING', `cannot connect to ${where}: ${why}`));
       });
@@ -203,9 +208,13 @@ export class AcpClient {
     }
     const path = target;
     const id = this.nextId++;
-    this.watchers.set(id, listener);
-    this.send({ v: PROTOCOL_VERSION, k: 'watch', id, to: formatPath(this.resolve(path)) });
-    return () => this.watchers.delete(id);
+    const to = formatPath(this.resolve(path));
+    this.watchers.set(id, { path: to, listener });
+    this.send({ v: PROTOCOL_VERSION, k: 'watch', id, to });
+    return () => {
+      // A watch frame with only the id cancels it on the node too.
+      if (this.watchers.delete(id) && !this.closedError) this.send({ v: PROTOCOL_VERSION, k: 'watch', id });
+    };
   }
 
   /**
@@ -288,7 +297,7 @@ export class AcpClient {
         if (id !== undefined) {
           const listener = this.watchers.get(id);
           this.watchers.delete(id);
-          listener?.(envelope.body as Terminated);
+          listener?.listener(envelope.body as Terminated);
         }
         return;
       case 'ping':
@@ -317,6 +326,11 @@ export class AcpClient {
 
   private fail(error: AcpError): void {
     this.closedError ??= error;
+    // Death watches end too: the node can no longer tell, so say so rather than stay silent.
+    for (const [id, watch] of this.watchers) {
+      this.watchers.delete(id);
+      watch.listener({ type: 'terminated', path: watch.path, reason: `node-unreachable: ${error.message}` });
+    }
     for (const [id, stream] of this.streams) {
       this.streams.delete(id);
       stream.onError(error);

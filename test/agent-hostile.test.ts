@@ -4,12 +4,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
-import { createCa, encodeToken, fingerprint, mintToken } from '../adapters/pki.js';
+import { createCa, createCsr, encodeToken, fingerprint, mintToken } from '../adapters/pki.js';
 import { initCluster, joinCluster } from '../cli/cluster.js';
 import { connect, type AcpClient } from '../runtime/client.js';
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
 import { homePaths } from '../runtime/config.js';
-import type { ErrorCode } from '../runtime/errors.js';
+import { AcpError, type ErrorCode } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { apiKeyOf, askVia, createToken, freePort, issue, RawTls, readSecret, statusOf, up, type ClusterNode, type Pong, type RawTlsResult } from './helpers/agent.js';
@@ -349,4 +349,27 @@ test.serial('1,000 connection attempts in a burst leave the daemon healthy; none
   const client = await connect({ tls: { host: '127.0.0.1', port: n1.port, cert: script.cert, key: script.key, ca: caCert, name: 'script-1' }, apiKey: apiKeyOf(n1.home), cluster: 'lab' });
   t.teardown(() => client.close());
   t.is((await client.ask<NodeStatus>('framework', { type: 'status' }, { timeoutMs: WAIT_MS })).node, 'n1');
+});
+
+// ---------------------------------------------------------------------------------------------
+// Authorization: what a script certificate may not do (found in review)
+
+test.serial("a script certificate cannot get another node's certificate, mint a token or renew a node, directly or relayed", async (t) => {
+  const viaN1 = await connect({ tls: { host: '127.0.0.1', port: n1.port, cert: script.cert, key: script.key, ca: caCert, name: 'script-1' }, apiKey: apiKeyOf(n1.home), cluster: 'lab' });
+  const viaN2 = await connect({ tls: { host: '127.0.0.1', port: n2.port, cert: script.cert, key: script.key, ca: caCert, name: 'script-1' }, apiKey: apiKeyOf(n1.home), cluster: 'lab' });
+  t.teardown(async () => {
+    await viaN1.close();
+    await viaN2.close();
+  });
+  const { csrPem } = await createCsr('n2');
+  // Relayed by n2 to the CA node: the request still comes from the script, not from n2.
+  const relayed = await t.throwsAsync(viaN2.ask('acp://lab/n1/agent', { type: 'agent.sign', csr: csrPem }, { timeoutMs: WAIT_MS }), { instanceOf: AcpError });
+  t.is(relayed?.code, 'ACP_ERR_AGENT_BAD_CERT');
+  const direct = await t.throwsAsync(viaN1.ask('agent', { type: 'agent.sign', csr: csrPem }, { timeoutMs: WAIT_MS }), { instanceOf: AcpError });
+  t.is(direct?.code, 'ACP_ERR_AGENT_BAD_CERT');
+  const token = await t.throwsAsync(viaN1.ask('agent', { type: 'agent.token', ttlMs: 60_000 }, { timeoutMs: WAIT_MS }), { instanceOf: AcpError });
+  t.is(token?.code, 'ACP_ERR_AGENT_BAD_CERT');
+  const renew = await t.throwsAsync(viaN2.ask('agent', { type: 'agent.renew' }, { timeoutMs: WAIT_MS }), { instanceOf: AcpError });
+  t.is(renew?.code, 'ACP_ERR_AGENT_BAD_CERT');
+  await assertHealthy(t, n1);
 });

@@ -56,6 +56,12 @@ export interface PeerInfo {
 }
 
 const PRINCIPAL = 'node:';
+const LOOKUP_MISS_MS = 5000;
+
+/** Sent by this node's own operator: the local API (`local:...`) or an actor inside this daemon. */
+function isLocal(from: string | undefined): boolean {
+  return from === undefined || from.startsWith('local:') || from.startsWith('acp://');
+}
 
 function refusal(connection: FrameConnection, error: AcpError): FrameHandler {
   connection.close({ v: PROTOCOL_VERSION, k: 'error', err: error.toData() });
@@ -74,6 +80,8 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   const cluster = ctx.node.cluster;
   const info = new ServiceClock();
   const links = new Map<string, PeerLink>();
+  /** Nodes nobody knew an address for, and when: not asked about again for a while. */
+  const misses = new Map<string, number>();
   const addresses = new Map<string, string>();
   let material: TlsMaterial | undefined;
   let listener: TlsFrameListener | undefined;
@@ -132,14 +140,20 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     if (!material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', 'this node has no cluster certificate; run acp init or acp join');
     const address = addresses.get(target.node) ?? (await lookup(target.node));
     if (!address) {
+      // A name nobody knows keeps no link (names come from the network: the map must stay bounded).
+      if (!target.hasWatches && links.get(target.node) === target) links.delete(target.node);
       throw new AcpError('ACP_ERR_NODE_UNREACHABLE', `no agent address is known for node '${target.node}', here or at the nodes this one knows`);
     }
     const { host, port } = parseHostPort(address, `the agent address of ${target.node}`);
     let answered: (incarnation: number) => void = () => undefined;
     let failed: (error: AcpError) => void = () => undefined;
+    let given = false;
     const hello = new Promise<number>((resolve, reject) => {
       answered = resolve;
-      failed = reject;
+      failed = (error) => {
+        given = true;
+        reject(error);
+      };
     });
     const { connection } = await dialTls({ host, port, material, expectNode: target.node, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes }, (conn) => {
       let session: ApiSession | undefined;
@@ -150,6 +164,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
             session.frame(envelope);
             return;
           }
+          if (given) return; // the dial already failed (timed out): a late hello attaches nothing
           if (envelope.k === 'error') {
             failed(AcpError.fromData(envelope.err ?? { code: 'ACP_ERR_INTERNAL', kind: 'internal', message: 'refused' }));
             conn.close();
@@ -157,7 +172,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
           }
           const body = envelope.body as { node?: string; cluster?: string; incarnation?: number } | undefined;
           if (envelope.k !== 'hello' || body?.node !== target.node || body.cluster !== cluster || typeof body.incarnation !== 'number') {
-            failed(new AcpError('ACP_ERR_WIRE_BAD_HELLO', `'${target.node}' answered the hello with something else`));
+            failed(new AcpError('ACP_ERR_WIRE_BAD_HELLO', `'${target.node}' did not answer as node '${target.node}' of cluster '${cluster}'; check its agent address (acp peers)`));
             conn.close();
             return;
           }
@@ -181,7 +196,10 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       k: 'hello',
       body: { cluster, node: self, incarnation: ctx.node.incarnation, apiKey: deps.apiKey, proto: PROTOCOL_VERSION, role: 'peer', ...(selfAddress ? { agent: selfAddress } : {}) },
     });
-    const timer = setTimeout(() => failed(new AcpError('ACP_ERR_NODE_UNREACHABLE', `'${target.node}' did not answer the hello`)), config.api.helloTimeoutMs);
+    const timer = setTimeout(() => {
+      failed(new AcpError('ACP_ERR_NODE_UNREACHABLE', `'${target.node}' did not answer the hello within ${config.api.helloTimeoutMs} ms`));
+      connection.close();
+    }, config.api.helloTimeoutMs);
     try {
       await hello;
     } finally {
@@ -194,6 +212,8 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
    * first, whether they know where its agent listens.
    */
   const lookup = async (node: string): Promise<string | undefined> => {
+    const missedAt = misses.get(node);
+    if (missedAt !== undefined && Date.now() - missedAt < LOOKUP_MISS_MS) return undefined;
     const known = [...addresses.keys()].filter((peer) => peer !== node);
     const caNode = config.agent.caNode;
     const order = caNode && known.includes(caNode) ? [caNode, ...known.filter((peer) => peer !== caNode)] : known;
@@ -208,6 +228,9 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         ctx.log.debug({ peer, node, err: errorMessage(error) }, 'address lookup failed');
       }
     }
+    // Bounded: names come from the network.
+    if (misses.size >= 1000) misses.clear();
+    misses.set(node, Date.now());
     return undefined;
   };
 
@@ -217,7 +240,8 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       if (holdsCa()) return joinSession(connection, peer);
       ctx.log.warn({ remote: peer.remoteAddress }, 'agent connection refused: no client certificate');
       deps.countRefusal();
-      return refusal(connection, new AcpError('ACP_ERR_AGENT_BAD_CERT', 'a client certificate from the cluster CA is required'));
+      const joinHint = config.agent.caNode && config.agent.caNode !== self ? `; to join, use the node holding the CA (${config.agent.caNode})` : '';
+      return refusal(connection, new AcpError('ACP_ERR_AGENT_BAD_CERT', `a client certificate from the cluster CA is required${joinHint}`));
     }
     if (!peer.authorized) {
       ctx.log.warn({ remote: peer.remoteAddress, reason: peer.authorizationError }, 'agent connection refused: certificate not accepted');
@@ -230,18 +254,22 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       apiKey: deps.apiKey,
       helloTimeoutMs: config.api.helloTimeoutMs,
       log: ctx.log,
-      principal: `${PRINCIPAL}${peer.commonName}`,
+      // Nothing is trusted before the hello: a script's requests must never pass for a node's.
+      principal: `client:${peer.commonName}`,
       onRefused: () => deps.countRefusal(),
       authenticate: (hello) => {
         if (hello.node !== peer.commonName) {
           throw new AcpError('ACP_ERR_AGENT_NODE_MISMATCH', `the certificate is for '${peer.commonName}' but the hello says '${String(hello.node)}'`);
         }
+        return { principal: hello.role === 'peer' ? `${PRINCIPAL}${peer.commonName}` : `client:${peer.commonName}` };
+      },
+      // Our own frames go out only after the hello answer, or the dialer would take them for it.
+      onGreeted: (hello) => {
         if (hello.role === 'peer' && typeof hello.node === 'string' && typeof hello.incarnation === 'number') {
           remember(hello.node, typeof hello.agent === 'string' ? hello.agent : undefined);
           target = link(hello.node);
           target.attach(connection, hello.incarnation);
         }
-        return {};
       },
       peer: { frame: (envelope) => target?.frame(envelope) },
     });
@@ -284,19 +312,22 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         }
         const hello = parsed.data;
         try {
-          if (hello.cluster !== cluster) throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', `this is cluster '${cluster}', not '${hello.cluster}'`);
+          if (hello.cluster !== cluster) throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', `this is not cluster '${hello.cluster}'`);
+          const token = decodeToken(hello.join.token);
+          if (token.cluster !== cluster) throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', 'the token is not for this cluster');
+          // Nothing about the cluster's members is revealed, and no work done, before the token checks out.
+          ledger.check(token.id, token.secret);
           if (!isValidName(hello.node)) throw new AcpError('ACP_ERR_NAME_INVALID', `'${hello.node}' is not a valid node name`);
-          if (hello.node === self || addresses.has(hello.node) || links.has(hello.node)) {
+          if (hello.node === self || addresses.has(hello.node)) {
             throw new AcpError(
               'ACP_ERR_WIRE_BAD_HELLO',
               `a node named '${hello.node}' is already in the cluster; join with another --node (to replace it, first remove it: acp cdb rm object/node/${hello.node} on ${self}, then restart ${self})`,
             );
           }
-          const token = decodeToken(hello.join.token);
-          if (token.cluster !== cluster) throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', `the token is for cluster '${token.cluster}'`);
-          ledger.consume(token.id, token.secret);
           const caPem = readSecretFile(paths.caCert);
+          // Sign first: a bad CSR must not burn the token.
           const cert = signCsr({ csrPem: hello.join.csr, caCertPem: caPem, caKeyPem: readSecretFile(paths.caKey), node: hello.node });
+          ledger.consume(token.id, token.secret);
           remember(hello.node, hello.join.agent);
           const peers = [...addresses.entries()].filter(([node]) => node !== hello.node).map(([node, agent]) => ({ node, agent }));
           if (selfAddress) peers.push({ node: self, agent: selfAddress });
@@ -361,7 +392,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         return;
       }
       const { host, port } = parseHostPort(selfAddress, 'the agent address');
-      listener = new TlsFrameListener({ host, port, material, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, maxConnections: config.api.maxConnections, accept });
+      listener = new TlsFrameListener({ host, port, material, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, maxConnections: config.api.maxConnections, handshakeTimeoutMs: config.api.helloTimeoutMs, accept });
       await listener.listen();
       ctx.log.info({ address: selfAddress }, 'agent listening (TLS 1.3, client certificates required)');
     },
@@ -390,7 +421,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
           return { type: 'agent.address', node: parsed.node, address: parsed.node === self ? (selfAddress ?? null) : (addresses.get(parsed.node) ?? null) };
         case 'agent.token': {
           // A token hands out the cluster key on joining: only an operator on this node may mint one.
-          if (from?.startsWith(PRINCIPAL)) throw new AcpError('ACP_ERR_AGENT_BAD_CERT', 'join tokens are created on the CA node itself (acp token create there), not over the agent');
+          if (!isLocal(from)) throw new AcpError('ACP_ERR_AGENT_BAD_CERT', 'join tokens are created on the CA node itself (acp token create there), not over the agent');
           if (!holdsCa() || !material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', `only the node holding the cluster CA (${config.agent.caNode ?? 'the one that ran acp init'}) creates join tokens`);
           const token = mintToken(cluster, fingerprint(material.ca), parsed.ttlMs);
           ledger.add(token);
@@ -398,12 +429,14 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         }
         case 'agent.sign': {
           if (!holdsCa()) throw new AcpError('ACP_ERR_AGENT_NO_PKI', 'this node does not hold the cluster CA');
-          const node = from?.startsWith(PRINCIPAL) ? from.slice(PRINCIPAL.length) : undefined;
+          // Exactly `node:<name>`: the node itself over its own link, not something it relays.
+          const node = from !== undefined && /^node:[a-z0-9][a-z0-9._-]{0,62}$/.test(from) ? from.slice(PRINCIPAL.length) : undefined;
           if (!node) throw new AcpError('ACP_ERR_AGENT_BAD_CERT', 'only a node, over its own agent connection, may have its certificate renewed');
           const cert = signCsr({ csrPem: parsed.csr, caCertPem: readSecretFile(paths.caCert), caKeyPem: readSecretFile(paths.caKey), node });
           return { type: 'agent.signed', cert };
         }
         case 'agent.renew':
+          if (!isLocal(from)) throw new AcpError('ACP_ERR_AGENT_BAD_CERT', "a node's certificate is renewed on that node (acp cert renew there), not over the agent");
           return renew();
         default: {
           const unreachable: never = parsed;

@@ -63,6 +63,10 @@ export class PeerLink {
     return this.pending.size;
   }
 
+  get hasWatches(): boolean {
+    return this.watches.size > 0;
+  }
+
   /** Sends a tell or an ask for an actor on the peer. */
   deliver(path: ActorPath, delivery: Delivery, timeoutMs: number): void {
     const to = formatPath(path);
@@ -105,6 +109,7 @@ export class PeerLink {
     this.attempt = 0;
     this.lastSeen = Date.now();
     clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     this.startHeartbeat();
     // Death watches survive a reconnect to the same incarnation: tell the peer again.
     for (const [id, watch] of this.watches) connection.send({ v: PROTOCOL_VERSION, k: 'watch', id, to: watch.path });
@@ -155,6 +160,7 @@ export class PeerLink {
   close(): void {
     this.closed = true;
     clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     clearInterval(this.heartbeat);
     this.connection?.close({ v: PROTOCOL_VERSION, k: 'bye' });
     this.connection = undefined;
@@ -205,6 +211,8 @@ export class PeerLink {
     if (this.state !== 'idle' || this.closed || this.retryTimer) return;
     this.state = 'connecting';
     this.env.dial(this).catch((error: unknown) => {
+      // An inbound connection may have brought the link up meanwhile: then there is nothing to undo.
+      if (this.state !== 'connecting') return;
       this.state = 'idle';
       const reason = error instanceof Error ? error.message : String(error);
       this.env.log.info({ peer: this.node, err: reason, attempt: this.attempt + 1 }, 'cannot reach peer; will retry');

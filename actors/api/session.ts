@@ -28,8 +28,14 @@ export interface SessionOptions {
   peer?: { frame(envelope: Envelope): void };
   /** The hello already happened (a connection we dialed). */
   greeted?: boolean;
-  /** Who the connection speaks for, as the `from` of what it sends (default `client:<connection>`). */
+  /**
+   * Who the connection speaks for, as the `from` of what it sends: `local:<connection>` (the
+   * default: the local socket or TCP API), `node:<name>` (a peer), `client:<name>` (a script).
+   * A peer's requests that carry their own `from` are marked `node:<name>|<from>`: relayed.
+   */
   principal?: string;
+  /** Called once the hello answer has been sent: only then may this side send frames of its own. */
+  onGreeted?(hello: HelloBody & Record<string, unknown>): void;
 }
 
 /** Compares secrets in constant time (hashing first makes the lengths equal). */
@@ -49,14 +55,14 @@ export class ApiSession implements FrameHandler {
   private readonly watches = new Map<string | number, () => void>();
   private readonly helloTimer: NodeJS.Timeout;
   private ended = false;
-  private readonly from: string;
+  private from: string;
   private subscriptions = 0;
 
   constructor(
     private readonly connection: FrameConnection,
     private readonly options: SessionOptions,
   ) {
-    this.from = options.principal ?? `client:${connection.id}`;
+    this.from = options.principal ?? `local:${connection.id}`;
     this.greeted = options.greeted ?? false;
     this.helloTimer = setTimeout(
       () => this.refuse('ACP_ERR_WIRE_NO_HELLO', `no hello within ${options.helloTimeoutMs} ms`),
@@ -154,10 +160,18 @@ export class ApiSession implements FrameHandler {
     }
     clearTimeout(this.helloTimer);
     this.greeted = true;
+    if (typeof extra.principal === 'string') this.from = extra.principal;
+    delete extra.principal;
     this.send({
       k: 'hello',
       body: { cluster: identity.cluster, node: identity.node, incarnation: identity.incarnation, proto: PROTOCOL_VERSION, ...extra },
     });
+    this.options.onGreeted?.(envelope.body as HelloBody & Record<string, unknown>);
+  }
+
+  /** The sender of one request: the connection's principal, plus the original sender when a peer relays. */
+  private senderOf(envelope: Envelope): string {
+    return this.options.peer && typeof envelope.from === 'string' ? `${this.from}|${envelope.from}` : this.from;
   }
 
   private tell(envelope: Envelope): void {
@@ -172,7 +186,7 @@ export class ApiSession implements FrameHandler {
         if (routing) this.sendError(envelope.id, error);
       },
     };
-    this.options.system.send(target.path, { message: target.message, from: this.from, external: true, reply });
+    this.options.system.send(target.path, { message: target.message, from: this.senderOf(envelope), external: true, reply });
     routing = false;
   }
 
@@ -185,7 +199,7 @@ export class ApiSession implements FrameHandler {
     if (!target) return;
     const id = envelope.id;
     this.options.system
-      .ask(target.path, target.message, { timeoutMs: envelope.t ?? DEFAULT_CLIENT_ASK_TIMEOUT_MS, external: true, from: this.from })
+      .ask(target.path, target.message, { timeoutMs: envelope.t ?? DEFAULT_CLIENT_ASK_TIMEOUT_MS, external: true, from: this.senderOf(envelope) })
       .then(
         (body) => this.send({ k: 'reply', id, body }),
         (error: unknown) => this.sendError(id, AcpError.from(error)),
