@@ -9,6 +9,7 @@ import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { checkPrefix, parseKey, validateMeta, validateObject, type ParsedKey } from '../model.js';
 import { compareVersions, formatVersion, HybridClock, parseVersion, type Version } from './hlc.js';
 import { MemoryTable, type HistoryPoint } from './memory.js';
+import { wins } from './replication.js';
 
 const key = z.string().min(1).max(512);
 const prefix = z.string().max(512);
@@ -30,6 +31,21 @@ export const cdbSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('cdb.watch'), prefix, subscriber: actorPath }),
   z.strictObject({ type: z.literal('cdb.unwatch'), watch: z.number().int() }),
   z.strictObject({ type: z.literal('cdb.history'), key }),
+  /** Records replicated from other nodes: each applied only if it wins over what is here (LWW). */
+  z.strictObject({
+    type: z.literal('cdb.merge'),
+    records: z
+      .array(
+        z.strictObject({
+          key,
+          value: z.unknown(),
+          version: z.strictObject({ wall: z.number().int().min(0), logical: z.number().int().min(0), node: z.string().max(63) }),
+          origin: z.string().max(63),
+          deleted: z.boolean().optional(),
+        }),
+      )
+      .max(10_000),
+  }),
   z.strictObject({ type: z.literal('terminated'), path: z.string(), reason: z.string() }),
 ]);
 export type CdbMessage = z.infer<typeof cdbSchema>;
@@ -140,14 +156,14 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   /** Applies prepared writes: memory ones at once, object ones durably; resolves when all are. All or none. */
   const apply = (writes: readonly { parsed: ParsedKey; record: StoredRecord }[]): Promise<void> => {
     const newMemoryKeys = new Set(
-      writes.filter((write) => write.parsed.kind !== 'object' && !write.record.deleted && memory.get(write.record.key) === undefined).map((write) => write.record.key),
+      writes.filter((write) => write.parsed.kind !== 'object' && memory.get(write.record.key) === undefined).map((write) => write.record.key),
     );
     memory.reserve(newMemoryKeys.size);
     const objects = writes.filter((write) => write.parsed.kind === 'object').map((write) => write.record);
     for (const write of writes) {
       if (write.parsed.kind === 'object') continue;
-      if (write.record.deleted) memory.delete(write.record.key);
-      else memory.put(write.record);
+      // A delete stays as a tombstone, so an older write replicated late cannot bring the key back.
+      memory.put(write.record);
       publish(write.record);
     }
     if (objects.length === 0) return Promise.resolve();
@@ -302,6 +318,35 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         case 'cdb.unwatch':
           dropWatch(parsed.watch);
           return { type: 'ok' };
+        case 'cdb.merge': {
+          const writes: { parsed: ParsedKey; record: StoredRecord }[] = [];
+          let skipped = 0;
+          for (const incoming of parsed.records) {
+            let target: ParsedKey;
+            try {
+              target = parseKey(incoming.key);
+              // meta and stats have one writer: only records that node wrote are taken.
+              if (target.kind !== 'object' && incoming.origin !== target.node) throw new AcpError('ACP_ERR_CDB_NOT_OWNER', 'not its writer');
+              if (!incoming.deleted) {
+                if (target.kind === 'object') validateObject(target, incoming.value);
+                else validateMeta(target, incoming.value);
+              }
+            } catch {
+              skipped += 1;
+              continue;
+            }
+            const record: StoredRecord = { key: target.key, value: incoming.deleted ? null : incoming.value, version: incoming.version, origin: incoming.origin, ...(incoming.deleted ? { deleted: true } : {}) };
+            clock.observe(record.version);
+            const earlier = writes.find((write) => write.record.key === record.key)?.record;
+            if (!wins(record, earlier ?? current(target))) {
+              skipped += 1;
+              continue;
+            }
+            if (earlier) writes.splice(writes.findIndex((write) => write.record === earlier), 1);
+            writes.push({ parsed: target, record });
+          }
+          return replyLater(apply(writes).then(() => ({ type: 'cdb.merged', applied: writes.length, skipped })));
+        }
         case 'cdb.history': {
           const target = parseKey(parsed.key);
           if (target.kind !== 'stats') throw new AcpError('ACP_ERR_CDB_BAD_KEY', `history is kept for stats/ keys only, not ${target.key}`);

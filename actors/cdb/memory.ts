@@ -29,6 +29,7 @@ export class MemoryTable {
 
   /** Throws ACP_ERR_CDB_FULL, changing nothing, unless `newKeys` more keys fit. */
   reserve(newKeys: number): void {
+    if (newKeys > 0 && this.records.size + newKeys > this.maxKeys) this.evictTombstones(this.records.size + newKeys - this.maxKeys);
     if (newKeys > 0 && this.records.size + newKeys > this.maxKeys) {
       throw new AcpError('ACP_ERR_CDB_FULL', `the meta/stats table holds its limit of ${this.maxKeys} keys; delete unused keys or raise cdb.maxMemoryKeys`);
     }
@@ -37,7 +38,17 @@ export class MemoryTable {
   put(record: StoredRecord): void {
     if (!this.records.has(record.key)) this.reserve(1);
     this.records.set(record.key, record);
-    if (record.key.startsWith('stats/')) this.remember(record.key, record.version.wall, record.value);
+    if (record.deleted) this.histories.delete(record.key);
+    else if (record.key.startsWith('stats/')) this.remember(record.key, record.version.wall, record.value);
+  }
+
+  /**
+   * Tombstones keep a deleted key from coming back through a late replicated write; when the table
+   * is full they are the first to go, oldest first.
+   */
+  private evictTombstones(needed: number): void {
+    const tombstones = [...this.records.values()].filter((record) => record.deleted).sort((a, b) => a.version.wall - b.version.wall);
+    for (const record of tombstones.slice(0, needed)) this.records.delete(record.key);
   }
 
   delete(key: string): boolean {

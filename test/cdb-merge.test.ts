@@ -1,0 +1,223 @@
+import test, { type ExecutionContext } from 'ava';
+import { compareVersions, parseVersion, type Version } from '../actors/cdb/hlc.js';
+import type { CdbEvent, CdbSnapshot, RecordView } from '../actors/cdb/index.js';
+import type { AcpClient } from '../runtime/client.js';
+import { AcpError } from '../runtime/errors.js';
+import type { Message } from '../runtime/messages.js';
+import { allRunning, client, eventually, makeHome, startDaemon } from './helpers/node.js';
+
+type Written = Message & { type: 'cdb.written'; key: string; version: string };
+type RecordReply = Message & { type: 'cdb.record'; record: RecordView };
+type Merged = Message & { type: 'cdb.merged'; applied: number; skipped: number };
+
+interface MergeRecord {
+  key: string;
+  value: unknown;
+  version: Version;
+  origin: string;
+  deleted?: boolean;
+}
+
+const WAIT_MS = 10_000;
+
+async function boot(t: ExecutionContext): Promise<AcpClient> {
+  const home = makeHome(t);
+  const daemon = await startDaemon(t, home);
+  await allRunning(daemon);
+  return client(t, home);
+}
+
+const put = (connection: AcpClient, key: string, value: unknown) => connection.ask<Written>('cdb', { type: 'cdb.put', key, value }, { timeoutMs: WAIT_MS });
+const get = (connection: AcpClient, key: string) => connection.ask<RecordReply>('cdb', { type: 'cdb.get', key }, { timeoutMs: WAIT_MS });
+const merge = (connection: AcpClient, records: MergeRecord[]) => connection.ask<Merged>('cdb', { type: 'cdb.merge', records }, { timeoutMs: WAIT_MS });
+
+function versionOf(text: string): Version {
+  const version = parseVersion(text);
+  if (!version) throw new Error(`not a version: ${text}`);
+  return version;
+}
+
+const text = (version: Version) => `${version.wall}.${version.logical}@${version.node}`;
+
+async function notFound(t: ExecutionContext, connection: AcpClient, key: string): Promise<void> {
+  const error = await t.throwsAsync(get(connection, key), { instanceOf: AcpError });
+  t.is(error instanceof AcpError ? error.code : undefined, 'ACP_ERR_CDB_NOT_FOUND');
+}
+
+test('merge: a newer version replaces the local record; an older one is skipped', async (t) => {
+  const connection = await boot(t);
+  const key = 'object/network/net1';
+  const local = versionOf((await put(connection, key, { name: 'net1', type: 'bridge' })).version);
+
+  const newer: Version = { wall: local.wall + 1000, logical: 0, node: 'n2' };
+  const applied = await merge(connection, [{ key, value: { name: 'net1', type: 'vlan', vlan: 42 }, version: newer, origin: 'n2' }]);
+  t.like(applied, { type: 'cdb.merged', applied: 1, skipped: 0 });
+  const afterNewer = (await get(connection, key)).record;
+  t.deepEqual(afterNewer.value, { name: 'net1', type: 'vlan', vlan: 42 });
+  t.is(afterNewer.version, text(newer));
+  t.is(afterNewer.origin, 'n2');
+
+  const older: Version = { wall: local.wall + 500, logical: 7, node: 'n3' };
+  const skipped = await merge(connection, [{ key, value: { name: 'net1', type: 'vlan', vlan: 7 }, version: older, origin: 'n3' }]);
+  t.like(skipped, { applied: 0, skipped: 1 });
+  const afterOlder = (await get(connection, key)).record;
+  t.deepEqual(afterOlder.value, { name: 'net1', type: 'vlan', vlan: 42 });
+  t.is(afterOlder.version, text(newer));
+
+  // The very same record again is skipped (equal version does not win).
+  t.like(await merge(connection, [{ key, value: { name: 'net1', type: 'vlan', vlan: 99 }, version: newer, origin: 'n2' }]), { applied: 0, skipped: 1 });
+  t.deepEqual((await get(connection, key)).record.value, { name: 'net1', type: 'vlan', vlan: 42 });
+});
+
+test('merge: within one batch, the winner for a key is the highest version whatever the order', async (t) => {
+  const connection = await boot(t);
+  const key = 'object/network/multi';
+  const base = Date.now() + 10_000;
+  const reply = await merge(connection, [
+    { key, value: { name: 'multi', type: 'vlan', vlan: 2 }, version: { wall: base + 2, logical: 0, node: 'n2' }, origin: 'n2' },
+    { key, value: { name: 'multi', type: 'vlan', vlan: 3 }, version: { wall: base + 3, logical: 0, node: 'n3' }, origin: 'n3' },
+    { key, value: { name: 'multi', type: 'vlan', vlan: 1 }, version: { wall: base + 1, logical: 0, node: 'n4' }, origin: 'n4' },
+  ]);
+  t.is(reply.applied, 1);
+  t.is(reply.skipped, 1);
+  const record = (await get(connection, key)).record;
+  t.deepEqual(record.value, { name: 'multi', type: 'vlan', vlan: 3 });
+  t.is(record.version, `${base + 3}.0@n3`);
+});
+
+test('merge: a newer tombstone deletes the key, and a later older put does not resurrect it', async (t) => {
+  const connection = await boot(t);
+  const key = 'object/network/gone';
+  const local = versionOf((await put(connection, key, { name: 'gone', type: 'bridge' })).version);
+  const tombstone: Version = { wall: local.wall + 1000, logical: 0, node: 'n2' };
+  t.like(await merge(connection, [{ key, value: null, version: tombstone, origin: 'n2', deleted: true }]), { applied: 1, skipped: 0 });
+  await notFound(t, connection, key);
+
+  const olderPut: Version = { wall: local.wall + 500, logical: 0, node: 'n3' };
+  t.like(await merge(connection, [{ key, value: { name: 'gone', type: 'bridge' }, version: olderPut, origin: 'n3' }]), { applied: 0, skipped: 1 });
+  await notFound(t, connection, key);
+
+  // A put newer than the tombstone does bring it back.
+  const newerPut: Version = { wall: local.wall + 2000, logical: 0, node: 'n3' };
+  t.like(await merge(connection, [{ key, value: { name: 'gone', type: 'vlan', vlan: 9 }, version: newerPut, origin: 'n3' }]), { applied: 1, skipped: 0 });
+  t.is((await get(connection, key)).record.version, text(newerPut));
+});
+
+test('merge: a tombstone for a key never seen here still blocks an older put', async (t) => {
+  const connection = await boot(t);
+  const key = 'object/network/never';
+  const base = Date.now() + 5_000;
+  t.like(await merge(connection, [{ key, value: null, version: { wall: base, logical: 0, node: 'n2' }, origin: 'n2', deleted: true }]), { applied: 1 });
+  t.like(await merge(connection, [{ key, value: { name: 'never', type: 'bridge' }, version: { wall: base - 1, logical: 0, node: 'n3' }, origin: 'n3' }]), { applied: 0, skipped: 1 });
+  await notFound(t, connection, key);
+});
+
+// Regression (found by this test, fixed since).
+test('merge: a meta tombstone from its writer is not undone by an older put of the same writer arriving later', async (t) => {
+  const connection = await boot(t);
+  const key = 'meta/node/n2@n2';
+  const base = Date.now() + 5_000;
+  t.like(await merge(connection, [{ key, value: { up: true }, version: { wall: base, logical: 0, node: 'n2' }, origin: 'n2' }]), { applied: 1 });
+  t.like(await merge(connection, [{ key, value: null, version: { wall: base + 20, logical: 0, node: 'n2' }, origin: 'n2', deleted: true }]), { applied: 1 });
+  await notFound(t, connection, key);
+  // Reordered delivery: a put issued between the two arrives last.
+  const late = await merge(connection, [{ key, value: { up: false }, version: { wall: base + 10, logical: 0, node: 'n2' }, origin: 'n2' }]);
+  t.like(late, { applied: 0, skipped: 1 });
+  await notFound(t, connection, key);
+});
+
+test('merge: a meta key from a node that is not its writer is skipped; from its writer it is applied', async (t) => {
+  const connection = await boot(t);
+  const key = 'meta/node/n2@n2';
+  const version: Version = { wall: Date.now() + 1000, logical: 0, node: 'n3' };
+  t.like(await merge(connection, [{ key, value: { up: true }, version, origin: 'n3' }]), { applied: 0, skipped: 1 });
+  await notFound(t, connection, key);
+  // Stats follow the same rule.
+  t.like(await merge(connection, [{ key: 'stats/node/n2@n2', value: { cpu: 1 }, version, origin: 'n3' }]), { applied: 0, skipped: 1 });
+  // This node's own meta cannot be overwritten by a peer either.
+  t.like(await merge(connection, [{ key: 'meta/node/n1@n1', value: { hijacked: true }, version: { wall: Date.now() + 1000, logical: 0, node: 'n2' }, origin: 'n2' }]), { applied: 0, skipped: 1 });
+
+  const fromWriter: Version = { wall: Date.now() + 2000, logical: 0, node: 'n2' };
+  t.like(await merge(connection, [{ key, value: { up: true }, version: fromWriter, origin: 'n2' }]), { applied: 1, skipped: 0 });
+  const record = (await get(connection, key)).record;
+  t.deepEqual(record.value, { up: true });
+  t.is(record.version, text(fromWriter));
+});
+
+test('merge: invalid records are skipped and counted, valid ones in the same batch applied', async (t) => {
+  const connection = await boot(t);
+  const wall = Date.now() + 1000;
+  const version = (node: string): Version => ({ wall, logical: 0, node });
+  const reply = await merge(connection, [
+    { key: 'object/network/bad1', value: { name: 'bad1', type: 'no-such-type' }, version: version('n2'), origin: 'n2' },
+    { key: 'object/network/bad2', value: { name: 'other-name', type: 'bridge' }, version: version('n2'), origin: 'n2' },
+    { key: 'object/network/bad3', value: { name: 'bad3', type: 'vlan' }, version: version('n2'), origin: 'n2' }, // vlan needs an id
+    { key: 'nonsense/key', value: {}, version: version('n2'), origin: 'n2' },
+    { key: 'object/network/good', value: { name: 'good', type: 'bridge' }, version: version('n2'), origin: 'n2' },
+  ]);
+  t.like(reply, { type: 'cdb.merged', applied: 1, skipped: 4 });
+  for (const key of ['object/network/bad1', 'object/network/bad2', 'object/network/bad3']) await notFound(t, connection, key);
+  t.deepEqual((await get(connection, 'object/network/good')).record.value, { name: 'good', type: 'bridge' });
+});
+
+// Regression (found by this test, fixed since).
+test('merge: an invalid meta value (not a JSON object) is skipped like an invalid object', async (t) => {
+  const connection = await boot(t);
+  const key = 'meta/node/n2@n2';
+  const reply = await merge(connection, [{ key, value: 'up', version: { wall: Date.now() + 1000, logical: 0, node: 'n2' }, origin: 'n2' }]);
+  t.like(reply, { applied: 0, skipped: 1 });
+  await notFound(t, connection, key);
+});
+
+test('merge: applied changes reach a watcher as cdb.event; skipped ones do not', async (t) => {
+  const connection = await boot(t);
+  const events: Message[] = [];
+  const unwatch = connection.watch('object/network/', (event) => events.push(event));
+  t.teardown(unwatch);
+  await eventually(() => (events.some((event) => event.type === 'cdb.snapshot' && (event as CdbSnapshot).done) ? true : undefined), WAIT_MS, 'the snapshot');
+
+  const base = Date.now() + 1000;
+  const first: Version = { wall: base, logical: 0, node: 'n2' };
+  const second: Version = { wall: base + 1, logical: 0, node: 'n3' };
+  t.like(await merge(connection, [{ key: 'object/network/w1', value: { name: 'w1', type: 'bridge' }, version: first, origin: 'n2' }]), { applied: 1 });
+  // Skipped (older) and out-of-prefix records.
+  t.like(await merge(connection, [{ key: 'object/network/w1', value: { name: 'w1', type: 'vlan', vlan: 3 }, version: { wall: base - 1, logical: 0, node: 'n4' }, origin: 'n4' }]), { skipped: 1 });
+  t.like(await merge(connection, [{ key: 'object/system/s1', value: { name: 's1' }, version: first, origin: 'n2' }]), { type: 'cdb.merged' });
+  t.like(await merge(connection, [{ key: 'object/network/w1', value: null, version: second, origin: 'n3', deleted: true }]), { applied: 1 });
+
+  const received = await eventually(() => {
+    const found = events.filter((event): event is CdbEvent => event.type === 'cdb.event');
+    return found.length >= 2 ? found : undefined;
+  }, WAIT_MS, 'two cdb.event');
+  // Give a stray third event (the skipped merge, or the other prefix) a moment to show up.
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const all = events.filter((event): event is CdbEvent => event.type === 'cdb.event');
+  t.is(all.length, 2);
+  t.deepEqual(
+    received.slice(0, 2).map((event) => [event.seq, event.record.key, event.record.version, event.record.origin, event.record.deleted === true]),
+    [
+      [1, 'object/network/w1', text(first), 'n2', false],
+      [2, 'object/network/w1', text(second), 'n3', true],
+    ],
+  );
+  t.deepEqual(all[0]!.record.value, { name: 'w1', type: 'bridge' });
+});
+
+test('merge: after merging a record far in the future, local writes get later versions (the HLC observed it)', async (t) => {
+  const connection = await boot(t);
+  const future: Version = { wall: Date.now() + 10 * 365 * 24 * 3600 * 1000, logical: 5, node: 'n2' };
+  t.like(await merge(connection, [{ key: 'object/network/future', value: { name: 'future', type: 'bridge' }, version: future, origin: 'n2' }]), { applied: 1 });
+  const local = versionOf((await put(connection, 'object/network/after', { name: 'after', type: 'bridge' })).version);
+  t.is(local.node, 'n1');
+  t.true(compareVersions(local, future) > 0, `${text(local)} should be after ${text(future)}`);
+  // Overwriting the merged key locally therefore wins over it.
+  const overwrite = versionOf((await put(connection, 'object/network/future', { name: 'future', type: 'vlan', vlan: 5 })).version);
+  t.true(compareVersions(overwrite, future) > 0);
+  const record = (await get(connection, 'object/network/future')).record;
+  t.is(record.version, text(overwrite));
+  t.deepEqual(record.value, { name: 'future', type: 'vlan', vlan: 5 });
+  // Even a version skipped as older is observed: merging does not move the clock backwards.
+  t.like(await merge(connection, [{ key: 'object/network/future', value: { name: 'future', type: 'bridge' }, version: { wall: future.wall, logical: 99, node: 'n3' }, origin: 'n3' }]), { type: 'cdb.merged' });
+  const next = versionOf((await put(connection, 'object/network/after', { name: 'after', type: 'vlan', vlan: 1 })).version);
+  t.true(compareVersions(next, { wall: future.wall, logical: 99, node: 'n3' }) > 0);
+});
