@@ -14,8 +14,9 @@ export function isProcessAlive(pid: number): boolean {
 export function isDaemonProcess(pid: number): boolean {
   if (!isProcessAlive(pid)) return false;
   try {
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    return cmdline.includes('acp');
+    // An acpd is `node .../acp.js up ...`: a recycled pid now used by something else is not one.
+    const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return args.some((arg) => /(^|\/)acp(\.js)?$/.test(arg)) && args.includes('up');
   } catch {
     return true; // no /proc: trust the liveness probe
   }

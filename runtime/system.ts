@@ -1,4 +1,4 @@
-import { z, type ZodType } from 'zod';
+import { z, ZodError, type ZodType } from 'zod';
 import {
   DEFAULT_ASK_TIMEOUT_MS,
   DeferredReply,
@@ -77,7 +77,11 @@ export interface SpawnOptions {
   onCrash?: (error: AcpError) => void;
   /** The actor handles the universal messages itself (a proxy for a thread or process). */
   forwardsUniversal?: boolean;
+  /** How long `started` may take (default 30 s). */
+  startTimeoutMs?: number;
 }
+
+const DEFAULT_START_TIMEOUT_MS = 30_000;
 
 interface Entry {
   readonly path: string;
@@ -382,6 +386,7 @@ export class LocalActor {
   private readonly log: Logger;
   private state: 'starting' | 'running' | 'stopping' | 'stopped' = 'starting';
   private stopPromise: Promise<void> | undefined;
+  private stopDone: Replier | undefined;
 
   constructor(
     private readonly system: ActorSystem,
@@ -403,10 +408,31 @@ export class LocalActor {
   async start(): Promise<void> {
     const name = this.entry.actorPath.segments.at(-1)!;
     this.cell = this.system.spawnCell(this, this.parent, name);
-    await new Promise<Message>((resolve, reject) => {
-      this.dispatchInternal({ internal: 'start', reason: 'start', done: { resolve, reject } });
-    });
-    this.state = 'running';
+    const startMs = this.options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await new Promise<Message>((resolve, reject) => {
+        this.dispatchInternal({ internal: 'start', reason: 'start', done: { resolve, reject } });
+        // A start that never settles must not hold its supervisor (and so `acp down`) forever.
+        timer = setTimeout(() => {
+          reject(new AcpError('ACP_ERR_SUPERVISOR_START_FAILED', `${this.path} did not start within ${startMs} ms`));
+          this.abandonStart(`did not start within ${startMs} ms`);
+        }, startMs);
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.state === 'starting') this.state = 'running';
+  }
+
+  /** A failed or abandoned start: the cell goes, what was queued fails fast, the hook cleans up. */
+  private abandonStart(why: string): void {
+    this.state = 'stopped';
+    this.cell.stop();
+    this.finish('ACP_ERR_ACTOR_STOPPED', `${this.path} failed to start: ${why}`);
+    Promise.resolve()
+      .then(() => this.actor?.stopping?.(`start failed: ${why}`))
+      .catch((error: unknown) => this.log.warn({ err: errorMessage(error) }, 'stopping hook failed after a failed start'));
   }
 
   /** @internal Queues a delivery; false when the cell is gone. */
@@ -433,11 +459,13 @@ export class LocalActor {
   private async doStop(reason: string, shutdownMs: number, keepPath: boolean): Promise<void> {
     // Children stop before their parent, deepest first, and their paths are released.
     for (const child of this.system.childrenOf(this.path)) await child.stop(`parent stopped: ${reason}`, shutdownMs);
-    if (this.cell.isAlive && this.state !== 'stopped') {
-      this.state = 'stopping';
+    const wasLive = this.state !== 'stopped';
+    if (wasLive) this.state = 'stopping';
+    if (this.cell.isAlive && wasLive) {
       let timer: NodeJS.Timeout | undefined;
       const graceful = new Promise<Message>((resolve, reject) => {
-        this.cell.dispatch({ internal: 'stop', reason, done: { resolve, reject } });
+        this.stopDone = { resolve, reject };
+        if (!this.cell.dispatch({ internal: 'stop', reason, done: { resolve, reject } })) resolve(ok);
       });
       const timeout = new Promise<'timeout'>((resolve) => {
         timer = setTimeout(() => resolve('timeout'), shutdownMs);
@@ -477,7 +505,10 @@ export class LocalActor {
         return;
       }
       delivery.reply?.resolve(reply ?? ok);
-    } catch (error) {
+    } catch (caught) {
+      // A message that fails the actor's own schema (a ZodError from parse) is refused, not a crash:
+      // internal senders are not validated on the way in, and must not be able to crash a service.
+      const error = caught instanceof ZodError ? new AcpError('ACP_ERR_SCHEMA_REJECTED', `message rejected by ${this.path}: ${describeIssues(caught.issues)}`) : caught;
       if (error instanceof AcpError && !CRASH_CODES.has(error.code)) {
         if (delivery.reply) delivery.reply.reject(error);
         else this.log.warn({ messageType: message.type, code: error.code, reason: error.message }, 'tell refused');
@@ -511,8 +542,7 @@ export class LocalActor {
         item.done.resolve(ok);
       } catch (error) {
         item.done.reject(AcpError.from(error, 'ACP_ERR_SUPERVISOR_START_FAILED'));
-        this.state = 'stopped';
-        this.cell.stop();
+        this.abandonStart(errorMessage(error));
       }
       return;
     }
@@ -529,6 +559,8 @@ export class LocalActor {
     if (this.state === 'stopped') return;
     const wasStopping = this.state === 'stopping';
     this.state = 'stopped';
+    // A stop queued behind the crash was dropped with the cell: it is done now.
+    this.stopDone?.resolve(ok);
     if (delivery && isInternal(delivery)) delivery.done.reject(AcpError.from(error, 'ACP_ERR_ACTOR_CRASHED'));
     const reason = errorMessage(error);
     this.log.error({ generation: this.generation, err: reason }, 'actor crashed');

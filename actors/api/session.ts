@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { FrameConnection, FrameHandler } from '../../adapters/frame-listener.js';
 import { helloBodySchema, PROTOCOL_VERSION, type Envelope, type HelloBody } from '../../runtime/codec.js';
 import { AcpError, type ErrorCode } from '../../runtime/errors.js';
@@ -56,7 +56,6 @@ export class ApiSession implements FrameHandler {
   private readonly helloTimer: NodeJS.Timeout;
   private ended = false;
   private from: string;
-  private subscriptions = 0;
 
   constructor(
     private readonly connection: FrameConnection,
@@ -247,8 +246,8 @@ export class ApiSession implements FrameHandler {
   private async subscribe(id: string | number, path: ActorPath, message: Message, timeoutMs: number | undefined): Promise<void> {
     const system = this.options.system;
     const targetKey = formatPath(path);
-    this.subscriptions += 1;
-    const subscriberPath = childPath(system.localPath('api'), `watch-${this.connection.id}-${this.subscriptions}`);
+    // Unique across connections, listeners and restarts of the api service.
+    const subscriberPath = childPath(system.localPath('api'), `watch-${randomUUID()}`);
     let subscriber: LocalActor | undefined;
     let ended = false;
     const end = (body: Message | undefined) => {

@@ -6,7 +6,7 @@ import { AcpError } from '../../runtime/errors.js';
 import type { Message, Terminated } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
-import { checkPrefix, parseKey, validateMeta, validateObject, type ParsedKey } from '../model.js';
+import { checkPrefix, parseKey, SERVICE_TYPES, validateMeta, validateObject, type ParsedKey } from '../model.js';
 import { compareVersions, formatVersion, HybridClock, parseVersion, type Version } from './hlc.js';
 import { MemoryTable, type HistoryPoint } from './memory.js';
 import { wins } from './replication.js';
@@ -243,6 +243,10 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
 
   const watch = (rawPrefix: string, subscriberPath: string): Message => {
     const wanted = checkPrefix(rawPrefix);
+    const subscriberSegments = subscriberPath.replace(/^acp:\/\/[^/]+\/[^/]+\//, '').split('/');
+    if (subscriberSegments.length === 1 && (SERVICE_TYPES as readonly string[]).includes(subscriberSegments[0]!)) {
+      throw new AcpError('ACP_ERR_CDB_BAD_KEY', `a service (${subscriberPath}) cannot be a watch subscriber; subscribe through the API (client.watch)`);
+    }
     const subscriber = ctx.ref(subscriberPath);
     const id = nextWatch++;
     const unwatch = ctx.watch(subscriberPath);
