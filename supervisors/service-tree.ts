@@ -15,6 +15,9 @@ export interface ServiceEntry {
   readonly module: string;
 }
 
+/** How long a service must stay running before its failed-service back-off starts over. */
+const STEADY_MS = 60_000;
+
 const local = (relative: string) => new URL(relative, import.meta.url).href;
 
 /**
@@ -58,6 +61,7 @@ interface ServiceRecord {
   childPid: number | undefined;
   live: LocalActor | undefined;
   cancelRetry: (() => void) | undefined;
+  cancelSteady?: (() => void) | undefined;
   retryDelayMs: number;
 }
 
@@ -161,6 +165,7 @@ export class ServiceTree {
       const record = this.records.get(entry.name);
       if (!record) continue;
       record.cancelRetry?.();
+      record.cancelSteady?.();
       await record.supervisor.stopAll(reason);
       this.options.system.release(this.pathOf(record), reason);
     }
@@ -269,7 +274,15 @@ export class ServiceTree {
         record.state = event.to;
         record.restarts = event.restarts;
         record.since = new Date(this.clock.now()).toISOString();
-        if (event.to === 'running') record.retryDelayMs = this.options.config.failedRetryMs;
+        // The failed-service back-off resets only once the service has stayed up for a while.
+        record.cancelSteady?.();
+        record.cancelSteady = undefined;
+        if (event.to === 'running') {
+          record.cancelSteady = this.clock.setTimer(STEADY_MS, () => {
+            record.cancelSteady = undefined;
+            record.retryDelayMs = this.options.config.failedRetryMs;
+          });
+        }
         if (event.reason?.startsWith('crashed: ')) record.lastError = event.reason.slice('crashed: '.length);
         log.info({ service: record.entry.name, from: event.from, to: event.to, restarts: event.restarts, reason: event.reason }, `status change ${event.from} => ${event.to}`);
         const status = this.statusOf(record);

@@ -160,13 +160,20 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     );
     memory.reserve(newMemoryKeys.size);
     const objects = writes.filter((write) => write.parsed.kind === 'object').map((write) => write.record);
-    for (const write of writes) {
-      if (write.parsed.kind === 'object') continue;
-      // A delete stays as a tombstone, so an older write replicated late cannot bring the key back.
-      memory.put(write.record);
-      publish(write.record);
+    const applyMemory = () => {
+      for (const write of writes) {
+        if (write.parsed.kind === 'object') continue;
+        // Applied late (after a mixed batch's flush), an older write must not replace a newer one.
+        if (!wins(write.record, memory.get(write.record.key))) continue;
+        // A delete stays as a tombstone, so an older write replicated late cannot bring the key back.
+        memory.put(write.record);
+        publish(write.record);
+      }
+    };
+    if (objects.length === 0) {
+      applyMemory();
+      return Promise.resolve();
     }
-    if (objects.length === 0) return Promise.resolve();
     for (const record of objects) pending.set(record.key, record);
     const written = store!.write(objects);
     const committed = commits.then(() => written).then(
@@ -175,6 +182,8 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           if (pending.get(record.key) === record) pending.delete(record.key);
           publish(record);
         }
+        // In a mixed batch, meta and stats take effect only once the objects are durable: all or none.
+        applyMemory();
       },
       (error: unknown) => {
         for (const record of objects) if (pending.get(record.key) === record) pending.delete(record.key);
