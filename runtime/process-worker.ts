@@ -4,15 +4,15 @@
  * socket closes, so it never outlives the daemon.
  */
 import { connect } from 'node:net';
-import { DEFAULT_ASK_TIMEOUT_MS, DeferredReply, type Actor, type ActorContext, type ActorRef, type ServiceDefinition } from './actor.js';
+import { DEFAULT_ASK_TIMEOUT_MS, type Actor, type ActorContext, type ActorRef, type ServiceDefinition } from './actor.js';
 import type { Envelope } from './codec.js';
 import { AcpError, errorMessage } from './errors.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
-import { messageSchema, UNIVERSAL_TYPES, type Message } from './messages.js';
+import { messageSchema, type Message } from './messages.js';
 import { formatPath, parsePath, type ActorPath } from './path.js';
 import { TaskPool } from './pool.js';
 import { childErrorData, PROCESS_WORKER_ENV, ProcessChannel, START_ID, type ProcessReply, type ProcessWorkerData } from './process.js';
-import { runUniversal } from './system.js';
+import { IsolatedMailbox } from './isolated-mailbox.js';
 
 const raw = process.env[PROCESS_WORKER_ENV];
 // The token is for this process only: nothing it spawns inherits it.
@@ -26,14 +26,21 @@ const level: LogLevel = (LOG_LEVELS as readonly string[]).includes(data.logLevel
 const log = createLogger({ level, file: data.logFile }).child({ path: data.path, isolation: 'process' });
 const identity = { cluster: data.cluster, node: data.node, incarnation: data.incarnation };
 const pool = new TaskPool(1);
-const CRASH_CODES = new Set(['ACP_ERR_CHAOS_CRASH', 'ACP_ERR_ACTOR_CRASHED']);
 /** The envelope's limits on a target path and an ask timeout (a bad frame would end the channel). */
 const MAX_PATH_CHARS = 1024;
 const MAX_ASK_TIMEOUT_MS = 3_600_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 
 let actor: Actor | undefined;
-let mailbox: Promise<void> = Promise.resolve();
+const mailbox = new IsolatedMailbox({
+  identity,
+  faultsEnabled: data.faultsEnabled,
+  path: data.path,
+  generation: data.generation,
+  log,
+  where: 'child process',
+  actor: () => actor,
+});
 let stopping = false;
 let nextAsk = 1;
 let nextWatch = 1;
@@ -113,12 +120,6 @@ function remoteRef(path: string): ActorRef {
   };
 }
 
-function toReply(error: unknown): ProcessReply {
-  if (error instanceof AcpError && !CRASH_CODES.has(error.code)) return { ok: false, error: error.toData(), crash: false };
-  const crash = AcpError.from(error, 'ACP_ERR_ACTOR_CRASHED');
-  log.error({ err: crash.message }, 'actor crashed in its child process');
-  return { ok: false, error: crash.toData(), crash: true };
-}
 
 function answer(id: string | number, reply: ProcessReply): void {
   if (reply.ok) send({ k: 'reply', id, ...(reply.reply === undefined ? {} : { body: reply.reply }) });
@@ -149,36 +150,9 @@ async function start(): Promise<void> {
   await actor.started?.();
 }
 
-/** One message at a time, as in any mailbox. The first answer wins: `chaos.stall` answers at once and then holds the mailbox. */
+/** One message at a time, as in any mailbox (see IsolatedMailbox). */
 function receive(id: string | number, message: Message, from: string | undefined): void {
-  let answered = false;
-  const settle = (reply: ProcessReply) => {
-    if (answered) return;
-    answered = true;
-    answer(id, reply);
-  };
-  const replier = {
-    resolve: (reply: Message) => settle({ ok: true, reply }),
-    reject: (error: AcpError) => settle(toReply(error)),
-  };
-  mailbox = mailbox.then(async () => {
-    try {
-      const reply = UNIVERSAL_TYPES.has(message.type)
-        ? await runUniversal(message, replier, { identity, faultsEnabled: data.faultsEnabled }, data.path, data.generation)
-        : await actor!.receive(message, from);
-      if (reply instanceof DeferredReply) {
-        // Answered when it settles; the mailbox goes on now.
-        reply.promise.then(
-          (value) => settle({ ok: true, reply: value ?? undefined }),
-          (error: unknown) => settle({ ok: false, error: AcpError.from(error).toData(), crash: false }),
-        );
-        return;
-      }
-      settle({ ok: true, reply: reply ?? undefined });
-    } catch (error) {
-      settle(toReply(error));
-    }
-  });
+  mailbox.run(message, from, (reply) => answer(id, reply));
 }
 
 async function stop(reason: string): Promise<void> {

@@ -10,6 +10,7 @@ import { AcpError, errorMessage, type ErrorData } from './errors.js';
 import { messageSchema, type Message } from './messages.js';
 import { toPath } from './path.js';
 import type { ActorSystem } from './system.js';
+import type { IsolatedReply } from './isolated-mailbox.js';
 
 /**
  * The parent/child channel of process isolation: length-prefixed CBOR envelopes (runtime/codec.ts)
@@ -53,9 +54,7 @@ const DEFAULT_START_TIMEOUT_MS = 10_000;
 const STOP_GRACE_MS = 2000;
 
 /** An answer from the child: answers and refusals travel as data, so error codes survive. */
-export type ProcessReply =
-  | { readonly ok: true; readonly reply: Message | undefined }
-  | { readonly ok: false; readonly error: ErrorData; readonly crash: boolean };
+export type ProcessReply = IsolatedReply;
 
 /** The `details` of an error frame from the child. */
 export interface ChildErrorDetails {

@@ -2,13 +2,13 @@
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
-import { DeferredReply, type Actor, type ActorContext, type ActorRef, type ServiceDefinition } from './actor.js';
+import type { Actor, ActorContext, ActorRef, ServiceDefinition } from './actor.js';
 import { AcpError } from './errors.js';
 import { createLogger, type LogLevel } from './logger.js';
-import { UNIVERSAL_TYPES, type Message } from './messages.js';
+import type { Message } from './messages.js';
 import { parsePath } from './path.js';
+import { IsolatedMailbox } from './isolated-mailbox.js';
 import { TaskPool } from './pool.js';
-import { runUniversal } from './system.js';
 import type { ThreadRelay, ThreadReply, ThreadWorkerApi, ThreadWorkerData } from './thread.js';
 
 const data = workerData as ThreadWorkerData;
@@ -16,9 +16,16 @@ const log = createLogger({ level: data.logLevel as LogLevel, file: data.logFile 
 const identity = { cluster: data.cluster, node: data.node, incarnation: data.incarnation };
 const pool = new TaskPool(1);
 let actor: Actor | undefined;
-let mailbox: Promise<void> = Promise.resolve();
+const mailbox = new IsolatedMailbox({
+  identity,
+  faultsEnabled: data.faultsEnabled,
+  path: data.path,
+  generation: data.generation,
+  log,
+  where: 'worker thread',
+  actor: () => actor,
+});
 
-const CRASH_CODES = new Set(['ACP_ERR_CHAOS_CRASH', 'ACP_ERR_ACTOR_CRASHED']);
 
 function remoteRef(relay: ThreadRelay, path: string): ActorRef {
   return {
@@ -32,12 +39,6 @@ function remoteRef(relay: ThreadRelay, path: string): ActorRef {
   };
 }
 
-function toReply(error: unknown): ThreadReply {
-  if (error instanceof AcpError && !CRASH_CODES.has(error.code)) return { ok: false, error: error.toData(), crash: false };
-  const crash = AcpError.from(error, 'ACP_ERR_ACTOR_CRASHED');
-  log.error({ err: crash.message }, 'actor crashed in its worker thread');
-  return { ok: false, error: crash.toData(), crash: true };
-}
 
 const api: ThreadWorkerApi = {
   async start(relay) {
@@ -66,33 +67,7 @@ const api: ThreadWorkerApi = {
     await actor.started?.();
   },
   receive(message, from) {
-    // One message at a time, as in any mailbox. The first answer wins: `chaos.stall` answers at
-    // once and then holds the mailbox, like it does inline.
-    return new Promise<ThreadReply>((resolve) => {
-      const replier = {
-        resolve: (reply: Message) => resolve({ ok: true, reply }),
-        reject: (error: AcpError) => resolve(toReply(error)),
-      };
-      const run = mailbox.then(async () => {
-        try {
-          const reply = UNIVERSAL_TYPES.has(message.type)
-            ? await runUniversal(message, replier, { identity, faultsEnabled: data.faultsEnabled }, data.path, data.generation)
-            : await actor!.receive(message, from);
-          if (reply instanceof DeferredReply) {
-            // Answered when it settles; the mailbox goes on now.
-            reply.promise.then(
-              (value) => resolve({ ok: true, reply: value ?? undefined }),
-              (error: unknown) => resolve({ ok: false, error: AcpError.from(error).toData(), crash: false }),
-            );
-            return;
-          }
-          resolve({ ok: true, reply: reply ?? undefined });
-        } catch (error) {
-          resolve(toReply(error));
-        }
-      });
-      mailbox = run;
-    });
+    return new Promise<ThreadReply>((resolve) => mailbox.run(message, from, resolve));
   },
   async stop(reason) {
     await actor?.stopping?.(reason);

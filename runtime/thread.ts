@@ -2,14 +2,13 @@ import { Worker } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import type { Actor, ActorContext, ActorFactory } from './actor.js';
-import { AcpError, type ErrorData } from './errors.js';
+import { AcpError } from './errors.js';
 import type { Message } from './messages.js';
+import type { IsolatedReply } from './isolated-mailbox.js';
 import type { ActorSystem } from './system.js';
 
 /** A reply from the worker: answers and refusals travel as data, so error codes survive. */
-export type ThreadReply =
-  | { readonly ok: true; readonly reply: Message | undefined }
-  | { readonly ok: false; readonly error: ErrorData; readonly crash: boolean };
+export type ThreadReply = IsolatedReply;
 
 /** The worker side's API, exposed over comlink. */
 export interface ThreadWorkerApi {

@@ -29,7 +29,7 @@ import {
   type ClusterNode,
   type Pong,
 } from './helpers/agent.js';
-import { eventually, makeHome, runCli } from './helpers/node.js';
+import { eventually, makeHome, runCli, isAlive } from './helpers/node.js';
 
 /** A liveness bound for one remote ask (a regression fails instead of hanging), not a speed check. */
 const ASK_MS = 15_000;
@@ -44,14 +44,6 @@ function mode(file: string): number {
   return statSync(file).mode & 0o777;
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 interface PeerRow {
   node: string;

@@ -5,7 +5,7 @@ import type { RecordView } from '../actors/cdb/index.js';
 import { connect, type AcpClient } from '../runtime/client.js';
 import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
-import { eventually, makeHome, runCli } from './helpers/node.js';
+import { eventually, makeHome, runCli, isAlive } from './helpers/node.js';
 
 type Records = Message & { records: RecordView[]; cursor?: string };
 interface Network {
@@ -18,20 +18,6 @@ interface Network {
 /** A network whose every field depends on `n`, so a value read back tells which write it came from. */
 const network = (name: string, n: number): Network => ({ name, type: 'vlan', vlan: (n % 4094) + 1, mtu: 576 + (n % 8000) });
 
-/** Alive and not a zombie waiting to be reaped. */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 /** `acp up --detach`, then the pid (from run/acpd.pid, checked against `acp status --json`), with cdb running and never restarted. */
 async function up(t: ExecutionContext, home: string): Promise<number> {

@@ -4,19 +4,11 @@ import test, { type ExecutionContext } from 'ava';
 import type { ServiceInfo } from '../actors/kit.js';
 import type { Pong } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
-import { client, eventually, makeHome, runCli, type CliResult } from './helpers/node.js';
+import { client, eventually, makeHome, runCli, type CliResult, isAlive } from './helpers/node.js';
 
 /** The services `acp status` lists, in boot order after the Framework. */
 const SERVICES = ['framework', 'cdb', 'agent', 'api', 'network', 'storage', 'hypervisor', 'monitor', 'webapi'] as const;
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function parseJson<T>(t: ExecutionContext, result: CliResult, what: string): T {
   try {

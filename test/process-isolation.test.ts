@@ -12,19 +12,11 @@ import { processActor } from '../runtime/process.js';
 import type { NodeStatus, ServiceStatus } from '../runtime/services.js';
 import { ActorSystem } from '../runtime/system.js';
 import { echoSchema } from './fixtures/echo-service.js';
-import { allRunning, client, eventually, makeHome, startDaemon } from './helpers/node.js';
+import { allRunning, client, eventually, makeHome, startDaemon, isAlive } from './helpers/node.js';
 
 const path = (name: string) => `acp://lab/n1/${name}`;
 const ECHO_MODULE = new URL('./fixtures/echo-service.js', import.meta.url).href;
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function service(status: NodeStatus, name: string): ServiceStatus {
   const found = status.services.find((entry) => entry.name === name);
