@@ -9,6 +9,20 @@ export type IsolatedReply =
   | { readonly ok: true; readonly reply: Message | undefined }
   | { readonly ok: false; readonly error: ErrorData; readonly crash: boolean };
 
+/** What a worker thread or child process needs to host one actor. */
+export interface IsolatedActorData {
+  readonly module: string;
+  readonly exportName: string;
+  readonly path: string;
+  readonly cluster: string;
+  readonly node: string;
+  readonly incarnation: number;
+  readonly generation: number;
+  readonly faultsEnabled: boolean;
+  readonly logLevel: string;
+  readonly logFile: string | undefined;
+}
+
 const CRASH_CODES = new Set(['ACP_ERR_CHAOS_CRASH', 'ACP_ERR_ACTOR_CRASHED']);
 
 export interface IsolatedMailboxOptions {
@@ -71,4 +85,17 @@ export class IsolatedMailbox {
     this.options.log.error({ err: crash.message }, `actor crashed in its ${this.options.where}`);
     return { ok: false, error: crash.toData(), crash: true };
   }
+}
+
+/** The mailbox for the actor an isolated host runs, from the data it was started with. */
+export function mailboxFor(data: IsolatedActorData, log: Logger, where: string, actor: () => Actor | undefined): IsolatedMailbox {
+  return new IsolatedMailbox({
+    identity: { cluster: data.cluster, node: data.node, incarnation: data.incarnation },
+    faultsEnabled: data.faultsEnabled,
+    path: data.path,
+    generation: data.generation,
+    log,
+    where,
+    actor,
+  });
 }

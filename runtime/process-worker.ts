@@ -12,7 +12,7 @@ import { messageSchema, type Message } from './messages.js';
 import { formatPath, parsePath, type ActorPath } from './path.js';
 import { TaskPool } from './pool.js';
 import { childErrorData, PROCESS_WORKER_ENV, ProcessChannel, START_ID, type ProcessReply, type ProcessWorkerData } from './process.js';
-import { IsolatedMailbox } from './isolated-mailbox.js';
+import { mailboxFor } from './isolated-mailbox.js';
 
 const raw = process.env[PROCESS_WORKER_ENV];
 // The token is for this process only: nothing it spawns inherits it.
@@ -32,15 +32,7 @@ const MAX_ASK_TIMEOUT_MS = 3_600_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 
 let actor: Actor | undefined;
-const mailbox = new IsolatedMailbox({
-  identity,
-  faultsEnabled: data.faultsEnabled,
-  path: data.path,
-  generation: data.generation,
-  log,
-  where: 'child process',
-  actor: () => actor,
-});
+const mailbox = mailboxFor(data, log, 'child process', () => actor);
 let stopping = false;
 let nextAsk = 1;
 let nextWatch = 1;

@@ -10,7 +10,7 @@ import { AcpError, errorMessage, type ErrorData } from './errors.js';
 import { messageSchema, type Message } from './messages.js';
 import { toPath } from './path.js';
 import type { ActorSystem } from './system.js';
-import type { IsolatedReply } from './isolated-mailbox.js';
+import type { IsolatedActorData, IsolatedReply } from './isolated-mailbox.js';
 
 /**
  * The parent/child channel of process isolation: length-prefixed CBOR envelopes (runtime/codec.ts)
@@ -26,17 +26,7 @@ import type { IsolatedReply } from './isolated-mailbox.js';
  *   parent's system; asks are answered with `reply`/`error` frames.
  * - parent → child `bye {reason}`: run the `stopping` hook, answer `bye` and exit.
  */
-export interface ProcessWorkerData {
-  readonly module: string;
-  readonly exportName: string;
-  readonly path: string;
-  readonly cluster: string;
-  readonly node: string;
-  readonly incarnation: number;
-  readonly generation: number;
-  readonly faultsEnabled: boolean;
-  readonly logLevel: string;
-  readonly logFile: string | undefined;
+export interface ProcessWorkerData extends IsolatedActorData {
   readonly socketPath: string;
   /** Proves to the parent that the connection comes from the child it spawned. */
   readonly token: string;

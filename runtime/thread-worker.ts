@@ -7,7 +7,7 @@ import { AcpError } from './errors.js';
 import { createLogger, type LogLevel } from './logger.js';
 import type { Message } from './messages.js';
 import { parsePath } from './path.js';
-import { IsolatedMailbox } from './isolated-mailbox.js';
+import { mailboxFor } from './isolated-mailbox.js';
 import { TaskPool } from './pool.js';
 import type { ThreadRelay, ThreadReply, ThreadWorkerApi, ThreadWorkerData } from './thread.js';
 
@@ -16,15 +16,7 @@ const log = createLogger({ level: data.logLevel as LogLevel, file: data.logFile 
 const identity = { cluster: data.cluster, node: data.node, incarnation: data.incarnation };
 const pool = new TaskPool(1);
 let actor: Actor | undefined;
-const mailbox = new IsolatedMailbox({
-  identity,
-  faultsEnabled: data.faultsEnabled,
-  path: data.path,
-  generation: data.generation,
-  log,
-  where: 'worker thread',
-  actor: () => actor,
-});
+const mailbox = mailboxFor(data, log, 'worker thread', () => actor);
 
 
 function remoteRef(relay: ThreadRelay, path: string): ActorRef {

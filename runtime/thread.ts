@@ -4,7 +4,7 @@ import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import type { Actor, ActorContext, ActorFactory } from './actor.js';
 import { AcpError } from './errors.js';
 import type { Message } from './messages.js';
-import type { IsolatedReply } from './isolated-mailbox.js';
+import type { IsolatedActorData, IsolatedReply } from './isolated-mailbox.js';
 import type { ActorSystem } from './system.js';
 
 /** A reply from the worker: answers and refusals travel as data, so error codes survive. */
@@ -26,18 +26,7 @@ export interface ThreadRelay {
   unwatch(id: number): void;
 }
 
-export interface ThreadWorkerData {
-  readonly module: string;
-  readonly exportName: string;
-  readonly path: string;
-  readonly cluster: string;
-  readonly node: string;
-  readonly incarnation: number;
-  readonly generation: number;
-  readonly faultsEnabled: boolean;
-  readonly logLevel: string;
-  readonly logFile: string | undefined;
-}
+export type ThreadWorkerData = IsolatedActorData;
 
 const workerEntry = new URL('./thread-worker.js', import.meta.url);
 
