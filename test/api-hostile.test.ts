@@ -1,10 +1,11 @@
+import { RawFrames, type RawFramesResult } from './helpers/raw-frames.js';
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
+import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
 import { homePaths } from '../runtime/config.js';
 import { Daemon } from '../runtime/daemon.js';
 import type { ErrorCode } from '../runtime/errors.js';
@@ -24,42 +25,9 @@ const WAIT_MS = 5000;
 // ---------------------------------------------------------------------------------------------
 // Raw socket helper
 
-interface RawResult {
-  frames: Envelope[];
-  /** The server closed the connection (rather than us giving up waiting). */
-  closed: boolean;
-}
+type RawResult = RawFramesResult;
 
-/** A connection speaking raw bytes to the daemon's socket; decodes whatever frames come back. */
-class RawConnection {
-  readonly frames: Envelope[] = [];
-  closed = false;
-  /** The server has ended its side of the stream. */
-  ended = false;
-  private readonly decoder = new FrameDecoder(64 * 1024 * 1024);
-  private readonly waiters = new Set<() => void>();
-
-  private constructor(private readonly socket: Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        this.frames.push(...this.decoder.push(chunk));
-      } catch {
-        // The server only ever sends valid frames; a decode failure shows up as a missing frame.
-      }
-      this.wake();
-    });
-    // EPIPE / ECONNRESET when we write after the server gave up on us: expected here.
-    socket.on('error', () => undefined);
-    socket.on('end', () => {
-      this.ended = true;
-      this.wake();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.wake();
-    });
-  }
-
+class RawConnection extends RawFrames {
   /**
    * Connects. The daemon runs in this process and accepts on the same event loop, so a burst of
    * connects can fill the listen backlog before it gets a turn: EAGAIN is retried, as a client would.
@@ -86,61 +54,19 @@ class RawConnection {
     });
   }
 
-  write(bytes: Buffer): void {
-    this.socket.write(bytes);
-  }
-
-  send(envelope: Envelope): void {
-    this.write(encodeFrame(envelope));
-  }
-
-  /** Half-closes our side (the server sees end of stream). */
-  end(): void {
-    this.socket.end();
-  }
-
-  destroy(): void {
-    this.socket.destroy();
-  }
-
   /** The first frame received matching `match`; rejects if none arrives in time or the socket closes first. */
   async frame(match: (envelope: Envelope) => boolean, timeoutMs = WAIT_MS): Promise<Envelope> {
-    const found = await this.waitFor(() => this.frames.find(match) ?? (this.closed ? null : undefined), timeoutMs);
+    const found = await this.nextFrame(match, timeoutMs);
     if (!found) throw new Error(`no matching frame; got ${JSON.stringify(this.frames)}${this.closed ? ' before the server closed' : ''}`);
     return found;
   }
 
-  /** Waits until the server has ended its side (with allowHalfOpen, the socket itself stays open). */
-  async untilEnded(timeoutMs = WAIT_MS): Promise<boolean> {
-    if (this.ended) return true;
-    return (await this.waitFor(() => (this.ended ? true : undefined), timeoutMs)) ?? false;
+  override untilEnded(timeoutMs = WAIT_MS): Promise<boolean> {
+    return super.untilEnded(timeoutMs);
   }
 
-  /** Waits for the server to close the connection (or the time to run out). */
-  async untilClosed(timeoutMs = WAIT_MS): Promise<RawResult> {
-    await this.waitFor(() => (this.closed ? true : undefined), timeoutMs);
-    return { frames: [...this.frames], closed: this.closed };
-  }
-
-  private waitFor<T>(check: () => T | undefined, timeoutMs: number): Promise<T | undefined> {
-    return new Promise((resolve) => {
-      const done = (value: T | undefined) => {
-        clearTimeout(timer);
-        this.waiters.delete(poll);
-        resolve(value);
-      };
-      const poll = () => {
-        const value = check();
-        if (value !== undefined) done(value);
-      };
-      const timer = setTimeout(() => done(undefined), timeoutMs);
-      this.waiters.add(poll);
-      poll();
-    });
-  }
-
-  private wake(): void {
-    for (const waiter of [...this.waiters]) waiter();
+  override untilClosed(timeoutMs = WAIT_MS): Promise<RawResult> {
+    return super.untilClosed(timeoutMs);
   }
 }
 
@@ -494,7 +420,7 @@ test('the frame size limit is configurable; an oversized ask is refused while ot
   const during = bystander.ask('framework', { type: 'ping' }, { timeoutMs: WAIT_MS });
   connection.send({ v: PROTOCOL_VERSION, k: 'ask', id: 1, to: 'acp://lab/n1/framework', body: { type: 'ping', pad: 'x'.repeat(4000) } });
   const result = await connection.untilClosed();
-  assertRefused(t, { frames: result.frames.slice(1), closed: result.closed }, 'ACP_ERR_WIRE_FRAME_TOO_LARGE');
+  assertRefused(t, { ...result, frames: result.frames.slice(1) }, 'ACP_ERR_WIRE_FRAME_TOO_LARGE');
   t.regex(result.frames[1]?.err?.message ?? '', /2048/);
   t.is((await during).type, 'pong', 'the bystander is answered during the refusal');
   t.is((await bystander.ask('framework', { type: 'ping' }, { timeoutMs: WAIT_MS })).type, 'pong', 'and after it');

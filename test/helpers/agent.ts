@@ -7,12 +7,13 @@ import { createCsr, signCsr } from '../../adapters/pki.js';
 import { initCluster, joinCluster } from '../../cli/cluster.js';
 import { startDetached } from '../../cli/control.js';
 import { connect, type AcpClient } from '../../runtime/client.js';
-import { encodeFrame, FrameDecoder, type Envelope } from '../../runtime/codec.js';
+import type { Envelope } from '../../runtime/codec.js';
 import { homePaths } from '../../runtime/config.js';
 import type { ErrorData } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import type { NodeStatus } from '../../runtime/services.js';
 import { makeHome, runCli, type CliResult, type HomeOptions } from './node.js';
+import { RawFrames, type RawFramesResult } from './raw-frames.js';
 
 /**
  * A free TCP port on loopback: the agent's address must be known before it listens (peers and
@@ -182,42 +183,14 @@ export interface TlsIdentity {
 }
 
 /** What came back on a raw agent connection. */
-export interface RawTlsResult {
-  frames: Envelope[];
-  closed: boolean;
-  /** The TLS handshake failed or the socket errored (e.g. the server refused our certificate). */
-  error: NodeJS.ErrnoException | undefined;
-}
+export type RawTlsResult = RawFramesResult;
 
 /**
  * A TLS connection speaking raw bytes to an agent: decodes what the server sends, never sends
  * anything by itself.
  */
-export class RawTls {
-  readonly frames: Envelope[] = [];
-  closed = false;
-  error: NodeJS.ErrnoException | undefined;
-  private readonly decoder = new FrameDecoder(64 * 1024 * 1024);
-  private readonly waiters = new Set<() => void>();
-
-  private constructor(readonly socket: TLSSocket) {
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        this.frames.push(...this.decoder.push(chunk));
-      } catch {
-        // The server only sends valid frames; a decode failure shows up as a missing frame.
-      }
-      this.wake();
-    });
-    socket.on('error', (error: NodeJS.ErrnoException) => {
-      this.error ??= error;
-      this.wake();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.wake();
-    });
-  }
+export class RawTls extends RawFrames {
+  declare readonly socket: TLSSocket;
 
   /** Resolves once the handshake is done from the client's side, or with the handshake error. */
   static open(port: number, identity: TlsIdentity, timeoutMs = 10_000): Promise<RawTls> {
@@ -247,48 +220,13 @@ export class RawTls {
     });
   }
 
-  write(bytes: Buffer): void {
-    if (!this.socket.destroyed) this.socket.write(bytes);
-  }
-
-  send(envelope: Envelope): void {
-    this.write(encodeFrame(envelope));
-  }
-
-  destroy(): void {
-    this.socket.destroy();
-  }
-
   /** The first frame matching, or undefined if none comes in time (or the socket closes first). */
-  async frame(match: (envelope: Envelope) => boolean = () => true, timeoutMs = 5000): Promise<Envelope | undefined> {
-    const found = await this.waitFor(() => this.frames.find(match) ?? (this.closed ? null : undefined), timeoutMs);
-    return found ?? undefined;
+  frame(match: (envelope: Envelope) => boolean = () => true, timeoutMs = 5000): Promise<Envelope | undefined> {
+    return this.nextFrame(match, timeoutMs);
   }
 
-  async untilClosed(timeoutMs = 5000): Promise<RawTlsResult> {
-    await this.waitFor(() => (this.closed ? true : undefined), timeoutMs);
-    return { frames: [...this.frames], closed: this.closed, error: this.error };
-  }
-
-  private waitFor<T>(check: () => T | undefined, timeoutMs: number): Promise<T | undefined> {
-    return new Promise((resolve) => {
-      const done = (value: T | undefined) => {
-        clearTimeout(timer);
-        this.waiters.delete(poll);
-        resolve(value);
-      };
-      const poll = () => {
-        const value = check();
-        if (value !== undefined) done(value);
-      };
-      const timer = setTimeout(() => done(undefined), timeoutMs);
-      this.waiters.add(poll);
-      poll();
-    });
-  }
-
-  private wake(): void {
-    for (const waiter of [...this.waiters]) waiter();
+  override untilClosed(timeoutMs = 5000): Promise<RawTlsResult> {
+    return super.untilClosed(timeoutMs);
   }
 }
 
