@@ -1,4 +1,4 @@
-import { DeferredReply, type Actor, type NodeIdentity } from './actor.js';
+import { DeferredReply, type Actor, type ActorContext, type NodeIdentity } from './actor.js';
 import { AcpError, type ErrorData } from './errors.js';
 import type { Logger } from './logger.js';
 import { UNIVERSAL_TYPES, type Message } from './messages.js';
@@ -85,6 +85,26 @@ export class IsolatedMailbox {
     this.options.log.error({ err: crash.message }, `actor crashed in its ${this.options.where}`);
     return { ok: false, error: crash.toData(), crash: true };
   }
+}
+
+/** The data for an isolated host, from the proxy's context (the parent side of thread and process isolation). */
+export function isolatedActorData(
+  ctx: ActorContext,
+  faultsEnabled: boolean,
+  options: { module: string; exportName: string; logLevel: string; logFile: string | undefined },
+): IsolatedActorData {
+  return {
+    module: options.module,
+    exportName: options.exportName,
+    path: ctx.self.path,
+    cluster: ctx.node.cluster,
+    node: ctx.node.node,
+    incarnation: ctx.node.incarnation,
+    generation: ctx.generation,
+    faultsEnabled,
+    logLevel: options.logLevel,
+    logFile: options.logFile,
+  };
 }
 
 /** The mailbox for the actor an isolated host runs, from the data it was started with. */

@@ -10,7 +10,7 @@ import { AcpError, errorMessage, type ErrorData } from './errors.js';
 import { messageSchema, type Message } from './messages.js';
 import { toPath } from './path.js';
 import type { ActorSystem } from './system.js';
-import type { IsolatedActorData, IsolatedReply } from './isolated-mailbox.js';
+import { isolatedActorData, type IsolatedActorData, type IsolatedReply } from './isolated-mailbox.js';
 
 /**
  * The parent/child channel of process isolation: length-prefixed CBOR envelopes (runtime/codec.ts)
@@ -386,16 +386,7 @@ export function processActor(system: ActorSystem, options: ProcessActorOptions):
         throw new AcpError('ACP_ERR_PROCESS_START_FAILED', `the socket path ${socketPath} is longer than ${MAX_SOCKET_PATH_BYTES} bytes; use a shorter home directory`);
       }
       data = {
-        module: options.module,
-        exportName: options.exportName,
-        path: ctx.self.path,
-        cluster: ctx.node.cluster,
-        node: ctx.node.node,
-        incarnation: ctx.node.incarnation,
-        generation: ctx.generation,
-        faultsEnabled: system.faultsEnabled,
-        logLevel: options.logLevel,
-        logFile: options.logFile,
+        ...isolatedActorData(ctx, system.faultsEnabled, options),
         socketPath,
         token: randomBytes(24).toString('hex'),
       };

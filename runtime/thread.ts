@@ -4,7 +4,7 @@ import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import type { Actor, ActorContext, ActorFactory } from './actor.js';
 import { AcpError } from './errors.js';
 import type { Message } from './messages.js';
-import type { IsolatedActorData, IsolatedReply } from './isolated-mailbox.js';
+import { isolatedActorData, type IsolatedActorData, type IsolatedReply } from './isolated-mailbox.js';
 import type { ActorSystem } from './system.js';
 
 /** A reply from the worker: answers and refusals travel as data, so error codes survive. */
@@ -82,18 +82,7 @@ export function threadActor(
 
     return {
       async started() {
-        const data: ThreadWorkerData = {
-          module: options.module,
-          exportName: options.exportName,
-          path: ctx.self.path,
-          cluster: ctx.node.cluster,
-          node: ctx.node.node,
-          incarnation: ctx.node.incarnation,
-          generation: ctx.generation,
-          faultsEnabled: system.faultsEnabled,
-          logLevel: options.logLevel,
-          logFile: options.logFile,
-        };
+        const data: ThreadWorkerData = isolatedActorData(ctx, system.faultsEnabled, options);
         const spawned = new Worker(workerEntry, { workerData: data });
         worker = spawned;
         spawned.on('error', (error) => ctx.log.error({ err: error.message }, 'worker thread failed'));
