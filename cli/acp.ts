@@ -9,6 +9,7 @@ import { LOG_LEVELS, type LogLevel } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { cdbCommands, printNodes, printServices } from './cdb.js';
+import { parseHostPort } from '../adapters/tls.js';
 import { initCluster, joinCluster, parseDuration } from './cluster.js';
 import { runForeground, startDetached, stopDaemon } from './control.js';
 import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table } from './output.js';
@@ -71,7 +72,19 @@ const upFlags = (y: Argv<Global>) =>
     .option('agent', { type: 'string', describe: "this run's agent address HOST:PORT (default: config's, from acp init/join)" })
     .option('api-port', { type: 'number', describe: 'also serve the API on local TCP at this port' })
     .option('api-bind', { type: 'string', describe: 'loopback address for --api-port (127.0.0.1 or ::1)' })
+    .option('multicast', { type: 'string', describe: 'GROUP:PORT of the cluster\'s multicast group (default: derived from the cluster name, port 5460)' })
+    .option('multicast-if', { type: 'string', describe: 'interface address to join the multicast group on (default: the agent\'s address)' })
+    .option('peers', { type: 'string', describe: 'unicast sync instead of multicast: comma-separated agent addresses HOST:PORT' })
+    .option('gateway', { type: 'string', describe: 'L3 gateway: forward this domain\'s changes to the gateway agent(s) at HOST:PORT[,HOST:PORT]' })
     .option('log-file', { type: 'string', hidden: true });
+
+/** `a:1,b:2` → ['a:1', 'b:2'], each checked as HOST:PORT. */
+function addressList(text: string | undefined, flag: string): string[] | undefined {
+  if (text === undefined) return undefined;
+  const list = text.split(',').map((item) => item.trim()).filter((item) => item.length > 0);
+  for (const item of list) parseHostPort(item, `each address in ${flag}`);
+  return list;
+}
 
 const cli = yargs(hideBin(process.argv))
   .scriptName('acp')
@@ -95,7 +108,12 @@ const cli = yargs(hideBin(process.argv))
           ...(argv.agent === undefined ? {} : { agent: argv.agent }),
           ...(argv['api-port'] === undefined ? {} : { apiPort: argv['api-port'] }),
           ...(argv['api-bind'] === undefined ? {} : { apiBind: argv['api-bind'] }),
+          ...(argv.multicast === undefined ? {} : { multicast: argv.multicast }),
+          ...(argv['multicast-if'] === undefined ? {} : { multicastIf: argv['multicast-if'] }),
+          ...(argv.peers === undefined ? {} : { peers: addressList(argv.peers, '--peers')! }),
+          ...(argv.gateway === undefined ? {} : { gateways: addressList(argv.gateway, '--gateway')! }),
         };
+        if (argv.multicast !== undefined) parseHostPort(argv.multicast, '--multicast');
         if (argv['api-port'] !== undefined && (!Number.isInteger(argv['api-port']) || argv['api-port'] < 0 || argv['api-port'] > 65535)) {
           throw new AcpError('ACP_ERR_CLI_USAGE', `--api-port must be a port number (0-65535), not ${argv['api-port']}`);
         }
@@ -108,6 +126,10 @@ const cli = yargs(hideBin(process.argv))
             ...(argv.agent === undefined ? [] : ['--agent', argv.agent]),
             ...(argv['api-port'] === undefined ? [] : ['--api-port', String(argv['api-port'])]),
             ...(argv['api-bind'] === undefined ? [] : ['--api-bind', argv['api-bind']]),
+            ...(argv.multicast === undefined ? [] : ['--multicast', argv.multicast]),
+            ...(argv['multicast-if'] === undefined ? [] : ['--multicast-if', argv['multicast-if']]),
+            ...(argv.peers === undefined ? [] : ['--peers', argv.peers]),
+            ...(argv.gateway === undefined ? [] : ['--gateway', argv.gateway]),
           ];
           const status = await startDetached(options, forwarded);
           if (argv.json) printJson({ pid: status.pid, socket: status.socket, cluster: status.cluster, node: status.node, incarnation: status.incarnation });

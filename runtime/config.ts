@@ -60,6 +60,27 @@ export const nodeConfigSchema = z.strictObject({
       statsHistory: z.number().int().min(1).max(100_000).default(600),
     })
     .default({ maxMemoryKeys: 200_000, statsHistory: 600 }),
+  /** How the CDB keeps every node's copy in step (DESIGN.md, CDB). */
+  sync: z
+    .strictObject({
+      /** GROUP:PORT of the cluster's multicast group; default: a group derived from the cluster name, port 5460. */
+      multicast: z.string().max(100).optional(),
+      /** The interface address to join the group on; default: the agent's address, else the system's choice. */
+      multicastIf: z.string().max(100).optional(),
+      /** Unicast mode: the stream goes to these agents (HOST:PORT) and to every node the CDB knows, over the agent. */
+      peers: z.array(z.string().max(300)).max(1000).default([]),
+      /** L3 gateways: remote domains' gateway agents (HOST:PORT) that this node forwards its domain's changes to. */
+      gateways: z.array(z.string().max(300)).max(100).default([]),
+      /** How often every node sends its digest of per-origin high-water marks (anti-entropy). */
+      digestMs: z.number().int().min(50).max(60_000).default(1000),
+      /** A node not heard from (heartbeat or digest) for this long is suspect... */
+      suspectAfterMs: z.number().int().min(100).max(600_000).default(1500),
+      /** ... and for this long, down. With 1 s heartbeats a dead node is down within 2.5 s. */
+      downAfterMs: z.number().int().min(200).max(600_000).default(2500),
+      /** Own changes kept to answer repair requests; older gaps are repaired from a snapshot. */
+      repairKeep: z.number().int().min(100).max(10_000_000).default(20_000),
+    })
+    .default({ peers: [], gateways: [], digestMs: 1000, suspectAfterMs: 1500, downAfterMs: 2500, repairKeep: 20_000 }),
   /** How often the Framework publishes node and service meta to the CDB. */
   heartbeatMs: z.number().int().min(100).max(60_000).default(1000),
   /** After a service exhausts its restart intensity it is `failed`; the Framework tries it again after this. */

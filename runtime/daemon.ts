@@ -29,6 +29,11 @@ export interface DaemonOptions {
   /** Also serves the API on local TCP at this port (loopback only). */
   apiPort?: number;
   apiBind?: string;
+  /** Sync flags for this run (over config.json's `sync`): GROUP:PORT, interface address, unicast peers, L3 gateways. */
+  multicast?: string;
+  multicastIf?: string;
+  peers?: readonly string[];
+  gateways?: readonly string[];
 }
 
 const LOOPBACK = ['127.0.0.1', '::1', 'localhost'] as const;
@@ -42,6 +47,13 @@ function withFlags(config: NodeConfig, options: DaemonOptions): NodeConfig {
   return {
     ...config,
     agent: { ...config.agent, ...(options.agent === undefined ? {} : { listen: options.agent }) },
+    sync: {
+      ...config.sync,
+      ...(options.multicast === undefined ? {} : { multicast: options.multicast }),
+      ...(options.multicastIf === undefined ? {} : { multicastIf: options.multicastIf }),
+      ...(options.peers === undefined ? {} : { peers: [...options.peers] }),
+      ...(options.gateways === undefined ? {} : { gateways: [...options.gateways] }),
+    },
     api: {
       ...config.api,
       ...(options.apiPort === undefined ? {} : { port: options.apiPort }),
