@@ -12,7 +12,7 @@ import { cdbCommands, printNodes, printServices } from './cdb.js';
 import { parseHostPort } from '../adapters/tls.js';
 import { initCluster, joinCluster, parseDuration } from './cluster.js';
 import { runForeground, startDetached, stopDaemon } from './control.js';
-import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table } from './output.js';
+import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table, type SyncSummary } from './output.js';
 
 interface Global {
   home: string;
@@ -152,8 +152,10 @@ const cli = yargs(hideBin(process.argv))
     run(argv, () =>
       withClient(argv.home, async (client) => {
         const status = await client.ask<NodeStatus>('framework', { type: 'status' });
-        if (argv.json) printJson(status);
-        else process.stdout.write(`${formatStatus(status)}\n`);
+        // A node in no cluster, or whose CDB is not running, has no sync to report.
+        const sync = await client.ask<Message & SyncSummary>('cdb', { type: 'cdb.sync.status' }).catch(() => null);
+        if (argv.json) printJson({ ...status, sync });
+        else process.stdout.write(`${formatStatus(status, sync)}\n`);
       }),
     ),
   )

@@ -4,6 +4,7 @@ import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import type { NodeMeta, ServiceMeta } from '../actors/model.js';
 import type { RecordView } from '../actors/cdb/index.js';
+import type { MemberView } from '../actors/cdb/sync.js';
 import { formatDuration, printJson, table } from './output.js';
 
 export interface CdbGlobal {
@@ -114,6 +115,19 @@ export function cdbCommands(y: Argv<CdbGlobal>, run: Run, withClient: WithClient
         ),
     )
     .command(
+      'hash [prefix]',
+      'a digest of the records under a prefix (default object/): equal on two nodes means they hold the same records',
+      (c) => c.positional('prefix', { type: 'string', default: 'object/' }),
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const reply = await client.ask<Message & { hash: string; records: number; prefix: string }>('cdb', { type: 'cdb.hash', prefix: argv.prefix });
+            if (argv.json) printJson(reply);
+            else process.stdout.write(`${reply.hash}  ${reply.records} record(s) under ${reply.prefix}\n`);
+          }),
+        ),
+    )
+    .command(
       'watch [prefix]',
       'print the records under a prefix, then every change, until interrupted (--json: NDJSON)',
       (c) => c.positional('prefix', { type: 'string', default: '' }),
@@ -170,13 +184,21 @@ async function watchPrefix(home: string, prefix: string, json: boolean, withClie
 }
 
 /** `acp nodes`: every node the CDB knows, with its heartbeat. */
+/** `acp nodes`: membership as this node sees it, with what each node's heartbeat says. */
 export async function printNodes(client: AcpClient, json: boolean): Promise<void> {
-  const [objects, metas] = await Promise.all([listAll(client, 'object/node/'), listAll(client, 'meta/node/')]);
-  const rows = objects.map((record) => {
-    const name = record.key.slice('object/node/'.length);
-    const meta = metas.find((candidate) => candidate.key === `meta/node/${name}@${name}`)?.value as NodeMeta | undefined;
-    const lastSeenMs = meta ? Date.now() - Date.parse(meta.heartbeatAt) : undefined;
-    return { name, state: meta?.state ?? 'unknown', incarnation: meta?.incarnation ?? null, lastSeenMs: lastSeenMs ?? null, uptimeMs: meta?.uptimeMs ?? null, eventLoopDelayMs: meta?.eventLoopDelayMs ?? null };
+  const [membership, metas] = await Promise.all([client.ask<Message & { nodes: MemberView[] }>('cdb', { type: 'cdb.nodes' }), listAll(client, 'meta/node/')]);
+  const rows = membership.nodes.map((member) => {
+    const meta = metas.find((candidate) => candidate.key === `meta/node/${member.node}@${member.node}`)?.value as NodeMeta | undefined;
+    return {
+      name: member.node,
+      state: member.state,
+      lastSeenMs: member.lastSeenMs,
+      incarnation: member.incarnation ?? meta?.incarnation ?? null,
+      syncLag: member.syncLag,
+      uptimeMs: meta?.uptimeMs ?? null,
+      eventLoopDelayMs: meta?.eventLoopDelayMs ?? null,
+      ...(member.self ? { self: true } : {}),
+    };
   });
   if (json) {
     printJson(rows);
@@ -184,12 +206,13 @@ export async function printNodes(client: AcpClient, json: boolean): Promise<void
   }
   process.stdout.write(
     `${table([
-      ['NODE', 'STATE', 'LAST SEEN', 'INCARNATION', 'UPTIME', 'LOOP DELAY p99'],
+      ['NODE', 'STATE', 'LAST SEEN', 'INCARNATION', 'SYNC LAG', 'UPTIME', 'LOOP DELAY p99'],
       ...rows.map((row) => [
-        row.name,
+        row.self ? `${row.name} (this node)` : row.name,
         row.state,
-        row.lastSeenMs === null ? '-' : `${(row.lastSeenMs / 1000).toFixed(1)}s ago`,
+        row.self ? '-' : row.lastSeenMs === null ? 'never' : `${(row.lastSeenMs / 1000).toFixed(1)}s ago`,
         String(row.incarnation ?? '-'),
+        row.syncLag === null ? '-' : `${row.syncLag} change(s)`,
         row.uptimeMs === null ? '-' : formatDuration(row.uptimeMs),
         row.eventLoopDelayMs ? `${row.eventLoopDelayMs.p99} ms` : '-',
       ]),

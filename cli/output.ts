@@ -41,7 +41,25 @@ export function formatDuration(ms: number): string {
   return hours < 48 ? `${hours}h${minutes % 60}m` : `${Math.floor(hours / 24)}d${hours % 24}h`;
 }
 
-export function formatStatus(status: NodeStatus): string {
+/** What `acp status` says about sync (the CDB's `cdb.sync.status`), or null on a node in no cluster. */
+export interface SyncSummary {
+  mode: 'multicast' | 'unicast';
+  multicast: { group: string; port: number; interface: string } | null;
+  fallbackReason: string | null;
+  peers: string[];
+  gateways: { address: string; node: string | null }[];
+  synced: boolean;
+}
+
+function syncLine(sync: SyncSummary | null): string {
+  if (!sync) return 'off (this node belongs to no cluster)';
+  const where = sync.mode === 'multicast' && sync.multicast ? `multicast ${sync.multicast.group}:${sync.multicast.port} on ${sync.multicast.interface}` : `unicast over the agent to ${sync.peers.length} peer(s)`;
+  const fallback = sync.fallbackReason ? ` (multicast unavailable: ${sync.fallbackReason})` : '';
+  const gateways = sync.gateways.length > 0 ? `; gateway to ${sync.gateways.map((gateway) => gateway.node ?? gateway.address).join(', ')}` : '';
+  return `${where}${fallback}${gateways}; ${sync.synced ? 'synced' : 'catching up'}`;
+}
+
+export function formatStatus(status: NodeStatus, sync: SyncSummary | null = null): string {
   const header = [
     `cluster      ${status.cluster}`,
     `node         ${status.node}`,
@@ -52,6 +70,7 @@ export function formatStatus(status: NodeStatus): string {
     `refused      ${status.refusedConnections} connection(s)`,
     `faults       ${status.faults ? 'enabled (--faults)' : 'disabled'}`,
     `socket       ${status.socket}`,
+    `sync         ${syncLine(sync)}`,
   ];
   const rows = [
     ['SERVICE', 'STATE', 'RESTARTS', 'ISOLATION', 'PID', 'PATH'],

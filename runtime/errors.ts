@@ -44,6 +44,8 @@ export const errorCatalog = {
   ACP_ERR_CDB_NOT_OWNER: { kind: 'forbidden', summary: 'A meta or stats key can only be written by the node it names.' },
   ACP_ERR_CDB_FULL: { kind: 'failed', summary: 'The in-memory meta/stats table reached its bound.' },
   ACP_ERR_CDB_STORE: { kind: 'failed', summary: 'The embedded store failed to open, read or write.' },
+  ACP_ERR_SYNC_NO_MULTICAST: { kind: 'failed', summary: 'The multicast group cannot be joined; sync falls back to unicast over the agent.' },
+  ACP_ERR_SYNC_NOT_PEER: { kind: 'forbidden', summary: "Sync traffic is accepted only from the cluster's nodes over the agent." },
   ACP_ERR_AGENT_LISTEN: { kind: 'failed', summary: 'The agent cannot listen on its address.' },
   ACP_ERR_AGENT_BAD_CERT: { kind: 'unauthorized', summary: 'A peer presented no client certificate, or one the cluster CA did not issue or that expired.' },
   ACP_ERR_AGENT_NODE_MISMATCH: { kind: 'unauthorized', summary: "The certificate's common name is not the node named in the hello." },

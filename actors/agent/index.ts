@@ -34,6 +34,8 @@ export const agentSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('agent.renew') }),
   /** Where does this node's agent listen, if this node knows? */
   z.strictObject({ type: z.literal('agent.lookup'), node: z.string().max(63) }),
+  /** Which node's agent listens at HOST:PORT? Dials it when not known (for --peers and --gateway). */
+  z.strictObject({ type: z.literal('agent.identify'), address: z.string().max(300) }),
 ]);
 
 export type AgentMessage = z.input<typeof agentSchema>;
@@ -347,6 +349,34 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     };
   };
 
+  /** Dials an address, reads the node name from its certificate and hello, and remembers it. */
+  const identify = async (address: string): Promise<string> => {
+    for (const [node, known] of addresses) if (known === address) return node;
+    if (!material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', 'this node has no cluster certificate; run acp init or acp join');
+    const { host, port } = parseHostPort(address, 'a peer or gateway address');
+    const current = material;
+    const node = await new Promise<string>((resolve, reject) => {
+      let certificateName: string | undefined;
+      dialTls({ host, port, material: current, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, timeoutMs: config.api.helloTimeoutMs }, (conn) => ({
+        frame(envelope) {
+          const body = envelope.body as { node?: unknown; cluster?: unknown } | undefined;
+          if (envelope.k === 'hello' && typeof body?.node === 'string' && body.cluster === cluster && (certificateName === undefined || certificateName === body.node)) resolve(body.node);
+          else reject(new AcpError('ACP_ERR_WIRE_BAD_HELLO', `${address} did not answer as a node of cluster '${cluster}'`));
+          conn.close();
+        },
+        badFrame: (error) => reject(error),
+        closed: () => reject(new AcpError('ACP_ERR_WIRE_CLOSED', `${address} closed the connection before saying who it is`)),
+      })).then(({ connection, socket }) => {
+        const subject = socket.getPeerCertificate()?.subject?.CN;
+        certificateName = Array.isArray(subject) ? subject[0] : subject;
+        connection.send({ v: PROTOCOL_VERSION, k: 'hello', body: { cluster, node: self, incarnation: ctx.node.incarnation, apiKey: deps.apiKey, proto: PROTOCOL_VERSION, role: 'client' } });
+      }, reject);
+    });
+    if (node === self) throw new AcpError('ACP_ERR_CLI_USAGE', `${address} is this node's own agent`);
+    remember(node, address);
+    return node;
+  };
+
   const router: RemoteRouter = {
     deliver: (node, path, delivery, timeoutMs) => link(node).deliver(path, delivery, timeoutMs),
     watch: (node, path, listener) => link(node).watch(path, listener),
@@ -419,6 +449,8 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         }
         case 'agent.lookup':
           return { type: 'agent.address', node: parsed.node, address: parsed.node === self ? (selfAddress ?? null) : (addresses.get(parsed.node) ?? null) };
+        case 'agent.identify':
+          return { type: 'agent.identified', address: parsed.address, node: await identify(parsed.address) };
         case 'agent.token': {
           // A token hands out the cluster key on joining: only an operator on this node may mint one.
           if (!isLocal(from)) throw new AcpError('ACP_ERR_AGENT_BAD_CERT', 'join tokens are created on the CA node itself (acp token create there), not over the agent');

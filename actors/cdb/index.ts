@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { z } from 'zod';
+import { readSecretFile, secretExists } from '../../adapters/home.js';
 import { ObjectStore, type StoredRecord } from '../../adapters/store.js';
 import { replyLater, type ActorContext, type ActorRef, type ServiceDefinition } from '../../runtime/actor.js';
 import { AcpError } from '../../runtime/errors.js';
@@ -9,7 +10,10 @@ import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { checkPrefix, parseKey, SERVICE_TYPES, validateMeta, validateObject, type ParsedKey } from '../model.js';
 import { compareVersions, formatVersion, HybridClock, parseVersion, type Version } from './hlc.js';
 import { MemoryTable, type HistoryPoint } from './memory.js';
+import { createHash } from 'node:crypto';
 import { wins } from './replication.js';
+import { encodedSize, snapshotRequestSchema, type SnapshotPage, type SnapshotRequest } from './sync.js';
+import { SyncNode, type SyncSetup } from './sync-node.js';
 
 const key = z.string().min(1).max(512);
 const prefix = z.string().max(512);
@@ -46,6 +50,24 @@ export const cdbSchema = z.discriminatedUnion('type', [
       )
       .max(10_000),
   }),
+  /** Sync traffic from another node over the agent (unicast mode, or relayed by a gateway). */
+  z.strictObject({ type: z.literal('cdb.sync'), payload: z.unknown(), relay: z.boolean().optional() }),
+  /** Part of this node's own change stream, for a peer that missed it. */
+  z.strictObject({
+    type: z.literal('cdb.sync.repair'),
+    origin: z.string().max(63),
+    incarnation: z.number().int().min(0),
+    from: z.number().int().min(1),
+    to: z.number().int().min(1),
+  }),
+  snapshotRequestSchema.extend({ type: z.literal('cdb.sync.snapshot') }),
+  z.strictObject({ type: z.literal('cdb.sync.status') }),
+  /** Fault injection (daemon with --faults): drop this share of outgoing sync sends. */
+  z.strictObject({ type: z.literal('cdb.sync.faults'), dropRate: z.number().min(0).max(1) }),
+  /** Membership: every node known, classified up, suspect or down, with its sync lag. */
+  z.strictObject({ type: z.literal('cdb.nodes') }),
+  /** A digest of the records under a prefix (default: every object), to compare nodes. */
+  z.strictObject({ type: z.literal('cdb.hash'), prefix: prefix.optional() }),
   z.strictObject({ type: z.literal('terminated'), path: z.string(), reason: z.string() }),
 ]);
 export type CdbMessage = z.infer<typeof cdbSchema>;
@@ -102,7 +124,12 @@ export interface CdbOptions {
   maxMemoryKeys: number;
   statsHistory: number;
   now?: () => number;
+  /** Cluster sync; absent on a node that belongs to no cluster (no cluster key). */
+  sync?: Omit<SyncSetup, 'knownNodes' | 'merge'> & { seeds: readonly string[] };
 }
+
+const SNAPSHOT_PAGE_BYTES = 1024 * 1024;
+const KNOWN_NODES_TTL_MS = 1000;
 
 /**
  * The node's cluster database. Objects are durable in the embedded store: a put is answered only
@@ -122,6 +149,8 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   let store: ObjectStore | undefined;
   /** Commit order: watch events go out in the order writes were issued. */
   let commits: Promise<void> = Promise.resolve();
+  let sync: SyncNode | undefined;
+  let knownNodes: { at: number; names: string[] } | undefined;
 
   const current = (parsed: ParsedKey): StoredRecord | undefined => {
     if (parsed.kind !== 'object') return memory.get(parsed.key);
@@ -154,13 +183,14 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   };
 
   /** Applies prepared writes: memory ones at once, object ones durably; resolves when all are. All or none. */
-  const apply = (writes: readonly { parsed: ParsedKey; record: StoredRecord }[]): Promise<void> => {
+  const apply = (writes: readonly { parsed: ParsedKey; record: StoredRecord }[], local: boolean): Promise<void> => {
     const newMemoryKeys = new Set(
       writes.filter((write) => write.parsed.kind !== 'object' && memory.get(write.record.key) === undefined).map((write) => write.record.key),
     );
     memory.reserve(newMemoryKeys.size);
     const objects = writes.filter((write) => write.parsed.kind === 'object').map((write) => write.record);
     const applyMemory = () => {
+      const applied: StoredRecord[] = [];
       for (const write of writes) {
         if (write.parsed.kind === 'object') continue;
         // Applied late (after a mixed batch's flush), an older write must not replace a newer one.
@@ -168,10 +198,13 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         // A delete stays as a tombstone, so an older write replicated late cannot bring the key back.
         memory.put(write.record);
         publish(write.record);
+        applied.push(write.record);
       }
+      return applied;
     };
     if (objects.length === 0) {
-      applyMemory();
+      const applied = applyMemory();
+      if (local) sync?.local(applied);
       return Promise.resolve();
     }
     for (const record of objects) pending.set(record.key, record);
@@ -183,7 +216,9 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           publish(record);
         }
         // In a mixed batch, meta and stats take effect only once the objects are durable: all or none.
-        applyMemory();
+        const applied = applyMemory();
+        // Only durable changes go out: a node never sends what it could lose in a crash.
+        if (local) sync?.local([...objects, ...applied]);
       },
       (error: unknown) => {
         for (const record of objects) if (pending.get(record.key) === record) pending.delete(record.key);
@@ -269,6 +304,105 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     return { type: 'cdb.watching', watch: id, prefix: wanted, snapshotSize: snapshot.length };
   };
 
+  /** Records from other nodes: each applied only if it wins over what is here (LWW); resolves once durable. */
+  const merge = (records: readonly StoredRecord[]): Promise<{ applied: number; skipped: number }> => {
+    const writes: { parsed: ParsedKey; record: StoredRecord }[] = [];
+    let skipped = 0;
+    for (const incoming of records) {
+      let target: ParsedKey;
+      try {
+        target = parseKey(incoming.key);
+        // meta and stats have one writer: only records that node wrote are taken.
+        if (target.kind !== 'object' && incoming.origin !== target.node) throw new AcpError('ACP_ERR_CDB_NOT_OWNER', 'not its writer');
+        if (!incoming.deleted) {
+          if (target.kind === 'object') validateObject(target, incoming.value);
+          else validateMeta(target, incoming.value);
+        }
+      } catch {
+        skipped += 1;
+        continue;
+      }
+      const record: StoredRecord = { key: target.key, value: incoming.deleted ? null : incoming.value, version: incoming.version, origin: incoming.origin, ...(incoming.deleted ? { deleted: true } : {}) };
+      clock.observe(record.version);
+      const earlier = writes.find((write) => write.record.key === record.key)?.record;
+      if (!wins(record, earlier ?? current(target))) {
+        skipped += 1;
+        continue;
+      }
+      if (earlier) writes.splice(writes.findIndex((write) => write.record === earlier), 1);
+      writes.push({ parsed: target, record });
+    }
+    return apply(writes, false).then(() => ({ applied: writes.length, skipped }));
+  };
+
+  const requireSync = (): SyncNode => {
+    if (!sync) throw new AcpError('ACP_ERR_SYNC_NOT_PEER', `node '${node}' does not sync: it belongs to no cluster (acp init or acp join)`);
+    return sync;
+  };
+
+  /** Every other node named in the CDB, and the seeds from joining. */
+  const otherNodes = (): string[] => {
+    const now = Date.now();
+    if (knownNodes && now - knownNodes.at < KNOWN_NODES_TTL_MS) return knownNodes.names;
+    const names = new Set(options.sync?.seeds ?? []);
+    for (const record of store?.range('object/node/', undefined, 100_000) ?? []) if (!record.deleted) names.add(record.key.slice('object/node/'.length));
+    names.delete(node);
+    knownNodes = { at: now, names: [...names].sort() };
+    return knownNodes.names;
+  };
+
+  /**
+   * One page of a snapshot: meta and objects (tombstones included) in key order, filtered by
+   * origin and version. The digest is taken first and every write it counts is durable before
+   * the pages are read, so the pages hold all it says.
+   */
+  const snapshotPage = async (request: SnapshotRequest): Promise<Message & SnapshotPage> => {
+    const replicator = requireSync().replicator;
+    const digest = replicator.digest();
+    replicator.counters.snapshotPagesServed += 1;
+    await commits;
+    const records: StoredRecord[] = [];
+    let bytes = 0;
+    for (const kind of ['meta/', 'object/']) {
+      if (request.cursor !== undefined && request.cursor >= `${kind}\uffff`) continue;
+      let after = request.cursor !== undefined && request.cursor > kind ? request.cursor : undefined;
+      for (;;) {
+        const page = kind === 'object/' ? store!.range(kind, after, PAGE) : memory.range(kind, after, PAGE);
+        for (const record of page) {
+          after = record.key;
+          if (request.origin !== undefined && record.origin !== request.origin) continue;
+          if (request.since !== undefined && record.version.wall < request.since) continue;
+          records.push(record);
+          bytes += encodedSize(record);
+          if (records.length >= request.limit || bytes >= SNAPSHOT_PAGE_BYTES) return { type: 'cdb.sync.snapshot', records, cursor: record.key, digest };
+        }
+        if (page.length < PAGE) break;
+      }
+    }
+    return { type: 'cdb.sync.snapshot', records, digest };
+  };
+
+  const hash = (rawPrefix: string): Message => {
+    const wanted = checkPrefix(rawPrefix);
+    const digest = createHash('sha256');
+    let count = 0;
+    for (const kind of ['meta/', 'object/', 'stats/']) {
+      if (!(kind.startsWith(wanted) || wanted.startsWith(kind))) continue;
+      const rangePrefix = wanted.startsWith(kind) ? wanted : kind;
+      let after: string | undefined;
+      for (;;) {
+        const page = kind === 'object/' ? store!.range(rangePrefix, after, PAGE) : memory.range(rangePrefix, after, PAGE);
+        for (const record of page) {
+          after = record.key;
+          digest.update(`${record.key}\u0000${formatVersion(record.version)}\u0000${record.deleted ? 'deleted' : JSON.stringify(record.value)}\n`);
+          count += 1;
+        }
+        if (page.length < PAGE) break;
+      }
+    }
+    return { type: 'cdb.hash', prefix: wanted, records: count, hash: digest.digest('hex') };
+  };
+
   const dropWatch = (id: number) => {
     const watcher = watchers.get(id);
     if (!watcher) return;
@@ -277,13 +411,18 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   };
 
   return {
-    started() {
+    async started() {
       store = ObjectStore.open(options.storePath);
       // The clock must never issue a version below one already on disk.
       for (const record of store.all()) clock.observe(record.version);
       ctx.log.info({ store: options.storePath }, 'store open');
+      if (options.sync) {
+        const { seeds: _seeds, ...setup } = options.sync;
+        sync = new SyncNode(ctx, { ...setup, knownNodes: otherNodes, merge: (records) => merge(records).then(() => undefined) });
+        await sync.start();
+      }
     },
-    receive(message) {
+    receive(message, from) {
       info.handled += 1;
       const parsed = cdbSchema.parse(message);
       switch (parsed.type) {
@@ -297,14 +436,14 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         }
         case 'cdb.put': {
           const write = prepare(parsed.key, parsed.value, false);
-          return replyLater(apply([write]).then(() => written(write.record)));
+          return replyLater(apply([write], true).then(() => written(write.record)));
         }
         case 'cdb.delete': {
           const target = parseKey(parsed.key);
           const existing = current(target);
           if (!existing || existing.deleted) throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no record at ${target.key}`);
           const write = prepare(parsed.key, null, true);
-          return replyLater(apply([write]).then(() => written(write.record)));
+          return replyLater(apply([write], true).then(() => written(write.record)));
         }
         case 'cdb.cas': {
           const target = parseKey(parsed.key);
@@ -320,46 +459,40 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
             throw new AcpError('ACP_ERR_CDB_CONFLICT', `${target.key} is at version ${now}, not ${parsed.expect ?? 'absent'}; read it again and retry`, { current: live ? view(live) : null });
           }
           const write = prepare(parsed.key, parsed.value, false);
-          return replyLater(apply([write]).then(() => written(write.record)));
+          return replyLater(apply([write], true).then(() => written(write.record)));
         }
         case 'cdb.batch': {
           const writes = parsed.ops.map((item) => prepare(item.key, item.op === 'put' ? item.value : null, item.op === 'delete'));
-          return replyLater(apply(writes).then(() => ({ type: 'cdb.written-batch', count: writes.length, versions: writes.map((write) => formatVersion(write.record.version)) })));
+          return replyLater(apply(writes, true).then(() => ({ type: 'cdb.written-batch', count: writes.length, versions: writes.map((write) => formatVersion(write.record.version)) })));
         }
         case 'cdb.watch':
           return watch(parsed.prefix, parsed.subscriber);
         case 'cdb.unwatch':
           dropWatch(parsed.watch);
           return { type: 'ok' };
-        case 'cdb.merge': {
-          const writes: { parsed: ParsedKey; record: StoredRecord }[] = [];
-          let skipped = 0;
-          for (const incoming of parsed.records) {
-            let target: ParsedKey;
-            try {
-              target = parseKey(incoming.key);
-              // meta and stats have one writer: only records that node wrote are taken.
-              if (target.kind !== 'object' && incoming.origin !== target.node) throw new AcpError('ACP_ERR_CDB_NOT_OWNER', 'not its writer');
-              if (!incoming.deleted) {
-                if (target.kind === 'object') validateObject(target, incoming.value);
-                else validateMeta(target, incoming.value);
-              }
-            } catch {
-              skipped += 1;
-              continue;
-            }
-            const record: StoredRecord = { key: target.key, value: incoming.deleted ? null : incoming.value, version: incoming.version, origin: incoming.origin, ...(incoming.deleted ? { deleted: true } : {}) };
-            clock.observe(record.version);
-            const earlier = writes.find((write) => write.record.key === record.key)?.record;
-            if (!wins(record, earlier ?? current(target))) {
-              skipped += 1;
-              continue;
-            }
-            if (earlier) writes.splice(writes.findIndex((write) => write.record === earlier), 1);
-            writes.push({ parsed: target, record });
-          }
-          return replyLater(apply(writes).then(() => ({ type: 'cdb.merged', applied: writes.length, skipped })));
+        case 'cdb.merge':
+          return replyLater(merge(parsed.records).then((outcome) => ({ type: 'cdb.merged', ...outcome })));
+        case 'cdb.sync': {
+          if (!sync) throw new AcpError('ACP_ERR_SYNC_NOT_PEER', `node '${node}' does not sync (it belongs to no cluster: acp init or acp join)`);
+          if (from === undefined || !from.startsWith('node:')) throw new AcpError('ACP_ERR_SYNC_NOT_PEER', 'sync traffic is taken only from the cluster\'s nodes over the agent');
+          sync.fromNetwork(parsed.payload, parsed.relay ? 'gateway' : 'domain');
+          return { type: 'cdb.sync.ok' };
         }
+        case 'cdb.sync.repair':
+          return requireSync().serveRepair({ origin: parsed.origin, incarnation: parsed.incarnation, from: parsed.from, to: parsed.to });
+        case 'cdb.sync.snapshot': {
+          const { type: _type, ...request } = parsed;
+          return replyLater(snapshotPage(request));
+        }
+        case 'cdb.sync.status':
+          return requireSync().status();
+        case 'cdb.sync.faults':
+          requireSync().setDropRate(parsed.dropRate);
+          return { type: 'cdb.sync.faults', dropRate: parsed.dropRate };
+        case 'cdb.nodes':
+          return { type: 'cdb.nodes', nodes: sync ? sync.members() : [{ node, state: 'up', lastSeenMs: 0, incarnation: ctx.node.incarnation, syncLag: 0, self: true }] };
+        case 'cdb.hash':
+          return hash(parsed.prefix ?? 'object/');
         case 'cdb.history': {
           const target = parseKey(parsed.key);
           if (target.kind !== 'stats') throw new AcpError('ACP_ERR_CDB_BAD_KEY', `history is kept for stats/ keys only, not ${target.key}`);
@@ -384,6 +517,8 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         watcher.unwatch();
       }
       watchers.clear();
+      await sync?.stop();
+      sync = undefined;
       await commits;
       await store?.close();
       store = undefined;
@@ -402,6 +537,18 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
       storePath: join(deps.paths.data, 'cdb.mdb'),
       maxMemoryKeys: deps.config.cdb.maxMemoryKeys,
       statsHistory: deps.config.cdb.statsHistory,
+      // A node with a cluster key belongs to a cluster: it syncs.
+      ...(secretExists(deps.paths.clusterKey)
+        ? {
+            sync: {
+              config: deps.config.sync,
+              clusterKey: readSecretFile(deps.paths.clusterKey).trim(),
+              ...(deps.config.agent.listen ? { agentAddress: deps.config.agent.listen } : {}),
+              faults: deps.system.faultsEnabled,
+              seeds: deps.config.agent.seeds.map((seed) => seed.node),
+            },
+          }
+        : {}),
     });
   },
 };

@@ -140,6 +140,34 @@ export class ReceiverState {
     return { kind: 'accepted', records: fresh, gaps: this.gapsOf(batch.origin, state) };
   }
 
+  /** This node's high-water mark for `origin` (0 when nothing is known), with its incarnation. */
+  of(origin: string): { incarnation: number; highWater: number } | undefined {
+    const state = this.origins.get(origin);
+    return state ? { incarnation: state.incarnation, highWater: state.highWater } : undefined;
+  }
+
+  /**
+   * Everything of `origin` up to `highWater` is here by other means (a snapshot that covers it):
+   * move the mark up. An older incarnation than the one known changes nothing.
+   */
+  fastForward(origin: string, incarnation: number, highWater: number): void {
+    let state = this.origins.get(origin);
+    if (state && incarnation < state.incarnation) return;
+    if (!state || incarnation > state.incarnation) {
+      state = { incarnation, highWater: 0, ahead: new Set() };
+      this.origins.set(origin, state);
+    }
+    if (highWater <= state.highWater) return;
+    state.highWater = highWater;
+    for (const seq of state.ahead) if (seq <= highWater) state.ahead.delete(seq);
+    while (state.ahead.delete(state.highWater + 1)) state.highWater += 1;
+  }
+
+  /** Gaps this node knows of in what it has received (below records that arrived out of order). */
+  openGaps(): Gap[] {
+    return [...this.origins.entries()].flatMap(([origin, state]) => this.gapsOf(origin, state));
+  }
+
   /** What this node has of each origin, for anti-entropy. */
   digest(): Digest {
     const digest: Record<string, { incarnation: number; highWater: number }> = {};

@@ -1,0 +1,284 @@
+/**
+ * Runs the Replicator for real inside the CDB actor: authenticated multicast for this domain (or
+ * unicast over the agent with --peers, or when the group cannot be joined), the agent for repair,
+ * snapshots and gateways, and timers for digests and flushes.
+ */
+import { createHash, randomInt } from 'node:crypto';
+import { isIP } from 'node:net';
+import { MAX_DATAGRAM_BYTES, MulticastChannel, type MulticastStats } from '../../adapters/multicast.js';
+import { parseHostPort } from '../../adapters/tls.js';
+import type { StoredRecord } from '../../adapters/store.js';
+import type { ActorContext } from '../../runtime/actor.js';
+import type { NodeConfig } from '../../runtime/config.js';
+import { AcpError, errorMessage } from '../../runtime/errors.js';
+import type { Message } from '../../runtime/messages.js';
+import type { Gap } from './replication.js';
+import { Replicator, syncPayloadSchema, type MemberView, type RepairAnswer, type SnapshotPage, type SnapshotRequest, type SyncCounters, type SyncPayload } from './sync.js';
+
+export const DEFAULT_MULTICAST_PORT = 5460;
+/** Room in a datagram for the channel's envelope (origin, incarnation, sequence) around a payload. */
+const DATAGRAM_PAYLOAD_BYTES = MAX_DATAGRAM_BYTES - 36 - 96;
+/** Unicast rides the agent's frames: far larger sends are fine. */
+const UNICAST_PAYLOAD_BYTES = 256 * 1024;
+const REORDER_GRACE_MS = 100;
+const SEND_TIMEOUT_MS = 3000;
+
+/** The cluster's default group: one per cluster name, in the organisation-local scope. */
+export function defaultGroup(cluster: string): string {
+  const hash = createHash('sha256').update(cluster).digest();
+  return `239.192.${hash[0]!}.${hash[1]! === 0 ? 1 : hash[1]!}`;
+}
+
+export interface SyncSetup {
+  config: NodeConfig['sync'];
+  clusterKey: string;
+  /** This node's agent address (the default multicast interface when it is an IPv4 address). */
+  agentAddress?: string;
+  faults: boolean;
+  /** Every other node named in the CDB (object/node/*) and the seeds. */
+  knownNodes(): string[];
+  merge(records: readonly StoredRecord[]): Promise<void>;
+}
+
+export interface SyncStatus extends Message {
+  type: 'cdb.sync.status';
+  mode: 'multicast' | 'unicast';
+  multicast: { group: string; port: number; interface: string } | null;
+  /** Why this node is in unicast mode when it was not asked to be. */
+  fallbackReason: string | null;
+  peers: string[];
+  gateways: { address: string; node: string | null }[];
+  synced: boolean;
+  dropRate: number;
+  counters: SyncCounters;
+  datagrams: MulticastStats | null;
+}
+
+export class SyncNode {
+  readonly replicator: Replicator;
+  private channel: MulticastChannel | undefined;
+  private mode: 'multicast' | 'unicast' = 'unicast';
+  private fallbackReason: string | null = null;
+  private multicast: { group: string; port: number; interface: string } | null = null;
+  private readonly gatewayNames = new Map<string, string | null>();
+  private readonly peerNames = new Map<string, string | null>();
+  private ticker: NodeJS.Timeout | undefined;
+  private flushScheduled = false;
+  private repairTimer: NodeJS.Timeout | undefined;
+  private dropRate = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly ctx: ActorContext,
+    private readonly setup: SyncSetup,
+  ) {
+    for (const address of setup.config.gateways) this.gatewayNames.set(address, null);
+    for (const address of setup.config.peers) this.peerNames.set(address, null);
+    const sync = this;
+    this.replicator = new Replicator(
+      {
+        self: ctx.node.node,
+        incarnation: ctx.node.incarnation,
+        log: ctx.log,
+        now: () => Date.now(),
+        get payloadBytes() {
+          return sync.mode === 'multicast' ? DATAGRAM_PAYLOAD_BYTES : UNICAST_PAYLOAD_BYTES;
+        },
+        broadcast: (payload) => this.broadcast(payload),
+        forward: (payload) => this.forward(payload),
+        get isGateway() {
+          return sync.gatewayNames.size > 0;
+        },
+        repair: (origin, gap) => this.remote(origin).ask<Message & RepairAnswer>({ type: 'cdb.sync.repair', ...gap }, { timeoutMs: 10_000 }),
+        snapshot: (node, request) => this.remote(node).ask<Message & SnapshotPage>({ type: 'cdb.sync.snapshot', ...request }, { timeoutMs: 30_000 }),
+        merge: (records) => setup.merge(records),
+        knownNodes: () => this.knownNodes(),
+      },
+      setup.config,
+    );
+  }
+
+  private remote(node: string) {
+    return this.ctx.ref(`acp://${this.ctx.node.cluster}/${node}/cdb`);
+  }
+
+  private knownNodes(): string[] {
+    const names = new Set(this.setup.knownNodes());
+    for (const node of this.peerNames.values()) if (node) names.add(node);
+    names.delete(this.ctx.node.node);
+    return [...names].sort();
+  }
+
+  async start(): Promise<void> {
+    const { config } = this.setup;
+    if (config.peers.length > 0) {
+      this.mode = 'unicast';
+    } else {
+      const [group, port] = this.groupAndPort();
+      const iface = config.multicastIf ?? this.defaultInterface();
+      const channel = new MulticastChannel({
+        group,
+        port,
+        interface: iface,
+        clusterKey: this.setup.clusterKey,
+        origin: this.ctx.node.node,
+        incarnation: this.ctx.node.incarnation,
+        log: this.ctx.log,
+        onPayload: (payload) => this.fromNetwork(payload, 'domain'),
+      });
+      try {
+        await channel.open();
+        this.channel = channel;
+        this.mode = 'multicast';
+        this.multicast = { group, port, interface: iface };
+        this.ctx.log.info({ group, port, interface: iface }, 'cdb sync: multicast joined');
+      } catch (error) {
+        this.mode = 'unicast';
+        this.fallbackReason = `cannot join multicast group ${group}:${port} on ${iface}: ${errorMessage(error)}`;
+        this.ctx.log.warn({ code: 'ACP_ERR_SYNC_NO_MULTICAST', reason: this.fallbackReason }, 'cdb sync falls back to unicast over the agent (use --multicast-if, or --peers for unicast on purpose)');
+      }
+    }
+    if (this.mode === 'unicast' && !this.fallbackReason) this.ctx.log.info({ peers: config.peers }, 'cdb sync: unicast over the agent');
+    this.ticker = setInterval(() => this.tick(), config.digestMs);
+    this.ticker.unref();
+    setImmediate(() => this.tick());
+  }
+
+  private groupAndPort(): [string, number] {
+    const text = this.setup.config.multicast;
+    if (!text) return [defaultGroup(this.ctx.node.cluster), DEFAULT_MULTICAST_PORT];
+    const { host, port } = parseHostPort(text, 'sync.multicast (--multicast)');
+    const first = Number(host.split('.')[0]);
+    if (isIP(host) !== 4 || first < 224 || first > 239) {
+      throw new AcpError('ACP_ERR_CONFIG_INVALID', `--multicast must be an IPv4 multicast group and port, 224.0.0.0-239.255.255.255 (for example 239.192.10.1:5460), not '${text}'`);
+    }
+    return [host, port];
+  }
+
+  private defaultInterface(): string {
+    const host = this.setup.agentAddress ? parseHostPort(this.setup.agentAddress, 'the agent address').host : undefined;
+    return host && isIP(host) === 4 && host !== '0.0.0.0' ? host : '0.0.0.0';
+  }
+
+  private tick(): void {
+    if (this.stopped) return;
+    void this.resolveNames();
+    this.flush();
+    this.replicator.tick();
+  }
+
+  /** Finds the node names behind --peers and --gateway addresses (the agent dials and asks). */
+  private async resolveNames(): Promise<void> {
+    for (const names of [this.peerNames, this.gatewayNames]) {
+      for (const [address, node] of names) {
+        if (node) continue;
+        try {
+          const reply = await this.ctx.ref(this.ctx.self.path.replace(/\/cdb$/, '/agent')).ask<Message & { node: string }>({ type: 'agent.identify', address }, { timeoutMs: 5000 });
+          names.set(address, reply.node);
+          this.ctx.log.info({ address, node: reply.node }, 'cdb sync: peer identified');
+        } catch (error) {
+          this.ctx.log.debug({ address, err: errorMessage(error) }, 'cdb sync: peer not reachable yet');
+        }
+      }
+    }
+  }
+
+  /** Local changes, durable: sent on the next turn of the event loop, batched with their neighbours. */
+  local(records: readonly StoredRecord[]): void {
+    if (records.length === 0 || this.stopped) return;
+    this.replicator.local(records);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (!this.stopped) this.replicator.flush();
+  }
+
+  /** A payload from the multicast group, or from a peer or gateway over the agent. */
+  fromNetwork(raw: unknown, via: 'domain' | 'gateway'): void {
+    if (this.stopped) return;
+    const parsed = syncPayloadSchema.safeParse(raw);
+    if (!parsed.success) {
+      this.replicator.counters.errors += 1;
+      this.ctx.log.debug({ via }, 'cdb sync: malformed payload dropped');
+      return;
+    }
+    const gap = this.replicator.receive(parsed.data, via);
+    if (gap && !this.repairTimer) {
+      this.repairTimer = setTimeout(() => {
+        this.repairTimer = undefined;
+        this.replicator.repairAll();
+      }, REORDER_GRACE_MS);
+    }
+  }
+
+  private dropped(): boolean {
+    return this.dropRate > 0 && randomInt(1_000_000) < this.dropRate * 1_000_000;
+  }
+
+  private broadcast(payload: SyncPayload): void {
+    if (this.stopped) return;
+    if (this.channel) {
+      this.channel.send(payload).catch((error: unknown) => {
+        this.replicator.counters.errors += 1;
+        this.ctx.log.debug({ err: errorMessage(error) }, 'cdb sync: multicast send failed');
+      });
+      return;
+    }
+    for (const node of this.knownNodes()) this.sendTo(node, payload, false);
+  }
+
+  private forward(payload: SyncPayload): void {
+    for (const node of this.gatewayNames.values()) if (node) this.sendTo(node, payload, true);
+  }
+
+  /** Unicast over the agent: an ask, so an unreachable peer costs a timeout, not a dead letter per send. */
+  private sendTo(node: string, payload: SyncPayload, relay: boolean): void {
+    if (this.dropped()) return;
+    this.remote(node)
+      .ask({ type: 'cdb.sync', payload, ...(relay ? { relay: true } : {}) }, { timeoutMs: SEND_TIMEOUT_MS })
+      .catch((error: unknown) => this.ctx.log.debug({ peer: node, err: errorMessage(error) }, 'cdb sync: unicast send failed'));
+  }
+
+  setDropRate(rate: number): void {
+    if (!this.setup.faults) throw new AcpError('ACP_ERR_FAULTS_DISABLED', 'fault injection needs a daemon started with --faults');
+    this.dropRate = Math.min(1, Math.max(0, rate));
+    this.channel?.setDropRate(this.dropRate);
+  }
+
+  serveRepair(gap: Gap): Message & RepairAnswer {
+    return { type: 'cdb.sync.repaired', ...this.replicator.serveRepair(gap) };
+  }
+
+  members(): MemberView[] {
+    return this.replicator.members(this.knownNodes());
+  }
+
+  status(): SyncStatus {
+    return {
+      type: 'cdb.sync.status',
+      mode: this.mode,
+      multicast: this.multicast,
+      fallbackReason: this.fallbackReason,
+      peers: this.mode === 'unicast' ? this.knownNodes() : [],
+      gateways: [...this.gatewayNames].map(([address, node]) => ({ address, node })),
+      synced: this.replicator.synced,
+      dropRate: this.dropRate,
+      counters: { ...this.replicator.counters },
+      datagrams: this.channel ? { ...this.channel.stats } : null,
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.replicator.stop();
+    clearInterval(this.ticker);
+    clearTimeout(this.repairTimer);
+    await this.channel?.close();
+  }
+}
+
+export type { SnapshotRequest };

@@ -1,0 +1,518 @@
+/**
+ * CDB sync: how a node's changes reach every other node, and how a node that missed some gets
+ * them back. Written against `SyncEnv` (no sockets, no timers) so a simulator can drive many
+ * nodes over a lossy fake network with a fake clock; the CDB actor runs it for real over
+ * authenticated multicast (or unicast over the agent) and the agent.
+ *
+ * - Own changes are numbered per incarnation (ChangeStream), chunked to fit a datagram and sent to
+ *   the domain; a record too large for one datagram is announced and fetched by repair.
+ * - Received batches are merged by last-writer-wins; a gap in an origin's numbering, or a digest
+ *   (per-origin high-water marks, every `digestMs`) showing more than this node has, starts a
+ *   repair from the origin's recent stream, falling back to a snapshot of that origin's records
+ *   since the last one received in order.
+ * - On start, and whenever nothing is known yet, a full snapshot is pulled from a peer, whose
+ *   digest then says what the snapshot covered.
+ * - Gateways forward their domain's batches to remote gateways, which re-publish them; origin and
+ *   sequence numbers make a second copy a replay.
+ * - Membership: every node classifies every other as up, suspect or down from when it last heard
+ *   its heartbeat or digest.
+ */
+import { encode } from 'cbor-x';
+import { z } from 'zod';
+import type { StoredRecord } from '../../adapters/store.js';
+import { errorMessage } from '../../runtime/errors.js';
+import type { Logger } from '../../runtime/logger.js';
+import { ChangeStream, ReceiverState, type ChangeBatch, type Digest, type Gap } from './replication.js';
+
+const name = z.string().min(1).max(63);
+export const storedRecordSchema = z.strictObject({
+  key: z.string().min(1).max(512),
+  value: z.unknown(),
+  version: z.strictObject({ wall: z.number().int().min(0), logical: z.number().int().min(0), node: name }),
+  origin: name,
+  deleted: z.boolean().optional(),
+});
+const digestSchema = z.record(name, z.strictObject({ incarnation: z.number().int().min(0), highWater: z.number().int().min(0) }));
+const batchSchema = z.strictObject({
+  k: z.literal('batch'),
+  origin: name,
+  incarnation: z.number().int().min(0),
+  firstSeq: z.number().int().min(1),
+  records: z.array(storedRecordSchema).min(1).max(100_000),
+});
+
+export const syncPayloadSchema = z.discriminatedUnion('k', [
+  batchSchema,
+  /** Sequence numbers up to `upTo` exist (their records did not fit a datagram): fetch them by repair. */
+  z.strictObject({ k: z.literal('announce'), origin: name, incarnation: z.number().int().min(0), upTo: z.number().int().min(1) }),
+  /** The sender's own stream position and what it has of every other origin. */
+  z.strictObject({ k: z.literal('digest'), node: name, incarnation: z.number().int().min(0), highWater: z.number().int().min(0), seen: digestSchema }),
+]);
+export type SyncPayload = z.infer<typeof syncPayloadSchema>;
+export type DigestPayload = Extract<SyncPayload, { k: 'digest' }>;
+
+export const snapshotRequestSchema = z.strictObject({
+  /** Only records whose origin is this node. */
+  origin: name.optional(),
+  /** Only records with a version at or after this wall time. */
+  since: z.number().int().min(0).optional(),
+  cursor: z.string().max(512).optional(),
+  limit: z.number().int().min(1).max(10_000),
+});
+export type SnapshotRequest = z.infer<typeof snapshotRequestSchema>;
+
+export interface SnapshotPage {
+  records: StoredRecord[];
+  /** Absent on the last page. */
+  cursor?: string;
+  /** What the sender had when the snapshot began: everything it counts is in the pages. */
+  digest: DigestPayload;
+}
+
+export interface RepairAnswer {
+  batches: ChangeBatch[];
+  /** False when the origin no longer holds all of the range (or restarted): use a snapshot. */
+  complete: boolean;
+}
+
+/** How a received payload came in: from this domain, from a remote gateway, or as a repair answer. */
+export type Via = 'domain' | 'gateway' | 'repair';
+
+export interface SyncEnv {
+  readonly self: string;
+  readonly incarnation: number;
+  readonly log: Logger;
+  now(): number;
+  /** Largest encoded payload one send may carry (a datagram's worth on multicast). */
+  readonly payloadBytes: number;
+  /** Sends to every node of this domain (multicast, or unicast to each known peer). */
+  broadcast(payload: SyncPayload): void;
+  /** Sends to the remote domains' gateways; nothing when this node is not a gateway. */
+  forward(payload: SyncPayload): void;
+  readonly isGateway: boolean;
+  /** Asks `origin` for part of its own stream. */
+  repair(origin: string, gap: Gap): Promise<RepairAnswer>;
+  /** Asks `node` for one page of a snapshot. */
+  snapshot(node: string, request: SnapshotRequest): Promise<SnapshotPage>;
+  /** Merges records into the local CDB by last-writer-wins; resolves once they are durable. */
+  merge(records: readonly StoredRecord[]): Promise<void>;
+  /** Every other node this one knows to be in the cluster. */
+  knownNodes(): readonly string[];
+}
+
+export interface SyncTimings {
+  suspectAfterMs: number;
+  downAfterMs: number;
+  repairKeep: number;
+}
+
+export type MemberState = 'up' | 'suspect' | 'down';
+
+export interface MemberView {
+  node: string;
+  state: MemberState;
+  /** Milliseconds since a heartbeat or digest from it arrived; null: never. */
+  lastSeenMs: number | null;
+  incarnation: number | null;
+  /** Its changes it has announced that this node does not have yet; null: not known. */
+  syncLag: number | null;
+  self?: true;
+}
+
+export interface SyncCounters {
+  batchesSent: number;
+  recordsSent: number;
+  announced: number;
+  batchesReceived: number;
+  recordsMerged: number;
+  replays: number;
+  staleIncarnations: number;
+  relayed: number;
+  repairsAsked: number;
+  repairsServed: number;
+  snapshotsPulled: number;
+  snapshotPagesServed: number;
+  errors: number;
+}
+
+/** Bytes a record takes in a payload (CBOR), with a little for the array framing. */
+export function encodedSize(record: StoredRecord): number {
+  return encode(record).length + 2;
+}
+
+const REPAIR_CHUNK = 2000;
+const SNAPSHOT_PAGE = 1000;
+/** Payload fields around the records (origin, incarnation, firstSeq, keys). */
+const BATCH_OVERHEAD = 120;
+
+interface PeerView {
+  incarnation: number;
+  highWater: number;
+  seen: Digest;
+  heardAt: number;
+}
+
+/** Classifies nodes from when each was last heard from. */
+export class Membership {
+  private readonly heard = new Map<string, { at: number; incarnation: number }>();
+
+  constructor(
+    private readonly self: string,
+    private readonly timings: Pick<SyncTimings, 'suspectAfterMs' | 'downAfterMs'>,
+  ) {}
+
+  hear(node: string, incarnation: number, now: number): void {
+    if (node === this.self) return;
+    const known = this.heard.get(node);
+    // An older incarnation's heartbeat arriving late says nothing about the node now.
+    if (known && incarnation < known.incarnation) return;
+    this.heard.set(node, { at: now, incarnation });
+  }
+
+  state(node: string, now: number): MemberState {
+    if (node === this.self) return 'up';
+    const known = this.heard.get(node);
+    if (!known) return 'down';
+    const silent = now - known.at;
+    if (silent >= this.timings.downAfterMs) return 'down';
+    return silent >= this.timings.suspectAfterMs ? 'suspect' : 'up';
+  }
+
+  lastHeard(node: string): { at: number; incarnation: number } | undefined {
+    return this.heard.get(node);
+  }
+}
+
+/** One node's side of CDB sync. */
+export class Replicator {
+  readonly counters: SyncCounters = {
+    batchesSent: 0,
+    recordsSent: 0,
+    announced: 0,
+    batchesReceived: 0,
+    recordsMerged: 0,
+    replays: 0,
+    staleIncarnations: 0,
+    relayed: 0,
+    repairsAsked: 0,
+    repairsServed: 0,
+    snapshotsPulled: 0,
+    snapshotPagesServed: 0,
+    errors: 0,
+  };
+  readonly membership: Membership;
+  private readonly stream: ChangeStream;
+  private readonly receiver: ReceiverState;
+  private outbox: StoredRecord[] = [];
+  private readonly peers = new Map<string, PeerView>();
+  /** Per origin: a wall time at or below every version of its changes not yet received in order. */
+  private readonly sinceWall = new Map<string, { incarnation: number; wall: number }>();
+  private readonly repairing = new Set<string>();
+  private initial: 'pending' | 'running' | 'done' = 'pending';
+  private readonly startedAt: number;
+  private stopped = false;
+
+  constructor(
+    private readonly env: SyncEnv,
+    private readonly timings: SyncTimings,
+  ) {
+    this.stream = new ChangeStream(env.self, env.incarnation, timings.repairKeep);
+    this.receiver = new ReceiverState(env.self);
+    this.membership = new Membership(env.self, timings);
+    this.startedAt = env.now();
+  }
+
+  /** Local changes, durable: sent at the next flush. */
+  local(records: readonly StoredRecord[]): void {
+    for (const record of records) this.outbox.push(record);
+  }
+
+  get hasOutbox(): boolean {
+    return this.outbox.length > 0;
+  }
+
+  /** Numbers the outbox and sends it, chunked to the payload size. */
+  flush(): void {
+    if (this.outbox.length === 0) return;
+    const records = this.outbox;
+    this.outbox = [];
+    const batch = this.stream.next(records);
+    const budget = this.env.payloadBytes - BATCH_OVERHEAD;
+    let chunk: StoredRecord[] = [];
+    let chunkFirst = batch.firstSeq;
+    let chunkBytes = 0;
+    const send = () => {
+      if (chunk.length === 0) return;
+      this.sendOwn({ k: 'batch', origin: batch.origin, incarnation: batch.incarnation, firstSeq: chunkFirst, records: chunk });
+      chunkFirst += chunk.length;
+      chunk = [];
+      chunkBytes = 0;
+    };
+    records.forEach((record, index) => {
+      const size = encodedSize(record);
+      if (size > budget) {
+        // Too large for any datagram: say it exists; receivers fetch it over the agent.
+        send();
+        const seq = batch.firstSeq + index;
+        this.counters.announced += 1;
+        this.sendOwn({ k: 'announce', origin: batch.origin, incarnation: batch.incarnation, upTo: seq });
+        chunkFirst = seq + 1;
+        return;
+      }
+      if (chunkBytes + size > budget) send();
+      chunk.push(record);
+      chunkBytes += size;
+    });
+    send();
+  }
+
+  private sendOwn(payload: SyncPayload): void {
+    if (payload.k === 'batch') {
+      this.counters.batchesSent += 1;
+      this.counters.recordsSent += payload.records.length;
+    }
+    this.env.broadcast(payload);
+    if (this.env.isGateway) this.env.forward(payload);
+  }
+
+  /** The digest this node sends: its own stream position and what it has of the others. */
+  digest(): DigestPayload {
+    return { k: 'digest', node: this.env.self, incarnation: this.env.incarnation, highWater: this.stream.highWater, seen: this.receiver.digest() };
+  }
+
+  /** Every `digestMs`: send the digest, start repairs for what peers have that this node lacks, and the initial snapshot. */
+  tick(): void {
+    const digest = this.digest();
+    this.env.broadcast(digest);
+    if (this.env.isGateway) this.env.forward(digest);
+    if (this.initial === 'pending') void this.pullInitialSnapshot();
+    this.repairAll();
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  /**
+   * A payload from the network. Returns true when it revealed a gap (the caller may call
+   * `repairAll` shortly: a gap from reordering fills on its own).
+   */
+  receive(payload: SyncPayload, via: Via): boolean {
+    switch (payload.k) {
+      case 'batch':
+        return this.receiveBatch(payload, via);
+      case 'announce': {
+        if (payload.origin === this.env.self) return false;
+        const gaps = this.receiver.missingFrom({ [payload.origin]: { incarnation: payload.incarnation, highWater: payload.upTo } });
+        this.relay(payload, via);
+        return gaps.length > 0;
+      }
+      case 'digest': {
+        if (payload.node === this.env.self) return false;
+        this.peers.set(payload.node, { incarnation: payload.incarnation, highWater: payload.highWater, seen: payload.seen, heardAt: this.env.now() });
+        this.membership.hear(payload.node, payload.incarnation, this.env.now());
+        return this.missing().length > 0;
+      }
+      default: {
+        const unreachable: never = payload;
+        return unreachable;
+      }
+    }
+  }
+
+  private receiveBatch(batch: Extract<SyncPayload, { k: 'batch' }>, via: Via): boolean {
+    if (batch.origin === this.env.self) return false;
+    const before = this.receiver.of(batch.origin);
+    const outcome = this.receiver.receive(batch);
+    if (outcome.kind === 'replay') {
+      this.counters.replays += 1;
+      return false;
+    }
+    if (outcome.kind === 'stale-incarnation') {
+      this.counters.staleIncarnations += 1;
+      return false;
+    }
+    this.counters.batchesReceived += 1;
+    if (before && before.incarnation < batch.incarnation) this.originRestarted(batch.origin, before.incarnation);
+    const after = this.receiver.of(batch.origin)!;
+    const lastSeq = batch.firstSeq + batch.records.length - 1;
+    if (after.highWater >= lastSeq) {
+      const wall = Math.max(...batch.records.map((record) => record.version.wall));
+      const known = this.sinceWall.get(batch.origin);
+      if (!known || known.incarnation !== batch.incarnation || wall > known.wall) this.sinceWall.set(batch.origin, { incarnation: batch.incarnation, wall });
+    }
+    if (via !== 'repair') {
+      for (const record of outcome.records) {
+        if (record.key === `meta/node/${batch.origin}@${batch.origin}` && !record.deleted) {
+          const incarnation = (record.value as { incarnation?: unknown } | null)?.incarnation;
+          this.membership.hear(batch.origin, typeof incarnation === 'number' ? incarnation : batch.incarnation, this.env.now());
+        }
+      }
+    }
+    this.mergeQuietly(outcome.records);
+    this.relay(batch, via);
+    return outcome.gaps.length > 0;
+  }
+
+  /** A gateway passes its domain's news on to the remote gateways, and theirs into its domain. */
+  private relay(payload: SyncPayload, via: Via): void {
+    if (!this.env.isGateway || via === 'repair') return;
+    this.counters.relayed += 1;
+    if (via === 'domain') this.env.forward(payload);
+    else this.env.broadcast(payload);
+  }
+
+  /**
+   * An origin restarted: what it wrote just before may never have reached this node, and its old
+   * stream is gone. Its own records since the last one received in order come by snapshot.
+   */
+  private originRestarted(origin: string, oldIncarnation: number): void {
+    const since = this.sinceWall.get(origin);
+    const wall = since && since.incarnation === oldIncarnation ? since.wall : 0;
+    void this.catchUpBySnapshot(origin, origin, wall);
+  }
+
+  private mergeQuietly(records: readonly StoredRecord[]): Promise<void> {
+    if (records.length === 0) return Promise.resolve();
+    this.counters.recordsMerged += records.length;
+    return this.env.merge(records).catch((error: unknown) => {
+      this.counters.errors += 1;
+      this.env.log.warn({ err: errorMessage(error), records: records.length }, 'merging replicated records failed');
+    });
+  }
+
+  /** Gaps against the latest digest of every peer, and below out-of-order arrivals. */
+  private missing(): Gap[] {
+    const gaps = [...this.receiver.openGaps()];
+    for (const [node, peer] of this.peers) {
+      gaps.push(...this.receiver.missingFrom({ ...peer.seen, [node]: { incarnation: peer.incarnation, highWater: peer.highWater } }));
+    }
+    return gaps;
+  }
+
+  /** Starts a repair for every origin with a gap and none in flight. */
+  repairAll(): void {
+    if (this.stopped) return;
+    const byOrigin = new Map<string, Gap[]>();
+    for (const gap of this.missing()) {
+      if (gap.origin === this.env.self || this.repairing.has(gap.origin)) continue;
+      byOrigin.set(gap.origin, [...(byOrigin.get(gap.origin) ?? []), gap]);
+    }
+    for (const [origin, gaps] of byOrigin) void this.repairOrigin(origin, gaps);
+  }
+
+  private async repairOrigin(origin: string, gaps: Gap[]): Promise<void> {
+    this.repairing.add(origin);
+    try {
+      const from = Math.min(...gaps.map((gap) => gap.from));
+      const to = Math.max(...gaps.map((gap) => gap.to));
+      const incarnation = Math.max(...gaps.map((gap) => gap.incarnation));
+      let complete = this.membership.state(origin, this.env.now()) !== 'down' || this.peers.size === 0;
+      for (let start = from; complete && start <= to; start += REPAIR_CHUNK) {
+        this.counters.repairsAsked += 1;
+        const answer = await this.env.repair(origin, { origin, incarnation, from: start, to: Math.min(to, start + REPAIR_CHUNK - 1) }).catch((error: unknown) => {
+          this.env.log.debug({ origin, err: errorMessage(error) }, 'repair from the origin failed; trying a snapshot');
+          return { batches: [], complete: false };
+        });
+        for (const batch of answer.batches) this.receive({ k: 'batch', ...batch, records: [...batch.records] }, 'repair');
+        complete = answer.complete;
+      }
+      if (complete) return;
+      // The origin no longer holds the range, or cannot be reached: a snapshot of its records.
+      const since = this.sinceWall.get(origin);
+      const wall = since && since.incarnation === incarnation ? since.wall : 0;
+      const source = this.sourceFor(origin, incarnation, to);
+      if (source) await this.catchUpBySnapshot(source, origin, wall);
+    } finally {
+      this.repairing.delete(origin);
+    }
+  }
+
+  /** Who to pull an origin's records from: the origin when reachable, else a peer that has them. */
+  private sourceFor(origin: string, incarnation: number, upTo: number): string | undefined {
+    const now = this.env.now();
+    if (this.membership.state(origin, now) === 'up') return origin;
+    for (const [node, peer] of this.peers) {
+      const theirs = peer.seen[origin];
+      if (this.membership.state(node, now) === 'up' && theirs && theirs.incarnation === incarnation && theirs.highWater >= upTo) return node;
+    }
+    return undefined;
+  }
+
+  /** Pulls `origin`'s records since `wall` (all records when origin is undefined) from `source`. */
+  private async catchUpBySnapshot(source: string, origin: string | undefined, wall: number): Promise<boolean> {
+    try {
+      let cursor: string | undefined;
+      let digest: DigestPayload | undefined;
+      do {
+        const page = await this.env.snapshot(source, {
+          limit: SNAPSHOT_PAGE,
+          ...(origin === undefined ? {} : { origin }),
+          ...(wall > 0 ? { since: wall } : {}),
+          ...(cursor === undefined ? {} : { cursor }),
+        });
+        digest ??= page.digest;
+        // Not a since-mark: pages read after the digest may hold newer records past a gap.
+        await this.mergeQuietly(page.records);
+        cursor = page.cursor;
+      } while (cursor !== undefined && !this.stopped);
+      this.counters.snapshotsPulled += 1;
+      // What the source counted when it began is now here.
+      const covered: Digest = { ...digest.seen, [digest.node]: { incarnation: digest.incarnation, highWater: digest.highWater } };
+      for (const [covers, mark] of Object.entries(covered)) {
+        if (covers === this.env.self || (origin !== undefined && covers !== origin)) continue;
+        this.receiver.fastForward(covers, mark.incarnation, mark.highWater);
+      }
+      return true;
+    } catch (error) {
+      this.counters.errors += 1;
+      this.env.log.info({ source, origin, err: errorMessage(error) }, 'snapshot pull failed; the next digest retries');
+      return false;
+    }
+  }
+
+  /** On start: a full snapshot from the first peer that answers. */
+  private async pullInitialSnapshot(): Promise<void> {
+    this.initial = 'running';
+    const now = this.env.now();
+    const candidates = [...this.env.knownNodes()].sort((a, b) => Number(this.membership.state(b, now) === 'up') - Number(this.membership.state(a, now) === 'up'));
+    for (const node of candidates) {
+      if (this.stopped) return;
+      if (await this.catchUpBySnapshot(node, undefined, 0)) {
+        this.initial = 'done';
+        this.env.log.info({ from: node }, 'initial snapshot pulled');
+        return;
+      }
+    }
+    // Nobody answered. Alone (no other node known, or none heard since we started): nothing to pull.
+    const waited = this.env.now() - this.startedAt >= this.timings.downAfterMs;
+    const anyoneUp = candidates.some((node) => this.membership.state(node, this.env.now()) !== 'down');
+    this.initial = candidates.length === 0 || (waited && !anyoneUp) ? 'done' : 'pending';
+  }
+
+  /** A repair request for this node's own stream. */
+  serveRepair(gap: Gap): RepairAnswer {
+    this.counters.repairsServed += 1;
+    if (gap.origin !== this.env.self || gap.incarnation !== this.env.incarnation) return { batches: [], complete: false };
+    return this.stream.repair(gap.from, Math.min(gap.to, gap.from + REPAIR_CHUNK - 1));
+  }
+
+  /** Caught up: the initial snapshot is in, and no known gap is open or being repaired. */
+  get synced(): boolean {
+    return this.initial === 'done' && this.repairing.size === 0 && this.missing().length === 0;
+  }
+
+  members(known: readonly string[]): MemberView[] {
+    const now = this.env.now();
+    const nodes = [...new Set([...known, ...this.peers.keys()])].filter((node) => node !== this.env.self).sort();
+    const views: MemberView[] = [{ node: this.env.self, state: 'up', lastSeenMs: 0, incarnation: this.env.incarnation, syncLag: 0, self: true }];
+    for (const node of nodes) {
+      const heard = this.membership.lastHeard(node);
+      const peer = this.peers.get(node);
+      const have = this.receiver.of(node);
+      const syncLag = peer && have && have.incarnation === peer.incarnation ? Math.max(0, peer.highWater - have.highWater) : peer && peer.highWater === 0 ? 0 : null;
+      views.push({ node, state: this.membership.state(node, now), lastSeenMs: heard ? now - heard.at : null, incarnation: heard?.incarnation ?? null, syncLag });
+    }
+    return views.sort((a, b) => a.node.localeCompare(b.node));
+  }
+}

@@ -1,0 +1,319 @@
+/**
+ * The sync logic (Replicator) driven by a simulator: many nodes on a fake network that drops,
+ * partitions and restarts, with a fake clock. Fast and deterministic per seed; the same code runs
+ * for real between daemons in network namespaces (sync-cluster.test.ts).
+ */
+import test from 'ava';
+import type { StoredRecord } from '../adapters/store.js';
+import { HybridClock } from '../actors/cdb/hlc.js';
+import { wins } from '../actors/cdb/replication.js';
+import { Replicator, type SnapshotPage, type SnapshotRequest, type SyncPayload, type Via } from '../actors/cdb/sync.js';
+import { silentLogger } from '../runtime/logger.js';
+
+const DIGEST_MS = 1000;
+const STEP_MS = 10;
+
+/** A small seeded generator, so a failing run can be replayed. */
+function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state * 1664525 + 1013904223) >>> 0;
+    return state / 2 ** 32;
+  };
+}
+
+interface SimNode {
+  name: string;
+  domain: string;
+  gateway: boolean;
+  incarnation: number;
+  store: Map<string, StoredRecord>;
+  clock: HybridClock;
+  replicator: Replicator;
+  up: boolean;
+  dropRate: number;
+}
+
+class Sim {
+  now = 1_000_000;
+  readonly nodes = new Map<string, SimNode>();
+  private queue: { at: number; to: string; payload: SyncPayload; via: Via }[] = [];
+  /** Nodes cut off from everyone (a link down). */
+  readonly partitioned = new Set<string>();
+  readonly rand: () => number;
+  /** Every write acknowledged to a client: key → the versions written. */
+  readonly acknowledged: StoredRecord[] = [];
+
+  constructor(seed: number) {
+    this.rand = random(seed);
+  }
+
+  add(name: string, options: { domain?: string; gateway?: boolean } = {}): SimNode {
+    const node: SimNode = {
+      name,
+      domain: options.domain ?? 'a',
+      gateway: options.gateway ?? false,
+      incarnation: this.now,
+      store: this.nodes.get(name)?.store ?? new Map(),
+      clock: new HybridClock(name, () => this.now),
+      replicator: undefined as unknown as Replicator,
+      up: true,
+      dropRate: this.nodes.get(name)?.dropRate ?? 0,
+    };
+    for (const record of node.store.values()) node.clock.observe(record.version);
+    node.replicator = this.replicatorFor(node);
+    this.nodes.set(name, node);
+    return node;
+  }
+
+  private reachable(from: string, to: string): boolean {
+    const target = this.nodes.get(to);
+    return target !== undefined && target.up && !this.partitioned.has(from) && !this.partitioned.has(to);
+  }
+
+  private send(from: SimNode, to: SimNode, payload: SyncPayload, via: Via): void {
+    if (!this.reachable(from.name, to.name) || this.rand() < from.dropRate) return;
+    this.queue.push({ at: this.now + 1 + Math.floor(this.rand() * 3), to: to.name, payload: structuredClone(payload), via });
+  }
+
+  private replicatorFor(node: SimNode): Replicator {
+    const incarnation = node.incarnation;
+    const alive = () => this.nodes.get(node.name) === node && node.up;
+    return new Replicator(
+      {
+        self: node.name,
+        incarnation,
+        log: silentLogger(),
+        now: () => this.now,
+        payloadBytes: 1300,
+        isGateway: node.gateway,
+        broadcast: (payload) => {
+          if (!alive()) return;
+          for (const other of this.nodes.values()) if (other !== node && other.domain === node.domain) this.send(node, other, payload, 'domain');
+        },
+        forward: (payload) => {
+          if (!alive()) return;
+          for (const other of this.nodes.values()) if (other.gateway && other.domain !== node.domain) this.send(node, other, payload, 'gateway');
+        },
+        repair: async (origin, gap) => {
+          if (!this.reachable(node.name, origin)) throw new Error(`${origin} unreachable`);
+          return structuredClone(this.nodes.get(origin)!.replicator.serveRepair(gap));
+        },
+        snapshot: async (source, request) => {
+          if (!this.reachable(node.name, source)) throw new Error(`${source} unreachable`);
+          return structuredClone(snapshotOf(this.nodes.get(source)!, request));
+        },
+        merge: async (records) => {
+          for (const record of records) {
+            node.clock.observe(record.version);
+            if (wins(record, node.store.get(record.key))) node.store.set(record.key, record);
+          }
+        },
+        knownNodes: () => [...this.nodes.keys()].filter((name) => name !== node.name),
+      },
+      { suspectAfterMs: 1500, downAfterMs: 2500, repairKeep: 200 },
+    );
+  }
+
+  /** A client's write on `name`, acknowledged once in its store. */
+  write(name: string, key: string, value: unknown, deleted = false): StoredRecord {
+    const node = this.nodes.get(name)!;
+    const record: StoredRecord = { key, value: deleted ? null : value, version: node.clock.tick(), origin: name, ...(deleted ? { deleted: true } : {}) };
+    node.store.set(key, record);
+    node.replicator.local([record]);
+    this.acknowledged.push(record);
+    return record;
+  }
+
+  /** Runs the network and the timers for `ms` of simulated time. */
+  async run(ms: number): Promise<void> {
+    const end = this.now + ms;
+    while (this.now < end) {
+      this.now += STEP_MS;
+      for (const node of this.nodes.values()) if (node.up) node.replicator.flush();
+      const due = this.queue.filter((item) => item.at <= this.now);
+      this.queue = this.queue.filter((item) => item.at > this.now);
+      for (const item of due) {
+        const target = this.nodes.get(item.to);
+        if (target?.up) target.replicator.receive(item.payload, item.via);
+      }
+      if (this.now % 100 === 0) for (const node of this.nodes.values()) if (node.up) node.replicator.repairAll();
+      if (this.now % DIGEST_MS === 0) {
+        for (const node of this.nodes.values()) {
+          if (!node.up) continue;
+          // The Framework's heartbeat: a meta record like any other change.
+          const heartbeat: StoredRecord = { key: `meta/node/${node.name}@${node.name}`, value: { incarnation: node.incarnation }, version: node.clock.tick(), origin: node.name };
+          node.store.set(heartbeat.key, heartbeat);
+          node.replicator.local([heartbeat]);
+          node.replicator.tick();
+        }
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  kill(name: string): void {
+    const node = this.nodes.get(name)!;
+    node.up = false;
+    node.replicator.stop();
+  }
+
+  restart(name: string): SimNode {
+    return this.add(name, { domain: this.nodes.get(name)!.domain, gateway: this.nodes.get(name)!.gateway });
+  }
+
+  fingerprint(name: string): string {
+    const store = this.nodes.get(name)!.store;
+    // Heartbeats change every second (one may be in flight): objects are what must agree.
+    return [...store.keys()]
+      .filter((key) => key.startsWith('object/'))
+      .sort()
+      .map((key) => `${key}=${JSON.stringify(store.get(key)!.version)}`)
+      .join('\n');
+  }
+}
+
+function snapshotOf(node: SimNode, request: SnapshotRequest): SnapshotPage {
+  const digest = node.replicator.digest();
+  const keys = [...node.store.keys()].sort().filter((key) => request.cursor === undefined || key > request.cursor);
+  const records: StoredRecord[] = [];
+  for (const key of keys) {
+    const record = node.store.get(key)!;
+    if (request.origin !== undefined && record.origin !== request.origin) continue;
+    if (request.since !== undefined && record.version.wall < request.since) continue;
+    records.push(record);
+    if (records.length >= request.limit) return { records, cursor: key, digest };
+  }
+  return { records, digest };
+}
+
+/** Every node holds the same records, and every acknowledged write is there unless a later version replaced it. */
+function assertConverged(t: import('ava').ExecutionContext, sim: Sim, names: readonly string[]): void {
+  const [first, ...rest] = names;
+  for (const name of rest) {
+    const mine = sim.fingerprint(name).split('\n');
+    const theirs = new Set(sim.fingerprint(first!).split('\n'));
+    const different = mine.filter((line) => !theirs.has(line)).length + [...theirs].filter((line) => !mine.includes(line)).length;
+    t.is(different, 0, `${name} differs from ${first} in ${different} record(s)`);
+  }
+  const store = sim.nodes.get(first!)!.store;
+  for (const written of sim.acknowledged) {
+    const held = store.get(written.key);
+    t.truthy(held, `acknowledged write to ${written.key} is lost`);
+    t.false(wins(written, held), `${written.key}: a newer acknowledged version than the one held`);
+  }
+}
+
+test('three nodes writing concurrently with 10% of sends dropped converge, losing no acknowledged write', async (t) => {
+  const sim = new Sim(7);
+  const names = ['n1', 'n2', 'n3'];
+  for (const name of names) sim.add(name).dropRate = 0.1;
+  await sim.run(2000);
+  for (let round = 0; round < 300; round += 1) {
+    sim.write(names[round % 3]!, `object/system/k${Math.floor(sim.rand() * 60)}`, { round });
+    if (round % 10 === 0) await sim.run(20);
+  }
+  await sim.run(6000);
+  assertConverged(t, sim, names);
+  t.true(names.every((name) => sim.nodes.get(name)!.replicator.synced));
+  t.true(sim.nodes.get('n1')!.replicator.counters.repairsAsked > 0, 'drops were repaired');
+});
+
+test('a partitioned node and the rest both write; after healing all converge by last-writer-wins', async (t) => {
+  const sim = new Sim(11);
+  const names = ['n1', 'n2', 'n3'];
+  for (const name of names) sim.add(name);
+  await sim.run(2000);
+  sim.partitioned.add('n3');
+  for (let i = 0; i < 500; i += 1) {
+    sim.write('n1', `object/system/k${i % 100}`, { side: 'majority', i });
+    sim.write('n3', `object/system/k${(i + 50) % 150}`, { side: 'minority', i });
+    if (i % 50 === 0) await sim.run(20);
+  }
+  await sim.run(3000);
+  t.is(sim.nodes.get('n1')!.replicator.membership.state('n3', sim.now), 'down');
+  t.not(sim.fingerprint('n3'), sim.fingerprint('n1'));
+  sim.partitioned.delete('n3');
+  await sim.run(6000);
+  assertConverged(t, sim, names);
+  // 500 changes from n3, beyond the 200 it keeps: some repair had to come from a snapshot.
+  t.true(sim.nodes.get('n1')!.replicator.counters.snapshotsPulled > 1);
+});
+
+test('a node killed and restarted catches up by snapshot and stream; its last unsent writes reach the others', async (t) => {
+  const sim = new Sim(23);
+  const names = ['n1', 'n2', 'n3'];
+  for (const name of names) sim.add(name);
+  await sim.run(2000);
+  for (let i = 0; i < 50; i += 1) sim.write('n2', `object/system/before${i}`, { i });
+  // Acknowledged (durable) but killed before its flush: nobody has heard of these.
+  sim.kill('n2');
+  for (let i = 0; i < 200; i += 1) sim.write(i % 2 ? 'n1' : 'n3', `object/system/while${i}`, { i });
+  await sim.run(3000);
+  t.false(sim.nodes.get('n1')!.store.has('object/system/before0'));
+  sim.restart('n2');
+  for (let i = 0; i < 20; i += 1) sim.write('n2', `object/system/after${i}`, { i });
+  await sim.run(6000);
+  assertConverged(t, sim, names);
+  t.is(sim.nodes.get('n1')!.replicator.membership.state('n2', sim.now), 'up');
+});
+
+test('membership: a silent node turns suspect, then down, at the configured timings; a new heartbeat brings it back', async (t) => {
+  const sim = new Sim(3);
+  for (const name of ['n1', 'n2']) sim.add(name);
+  await sim.run(2000);
+  const n1 = sim.nodes.get('n1')!.replicator;
+  t.is(n1.membership.state('n2', sim.now), 'up');
+  sim.kill('n2');
+  const killedAt = sim.now;
+  const seen: { at: number; state: string }[] = [];
+  while (sim.now - killedAt < 4000) {
+    await sim.run(100);
+    const state = n1.membership.state('n2', sim.now);
+    if (seen.at(-1)?.state !== state) seen.push({ at: sim.now - killedAt, state });
+  }
+  t.deepEqual(
+    seen.map((entry) => entry.state),
+    ['up', 'suspect', 'down'],
+  );
+  const lastHeard = n1.membership.lastHeard('n2')!.at - killedAt;
+  // Sampled every 100 ms: down no later than 2.5 s after its last heartbeat (plus one sample).
+  t.true(seen.find((entry) => entry.state === 'down')!.at - lastHeard <= 2600, 'down within 2.5 s of its last heartbeat');
+  sim.restart('n2');
+  await sim.run(1500);
+  t.is(n1.membership.state('n2', sim.now), 'up');
+  const view = n1.members(['n2']).find((member) => member.node === 'n2')!;
+  t.is(view.incarnation, sim.nodes.get('n2')!.incarnation);
+});
+
+test('a record too large for a datagram is announced and fetched by repair', async (t) => {
+  const sim = new Sim(5);
+  for (const name of ['n1', 'n2']) sim.add(name);
+  await sim.run(1500);
+  const big = sim.write('n1', 'object/system/big', { blob: 'x'.repeat(5000) });
+  sim.write('n1', 'object/system/small', { ok: true });
+  await sim.run(300);
+  t.deepEqual(sim.nodes.get('n2')!.store.get('object/system/big')?.version, big.version);
+  t.is(sim.nodes.get('n1')!.replicator.counters.announced, 1);
+});
+
+test('two domains joined by a gateway pair converge; relayed copies are replays, not new changes', async (t) => {
+  const sim = new Sim(13);
+  sim.add('a1', { domain: 'a', gateway: true });
+  sim.add('a2', { domain: 'a' });
+  sim.add('b1', { domain: 'b', gateway: true });
+  sim.add('b2', { domain: 'b' });
+  await sim.run(2000);
+  for (let i = 0; i < 100; i += 1) {
+    sim.write('a2', `object/system/a${i % 30}`, { i });
+    sim.write('b2', `object/system/b${i % 30}`, { i });
+    sim.write('a1', `object/system/shared${i % 10}`, { from: 'a1', i });
+    sim.write('b1', `object/system/shared${i % 10}`, { from: 'b1', i });
+    if (i % 10 === 0) await sim.run(30);
+  }
+  await sim.run(5000);
+  assertConverged(t, sim, ['a1', 'a2', 'b1', 'b2']);
+  // a2 hears b2 through the gateways only: b2's changes were re-published into domain a.
+  t.true(sim.nodes.get('a1')!.replicator.counters.relayed > 0);
+  t.is(sim.nodes.get('a2')!.replicator.membership.state('b2', sim.now), 'up');
+});
