@@ -1,0 +1,505 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { initCluster } from '../../cli/cluster.js';
+import { connect, type AcpClient } from '../../runtime/client.js';
+import { homePaths } from '../../runtime/config.js';
+import type { Message } from '../../runtime/messages.js';
+import { assertName } from '../../runtime/path.js';
+import { destroyNamespace, destroyNamespaceSync, harnessAvailable, ip, isGone, PREFIX, removeLeftovers, signal, sysctlIn } from './net.js';
+
+export { harnessAvailable } from './net.js';
+
+/**
+ * A multi-node harness on real network namespaces: every node is a real `acpd`, started with
+ * `acp up --detach` inside its own namespace, its `eth0` on a bridge in a "switch" namespace that
+ * the harness makes (the host's own namespace is never touched). Faults are real: SIGKILL,
+ * SIGSTOP, a link set down. Needs root and iproute2: check `harnessAvailable()` first.
+ *
+ * ```ts
+ * const h = await Harness.start({ nodes: ['n1', 'n2', 'n3'] });
+ * try {
+ *   await h.partition('n3');
+ *   ...
+ * } finally {
+ *   await h.teardown();
+ * }
+ * ```
+ */
+
+export interface HarnessOptions {
+  /** node names, default ['n1','n2','n3'] */
+  nodes?: readonly string[];
+  /**
+   * 1: all nodes on one bridge (one L2 domain). 2: two bridges (L2 domains a and b) joined by a
+   * router; nodes alternate a,b,a,b... unless `domainOf` says otherwise; the FIRST node of each
+   * domain is that domain's gateway: it is started with `--gateway <address of the other domain's
+   * gateway agent>`
+   */
+  domains?: 1 | 2;
+  domainOf?: (name: string, index: number) => 'a' | 'b';
+  /** start every daemon with `--peers <every other node's agent address>` (unicast-only sync) */
+  unicast?: boolean;
+  /** default true: daemons run with --faults */
+  faults?: boolean;
+  /** default 'lab' */
+  cluster?: string;
+  /** default 'info' */
+  logLevel?: 'debug' | 'info' | 'warn';
+  /** extra args for every `acp up` */
+  upArgs?: (node: HarnessNode) => string[];
+}
+
+export interface HarnessNode {
+  name: string;
+  /** Its network namespace (`ip netns exec <ns> ...`). */
+  ns: string;
+  /** Its eth0 address: 10.77.1.x in domain a, 10.77.2.x in domain b. */
+  address: string;
+  /** Its agent, `<address>:7480`. */
+  agent: string;
+  home: string;
+  domain: 'a' | 'b';
+  /** Of its daemon; updated by restart(). */
+  pid: number;
+}
+
+export interface HarnessCliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const CLI = fileURLToPath(new URL('../../cli/acp.js', import.meta.url));
+const AGENT_PORT = 7480;
+const SUBNET = { a: '10.77.1', b: '10.77.2' } as const;
+const MAX_NODES = 240;
+
+type NodeStatus = 'down' | 'running' | 'stopped' | 'killed';
+
+interface NodeState {
+  readonly node: HarnessNode;
+  /** The bridge-side end of its veth pair, in the switch namespace. */
+  readonly port: string;
+  status: NodeStatus;
+  client?: { pid: number; connecting: Promise<AcpClient>; client?: AcpClient };
+}
+
+interface Resolved {
+  names: readonly string[];
+  domains: 1 | 2;
+  domainOf: (name: string, index: number) => 'a' | 'b';
+  unicast: boolean;
+  faults: boolean;
+  cluster: string;
+  logLevel: 'debug' | 'info' | 'warn';
+  upArgs: (node: HarnessNode) => string[];
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Harnesses not torn down yet: the exit handler cleans up after them. */
+const live = new Set<Harness>();
+let counter = 0;
+let handlersInstalled = false;
+
+function installExitHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  process.on('exit', () => {
+    for (const harness of live) harness.destroySync();
+  });
+  for (const name of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const onSignal = () => {
+      for (const harness of live) harness.destroySync();
+      process.off(name, onSignal);
+      // Alone on this signal: die of it as the process would have without us.
+      if (process.listenerCount(name) === 0) process.kill(process.pid, name);
+    };
+    process.on(name, onSignal);
+  }
+}
+
+function resolveOptions(options: HarnessOptions): Resolved {
+  const names = options.nodes ?? ['n1', 'n2', 'n3'];
+  if (names.length === 0) throw new Error('a harness needs at least one node');
+  if (names.length > MAX_NODES) throw new Error(`a harness takes at most ${MAX_NODES} nodes, not ${names.length}`);
+  for (const name of names) assertName(name, 'node');
+  const duplicate = names.find((name, index) => names.indexOf(name) !== index);
+  if (duplicate) throw new Error(`node '${duplicate}' is named twice`);
+  const cluster = options.cluster ?? 'lab';
+  assertName(cluster, 'cluster');
+  const domains = options.domains ?? 1;
+  if (domains !== 1 && domains !== 2) throw new Error(`domains must be 1 or 2, not ${String(domains)}`);
+  const alternate = (_name: string, index: number): 'a' | 'b' => (index % 2 === 0 ? 'a' : 'b');
+  return {
+    names,
+    domains,
+    domainOf: domains === 1 ? () => 'a' : (options.domainOf ?? alternate),
+    unicast: options.unicast ?? false,
+    faults: options.faults ?? true,
+    cluster,
+    logLevel: options.logLevel ?? 'info',
+    upArgs: options.upArgs ?? (() => []),
+  };
+}
+
+function readPid(home: string): number | undefined {
+  try {
+    const pid = Number.parseInt(readFileSync(homePaths(home).pidfile, 'utf8'), 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function logTail(home: string, lines = 15): string {
+  try {
+    return readFileSync(homePaths(home).logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** AcpClient does not say whether its connection has closed; its private field does. */
+function isClosed(client: AcpClient): boolean {
+  return (client as unknown as { closedError?: unknown }).closedError !== undefined;
+}
+
+export class Harness {
+  readonly nodes: HarnessNode[];
+  /** `acph-<pid>-<k>`: the prefix of every namespace and home of this harness. */
+  readonly id: string;
+  /** The namespace holding the bridge(s) (and, with 2 domains, the router). */
+  readonly switchNs: string;
+  private readonly states = new Map<string, NodeState>();
+  /** Every namespace this harness made or was making, switch last: what teardown deletes. */
+  private readonly namespaces: string[] = [];
+  private tornDown: Promise<void> | undefined;
+  private destroyed = false;
+
+  private constructor(private readonly options: Resolved) {
+    this.id = `${PREFIX}-${process.pid}-${counter++}`;
+    this.switchNs = `${this.id}-sw`;
+    this.nodes = options.names.map((name, index) => {
+      const domain = options.domainOf(name, index);
+      if (domain !== 'a' && domain !== 'b') throw new Error(`domainOf('${name}') must be 'a' or 'b', not ${String(domain)}`);
+      const address = `${SUBNET[domain]}.${11 + index}`;
+      return { name, ns: `${this.id}-${name}`, address, agent: `${address}:${AGENT_PORT}`, home: '', domain, pid: 0 };
+    });
+    this.nodes.forEach((node, index) => this.states.set(node.name, { node, port: `p${index}`, status: 'down' }));
+  }
+
+  /**
+   * Builds the namespaces, bridges and veths, makes a cluster (init on the first node, join for
+   * the others) and starts every daemon. On failure it tears down what it made, then throws.
+   */
+  static async start(options: HarnessOptions = {}): Promise<Harness> {
+    const available = harnessAvailable();
+    if (!available.ok) throw new Error(`the multi-node harness cannot run on this host: ${available.why}`);
+    const harness = new Harness(resolveOptions(options));
+    removeLeftovers();
+    live.add(harness);
+    installExitHandlers();
+    try {
+      await harness.buildNetwork();
+      await harness.buildCluster();
+    } catch (error) {
+      await harness.teardown();
+      throw error;
+    }
+    return harness;
+  }
+
+  node(name: string): HarnessNode {
+    return this.state(name).node;
+  }
+
+  /** A client on the node's Unix socket, cached; a new one after the daemon restarted or the connection closed. */
+  async client(name: string): Promise<AcpClient> {
+    const state = this.state(name);
+    const pid = readPid(state.node.home) ?? state.node.pid;
+    const cached = state.client;
+    if (cached && cached.pid === pid && !(cached.client && isClosed(cached.client))) return cached.connecting;
+    this.dropClient(state);
+    const entry: NonNullable<NodeState['client']> = { pid, connecting: connect({ home: state.node.home }) };
+    state.client = entry;
+    entry.connecting.then(
+      (client) => {
+        entry.client = client;
+      },
+      () => {
+        if (state.client === entry) state.client = undefined;
+      },
+    );
+    return entry.connecting;
+  }
+
+  /** Runs `acp --home <home> ...args` inside the node's namespace. Never throws: look at the code. */
+  cli(name: string, args: string[], timeoutMs = 60_000): Promise<HarnessCliResult> {
+    const { node } = this.state(name);
+    return runIn(node.ns, node.home, args, timeoutMs);
+  }
+
+  /** The arguments of the node's `acp up` (after `--home <home>`): what start and restart run. */
+  upArgs(name: string): string[] {
+    const { node } = this.state(name);
+    const others = this.nodes.filter((other) => other !== node);
+    const otherDomain = node.domain === 'a' ? 'b' : 'a';
+    const isGateway = this.options.domains === 2 && this.nodes.find((candidate) => candidate.domain === node.domain) === node;
+    const remoteGateway = this.nodes.find((candidate) => candidate.domain === otherDomain);
+    return [
+      'up',
+      '--detach',
+      '--agent',
+      node.agent,
+      '--multicast-if',
+      node.address,
+      ...(this.options.faults ? ['--faults'] : []),
+      ...(this.options.unicast && others.length > 0 ? ['--peers', others.map((other) => other.agent).join(',')] : []),
+      ...(isGateway && remoteGateway ? ['--gateway', remoteGateway.agent] : []),
+      '--log-level',
+      this.options.logLevel,
+      ...this.options.upArgs(node),
+    ];
+  }
+
+  /** SIGKILLs the daemon and waits until it is gone. */
+  async kill(name: string, timeoutMs = 10_000): Promise<void> {
+    const state = this.state(name);
+    const { pid } = state.node;
+    signal(pid, 'SIGKILL');
+    state.status = 'killed';
+    this.dropClient(state);
+    const deadline = Date.now() + timeoutMs;
+    while (!isGone(pid)) {
+      if (Date.now() > deadline) throw new Error(`${name}'s daemon (pid ${pid}) is still there ${timeoutMs} ms after SIGKILL`);
+      await sleep(20);
+    }
+  }
+
+  /** SIGSTOP: the daemon freezes, its sockets stay open. */
+  stop(name: string): void {
+    const state = this.state(name);
+    signal(state.node.pid, 'SIGSTOP');
+    if (state.status === 'running') state.status = 'stopped';
+  }
+
+  /** SIGCONT after stop(). */
+  cont(name: string): void {
+    const state = this.state(name);
+    signal(state.node.pid, 'SIGCONT');
+    if (state.status === 'stopped') state.status = 'running';
+  }
+
+  /** Cuts the node off: its veth's bridge-side end goes down (its eth0 loses carrier). */
+  async partition(name: string): Promise<void> {
+    await ip(['-n', this.switchNs, 'link', 'set', this.state(name).port, 'down']);
+  }
+
+  /** Undoes partition(). */
+  async heal(name: string): Promise<void> {
+    await ip(['-n', this.switchNs, 'link', 'set', this.state(name).port, 'up']);
+  }
+
+  /** `acp up --detach` again, in its namespace, with the same flags (after kill()); updates pid. */
+  async restart(name: string): Promise<void> {
+    await this.up(this.state(name));
+  }
+
+  /** Makes the node's CDB sync drop this fraction (0..1) of what it receives (needs --faults). */
+  async dropRate(name: string, p: number): Promise<void> {
+    await (await this.client(name)).ask('cdb', { type: 'cdb.sync.faults', dropRate: p }, { timeoutMs: 10_000 });
+  }
+
+  /**
+   * Resolves once every running node (not killed, not stopped) says its CDB is synced and lists
+   * every running node as up. A partitioned node counts as running: heal before waiting.
+   */
+  async waitSynced(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let why = 'not asked yet';
+    for (;;) {
+      const problem = await this.syncProblem().catch((error: unknown) => (error as Error).message);
+      if (problem === undefined) return;
+      why = problem;
+      if (Date.now() > deadline) throw new Error(`the cluster did not sync within ${timeoutMs} ms: ${why}`);
+      await sleep(200);
+    }
+  }
+
+  /**
+   * Kills every daemon (SIGCONT then SIGKILL) and anything else in the namespaces, deletes every
+   * namespace (their veths and bridges go with them) and removes the homes. Safe to call twice,
+   * and after a start that failed half-way.
+   */
+  teardown(): Promise<void> {
+    this.tornDown ??= this.destroy();
+    return this.tornDown;
+  }
+
+  /** @internal What the exit handler runs if teardown() was not: the same, synchronously. */
+  destroySync(): void {
+    if (this.destroyed) return;
+    for (const node of this.nodes) {
+      if (node.pid > 0) {
+        signal(node.pid, 'SIGCONT');
+        signal(node.pid, 'SIGKILL');
+      }
+    }
+    for (const ns of this.namespaces) destroyNamespaceSync(ns);
+    for (const node of this.nodes) if (node.home) rmSync(node.home, { recursive: true, force: true });
+    this.destroyed = true;
+    live.delete(this);
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  private state(name: string): NodeState {
+    const state = this.states.get(name);
+    if (!state) throw new Error(`no node '${name}' in this harness (it has ${[...this.states.keys()].join(', ')})`);
+    return state;
+  }
+
+  private dropClient(state: NodeState): void {
+    const cached = state.client;
+    state.client = undefined;
+    cached?.connecting.then((client) => client.close()).catch(() => undefined);
+  }
+
+  private async destroy(): Promise<void> {
+    await Promise.all([...this.states.values()].map(async (state) => {
+      const cached = state.client;
+      state.client = undefined;
+      const client = await cached?.connecting.catch(() => undefined);
+      await client?.close().catch(() => undefined);
+    }));
+    for (const node of this.nodes) {
+      if (node.pid <= 0) continue;
+      signal(node.pid, 'SIGCONT');
+      signal(node.pid, 'SIGKILL');
+    }
+    const deadline = Date.now() + 10_000;
+    while (this.nodes.some((node) => node.pid > 0 && !isGone(node.pid)) && Date.now() < deadline) await sleep(20);
+    // Nodes first: deleting a node's namespace takes its veth pair with it; then the switch.
+    for (const ns of this.namespaces) await destroyNamespace(ns);
+    for (const node of this.nodes) if (node.home) rmSync(node.home, { recursive: true, force: true });
+    for (const state of this.states.values()) state.status = 'down';
+    this.destroyed = true;
+    live.delete(this);
+  }
+
+  private async addNamespace(ns: string): Promise<void> {
+    // Recorded first: a namespace half made is still deleted by teardown. Switch last.
+    if (ns === this.switchNs) this.namespaces.push(ns);
+    else this.namespaces.splice(Math.max(0, this.namespaces.indexOf(this.switchNs)), 0, ns);
+    await ip(['netns', 'add', ns]);
+    await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
+  }
+
+  private async buildNetwork(): Promise<void> {
+    const sw = this.switchNs;
+    await this.addNamespace(sw);
+    const domains: ('a' | 'b')[] = this.options.domains === 2 ? ['a', 'b'] : ['a'];
+    for (const domain of domains) {
+      // No IGMP snooping: without a querier the bridge would stop flooding the group after a while.
+      await ip(['-n', sw, 'link', 'add', `br-${domain}`, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0', 'mcast_snooping', '0']);
+      await ip(['-n', sw, 'link', 'set', `br-${domain}`, 'up']);
+      if (this.options.domains === 2) await ip(['-n', sw, 'addr', 'add', `${SUBNET[domain]}.1/24`, 'dev', `br-${domain}`]);
+    }
+    if (this.options.domains === 2) await sysctlIn(sw, 'net.ipv4.ip_forward', '1');
+    for (const node of this.nodes) {
+      const { port } = this.state(node.name);
+      await this.addNamespace(node.ns);
+      // Made from inside the switch namespace, the pair never appears in the host's namespace.
+      await ip(['-n', sw, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', node.ns]);
+      await ip(['-n', sw, 'link', 'set', port, 'master', `br-${node.domain}`]);
+      await ip(['-n', sw, 'link', 'set', port, 'up']);
+      await ip(['-n', node.ns, 'addr', 'add', `${node.address}/24`, 'dev', 'eth0']);
+      await ip(['-n', node.ns, 'link', 'set', 'eth0', 'up']);
+      // Multicast goes out eth0 whether or not the sender names the interface.
+      await ip(['-n', node.ns, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0']);
+      if (this.options.domains === 2) await ip(['-n', node.ns, 'route', 'add', 'default', 'via', `${SUBNET[node.domain]}.1`]);
+    }
+  }
+
+  private makeHome(node: HarnessNode): void {
+    node.home = mkdtempSync(join(tmpdir(), `${this.id}-${node.name}-`));
+    // As test/helpers/node.ts makeHome: the web UI takes an ephemeral port, so daemons coexist.
+    const config = { cluster: this.options.cluster, node: node.name, webapi: { host: '127.0.0.1', port: 0 }, services: {} };
+    writeFileSync(join(node.home, 'config.json'), JSON.stringify(config));
+  }
+
+  private async buildCluster(): Promise<void> {
+    const [first, ...rest] = this.nodes;
+    if (!first) throw new Error('a harness needs at least one node');
+    for (const node of this.nodes) this.makeHome(node);
+    await initCluster(first.home, { cluster: this.options.cluster, node: first.name, agent: first.agent });
+    await this.up(this.state(first.name));
+    for (const node of rest) {
+      const ca = await this.client(first.name);
+      const { token } = await ca.ask<Message & { token: string }>('agent', { type: 'agent.token', ttlMs: 3_600_000 }, { timeoutMs: 15_000 });
+      const joined = await this.cli(node.name, ['join', first.agent, '--token', token, '--node', node.name, '--agent', node.agent]);
+      if (joined.code !== 0) throw new Error(`${node.name}: acp join ${first.agent} exited ${joined.code}: ${joined.stderr.trim()} ${joined.stdout.trim()}`);
+    }
+    for (const node of rest) await this.up(this.state(node.name));
+  }
+
+  private async up(state: NodeState): Promise<void> {
+    const { node } = state;
+    const args = this.upArgs(node.name);
+    const result = await this.cli(node.name, args, 90_000);
+    if (result.code !== 0) {
+      throw new Error(`${node.name}: acp ${args.join(' ')} exited ${result.code}: ${result.stderr.trim()} ${result.stdout.trim()}\n--- last lines of ${homePaths(node.home).logFile}:\n${logTail(node.home)}`);
+    }
+    const pid = readPid(node.home);
+    if (pid === undefined) throw new Error(`${node.name}: acp up returned but ${homePaths(node.home).pidfile} names no pid`);
+    node.pid = pid;
+    state.status = 'running';
+    this.dropClient(state);
+  }
+
+  /** Why the cluster is not synced yet, or undefined when it is. */
+  private async syncProblem(): Promise<string | undefined> {
+    const running = [...this.states.values()].filter((state) => state.status === 'running').map((state) => state.node.name);
+    for (const name of running) {
+      const client = await this.client(name);
+      const status = await client.ask<Message & { synced?: boolean }>('cdb', { type: 'cdb.sync.status' }, { timeoutMs: 3000 });
+      if (status.synced !== true) return `${name} is not synced (${JSON.stringify(status)})`;
+      const reply = await client.ask<Message & { nodes?: unknown }>('cdb', { type: 'cdb.nodes' }, { timeoutMs: 3000 });
+      const states = nodeStates(reply.nodes);
+      for (const other of running) {
+        if (states.get(other) !== 'up') return `${name} sees ${other} as ${states.get(other) ?? 'unknown'}`;
+      }
+    }
+    return undefined;
+  }
+}
+
+/** `cdb.nodes`' list (`[{node|name, state}]`) or map (`{name: {state}}`) as name → state. */
+function nodeStates(nodes: unknown): Map<string, string> {
+  const states = new Map<string, string>();
+  if (Array.isArray(nodes)) {
+    for (const entry of nodes as { node?: unknown; name?: unknown; state?: unknown }[]) {
+      const name = typeof entry?.node === 'string' ? entry.node : entry?.name;
+      if (typeof name === 'string' && typeof entry.state === 'string') states.set(name, entry.state);
+    }
+  } else if (nodes && typeof nodes === 'object') {
+    for (const [name, entry] of Object.entries(nodes as Record<string, { state?: unknown } | string>)) {
+      const state = typeof entry === 'string' ? entry : entry?.state;
+      if (typeof state === 'string') states.set(name, state);
+    }
+  }
+  return states;
+}
+
+function runIn(ns: string, home: string, args: readonly string[], timeoutMs: number): Promise<HarnessCliResult> {
+  return new Promise((resolve) => {
+    execFile('ip', ['netns', 'exec', ns, process.execPath, CLI, '--home', home, ...args], { timeout: timeoutMs, env: { ...process.env, ACP_HOME: '' } }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
+      resolve({ code, stdout, stderr: error && !stderr ? error.message : stderr });
+    });
+  });
+}
