@@ -56,3 +56,9 @@ if (!only || only === 'cdb') {
   const { cdbBenchmarks } = await import('./cdb.js');
   for (const result of await cdbBenchmarks()) report(result);
 }
+if (!only || only === 'sync') {
+  const { syncBenchmarks } = await import('./sync.js');
+  // `npm run bench -- sync 3` measures one cluster size.
+  const sizes = process.argv.slice(3).map(Number);
+  for (const line of await syncBenchmarks(sizes.length > 0 ? sizes : undefined)) process.stdout.write(`${line}\n`);
+}

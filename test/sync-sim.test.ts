@@ -32,6 +32,8 @@ interface SimNode {
   replicator: Replicator;
   up: boolean;
   dropRate: number;
+  /** Merges that fail (a full disk, say) before they work again. */
+  failMerges: number;
 }
 
 class Sim {
@@ -59,6 +61,7 @@ class Sim {
       replicator: undefined as unknown as Replicator,
       up: true,
       dropRate: this.nodes.get(name)?.dropRate ?? 0,
+      failMerges: 0,
     };
     for (const record of node.store.values()) node.clock.observe(record.version);
     node.replicator = this.replicatorFor(node);
@@ -104,6 +107,10 @@ class Sim {
           return structuredClone(snapshotOf(this.nodes.get(source)!, request));
         },
         merge: async (records) => {
+          if (node.failMerges > 0) {
+            node.failMerges -= 1;
+            throw new Error('the store refused the write');
+          }
           for (const record of records) {
             node.clock.observe(record.version);
             if (wins(record, node.store.get(record.key))) node.store.set(record.key, record);
@@ -316,4 +323,16 @@ test('two domains joined by a gateway pair converge; relayed copies are replays,
   // a2 hears b2 through the gateways only: b2's changes were re-published into domain a.
   t.true(sim.nodes.get('a1')!.replicator.counters.relayed > 0);
   t.is(sim.nodes.get('a2')!.replicator.membership.state('b2', sim.now), 'up');
+});
+
+test('records whose merge failed are pulled again, so a node that could not write them still converges', async (t) => {
+  const sim = new Sim(29);
+  for (const name of ['n1', 'n2']) sim.add(name);
+  await sim.run(1500);
+  sim.nodes.get('n2')!.failMerges = 3;
+  for (let i = 0; i < 30; i += 1) sim.write('n1', `object/system/m${i}`, { i });
+  await sim.run(4000);
+  t.is(sim.nodes.get('n2')!.failMerges, 0, 'merges did fail');
+  assertConverged(t, sim, ['n1', 'n2']);
+  t.true(sim.nodes.get('n2')!.replicator.synced);
 });

@@ -394,7 +394,8 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         const page = kind === 'object/' ? store!.range(rangePrefix, after, PAGE) : memory.range(rangePrefix, after, PAGE);
         for (const record of page) {
           after = record.key;
-          digest.update(`${record.key}\u0000${formatVersion(record.version)}\u0000${record.deleted ? 'deleted' : JSON.stringify(record.value)}\n`);
+          // A version is given to one write only: key and version (and deletion) decide the value.
+          digest.update(`${record.key}\u0000${formatVersion(record.version)}${record.deleted ? '\u0000deleted' : ''}\n`);
           count += 1;
         }
         if (page.length < PAGE) break;

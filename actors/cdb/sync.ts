@@ -141,7 +141,7 @@ export function encodedSize(record: StoredRecord): number {
 }
 
 const REPAIR_CHUNK = 2000;
-const SNAPSHOT_PAGE = 1000;
+const SNAPSHOT_PAGE = 5000;
 /** Payload fields around the records (origin, incarnation, firstSeq, keys). */
 const BATCH_OVERHEAD = 120;
 
@@ -208,6 +208,7 @@ export class Replicator {
   /** Per origin: a wall time at or below every version of its changes not yet received in order. */
   private readonly sinceWall = new Map<string, { incarnation: number; wall: number }>();
   private readonly repairing = new Set<string>();
+  private readonly resync = new Map<string, number>();
   private initial: 'pending' | 'running' | 'done' = 'pending';
   private readonly startedAt: number;
   private stopped = false;
@@ -286,6 +287,7 @@ export class Replicator {
     this.env.broadcast(digest);
     if (this.env.isGateway) this.env.forward(digest);
     if (this.initial === 'pending') void this.pullInitialSnapshot();
+    if (this.resync.size > 0) void this.resyncFailed();
     this.repairAll();
   }
 
@@ -372,13 +374,38 @@ export class Replicator {
     void this.catchUpBySnapshot(origin, origin, wall);
   }
 
+  /**
+   * Merges records received in the stream. Their sequence numbers already count as received, so
+   * if the merge fails their origins are pulled again by snapshot from before the oldest of them.
+   */
   private mergeQuietly(records: readonly StoredRecord[]): Promise<void> {
     if (records.length === 0) return Promise.resolve();
     this.counters.recordsMerged += records.length;
     return this.env.merge(records).catch((error: unknown) => {
       this.counters.errors += 1;
-      this.env.log.warn({ err: errorMessage(error), records: records.length }, 'merging replicated records failed');
+      this.env.log.warn({ err: errorMessage(error), records: records.length }, 'merging replicated records failed; they will be pulled again');
+      for (const record of records) {
+        const known = this.resync.get(record.origin);
+        if (known === undefined || record.version.wall < known) this.resync.set(record.origin, record.version.wall);
+      }
     });
+  }
+
+  /** Origins whose records failed to merge, pulled again (since the wall time given) at the next tick. */
+  private async resyncFailed(): Promise<void> {
+    for (const [origin, wall] of [...this.resync]) {
+      if (this.repairing.has(origin)) continue;
+      this.repairing.add(origin);
+      try {
+        const at = this.receiver.of(origin);
+        const source = (at && this.sourceFor(origin, at.incarnation, at.highWater)) ?? origin;
+        if (await this.catchUpBySnapshot(source, origin, wall)) {
+          if (this.resync.get(origin) === wall) this.resync.delete(origin);
+        }
+      } finally {
+        this.repairing.delete(origin);
+      }
+    }
   }
 
   /** Gaps against the latest digest of every peer, and below out-of-order arrivals. */
@@ -442,20 +469,30 @@ export class Replicator {
   /** Pulls `origin`'s records since `wall` (all records when origin is undefined) from `source`. */
   private async catchUpBySnapshot(source: string, origin: string | undefined, wall: number): Promise<boolean> {
     try {
-      let cursor: string | undefined;
-      let digest: DigestPayload | undefined;
-      do {
-        const page = await this.env.snapshot(source, {
+      const request = (cursor: string | undefined) => {
+        const page = this.env.snapshot(source, {
           limit: SNAPSHOT_PAGE,
           ...(origin === undefined ? {} : { origin }),
           ...(wall > 0 ? { since: wall } : {}),
           ...(cursor === undefined ? {} : { cursor }),
         });
+        page.catch(() => undefined); // a prefetched page's failure surfaces when it is awaited
+        return page;
+      };
+      let cursor: string | undefined;
+      let digest: DigestPayload | undefined;
+      let next = request(undefined);
+      do {
+        const page = await next;
         digest ??= page.digest;
-        // Not a since-mark: pages read after the digest may hold newer records past a gap.
-        await this.mergeQuietly(page.records);
         cursor = page.cursor;
+        // The next page travels while this one is written.
+        if (cursor !== undefined) next = request(cursor);
+        this.counters.recordsMerged += page.records.length;
+        // A failed merge fails the pull (retried later): the marks below must not claim what is not here.
+        await this.env.merge(page.records);
       } while (cursor !== undefined && !this.stopped);
+      if (this.stopped || !digest) return false;
       this.counters.snapshotsPulled += 1;
       // What the source counted when it began is now here.
       const covered: Digest = { ...digest.seen, [digest.node]: { incarnation: digest.incarnation, highWater: digest.highWater } };
@@ -499,7 +536,7 @@ export class Replicator {
 
   /** Caught up: the initial snapshot is in, and no known gap is open or being repaired. */
   get synced(): boolean {
-    return this.initial === 'done' && this.repairing.size === 0 && this.missing().length === 0;
+    return this.initial === 'done' && this.repairing.size === 0 && this.resync.size === 0 && this.missing().length === 0;
   }
 
   members(known: readonly string[]): MemberView[] {
