@@ -166,6 +166,19 @@ if (!available.ok) {
     await converged(cluster(), NODES, 15_000);
   });
 
+  test.serial('sync traffic from anything but a node over its own link is refused: a local client, or one relayed through a node', async (t) => {
+    const client = await cluster().client('n1');
+    const payload = { k: 'batch', origin: 'n2', incarnation: 1, firstSeq: 1, records: [{ key: 'object/system/injected', value: { name: 'injected' }, version: { wall: 2 ** 40, logical: 0, node: 'n2' }, origin: 'n2' }] };
+    for (const target of ['cdb', 'acp://lab/n2/cdb']) {
+      const error = await t.throwsAsync(client.ask(target, { type: 'cdb.sync', payload }));
+      t.is((error as { code?: string }).code, 'ACP_ERR_SYNC_NOT_PEER', target);
+    }
+    const faults = await t.throwsAsync(client.ask('acp://lab/n2/cdb', { type: 'cdb.sync.faults', dropRate: 1 }));
+    t.is((faults as { code?: string }).code, 'ACP_ERR_SYNC_NOT_PEER');
+    const hash = await objectHash(cluster(), 'n2');
+    t.false((await (await cluster().client('n2')).ask<{ type: string; records: unknown[] }>('cdb', { type: 'cdb.list', prefix: 'object/system/injected' })).records.length > 0, `nothing injected (${hash.records} objects)`);
+  });
+
   test.serial('acp nodes on any node shows all three up, with incarnation and sync lag', async (t) => {
     for (const node of NODES) {
       const result = await cluster().cli(node, ['--json', 'nodes']);

@@ -6,7 +6,7 @@
 import test from 'ava';
 import type { StoredRecord } from '../adapters/store.js';
 import { HybridClock } from '../actors/cdb/hlc.js';
-import { wins } from '../actors/cdb/replication.js';
+import { ReceiverState, wins } from '../actors/cdb/replication.js';
 import { Replicator, type SnapshotPage, type SnapshotRequest, type SyncPayload, type Via } from '../actors/cdb/sync.js';
 import { silentLogger } from '../runtime/logger.js';
 
@@ -335,4 +335,85 @@ test('records whose merge failed are pulled again, so a node that could not writ
   t.is(sim.nodes.get('n2')!.failMerges, 0, 'merges did fail');
   assertConverged(t, sim, ['n1', 'n2']);
   t.true(sim.nodes.get('n2')!.replicator.synced);
+});
+
+test('a change numbered after a later one (out of version order), lost in flight, still reaches a peer after its origin restarts', async (t) => {
+  const sim = new Sim(41);
+  const names = ['n1', 'n2'];
+  for (const name of names) sim.add(name);
+  await sim.run(2000);
+  const n1 = sim.nodes.get('n1')!;
+  // The object put: versioned now, its fsync still under way.
+  const object: StoredRecord = { key: 'object/system/vm1', value: { vcpus: 2 }, version: n1.clock.tick(), origin: 'n1' };
+  n1.store.set(object.key, object);
+  sim.acknowledged.push(object);
+  await sim.run(10); // wall time moves on (the simulator's steps stay aligned)
+  // A heartbeat (memory only) written meanwhile goes out first.
+  const heartbeat: StoredRecord = { key: 'meta/node/n1@n1', value: { incarnation: n1.incarnation }, version: n1.clock.tick(), origin: 'n1' };
+  n1.store.set(heartbeat.key, heartbeat);
+  n1.replicator.local([heartbeat]);
+  n1.replicator.flush();
+  await sim.run(20);
+  // The object is durable now and goes out; its datagram is lost, and n1 dies before its next digest.
+  n1.dropRate = 1;
+  n1.replicator.local([object]);
+  n1.replicator.flush();
+  await sim.run(20);
+  sim.kill('n1');
+  const restarted = sim.restart('n1');
+  restarted.dropRate = 0;
+  await sim.run(8000);
+  t.truthy(sim.nodes.get('n1')!.store.get(object.key), 'n1 has it on disk');
+  t.truthy(sim.nodes.get('n2')!.store.get(object.key), 'n2 receives the acknowledged object');
+});
+
+test('a node that starts while cut off is not synced until it has pulled a snapshot, and then has records of earlier incarnations', async (t) => {
+  const sim = new Sim(47);
+  for (const name of ['n1', 'n2']) sim.add(name);
+  await sim.run(2000);
+  sim.write('n1', 'object/system/old', { v: 1 });
+  await sim.run(1000);
+  sim.kill('n1');
+  sim.restart('n1');
+  await sim.run(3000);
+  sim.partitioned.add('n3');
+  sim.add('n3');
+  await sim.run(4000);
+  t.false(sim.nodes.get('n3')!.replicator.synced, 'cut off, n3 has pulled nothing: not synced');
+  sim.partitioned.delete('n3');
+  await sim.run(10_000);
+  t.true(sim.nodes.get('n3')!.replicator.synced, 'n3 says it is synced');
+  assertConverged(t, sim, ['n1', 'n2', 'n3']);
+});
+
+test('an announce is relayed once, not around and around a ring of redundant gateways', async (t) => {
+  const sim = new Sim(53);
+  sim.add('a1', { domain: 'a', gateway: true });
+  sim.add('a2', { domain: 'a', gateway: true });
+  sim.add('a3', { domain: 'a' });
+  sim.add('b1', { domain: 'b', gateway: true });
+  sim.add('b2', { domain: 'b', gateway: true });
+  await sim.run(2000);
+  sim.write('a3', 'object/system/big', { blob: 'x'.repeat(5000) });
+  const a1 = sim.nodes.get('a1')!.replicator;
+  const relayedBefore = a1.counters.relayed;
+  const inFlight = () => (sim as unknown as { queue: unknown[] }).queue.length;
+  const growth: number[] = [];
+  // No digest falls in this window (it is 20..220 ms past a whole second): only the announce travels.
+  for (let step = 0; step < 20; step += 1) {
+    await sim.run(10);
+    growth.push(inFlight());
+  }
+  t.log(`payloads in flight every 10 ms: ${growth.join(' ')}; a1 relayed ${a1.counters.relayed - relayedBefore}`);
+  t.true(a1.counters.relayed - relayedBefore < 10, `a1 relayed ${a1.counters.relayed - relayedBefore} payloads in 200 ms`);
+});
+
+test('a digest claiming a huge high-water mark costs no more than a small one', (t) => {
+  const receiver = new ReceiverState('me');
+  receiver.receive({ origin: 'n1', incarnation: 1, firstSeq: 1, records: [{ key: 'object/system/a', value: {}, version: { wall: 1, logical: 0, node: 'n1' }, origin: 'n1' }] });
+  const started = performance.now();
+  receiver.missingFrom({ n1: { incarnation: 1, highWater: 30_000_000 } });
+  const ms = performance.now() - started;
+  // 2**53 would take years; every peer's digest repeats this each second.
+  t.true(ms < 20, `one digest with highWater 3e7 took ${ms.toFixed(0)} ms of event loop`);
 });

@@ -450,6 +450,8 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         case 'agent.lookup':
           return { type: 'agent.address', node: parsed.node, address: parsed.node === self ? (selfAddress ?? null) : (addresses.get(parsed.node) ?? null) };
         case 'agent.identify':
+          // It dials out and records what answers: for this node's own sync and operator only.
+          if (!isLocal(from)) throw new AcpError('ACP_ERR_AGENT_BAD_CERT', 'agent.identify is asked by this node itself, not over the agent');
           return { type: 'agent.identified', address: parsed.address, node: await identify(parsed.address) };
         case 'agent.token': {
           // A token hands out the cluster key on joining: only an operator on this node may mint one.

@@ -204,7 +204,8 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     };
     if (objects.length === 0) {
       const applied = applyMemory();
-      if (local) sync?.local(applied);
+      // Sent behind the object writes still flushing, so changes are numbered in version order.
+      if (local && applied.length > 0) void commits.then(() => sync?.local(applied));
       return Promise.resolve();
     }
     for (const record of objects) pending.set(record.key, record);
@@ -333,6 +334,14 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
       writes.push({ parsed: target, record });
     }
     return apply(writes, false).then(() => ({ applied: writes.length, skipped }));
+  };
+
+  /** Exactly `node:<name>`: a node over its own agent connection, not something relayed through it. */
+  const peerNode = (from: string | undefined): string | undefined => (from !== undefined && /^node:[a-z0-9][a-z0-9._-]{0,62}$/.test(from) ? from.slice('node:'.length) : undefined);
+  /** This node's own operator (its API socket) or an actor inside this daemon. */
+  const isLocal = (from: string | undefined): boolean => from === undefined || /^local:[^|]*$/.test(from) || from.startsWith('acp://');
+  const requirePeerOrLocal = (from: string | undefined): void => {
+    if (!peerNode(from) && !isLocal(from)) throw new AcpError('ACP_ERR_SYNC_NOT_PEER', "repair and snapshots are served to the cluster's nodes and this node's operator only");
   };
 
   const requireSync = (): SyncNode => {
@@ -474,20 +483,23 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         case 'cdb.merge':
           return replyLater(merge(parsed.records).then((outcome) => ({ type: 'cdb.merged', ...outcome })));
         case 'cdb.sync': {
-          if (!sync) throw new AcpError('ACP_ERR_SYNC_NOT_PEER', `node '${node}' does not sync (it belongs to no cluster: acp init or acp join)`);
-          if (from === undefined || !from.startsWith('node:')) throw new AcpError('ACP_ERR_SYNC_NOT_PEER', 'sync traffic is taken only from the cluster\'s nodes over the agent');
-          sync.fromNetwork(parsed.payload, parsed.relay ? 'gateway' : 'domain');
+          const sender = requireSync() && peerNode(from);
+          if (!sender) throw new AcpError('ACP_ERR_SYNC_NOT_PEER', "sync traffic is taken only from the cluster's nodes, each over its own agent connection");
+          requireSync().fromNetwork(parsed.payload, parsed.relay ? 'gateway' : 'domain');
           return { type: 'cdb.sync.ok' };
         }
         case 'cdb.sync.repair':
+          requirePeerOrLocal(from);
           return requireSync().serveRepair({ origin: parsed.origin, incarnation: parsed.incarnation, from: parsed.from, to: parsed.to });
         case 'cdb.sync.snapshot': {
+          requirePeerOrLocal(from);
           const { type: _type, ...request } = parsed;
           return replyLater(snapshotPage(request));
         }
         case 'cdb.sync.status':
           return requireSync().status();
         case 'cdb.sync.faults':
+          if (!isLocal(from)) throw new AcpError('ACP_ERR_SYNC_NOT_PEER', "faults are injected by this node's own operator (its API socket), not over the agent");
           requireSync().setDropRate(parsed.dropRate);
           return { type: 'cdb.sync.faults', dropRate: parsed.dropRate };
         case 'cdb.nodes':

@@ -53,6 +53,7 @@ export class ChangeStream {
   private nextSeq = 1;
   /** Recent batches, so a peer's repair request can be answered; bounded. */
   private readonly recent: ChangeBatch[] = [];
+  private kept = 0;
 
   constructor(
     readonly origin: string,
@@ -65,7 +66,8 @@ export class ChangeStream {
     const batch: ChangeBatch = { origin: this.origin, incarnation: this.incarnation, firstSeq: this.nextSeq, records };
     this.nextSeq += records.length;
     this.recent.push(batch);
-    while (this.recent.length > 0 && this.recordsKept() > this.keep) this.recent.shift();
+    this.kept += records.length;
+    while (this.recent.length > 0 && this.kept > this.keep) this.kept -= this.recent.shift()!.records.length;
     return batch;
   }
 
@@ -92,9 +94,6 @@ export class ChangeStream {
     return { batches, complete: covered > to };
   }
 
-  private recordsKept(): number {
-    return this.recent.reduce((sum, batch) => sum + batch.records.length, 0);
-  }
 }
 
 /** The receiving side: what this node has seen of every other origin. */
@@ -192,18 +191,17 @@ export class ReceiverState {
   }
 
   private gapsOf(origin: string, state: OriginState, limit?: number): Gap[] {
-    let upTo = limit ?? state.highWater;
-    if (limit === undefined) for (const seq of state.ahead) if (seq > upTo) upTo = seq;
+    // From the sorted out-of-order arrivals, not sequence by sequence: a claimed mark may be huge.
+    const ahead = [...state.ahead].sort((a, b) => a - b);
+    const upTo = limit ?? Math.max(state.highWater, ahead.at(-1) ?? 0);
     const gaps: Gap[] = [];
-    let from: number | undefined;
-    for (let seq = state.highWater + 1; seq <= upTo; seq += 1) {
-      if (!state.ahead.has(seq)) from ??= seq;
-      else if (from !== undefined) {
-        gaps.push({ origin, incarnation: state.incarnation, from, to: seq - 1 });
-        from = undefined;
-      }
+    let next = state.highWater + 1;
+    for (const seq of ahead) {
+      if (seq > upTo) break;
+      if (seq > next) gaps.push({ origin, incarnation: state.incarnation, from: next, to: seq - 1 });
+      next = seq + 1;
     }
-    if (from !== undefined) gaps.push({ origin, incarnation: state.incarnation, from, to: upTo });
+    if (next <= upTo) gaps.push({ origin, incarnation: state.incarnation, from: next, to: upTo });
     return gaps;
   }
 }

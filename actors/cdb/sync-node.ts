@@ -13,7 +13,18 @@ import type { NodeConfig } from '../../runtime/config.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import type { Gap } from './replication.js';
-import { Replicator, syncPayloadSchema, type MemberView, type RepairAnswer, type SnapshotPage, type SnapshotRequest, type SyncCounters, type SyncPayload } from './sync.js';
+import {
+  repairAnswerSchema,
+  Replicator,
+  snapshotPageSchema,
+  syncPayloadSchema,
+  type MemberView,
+  type RepairAnswer,
+  type SnapshotPage,
+  type SnapshotRequest,
+  type SyncCounters,
+  type SyncPayload,
+} from './sync.js';
 
 export const DEFAULT_MULTICAST_PORT = 5460;
 /** Room in a datagram for the channel's envelope (origin, incarnation, sequence) around a payload. */
@@ -89,8 +100,8 @@ export class SyncNode {
         get isGateway() {
           return sync.gatewayNames.size > 0;
         },
-        repair: (origin, gap) => this.remote(origin).ask<Message & RepairAnswer>({ type: 'cdb.sync.repair', ...gap }, { timeoutMs: 10_000 }),
-        snapshot: (node, request) => this.remote(node).ask<Message & SnapshotPage>({ type: 'cdb.sync.snapshot', ...request }, { timeoutMs: 30_000 }),
+        repair: async (origin, gap): Promise<RepairAnswer> => repairAnswerSchema.parse(await this.remote(origin).ask({ type: 'cdb.sync.repair', ...gap }, { timeoutMs: 10_000 })),
+        snapshot: async (node, request): Promise<SnapshotPage> => snapshotPageSchema.parse(await this.remote(node).ask({ type: 'cdb.sync.snapshot', ...request }, { timeoutMs: 30_000 })),
         merge: (records) => setup.merge(records),
         knownNodes: () => this.knownNodes(),
       },
@@ -228,7 +239,16 @@ export class SyncNode {
       });
       return;
     }
-    for (const node of this.knownNodes()) this.sendTo(node, payload, false);
+    for (const node of this.domainPeers()) this.sendTo(node, payload, false);
+  }
+
+  /**
+   * Unicast destinations. With gateways the cluster spans domains, and the CDB knows nodes of the
+   * other one too: then only the --peers given are this domain, the rest is the gateways' work.
+   */
+  private domainPeers(): string[] {
+    if (this.gatewayNames.size === 0) return this.knownNodes();
+    return [...this.peerNames.values()].filter((node): node is string => node !== null && node !== this.ctx.node.node);
   }
 
   private forward(payload: SyncPayload): void {
@@ -263,7 +283,7 @@ export class SyncNode {
       mode: this.mode,
       multicast: this.multicast,
       fallbackReason: this.fallbackReason,
-      peers: this.mode === 'unicast' ? this.knownNodes() : [],
+      peers: this.mode === 'unicast' ? this.domainPeers() : [],
       gateways: [...this.gatewayNames].map(([address, node]) => ({ address, node })),
       synced: this.replicator.synced,
       dropRate: this.dropRate,

@@ -25,6 +25,7 @@ import type { Logger } from '../../runtime/logger.js';
 import { ChangeStream, ReceiverState, type ChangeBatch, type Digest, type Gap } from './replication.js';
 
 const name = z.string().min(1).max(63);
+const REPAIR_BATCHES_MAX = 10_000;
 export const storedRecordSchema = z.strictObject({
   key: z.string().min(1).max(512),
   value: z.unknown(),
@@ -49,6 +50,17 @@ export const syncPayloadSchema = z.discriminatedUnion('k', [
   z.strictObject({ k: z.literal('digest'), node: name, incarnation: z.number().int().min(0), highWater: z.number().int().min(0), seen: digestSchema }),
 ]);
 export type SyncPayload = z.infer<typeof syncPayloadSchema>;
+
+/** Answers from other nodes are checked like everything else from the network. */
+export const repairAnswerSchema = z.object({
+  batches: z.array(batchSchema.omit({ k: true })).max(REPAIR_BATCHES_MAX),
+  complete: z.boolean(),
+});
+export const snapshotPageSchema = z.object({
+  records: z.array(storedRecordSchema).max(10_000),
+  cursor: z.string().max(512).optional(),
+  digest: z.strictObject({ k: z.literal('digest'), node: name, incarnation: z.number().int().min(0), highWater: z.number().int().min(0), seen: digestSchema }),
+});
 export type DigestPayload = Extract<SyncPayload, { k: 'digest' }>;
 
 export const snapshotRequestSchema = z.strictObject({
@@ -141,6 +153,14 @@ export function encodedSize(record: StoredRecord): number {
 }
 
 const REPAIR_CHUNK = 2000;
+/**
+ * A node numbers its changes in version order (the CDB sends memory writes behind pending object
+ * flushes). The margin covers a change numbered late all the same, at the cost of a few seconds'
+ * records pulled twice.
+ */
+const SINCE_MARGIN_MS = 5000;
+/** A repair answer stays well inside the agent's 4 MiB frames. */
+const REPAIR_BYTES = 1024 * 1024;
 const SNAPSHOT_PAGE = 5000;
 /** Payload fields around the records (origin, incarnation, firstSeq, keys). */
 const BATCH_OVERHEAD = 120;
@@ -209,6 +229,7 @@ export class Replicator {
   private readonly sinceWall = new Map<string, { incarnation: number; wall: number }>();
   private readonly repairing = new Set<string>();
   private readonly resync = new Map<string, number>();
+  private readonly announcesRelayed = new Map<string, { incarnation: number; upTo: number }>();
   private initial: 'pending' | 'running' | 'done' = 'pending';
   private readonly startedAt: number;
   private stopped = false;
@@ -286,7 +307,9 @@ export class Replicator {
     const digest = this.digest();
     this.env.broadcast(digest);
     if (this.env.isGateway) this.env.forward(digest);
-    if (this.initial === 'pending') void this.pullInitialSnapshot();
+    // Once a peer is heard (or, if none, after the time it takes to call one down), so a dead node is not tried first.
+    const heardAny = this.env.knownNodes().some((node) => this.membership.state(node, this.env.now()) === 'up');
+    if (this.initial === 'pending' && (heardAny || this.env.now() - this.startedAt >= this.timings.downAfterMs)) void this.pullInitialSnapshot();
     if (this.resync.size > 0) void this.resyncFailed();
     this.repairAll();
   }
@@ -306,7 +329,12 @@ export class Replicator {
       case 'announce': {
         if (payload.origin === this.env.self) return false;
         const gaps = this.receiver.missingFrom({ [payload.origin]: { incarnation: payload.incarnation, highWater: payload.upTo } });
-        this.relay(payload, via);
+        // Relayed once: a copy coming back around a ring of gateways is not news.
+        const relayed = this.announcesRelayed.get(payload.origin);
+        if (!relayed || relayed.incarnation < payload.incarnation || (relayed.incarnation === payload.incarnation && relayed.upTo < payload.upTo)) {
+          this.announcesRelayed.set(payload.origin, { incarnation: payload.incarnation, upTo: payload.upTo });
+          this.relay(payload, via);
+        }
         return gaps.length > 0;
       }
       case 'digest': {
@@ -370,7 +398,7 @@ export class Replicator {
    */
   private originRestarted(origin: string, oldIncarnation: number): void {
     const since = this.sinceWall.get(origin);
-    const wall = since && since.incarnation === oldIncarnation ? since.wall : 0;
+    const wall = since && since.incarnation === oldIncarnation ? Math.max(0, since.wall - SINCE_MARGIN_MS) : 0;
     void this.catchUpBySnapshot(origin, origin, wall);
   }
 
@@ -381,7 +409,10 @@ export class Replicator {
   private mergeQuietly(records: readonly StoredRecord[]): Promise<void> {
     if (records.length === 0) return Promise.resolve();
     this.counters.recordsMerged += records.length;
-    return this.env.merge(records).catch((error: unknown) => {
+    // A merge that throws at once (a full table, a closed store) fails like one that rejects.
+    return Promise.resolve()
+      .then(() => this.env.merge(records))
+      .catch((error: unknown) => {
       this.counters.errors += 1;
       this.env.log.warn({ err: errorMessage(error), records: records.length }, 'merging replicated records failed; they will be pulled again');
       for (const record of records) {
@@ -435,19 +466,29 @@ export class Replicator {
       const to = Math.max(...gaps.map((gap) => gap.to));
       const incarnation = Math.max(...gaps.map((gap) => gap.incarnation));
       let complete = this.membership.state(origin, this.env.now()) !== 'down' || this.peers.size === 0;
-      for (let start = from; complete && start <= to; start += REPAIR_CHUNK) {
+      for (let start = from; complete && start <= to && !this.stopped; ) {
         this.counters.repairsAsked += 1;
-        const answer = await this.env.repair(origin, { origin, incarnation, from: start, to: Math.min(to, start + REPAIR_CHUNK - 1) }).catch((error: unknown) => {
+        const end = Math.min(to, start + REPAIR_CHUNK - 1);
+        const answer = await this.env.repair(origin, { origin, incarnation, from: start, to: end }).catch((error: unknown) => {
           this.env.log.debug({ origin, err: errorMessage(error) }, 'repair from the origin failed; trying a snapshot');
           return { batches: [], complete: false };
         });
-        for (const batch of answer.batches) this.receive({ k: 'batch', ...batch, records: [...batch.records] }, 'repair');
-        complete = answer.complete;
+        let covered = start - 1;
+        for (const batch of answer.batches) {
+          // Only what was asked for, from whom it was asked.
+          if (batch.origin !== origin || batch.incarnation !== incarnation || batch.records.length === 0) continue;
+          this.receive({ k: 'batch', ...batch, records: [...batch.records] }, 'repair');
+          covered = Math.max(covered, batch.firstSeq + batch.records.length - 1);
+        }
+        // A reply capped in size is progress: ask for the rest. No progress at all: a snapshot.
+        if (answer.complete) start = end + 1;
+        else if (covered >= start) start = covered + 1;
+        else complete = false;
       }
-      if (complete) return;
+      if (complete || this.stopped) return;
       // The origin no longer holds the range, or cannot be reached: a snapshot of its records.
       const since = this.sinceWall.get(origin);
-      const wall = since && since.incarnation === incarnation ? since.wall : 0;
+      const wall = since && since.incarnation === incarnation ? Math.max(0, since.wall - SINCE_MARGIN_MS) : 0;
       const source = this.sourceFor(origin, incarnation, to);
       if (source) await this.catchUpBySnapshot(source, origin, wall);
     } finally {
@@ -484,13 +525,14 @@ export class Replicator {
       let next = request(undefined);
       do {
         const page = await next;
+        if (page.digest.node !== source) throw new Error(`the snapshot from ${source} carries ${page.digest.node}'s digest`);
         digest ??= page.digest;
         cursor = page.cursor;
         // The next page travels while this one is written.
         if (cursor !== undefined) next = request(cursor);
         this.counters.recordsMerged += page.records.length;
         // A failed merge fails the pull (retried later): the marks below must not claim what is not here.
-        await this.env.merge(page.records);
+        await Promise.resolve().then(() => this.env.merge(page.records));
       } while (cursor !== undefined && !this.stopped);
       if (this.stopped || !digest) return false;
       this.counters.snapshotsPulled += 1;
@@ -521,17 +563,31 @@ export class Replicator {
         return;
       }
     }
-    // Nobody answered. Alone (no other node known, or none heard since we started): nothing to pull.
-    const waited = this.env.now() - this.startedAt >= this.timings.downAfterMs;
-    const anyoneUp = candidates.some((node) => this.membership.state(node, this.env.now()) !== 'down');
-    this.initial = candidates.length === 0 || (waited && !anyoneUp) ? 'done' : 'pending';
+    // Nobody answered: only a node that knows no other is done; the rest keep trying (not synced meanwhile).
+    this.initial = candidates.length === 0 ? 'done' : 'pending';
   }
 
   /** A repair request for this node's own stream. */
   serveRepair(gap: Gap): RepairAnswer {
     this.counters.repairsServed += 1;
     if (gap.origin !== this.env.self || gap.incarnation !== this.env.incarnation) return { batches: [], complete: false };
-    return this.stream.repair(gap.from, Math.min(gap.to, gap.from + REPAIR_CHUNK - 1));
+    const answer = this.stream.repair(gap.from, Math.min(gap.to, gap.from + REPAIR_CHUNK - 1));
+    // Bounded in bytes too: the asker goes on from where this answer stops.
+    let bytes = 0;
+    const batches: ChangeBatch[] = [];
+    for (const batch of answer.batches) {
+      const records: StoredRecord[] = [];
+      for (const record of batch.records) {
+        bytes += encodedSize(record);
+        if (bytes > REPAIR_BYTES && (batches.length > 0 || records.length > 0)) {
+          if (records.length > 0) batches.push({ ...batch, records });
+          return { batches, complete: false };
+        }
+        records.push(record);
+      }
+      batches.push({ ...batch, records });
+    }
+    return { batches, complete: answer.complete && gap.to <= gap.from + REPAIR_CHUNK - 1 };
   }
 
   /** Caught up: the initial snapshot is in, and no known gap is open or being repaired. */
