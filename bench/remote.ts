@@ -5,24 +5,13 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initCluster, joinCluster } from '../cli/cluster.js';
 import { connect } from '../runtime/client.js';
 import type { Message } from '../runtime/messages.js';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from '../test/helpers/agent.js';
 
 function startNode(home: string, rawPort: number): Promise<ChildProcess> {
   const child = fork(fileURLToPath(new URL('./remote-node.js', import.meta.url)), [home, String(rawPort)], { stdio: 'inherit' });

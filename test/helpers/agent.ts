@@ -17,18 +17,20 @@ import { RawFrames, type RawFramesResult } from './raw-frames.js';
 
 /**
  * A free TCP port on loopback: the agent's address must be known before it listens (peers and
- * join tokens name it), so port 0 will not do. Bound then released; collisions are unlikely.
+ * join tokens name it), so port 0 will not do. Taken below the kernel's ephemeral range
+ * (32768+), where the nodes' own outgoing connections take theirs: bound, released, then used.
  */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = netServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const free = await new Promise<boolean>((resolve) => {
+      const server = netServer();
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
+  throw new Error('no free port between 20000 and 32000 on 127.0.0.1');
 }
 
 export function secretPath(home: string, name: string): string {
