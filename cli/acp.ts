@@ -10,6 +10,7 @@ import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { cdbCommands, printNodes, printServices } from './cdb.js';
 import { parseHostPort } from '../adapters/tls.js';
+import { parseMulticast } from '../actors/cdb/sync-node.js';
 import { initCluster, joinCluster, parseDuration } from './cluster.js';
 import { runForeground, startDetached, stopDaemon } from './control.js';
 import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table, type SyncSummary } from './output.js';
@@ -113,7 +114,7 @@ const cli = yargs(hideBin(process.argv))
           ...(argv.peers === undefined ? {} : { peers: addressList(argv.peers, '--peers')! }),
           ...(argv.gateway === undefined ? {} : { gateways: addressList(argv.gateway, '--gateway')! }),
         };
-        if (argv.multicast !== undefined) parseHostPort(argv.multicast, '--multicast');
+        if (argv.multicast !== undefined) parseMulticast(argv.multicast);
         if (argv['api-port'] !== undefined && (!Number.isInteger(argv['api-port']) || argv['api-port'] < 0 || argv['api-port'] > 65535)) {
           throw new AcpError('ACP_ERR_CLI_USAGE', `--api-port must be a port number (0-65535), not ${argv['api-port']}`);
         }

@@ -1,5 +1,6 @@
 import { AcpError, isErrorCode } from '../runtime/errors.js';
 import type { NodeStatus } from '../runtime/services.js';
+import type { SyncStatus } from '../actors/cdb/sync-node.js';
 
 /** Exit codes: 0 ok, 1 an error from the node (or reaching it), 2 a usage error. */
 export const EXIT_OK = 0;
@@ -42,14 +43,7 @@ export function formatDuration(ms: number): string {
 }
 
 /** What `acp status` says about sync (the CDB's `cdb.sync.status`), or null on a node in no cluster. */
-export interface SyncSummary {
-  mode: 'multicast' | 'unicast';
-  multicast: { group: string; port: number; interface: string } | null;
-  fallbackReason: string | null;
-  peers: string[];
-  gateways: { address: string; node: string | null }[];
-  synced: boolean;
-}
+export type SyncSummary = Pick<SyncStatus, 'mode' | 'multicast' | 'fallbackReason' | 'peers' | 'gateways' | 'synced'>;
 
 function syncLine(sync: SyncSummary | null): string {
   if (!sync) return 'off (this node belongs to no cluster)';

@@ -40,6 +40,16 @@ export function defaultGroup(cluster: string): string {
   return `239.192.${hash[0]!}.${hash[1]! === 0 ? 1 : hash[1]!}`;
 }
 
+/** `GROUP:PORT` with an IPv4 multicast group; the error says what is expected. */
+export function parseMulticast(text: string): { group: string; port: number } {
+  const { host, port } = parseHostPort(text, '--multicast');
+  const first = Number(host.split('.')[0]);
+  if (isIP(host) !== 4 || first < 224 || first > 239 || port === 0) {
+    throw new AcpError('ACP_ERR_CLI_USAGE', `--multicast must be an IPv4 multicast group and a port, 224.0.0.0-239.255.255.255 (for example 239.192.10.1:5460), not '${text}'`);
+  }
+  return { group: host, port };
+}
+
 export interface SyncSetup {
   config: NodeConfig['sync'];
   clusterKey: string;
@@ -158,12 +168,8 @@ export class SyncNode {
   private groupAndPort(): [string, number] {
     const text = this.setup.config.multicast;
     if (!text) return [defaultGroup(this.ctx.node.cluster), DEFAULT_MULTICAST_PORT];
-    const { host, port } = parseHostPort(text, 'sync.multicast (--multicast)');
-    const first = Number(host.split('.')[0]);
-    if (isIP(host) !== 4 || first < 224 || first > 239) {
-      throw new AcpError('ACP_ERR_CONFIG_INVALID', `--multicast must be an IPv4 multicast group and port, 224.0.0.0-239.255.255.255 (for example 239.192.10.1:5460), not '${text}'`);
-    }
-    return [host, port];
+    const { group, port } = parseMulticast(text);
+    return [group, port];
   }
 
   private defaultInterface(): string {
