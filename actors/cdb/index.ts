@@ -307,7 +307,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
 
   /** Records from other nodes: each applied only if it wins over what is here (LWW); resolves once durable. */
   const merge = (records: readonly StoredRecord[]): Promise<{ applied: number; skipped: number }> => {
-    const writes: { parsed: ParsedKey; record: StoredRecord }[] = [];
+    const byKey = new Map<string, { parsed: ParsedKey; record: StoredRecord }>();
     let skipped = 0;
     for (const incoming of records) {
       let target: ParsedKey;
@@ -325,14 +325,15 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
       }
       const record: StoredRecord = { key: target.key, value: incoming.deleted ? null : incoming.value, version: incoming.version, origin: incoming.origin, ...(incoming.deleted ? { deleted: true } : {}) };
       clock.observe(record.version);
-      const earlier = writes.find((write) => write.record.key === record.key)?.record;
-      if (!wins(record, earlier ?? current(target))) {
+      // The same key twice in one merge: the later version alone is written.
+      const earlier = byKey.get(record.key);
+      if (!wins(record, earlier?.record ?? current(target))) {
         skipped += 1;
         continue;
       }
-      if (earlier) writes.splice(writes.findIndex((write) => write.record === earlier), 1);
-      writes.push({ parsed: target, record });
+      byKey.set(record.key, { parsed: target, record });
     }
+    const writes = [...byKey.values()];
     return apply(writes, false).then(() => ({ applied: writes.length, skipped }));
   };
 
