@@ -1,3 +1,282 @@
-import { placeholderService } from '../kit.js';
+import { join } from 'node:path';
+import { z } from 'zod';
+import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor.js';
+import { AcpError, errorMessage } from '../../runtime/errors.js';
+import type { Message } from '../../runtime/messages.js';
+import { isValidName, parsePath } from '../../runtime/path.js';
+import { processActor } from '../../runtime/process.js';
+import type { ServiceDeps } from '../../runtime/services.js';
+import type { LocalActor } from '../../runtime/system.js';
+import { checkIntensity } from '../../supervisors/intensity.js';
+import { restartDelay } from '../../supervisors/backoff.js';
+import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { metaKey, objectKey, systemObjectSchema, type SystemObject } from '../model.js';
+import { createVmm, vmmSchema } from '../vmm/index.js';
+import { next, type SystemEvent, type SystemState } from './lifecycle.js';
 
-export const service = placeholderService('hypervisor', 'Hypervisor: decides where systems run and drives their VMM containers (issue 6)');
+const id = z.string().max(63).refine(isValidName, 'must be a system id: 1-63 characters of a-z, 0-9, ".", "_" or "-"');
+
+export const hypervisorSchema = z.discriminatedUnion('type', [
+  serviceInfoSchema,
+  z.strictObject({ type: z.literal('system.start'), id }),
+  z.strictObject({ type: z.literal('system.stop'), id, force: z.boolean().optional(), timeoutMs: z.number().int().min(0).max(600_000).optional() }),
+  z.strictObject({ type: z.literal('system.pause'), id }),
+  z.strictObject({ type: z.literal('system.resume'), id }),
+  z.strictObject({ type: z.literal('system.restart'), id }),
+  /** This node's systems (or one), with their states. */
+  z.strictObject({ type: z.literal('system.status'), id: id.optional() }),
+  z.strictObject({ type: z.literal('hypervisor.guest-exited'), id, generation: z.number().int(), crashed: z.boolean(), reason: z.string().max(1000) }),
+  z.strictObject({ type: z.literal('hypervisor.restart-due'), id, attempt: z.number().int() }),
+]);
+
+/** A system's meta (`meta/system/<id>@<node>`): where its state machine is. */
+export interface SystemMeta {
+  state: SystemState;
+  node: string;
+  /** The guest's process (QEMU's), and its VMM container's. */
+  pid: number | null;
+  vmmPid: number | null;
+  accelerator: string | null;
+  since: string;
+  restarts: number;
+  reason?: string;
+}
+
+interface Running {
+  state: SystemState;
+  spec: SystemObject;
+  vmm: LocalActor | undefined;
+  meta: SystemMeta;
+  restarts: number[];
+  attempt: number;
+  retry: NodeJS.Timeout | undefined;
+}
+
+/** Restart intensity for a system's guest: at most this many restarts in the window, then it stays crashed. */
+const MAX_RESTARTS = 3;
+const WITHIN_MS = 60_000;
+const BACKOFF = { initialMs: 500, maxMs: 30_000, factor: 2, jitter: 0.2 };
+const DEFAULT_STOP_TIMEOUT_MS = 30_000;
+
+/**
+ * The Hypervisor decides: it holds every local system's state machine, publishes it as meta, and
+ * has one VMM per running system at `hypervisor/vmm/<id>` (under a `vmm` parent of their own, so
+ * many systems never slow this mailbox: nact copies a parent's children on every message). Real
+ * guests get a VMM container (a child process); simulated ones an inline VMM. A guest that ends
+ * unasked, or a VMM that dies, marks the system crashed; its restart policy decides what follows.
+ */
+export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
+  const { system, paths } = deps;
+  const node = ctx.node.node;
+  const clock = new ServiceClock();
+  const cdb = ctx.ref(ctx.self.path.replace(/\/hypervisor$/, '/cdb'));
+  const systems = new Map<string, Running>();
+  const vmmParent = parsePath(`${ctx.self.path}/vmm`);
+  let parent: LocalActor | undefined;
+
+  const publish = (systemId: string, entry: Running) => {
+    cdb.ask({ type: 'cdb.put', key: metaKey('system', systemId, node), value: entry.meta }, { timeoutMs: 10_000 }).catch((error: unknown) => {
+      ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'could not publish the system state');
+    });
+  };
+
+  const move = (systemId: string, entry: Running, event: SystemEvent, extra: Partial<SystemMeta> = {}) => {
+    entry.state = next(systemId, entry.state, event);
+    entry.meta = { ...entry.meta, ...extra, state: entry.state, since: new Date().toISOString(), restarts: entry.restarts.length };
+    if (!('reason' in extra) && event !== 'crashed') delete entry.meta.reason;
+    publish(systemId, entry);
+  };
+
+  const readSpec = async (systemId: string): Promise<SystemObject> => {
+    const reply = await cdb.ask<Message & { record: { value: unknown } }>({ type: 'cdb.get', key: objectKey('system', systemId) });
+    const spec = systemObjectSchema.parse(reply.record.value);
+    if (spec.node !== undefined && spec.node !== node) {
+      throw new AcpError('ACP_ERR_SYSTEM_WRONG_NODE', `system '${systemId}' is placed on node '${spec.node}', not '${node}'; start it there (acp://${ctx.node.cluster}/${spec.node}/hypervisor)`);
+    }
+    return spec;
+  };
+
+  const vmmPath = (systemId: string) => parsePath(`${ctx.self.path}/vmm/${systemId}`);
+
+  /** Spawns the VMM and starts the guest in it; the state ends running, or crashed with the reason. */
+  const launch = async (systemId: string, entry: Running): Promise<void> => {
+    const onCrash = (error: AcpError) => {
+      ctx.self.tell({ type: 'hypervisor.guest-exited', id: systemId, generation: -1, crashed: true, reason: `its VMM died: ${error.message}` });
+    };
+    const factory =
+      entry.spec.driver === 'qemu'
+        ? processActor(system, {
+            module: new URL('../vmm/index.js', import.meta.url).href,
+            exportName: 'service',
+            logLevel: deps.logLevel,
+            logFile: undefined,
+            socketDir: paths.run,
+          })
+        : (vmmCtx: ActorContext) => createVmm(vmmCtx);
+    try {
+      entry.vmm = await system.spawn(vmmPath(systemId), factory, { schema: vmmSchema, forwardsUniversal: entry.spec.driver === 'qemu', onCrash });
+      const started = await ctx.ref(vmmPath(systemId)).ask<Message & { pid: number | null; vmmPid: number; accelerator: string }>(
+        {
+          type: 'vmm.start',
+          spec: entry.spec,
+          consoleLog: join(paths.log, 'systems', `${systemId}.console.log`),
+          runDir: join(paths.run, 'vmm', systemId),
+        },
+        { timeoutMs: 120_000 },
+      );
+      move(systemId, entry, 'started', { pid: started.pid, vmmPid: started.vmmPid, accelerator: started.accelerator });
+    } catch (error) {
+      const reason = errorMessage(error);
+      ctx.log.warn({ system: systemId, err: reason }, 'system failed to start');
+      await stopVmm(systemId, entry, 'start failed');
+      if (entry.state === 'starting') move(systemId, entry, 'crashed', { reason: `start failed: ${reason}`, pid: null, vmmPid: null });
+      throw AcpError.from(error, 'ACP_ERR_VMM_FAILED');
+    }
+  };
+
+  /** Stops the VMM (a crashed one's path is released, so the next start can spawn it again). */
+  const stopVmm = async (systemId: string, entry: Running, reason: string) => {
+    const vmm = entry.vmm;
+    entry.vmm = undefined;
+    if (vmm?.alive) await vmm.stop(reason, 10_000).catch(() => undefined);
+    system.release(`${ctx.self.path}/vmm/${systemId}`, reason);
+  };
+
+  const entryFor = (systemId: string): Running | undefined => systems.get(systemId);
+
+  const start = async (systemId: string): Promise<Message> => {
+    const spec = await readSpec(systemId);
+    let entry = entryFor(systemId);
+    if (!entry) {
+      entry = { state: 'defined', spec, vmm: undefined, meta: { state: 'defined', node, pid: null, vmmPid: null, accelerator: null, since: new Date().toISOString(), restarts: 0 }, restarts: [], attempt: 0, retry: undefined };
+      systems.set(systemId, entry);
+    }
+    clearTimeout(entry.retry);
+    entry.spec = spec;
+    move(systemId, entry, 'start');
+    await launch(systemId, entry);
+    return { type: 'system.started', id: systemId, ...entry.meta };
+  };
+
+  const stop = async (systemId: string, force: boolean, timeoutMs: number): Promise<Message> => {
+    const entry = requireEntry(systemId);
+    clearTimeout(entry.retry);
+    // A crashed system waiting for its restart: stopping it cancels the restart.
+    if (entry.state === 'crashed') {
+      move(systemId, entry, 'stopped');
+      return { type: 'system.stopped', id: systemId, ...entry.meta };
+    }
+    move(systemId, entry, 'stop');
+    try {
+      if (entry.vmm) await ctx.ref(vmmPath(systemId)).ask({ type: 'vmm.stop', graceful: !force, timeoutMs }, { timeoutMs: timeoutMs + 15_000 });
+    } catch (error) {
+      ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'the VMM did not stop cleanly; its container is stopped');
+    }
+    await stopVmm(systemId, entry, 'system stopped');
+    move(systemId, entry, 'stopped', { pid: null, vmmPid: null });
+    return { type: 'system.stopped', id: systemId, ...entry.meta };
+  };
+
+  const requireEntry = (systemId: string): Running => {
+    const entry = entryFor(systemId);
+    if (!entry) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${systemId}' does not run on node '${node}' (it is defined or stopped here); start it first`);
+    return entry;
+  };
+
+  /** The guest ended unasked, or its VMM died: crashed, then the restart policy. */
+  const exited = async (systemId: string, crashed: boolean, reason: string): Promise<void> => {
+    const entry = entryFor(systemId);
+    if (!entry || !['starting', 'running', 'paused', 'migrating'].includes(entry.state)) return;
+    await stopVmm(systemId, entry, 'guest gone');
+    if (crashed) move(systemId, entry, 'crashed', { reason, pid: null, vmmPid: null });
+    else move(systemId, entry, 'stopped', { reason, pid: null, vmmPid: null });
+    const policy = entry.spec.restart;
+    if (policy === 'never' || (policy === 'on-crash' && !crashed)) return;
+    const verdict = checkIntensity(entry.restarts, Date.now(), MAX_RESTARTS, WITHIN_MS);
+    entry.restarts = [...verdict.window];
+    if (verdict.verdict === 'escalate') {
+      entry.meta = { ...entry.meta, reason: `${reason}; restarted ${MAX_RESTARTS} times within ${WITHIN_MS / 1000} s, so it stays ${entry.state} (acp system start ${systemId} to try again)` };
+      publish(systemId, entry);
+      ctx.log.error({ system: systemId, code: 'ACP_ERR_SUPERVISOR_INTENSITY' }, 'system restarted too often; left as it is');
+      return;
+    }
+    entry.attempt += 1;
+    const delay = restartDelay(BACKOFF, entry.attempt, Math.random());
+    ctx.log.info({ system: systemId, delayMs: delay, reason }, 'restarting the system per its policy');
+    entry.retry = setTimeout(() => ctx.self.tell({ type: 'hypervisor.restart-due', id: systemId, attempt: entry.attempt }), delay);
+    entry.retry.unref();
+  };
+
+  const view = (systemId: string, entry: Running) => ({ id: systemId, driver: entry.spec.driver, ...entry.meta });
+
+  return {
+    async started() {
+      // The VMMs' parent: its own (quiet) mailbox carries the family, not the hypervisor's.
+      parent = await system.spawn(vmmParent, () => ({ receive: () => ({ type: 'vmm.parent' }) }));
+    },
+    async receive(message) {
+      clock.handled += 1;
+      const parsed = hypervisorSchema.parse(message);
+      switch (parsed.type) {
+        case 'service.info':
+          return { ...clock.info('hypervisor', 'Hypervisor', ctx), systems: systems.size };
+        case 'system.start':
+          return start(parsed.id);
+        case 'system.stop':
+          return stop(parsed.id, parsed.force ?? false, parsed.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS);
+        case 'system.pause': {
+          const entry = requireEntry(parsed.id);
+          next(parsed.id, entry.state, 'pause');
+          await ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.pause' });
+          move(parsed.id, entry, 'pause');
+          return { type: 'system.paused', ...view(parsed.id, entry) };
+        }
+        case 'system.resume': {
+          const entry = requireEntry(parsed.id);
+          next(parsed.id, entry.state, 'resume');
+          await ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.resume' });
+          move(parsed.id, entry, 'resume');
+          return { type: 'system.resumed', ...view(parsed.id, entry) };
+        }
+        case 'system.restart': {
+          const entry = requireEntry(parsed.id);
+          if (entry.state === 'running' || entry.state === 'paused') await stop(parsed.id, false, DEFAULT_STOP_TIMEOUT_MS);
+          return start(parsed.id);
+        }
+        case 'system.status': {
+          if (parsed.id !== undefined) return { type: 'system.status', systems: [view(parsed.id, requireEntry(parsed.id))] };
+          return { type: 'system.status', systems: [...systems].map(([systemId, entry]) => view(systemId, entry)) };
+        }
+        case 'hypervisor.guest-exited':
+          await exited(parsed.id, parsed.crashed, parsed.reason);
+          return undefined;
+        case 'hypervisor.restart-due': {
+          const entry = entryFor(parsed.id);
+          if (!entry || entry.attempt !== parsed.attempt || (entry.state !== 'crashed' && entry.state !== 'stopped')) return undefined;
+          await start(parsed.id).catch((error: unknown) => ctx.log.warn({ system: parsed.id, err: errorMessage(error) }, 'restart failed'));
+          return undefined;
+        }
+        default: {
+          const unreachable: never = parsed;
+          return unreachable;
+        }
+      }
+    },
+    async stopping(reason) {
+      for (const entry of systems.values()) clearTimeout(entry.retry);
+      await Promise.all([...systems].map(([systemId, entry]) => stopVmm(systemId, entry, reason)));
+      await parent?.stop(reason, 10_000);
+    },
+  };
+}
+
+export const service: ServiceDefinition<ServiceDeps | undefined> = {
+  name: 'hypervisor',
+  description: 'Hypervisor: runs systems in VMMs and holds their state machines',
+  schema: hypervisorSchema,
+  isolations: ['inline'],
+  create(ctx, deps) {
+    if (!deps) throw new Error('the hypervisor runs inline only');
+    return createHypervisor(ctx, deps);
+  },
+};

@@ -1,0 +1,115 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { z } from 'zod';
+import type { GuestHandle, SystemDriver } from '../../adapters/drivers/driver.js';
+import { simDriver } from '../../adapters/drivers/sim.js';
+import type { Actor, ActorContext, ServiceDefinition } from '../../runtime/actor.js';
+import { AcpError } from '../../runtime/errors.js';
+import type { Message } from '../../runtime/messages.js';
+import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { systemObjectSchema } from '../model.js';
+
+export const vmmSchema = z.discriminatedUnion('type', [
+  serviceInfoSchema,
+  z.strictObject({ type: z.literal('vmm.start'), spec: systemObjectSchema, consoleLog: z.string().min(1).max(4096), runDir: z.string().min(1).max(4096) }),
+  z.strictObject({ type: z.literal('vmm.stop'), graceful: z.boolean().default(true), timeoutMs: z.number().int().min(0).max(600_000).default(30_000) }),
+  z.strictObject({ type: z.literal('vmm.pause') }),
+  z.strictObject({ type: z.literal('vmm.resume') }),
+  z.strictObject({ type: z.literal('vmm.reset') }),
+  z.strictObject({ type: z.literal('vmm.status') }),
+]);
+export type VmmMessage = z.input<typeof vmmSchema>;
+
+/** What a VMM tells its hypervisor when its guest ends without being asked to. */
+export interface GuestExited extends Message {
+  type: 'hypervisor.guest-exited';
+  id: string;
+  generation: number;
+  crashed: boolean;
+  reason: string;
+}
+
+async function driverFor(name: string): Promise<SystemDriver> {
+  if (name === 'sim') return simDriver;
+  if (name === 'qemu') return (await import('../../adapters/drivers/qemu.js')).qemuDriver;
+  throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `unknown driver '${name}' (use qemu or sim)`);
+}
+
+/**
+ * A VMM: runs one system's guest through its driver and answers for it. The hypervisor spawns
+ * one per running system at `hypervisor/vmm/<id>`: in a child process of its own for real guests,
+ * inline for simulated ones. When the guest ends unasked, the VMM tells the hypervisor.
+ */
+export function createVmm(ctx: ActorContext): Actor {
+  const id = ctx.path.segments.at(-1)!;
+  const hypervisor = ctx.ref(ctx.self.path.replace(/\/vmm\/[^/]+$/, ''));
+  const clock = new ServiceClock();
+  let guest: GuestHandle | undefined;
+  let stopping = false;
+
+  const requireGuest = (): GuestHandle => {
+    if (!guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' has no running guest in its VMM`);
+    return guest;
+  };
+
+  return {
+    async receive(message) {
+      clock.handled += 1;
+      const parsed = vmmSchema.parse(message);
+      switch (parsed.type) {
+        case 'service.info':
+          return clock.info(`vmm/${id}`, `VMM of system ${id}`, ctx);
+        case 'vmm.start': {
+          if (guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' already runs in this VMM`);
+          mkdirSync(dirname(parsed.consoleLog), { recursive: true, mode: 0o700 });
+          mkdirSync(parsed.runDir, { recursive: true, mode: 0o700 });
+          const driver = await driverFor(parsed.spec.driver);
+          const started = await driver.start(id, parsed.spec, { consoleLog: parsed.consoleLog, runDir: parsed.runDir });
+          guest = started;
+          void started.exited.then((exit) => {
+            if (guest === started) guest = undefined;
+            if (stopping) return;
+            const report: GuestExited = { type: 'hypervisor.guest-exited', id, generation: ctx.generation, crashed: exit.crashed, reason: exit.reason };
+            hypervisor.tell(report, ctx.self.path);
+          });
+          return { type: 'vmm.started', id, pid: started.pid ?? null, vmmPid: process.pid, accelerator: started.accelerator };
+        }
+        case 'vmm.stop': {
+          const running = requireGuest();
+          stopping = true;
+          await running.stop(parsed.graceful, parsed.timeoutMs);
+          guest = undefined;
+          return { type: 'vmm.stopped', id };
+        }
+        case 'vmm.pause':
+          await requireGuest().pause();
+          return { type: 'vmm.paused', id };
+        case 'vmm.resume':
+          await requireGuest().resume();
+          return { type: 'vmm.resumed', id };
+        case 'vmm.reset':
+          await requireGuest().reset();
+          return { type: 'vmm.reset', id };
+        case 'vmm.status':
+          return { type: 'vmm.status', id, running: guest !== undefined, pid: guest?.pid ?? null, vmmPid: process.pid, accelerator: guest?.accelerator ?? null };
+        default: {
+          const unreachable: never = parsed;
+          return unreachable;
+        }
+      }
+    },
+    async stopping() {
+      stopping = true;
+      // The container going away takes its guest with it: never a guest without its VMM.
+      await guest?.stop(false, 0).catch(() => undefined);
+    },
+  };
+}
+
+export const service: ServiceDefinition<unknown> = {
+  name: 'vmm',
+  description: 'VMM: runs one system through its driver',
+  schema: vmmSchema,
+  isolations: ['process', 'inline'],
+  create: (ctx) => createVmm(ctx),
+};

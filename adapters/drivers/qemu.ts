@@ -1,0 +1,197 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import type { SystemObject } from '../../actors/model.js';
+import { AcpError, errorMessage } from '../../runtime/errors.js';
+import type { GuestExit, GuestHandle, GuestPaths, SystemDriver } from './driver.js';
+
+export const QEMU_BINARY = process.env.ACP_QEMU ?? 'qemu-system-x86_64';
+const QMP_CONNECT_MS = 10_000;
+
+/**
+ * A QMP client on QEMU's Unix socket: JSON lines, one command at a time in order (QEMU answers in
+ * order); asynchronous events are skipped.
+ */
+class Qmp {
+  private buffer = '';
+  private readonly waiting: { resolve: (value: unknown) => void; reject: (error: Error) => void }[] = [];
+  private closedError: Error | undefined;
+
+  private constructor(private readonly socket: Socket) {
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => this.data(chunk));
+    socket.on('close', () => this.fail(new AcpError('ACP_ERR_VMM_FAILED', 'the QMP connection to QEMU closed')));
+    socket.on('error', (error) => this.fail(new AcpError('ACP_ERR_VMM_FAILED', `QMP: ${error.message}`)));
+  }
+
+  static async open(path: string, until: number): Promise<Qmp> {
+    for (;;) {
+      try {
+        const socket = await new Promise<Socket>((resolve, reject) => {
+          const attempt = connect(path, () => resolve(attempt));
+          attempt.once('error', reject);
+        });
+        const qmp = new Qmp(socket);
+        // The greeting, then capabilities negotiation.
+        qmp.waiting.push({ resolve: () => undefined, reject: () => undefined });
+        await qmp.execute('qmp_capabilities');
+        return qmp;
+      } catch (error) {
+        if (Date.now() > until) throw new AcpError('ACP_ERR_VMM_FAILED', `QEMU's QMP socket ${path} did not answer: ${errorMessage(error)}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  }
+
+  execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      this.socket.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`);
+    });
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private data(chunk: string): void {
+    this.buffer += chunk;
+    let newline: number;
+    while ((newline = this.buffer.indexOf('\n')) >= 0) {
+      const line = this.buffer.slice(0, newline).trim();
+      this.buffer = this.buffer.slice(newline + 1);
+      if (!line) continue;
+      let message: { event?: string; return?: unknown; error?: { desc?: string }; QMP?: unknown };
+      try {
+        message = JSON.parse(line) as typeof message;
+      } catch {
+        continue;
+      }
+      if (message.event !== undefined) continue;
+      const waiter = this.waiting.shift();
+      if (!waiter) continue;
+      if (message.error) waiter.reject(new AcpError('ACP_ERR_VMM_FAILED', `QEMU refused: ${message.error.desc ?? 'an error'}`));
+      else waiter.resolve(message.return ?? message.QMP);
+    }
+  }
+
+  private fail(error: Error): void {
+    this.closedError ??= error;
+    for (const waiter of this.waiting.splice(0)) waiter.reject(error);
+  }
+}
+
+/** The QEMU command line for a system: serial console to a file, QMP on a Unix socket, no display. */
+export function qemuArgs(id: string, spec: SystemObject, paths: GuestPaths, accelerator: 'kvm' | 'tcg', incoming?: string): string[] {
+  const args = [
+    '-name',
+    `acp-${id}`,
+    '-machine',
+    `pc,accel=${accelerator}`,
+    '-m',
+    String(spec.memoryMiB),
+    '-smp',
+    String(spec.vcpus),
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-chardev',
+    `file,id=console,path=${paths.consoleLog}`,
+    '-serial',
+    'chardev:console',
+    '-qmp',
+    `unix:${join(paths.runDir, 'qmp.sock')},server=on,wait=off`,
+  ];
+  if (spec.boot && 'kernel' in spec.boot) {
+    args.push('-kernel', spec.boot.kernel);
+    if (spec.boot.initrd) args.push('-initrd', spec.boot.initrd);
+    args.push('-append', spec.boot.cmdline ?? 'console=ttyS0 quiet');
+  } else if (spec.boot && 'disk' in spec.boot) {
+    args.push('-drive', `file=${spec.boot.disk},if=virtio,format=qcow2`);
+  }
+  if (incoming) args.push('-incoming', incoming);
+  return args;
+}
+
+/**
+ * Real virtual machines: QEMU driven over QMP. TCG unless the node was told KVM works (ACP_ACCEL=kvm):
+ * a Linux guest may hang under KVM on some hosts, so KVM is never assumed.
+ */
+export const qemuDriver: SystemDriver = {
+  name: 'qemu',
+  async start(id: string, spec: SystemObject, paths: GuestPaths): Promise<GuestHandle> {
+    if (!spec.boot) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `system '${id}' has no boot: give it {kernel, initrd, cmdline} or {disk}`);
+    for (const file of 'kernel' in spec.boot ? [spec.boot.kernel, spec.boot.initrd] : [spec.boot.disk]) {
+      if (file !== undefined && !existsSync(file)) throw new AcpError('ACP_ERR_VMM_FAILED', `system '${id}' boots from ${file}, which does not exist on this node`);
+    }
+    const accelerator = process.env.ACP_ACCEL === 'kvm' ? 'kvm' : 'tcg';
+    const child: ChildProcess = spawn(QEMU_BINARY, qemuArgs(id, spec, paths, accelerator), { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (chunk: string) => {
+      stderr = (stderr + chunk).slice(-2000);
+    });
+    let requested = false;
+    const exited = new Promise<GuestExit>((resolve) => {
+      child.once('error', (error: NodeJS.ErrnoException) =>
+        resolve({ crashed: true, reason: error.code === 'ENOENT' ? `${QEMU_BINARY} is not installed` : error.message }),
+      );
+      child.once('exit', (code, signal) => {
+        const how = signal ? `killed by ${signal}` : `exited with code ${code}`;
+        resolve({ crashed: !requested && (signal !== null || code !== 0), reason: `QEMU ${how}${stderr.trim() ? `: ${stderr.trim().split('\n').at(-1)}` : ''}` });
+      });
+    });
+    const spawnError = await Promise.race([
+      new Promise<NodeJS.ErrnoException>((resolve) => child.once('error', resolve)),
+      new Promise<undefined>((resolve) => child.once('spawn', () => resolve(undefined))),
+    ]);
+    if (spawnError) {
+      if (spawnError.code === 'ENOENT') {
+        throw new AcpError('ACP_ERR_DRIVER_MISSING', `${QEMU_BINARY} is not installed on this node: install qemu-system-x86 (apt-get install qemu-system-x86), or give the system driver 'sim'`);
+      }
+      throw new AcpError('ACP_ERR_VMM_FAILED', `QEMU did not start: ${spawnError.message}`);
+    }
+    let qmp: Qmp;
+    try {
+      qmp = await Promise.race([
+        Qmp.open(join(paths.runDir, 'qmp.sock'), Date.now() + QMP_CONNECT_MS),
+        exited.then((exit) => {
+          throw new AcpError('ACP_ERR_VMM_FAILED', `${exit.reason}`);
+        }),
+      ]);
+    } catch (error) {
+      child.kill('SIGKILL');
+      throw error;
+    }
+    const gone = async (timeoutMs: number) => {
+      const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), timeoutMs));
+      return Promise.race([exited.then(() => 'gone' as const), timer]);
+    };
+    return {
+      pid: child.pid,
+      accelerator,
+      pause: async () => void (await qmp.execute('stop')),
+      resume: async () => void (await qmp.execute('cont')),
+      reset: async () => void (await qmp.execute('system_reset')),
+      async stop(graceful, timeoutMs) {
+        requested = true;
+        if (graceful) {
+          await qmp.execute('system_powerdown').catch(() => undefined);
+          if ((await gone(timeoutMs)) === 'gone') return;
+        }
+        await qmp.execute('quit').catch(() => undefined);
+        if ((await gone(2000)) === 'gone') return;
+        child.kill('SIGKILL');
+        await exited;
+        qmp.close();
+      },
+      exited: exited.then((exit) => {
+        qmp.close();
+        return exit;
+      }),
+    };
+  },
+};
