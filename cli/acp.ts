@@ -9,6 +9,7 @@ import { LOG_LEVELS, type LogLevel } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { cdbCommands, printNodes, printServices } from './cdb.js';
+import { systemCommands } from './system.js';
 import { parseHostPort } from '../adapters/tls.js';
 import { parseMulticast } from '../actors/cdb/sync-node.js';
 import { initCluster, joinCluster, parseDuration } from './cluster.js';
@@ -261,6 +262,7 @@ const cli = yargs(hideBin(process.argv))
     ),
   )
   .command('cdb', 'read, write and watch the cluster database', (y) => cdbCommands(y, run, withClient))
+  .command('system', 'define and run systems (virtual machines)', (y) => systemCommands(y, run, withClient))
   .command('nodes', 'list the nodes the cluster database knows, with their heartbeats', (y) => y, (argv) =>
     run(argv, () => withClient(argv.home, (client) => printNodes(client, argv.json))),
   )

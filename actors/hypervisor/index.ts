@@ -1,6 +1,7 @@
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor.js';
+import { replyLater, type ActorContext, type Actor, type ServiceDefinition } from '../../runtime/actor.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import { isValidName, parsePath } from '../../runtime/path.js';
@@ -25,6 +26,8 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('system.restart'), id }),
   /** This node's systems (or one), with their states. */
   z.strictObject({ type: z.literal('system.status'), id: id.optional() }),
+  /** Part of a system's serial console log on this node, from `offset` (bytes). */
+  z.strictObject({ type: z.literal('system.console'), id, offset: z.number().int().min(0).default(0), maxBytes: z.number().int().min(1).max(1024 * 1024).default(64 * 1024) }),
   z.strictObject({ type: z.literal('hypervisor.guest-exited'), id, generation: z.number().int(), crashed: z.boolean(), reason: z.string().max(1000) }),
   z.strictObject({ type: z.literal('hypervisor.restart-due'), id, attempt: z.number().int() }),
 ]);
@@ -96,6 +99,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     return spec;
   };
 
+  const consoleLog = (systemId: string) => join(paths.log, 'systems', `${systemId}.console.log`);
   const vmmPath = (systemId: string) => parsePath(`${ctx.self.path}/vmm/${systemId}`);
 
   /** Spawns the VMM and starts the guest in it; the state ends running, or crashed with the reason. */
@@ -119,7 +123,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         {
           type: 'vmm.start',
           spec: entry.spec,
-          consoleLog: join(paths.log, 'systems', `${systemId}.console.log`),
+          consoleLog: consoleLog(systemId),
           runDir: join(paths.run, 'vmm', systemId),
         },
         { timeoutMs: 120_000 },
@@ -220,10 +224,11 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       switch (parsed.type) {
         case 'service.info':
           return { ...clock.info('hypervisor', 'Hypervisor', ctx), systems: systems.size };
+        // Starting and stopping wait on a guest: answered later, so they never hold this mailbox.
         case 'system.start':
-          return start(parsed.id);
+          return replyLater(start(parsed.id));
         case 'system.stop':
-          return stop(parsed.id, parsed.force ?? false, parsed.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS);
+          return replyLater(stop(parsed.id, parsed.force ?? false, parsed.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS));
         case 'system.pause': {
           const entry = requireEntry(parsed.id);
           next(parsed.id, entry.state, 'pause');
@@ -240,20 +245,40 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         }
         case 'system.restart': {
           const entry = requireEntry(parsed.id);
-          if (entry.state === 'running' || entry.state === 'paused') await stop(parsed.id, false, DEFAULT_STOP_TIMEOUT_MS);
-          return start(parsed.id);
+          const restart = async () => {
+            if (entry.state === 'running' || entry.state === 'paused') await stop(parsed.id, false, DEFAULT_STOP_TIMEOUT_MS);
+            return start(parsed.id);
+          };
+          return replyLater(restart());
         }
         case 'system.status': {
           if (parsed.id !== undefined) return { type: 'system.status', systems: [view(parsed.id, requireEntry(parsed.id))] };
           return { type: 'system.status', systems: [...systems].map(([systemId, entry]) => view(systemId, entry)) };
         }
+        case 'system.console': {
+          const file = consoleLog(parsed.id);
+          const size = existsSync(file) ? statSync(file).size : undefined;
+          if (size === undefined) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${parsed.id}' has no console log on node '${node}' (it has not run here)`);
+          const from = Math.min(parsed.offset, size);
+          const length = Math.min(parsed.maxBytes, size - from);
+          const buffer = Buffer.alloc(length);
+          if (length > 0) {
+            const fd = openSync(file, 'r');
+            try {
+              readSync(fd, buffer, 0, length, from);
+            } finally {
+              closeSync(fd);
+            }
+          }
+          return { type: 'system.console', id: parsed.id, node, data: buffer.toString('utf8'), offset: from + length, size };
+        }
         case 'hypervisor.guest-exited':
-          await exited(parsed.id, parsed.crashed, parsed.reason);
+          void exited(parsed.id, parsed.crashed, parsed.reason).catch((error: unknown) => ctx.log.warn({ system: parsed.id, err: errorMessage(error) }, 'handling a guest exit failed'));
           return undefined;
         case 'hypervisor.restart-due': {
           const entry = entryFor(parsed.id);
           if (!entry || entry.attempt !== parsed.attempt || (entry.state !== 'crashed' && entry.state !== 'stopped')) return undefined;
-          await start(parsed.id).catch((error: unknown) => ctx.log.warn({ system: parsed.id, err: errorMessage(error) }, 'restart failed'));
+          void start(parsed.id).catch((error: unknown) => ctx.log.warn({ system: parsed.id, err: errorMessage(error) }, 'restart failed'));
           return undefined;
         }
         default: {

@@ -1,0 +1,265 @@
+import { readFileSync } from 'node:fs';
+import type { Argv } from 'yargs';
+import type { SystemMeta } from '../actors/hypervisor/index.js';
+import { systemObjectSchema } from '../actors/model.js';
+import type { RecordView } from '../actors/cdb/index.js';
+import type { AcpClient } from '../runtime/client.js';
+import { AcpError } from '../runtime/errors.js';
+import type { Message } from '../runtime/messages.js';
+import { isValidName } from '../runtime/path.js';
+import { printJson, table } from './output.js';
+
+export interface SystemGlobal {
+  home: string;
+  json: boolean;
+}
+
+type WithClient = <T>(home: string, work: (client: AcpClient) => Promise<T>) => Promise<T>;
+type Run = (argv: SystemGlobal, body: () => Promise<number | void>) => Promise<void>;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function checkId(id: string): string {
+  if (!isValidName(id)) throw new AcpError('ACP_ERR_CLI_USAGE', `'${id}' is not a system id: 1-63 characters of a-z, 0-9, '.', '_' or '-'`);
+  return id;
+}
+
+function parseJson(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new AcpError('ACP_ERR_CLI_BAD_JSON', `${what} is not valid JSON (${(error as Error).message})`);
+  }
+}
+
+interface CreateFlags {
+  spec?: string;
+  file?: string;
+  vcpus?: number;
+  memory?: number;
+  driver?: string;
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  disk?: string;
+  ha?: boolean;
+  node?: string;
+  restart?: string;
+}
+
+/** A system object from `--spec`/`--file`, with flags laid over it; validated with the CDB's schema. */
+export function systemSpec(id: string, flags: CreateFlags): unknown {
+  if (flags.spec !== undefined && flags.file !== undefined) throw new AcpError('ACP_ERR_CLI_USAGE', 'give --spec or --file, not both');
+  let base: Record<string, unknown> = {};
+  if (flags.spec !== undefined) base = parseJson(flags.spec, '--spec') as Record<string, unknown>;
+  if (flags.file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(flags.file, 'utf8');
+    } catch (error) {
+      throw new AcpError('ACP_ERR_CLI_USAGE', `cannot read --file ${flags.file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    }
+    base = parseJson(text, flags.file) as Record<string, unknown>;
+  }
+  if (typeof base !== 'object' || base === null || Array.isArray(base)) throw new AcpError('ACP_ERR_CLI_BAD_JSON', 'the spec must be a JSON object');
+  if (flags.kernel !== undefined && flags.disk !== undefined) throw new AcpError('ACP_ERR_CLI_USAGE', 'boot from --kernel or from --disk, not both');
+  const boot =
+    flags.kernel !== undefined
+      ? { kernel: flags.kernel, ...(flags.initrd === undefined ? {} : { initrd: flags.initrd }), ...(flags.cmdline === undefined ? {} : { cmdline: flags.cmdline }) }
+      : flags.disk !== undefined
+        ? { disk: flags.disk }
+        : undefined;
+  if (boot === undefined && (flags.initrd !== undefined || flags.cmdline !== undefined)) throw new AcpError('ACP_ERR_CLI_USAGE', '--initrd and --cmdline go with --kernel');
+  const spec = {
+    name: id,
+    ...base,
+    ...(flags.vcpus === undefined ? {} : { vcpus: flags.vcpus }),
+    ...(flags.memory === undefined ? {} : { memoryMiB: flags.memory }),
+    ...(flags.driver === undefined ? {} : { driver: flags.driver }),
+    ...(boot === undefined ? {} : { boot }),
+    ...(flags.ha === undefined ? {} : { ha: flags.ha }),
+    ...(flags.node === undefined ? {} : { node: flags.node }),
+    ...(flags.restart === undefined ? {} : { restart: flags.restart }),
+  };
+  const result = systemObjectSchema.safeParse(spec);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    throw new AcpError('ACP_ERR_CLI_USAGE', `bad system spec: ${issue.path.length > 0 ? `field '${issue.path.join('.')}'` : 'the spec'}: ${issue.message}`);
+  }
+  return result.data;
+}
+
+interface SystemRow {
+  id: string;
+  driver: string;
+  state: string;
+  node: string | null;
+  pid: number | null;
+  since: string | null;
+  reason?: string;
+}
+
+async function metasOf(client: AcpClient, id?: string): Promise<RecordView[]> {
+  const prefix = id === undefined ? 'meta/system/' : `meta/system/${id}@`;
+  return (await client.ask<Message & { records: RecordView[] }>('cdb', { type: 'cdb.list', prefix, limit: 10_000 })).records;
+}
+
+/** Where a system runs (its newest meta that is not stopped), else where it is placed, else this node. */
+async function nodeOf(client: AcpClient, id: string): Promise<string> {
+  const object = await client.ask<Message & { record: RecordView }>('cdb', { type: 'cdb.get', key: `object/system/${id}` }).catch((error: unknown) => {
+    if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no system '${id}' (acp system create ${id} ...)`);
+    throw error;
+  });
+  const placed = (object.record.value as { node?: string }).node;
+  if (placed) return placed;
+  const live = (await metasOf(client, id)).filter((record) => !['stopped', 'defined'].includes((record.value as SystemMeta).state));
+  const newest = live.sort((a, b) => ((b.value as SystemMeta).since > (a.value as SystemMeta).since ? 1 : -1))[0];
+  return newest ? (newest.value as SystemMeta).node : client.node.node;
+}
+
+function hypervisor(client: AcpClient, node: string): string {
+  return `acp://${client.node.cluster}/${node}/hypervisor`;
+}
+
+/** `acp system ...`. */
+export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: WithClient): Argv<SystemGlobal> {
+  const lifecycle = (verb: 'start' | 'stop' | 'pause' | 'resume' | 'restart', describe: string) =>
+    y.command(
+      `${verb} <id>`,
+      describe,
+      (c) => {
+        const withId = c.positional('id', { type: 'string', demandOption: true });
+        return verb === 'stop'
+          ? withId.option('force', { type: 'boolean', default: false, describe: 'stop at once, without asking the guest to power off' }).option('timeout', { type: 'number', default: 30_000, describe: 'ms the guest has to power off' })
+          : withId;
+      },
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const id = checkId(argv.id);
+            const node = await nodeOf(client, id);
+            const extra = verb === 'stop' ? { force: Boolean((argv as { force?: boolean }).force), timeoutMs: Number((argv as { timeout?: number }).timeout ?? 30_000) } : {};
+            const reply = await client.ask<Message & SystemMeta>(hypervisor(client, node), { type: `system.${verb}`, id, ...extra }, { timeoutMs: 180_000 });
+            if (argv.json) printJson(reply);
+            else process.stdout.write(`${id}: ${reply.state} on ${reply.node}${reply.pid ? ` (pid ${reply.pid})` : ''}\n`);
+          }),
+        ),
+    );
+  lifecycle('start', 'start a system (on its node, or this one)');
+  lifecycle('stop', 'stop a system: power off, then stop it hard after --timeout');
+  lifecycle('pause', 'pause a running system');
+  lifecycle('resume', 'resume a paused system');
+  lifecycle('restart', 'stop and start a system');
+  return y
+    .command(
+      'create <id>',
+      'define a system (object/system/<id>) from flags, or a whole spec with --spec JSON / --file F',
+      (c) =>
+        c
+          .positional('id', { type: 'string', demandOption: true })
+          .option('spec', { type: 'string', describe: 'the whole system as JSON' })
+          .option('file', { type: 'string', describe: 'a file holding the system as JSON' })
+          .option('vcpus', { type: 'number' })
+          .option('memory', { type: 'number', describe: 'MiB' })
+          .option('driver', { choices: ['qemu', 'sim'] as const })
+          .option('kernel', { type: 'string', describe: 'boot this kernel (with --initrd, --cmdline)' })
+          .option('initrd', { type: 'string' })
+          .option('cmdline', { type: 'string' })
+          .option('disk', { type: 'string', describe: 'boot from this qcow2 disk image' })
+          .option('ha', { type: 'boolean' })
+          .option('node', { type: 'string', describe: 'the node it runs on' })
+          .option('restart', { choices: ['never', 'on-crash', 'always'] as const }),
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const id = checkId(argv.id);
+            const value = systemSpec(id, argv);
+            try {
+              const reply = await client.ask<Message & { version: string }>('cdb', { type: 'cdb.cas', key: `object/system/${id}`, value, expect: null });
+              if (argv.json) printJson({ id, version: reply.version, spec: value });
+              else process.stdout.write(`system ${id} created (version ${reply.version}); acp system start ${id}\n`);
+            } catch (error) {
+              if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_CONFLICT') throw new AcpError('ACP_ERR_CDB_CONFLICT', `system '${id}' already exists; acp system rm ${id} first, or pick another id`);
+              throw error;
+            }
+          }),
+        ),
+    )
+    .command('ls', 'every system, with its state and node', (c) => c, (argv) =>
+      run(argv, () =>
+        withClient(argv.home, async (client) => {
+          const objects = (await client.ask<Message & { records: RecordView[] }>('cdb', { type: 'cdb.list', prefix: 'object/system/', limit: 10_000 })).records;
+          const metas = await metasOf(client);
+          const rows: SystemRow[] = objects.map((record) => {
+            const id = record.key.slice('object/system/'.length);
+            const states = metas.filter((meta) => meta.key.startsWith(`meta/system/${id}@`)).map((meta) => meta.value as SystemMeta);
+            const current = states.sort((a, b) => (b.since > a.since ? 1 : -1))[0];
+            return {
+              id,
+              driver: (record.value as { driver: string }).driver,
+              state: current?.state ?? 'defined',
+              node: current?.node ?? (record.value as { node?: string }).node ?? null,
+              pid: current?.pid ?? null,
+              since: current?.since ?? null,
+              ...(current?.reason ? { reason: current.reason } : {}),
+            };
+          });
+          if (argv.json) {
+            printJson(rows);
+            return;
+          }
+          process.stdout.write(`${table([['ID', 'DRIVER', 'STATE', 'NODE', 'PID', 'SINCE'], ...rows.map((row) => [row.id, row.driver, row.state, row.node ?? '-', row.pid === null ? '-' : String(row.pid), row.since ?? '-'])])}\n`);
+        }),
+      ),
+    )
+    .command('show <id>', 'a system: its spec and its state on each node', (c) => c.positional('id', { type: 'string', demandOption: true }), (argv) =>
+      run(argv, () =>
+        withClient(argv.home, async (client) => {
+          const id = checkId(argv.id);
+          await nodeOf(client, id);
+          const spec = (await client.ask<Message & { record: RecordView }>('cdb', { type: 'cdb.get', key: `object/system/${id}` })).record;
+          const states = (await metasOf(client, id)).map((record) => record.value as SystemMeta);
+          if (argv.json) printJson({ id, spec: spec.value, version: spec.version, states });
+          else process.stdout.write(`${JSON.stringify({ id, spec: spec.value, version: spec.version, states }, null, 2)}\n`);
+        }),
+      ),
+    )
+    .command('rm <id>', 'delete a stopped system', (c) => c.positional('id', { type: 'string', demandOption: true }), (argv) =>
+      run(argv, () =>
+        withClient(argv.home, async (client) => {
+          const id = checkId(argv.id);
+          await nodeOf(client, id);
+          const live = (await metasOf(client, id)).map((record) => record.value as SystemMeta).filter((meta) => !['stopped', 'defined', 'crashed'].includes(meta.state));
+          if (live.length > 0) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' is ${live[0]!.state} on ${live[0]!.node}; acp system stop ${id} first`);
+          const reply = await client.ask<Message & { version: string }>('cdb', { type: 'cdb.delete', key: `object/system/${id}` });
+          if (argv.json) printJson({ id, deleted: true, version: reply.version });
+          else process.stdout.write(`system ${id} deleted\n`);
+        }),
+      ),
+    )
+    .command(
+      'console <id>',
+      "print a system's serial console log (from the node it runs on); --follow streams it",
+      (c) => c.positional('id', { type: 'string', demandOption: true }).option('follow', { type: 'boolean', alias: 'f', default: false }),
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const id = checkId(argv.id);
+            const node = await nodeOf(client, id);
+            let offset = 0;
+            let stop = false;
+            process.once('SIGINT', () => {
+              stop = true;
+            });
+            do {
+              const chunk = await client.ask<Message & { data: string; offset: number; size: number }>(hypervisor(client, node), { type: 'system.console', id, offset });
+              if (chunk.data.length > 0) process.stdout.write(chunk.data);
+              offset = chunk.offset;
+              if (chunk.offset < chunk.size) continue;
+              if (argv.follow) await sleep(300);
+            } while (argv.follow && !stop);
+          }),
+        ),
+    )
+    .demandCommand(1, 'name a system command: create, ls, show, start, stop, pause, resume, restart, rm, console');
+}

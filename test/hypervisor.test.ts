@@ -1,0 +1,133 @@
+import { execFileSync } from 'node:child_process';
+import test from 'ava';
+import type { SystemMeta } from '../actors/hypervisor/index.js';
+import { canHappen, next, SYSTEM_STATES, TRANSITIONS, type SystemEvent } from '../actors/hypervisor/lifecycle.js';
+import { guestImage, GUEST_READY_LINE, GUEST_UPTIME_PREFIX } from '../adapters/guest-image.js';
+import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import type { AcpClient } from '../runtime/client.js';
+import { AcpError } from '../runtime/errors.js';
+import type { Message } from '../runtime/messages.js';
+import { isGone } from './harness/net.js';
+import { client, eventually, makeHome, runCli, startDaemon, allRunning } from './helpers/node.js';
+
+test('lifecycle: every event happens only from its states; anything else is refused naming the current state', (t) => {
+  for (const state of SYSTEM_STATES) {
+    for (const event of Object.keys(TRANSITIONS) as SystemEvent[]) {
+      if (canHappen(state, event)) {
+        t.is(next('vm1', state, event), TRANSITIONS[event].to);
+        continue;
+      }
+      const error = t.throws(() => next('vm1', state, event));
+      t.true(error instanceof AcpError && error.code === 'ACP_ERR_SYSTEM_BAD_STATE');
+      t.regex(error!.message, new RegExp(`cannot ${event} system 'vm1': it is ${state}`));
+    }
+  }
+  t.is(next('vm1', 'running', 'pause'), 'paused');
+  t.is(next('vm1', 'paused', 'resume'), 'running');
+  t.false(canHappen('stopped', 'pause'));
+});
+
+async function node(t: import('ava').ExecutionContext): Promise<{ home: string; api: AcpClient }> {
+  const home = makeHome(t);
+  const daemon = await startDaemon(t, home);
+  await allRunning(daemon);
+  return { home, api: await client(t, home) };
+}
+
+async function meta(api: AcpClient, id: string): Promise<SystemMeta> {
+  return (await api.ask<Message & { record: { value: SystemMeta } }>('cdb', { type: 'cdb.get', key: `meta/system/${id}@n1` })).record.value;
+}
+
+test('a sim system runs through its state machine; its meta follows; illegal commands are refused', async (t) => {
+  const { api } = await node(t);
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/s1', value: { name: 's1', driver: 'sim' } });
+  const started = await api.ask<Message & SystemMeta>('hypervisor', { type: 'system.start', id: 's1' });
+  t.is(started.state, 'running');
+  t.is((await meta(api, 's1')).state, 'running');
+  await api.ask('hypervisor', { type: 'system.pause', id: 's1' });
+  t.is((await meta(api, 's1')).state, 'paused');
+  const refused = await t.throwsAsync(api.ask('hypervisor', { type: 'system.pause', id: 's1' }));
+  t.is((refused as AcpError).code, 'ACP_ERR_SYSTEM_BAD_STATE');
+  t.regex(refused!.message, /it is paused/);
+  await api.ask('hypervisor', { type: 'system.resume', id: 's1' });
+  await api.ask('hypervisor', { type: 'system.stop', id: 's1' });
+  t.is((await meta(api, 's1')).state, 'stopped');
+  const again = await t.throwsAsync(api.ask('hypervisor', { type: 'system.resume', id: 's1' }));
+  t.regex(again!.message, /it is stopped/);
+  const elsewhere = await t.throwsAsync(
+    api.ask('cdb', { type: 'cdb.put', key: 'object/system/s2', value: { name: 's2', driver: 'sim', node: 'n9' } }).then(() => api.ask('hypervisor', { type: 'system.start', id: 's2' })),
+  );
+  t.is((elsewhere as AcpError).code, 'ACP_ERR_SYSTEM_WRONG_NODE');
+});
+
+test('500 sim systems start and stop on one node', async (t) => {
+  t.timeout(120_000);
+  const { api } = await node(t);
+  const ids = Array.from({ length: 500 }, (_, index) => `sim${index}`);
+  for (let offset = 0; offset < ids.length; offset += 250) {
+    await api.ask('cdb', { type: 'cdb.batch', ops: ids.slice(offset, offset + 250).map((id) => ({ op: 'put', key: `object/system/${id}`, value: { name: id, driver: 'sim' } })) });
+  }
+  await Promise.all(ids.map((id) => api.ask('hypervisor', { type: 'system.start', id }, { timeoutMs: 60_000 })));
+  const status = await api.ask<Message & { systems: { state: string }[] }>('hypervisor', { type: 'system.status' });
+  t.is(status.systems.filter((system) => system.state === 'running').length, 500);
+  // The hypervisor's own mailbox still answers at once.
+  t.is((await api.ask<Message & { systems: number }>('hypervisor', { type: 'service.info' })).systems, 500);
+  await Promise.all(ids.map((id) => api.ask('hypervisor', { type: 'system.stop', id }, { timeoutMs: 60_000 })));
+  const after = await api.ask<Message & { systems: { state: string }[] }>('hypervisor', { type: 'system.status' });
+  t.is(after.systems.filter((system) => system.state === 'stopped').length, 500);
+});
+
+const image = guestImage();
+let qemuMissing: string | undefined;
+try {
+  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
+} catch {
+  qemuMissing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
+}
+const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not built (npm run guest-image)');
+
+(guestMissing ? test.skip : test)(`a real QEMU guest boots and prints its ready line; pause, resume; kill -9 of QEMU and of its VMM container restart it${guestMissing ? ` (skipped: ${guestMissing})` : ''}`, async (t) => {
+  t.timeout(180_000);
+  const { home, api } = await node(t);
+  const created = await runCli(
+    ['system', 'create', 'g1', '--driver', 'qemu', '--memory', '256', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline],
+    home,
+  );
+  t.is(created.code, 0, created.stderr);
+  t.is((await runCli(['system', 'start', 'g1'], home)).code, 0);
+  const console = () => runCli(['system', 'console', 'g1'], home).then((result) => result.stdout);
+  await eventually(async () => ((await console()).includes(GUEST_READY_LINE) ? true : undefined), 60_000, 'the guest ready line');
+  const first = await meta(api, 'g1');
+  t.is(first.state, 'running');
+  t.is(first.accelerator, 'tcg');
+  t.true(first.pid !== null && !isGone(first.pid) && first.vmmPid !== null && first.vmmPid !== process.pid);
+
+  await api.ask('hypervisor', { type: 'system.pause', id: 'g1' });
+  t.is((await meta(api, 'g1')).state, 'paused');
+  await api.ask('hypervisor', { type: 'system.resume', id: 'g1' });
+  const uptimes = (text: string) => text.split('\n').filter((line) => line.startsWith(GUEST_UPTIME_PREFIX)).length;
+  const before = uptimes(await console());
+  await eventually(async () => (uptimes(await console()) > before ? true : undefined), 20_000, 'the guest to run on after resume');
+
+  // QEMU killed: crashed, then restarted by its policy (on-crash).
+  process.kill(first.pid!, 'SIGKILL');
+  const second = await eventually(async () => {
+    const now = await meta(api, 'g1');
+    return now.state === 'running' && now.pid !== first.pid ? now : undefined;
+  }, 30_000, 'the system to be restarted after QEMU was killed');
+  t.is(second.restarts, 1);
+
+  // The VMM container killed: its supervisor (the hypervisor) restarts it.
+  process.kill(second.vmmPid!, 'SIGKILL');
+  const third = await eventually(async () => {
+    const now = await meta(api, 'g1');
+    return now.state === 'running' && now.vmmPid !== second.vmmPid ? now : undefined;
+  }, 30_000, 'the system to be restarted after its VMM was killed');
+  t.is(third.restarts, 2);
+  await eventually(() => (isGone(second.pid!) ? true : undefined), 10_000, 'the old QEMU to go with its container');
+
+  const stopped = await runCli(['system', 'stop', 'g1', '--timeout', '1000'], home);
+  t.is(stopped.code, 0, stopped.stderr);
+  t.is((await meta(api, 'g1')).state, 'stopped');
+  await eventually(() => (isGone(third.pid!) ? true : undefined), 10_000, 'QEMU to be gone');
+});
