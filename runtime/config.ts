@@ -81,6 +81,8 @@ export const nodeConfigSchema = z.strictObject({
       repairKeep: z.number().int().min(100).max(10_000_000).default(20_000),
     })
     .default({ peers: [], gateways: [], digestMs: 1000, suspectAfterMs: 1500, downAfterMs: 2500, repairKeep: 20_000 }),
+  /** How often node and system stats are collected (in the worker pool) and written to the CDB; 0: never. */
+  statsMs: z.number().int().min(0).max(3_600_000).default(1000),
   /** How often the Framework publishes node and service meta to the CDB. */
   heartbeatMs: z.number().int().min(100).max(60_000).default(1000),
   /** After a service exhausts its restart intensity it is `failed`; the Framework tries it again after this. */

@@ -106,11 +106,11 @@ test('thread isolation answers like inline, with its own thread, and restarts wi
     t.is(entry.isolation, entry.name === 'monitor' || entry.name === 'storage' ? 'thread' : 'inline', entry.name);
   }
 
-  // hypervisor is the same kind of service as monitor and storage, run inline.
-  const inlinePong = await connection.ask<Pong>('hypervisor', { type: 'ping' });
-  const inlineInfo = await connection.ask<ServiceInfo>('hypervisor', { type: 'service.info' });
+  // network is the same kind of service as monitor and storage (a placeholder so far), run inline.
+  const inlinePong = await connection.ask<Pong>('network', { type: 'ping' });
+  const inlineInfo = await connection.ask<ServiceInfo>('network', { type: 'service.info' });
   t.is(inlineInfo.threadId, 0);
-  t.is(service(status, 'hypervisor').threadId, undefined);
+  t.is(service(status, 'network').threadId, undefined);
   for (const name of ['monitor', 'storage']) {
     const pong = await connection.ask<Pong>(name, { type: 'ping' });
     t.deepEqual(Object.keys(pong).sort(), Object.keys(inlinePong).sort());

@@ -131,3 +131,23 @@ const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not 
   t.is((await meta(api, 'g1')).state, 'stopped');
   await eventually(() => (isGone(third.pid!) ? true : undefined), 10_000, 'QEMU to be gone');
 });
+
+test('node and system stats are written every second, from the worker pool', async (t) => {
+  t.timeout(60_000);
+  const { api } = await node(t);
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/s1', value: { name: 's1', driver: 'sim' } });
+  await api.ask('hypervisor', { type: 'system.start', id: 's1' });
+  const history = await eventually(async () => {
+    const points = (await api.ask<Message & { points: { at: number; value: Record<string, unknown> }[] }>('cdb', { type: 'cdb.history', key: 'stats/node/n1@n1' })).points;
+    return points.length >= 3 ? points : undefined;
+  }, 20_000, 'three node stats points');
+  const latest = history.at(-1)!.value;
+  t.true(typeof latest['cpuPercent'] === 'number');
+  t.true((latest['memory'] as { totalBytes: number }).totalBytes > 0);
+  t.true(Array.isArray(latest['filesystems']));
+  t.true('eventLoopDelayMs' in latest);
+  const gaps = history.slice(1).map((point, index) => point.at - history[index]!.at);
+  t.true(gaps.every((gap) => gap >= 500), `about a second apart: ${gaps.join(', ')} ms`);
+  const system = (await api.ask<Message & { record: { value: Record<string, unknown> } }>('cdb', { type: 'cdb.get', key: 'stats/system/s1@n1' })).record.value;
+  t.like(system, { state: 'running', simulated: true });
+});

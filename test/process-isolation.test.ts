@@ -58,12 +58,12 @@ test('a process-isolated service runs in its own child process and answers like 
   t.true(isAlive(pid), 'the child process is alive');
   t.is(service(status, 'monitor').threadId, undefined);
 
-  const inlinePong = await connection.ask<Pong>('hypervisor', { type: 'ping' });
+  const inlinePong = await connection.ask<Pong>('network', { type: 'ping' });
   const pong = await connection.ask<Pong>('monitor', { type: 'ping' });
   t.deepEqual(Object.keys(pong).sort(), Object.keys(inlinePong).sort());
   t.deepEqual(pong, { type: 'pong', path: path('monitor'), incarnation: inlinePong.incarnation, generation: 1 });
 
-  const inlineInfo = await connection.ask<ServiceInfo>('hypervisor', { type: 'service.info' });
+  const inlineInfo = await connection.ask<ServiceInfo>('network', { type: 'service.info' });
   const info = await connection.ask<ServiceInfo>('monitor', { type: 'service.info' });
   t.deepEqual(Object.keys(info).sort(), Object.keys(inlineInfo).sort());
   t.like(info, { type: 'service.info', service: 'monitor', path: path('monitor'), generation: 1, pid, threadId: 0 });

@@ -13,6 +13,7 @@ import { restartDelay } from '../../supervisors/backoff.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { metaKey, objectKey, systemObjectSchema, type SystemObject } from '../model.js';
 import { createVmm, vmmSchema } from '../vmm/index.js';
+import type { CpuSample, StatsOutput } from '../../adapters/stats-task.js';
 import { next, type SystemEvent, type SystemState } from './lifecycle.js';
 
 const id = z.string().max(63).refine(isValidName, 'must be a system id: 1-63 characters of a-z, 0-9, ".", "_" or "-"');
@@ -213,10 +214,43 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
 
   const view = (systemId: string, entry: Running) => ({ id: systemId, driver: entry.spec.driver, ...entry.meta });
 
+  /** Node and guest stats, collected in the worker pool, written as stats/ every `statsMs`. */
+  let samples: Record<string, CpuSample> = {};
+  let collecting = false;
+  let statsTimer: NodeJS.Timeout | undefined;
+  const collectStats = async (): Promise<void> => {
+    if (collecting) return;
+    collecting = true;
+    try {
+      const live = [...systems].filter(([, entry]) => entry.state === 'running' || entry.state === 'paused');
+      const guests = live.filter(([, entry]) => entry.meta.pid !== null).map(([systemId, entry]) => ({ id: systemId, pid: entry.meta.pid! }));
+      const collected = await ctx.runTask<StatsOutput>({ module: new URL('../../adapters/stats-task.js', import.meta.url).href, name: 'collect', input: { guests, previous: samples } });
+      samples = collected.samples;
+      const nodeMeta = await cdb.ask<Message & { record: { value: { eventLoopDelayMs?: unknown } } }>({ type: 'cdb.get', key: metaKey('node', node, node) }).catch(() => undefined);
+      const at = new Date().toISOString();
+      const ops: { op: 'put'; key: string; value: unknown }[] = [{ op: 'put', key: `stats/node/${node}@${node}`, value: { ...collected.node, eventLoopDelayMs: nodeMeta?.record.value.eventLoopDelayMs ?? null, at } }];
+      for (const [systemId, entry] of live) {
+        const measured = collected.guests[systemId];
+        // A simulated guest has no process: it reports no load rather than an invented one.
+        const value = measured ?? { cpuPercent: 0, rssBytes: 0, readBytes: null, writeBytes: null, simulated: entry.spec.driver === 'sim' };
+        ops.push({ op: 'put', key: `stats/system/${systemId}@${node}`, value: { ...value, state: entry.state, at } });
+      }
+      for (let offset = 0; offset < ops.length; offset += 1000) await cdb.ask({ type: 'cdb.batch', ops: ops.slice(offset, offset + 1000) }, { timeoutMs: 10_000 });
+    } catch (error) {
+      ctx.log.debug({ err: errorMessage(error) }, 'stats collection failed; the next one retries');
+    } finally {
+      collecting = false;
+    }
+  };
+
   return {
     async started() {
       // The VMMs' parent: its own (quiet) mailbox carries the family, not the hypervisor's.
       parent = await system.spawn(vmmParent, () => ({ receive: () => ({ type: 'vmm.parent' }) }));
+      if (deps.config.statsMs > 0) {
+        statsTimer = setInterval(() => void collectStats(), deps.config.statsMs);
+        statsTimer.unref();
+      }
     },
     async receive(message) {
       clock.handled += 1;
@@ -288,6 +322,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       }
     },
     async stopping(reason) {
+      clearInterval(statsTimer);
       for (const entry of systems.values()) clearTimeout(entry.retry);
       await Promise.all([...systems].map(([systemId, entry]) => stopVmm(systemId, entry, reason)));
       await parent?.stop(reason, 10_000);
