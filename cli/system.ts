@@ -117,6 +117,15 @@ async function nodeOf(client: AcpClient, id: string): Promise<string> {
   return newest ? (newest.value as SystemMeta).node : client.node.node;
 }
 
+/**
+ * Which node's meta tells a system's state: the node it is placed on (after a migration, the
+ * target), else one where it is not stopped, else the newest.
+ */
+export function currentState(states: readonly SystemMeta[], placed: string | undefined): SystemMeta | undefined {
+  const newestFirst = [...states].sort((a, b) => (b.since > a.since ? 1 : -1));
+  return newestFirst.find((state) => state.node === placed) ?? newestFirst.find((state) => !['stopped', 'defined'].includes(state.state)) ?? newestFirst[0];
+}
+
 function hypervisor(client: AcpClient, node: string): string {
   return `acp://${client.node.cluster}/${node}/hypervisor`;
 }
@@ -193,7 +202,7 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           const rows: SystemRow[] = objects.map((record) => {
             const id = record.key.slice('object/system/'.length);
             const states = metas.filter((meta) => meta.key.startsWith(`meta/system/${id}@`)).map((meta) => meta.value as SystemMeta);
-            const current = states.sort((a, b) => (b.since > a.since ? 1 : -1))[0];
+            const current = currentState(states, (record.value as { node?: string }).node);
             return {
               id,
               driver: (record.value as { driver: string }).driver,
@@ -223,6 +232,23 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           else process.stdout.write(`${JSON.stringify({ id, spec: spec.value, version: spec.version, states }, null, 2)}\n`);
         }),
       ),
+    )
+    .command(
+      'migrate <id>',
+      'move a running system to another node: live for qemu (its disks must be on shared pools), by state transfer for sim',
+      (c) => c.positional('id', { type: 'string', demandOption: true }).option('to', { type: 'string', demandOption: true, describe: 'the node to move it to' }),
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const id = checkId(argv.id);
+            if (!isValidName(argv.to)) throw new AcpError('ACP_ERR_CLI_USAGE', `--to must be a node name, not '${argv.to}'`);
+            const node = await nodeOf(client, id);
+            const started = Date.now();
+            const reply = await client.ask<Message & SystemMeta & { from: string; to: string }>(hypervisor(client, node), { type: 'system.migrate', id, to: argv.to }, { timeoutMs: 900_000 });
+            if (argv.json) printJson({ ...reply, ms: Date.now() - started });
+            else process.stdout.write(`${id}: migrated from ${reply.from} to ${reply.to} in ${((Date.now() - started) / 1000).toFixed(1)} s; ${reply.state} there${reply.pid ? ` (pid ${reply.pid})` : ''}\n`);
+          }),
+        ),
     )
     .command('rm <id>', 'delete a stopped system', (c) => c.positional('id', { type: 'string', demandOption: true }), (argv) =>
       run(argv, () =>

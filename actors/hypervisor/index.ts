@@ -9,6 +9,7 @@ import { processActor } from '../../runtime/process.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import type { LocalActor } from '../../runtime/system.js';
 import { checkIntensity } from '../../supervisors/intensity.js';
+import { parseHostPort } from '../../adapters/tls.js';
 import { restartDelay } from '../../supervisors/backoff.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { metaKey, objectKey, systemObjectSchema, type SystemObject } from '../model.js';
@@ -29,6 +30,12 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('system.status'), id: id.optional() }),
   /** Part of a system's serial console log on this node, from `offset` (bytes). */
   z.strictObject({ type: z.literal('system.console'), id, offset: z.number().int().min(0).default(0), maxBytes: z.number().int().min(1).max(1024 * 1024).default(64 * 1024) }),
+  /** Move a running system to another node (live for QEMU, by state transfer for sim). */
+  z.strictObject({ type: z.literal('system.migrate'), id, to: z.string().max(63) }),
+  /** Migration, target side: get ready for the guest, then see it run (or give up). */
+  z.strictObject({ type: z.literal('system.incoming'), id, spec: systemObjectSchema, from: z.string().max(63), transferred: z.unknown() }),
+  z.strictObject({ type: z.literal('system.incoming-done'), id }),
+  z.strictObject({ type: z.literal('system.incoming-abort'), id, reason: z.string().max(1000) }),
   z.strictObject({ type: z.literal('hypervisor.guest-exited'), id, generation: z.number().int(), crashed: z.boolean(), reason: z.string().max(1000) }),
   z.strictObject({ type: z.literal('hypervisor.restart-due'), id, attempt: z.number().int() }),
 ]);
@@ -103,23 +110,23 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   const consoleLog = (systemId: string) => join(paths.log, 'systems', `${systemId}.console.log`);
   const vmmPath = (systemId: string) => parsePath(`${ctx.self.path}/vmm/${systemId}`);
 
+  /** A VMM container (child process) for a real guest, an inline VMM for a simulated one. */
+  const vmmFactory = (_systemId: string, entry: Running) =>
+    entry.spec.driver === 'qemu'
+      ? processActor(system, { module: new URL('../vmm/index.js', import.meta.url).href, exportName: 'service', logLevel: deps.logLevel, logFile: undefined, socketDir: paths.run })
+      : (vmmCtx: ActorContext) => createVmm(vmmCtx);
+  const vmmOptions = (systemId: string, entry: Running) => ({
+    schema: vmmSchema,
+    forwardsUniversal: entry.spec.driver === 'qemu',
+    onCrash: (error: AcpError) => {
+      ctx.self.tell({ type: 'hypervisor.guest-exited', id: systemId, generation: -1, crashed: true, reason: `its VMM died: ${error.message}` });
+    },
+  });
+
   /** Spawns the VMM and starts the guest in it; the state ends running, or crashed with the reason. */
   const launch = async (systemId: string, entry: Running): Promise<void> => {
-    const onCrash = (error: AcpError) => {
-      ctx.self.tell({ type: 'hypervisor.guest-exited', id: systemId, generation: -1, crashed: true, reason: `its VMM died: ${error.message}` });
-    };
-    const factory =
-      entry.spec.driver === 'qemu'
-        ? processActor(system, {
-            module: new URL('../vmm/index.js', import.meta.url).href,
-            exportName: 'service',
-            logLevel: deps.logLevel,
-            logFile: undefined,
-            socketDir: paths.run,
-          })
-        : (vmmCtx: ActorContext) => createVmm(vmmCtx);
     try {
-      entry.vmm = await system.spawn(vmmPath(systemId), factory, { schema: vmmSchema, forwardsUniversal: entry.spec.driver === 'qemu', onCrash });
+      entry.vmm = await system.spawn(vmmPath(systemId), vmmFactory(systemId, entry), vmmOptions(systemId, entry));
       const started = await ctx.ref(vmmPath(systemId)).ask<Message & { pid: number | null; vmmPid: number; accelerator: string }>(
         {
           type: 'vmm.start',
@@ -210,6 +217,84 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     ctx.log.info({ system: systemId, delayMs: delay, reason }, 'restarting the system per its policy');
     entry.retry = setTimeout(() => ctx.self.tell({ type: 'hypervisor.restart-due', id: systemId, attempt: entry.attempt }), delay);
     entry.retry.unref();
+  };
+
+  /** The address this node's guests are migrated to: its agent's host. */
+  const migrationHost = (): string => {
+    const listen = deps.config.agent.listen;
+    return listen ? parseHostPort(listen, 'the agent address').host : '127.0.0.1';
+  };
+
+  /** Disks must be on a pool marked shared: the target reads the same volume. */
+  const checkMigratable = async (systemId: string, spec: SystemObject): Promise<void> => {
+    for (const disk of spec.disks) {
+      const pool = await cdb.ask<Message & { record: { value: { shared?: boolean } } }>({ type: 'cdb.get', key: objectKey('storage/pool', disk.pool) }).catch(() => undefined);
+      if (!pool?.record.value.shared) {
+        throw new AcpError('ACP_ERR_SYSTEM_NOT_MIGRATABLE', `system '${systemId}' has a disk on pool '${disk.pool}', which is not marked shared; only systems whose disks are all on shared pools migrate`);
+      }
+    }
+  };
+
+  const migrate = async (systemId: string, to: string): Promise<Message> => {
+    const entry = requireEntry(systemId);
+    if (to === node) throw new AcpError('ACP_ERR_CLI_USAGE', `system '${systemId}' already runs on ${node}`);
+    next(systemId, entry.state, 'migrate');
+    await checkMigratable(systemId, entry.spec);
+    move(systemId, entry, 'migrate', { reason: `migrating to ${to}` });
+    const target = ctx.ref(`acp://${ctx.node.cluster}/${to}/hypervisor`);
+    const vmm = ctx.ref(vmmPath(systemId));
+    let prepared = false;
+    try {
+      const { state } = await vmm.ask<Message & { state: unknown }>({ type: 'vmm.transferable' });
+      const incoming = await target.ask<Message & { uri: string }>({ type: 'system.incoming', id: systemId, spec: entry.spec, from: node, transferred: state }, { timeoutMs: 120_000 });
+      prepared = true;
+      await vmm.ask({ type: 'vmm.migrate', uri: incoming.uri }, { timeoutMs: 600_000 });
+      const arrived = await target.ask<Message & SystemMeta>({ type: 'system.incoming-done', id: systemId }, { timeoutMs: 120_000 });
+      // The target runs it: only now does the CDB say the system lives there.
+      await cdb.ask({ type: 'cdb.put', key: objectKey('system', systemId), value: { ...entry.spec, node: to } }, { timeoutMs: 15_000 });
+      await stopVmm(systemId, entry, `migrated to ${to}`);
+      move(systemId, entry, 'migrated-away', { reason: `migrated to ${to}`, pid: null, vmmPid: null });
+      const { type: _arrived, ...there } = arrived;
+      return { ...there, type: 'system.migrated', id: systemId, from: node, to };
+    } catch (error) {
+      const reason = `migration to ${to} failed: ${errorMessage(error)}`;
+      ctx.log.warn({ system: systemId, err: reason }, 'migration failed; the system stays here');
+      if (prepared) target.ask({ type: 'system.incoming-abort', id: systemId, reason }).catch(() => undefined);
+      if (entry.state === 'migrating') move(systemId, entry, 'migrated', { reason });
+      throw new AcpError('ACP_ERR_VMM_FAILED', `${reason}; ${systemId} keeps running on ${node}`);
+    }
+  };
+
+  const incoming = async (systemId: string, spec: SystemObject, from: string, transferred: unknown): Promise<Message> => {
+    const existing = entryFor(systemId);
+    if (existing && !['stopped', 'defined', 'crashed'].includes(existing.state)) {
+      throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${systemId}' is ${existing.state} on ${node} already; it cannot arrive here`);
+    }
+    if (existing) clearTimeout(existing.retry);
+    const entry: Running = {
+      state: 'migrating',
+      spec: { ...spec, ...(spec.node === undefined ? {} : { node }) },
+      vmm: undefined,
+      meta: { state: 'migrating', node, pid: null, vmmPid: null, accelerator: null, since: new Date().toISOString(), restarts: 0, reason: `arriving from ${from}` },
+      restarts: [],
+      attempt: 0,
+      retry: undefined,
+    };
+    systems.set(systemId, entry);
+    publish(systemId, entry);
+    try {
+      entry.vmm = await system.spawn(vmmPath(systemId), vmmFactory(systemId, entry), vmmOptions(systemId, entry));
+      const ready = await ctx.ref(vmmPath(systemId)).ask<Message & { uri: string; pid: number | null; vmmPid: number; accelerator: string }>(
+        { type: 'vmm.incoming', spec: entry.spec, consoleLog: consoleLog(systemId), runDir: join(paths.run, 'vmm', systemId), host: migrationHost(), transferred },
+        { timeoutMs: 60_000 },
+      );
+      entry.meta = { ...entry.meta, pid: ready.pid, vmmPid: ready.vmmPid, accelerator: ready.accelerator };
+      return { type: 'system.incoming', id: systemId, uri: ready.uri };
+    } catch (error) {
+      await stopVmm(systemId, entry, 'incoming failed');
+      move(systemId, entry, 'migrated-away', { reason: `arrival from ${from} failed: ${errorMessage(error)}` });
+      throw error;
+    }
   };
 
   const view = (systemId: string, entry: Running) => ({ id: systemId, driver: entry.spec.driver, ...entry.meta });
@@ -305,6 +390,26 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
             }
           }
           return { type: 'system.console', id: parsed.id, node, data: buffer.toString('utf8'), offset: from + length, size };
+        }
+        case 'system.migrate':
+          return replyLater(migrate(parsed.id, parsed.to));
+        case 'system.incoming':
+          return replyLater(incoming(parsed.id, parsed.spec, parsed.from, parsed.transferred));
+        case 'system.incoming-done': {
+          const entry = requireEntry(parsed.id);
+          const arrive = async () => {
+            await ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.await-running', timeoutMs: 60_000 }, { timeoutMs: 70_000 });
+            move(parsed.id, entry, 'migrated');
+            return { type: 'system.arrived', ...view(parsed.id, entry) };
+          };
+          return replyLater(arrive());
+        }
+        case 'system.incoming-abort': {
+          const entry = entryFor(parsed.id);
+          if (!entry || entry.state !== 'migrating') return { type: 'ok' };
+          await stopVmm(parsed.id, entry, 'migration abandoned');
+          move(parsed.id, entry, 'migrated-away', { reason: parsed.reason, pid: null, vmmPid: null });
+          return { type: 'ok' };
         }
         case 'hypervisor.guest-exited':
           void exited(parsed.id, parsed.crashed, parsed.reason).catch((error: unknown) => ctx.log.warn({ system: parsed.id, err: errorMessage(error) }, 'handling a guest exit failed'));

@@ -18,7 +18,10 @@ export const TRANSITIONS = {
   stopped: { from: ['stopping', 'running', 'paused', 'crashed'], to: 'stopped' },
   crashed: { from: ['starting', 'running', 'paused', 'stopping', 'migrating'], to: 'crashed' },
   migrate: { from: ['running'], to: 'migrating' },
+  /** The migration ended with the guest running here: the target's, or the source's after a failure. */
   migrated: { from: ['migrating'], to: 'running' },
+  /** The guest left: the source after a migration, or the target after one that failed. */
+  'migrated-away': { from: ['migrating'], to: 'stopped' },
 } as const satisfies Record<string, { from: readonly SystemState[]; to: SystemState }>;
 export type SystemEvent = keyof typeof TRANSITIONS;
 

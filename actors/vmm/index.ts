@@ -17,6 +17,20 @@ export const vmmSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('vmm.resume') }),
   z.strictObject({ type: z.literal('vmm.reset') }),
   z.strictObject({ type: z.literal('vmm.status') }),
+  /** Target of a migration: wait for the guest at an address on `host`; answers where to send it. */
+  z.strictObject({
+    type: z.literal('vmm.incoming'),
+    spec: systemObjectSchema,
+    consoleLog: z.string().min(1).max(4096),
+    runDir: z.string().min(1).max(4096),
+    host: z.string().min(1).max(255),
+    transferred: z.unknown(),
+  }),
+  z.strictObject({ type: z.literal('vmm.await-running'), timeoutMs: z.number().int().min(1).max(600_000).default(60_000) }),
+  /** Source of a migration: what a simulated guest carries over. */
+  z.strictObject({ type: z.literal('vmm.transferable') }),
+  /** Source of a migration: send the guest to `uri`; once it is there, this VMM's guest is gone. */
+  z.strictObject({ type: z.literal('vmm.migrate'), uri: z.string().min(1).max(300) }),
 ]);
 export type VmmMessage = z.input<typeof vmmSchema>;
 
@@ -47,6 +61,22 @@ export function createVmm(ctx: ActorContext): Actor {
   let guest: GuestHandle | undefined;
   let stopping = false;
 
+  const prepare = (consoleLog: string, runDir: string) => {
+    mkdirSync(dirname(consoleLog), { recursive: true, mode: 0o700 });
+    mkdirSync(runDir, { recursive: true, mode: 0o700 });
+  };
+
+  /** This VMM's guest from now on; when it ends unasked, the hypervisor hears of it. */
+  const adopt = (handle: GuestHandle) => {
+    guest = handle;
+    void handle.exited.then((exit) => {
+      if (guest === handle) guest = undefined;
+      if (stopping) return;
+      const report: GuestExited = { type: 'hypervisor.guest-exited', id, generation: ctx.generation, crashed: exit.crashed, reason: exit.reason };
+      hypervisor.tell(report, ctx.self.path);
+    });
+  };
+
   const requireGuest = (): GuestHandle => {
     if (!guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' has no running guest in its VMM`);
     return guest;
@@ -61,18 +91,33 @@ export function createVmm(ctx: ActorContext): Actor {
           return clock.info(`vmm/${id}`, `VMM of system ${id}`, ctx);
         case 'vmm.start': {
           if (guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' already runs in this VMM`);
-          mkdirSync(dirname(parsed.consoleLog), { recursive: true, mode: 0o700 });
-          mkdirSync(parsed.runDir, { recursive: true, mode: 0o700 });
+          prepare(parsed.consoleLog, parsed.runDir);
           const driver = await driverFor(parsed.spec.driver);
           const started = await driver.start(id, parsed.spec, { consoleLog: parsed.consoleLog, runDir: parsed.runDir });
-          guest = started;
-          void started.exited.then((exit) => {
-            if (guest === started) guest = undefined;
-            if (stopping) return;
-            const report: GuestExited = { type: 'hypervisor.guest-exited', id, generation: ctx.generation, crashed: exit.crashed, reason: exit.reason };
-            hypervisor.tell(report, ctx.self.path);
-          });
+          adopt(started);
           return { type: 'vmm.started', id, pid: started.pid ?? null, vmmPid: process.pid, accelerator: started.accelerator };
+        }
+        case 'vmm.incoming': {
+          if (guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' already runs in this VMM`);
+          prepare(parsed.consoleLog, parsed.runDir);
+          const driver = await driverFor(parsed.spec.driver);
+          const incoming = await driver.incoming(id, parsed.spec, { consoleLog: parsed.consoleLog, runDir: parsed.runDir }, parsed.host, parsed.transferred);
+          adopt(incoming.handle);
+          return { type: 'vmm.incoming', id, uri: incoming.uri, pid: incoming.handle.pid ?? null, vmmPid: process.pid, accelerator: incoming.handle.accelerator };
+        }
+        case 'vmm.await-running':
+          await requireGuest().awaitRunning(parsed.timeoutMs);
+          return { type: 'vmm.running', id };
+        case 'vmm.transferable':
+          return { type: 'vmm.transferable', id, state: requireGuest().transferable() };
+        case 'vmm.migrate': {
+          const running = requireGuest();
+          await running.migrate(parsed.uri);
+          // The guest lives on at the target now: this copy goes, quietly.
+          stopping = true;
+          await running.stop(false, 0);
+          guest = undefined;
+          return { type: 'vmm.migrated', id };
         }
         case 'vmm.stop': {
           const running = requireGuest();

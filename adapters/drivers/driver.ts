@@ -25,10 +25,24 @@ export interface GuestHandle {
   stop(graceful: boolean, timeoutMs: number): Promise<void>;
   /** Settles once, when the guest is gone for whatever reason. */
   readonly exited: Promise<GuestExit>;
+  /** Source side of a migration: sends the running guest to `uri` and resolves once it is there (the guest here is then left paused). */
+  migrate(uri: string): Promise<void>;
+  /** Target side: resolves once the guest that came in runs. */
+  awaitRunning(timeoutMs: number): Promise<void>;
+  /** What a simulated guest carries across a migration (nothing for a real one: its memory travels). */
+  transferable(): unknown;
+}
+
+/** A guest waiting for a migration: where the source sends it. */
+export interface IncomingGuest {
+  readonly handle: GuestHandle;
+  readonly uri: string;
 }
 
 /** A way to run systems: `qemu` (real virtual machines) or `sim` (simulated guests). */
 export interface SystemDriver {
   readonly name: SystemObject['driver'];
   start(id: string, spec: SystemObject, paths: GuestPaths): Promise<GuestHandle>;
+  /** Prepares to receive a migrating guest, listening on `host` (this node's address). */
+  incoming(id: string, spec: SystemObject, paths: GuestPaths, host: string, transferred: unknown): Promise<IncomingGuest>;
 }

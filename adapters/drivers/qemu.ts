@@ -4,7 +4,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { SystemObject } from '../../actors/model.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
-import type { GuestExit, GuestHandle, GuestPaths, SystemDriver } from './driver.js';
+import type { GuestExit, GuestHandle, GuestPaths, IncomingGuest, SystemDriver } from './driver.js';
 
 export const QEMU_BINARY = process.env.ACP_QEMU ?? 'qemu-system-x86_64';
 const QMP_CONNECT_MS = 10_000;
@@ -122,76 +122,118 @@ export function qemuArgs(id: string, spec: SystemObject, paths: GuestPaths, acce
  */
 export const qemuDriver: SystemDriver = {
   name: 'qemu',
-  async start(id: string, spec: SystemObject, paths: GuestPaths): Promise<GuestHandle> {
-    if (!spec.boot) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `system '${id}' has no boot: give it {kernel, initrd, cmdline} or {disk}`);
-    for (const file of 'kernel' in spec.boot ? [spec.boot.kernel, spec.boot.initrd] : [spec.boot.disk]) {
-      if (file !== undefined && !existsSync(file)) throw new AcpError('ACP_ERR_VMM_FAILED', `system '${id}' boots from ${file}, which does not exist on this node`);
-    }
-    const accelerator = process.env.ACP_ACCEL === 'kvm' ? 'kvm' : 'tcg';
-    const child: ChildProcess = spawn(QEMU_BINARY, qemuArgs(id, spec, paths, accelerator), { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (chunk: string) => {
-      stderr = (stderr + chunk).slice(-2000);
-    });
-    let requested = false;
-    const exited = new Promise<GuestExit>((resolve) => {
-      child.once('error', (error: NodeJS.ErrnoException) =>
-        resolve({ crashed: true, reason: error.code === 'ENOENT' ? `${QEMU_BINARY} is not installed` : error.message }),
-      );
-      child.once('exit', (code, signal) => {
-        const how = signal ? `killed by ${signal}` : `exited with code ${code}`;
-        resolve({ crashed: !requested && (signal !== null || code !== 0), reason: `QEMU ${how}${stderr.trim() ? `: ${stderr.trim().split('\n').at(-1)}` : ''}` });
-      });
-    });
-    const spawnError = await Promise.race([
-      new Promise<NodeJS.ErrnoException>((resolve) => child.once('error', resolve)),
-      new Promise<undefined>((resolve) => child.once('spawn', () => resolve(undefined))),
-    ]);
-    if (spawnError) {
-      if (spawnError.code === 'ENOENT') {
-        throw new AcpError('ACP_ERR_DRIVER_MISSING', `${QEMU_BINARY} is not installed on this node: install qemu-system-x86 (apt-get install qemu-system-x86), or give the system driver 'sim'`);
-      }
-      throw new AcpError('ACP_ERR_VMM_FAILED', `QEMU did not start: ${spawnError.message}`);
-    }
-    let qmp: Qmp;
+  start: (id, spec, paths) => launch(id, spec, paths, false).then(({ handle }) => handle),
+  async incoming(id, spec, paths, host): Promise<IncomingGuest> {
+    const { handle, qmp } = await launch(id, spec, paths, true);
     try {
-      qmp = await Promise.race([
-        Qmp.open(join(paths.runDir, 'qmp.sock'), Date.now() + QMP_CONNECT_MS),
-        exited.then((exit) => {
-          throw new AcpError('ACP_ERR_VMM_FAILED', `${exit.reason}`);
-        }),
-      ]);
+      await qmp.execute('migrate-incoming', { uri: `tcp:${host}:0` });
+      const status = (await qmp.execute('query-migrate')) as { 'socket-address'?: { host: string; port: string }[] };
+      const address = status['socket-address']?.[0];
+      if (!address) throw new AcpError('ACP_ERR_VMM_FAILED', 'QEMU did not say where it listens for the incoming migration');
+      return { handle, uri: `tcp:${address.host}:${address.port}` };
     } catch (error) {
-      child.kill('SIGKILL');
+      await handle.stop(false, 0);
       throw error;
     }
-    const gone = async (timeoutMs: number) => {
-      const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), timeoutMs));
-      return Promise.race([exited.then(() => 'gone' as const), timer]);
-    };
-    return {
-      pid: child.pid,
-      accelerator,
-      pause: async () => void (await qmp.execute('stop')),
-      resume: async () => void (await qmp.execute('cont')),
-      reset: async () => void (await qmp.execute('system_reset')),
-      async stop(graceful, timeoutMs) {
-        requested = true;
-        if (graceful) {
-          await qmp.execute('system_powerdown').catch(() => undefined);
-          if ((await gone(timeoutMs)) === 'gone') return;
-        }
-        await qmp.execute('quit').catch(() => undefined);
-        if ((await gone(2000)) === 'gone') return;
-        child.kill('SIGKILL');
-        await exited;
-        qmp.close();
-      },
-      exited: exited.then((exit) => {
-        qmp.close();
-        return exit;
-      }),
-    };
   },
 };
+
+const MIGRATION_POLL_MS = 100;
+
+/** Starts QEMU (for an incoming migration: waiting for it, `-incoming defer`) and connects QMP. */
+async function launch(id: string, spec: SystemObject, paths: GuestPaths, incoming: boolean): Promise<{ handle: GuestHandle; qmp: Qmp }> {
+  if (!spec.boot) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `system '${id}' has no boot: give it {kernel, initrd, cmdline} or {disk}`);
+  for (const file of 'kernel' in spec.boot ? [spec.boot.kernel, spec.boot.initrd] : [spec.boot.disk]) {
+    if (file !== undefined && !existsSync(file)) throw new AcpError('ACP_ERR_VMM_FAILED', `system '${id}' boots from ${file}, which does not exist on this node`);
+  }
+  const accelerator = process.env.ACP_ACCEL === 'kvm' ? 'kvm' : 'tcg';
+  const child: ChildProcess = spawn(QEMU_BINARY, qemuArgs(id, spec, paths, accelerator, incoming ? 'defer' : undefined), { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => {
+    stderr = (stderr + chunk).slice(-2000);
+  });
+  let requested = false;
+  const exited = new Promise<GuestExit>((resolve) => {
+    child.once('error', (error: NodeJS.ErrnoException) =>
+      resolve({ crashed: true, reason: error.code === 'ENOENT' ? `${QEMU_BINARY} is not installed` : error.message }),
+    );
+    child.once('exit', (code, signal) => {
+      const how = signal ? `killed by ${signal}` : `exited with code ${code}`;
+      resolve({ crashed: !requested && (signal !== null || code !== 0), reason: `QEMU ${how}${stderr.trim() ? `: ${stderr.trim().split('\n').at(-1)}` : ''}` });
+    });
+  });
+  const spawnError = await Promise.race([
+    new Promise<NodeJS.ErrnoException>((resolve) => child.once('error', resolve)),
+    new Promise<undefined>((resolve) => child.once('spawn', () => resolve(undefined))),
+  ]);
+  if (spawnError) {
+    if (spawnError.code === 'ENOENT') {
+      throw new AcpError('ACP_ERR_DRIVER_MISSING', `${QEMU_BINARY} is not installed on this node: install qemu-system-x86 (apt-get install qemu-system-x86), or give the system driver 'sim'`);
+    }
+    throw new AcpError('ACP_ERR_VMM_FAILED', `QEMU did not start: ${spawnError.message}`);
+  }
+  let qmp: Qmp;
+  try {
+    qmp = await Promise.race([
+      Qmp.open(join(paths.runDir, 'qmp.sock'), Date.now() + QMP_CONNECT_MS),
+      exited.then((exit) => {
+        throw new AcpError('ACP_ERR_VMM_FAILED', `${exit.reason}`);
+      }),
+    ]);
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw error;
+  }
+  const gone = async (timeoutMs: number) => {
+    const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), timeoutMs));
+    return Promise.race([exited.then(() => 'gone' as const), timer]);
+  };
+  const handle: GuestHandle = {
+    pid: child.pid,
+    accelerator,
+    async migrate(uri) {
+      await qmp.execute('migrate', { uri });
+      for (;;) {
+        const state = (await qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+        if (state.status === 'completed') return;
+        if (state.status === 'failed' || state.status === 'cancelled') {
+          // The source guest carries on where it was.
+          await qmp.execute('cont').catch(() => undefined);
+          throw new AcpError('ACP_ERR_VMM_FAILED', `the migration ${state.status}${state['error-desc'] ? `: ${state['error-desc']}` : ''}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, MIGRATION_POLL_MS));
+      }
+    },
+    async awaitRunning(timeoutMs) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const status = (await qmp.execute('query-status')) as { status?: string };
+        if (status.status === 'running') return;
+        if (Date.now() > until) throw new AcpError('ACP_ERR_VMM_FAILED', `the incoming guest is ${status.status ?? 'not running'} after ${timeoutMs} ms`);
+        await new Promise((resolve) => setTimeout(resolve, MIGRATION_POLL_MS));
+      }
+    },
+    transferable: () => null,
+    pause: async () => void (await qmp.execute('stop')),
+    resume: async () => void (await qmp.execute('cont')),
+    reset: async () => void (await qmp.execute('system_reset')),
+    async stop(graceful, timeoutMs) {
+      requested = true;
+      if (graceful) {
+        await qmp.execute('system_powerdown').catch(() => undefined);
+        if ((await gone(timeoutMs)) === 'gone') return;
+      }
+      await qmp.execute('quit').catch(() => undefined);
+      if ((await gone(2000)) === 'gone') return;
+      child.kill('SIGKILL');
+      await exited;
+      qmp.close();
+    },
+    exited: exited.then((exit) => {
+      qmp.close();
+      return exit;
+    }),
+  };
+  return { handle, qmp };
+}

@@ -1,6 +1,6 @@
 import { appendFile } from 'node:fs/promises';
 import type { SystemObject } from '../../actors/model.js';
-import type { GuestExit, GuestHandle, GuestPaths, SystemDriver } from './driver.js';
+import type { GuestExit, GuestHandle, GuestPaths, IncomingGuest, SystemDriver } from './driver.js';
 
 /** How long a simulated guest takes to boot. */
 const BOOT_MS = 20;
@@ -12,29 +12,41 @@ const BOOT_MS = 20;
 export const simDriver: SystemDriver = {
   name: 'sim',
   async start(id: string, spec: SystemObject, paths: GuestPaths): Promise<GuestHandle> {
-    const bootedAt = Date.now();
     await new Promise((resolve) => setTimeout(resolve, BOOT_MS));
     await appendFile(paths.consoleLog, `ACP sim guest ${id} (${spec.vcpus} vcpu, ${spec.memoryMiB} MiB) booted\nACP-GUEST-READY\n`);
-    let finish: (exit: GuestExit) => void = () => undefined;
-    const exited = new Promise<GuestExit>((resolve) => {
-      finish = resolve;
-    });
-    let gone = false;
-    return {
-      pid: undefined,
-      accelerator: 'sim',
-      pause: async () => undefined,
-      resume: async () => undefined,
-      reset: async () => {
-        await appendFile(paths.consoleLog, `ACP sim guest ${id} reset after ${Date.now() - bootedAt} ms\nACP-GUEST-READY\n`);
-      },
-      stop: async (graceful) => {
-        if (gone) return;
-        gone = true;
-        await appendFile(paths.consoleLog, `ACP sim guest ${id} ${graceful ? 'powered off' : 'stopped'}\n`).catch(() => undefined);
-        finish({ crashed: false, reason: graceful ? 'powered off' : 'stopped' });
-      },
-      exited,
-    };
+    return simGuest(id, paths, Date.now());
+  },
+  async incoming(id: string, _spec: SystemObject, paths: GuestPaths, _host: string, transferred: unknown): Promise<IncomingGuest> {
+    // State transfer: the guest keeps the boot time it had on the source.
+    const bootedAt = typeof (transferred as { bootedAt?: unknown } | null)?.bootedAt === 'number' ? (transferred as { bootedAt: number }).bootedAt : Date.now();
+    await appendFile(paths.consoleLog, `ACP sim guest ${id} arrived, up ${Date.now() - bootedAt} ms\n`);
+    return { handle: simGuest(id, paths, bootedAt), uri: 'sim:state' };
   },
 };
+
+function simGuest(id: string, paths: GuestPaths, bootedAt: number): GuestHandle {
+  let finish: (exit: GuestExit) => void = () => undefined;
+  const exited = new Promise<GuestExit>((resolve) => {
+    finish = resolve;
+  });
+  let gone = false;
+  return {
+    pid: undefined,
+    accelerator: 'sim',
+    migrate: async () => undefined,
+    awaitRunning: async () => undefined,
+    transferable: () => ({ bootedAt }),
+    pause: async () => undefined,
+    resume: async () => undefined,
+    reset: async () => {
+      await appendFile(paths.consoleLog, `ACP sim guest ${id} reset after ${Date.now() - bootedAt} ms\nACP-GUEST-READY\n`);
+    },
+    stop: async (graceful) => {
+      if (gone) return;
+      gone = true;
+      await appendFile(paths.consoleLog, `ACP sim guest ${id} ${graceful ? 'powered off' : 'stopped'}\n`).catch(() => undefined);
+      finish({ crashed: false, reason: graceful ? 'powered off' : 'stopped' });
+    },
+    exited,
+  };
+}
