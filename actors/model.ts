@@ -137,6 +137,8 @@ export interface NodeMeta {
   uptimeMs: number;
   heartbeatAt: string;
   eventLoopDelayMs: { p50: number; p99: number; max: number };
+  /** How this node runs QEMU guests, once probed: 'kvm' or 'tcg'. */
+  accelerator?: string;
 }
 
 /** Service meta, published on every change and every heartbeat. */

@@ -98,6 +98,7 @@ export class Daemon {
   private readonly startedAt = Date.now();
   private readonly loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
   private refusedConnections = 0;
+  private readonly nodeFacts: Record<string, string | number | boolean | null> = {};
   private stopping: Promise<void> | undefined;
   private resolveStopped!: (result: { code: number; reason: string }) => void;
 
@@ -121,6 +122,9 @@ export class Daemon {
       countRefusal: () => {
         this.refusedConnections += 1;
       },
+      setNodeFact: (name, value) => {
+        this.nodeFacts[name] = value;
+      },
     };
     this.tree = new ServiceTree({ system: this.system, config, deps, log, logFile: options.logFile, ...(options.services ? { entries: options.services } : {}) });
     const frameworkPath = this.system.localPath('framework');
@@ -137,6 +141,7 @@ export class Daemon {
                 status: () => this.status(),
                 requestShutdown: deps.requestShutdown,
                 eventLoopDelay: () => this.eventLoopDelay(),
+                nodeFacts: () => ({ ...this.nodeFacts }),
                 onServiceChange: (listener) => this.tree.onChange(listener),
                 heartbeatMs: config.heartbeatMs,
                 ...(config.agent.listen ? { agentAddress: config.agent.listen } : {}),

@@ -48,4 +48,6 @@ export interface ServiceDeps {
   requestShutdown(reason: string): void;
   /** Counts a refused client connection. */
   countRefusal(): void;
+  /** A fact about this node that its heartbeat meta carries from now on (e.g. the hypervisor's accelerator). */
+  setNodeFact(name: string, value: string | number | boolean | null): void;
 }

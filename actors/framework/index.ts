@@ -20,6 +20,8 @@ export interface FrameworkDeps {
   requestShutdown(reason: string): void;
   /** The daemon's event-loop delay since the last call, in milliseconds. */
   eventLoopDelay(): { p50: number; p99: number; max: number };
+  /** Facts services set about this node (the hypervisor's accelerator, ...), carried in its meta. */
+  nodeFacts?(): Record<string, string | number | boolean | null>;
   /** Calls `listener` whenever a service changes state; returns the unsubscribe function. */
   onServiceChange(listener: (service: ServiceStatus) => void): () => void;
   heartbeatMs: number;
@@ -76,6 +78,7 @@ export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
       objectsPublished = true;
     }
     const meta: NodeMeta = {
+      ...deps.nodeFacts?.(),
       state: status.booting ? 'starting' : 'running',
       incarnation: status.incarnation,
       pid: status.pid,

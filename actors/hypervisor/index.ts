@@ -1,4 +1,5 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { replyLater, type ActorContext, type Actor, type ServiceDefinition } from '../../runtime/actor.js';
@@ -10,6 +11,8 @@ import type { ServiceDeps } from '../../runtime/services.js';
 import type { LocalActor } from '../../runtime/system.js';
 import { checkIntensity } from '../../supervisors/intensity.js';
 import { parseHostPort } from '../../adapters/tls.js';
+import { probeAccelerator, type AcceleratorProbe } from '../../adapters/drivers/qemu.js';
+import { guestImage, GUEST_READY_LINE } from '../../adapters/guest-image.js';
 import { restartDelay } from '../../supervisors/backoff.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { metaKey, objectKey, systemObjectSchema, type SystemObject } from '../model.js';
@@ -33,7 +36,8 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   /** Move a running system to another node (live for QEMU, by state transfer for sim). */
   z.strictObject({ type: z.literal('system.migrate'), id, to: z.string().max(63) }),
   /** Migration, target side: get ready for the guest, then see it run (or give up). */
-  z.strictObject({ type: z.literal('system.incoming'), id, spec: systemObjectSchema, from: z.string().max(63), transferred: z.unknown() }),
+  /** The guest keeps its accelerator: QEMU migrates between like and like. */
+  z.strictObject({ type: z.literal('system.incoming'), id, spec: systemObjectSchema, from: z.string().max(63), transferred: z.unknown(), accelerator: z.enum(['kvm', 'tcg']).optional() }),
   z.strictObject({ type: z.literal('system.incoming-done'), id }),
   z.strictObject({ type: z.literal('system.incoming-abort'), id, reason: z.string().max(1000) }),
   z.strictObject({ type: z.literal('hypervisor.guest-exited'), id, generation: z.number().int(), crashed: z.boolean(), reason: z.string().max(1000) }),
@@ -110,6 +114,18 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   const consoleLog = (systemId: string) => join(paths.log, 'systems', `${systemId}.console.log`);
   const vmmPath = (systemId: string) => parsePath(`${ctx.self.path}/vmm/${systemId}`);
 
+  /** How QEMU guests run here: probed once, on the first QEMU start (the probe costs a boot; cached per host). */
+  let accelerator: Promise<AcceleratorProbe> | undefined;
+  const acceleratorFor = async (spec: SystemObject): Promise<'kvm' | 'tcg' | undefined> => {
+    if (spec.driver !== 'qemu') return undefined;
+    accelerator ??= probeAccelerator(guestImage(), GUEST_READY_LINE, join(homedir(), '.cache', 'acp', 'accelerator.json')).then((probe) => {
+      ctx.log.info({ accelerator: probe.accelerator, why: probe.why }, 'QEMU accelerator chosen');
+      deps.setNodeFact('accelerator', probe.accelerator);
+      return probe;
+    });
+    return (await accelerator).accelerator;
+  };
+
   /** A VMM container (child process) for a real guest, an inline VMM for a simulated one. */
   const vmmFactory = (_systemId: string, entry: Running) =>
     entry.spec.driver === 'qemu'
@@ -131,6 +147,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         {
           type: 'vmm.start',
           spec: entry.spec,
+          ...(entry.spec.driver === 'qemu' ? { accelerator: await acceleratorFor(entry.spec) } : {}),
           consoleLog: consoleLog(systemId),
           runDir: join(paths.run, 'vmm', systemId),
         },
@@ -246,7 +263,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     let prepared = false;
     try {
       const { state } = await vmm.ask<Message & { state: unknown }>({ type: 'vmm.transferable' });
-      const incoming = await target.ask<Message & { uri: string }>({ type: 'system.incoming', id: systemId, spec: entry.spec, from: node, transferred: state }, { timeoutMs: 120_000 });
+      const accelerator = entry.meta.accelerator === 'kvm' || entry.meta.accelerator === 'tcg' ? { accelerator: entry.meta.accelerator } : {};
+      const incoming = await target.ask<Message & { uri: string }>({ type: 'system.incoming', id: systemId, spec: entry.spec, from: node, transferred: state, ...accelerator }, { timeoutMs: 120_000 });
       prepared = true;
       await vmm.ask({ type: 'vmm.migrate', uri: incoming.uri }, { timeoutMs: 600_000 });
       const arrived = await target.ask<Message & SystemMeta>({ type: 'system.incoming-done', id: systemId }, { timeoutMs: 120_000 });
@@ -265,7 +283,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
   };
 
-  const incoming = async (systemId: string, spec: SystemObject, from: string, transferred: unknown): Promise<Message> => {
+  const incoming = async (systemId: string, spec: SystemObject, from: string, transferred: unknown, guestAccelerator: 'kvm' | 'tcg' | undefined): Promise<Message> => {
     const existing = entryFor(systemId);
     if (existing && !['stopped', 'defined', 'crashed'].includes(existing.state)) {
       throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${systemId}' is ${existing.state} on ${node} already; it cannot arrive here`);
@@ -285,7 +303,15 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     try {
       entry.vmm = await system.spawn(vmmPath(systemId), vmmFactory(systemId, entry), vmmOptions(systemId, entry));
       const ready = await ctx.ref(vmmPath(systemId)).ask<Message & { uri: string; pid: number | null; vmmPid: number; accelerator: string }>(
-        { type: 'vmm.incoming', spec: entry.spec, consoleLog: consoleLog(systemId), runDir: join(paths.run, 'vmm', systemId), host: migrationHost(), transferred },
+        {
+          type: 'vmm.incoming',
+          spec: entry.spec,
+          consoleLog: consoleLog(systemId),
+          runDir: join(paths.run, 'vmm', systemId),
+          host: migrationHost(),
+          transferred,
+          ...(guestAccelerator ? { accelerator: guestAccelerator } : {}),
+        },
         { timeoutMs: 60_000 },
       );
       entry.meta = { ...entry.meta, pid: ready.pid, vmmPid: ready.vmmPid, accelerator: ready.accelerator };
@@ -394,7 +420,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         case 'system.migrate':
           return replyLater(migrate(parsed.id, parsed.to));
         case 'system.incoming':
-          return replyLater(incoming(parsed.id, parsed.spec, parsed.from, parsed.transferred));
+          return replyLater(incoming(parsed.id, parsed.spec, parsed.from, parsed.transferred, parsed.accelerator));
         case 'system.incoming-done': {
           const entry = requireEntry(parsed.id);
           const arrive = async () => {

@@ -11,7 +11,13 @@ import { systemObjectSchema } from '../model.js';
 
 export const vmmSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
-  z.strictObject({ type: z.literal('vmm.start'), spec: systemObjectSchema, consoleLog: z.string().min(1).max(4096), runDir: z.string().min(1).max(4096) }),
+  z.strictObject({
+    type: z.literal('vmm.start'),
+    spec: systemObjectSchema,
+    consoleLog: z.string().min(1).max(4096),
+    runDir: z.string().min(1).max(4096),
+    accelerator: z.enum(['kvm', 'tcg']).optional(),
+  }),
   z.strictObject({ type: z.literal('vmm.stop'), graceful: z.boolean().default(true), timeoutMs: z.number().int().min(0).max(600_000).default(30_000) }),
   z.strictObject({ type: z.literal('vmm.pause') }),
   z.strictObject({ type: z.literal('vmm.resume') }),
@@ -25,6 +31,7 @@ export const vmmSchema = z.discriminatedUnion('type', [
     runDir: z.string().min(1).max(4096),
     host: z.string().min(1).max(255),
     transferred: z.unknown(),
+    accelerator: z.enum(['kvm', 'tcg']).optional(),
   }),
   z.strictObject({ type: z.literal('vmm.await-running'), timeoutMs: z.number().int().min(1).max(600_000).default(60_000) }),
   /** Source of a migration: what a simulated guest carries over. */
@@ -93,7 +100,7 @@ export function createVmm(ctx: ActorContext): Actor {
           if (guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' already runs in this VMM`);
           prepare(parsed.consoleLog, parsed.runDir);
           const driver = await driverFor(parsed.spec.driver);
-          const started = await driver.start(id, parsed.spec, { consoleLog: parsed.consoleLog, runDir: parsed.runDir });
+          const started = await driver.start(id, parsed.spec, { consoleLog: parsed.consoleLog, runDir: parsed.runDir, ...(parsed.accelerator ? { accelerator: parsed.accelerator } : {}) });
           adopt(started);
           return { type: 'vmm.started', id, pid: started.pid ?? null, vmmPid: process.pid, accelerator: started.accelerator };
         }
@@ -101,7 +108,7 @@ export function createVmm(ctx: ActorContext): Actor {
           if (guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' already runs in this VMM`);
           prepare(parsed.consoleLog, parsed.runDir);
           const driver = await driverFor(parsed.spec.driver);
-          const incoming = await driver.incoming(id, parsed.spec, { consoleLog: parsed.consoleLog, runDir: parsed.runDir }, parsed.host, parsed.transferred);
+          const incoming = await driver.incoming(id, parsed.spec, { consoleLog: parsed.consoleLog, runDir: parsed.runDir, ...(parsed.accelerator ? { accelerator: parsed.accelerator } : {}) }, parsed.host, parsed.transferred);
           adopt(incoming.handle);
           return { type: 'vmm.incoming', id, uri: incoming.uri, pid: incoming.handle.pid ?? null, vmmPid: process.pid, accelerator: incoming.handle.accelerator };
         }

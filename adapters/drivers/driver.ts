@@ -4,6 +4,8 @@ import type { SystemObject } from '../../actors/model.js';
 export interface GuestPaths {
   readonly consoleLog: string;
   readonly runDir: string;
+  /** For QEMU: what the node's probe found works (TCG when absent). */
+  readonly accelerator?: 'kvm' | 'tcg';
 }
 
 /** How a guest ended: asked to stop, powered off by itself, or crashed (killed, failed). */

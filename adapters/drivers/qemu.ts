@@ -1,7 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { release, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import type { SystemObject } from '../../actors/model.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { GuestExit, GuestHandle, GuestPaths, IncomingGuest, SystemDriver } from './driver.js';
@@ -116,10 +117,67 @@ export function qemuArgs(id: string, spec: SystemObject, paths: GuestPaths, acce
   return args;
 }
 
+export interface AcceleratorProbe {
+  accelerator: 'kvm' | 'tcg';
+  why: string;
+}
+
+const PROBE_TIMEOUT_MS = 15_000;
+
 /**
- * Real virtual machines: QEMU driven over QMP. TCG unless the node was told KVM works (ACP_ACCEL=kvm):
- * a Linux guest may hang under KVM on some hosts, so KVM is never assumed.
+ * KVM only if a guest really runs under it: on some hosts /dev/kvm exists but a Linux guest hangs.
+ * Boots `probe` (the test guest) with accel=kvm and waits for its ready line; anything else is TCG.
+ * Cached per host (kernel, QEMU) in `cacheFile`, since it costs a boot.
  */
+export async function probeAccelerator(probe: { kernel: string; initrd: string; cmdline: string } | undefined, readyLine: string, cacheFile: string): Promise<AcceleratorProbe> {
+  if (!existsSync('/dev/kvm')) return { accelerator: 'tcg', why: 'no /dev/kvm on this host' };
+  let version: string;
+  try {
+    version = execFileSync(QEMU_BINARY, ['--version'], { encoding: 'utf8' }).split('\n')[0]!;
+  } catch {
+    return { accelerator: 'tcg', why: `${QEMU_BINARY} is not installed` };
+  }
+  const key = `${release()} ${version}`;
+  try {
+    const cached = JSON.parse(readFileSync(cacheFile, 'utf8')) as AcceleratorProbe & { key: string };
+    if (cached.key === key && (cached.accelerator === 'kvm' || cached.accelerator === 'tcg')) return { accelerator: cached.accelerator, why: `${cached.why} (probed before)` };
+  } catch {
+    // No cache yet: probe.
+  }
+  if (!probe) return { accelerator: 'tcg', why: 'no guest to probe KVM with (npm run guest-image); TCG until one is there' };
+  const dir = mkdtempSync(join(tmpdir(), 'acp-kvm-probe-'));
+  const consoleLog = join(dir, 'console.log');
+  const child = spawn(
+    QEMU_BINARY,
+    ['-machine', 'pc,accel=kvm', '-m', '128', '-nodefaults', '-no-user-config', '-display', 'none', '-chardev', `file,id=console,path=${consoleLog}`, '-serial', 'chardev:console', '-kernel', probe.kernel, '-initrd', probe.initrd, '-append', probe.cmdline],
+    { stdio: 'ignore' },
+  );
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.once('error', () => undefined);
+  const until = Date.now() + PROBE_TIMEOUT_MS;
+  let ran = false;
+  while (Date.now() < until) {
+    if (existsSync(consoleLog) && readFileSync(consoleLog, 'utf8').includes(readyLine)) {
+      ran = true;
+      break;
+    }
+    if (child.exitCode !== null) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  child.kill('SIGKILL');
+  await exited;
+  rmSync(dir, { recursive: true, force: true });
+  const result: AcceleratorProbe = ran ? { accelerator: 'kvm', why: 'a guest booted under KVM' } : { accelerator: 'tcg', why: `a guest did not come up under KVM within ${PROBE_TIMEOUT_MS / 1000} s` };
+  try {
+    mkdirSync(dirname(cacheFile), { recursive: true });
+    writeFileSync(cacheFile, JSON.stringify({ ...result, key }));
+  } catch {
+    // An unwritable cache only means probing again next time.
+  }
+  return result;
+}
+
+/** Real virtual machines: QEMU driven over QMP, with the accelerator the node's probe chose. */
 export const qemuDriver: SystemDriver = {
   name: 'qemu',
   start: (id, spec, paths) => launch(id, spec, paths, false).then(({ handle }) => handle),
@@ -146,7 +204,7 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
   for (const file of 'kernel' in spec.boot ? [spec.boot.kernel, spec.boot.initrd] : [spec.boot.disk]) {
     if (file !== undefined && !existsSync(file)) throw new AcpError('ACP_ERR_VMM_FAILED', `system '${id}' boots from ${file}, which does not exist on this node`);
   }
-  const accelerator = process.env.ACP_ACCEL === 'kvm' ? 'kvm' : 'tcg';
+  const accelerator = paths.accelerator ?? 'tcg';
   const child: ChildProcess = spawn(QEMU_BINARY, qemuArgs(id, spec, paths, accelerator, incoming ? 'defer' : undefined), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.setEncoding('utf8');
