@@ -11,6 +11,7 @@ import type { ServiceDeps } from '../../runtime/services.js';
 import type { LocalActor } from '../../runtime/system.js';
 import { checkIntensity } from '../../supervisors/intensity.js';
 import { parseHostPort } from '../../adapters/tls.js';
+import { limitProcess, releaseCgroup } from '../../adapters/cgroup.js';
 import { probeAccelerator, type AcceleratorProbe } from '../../adapters/drivers/qemu.js';
 import { guestImage, GUEST_READY_LINE } from '../../adapters/guest-image.js';
 import { restartDelay } from '../../supervisors/backoff.js';
@@ -127,10 +128,28 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   };
 
   /** A VMM container (child process) for a real guest, an inline VMM for a simulated one. */
-  const vmmFactory = (_systemId: string, entry: Running) =>
+  const vmmFactory = (systemId: string, entry: Running) =>
     entry.spec.driver === 'qemu'
-      ? processActor(system, { module: new URL('../vmm/index.js', import.meta.url).href, exportName: 'service', logLevel: deps.logLevel, logFile: undefined, socketDir: paths.run })
+      ? processActor(system, {
+          module: new URL('../vmm/index.js', import.meta.url).href,
+          exportName: 'service',
+          logLevel: deps.logLevel,
+          logFile: undefined,
+          socketDir: paths.run,
+          onProcess: (pid, exited) => {
+            if (exited) {
+              releaseCgroup(node, systemId);
+              return;
+            }
+            const placed = limitProcess(pid, node, systemId, entry.spec);
+            if (!placed.ok && !cgroupWarned) {
+              cgroupWarned = true;
+              ctx.log.warn({ reason: placed.why }, 'VMM containers run without cgroup CPU and memory limits on this host');
+            }
+          },
+        })
       : (vmmCtx: ActorContext) => createVmm(vmmCtx);
+  let cgroupWarned = false;
   const vmmOptions = (systemId: string, entry: Running) => ({
     schema: vmmSchema,
     forwardsUniversal: entry.spec.driver === 'qemu',
