@@ -56,6 +56,10 @@ if (!only || only === 'cdb') {
   const { cdbBenchmarks } = await import('./cdb.js');
   for (const result of await cdbBenchmarks()) report(result);
 }
+if (!only || only === 'hypervisor') {
+  const { hypervisorBenchmarks } = await import('./hypervisor.js');
+  for (const line of await hypervisorBenchmarks()) process.stdout.write(`${line}\n`);
+}
 if (!only || only === 'sync') {
   const { syncBenchmarks } = await import('./sync.js');
   // `npm run bench -- sync 3` measures one cluster size.
