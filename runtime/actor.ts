@@ -70,6 +70,11 @@ export interface Actor {
   started?(): Promise<void> | void;
   receive(message: Message, from: string | undefined): Promise<Message | DeferredReply | void> | Message | DeferredReply | void;
   stopping?(reason: string): Promise<void> | void;
+  /**
+   * The actor did not stop within its shutdown timeout (its mailbox is stuck, so `stopping` never
+   * ran): let go at once of what outlives the process otherwise, such as a child process.
+   */
+  killed?(): void;
 }
 
 export type ActorFactory = (ctx: ActorContext) => Actor;

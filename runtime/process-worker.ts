@@ -57,8 +57,15 @@ const channel = new ProcessChannel(socket, {
   frame: (envelope) => onFrame(envelope),
   closed: (why) => {
     // The daemon is gone, or it let go of us: never outlive it.
-    if (!stopping) log.warn({ why }, 'the channel to the daemon closed; exiting');
-    process.exit(stopping ? 0 : 1);
+    if (stopping) process.exit(0);
+    log.warn({ why }, 'the channel to the daemon closed; exiting with everything this process started');
+    // The daemon died without stopping us: what we started (a QEMU, say) is in our process group
+    // (we lead it) and must not outlive us either.
+    try {
+      process.kill(-process.pid, 'SIGKILL');
+    } catch {
+      process.exit(1);
+    }
   },
 });
 socket.on('connect', () => channel.send({ k: 'hello', body: { token: data.token, pid: process.pid } }));

@@ -479,6 +479,12 @@ export function processActor(system: ActorSystem, options: ProcessActorOptions):
         if (result.crash) throw new AcpError('ACP_ERR_ACTOR_CRASHED', result.error.message);
         throw AcpError.fromData(result.error);
       },
+      killed() {
+        stopping = true;
+        if (pid !== undefined && !childExited) killGroup(pid);
+        channel?.destroy();
+        closeServer();
+      },
       async stopping(reason) {
         stopping = true;
         running = false;

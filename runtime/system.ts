@@ -472,7 +472,15 @@ export class LocalActor {
       });
       const outcome = await Promise.race([graceful.then(() => 'ok' as const, () => 'ok' as const), timeout]);
       clearTimeout(timer);
-      if (outcome === 'timeout') this.log.warn({ shutdownMs, reason }, 'did not stop within its shutdown timeout; killed');
+      if (outcome === 'timeout') {
+        this.log.warn({ shutdownMs, reason }, 'did not stop within its shutdown timeout; killed');
+        // Its stopping hook never ran: what it holds outside this process goes now.
+        try {
+          this.actor?.killed?.();
+        } catch (error) {
+          this.log.warn({ err: errorMessage(error) }, 'killing the actor failed');
+        }
+      }
       this.cell.stop();
     }
     this.finish('ACP_ERR_ACTOR_STOPPED', `${this.path} stopped (${reason}) before it answered`);

@@ -60,6 +60,8 @@ export interface SystemMeta {
 
 interface Running {
   state: SystemState;
+  /** The target side of a migration, until the guest runs here. */
+  arriving?: boolean;
   spec: SystemObject;
   vmm: LocalActor | undefined;
   meta: SystemMeta;
@@ -73,6 +75,7 @@ const MAX_RESTARTS = 3;
 const WITHIN_MS = 60_000;
 const BACKOFF = { initialMs: 500, maxMs: 30_000, factor: 2, jitter: 0.2 };
 const DEFAULT_STOP_TIMEOUT_MS = 30_000;
+const ARRIVAL_DEADLINE_MS = 15 * 60_000;
 
 /**
  * The Hypervisor decides: it holds every local system's state machine, publishes it as meta, and
@@ -123,6 +126,10 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       ctx.log.info({ accelerator: probe.accelerator, why: probe.why }, 'QEMU accelerator chosen');
       deps.setNodeFact('accelerator', probe.accelerator);
       return probe;
+    }, (error: unknown) => {
+      // A failed probe is not kept: the next QEMU start probes again.
+      accelerator = undefined;
+      return { accelerator: 'tcg' as const, why: `the probe failed: ${errorMessage(error)}` };
     });
     return (await accelerator).accelerator;
   };
@@ -209,6 +216,13 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   const stop = async (systemId: string, force: boolean, timeoutMs: number): Promise<Message> => {
     const entry = requireEntry(systemId);
     clearTimeout(entry.retry);
+    // A copy still arriving (its source never followed up, say): dropped, as an abort would.
+    if (entry.arriving) {
+      entry.arriving = false;
+      await stopVmm(systemId, entry, 'arrival stopped');
+      move(systemId, entry, 'migrated-away', { reason: 'stopped while arriving', pid: null, vmmPid: null });
+      return { type: 'system.stopped', id: systemId, ...entry.meta };
+    }
     // A crashed system waiting for its restart: stopping it cancels the restart.
     if (entry.state === 'crashed') {
       move(systemId, entry, 'stopped');
@@ -232,14 +246,33 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   };
 
   /** The guest ended unasked, or its VMM died: crashed, then the restart policy. */
-  const exited = async (systemId: string, crashed: boolean, reason: string): Promise<void> => {
+  const exited = async (systemId: string, crashed: boolean, reason: string, afterFailedRestart = false): Promise<void> => {
     const entry = entryFor(systemId);
-    if (!entry || !['starting', 'running', 'paused', 'migrating'].includes(entry.state)) return;
+    if (!entry) return;
+    if (afterFailedRestart) {
+      if (entry.state !== 'crashed') return;
+      scheduleRestart(systemId, entry, reason);
+      return;
+    }
+    if (!['starting', 'running', 'paused', 'migrating'].includes(entry.state)) return;
     await stopVmm(systemId, entry, 'guest gone');
+    if (entry.arriving) {
+      // An arrival that failed (QEMU exits when the incoming state cannot be loaded): the
+      // system still runs at its source. Never a second copy here by the restart policy.
+      entry.arriving = false;
+      clearTimeout(entry.retry);
+      move(systemId, entry, 'migrated-away', { reason: `arrival failed: ${reason}`, pid: null, vmmPid: null });
+      return;
+    }
     if (crashed) move(systemId, entry, 'crashed', { reason, pid: null, vmmPid: null });
     else move(systemId, entry, 'stopped', { reason, pid: null, vmmPid: null });
     const policy = entry.spec.restart;
     if (policy === 'never' || (policy === 'on-crash' && !crashed)) return;
+    scheduleRestart(systemId, entry, reason);
+  };
+
+  /** The restart policy's next try, within the intensity limit, after a backoff. */
+  const scheduleRestart = (systemId: string, entry: Running, reason: string): void => {
     const verdict = checkIntensity(entry.restarts, Date.now(), MAX_RESTARTS, WITHIN_MS);
     entry.restarts = [...verdict.window];
     if (verdict.verdict === 'escalate') {
@@ -248,7 +281,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       ctx.log.error({ system: systemId, code: 'ACP_ERR_SUPERVISOR_INTENSITY' }, 'system restarted too often; left as it is');
       return;
     }
-    entry.attempt += 1;
+    entry.attempt = entry.restarts.length;
     const delay = restartDelay(BACKOFF, entry.attempt, Math.random());
     ctx.log.info({ system: systemId, delayMs: delay, reason }, 'restarting the system per its policy');
     entry.retry = setTimeout(() => ctx.self.tell({ type: 'hypervisor.restart-due', id: systemId, attempt: entry.attempt }), delay);
@@ -273,22 +306,26 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
 
   const migrate = async (systemId: string, to: string): Promise<Message> => {
     const entry = requireEntry(systemId);
+    if (!isValidName(to)) throw new AcpError('ACP_ERR_CLI_USAGE', `--to must name a node, not '${to}'`);
     if (to === node) throw new AcpError('ACP_ERR_CLI_USAGE', `system '${systemId}' already runs on ${node}`);
     next(systemId, entry.state, 'migrate');
     await checkMigratable(systemId, entry.spec);
-    move(systemId, entry, 'migrate', { reason: `migrating to ${to}` });
     const target = ctx.ref(`acp://${ctx.node.cluster}/${to}/hypervisor`);
     const vmm = ctx.ref(vmmPath(systemId));
+    move(systemId, entry, 'migrate', { reason: `migrating to ${to}` });
     let prepared = false;
+    let moved = false;
     try {
       const { state } = await vmm.ask<Message & { state: unknown }>({ type: 'vmm.transferable' });
       const accelerator = entry.meta.accelerator === 'kvm' || entry.meta.accelerator === 'tcg' ? { accelerator: entry.meta.accelerator } : {};
       const incoming = await target.ask<Message & { uri: string }>({ type: 'system.incoming', id: systemId, spec: entry.spec, from: node, transferred: state, ...accelerator }, { timeoutMs: 120_000 });
       prepared = true;
       await vmm.ask({ type: 'vmm.migrate', uri: incoming.uri }, { timeoutMs: 600_000 });
+      moved = true;
       const arrived = await target.ask<Message & SystemMeta>({ type: 'system.incoming-done', id: systemId }, { timeoutMs: 120_000 });
-      // The target runs it: only now does the CDB say the system lives there.
+      // The target runs it: only now does the CDB say the system lives there, and this copy go.
       await cdb.ask({ type: 'cdb.put', key: objectKey('system', systemId), value: { ...entry.spec, node: to } }, { timeoutMs: 15_000 });
+      await vmm.ask({ type: 'vmm.finish-migration' }, { timeoutMs: 30_000 }).catch((error: unknown) => ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'the source copy did not quit cleanly; its VMM is stopped'));
       await stopVmm(systemId, entry, `migrated to ${to}`);
       move(systemId, entry, 'migrated-away', { reason: `migrated to ${to}`, pid: null, vmmPid: null });
       const { type: _arrived, ...there } = arrived;
@@ -296,8 +333,22 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     } catch (error) {
       const reason = `migration to ${to} failed: ${errorMessage(error)}`;
       ctx.log.warn({ system: systemId, err: reason }, 'migration failed; the system stays here');
-      if (prepared) target.ask({ type: 'system.incoming-abort', id: systemId, reason }).catch(() => undefined);
-      if (entry.state === 'migrating') move(systemId, entry, 'migrated', { reason });
+      let abandoned = !prepared;
+      if (prepared) {
+        abandoned = await target.ask({ type: 'system.incoming-abort', id: systemId, reason }, { timeoutMs: 30_000 }).then(
+          () => true,
+          () => false,
+        );
+      }
+      if (entry.state !== 'migrating') throw new AcpError('ACP_ERR_VMM_FAILED', `${reason}; ${systemId} is ${entry.state} on ${node}`);
+      if (moved && !abandoned) {
+        // The target may run it and did not confirm it stopped: never two copies; this one stays paused.
+        move(systemId, entry, 'migrated', { reason: `${reason}; ${to} did not confirm it dropped its copy, so this one is left paused` });
+        move(systemId, entry, 'pause', { reason: entry.meta.reason });
+        throw new AcpError('ACP_ERR_VMM_FAILED', `${reason}; ${systemId} is left paused on ${node} because ${to} may run it: check ${to}, then resume or stop it here`);
+      }
+      if (moved) await vmm.ask({ type: 'vmm.resume' }).catch(() => undefined);
+      move(systemId, entry, 'migrated', { reason });
       throw new AcpError('ACP_ERR_VMM_FAILED', `${reason}; ${systemId} keeps running on ${node}`);
     }
   };
@@ -309,6 +360,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
     if (existing) clearTimeout(existing.retry);
     const entry: Running = {
+      arriving: true,
       state: 'migrating',
       spec: { ...spec, ...(spec.node === undefined ? {} : { node }) },
       vmm: undefined,
@@ -334,12 +386,23 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         { timeoutMs: 60_000 },
       );
       entry.meta = { ...entry.meta, pid: ready.pid, vmmPid: ready.vmmPid, accelerator: ready.accelerator };
+      // A source that never follows up (it died, say) must not leave this copy waiting for ever.
+      entry.retry = setTimeout(() => ctx.self.tell({ type: 'system.incoming-abort', id: systemId, reason: `${from} did not complete the migration within ${ARRIVAL_DEADLINE_MS / 60_000} minutes` }), ARRIVAL_DEADLINE_MS);
+      entry.retry.unref();
       return { type: 'system.incoming', id: systemId, uri: ready.uri };
     } catch (error) {
       await stopVmm(systemId, entry, 'incoming failed');
       move(systemId, entry, 'migrated-away', { reason: `arrival from ${from} failed: ${errorMessage(error)}` });
       throw error;
     }
+  };
+
+  /** This hypervisor itself, or one of its VMMs (their reports). */
+  const internal = (from: string | undefined): boolean => from === undefined || from === ctx.self.path || from.startsWith(`${ctx.self.path}/`);
+  /** Another node's hypervisor, over its own agent link (migration), or this daemon's own actors. */
+  const requirePeer = (from: string | undefined): void => {
+    if (from !== undefined && (/^node:[a-z0-9][a-z0-9._-]{0,62}$/.test(from) || from.startsWith('acp://'))) return;
+    throw new AcpError('ACP_ERR_SCHEMA_REJECTED', 'migration messages come from another node\'s hypervisor only');
   };
 
   const view = (systemId: string, entry: Running) => ({ id: systemId, driver: entry.spec.driver, ...entry.meta });
@@ -382,7 +445,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         statsTimer.unref();
       }
     },
-    async receive(message) {
+    async receive(message, from) {
       clock.handled += 1;
       const parsed = hypervisorSchema.parse(message);
       switch (parsed.type) {
@@ -396,16 +459,26 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         case 'system.pause': {
           const entry = requireEntry(parsed.id);
           next(parsed.id, entry.state, 'pause');
-          await ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.pause' });
-          move(parsed.id, entry, 'pause');
-          return { type: 'system.paused', ...view(parsed.id, entry) };
+          return replyLater(
+            ctx.ref(vmmPath(parsed.id))
+              .ask({ type: 'vmm.pause' }, { timeoutMs: 15_000 })
+              .then(() => {
+                move(parsed.id, entry, 'pause');
+                return { type: 'system.paused', ...view(parsed.id, entry) };
+              }),
+          );
         }
         case 'system.resume': {
           const entry = requireEntry(parsed.id);
           next(parsed.id, entry.state, 'resume');
-          await ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.resume' });
-          move(parsed.id, entry, 'resume');
-          return { type: 'system.resumed', ...view(parsed.id, entry) };
+          return replyLater(
+            ctx.ref(vmmPath(parsed.id))
+              .ask({ type: 'vmm.resume' }, { timeoutMs: 15_000 })
+              .then(() => {
+                move(parsed.id, entry, 'resume');
+                return { type: 'system.resumed', ...view(parsed.id, entry) };
+              }),
+          );
         }
         case 'system.restart': {
           const entry = requireEntry(parsed.id);
@@ -439,30 +512,46 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         case 'system.migrate':
           return replyLater(migrate(parsed.id, parsed.to));
         case 'system.incoming':
+          requirePeer(from);
           return replyLater(incoming(parsed.id, parsed.spec, parsed.from, parsed.transferred, parsed.accelerator));
         case 'system.incoming-done': {
+          requirePeer(from);
           const entry = requireEntry(parsed.id);
           const arrive = async () => {
             await ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.await-running', timeoutMs: 60_000 }, { timeoutMs: 70_000 });
+            clearTimeout(entry.retry);
+            entry.arriving = false;
             move(parsed.id, entry, 'migrated');
             return { type: 'system.arrived', ...view(parsed.id, entry) };
           };
           return replyLater(arrive());
         }
         case 'system.incoming-abort': {
+          if (!internal(from)) requirePeer(from);
           const entry = entryFor(parsed.id);
-          if (!entry || entry.state !== 'migrating') return { type: 'ok' };
-          await stopVmm(parsed.id, entry, 'migration abandoned');
-          move(parsed.id, entry, 'migrated-away', { reason: parsed.reason, pid: null, vmmPid: null });
-          return { type: 'ok' };
+          // Only a copy still arriving is dropped; one that runs here already stays.
+          if (!entry || entry.state !== 'migrating' || !entry.arriving) return { type: 'ok', dropped: false };
+          entry.arriving = false;
+          clearTimeout(entry.retry);
+          const abandon = async () => {
+            await stopVmm(parsed.id, entry, 'migration abandoned');
+            move(parsed.id, entry, 'migrated-away', { reason: parsed.reason, pid: null, vmmPid: null });
+            return { type: 'ok', dropped: true };
+          };
+          return replyLater(abandon());
         }
         case 'hypervisor.guest-exited':
+          if (!internal(from)) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', 'hypervisor.guest-exited comes from this node\'s VMMs only');
           void exited(parsed.id, parsed.crashed, parsed.reason).catch((error: unknown) => ctx.log.warn({ system: parsed.id, err: errorMessage(error) }, 'handling a guest exit failed'));
           return undefined;
         case 'hypervisor.restart-due': {
+          if (!internal(from)) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', 'hypervisor.restart-due comes from the hypervisor itself only');
           const entry = entryFor(parsed.id);
           if (!entry || entry.attempt !== parsed.attempt || (entry.state !== 'crashed' && entry.state !== 'stopped')) return undefined;
-          void start(parsed.id).catch((error: unknown) => ctx.log.warn({ system: parsed.id, err: errorMessage(error) }, 'restart failed'));
+          void start(parsed.id).catch((error: unknown) => {
+            ctx.log.warn({ system: parsed.id, err: errorMessage(error) }, 'restart failed; the policy tries again');
+            void exited(parsed.id, true, `restart failed: ${errorMessage(error)}`, true);
+          });
           return undefined;
         }
         default: {

@@ -38,6 +38,8 @@ export const vmmSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('vmm.transferable') }),
   /** Source of a migration: send the guest to `uri`; once it is there, this VMM's guest is gone. */
   z.strictObject({ type: z.literal('vmm.migrate'), uri: z.string().min(1).max(300) }),
+  /** Source of a migration, once the target runs: this copy of the guest goes. */
+  z.strictObject({ type: z.literal('vmm.finish-migration') }),
 ]);
 export type VmmMessage = z.input<typeof vmmSchema>;
 
@@ -117,14 +119,17 @@ export function createVmm(ctx: ActorContext): Actor {
           return { type: 'vmm.running', id };
         case 'vmm.transferable':
           return { type: 'vmm.transferable', id, state: requireGuest().transferable() };
-        case 'vmm.migrate': {
+        case 'vmm.migrate':
+          // The guest's state is at the target; this copy stays paused until the hypervisor
+          // knows the target runs (vmm.finish-migration), or resumes it if the move failed.
+          await requireGuest().migrate(parsed.uri);
+          return { type: 'vmm.migrated', id };
+        case 'vmm.finish-migration': {
           const running = requireGuest();
-          await running.migrate(parsed.uri);
-          // The guest lives on at the target now: this copy goes, quietly.
           stopping = true;
           await running.stop(false, 0);
           guest = undefined;
-          return { type: 'vmm.migrated', id };
+          return { type: 'vmm.finished', id };
         }
         case 'vmm.stop': {
           const running = requireGuest();

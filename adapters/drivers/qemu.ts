@@ -9,14 +9,22 @@ import type { GuestExit, GuestHandle, GuestPaths, IncomingGuest, SystemDriver } 
 
 export const QEMU_BINARY = process.env.ACP_QEMU ?? 'qemu-system-x86_64';
 const QMP_CONNECT_MS = 10_000;
+const QMP_COMMAND_MS = 5000;
+
+/** QEMU option values separate with commas: a comma inside a path is written twice. */
+function optionValue(text: string): string {
+  return text.replace(/,/g, ',,');
+}
 
 /**
- * A QMP client on QEMU's Unix socket: JSON lines, one command at a time in order (QEMU answers in
- * order); asynchronous events are skipped.
+ * A QMP client on QEMU's Unix socket: JSON lines; every command carries an id that its answer
+ * echoes, and has a deadline (a hung QEMU must not hang its VMM); asynchronous events are skipped.
  */
 class Qmp {
   private buffer = '';
-  private readonly waiting: { resolve: (value: unknown) => void; reject: (error: Error) => void }[] = [];
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void; timer: NodeJS.Timeout }>();
+  private greeted: (() => void) | undefined;
   private closedError: Error | undefined;
 
   private constructor(private readonly socket: Socket) {
@@ -28,28 +36,39 @@ class Qmp {
 
   static async open(path: string, until: number): Promise<Qmp> {
     for (;;) {
+      let qmp: Qmp | undefined;
       try {
         const socket = await new Promise<Socket>((resolve, reject) => {
           const attempt = connect(path, () => resolve(attempt));
           attempt.once('error', reject);
         });
-        const qmp = new Qmp(socket);
-        // The greeting, then capabilities negotiation.
-        qmp.waiting.push({ resolve: () => undefined, reject: () => undefined });
-        await qmp.execute('qmp_capabilities');
-        return qmp;
+        const opened = new Qmp(socket);
+        qmp = opened;
+        // The greeting first, then capabilities negotiation.
+        await new Promise<void>((resolve, reject) => {
+          opened.greeted = resolve;
+          setTimeout(() => reject(new Error('no QMP greeting')), 5000).unref();
+        });
+        await opened.execute('qmp_capabilities');
+        return opened;
       } catch (error) {
+        qmp?.close();
         if (Date.now() > until) throw new AcpError('ACP_ERR_VMM_FAILED', `QEMU's QMP socket ${path} did not answer: ${errorMessage(error)}`);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     }
   }
 
-  execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
+  execute(command: string, args?: Record<string, unknown>, timeoutMs = QMP_COMMAND_MS): Promise<unknown> {
     if (this.closedError) return Promise.reject(this.closedError);
+    const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
-      this.socket.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`);
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        reject(new AcpError('ACP_ERR_VMM_FAILED', `QEMU did not answer '${command}' within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiting.set(id, { resolve, reject, timer });
+      this.socket.write(`${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id })}\n`);
     });
   }
 
@@ -64,23 +83,34 @@ class Qmp {
       const line = this.buffer.slice(0, newline).trim();
       this.buffer = this.buffer.slice(newline + 1);
       if (!line) continue;
-      let message: { event?: string; return?: unknown; error?: { desc?: string }; QMP?: unknown };
+      let message: { event?: string; return?: unknown; error?: { desc?: string }; QMP?: unknown; id?: unknown };
       try {
         message = JSON.parse(line) as typeof message;
       } catch {
+        this.socket.destroy(new Error(`QEMU sent a line that is not JSON: ${line.slice(0, 80)}`));
+        return;
+      }
+      if (message.QMP !== undefined) {
+        this.greeted?.();
         continue;
       }
-      if (message.event !== undefined) continue;
-      const waiter = this.waiting.shift();
+      if (message.event !== undefined || typeof message.id !== 'number') continue;
+      const waiter = this.waiting.get(message.id);
       if (!waiter) continue;
+      this.waiting.delete(message.id);
+      clearTimeout(waiter.timer);
       if (message.error) waiter.reject(new AcpError('ACP_ERR_VMM_FAILED', `QEMU refused: ${message.error.desc ?? 'an error'}`));
-      else waiter.resolve(message.return ?? message.QMP);
+      else waiter.resolve(message.return);
     }
   }
 
   private fail(error: Error): void {
     this.closedError ??= error;
-    for (const waiter of this.waiting.splice(0)) waiter.reject(error);
+    for (const waiter of this.waiting.values()) {
+      clearTimeout(waiter.timer);
+      waiter.reject(error);
+    }
+    this.waiting.clear();
   }
 }
 
@@ -100,18 +130,18 @@ export function qemuArgs(id: string, spec: SystemObject, paths: GuestPaths, acce
     '-display',
     'none',
     '-chardev',
-    `file,id=console,path=${paths.consoleLog}`,
+    `file,id=console,path=${optionValue(paths.consoleLog)}`,
     '-serial',
     'chardev:console',
     '-qmp',
-    `unix:${join(paths.runDir, 'qmp.sock')},server=on,wait=off`,
+    `unix:${optionValue(join(paths.runDir, 'qmp.sock'))},server=on,wait=off`,
   ];
   if (spec.boot && 'kernel' in spec.boot) {
     args.push('-kernel', spec.boot.kernel);
     if (spec.boot.initrd) args.push('-initrd', spec.boot.initrd);
     args.push('-append', spec.boot.cmdline ?? 'console=ttyS0 quiet');
   } else if (spec.boot && 'disk' in spec.boot) {
-    args.push('-drive', `file=${spec.boot.disk},if=virtio,format=qcow2`);
+    args.push('-drive', `file=${optionValue(spec.boot.disk)},if=virtio,format=qcow2`);
   }
   if (incoming) args.push('-incoming', incoming);
   return args;
@@ -205,6 +235,8 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
     if (file !== undefined && !existsSync(file)) throw new AcpError('ACP_ERR_VMM_FAILED', `system '${id}' boots from ${file}, which does not exist on this node`);
   }
   const accelerator = paths.accelerator ?? 'tcg';
+  // A socket left by an earlier QEMU must not be mistaken for this one's.
+  rmSync(join(paths.runDir, 'qmp.sock'), { force: true });
   const child: ChildProcess = spawn(QEMU_BINARY, qemuArgs(id, spec, paths, accelerator, incoming ? 'defer' : undefined), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.setEncoding('utf8');
@@ -279,11 +311,12 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
     async stop(graceful, timeoutMs) {
       requested = true;
       if (graceful) {
-        await qmp.execute('system_powerdown').catch(() => undefined);
+        await qmp.execute('system_powerdown', undefined, 2000).catch(() => undefined);
         if ((await gone(timeoutMs)) === 'gone') return;
       }
-      await qmp.execute('quit').catch(() => undefined);
+      await qmp.execute('quit', undefined, 2000).catch(() => undefined);
       if ((await gone(2000)) === 'gone') return;
+      // Hung or stopped (SIGSTOP): QEMU goes anyway.
       child.kill('SIGKILL');
       await exited;
       qmp.close();

@@ -1,0 +1,135 @@
+/**
+ * Faults around systems: a refused migration, a hung QEMU (SIGSTOP) being stopped or paused, and
+ * a daemon killed under its guests. Nothing may be left running, and nothing may hang the hypervisor.
+ */
+import { execFileSync } from 'node:child_process';
+import test from 'ava';
+import type { SystemMeta } from '../actors/hypervisor/index.js';
+import { guestImage } from '../adapters/guest-image.js';
+import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import type { AcpClient } from '../runtime/client.js';
+import type { AcpError } from '../runtime/errors.js';
+import type { Message } from '../runtime/messages.js';
+import { isGone } from './harness/net.js';
+import { allRunning, client, eventually, makeHome, runCli, startDaemon } from './helpers/node.js';
+
+async function node(t: import('ava').ExecutionContext): Promise<{ home: string; api: AcpClient }> {
+  const home = makeHome(t);
+  const daemon = await startDaemon(t, home);
+  await allRunning(daemon);
+  return { home, api: await client(t, home) };
+}
+
+async function meta(api: AcpClient, id: string): Promise<SystemMeta> {
+  return (await api.ask<Message & { record: { value: SystemMeta } }>('cdb', { type: 'cdb.get', key: `meta/system/${id}@n1` })).record.value;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function simRunning(api: AcpClient, id: string, extra: Record<string, unknown> = {}): Promise<void> {
+  await api.ask('cdb', { type: 'cdb.put', key: `object/system/${id}`, value: { name: id, driver: 'sim', ...extra } });
+  await api.ask('hypervisor', { type: 'system.start', id });
+}
+
+test('migrate --to with a bad node name is refused and leaves the system running (not stuck in migrating)', async (t) => {
+  const { api } = await node(t);
+  await simRunning(api, 's1');
+  const refused = await t.throwsAsync(api.ask('hypervisor', { type: 'system.migrate', id: 's1', to: 'Bad Node' }));
+  t.log('migrate refused with:', (refused as AcpError).code, refused!.message);
+  const after = await meta(api, 's1');
+  t.log('state after the refused migrate:', after.state);
+  t.is(after.state, 'running', 'a refused migrate must leave the system running');
+  // And it can still be stopped.
+  await t.notThrowsAsync(api.ask('hypervisor', { type: 'system.stop', id: 's1' }));
+});
+
+const image = guestImage();
+let qemuMissing = false;
+try {
+  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
+} catch {
+  qemuMissing = true;
+}
+
+(qemuMissing || !image ? test.skip : test)('stopping a hung QEMU leaves neither QEMU nor its VMM container behind', async (t) => {
+  t.timeout(120_000);
+  const { home, api } = await node(t);
+  const created = await runCli(['system', 'create', 'g1', '--driver', 'qemu', '--memory', '128', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline], home);
+  t.is(created.code, 0, created.stderr);
+  const started = await api.ask<Message & SystemMeta>('hypervisor', { type: 'system.start', id: 'g1' }, { timeoutMs: 60_000 });
+  const qemuPid = started.pid!;
+  const vmmPid = started.vmmPid!;
+  t.teardown(() => {
+    for (const pid of [qemuPid, vmmPid]) {
+      try {
+        process.kill(pid, 'SIGCONT');
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  });
+  // QEMU hangs (stands for a QEMU stuck in D state / wedged monitor): QMP never answers.
+  process.kill(qemuPid, 'SIGSTOP');
+  const stopped = await api.ask<Message & SystemMeta>('hypervisor', { type: 'system.stop', id: 'g1', timeoutMs: 1000 }, { timeoutMs: 60_000 });
+  t.is(stopped.state, 'stopped');
+  await eventually(() => (isGone(vmmPid) && isGone(qemuPid) ? true : undefined), 15_000, 'QEMU and its VMM container to be gone once the system is stopped');
+  t.pass();
+});
+
+(qemuMissing || !image ? test.skip : test)('a daemon that dies (kill -9) takes its QEMU guests with it', async (t) => {
+  t.timeout(120_000);
+  const home = makeHome(t);
+  const up = await runCli(['up', '--detach'], home);
+  t.is(up.code, 0, up.stderr);
+  const created = await runCli(['system', 'create', 'g2', '--driver', 'qemu', '--memory', '128', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline], home);
+  t.is(created.code, 0, created.stderr);
+  const started = await runCli(['--json', 'system', 'start', 'g2'], home, 90_000);
+  t.is(started.code, 0, started.stderr);
+  const { pid: qemuPid, vmmPid } = JSON.parse(started.stdout) as SystemMeta;
+  t.teardown(() => {
+    for (const pid of [qemuPid!, vmmPid!]) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  });
+  const daemonPid = Number(execFileSync('cat', [`${home}/run/acpd.pid`], { encoding: 'utf8' }));
+  process.kill(daemonPid, 'SIGKILL');
+  await eventually(() => (isGone(qemuPid!) && isGone(vmmPid!) ? true : undefined), 15_000, 'QEMU and its VMM container not to outlive the daemon');
+  t.pass();
+});
+
+(qemuMissing || !image ? test.skip : test)('pausing a hung QEMU does not hold the hypervisor mailbox (other systems stay answerable)', async (t) => {
+  t.timeout(120_000);
+  const { home, api } = await node(t);
+  const created = await runCli(['system', 'create', 'g3', '--driver', 'qemu', '--memory', '128', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline], home);
+  t.is(created.code, 0, created.stderr);
+  const started = await api.ask<Message & SystemMeta>('hypervisor', { type: 'system.start', id: 'g3' }, { timeoutMs: 60_000 });
+  t.teardown(() => {
+    for (const pid of [started.pid!, started.vmmPid!]) {
+      try {
+        process.kill(pid, 'SIGCONT');
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  });
+  process.kill(started.pid!, 'SIGSTOP');
+  const pause = api.ask('hypervisor', { type: 'system.pause', id: 'g3' }, { timeoutMs: 30_000 }).then(
+    () => 'ok',
+    (error: AcpError) => error.message,
+  );
+  await sleep(100);
+  // Asked after the pause: answered while the pause still waits on the hung QEMU.
+  const order: string[] = [];
+  await Promise.all([
+    pause.then((outcome) => order.push(`pause: ${outcome}`)),
+    api.ask('hypervisor', { type: 'system.status' }, { timeoutMs: 30_000 }).then(() => order.push('status')),
+  ]);
+  t.is(order[0], 'status', `answered first: ${order.join(', ')}`);
+  t.regex(order[1]!, /pause: .*did not answer 'stop'/);
+});
