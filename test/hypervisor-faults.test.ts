@@ -11,18 +11,9 @@ import type { AcpClient } from '../runtime/client.js';
 import type { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { isGone } from './harness/net.js';
-import { allRunning, client, eventually, makeHome, runCli, startDaemon } from './helpers/node.js';
+import { systemMeta, systemNode } from './helpers/system.js';
+import { eventually, makeHome, runCli } from './helpers/node.js';
 
-async function node(t: import('ava').ExecutionContext): Promise<{ home: string; api: AcpClient }> {
-  const home = makeHome(t);
-  const daemon = await startDaemon(t, home);
-  await allRunning(daemon);
-  return { home, api: await client(t, home) };
-}
-
-async function meta(api: AcpClient, id: string): Promise<SystemMeta> {
-  return (await api.ask<Message & { record: { value: SystemMeta } }>('cdb', { type: 'cdb.get', key: `meta/system/${id}@n1` })).record.value;
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -32,11 +23,11 @@ async function simRunning(api: AcpClient, id: string, extra: Record<string, unkn
 }
 
 test('migrate --to with a bad node name is refused and leaves the system running (not stuck in migrating)', async (t) => {
-  const { api } = await node(t);
+  const { api } = await systemNode(t);
   await simRunning(api, 's1');
   const refused = await t.throwsAsync(api.ask('hypervisor', { type: 'system.migrate', id: 's1', to: 'Bad Node' }));
   t.log('migrate refused with:', (refused as AcpError).code, refused!.message);
-  const after = await meta(api, 's1');
+  const after = await systemMeta(api, 's1');
   t.log('state after the refused migrate:', after.state);
   t.is(after.state, 'running', 'a refused migrate must leave the system running');
   // And it can still be stopped.
@@ -53,7 +44,7 @@ try {
 
 (qemuMissing || !image ? test.skip : test)('stopping a hung QEMU leaves neither QEMU nor its VMM container behind', async (t) => {
   t.timeout(120_000);
-  const { home, api } = await node(t);
+  const { home, api } = await systemNode(t);
   const created = await runCli(['system', 'create', 'g1', '--driver', 'qemu', '--memory', '128', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline], home);
   t.is(created.code, 0, created.stderr);
   const started = await api.ask<Message & SystemMeta>('hypervisor', { type: 'system.start', id: 'g1' }, { timeoutMs: 60_000 });
@@ -104,7 +95,7 @@ try {
 
 (qemuMissing || !image ? test.skip : test)('pausing a hung QEMU does not hold the hypervisor mailbox (other systems stay answerable)', async (t) => {
   t.timeout(120_000);
-  const { home, api } = await node(t);
+  const { home, api } = await systemNode(t);
   const created = await runCli(['system', 'create', 'g3', '--driver', 'qemu', '--memory', '128', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline], home);
   t.is(created.code, 0, created.stderr);
   const started = await api.ask<Message & SystemMeta>('hypervisor', { type: 'system.start', id: 'g3' }, { timeoutMs: 60_000 });

@@ -4,11 +4,11 @@ import type { SystemMeta } from '../actors/hypervisor/index.js';
 import { canHappen, next, SYSTEM_STATES, TRANSITIONS, type SystemEvent } from '../actors/hypervisor/lifecycle.js';
 import { guestImage, GUEST_READY_LINE, GUEST_UPTIME_PREFIX } from '../adapters/guest-image.js';
 import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
-import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { isGone } from './harness/net.js';
-import { client, eventually, makeHome, runCli, startDaemon, allRunning } from './helpers/node.js';
+import { systemMeta, systemNode } from './helpers/system.js';
+import { eventually, runCli } from './helpers/node.js';
 
 test('lifecycle: every event happens only from its states; anything else is refused naming the current state', (t) => {
   for (const state of SYSTEM_STATES) {
@@ -27,31 +27,21 @@ test('lifecycle: every event happens only from its states; anything else is refu
   t.false(canHappen('stopped', 'pause'));
 });
 
-async function node(t: import('ava').ExecutionContext): Promise<{ home: string; api: AcpClient }> {
-  const home = makeHome(t);
-  const daemon = await startDaemon(t, home);
-  await allRunning(daemon);
-  return { home, api: await client(t, home) };
-}
-
-async function meta(api: AcpClient, id: string): Promise<SystemMeta> {
-  return (await api.ask<Message & { record: { value: SystemMeta } }>('cdb', { type: 'cdb.get', key: `meta/system/${id}@n1` })).record.value;
-}
 
 test('a sim system runs through its state machine; its meta follows; illegal commands are refused', async (t) => {
-  const { api } = await node(t);
+  const { api } = await systemNode(t);
   await api.ask('cdb', { type: 'cdb.put', key: 'object/system/s1', value: { name: 's1', driver: 'sim' } });
   const started = await api.ask<Message & SystemMeta>('hypervisor', { type: 'system.start', id: 's1' });
   t.is(started.state, 'running');
-  t.is((await meta(api, 's1')).state, 'running');
+  t.is((await systemMeta(api, 's1')).state, 'running');
   await api.ask('hypervisor', { type: 'system.pause', id: 's1' });
-  t.is((await meta(api, 's1')).state, 'paused');
+  t.is((await systemMeta(api, 's1')).state, 'paused');
   const refused = await t.throwsAsync(api.ask('hypervisor', { type: 'system.pause', id: 's1' }));
   t.is((refused as AcpError).code, 'ACP_ERR_SYSTEM_BAD_STATE');
   t.regex(refused!.message, /it is paused/);
   await api.ask('hypervisor', { type: 'system.resume', id: 's1' });
   await api.ask('hypervisor', { type: 'system.stop', id: 's1' });
-  t.is((await meta(api, 's1')).state, 'stopped');
+  t.is((await systemMeta(api, 's1')).state, 'stopped');
   const again = await t.throwsAsync(api.ask('hypervisor', { type: 'system.resume', id: 's1' }));
   t.regex(again!.message, /it is stopped/);
   const elsewhere = await t.throwsAsync(
@@ -62,7 +52,7 @@ test('a sim system runs through its state machine; its meta follows; illegal com
 
 test('500 sim systems start and stop on one node', async (t) => {
   t.timeout(120_000);
-  const { api } = await node(t);
+  const { api } = await systemNode(t);
   const ids = Array.from({ length: 500 }, (_, index) => `sim${index}`);
   for (let offset = 0; offset < ids.length; offset += 250) {
     await api.ask('cdb', { type: 'cdb.batch', ops: ids.slice(offset, offset + 250).map((id) => ({ op: 'put', key: `object/system/${id}`, value: { name: id, driver: 'sim' } })) });
@@ -88,7 +78,7 @@ const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not 
 
 (guestMissing ? test.skip : test)(`a real QEMU guest boots and prints its ready line; pause, resume; kill -9 of QEMU and of its VMM container restart it${guestMissing ? ` (skipped: ${guestMissing})` : ''}`, async (t) => {
   t.timeout(180_000);
-  const { home, api } = await node(t);
+  const { home, api } = await systemNode(t);
   const created = await runCli(
     ['system', 'create', 'g1', '--driver', 'qemu', '--memory', '256', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline],
     home,
@@ -97,7 +87,7 @@ const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not 
   t.is((await runCli(['system', 'start', 'g1'], home)).code, 0);
   const console = () => runCli(['system', 'console', 'g1'], home).then((result) => result.stdout);
   await eventually(async () => ((await console()).includes(GUEST_READY_LINE) ? true : undefined), 60_000, 'the guest ready line');
-  const first = await meta(api, 'g1');
+  const first = await systemMeta(api, 'g1');
   t.is(first.state, 'running');
   t.true(first.accelerator === 'tcg' || first.accelerator === 'kvm');
   // The probe's verdict is in the node's meta (KVM only if a guest really ran under it).
@@ -109,7 +99,7 @@ const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not 
   t.true(first.pid !== null && !isGone(first.pid) && first.vmmPid !== null && first.vmmPid !== process.pid);
 
   await api.ask('hypervisor', { type: 'system.pause', id: 'g1' });
-  t.is((await meta(api, 'g1')).state, 'paused');
+  t.is((await systemMeta(api, 'g1')).state, 'paused');
   await api.ask('hypervisor', { type: 'system.resume', id: 'g1' });
   const uptimes = (text: string) => text.split('\n').filter((line) => line.startsWith(GUEST_UPTIME_PREFIX)).length;
   const before = uptimes(await console());
@@ -118,7 +108,7 @@ const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not 
   // QEMU killed: crashed, then restarted by its policy (on-crash).
   process.kill(first.pid!, 'SIGKILL');
   const second = await eventually(async () => {
-    const now = await meta(api, 'g1');
+    const now = await systemMeta(api, 'g1');
     return now.state === 'running' && now.pid !== first.pid ? now : undefined;
   }, 30_000, 'the system to be restarted after QEMU was killed');
   t.is(second.restarts, 1);
@@ -126,7 +116,7 @@ const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not 
   // The VMM container killed: its supervisor (the hypervisor) restarts it.
   process.kill(second.vmmPid!, 'SIGKILL');
   const third = await eventually(async () => {
-    const now = await meta(api, 'g1');
+    const now = await systemMeta(api, 'g1');
     return now.state === 'running' && now.vmmPid !== second.vmmPid ? now : undefined;
   }, 30_000, 'the system to be restarted after its VMM was killed');
   t.is(third.restarts, 2);
@@ -134,13 +124,13 @@ const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not 
 
   const stopped = await runCli(['system', 'stop', 'g1', '--timeout', '1000'], home);
   t.is(stopped.code, 0, stopped.stderr);
-  t.is((await meta(api, 'g1')).state, 'stopped');
+  t.is((await systemMeta(api, 'g1')).state, 'stopped');
   await eventually(() => (isGone(third.pid!) ? true : undefined), 10_000, 'QEMU to be gone');
 });
 
 test('node and system stats are written every second, from the worker pool', async (t) => {
   t.timeout(60_000);
-  const { api } = await node(t);
+  const { api } = await systemNode(t);
   await api.ask('cdb', { type: 'cdb.put', key: 'object/system/s1', value: { name: 's1', driver: 'sim' } });
   await api.ask('hypervisor', { type: 'system.start', id: 's1' });
   const history = await eventually(async () => {
