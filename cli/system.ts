@@ -132,7 +132,7 @@ function hypervisor(client: AcpClient, node: string): string {
 
 /** `acp system ...`. */
 export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: WithClient): Argv<SystemGlobal> {
-  const lifecycle = (verb: 'start' | 'stop' | 'pause' | 'resume' | 'restart', describe: string) =>
+  const lifecycle = (verb: 'start' | 'stop' | 'pause' | 'resume' | 'restart' | 'reset', describe: string) =>
     y.command(
       `${verb} <id>`,
       describe,
@@ -161,6 +161,7 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
   lifecycle('pause', 'pause a running system');
   lifecycle('resume', 'resume a paused system');
   lifecycle('restart', 'stop and start a system');
+  lifecycle('reset', "reset a running system's guest (like its reset button)");
   return y
     .command(
       'create <id>',
@@ -289,5 +290,5 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           }),
         ),
     )
-    .demandCommand(1, 'name a system command: create, ls, show, start, stop, pause, resume, restart, rm, console');
+    .demandCommand(1, 'name a system command: create, ls, show, start, stop, pause, resume, restart, reset, migrate, rm, console');
 }

@@ -30,6 +30,8 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('system.pause'), id }),
   z.strictObject({ type: z.literal('system.resume'), id }),
   z.strictObject({ type: z.literal('system.restart'), id }),
+  /** A hard reset of the guest (the power button's reset), without stopping its VMM. */
+  z.strictObject({ type: z.literal('system.reset'), id }),
   /** This node's systems (or one), with their states. */
   z.strictObject({ type: z.literal('system.status'), id: id.optional() }),
   /** Part of a system's serial console log on this node, from `offset` (bytes). */
@@ -479,6 +481,11 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
                 return { type: 'system.resumed', ...view(parsed.id, entry) };
               }),
           );
+        }
+        case 'system.reset': {
+          const entry = requireEntry(parsed.id);
+          if (entry.state !== 'running' && entry.state !== 'paused') throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `cannot reset system '${parsed.id}': it is ${entry.state} (reset needs running, paused)`);
+          return replyLater(ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.reset' }, { timeoutMs: 15_000 }).then(() => ({ type: 'system.reset', ...view(parsed.id, entry) })));
         }
         case 'system.restart': {
           const entry = requireEntry(parsed.id);
