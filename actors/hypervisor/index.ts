@@ -187,6 +187,9 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       ctx.log.warn({ system: systemId, err: reason }, 'system failed to start');
       await stopVmm(systemId, entry, 'start failed');
       if (entry.state === 'starting') move(systemId, entry, 'crashed', { reason: `start failed: ${reason}`, pid: null, vmmPid: null });
+      else if (entry.state === 'stopping' || entry.state === 'stopped') {
+        throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${systemId}' was stopped while it was starting; it is ${entry.state}`);
+      }
       throw AcpError.from(error, 'ACP_ERR_VMM_FAILED');
     }
   };
