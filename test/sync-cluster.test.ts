@@ -106,8 +106,12 @@ if (!available.ok) {
     await cluster().restart('n2');
     await converged(cluster(), NODES, 30_000);
     await assertNoAcknowledgedWriteLost(t, cluster(), 'n2', acknowledged);
-    const counters = (await syncStatus(cluster(), 'n2')).counters;
-    t.true(counters.snapshotsPulled >= 1, 'the restarted node pulled a snapshot');
+    // Its stream may have caught up first; the snapshot on start follows once a peer is heard.
+    const status = await eventually(async () => {
+      const now = await syncStatus(cluster(), 'n2');
+      return now.counters.snapshotsPulled >= 1 && now.synced ? now : undefined;
+    }, 15_000, 'the restarted node to pull its snapshot and be synced');
+    t.true(status.counters.snapshotsPulled >= 1, 'the restarted node pulled a snapshot');
     const after = await eventually(async () => {
       const view = (await members(cluster(), 'n1')).find((member) => member.node === 'n2');
       return view?.state === 'up' ? view : undefined;
