@@ -64,8 +64,8 @@ try {
   process.kill(qemuPid, 'SIGSTOP');
   const stopped = await api.ask<Message & SystemMeta>('hypervisor', { type: 'system.stop', id: 'g1', timeoutMs: 1000 }, { timeoutMs: 60_000 });
   t.is(stopped.state, 'stopped');
-  await eventually(() => (isGone(vmmPid) && isGone(qemuPid) ? true : undefined), 15_000, 'QEMU and its VMM container to be gone once the system is stopped');
-  t.pass();
+  const gone = await eventually(() => (isGone(vmmPid) && isGone(qemuPid) ? true : undefined), 15_000, 'QEMU and its VMM container to be gone once the system is stopped');
+  t.true(gone && isGone(vmmPid) && isGone(qemuPid));
 });
 
 (qemuMissing || !image ? test.skip : test)('a daemon that dies (kill -9) takes its QEMU guests with it', async (t) => {
@@ -89,8 +89,8 @@ try {
   });
   const daemonPid = Number(execFileSync('cat', [`${home}/run/acpd.pid`], { encoding: 'utf8' }));
   process.kill(daemonPid, 'SIGKILL');
-  await eventually(() => (isGone(qemuPid!) && isGone(vmmPid!) ? true : undefined), 15_000, 'QEMU and its VMM container not to outlive the daemon');
-  t.pass();
+  const gone = await eventually(() => (isGone(qemuPid!) && isGone(vmmPid!) ? true : undefined), 15_000, 'QEMU and its VMM container not to outlive the daemon');
+  t.true(gone && isGone(qemuPid!) && isGone(vmmPid!));
 });
 
 (qemuMissing || !image ? test.skip : test)('pausing a hung QEMU does not hold the hypervisor mailbox (other systems stay answerable)', async (t) => {
