@@ -130,7 +130,7 @@ const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not 
 
 test('node and system stats are written every second, from the worker pool', async (t) => {
   t.timeout(60_000);
-  const { api } = await systemNode(t);
+  const { api } = await systemNode(t, { statsMs: 1000 });
   await api.ask('cdb', { type: 'cdb.put', key: 'object/system/s1', value: { name: 's1', driver: 'sim' } });
   await api.ask('hypervisor', { type: 'system.start', id: 's1' });
   const history = await eventually(async () => {

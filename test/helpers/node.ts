@@ -17,6 +17,8 @@ export interface HomeOptions {
   services?: Record<string, { isolation?: 'inline' | 'thread' | 'process'; maxRestarts?: number; withinMs?: number }>;
   api?: { maxFrameBytes?: number; helloTimeoutMs?: number; maxConnections?: number };
   failedRetryMs?: number;
+  /** Stats collection; off (0) unless a test asks for it: dozens of test daemons need not all run it every second. */
+  statsMs?: number;
 }
 
 /**
@@ -33,6 +35,7 @@ export function makeHome(t: ExecutionContext, options: HomeOptions = {}): string
     services: options.services ?? {},
     ...(options.api ? { api: options.api } : {}),
     ...(options.failedRetryMs ? { failedRetryMs: options.failedRetryMs } : {}),
+    statsMs: options.statsMs ?? 0,
   };
   writeFileSync(join(home, 'config.json'), JSON.stringify(config));
   t.teardown(async () => {

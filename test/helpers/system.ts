@@ -5,8 +5,8 @@ import type { Message } from '../../runtime/messages.js';
 import { allRunning, client, makeHome, startDaemon } from './node.js';
 
 /** One node (n1) running in this process, every service up, and a client on it. */
-export async function systemNode(t: ExecutionContext): Promise<{ home: string; api: AcpClient }> {
-  const home = makeHome(t);
+export async function systemNode(t: ExecutionContext, options: { statsMs?: number } = {}): Promise<{ home: string; api: AcpClient }> {
+  const home = makeHome(t, options);
   const daemon = await startDaemon(t, home);
   await allRunning(daemon);
   return { home, api: await client(t, home) };
