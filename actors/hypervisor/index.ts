@@ -106,6 +106,10 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     entry.meta = { ...entry.meta, ...extra, state: entry.state, since: new Date().toISOString(), restarts: entry.restarts.length };
     if (!('reason' in extra) && event !== 'crashed') delete entry.meta.reason;
     publish(systemId, entry);
+    // A system that no longer runs here has no live stats here (its history goes with them).
+    if (entry.state === 'stopped' || entry.state === 'crashed') {
+      cdb.ask({ type: 'cdb.delete', key: `stats/system/${systemId}@${node}` }).catch(() => undefined);
+    }
   };
 
   const readSpec = async (systemId: string): Promise<SystemObject> => {
@@ -427,7 +431,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       const nodeMeta = await cdb.ask<Message & { record: { value: { eventLoopDelayMs?: unknown } } }>({ type: 'cdb.get', key: metaKey('node', node, node) }).catch(() => undefined);
       const at = new Date().toISOString();
       const ops: { op: 'put'; key: string; value: unknown }[] = [{ op: 'put', key: `stats/node/${node}@${node}`, value: { ...collected.node, eventLoopDelayMs: nodeMeta?.record.value.eventLoopDelayMs ?? null, at } }];
-      for (const [systemId, entry] of live) {
+      // Only those still running once the numbers are in: a stop meanwhile removed their stats.
+      for (const [systemId, entry] of live.filter(([, still]) => still.state === 'running' || still.state === 'paused')) {
         const measured = collected.guests[systemId];
         // A simulated guest has no process: it reports no load rather than an invented one.
         const value = measured ?? { cpuPercent: 0, rssBytes: 0, readBytes: null, writeBytes: null, simulated: entry.spec.driver === 'sim' };
