@@ -406,6 +406,21 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
   };
 
+  /** Pause or resume: checked against the state now, done by the VMM, answered later (never holding this mailbox). */
+  const guestCommand = (systemId: string, event: 'pause' | 'resume', command: string, answer: string) => {
+    const entry = requireEntry(systemId);
+    next(systemId, entry.state, event);
+    return replyLater(
+      ctx
+        .ref(vmmPath(systemId))
+        .ask({ type: command }, { timeoutMs: 15_000 })
+        .then(() => {
+          move(systemId, entry, event);
+          return { type: answer, ...view(systemId, entry) };
+        }),
+    );
+  };
+
   /** This hypervisor itself, or one of its VMMs (their reports). */
   const internal = (from: string | undefined): boolean => from === undefined || from === ctx.self.path || from.startsWith(`${ctx.self.path}/`);
   /** Another node's hypervisor, over its own agent link (migration), or this daemon's own actors. */
@@ -466,30 +481,10 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           return replyLater(start(parsed.id));
         case 'system.stop':
           return replyLater(stop(parsed.id, parsed.force ?? false, parsed.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS));
-        case 'system.pause': {
-          const entry = requireEntry(parsed.id);
-          next(parsed.id, entry.state, 'pause');
-          return replyLater(
-            ctx.ref(vmmPath(parsed.id))
-              .ask({ type: 'vmm.pause' }, { timeoutMs: 15_000 })
-              .then(() => {
-                move(parsed.id, entry, 'pause');
-                return { type: 'system.paused', ...view(parsed.id, entry) };
-              }),
-          );
-        }
-        case 'system.resume': {
-          const entry = requireEntry(parsed.id);
-          next(parsed.id, entry.state, 'resume');
-          return replyLater(
-            ctx.ref(vmmPath(parsed.id))
-              .ask({ type: 'vmm.resume' }, { timeoutMs: 15_000 })
-              .then(() => {
-                move(parsed.id, entry, 'resume');
-                return { type: 'system.resumed', ...view(parsed.id, entry) };
-              }),
-          );
-        }
+        case 'system.pause':
+          return guestCommand(parsed.id, 'pause', 'vmm.pause', 'system.paused');
+        case 'system.resume':
+          return guestCommand(parsed.id, 'resume', 'vmm.resume', 'system.resumed');
         case 'system.reset': {
           const entry = requireEntry(parsed.id);
           if (entry.state !== 'running' && entry.state !== 'paused') throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `cannot reset system '${parsed.id}': it is ${entry.state} (reset needs running, paused)`);
