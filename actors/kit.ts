@@ -48,6 +48,7 @@ export function placeholderService(name: string, description: string, isolations
     name,
     description,
     schema: serviceInfoSchema,
+    authority: { 'service.info': 'read' },
     isolations,
     create(ctx) {
       const clock = new ServiceClock();

@@ -22,6 +22,7 @@ export const OBJECT_TYPES = [
   'node',
   'system',
   'network',
+  'token',
   ...STORAGE_TYPES.map((sub) => `storage/${sub}` as const),
   ...SERVICE_TYPES.map((sub) => `service/${sub}` as const),
 ] as const;
@@ -91,6 +92,18 @@ export const storageVolumeSchema = z.strictObject({
   format: z.enum(['raw', 'qcow2']).default('qcow2'),
 });
 
+/** `object/token/<id>`: an API token, stored as a hash only (see runtime/tokens.ts). */
+export const tokenObjectSchema = z.strictObject({
+  id: z.string().regex(/^[a-z0-9]{8,32}$/, 'must be 8-32 characters of a-z and 0-9'),
+  role: z.enum(['admin', 'operator', 'auditor']),
+  /** SHA-256 of the secret, hex. */
+  hash: z.string().regex(/^[0-9a-f]{64}$/, 'must be a SHA-256 digest in hex'),
+  createdAt: z.string().max(40),
+  expiresAt: z.string().max(40).nullable(),
+  comment: z.string().max(200).optional(),
+  createdBy: z.string().max(300).optional(),
+});
+
 /** `object/service/<sub-type>/<node>`: one per service per node; the id is the node. */
 export const serviceObjectSchema = z.strictObject({
   node: name,
@@ -107,6 +120,8 @@ export const objectSchemas: Readonly<Record<ObjectType, z.ZodType>> = Object.fro
         return [type, systemObjectSchema];
       case 'network':
         return [type, networkObjectSchema];
+      case 'token':
+        return [type, tokenObjectSchema];
       case 'storage/device':
         return [type, storageDeviceSchema];
       case 'storage/pool':
@@ -124,6 +139,7 @@ export const objectSchemas: Readonly<Record<ObjectType, z.ZodType>> = Object.fro
 export type NodeObject = z.infer<typeof nodeObjectSchema>;
 export type SystemObject = z.infer<typeof systemObjectSchema>;
 export type NetworkObject = z.infer<typeof networkObjectSchema>;
+export type TokenObject = z.infer<typeof tokenObjectSchema>;
 export type ServiceObject = z.infer<typeof serviceObjectSchema>;
 
 /** Meta and stats values: flat JSON objects, small (they are sent every heartbeat). */

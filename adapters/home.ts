@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, openSync, closeSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, openSync, closeSync, writeSync, fsyncSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { defaultConfig, parseConfig, type HomePaths, type NodeConfig } from '../runtime/config.js';
 import { AcpError } from '../runtime/errors.js';
 import { assertName } from '../runtime/path.js';
@@ -81,11 +81,42 @@ export function readApiKey(paths: HomePaths): string {
   }
 }
 
-function writeFileAtomic(file: string, content: string, mode: number): void {
+/**
+ * The daemon's incarnation: a counter kept in `<home>/data/incarnation`, one more at every start,
+ * written durably before the daemon uses it. Never the wall clock, so a node whose clock stepped
+ * back is not taken for an older one. A home without the file (new, wiped, or from before the
+ * counter) seeds it once from the clock, so it starts above any incarnation the cluster may still
+ * remember for a node of that name.
+ */
+export function nextIncarnation(paths: HomePaths, now: () => number = Date.now): number {
+  const file = join(paths.data, 'incarnation');
+  let previous = 0;
+  let floor = 0;
+  if (existsSync(file)) {
+    const text = readFileSync(file, 'utf8').trim();
+    if (!/^\d{1,15}$/.test(text)) throw new AcpError('ACP_ERR_CONFIG_INVALID', `${file} holds ${JSON.stringify(text.slice(0, 40))}, not a counter; remove it only if no other node still talks to this one's old incarnation`);
+    previous = Number(text);
+  } else {
+    floor = now();
+  }
+  const next = Math.max(previous, floor) + 1;
+  writeFileAtomic(file, `${next}\n`, 0o600, true);
+  return next;
+}
+
+function writeFileAtomic(file: string, content: string, mode: number, durable = false): void {
   mkdirSync(dirname(file), { recursive: true });
   const temp = `${file}.${process.pid}.tmp`;
   writeFileSync(temp, content, { mode });
   chmodSync(temp, mode);
+  if (durable) {
+    const fd = openSync(temp, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
   renameSync(temp, file);
 }
 

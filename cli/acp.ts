@@ -10,6 +10,7 @@ import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { cdbCommands, printNodes, printServices } from './cdb.js';
 import { systemCommands } from './system.js';
+import { apiTokenCommands } from './tokens.js';
 import { parseHostPort } from '../adapters/tls.js';
 import { parseMulticast } from '../actors/cdb/sync-node.js';
 import { initCluster, joinCluster, parseDuration } from './cluster.js';
@@ -39,8 +40,11 @@ function parseMessage(text: string): Message {
   return value as Message;
 }
 
+/** The API token this invocation speaks with (--token or $ACP_TOKEN); absent: the home's API key. */
+let apiToken: string | undefined;
+
 async function withClient<T>(home: string, work: (client: AcpClient) => Promise<T>): Promise<T> {
-  const client = await connect({ home });
+  const client = await connect(apiToken === undefined ? { home } : { home, token: apiToken });
   try {
     return await work(client);
   } finally {
@@ -94,6 +98,11 @@ const cli = yargs(hideBin(process.argv))
   .option('home', { type: 'string', default: defaultHome(), defaultDescription: '$ACP_HOME or ~/.acp', describe: 'home directory of the node', coerce: (value: string) => resolve(value) })
   .option('json', { type: 'boolean', default: false, describe: 'machine-readable output' })
   .option('log-level', { choices: LOG_LEVELS, describe: "daemon log level (default: the config's, 'info')" })
+  .option('token', { type: 'string', describe: 'an API token to speak with instead of the home\'s API key (default: $ACP_TOKEN); for acp join, the join token' })
+  .middleware((argv) => {
+    const given = typeof argv.token === 'string' && argv.token.length > 0 ? argv.token : process.env.ACP_TOKEN;
+    apiToken = given && given.length > 0 ? given : undefined;
+  })
   .command(
     'up',
     'start the node (in the foreground unless --detach)',
@@ -206,8 +215,9 @@ const cli = yargs(hideBin(process.argv))
         else process.stdout.write(`cluster ${result.cluster} created; this home is node ${result.node} and holds its CA (fingerprint ${result.caFingerprint})\nnext: acp up --detach${result.agent ? '' : ' --agent HOST:PORT'}, then acp token create for each node to join\n`);
       }),
   )
-  .command('token', 'join tokens', (y) =>
+  .command('token', 'join tokens, and API tokens (acp token api ...)', (y) =>
     y
+      .command('api', 'API tokens with a role (admin, operator, auditor)', (a) => apiTokenCommands(a, run, withClient))
       .command(
         'create',
         'print a one-time join token (on the node holding the CA)',
@@ -221,7 +231,7 @@ const cli = yargs(hideBin(process.argv))
             }),
           ),
       )
-      .demandCommand(1, 'name a token command: create'),
+      .demandCommand(1, 'name a token command: create (a join token) or api'),
   )
   .command(
     'join <address>',

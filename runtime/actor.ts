@@ -1,7 +1,9 @@
 import type { ZodType } from 'zod';
 import type { Logger } from './logger.js';
 import type { Message } from './messages.js';
+import type { AuthorityTable } from './authority.js';
 import type { ActorPath } from './path.js';
+import type { Principal } from './principal.js';
 
 export interface NodeIdentity {
   readonly cluster: string;
@@ -19,7 +21,8 @@ export const DEFAULT_ASK_TIMEOUT_MS = 5000;
 /** A location-transparent handle on an actor: the same calls whether it is local, in a thread or remote. */
 export interface ActorRef {
   readonly path: string;
-  tell(message: Message, from?: string): void;
+  /** Fire-and-forget; the message carries the sender this ref was made for. */
+  tell(message: Message): void;
   ask<Reply extends Message = Message>(message: Message, options?: AskOptions): Promise<Reply>;
 }
 
@@ -68,7 +71,7 @@ export function replyLater(promise: Promise<Message | void>): DeferredReply {
  */
 export interface Actor {
   started?(): Promise<void> | void;
-  receive(message: Message, from: string | undefined): Promise<Message | DeferredReply | void> | Message | DeferredReply | void;
+  receive(message: Message, sender: Principal): Promise<Message | DeferredReply | void> | Message | DeferredReply | void;
   stopping?(reason: string): Promise<void> | void;
   /**
    * The actor did not stop within its shutdown timeout (its mailbox is stuck, so `stopping` never
@@ -87,6 +90,8 @@ export interface ServiceDefinition<Deps = undefined> {
   readonly description: string;
   /** Message schema for input from outside the process (the universal messages are added by the runtime). */
   readonly schema: ZodType;
+  /** Who may send each message type of the schema (see runtime/authority.ts). */
+  readonly authority: AuthorityTable;
   /** Isolation modes this service supports; the first is its default. */
   readonly isolations: readonly Isolation[];
   create(ctx: ActorContext, deps: Deps): Actor;

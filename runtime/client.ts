@@ -36,10 +36,19 @@ export interface ClientOptions {
   port?: number;
   /** ...or any node's agent, over TLS with a client certificate (remote). */
   tls?: TlsClientOptions;
-  apiKey: string;
+  /** The home's (or cluster's) API key... */
+  apiKey?: string;
+  /** ...or an API token (acp token api create), whose role limits what this client may do. */
+  token?: string;
   cluster: string;
   connectTimeoutMs?: number;
   maxFrameBytes?: number;
+}
+
+function credentials(options: ClientOptions): { apiKey: string } | { token: string } {
+  if (options.token !== undefined) return { token: options.token };
+  if (options.apiKey !== undefined) return { apiKey: options.apiKey };
+  throw new AcpError('ACP_ERR_WIRE_BAD_KEY', 'connect needs an apiKey or a token');
 }
 
 function openSocket(options: ClientOptions): { socket: Socket; ready: string; where: string } {
@@ -114,7 +123,7 @@ export class AcpClient {
       });
       socket.once(ready, () => {
         const identity = options.tls ? { node: options.tls.name, role: 'client' } : {};
-        socket.write(encodeFrame({ v: PROTOCOL_VERSION, k: 'hello', body: { cluster: options.cluster, apiKey: options.apiKey, proto: PROTOCOL_VERSION, ...identity } }));
+        socket.write(encodeFrame({ v: PROTOCOL_VERSION, k: 'hello', body: { cluster: options.cluster, ...credentials(options), proto: PROTOCOL_VERSION, ...identity } }));
       });
       const onData = (chunk: Buffer) => {
         try {
@@ -344,7 +353,7 @@ export class AcpClient {
 }
 
 /** Connects to the daemon of a home directory (its socket, cluster and API key), or with explicit options. */
-export async function connect(options: { home: string } | ClientOptions): Promise<AcpClient> {
+export async function connect(options: { home: string; token?: string } | ClientOptions): Promise<AcpClient> {
   if (!('home' in options)) return AcpClient.connect(options);
   const paths = homePaths(options.home);
   let config;
@@ -355,7 +364,8 @@ export async function connect(options: { home: string } | ClientOptions): Promis
   }
   if (!config) throw new AcpError('ACP_ERR_DAEMON_NOT_RUNNING', `${options.home} has no config.json: no node was ever started there; run 'acp up --home ${options.home}'`);
   try {
-    return await AcpClient.connect({ socketPath: paths.socket, apiKey: readApiKey(paths), cluster: config.cluster, maxFrameBytes: config.api.maxFrameBytes });
+    const credential = options.token !== undefined ? { token: options.token } : { apiKey: readApiKey(paths) };
+    return await AcpClient.connect({ socketPath: paths.socket, ...credential, cluster: config.cluster, maxFrameBytes: config.api.maxFrameBytes });
   } catch (error) {
     throw AcpError.from(error, 'ACP_ERR_NODE_UNREACHABLE');
   }

@@ -47,7 +47,10 @@ export const helloBodySchema = z.object({
   cluster: z.string().max(63),
   node: z.string().max(63).optional(),
   incarnation: z.number().optional(),
-  apiKey: z.string().max(512),
+  /** The home's (or cluster's) API key... */
+  apiKey: z.string().max(512).optional(),
+  /** ...or an API token (`acp token api create`). */
+  token: z.string().max(200).optional(),
   proto: z.literal(PROTOCOL_VERSION),
   /** Agents: 'peer' for another node (its connection carries requests both ways), 'client' for a script. */
   role: z.enum(['peer', 'client']).optional(),

@@ -26,11 +26,15 @@ export const nodeConfigSchema = z.strictObject({
       maxFrameBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
       helloTimeoutMs: z.number().int().min(100).max(600_000).default(5000),
       maxConnections: z.number().int().min(1).max(100_000).default(1024),
+      /** Watches (CDB subscriptions, death watches) one connection may hold at once. */
+      maxWatches: z.number().int().min(1).max(100_000).default(256),
+      /** Asks one connection may have waiting for an answer at once. */
+      maxAsksInFlight: z.number().int().min(1).max(1_000_000).default(4096),
       /** The API on local TCP as well as the Unix socket (loopback only). */
       port: z.number().int().min(0).max(65535).optional(),
       host: z.enum(['127.0.0.1', '::1', 'localhost']).default('127.0.0.1'),
     })
-    .default({ maxFrameBytes: 4 * 1024 * 1024, helloTimeoutMs: 5000, maxConnections: 1024, host: '127.0.0.1' }),
+    .default({ maxFrameBytes: 4 * 1024 * 1024, helloTimeoutMs: 5000, maxConnections: 1024, maxWatches: 256, maxAsksInFlight: 4096, host: '127.0.0.1' }),
   agent: z
     .strictObject({
       /** Where this node's agent listens for other nodes (HOST:PORT); absent: no agent listener. */

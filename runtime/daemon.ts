@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { createFramework, frameworkSchema } from '../actors/framework/index.js';
-import { claimPidfile, ensureHome, loadOrCreateApiKey, loadOrCreateConfig, readPidfile, removeFile } from '../adapters/home.js';
+import { createFramework, frameworkAuthority, frameworkSchema } from '../actors/framework/index.js';
+import { claimPidfile, ensureHome, loadOrCreateApiKey, loadOrCreateConfig, nextIncarnation, readPidfile, removeFile } from '../adapters/home.js';
 import { isDaemonProcess } from '../adapters/process.js';
 import { realClock, ServiceTree, type ServiceEntry } from '../supervisors/service-tree.js';
 import { Supervisor } from '../supervisors/supervisor.js';
@@ -13,6 +13,7 @@ import { formatPath } from './path.js';
 import { TaskPool } from './pool.js';
 import type { NodeStatus, ServiceDeps, ServiceState, ServiceStatus } from './services.js';
 import { ActorSystem, type LocalActor } from './system.js';
+import { TokenBook } from './tokens.js';
 
 export interface DaemonOptions {
   home: string;
@@ -98,6 +99,8 @@ export class Daemon {
   private readonly startedAt = Date.now();
   private readonly loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
   private refusedConnections = 0;
+  /** The cluster's API tokens as this node knows them: shared by the API and the agent. */
+  private readonly tokens = new TokenBook();
   private readonly nodeFacts: Record<string, string | number | boolean | null> = {};
   private stopping: Promise<void> | undefined;
   private resolveStopped!: (result: { code: number; reason: string }) => void;
@@ -109,13 +112,14 @@ export class Daemon {
     this.stopped = new Promise((resolve) => {
       this.resolveStopped = resolve;
     });
-    const identity: NodeIdentity = { cluster: config.cluster, node: config.node, incarnation: Date.now() };
+    const identity: NodeIdentity = { cluster: config.cluster, node: config.node, incarnation: nextIncarnation(paths) };
     this.system = new ActorSystem({ identity, log, faults: options.faults ?? false, pool: this.pool });
     const deps: ServiceDeps = {
       system: this.system,
       config,
       paths,
       apiKey,
+      tokens: this.tokens,
       logLevel: options.logLevel ?? config.logLevel,
       status: () => this.status(),
       requestShutdown: (reason) => void this.stop(reason),
@@ -146,7 +150,7 @@ export class Daemon {
                 heartbeatMs: config.heartbeatMs,
                 ...(config.agent.listen ? { agentAddress: config.agent.listen } : {}),
               }),
-            { schema: frameworkSchema, onCrash: (error) => void this.root.childCrashed('framework', error) },
+            { schema: frameworkSchema, authority: frameworkAuthority, onCrash: (error) => void this.root.childCrashed('framework', error) },
           );
         },
         stop: async (_id, shutdownMs, reason) => {
@@ -220,6 +224,7 @@ export class Daemon {
       startedAt: new Date(this.startedAt).toISOString(),
       uptimeMs: Date.now() - this.startedAt,
       deadLetters: this.system.deadLetters,
+      forbidden: this.system.forbidden,
       refusedConnections: this.refusedConnections,
       faults: this.system.faultsEnabled,
       booting: this.tree.isBooting,

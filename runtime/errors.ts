@@ -64,6 +64,9 @@ export const errorCatalog = {
   ACP_ERR_PKI_TOKEN_USED: { kind: 'unauthorized', summary: 'A join token was already used; tokens work once.' },
   ACP_ERR_PKI_TOKEN_EXPIRED: { kind: 'unauthorized', summary: 'A join token expired before it was used.' },
   ACP_ERR_PKI_LEDGER: { kind: 'failed', summary: 'The join-token ledger file is unreadable or corrupt.' },
+  ACP_ERR_AUTH_FORBIDDEN: { kind: 'forbidden', summary: 'The sender (operator, token role, peer node or actor) is not allowed to send this message type to this actor.' },
+  ACP_ERR_AUTH_BAD_TOKEN: { kind: 'unauthorized', summary: 'An API token is malformed, unknown, revoked or expired.' },
+  ACP_ERR_API_LIMIT: { kind: 'failed', summary: "A connection reached one of its limits (watches or asks in flight); the request was not carried out." },
   ACP_ERR_INTERNAL: { kind: 'internal', summary: 'An unexpected internal error; the log has the details.' },
 } as const;
 

@@ -1,4 +1,5 @@
 import { DeferredReply, type Actor, type ActorContext, type NodeIdentity } from './actor.js';
+import type { Principal } from './principal.js';
 import { AcpError, type ErrorData } from './errors.js';
 import type { Logger } from './logger.js';
 import { UNIVERSAL_TYPES, type Message } from './messages.js';
@@ -46,7 +47,7 @@ export class IsolatedMailbox {
 
   constructor(private readonly options: IsolatedMailboxOptions) {}
 
-  run(message: Message, from: string | undefined, answer: (reply: IsolatedReply) => void): void {
+  run(message: Message, sender: Principal, answer: (reply: IsolatedReply) => void): void {
     let answered = false;
     const settle = (reply: IsolatedReply) => {
       if (answered) return;
@@ -62,7 +63,7 @@ export class IsolatedMailbox {
       try {
         const reply = UNIVERSAL_TYPES.has(message.type)
           ? await runUniversal(message, replier, { identity, faultsEnabled }, path, generation)
-          : await this.options.actor()!.receive(message, from);
+          : await this.options.actor()!.receive(message, sender);
         if (reply instanceof DeferredReply) {
           // Answered when it settles; the mailbox goes on now.
           reply.promise.then(

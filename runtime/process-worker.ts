@@ -6,6 +6,7 @@
 import { connect } from 'node:net';
 import { DEFAULT_ASK_TIMEOUT_MS, type Actor, type ActorContext, type ActorRef, type ServiceDefinition } from './actor.js';
 import type { Envelope } from './codec.js';
+import { actorPrincipal, parsePrincipal, type Principal } from './principal.js';
 import { AcpError, errorMessage } from './errors.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
 import { messageSchema, type Message } from './messages.js';
@@ -90,12 +91,13 @@ function pathString(target: string | ActorPath): string {
 function remoteRef(path: string): ActorRef {
   return {
     path,
-    tell: (message, from) => {
+    tell: (message) => {
       if (path.length > MAX_PATH_CHARS) {
         log.warn({ to: path.slice(0, 80) }, 'tell to an overlong path dropped');
         return;
       }
-      send({ k: 'tell', to: path, body: message, from: from ?? data.path });
+      // No sender: the parent stamps this child's path on whatever it relays.
+      send({ k: 'tell', to: path, body: message });
     },
     ask: <Reply extends Message>(message: Message, options?: { timeoutMs?: number }) =>
       new Promise<Reply>((resolve, reject) => {
@@ -150,8 +152,8 @@ async function start(): Promise<void> {
 }
 
 /** One message at a time, as in any mailbox (see IsolatedMailbox). */
-function receive(id: string | number, message: Message, from: string | undefined): void {
-  mailbox.run(message, from, (reply) => answer(id, reply));
+function receive(id: string | number, message: Message, sender: Principal): void {
+  mailbox.run(message, sender, (reply) => answer(id, reply));
 }
 
 async function stop(reason: string): Promise<void> {
@@ -185,7 +187,14 @@ function onFrame(envelope: Envelope): void {
         answer(envelope.id, { ok: false, error: new AcpError('ACP_ERR_SCHEMA_REJECTED', 'the daemon sent a frame with no message').toData(), crash: false });
         return;
       }
-      receive(envelope.id, parsed.data as Message, envelope.from);
+      let sender: Principal;
+      try {
+        sender = typeof envelope.from === 'string' ? parsePrincipal(envelope.from) : actorPrincipal(data.path);
+      } catch (error) {
+        answer(envelope.id, { ok: false, error: AcpError.from(error).toData(), crash: false });
+        return;
+      }
+      receive(envelope.id, parsed.data as Message, sender);
       return;
     }
     case 'reply':

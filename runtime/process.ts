@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Actor, ActorContext, ActorFactory } from './actor.js';
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION, type Envelope } from './codec.js';
+import { formatPrincipal } from './principal.js';
 import { AcpError, errorMessage, type ErrorData } from './errors.js';
 import { messageSchema, type Message } from './messages.js';
-import { toPath } from './path.js';
 import type { ActorSystem } from './system.js';
 import { isolatedActorData, type IsolatedActorData, type IsolatedReply } from './isolated-mailbox.js';
 
@@ -256,7 +256,7 @@ export function processActor(system: ActorSystem, options: ProcessActorOptions):
       let answer: Promise<Message>;
       try {
         if (!parsed.success || envelope.to === undefined) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', 'an ask from the child process has no target or no message');
-        answer = system.ask(toPath(envelope.to), parsed.data as Message, { timeoutMs: envelope.t, from: ctx.self.path });
+        answer = ctx.ref(envelope.to).ask(parsed.data as Message, envelope.t === undefined ? {} : { timeoutMs: envelope.t });
       } catch (error) {
         answer = Promise.reject(error);
       }
@@ -273,7 +273,8 @@ export function processActor(system: ActorSystem, options: ProcessActorOptions):
         return;
       }
       try {
-        system.ref(envelope.to).tell(parsed.data as Message, envelope.from ?? ctx.self.path);
+        // Stamped with the child's path by us, whatever the child wrote: it speaks only for itself.
+        ctx.ref(envelope.to).tell(parsed.data as Message);
       } catch (error) {
         ctx.log.warn({ to: envelope.to, err: errorMessage(error) }, 'a tell from the child process was refused');
       }
@@ -458,7 +459,7 @@ export function processActor(system: ActorSystem, options: ProcessActorOptions):
         running = true;
         if (pid !== undefined) options.onProcess?.(pid, false);
       },
-      async receive(message, from) {
+      async receive(message, sender) {
         if (message.type === 'process.exited') {
           if (message['nonce'] !== nonce) return undefined;
           const reason = typeof message['reason'] === 'string' ? message['reason'] : 'it exited';
@@ -469,7 +470,7 @@ export function processActor(system: ActorSystem, options: ProcessActorOptions):
         const result = await new Promise<ProcessReply>((resolve, reject) => {
           pending.set(id, { resolve, reject });
           try {
-            channel!.send({ k: 'ask', id, body: message, ...(from === undefined ? {} : { from }) });
+            channel!.send({ k: 'ask', id, body: message, from: formatPrincipal(sender) });
           } catch (error) {
             pending.delete(id);
             reject(new AcpError('ACP_ERR_INTERNAL', `could not send '${message.type}' to the child process: ${errorMessage(error)}`));

@@ -2,6 +2,7 @@ import type { HomePaths, NodeConfig } from './config.js';
 import type { Isolation } from './actor.js';
 import type { Message } from './messages.js';
 import type { ActorSystem } from './system.js';
+import type { TokenBook } from './tokens.js';
 
 export type ServiceState = 'starting' | 'running' | 'restarting' | 'stopped' | 'failed';
 
@@ -28,6 +29,8 @@ export interface NodeStatus extends Message {
   readonly startedAt: string;
   readonly uptimeMs: number;
   readonly deadLetters: number;
+  /** Messages refused because their sender may not send them (ACP_ERR_AUTH_FORBIDDEN). */
+  readonly forbidden: number;
   readonly refusedConnections: number;
   readonly faults: boolean;
   readonly booting: boolean;
@@ -41,6 +44,8 @@ export interface ServiceDeps {
   readonly config: NodeConfig;
   readonly paths: HomePaths;
   readonly apiKey: string;
+  /** The cluster's API tokens as this node knows them (kept from the CDB by the API service). */
+  readonly tokens: TokenBook;
   readonly logLevel: string;
   /** The node's current status (as the Framework tracks it). */
   status(): NodeStatus;

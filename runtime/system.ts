@@ -21,7 +21,9 @@ import {
   type Terminated,
 } from './messages.js';
 import { CellHost, type Cell } from './nact-cell.js';
+import { authorize, type AuthorityTable } from './authority.js';
 import { formatPath, parentPath, PRIMARY, toPath, type ActorPath } from './path.js';
+import { actorPrincipal, formatPrincipal, type Principal } from './principal.js';
 import type { TaskPool } from './pool.js';
 import { describeIssues, validateMessage } from './validate.js';
 
@@ -47,7 +49,8 @@ function isInternal(item: MailItem): item is Internal {
 
 export interface Delivery {
   readonly message: Message;
-  readonly from?: string;
+  /** Who sent it, stamped by the runtime from where it came from (see principal.ts). */
+  readonly sender: Principal;
   /** Arrived from outside the process: validated against the target's schema. */
   readonly external: boolean;
   readonly reply?: Replier;
@@ -56,6 +59,7 @@ export interface Delivery {
 /** Inspection events: emitted by the one relay and the cells; free when nobody listens. */
 export type SystemEvent =
   | { type: 'dead-letter'; path: string; messageType: string; reason: string }
+  | { type: 'forbidden'; path: string; messageType: string; sender: string }
   | { type: 'crash'; path: string; generation: number; error: string }
   | { type: 'started'; path: string; generation: number }
   | { type: 'stopped'; path: string; reason: string };
@@ -70,6 +74,8 @@ export interface RemoteRouter {
 export interface SpawnOptions {
   /** Schema for messages from outside the process; the universal messages are always accepted. */
   schema?: ZodType;
+  /** Who may send which message type (see authority.ts); without it, only actors may send. */
+  authority?: AuthorityTable;
   /**
    * Called when the actor crashes. With it, the path stays reserved (state `restarting`) until the
    * owner spawns it again or releases it; without it, a crash releases the path.
@@ -89,6 +95,7 @@ interface Entry {
   generation: number;
   live: LocalActor | undefined;
   schema: ZodType | undefined;
+  authority: AuthorityTable | undefined;
   readonly watchers: Set<(terminated: Terminated) => void>;
 }
 
@@ -108,6 +115,7 @@ export class ActorSystem {
   private readonly listeners = new Set<(event: SystemEvent) => void>();
   private readonly pool: TaskPool | undefined;
   private deadLetterCount = 0;
+  private forbiddenCount = 0;
   private remote: RemoteRouter | undefined;
   private primaryResolver: () => string | undefined;
   private shuttingDown = false;
@@ -124,6 +132,11 @@ export class ActorSystem {
 
   get deadLetters(): number {
     return this.deadLetterCount;
+  }
+
+  /** Messages refused by `authorize` since the daemon started. */
+  get forbidden(): number {
+    return this.forbiddenCount;
   }
 
   setRemoteRouter(router: RemoteRouter | undefined): void {
@@ -144,19 +157,28 @@ export class ActorSystem {
     return { cluster: this.identity.cluster, node: this.identity.node, segments };
   }
 
-  ref(path: string | ActorPath): ActorRef {
+  /**
+   * A ref whose messages carry `sender`. Actors get theirs from their context (stamped with their
+   * own path); without a sender, the daemon's own code speaks as the Framework.
+   */
+  ref(path: string | ActorPath, sender: Principal = this.daemonPrincipal()): ActorRef {
     const actorPath = toPath(path);
     const pathString = formatPath(actorPath);
     return {
       path: pathString,
-      tell: (message, from) => this.send(actorPath, { message, from, external: false }),
+      tell: (message) => this.send(actorPath, { message, sender, external: false }),
       ask: <Reply extends Message>(message: Message, options?: AskOptions) =>
-        this.ask(actorPath, message, options) as Promise<Reply>,
+        this.ask(actorPath, message, { ...options, sender }) as Promise<Reply>,
     };
   }
 
+  /** The daemon's own code (its composition root): the Framework of this node. */
+  daemonPrincipal(): Principal {
+    return actorPrincipal(formatPath(this.localPath('framework')));
+  }
+
   /** Asks with our own correlation and timer: the answer, or a typed AcpError. */
-  ask(path: ActorPath, message: Message, options: AskOptions & { external?: boolean; from?: string } = {}): Promise<Message> {
+  ask(path: ActorPath, message: Message, options: AskOptions & { external?: boolean; sender?: Principal } = {}): Promise<Message> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_ASK_TIMEOUT_MS;
     return new Promise<Message>((resolve, reject) => {
       let settled = false;
@@ -185,7 +207,7 @@ export class ActorSystem {
           reject(error);
         },
       };
-      this.send(path, { message, from: options.from, external: options.external ?? false, reply }, timeoutMs);
+      this.send(path, { message, sender: options.sender ?? this.daemonPrincipal(), external: options.external ?? false, reply }, timeoutMs);
     });
   }
 
@@ -224,6 +246,14 @@ export class ActorSystem {
         return;
       }
     }
+    const refusal = authorize(delivery.sender, { cluster: this.identity.cluster, node: this.identity.node, path: key }, entry.authority, delivery.message.type);
+    if (refusal) {
+      this.forbiddenCount += 1;
+      this.log.warn({ path: key, messageType: delivery.message.type, sender: formatPrincipal(delivery.sender), reason: refusal.message }, 'message refused: sender not allowed');
+      this.emit({ type: 'forbidden', path: key, messageType: delivery.message.type, sender: formatPrincipal(delivery.sender) });
+      delivery.reply?.reject(refusal);
+      return;
+    }
     if (!live.deliver(delivery)) {
       this.deadLetter(path, delivery, 'no-such-actor', `${key} stopped before the message arrived`);
     }
@@ -241,11 +271,12 @@ export class ActorSystem {
       throw new AcpError('ACP_ERR_NO_SUCH_ACTOR', `cannot spawn ${key}: its parent ${formatPath(parentKey)} is not running`);
     }
     if (!entry) {
-      entry = { path: key, actorPath: path, generation: 0, live: undefined, schema: undefined, watchers: new Set() };
+      entry = { path: key, actorPath: path, generation: 0, live: undefined, schema: undefined, authority: undefined, watchers: new Set() };
       this.entries.set(key, entry);
     }
     entry.generation += 1;
     entry.schema = options.schema ? z.union([universalSchema, options.schema]) : universalSchema;
+    entry.authority = options.authority;
     const actor = new LocalActor(this, entry, factory, options, parent);
     entry.live = actor;
     try {
@@ -384,6 +415,8 @@ export class LocalActor {
   /** Death watches this actor holds; cancelled when it stops or crashes. */
   private readonly watches = new Set<() => void>();
   private readonly log: Logger;
+  /** What this actor's messages carry as their sender. */
+  private readonly principal: Principal;
   private state: 'starting' | 'running' | 'stopping' | 'stopped' = 'starting';
   private stopPromise: Promise<void> | undefined;
   private stopDone: Replier | undefined;
@@ -398,6 +431,7 @@ export class LocalActor {
     this.path = entry.path;
     this.generation = entry.generation;
     this.log = system.log.child({ path: entry.path });
+    this.principal = actorPrincipal(entry.path);
   }
 
   get alive(): boolean {
@@ -506,7 +540,7 @@ export class LocalActor {
       if (UNIVERSAL_TYPES.has(message.type) && !this.options.forwardsUniversal) {
         reply = await runUniversal(message, delivery.reply, this.system, this.path, this.generation);
       } else {
-        reply = await this.actor!.receive(message, delivery.from);
+        reply = await this.actor!.receive(message, delivery.sender);
       }
       if (reply instanceof DeferredReply) {
         this.settleLater(reply, delivery);
@@ -608,15 +642,15 @@ export class LocalActor {
     const system = this.system;
     return {
       path: this.entry.actorPath,
-      self: system.ref(this.entry.actorPath),
+      self: system.ref(this.entry.actorPath, this.principal),
       node: system.identity,
       log: this.log,
       generation: this.generation,
-      ref: (path) => system.ref(path),
+      ref: (path) => system.ref(path, this.principal),
       runTask: (task) => system.runTask(task),
       watch: (path) => {
         const unwatch = system.watch(path, (terminated) => {
-          if (this.alive) this.deliver({ message: terminated, external: false });
+          if (this.alive) this.deliver({ message: terminated, sender: this.principal, external: false });
         });
         this.watches.add(unwatch);
         return () => {

@@ -3,6 +3,7 @@ import { parentPort, threadId, workerData } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import type { Actor, ActorContext, ActorRef, ServiceDefinition } from './actor.js';
+import { actorPrincipal } from './principal.js';
 import { AcpError } from './errors.js';
 import { createLogger, type LogLevel } from './logger.js';
 import type { Message } from './messages.js';
@@ -22,7 +23,7 @@ const mailbox = mailboxFor(data, log, 'worker thread', () => actor);
 function remoteRef(relay: ThreadRelay, path: string): ActorRef {
   return {
     path,
-    tell: (message, from) => relay.tell(path, message, from ?? data.path),
+    tell: (message) => relay.tell(path, message),
     ask: async <Reply extends Message>(message: Message, options?: { timeoutMs?: number }) => {
       const result = await relay.ask(path, message, options?.timeoutMs);
       if (!result.ok) throw AcpError.fromData(result.error);
@@ -50,7 +51,7 @@ const api: ThreadWorkerApi = {
       runTask: (task) => pool.run(task),
       watch: (target) => {
         const targetPath = typeof target === 'string' ? target : `acp://${target.cluster}/${target.node}/${target.segments.join('/')}`;
-        const onTerminated = Comlink.proxy((terminated: Message) => void api.receive(terminated, undefined));
+        const onTerminated = Comlink.proxy((terminated: Message) => void api.receive(terminated, actorPrincipal(data.path)));
         const id = relay.watch(targetPath, onTerminated) as unknown as Promise<number>;
         return () => void id.then((watchId) => relay.unwatch(watchId));
       },
@@ -58,8 +59,8 @@ const api: ThreadWorkerApi = {
     actor = definition.create(ctx, undefined);
     await actor.started?.();
   },
-  receive(message, from) {
-    return new Promise<ThreadReply>((resolve) => mailbox.run(message, from, resolve));
+  receive(message, sender) {
+    return new Promise<ThreadReply>((resolve) => mailbox.run(message, sender, resolve));
   },
   async stop(reason) {
     await actor?.stopping?.(reason);

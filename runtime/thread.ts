@@ -3,6 +3,7 @@ import * as Comlink from 'comlink';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import type { Actor, ActorContext, ActorFactory } from './actor.js';
 import { AcpError } from './errors.js';
+import type { Principal } from './principal.js';
 import type { Message } from './messages.js';
 import { isolatedActorData, type IsolatedActorData, type IsolatedReply } from './isolated-mailbox.js';
 import type { ActorSystem } from './system.js';
@@ -13,14 +14,15 @@ export type ThreadReply = IsolatedReply;
 /** The worker side's API, exposed over comlink. */
 export interface ThreadWorkerApi {
   start(relay: ThreadRelay): Promise<void>;
-  receive(message: Message, from: string | undefined): Promise<ThreadReply>;
+  receive(message: Message, sender: Principal): Promise<ThreadReply>;
   stop(reason: string): Promise<void>;
 }
 
 /** The main side's API handed to the worker: how its actor reaches other actors. */
 export interface ThreadRelay {
   ask(path: string, message: Message, timeoutMs: number | undefined): Promise<ThreadReply>;
-  tell(path: string, message: Message, from: string): void;
+  /** The thread's actor speaks with the proxy's path: the parent stamps it, never the worker. */
+  tell(path: string, message: Message): void;
   /** Death watch for the worker's actor; `onTerminated` is a comlink proxy. Resolves to a watch id. */
   watch(path: string, onTerminated: (terminated: Message) => void): number;
   unwatch(id: number): void;
@@ -61,11 +63,11 @@ export function threadActor(
 
     const relay: ThreadRelay = {
       ask: (path, message, timeoutMs) =>
-        system.ref(path).ask(message, timeoutMs === undefined ? {} : { timeoutMs }).then(
+        ctx.ref(path).ask(message, timeoutMs === undefined ? {} : { timeoutMs }).then(
           (reply): ThreadReply => ({ ok: true, reply }),
           (error: unknown): ThreadReply => ({ ok: false, error: AcpError.from(error).toData(), crash: false }),
         ),
-      tell: (path, message, from) => system.ref(path).tell(message, from),
+      tell: (path, message) => ctx.ref(path).tell(message),
       watch: (path, onTerminated) => {
         const id = nextWatch++;
         watches.set(id, system.watch(path, (terminated) => {
@@ -99,11 +101,11 @@ export function threadActor(
         await Promise.race([remote.start(Comlink.proxy(relay)), exited]);
         options.onThread?.(threadId, false);
       },
-      async receive(message, from) {
+      async receive(message, sender) {
         if (message.type === 'thread.exited') {
           throw new AcpError('ACP_ERR_THREAD_EXITED', `the worker thread of ${ctx.self.path} exited`);
         }
-        const result = await Promise.race([remote!.receive(message, from), exited]);
+        const result = await Promise.race([remote!.receive(message, sender), exited]);
         if (result.ok) return result.reply;
         if (result.crash) throw new AcpError('ACP_ERR_ACTOR_CRASHED', result.error.message);
         throw AcpError.fromData(result.error);

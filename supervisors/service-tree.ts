@@ -236,6 +236,7 @@ export class ServiceTree {
       start: async () => {
         record.live = await system.spawn(system.localPath(name), this.factoryFor(record), {
           schema: record.definition.schema,
+          authority: record.definition.authority,
           forwardsUniversal: record.isolation !== 'inline',
           onCrash: (error) => void record.supervisor.childCrashed(name, error),
         });

@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { OPERATOR } from '../runtime/principal.js';
 import test, { type ExecutionContext } from 'ava';
 import { compareVersions, parseVersion } from '../actors/cdb/hlc.js';
 import { createCdb, type CdbEvent, type CdbSnapshot, type RecordView } from '../actors/cdb/index.js';
@@ -564,7 +565,7 @@ async function harness(t: ExecutionContext, storePath: string, now: () => number
     told,
     stop,
     async ask(message) {
-      const reply = await cdb.receive(message, undefined);
+      const reply = await cdb.receive(message, OPERATOR);
       if (reply instanceof DeferredReply) return (await reply.promise) ?? { type: 'ok' };
       return reply ?? { type: 'ok' };
     },

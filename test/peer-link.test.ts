@@ -1,3 +1,4 @@
+import { OPERATOR } from '../runtime/principal.js';
 import test from 'ava';
 import type { FrameConnection } from '../adapters/frame-listener.js';
 import { PeerLink } from '../actors/agent/link.js';
@@ -45,7 +46,7 @@ function makeLink(maxQueuedFrames: number, deadLetters: string[] = []) {
 
 function ask(link: PeerLink, n: number): Promise<Message> {
   return new Promise((resolve, reject) => {
-    const delivery: Delivery = { message: { type: 'echo', n }, external: false, reply: { resolve, reject } };
+    const delivery: Delivery = { message: { type: 'echo', n }, sender: OPERATOR, external: false, reply: { resolve, reject } };
     link.deliver(path, delivery, 5000);
   });
 }
@@ -63,7 +64,7 @@ test('a slow peer fills the bounded queue; an overflowing ask is refused with AC
   t.is(link.queued, 3);
   const overflow = await t.throwsAsync(ask(link, 4), { instanceOf: AcpError });
   t.is(overflow?.code, 'ACP_ERR_AGENT_QUEUE_FULL');
-  link.deliver(path, { message: { type: 'lost' }, external: false }, 5000);
+  link.deliver(path, { message: { type: 'lost' }, sender: OPERATOR, external: false }, 5000);
   t.is(deadLetters.length, 1);
   t.regex(deadLetters[0]!, /^lost: .*frames already wait/);
   // The peer reads again: the queue goes out in order.

@@ -8,6 +8,7 @@ import type { Daemon } from '../runtime/daemon.js';
 import { AcpError } from '../runtime/errors.js';
 import { silentLogger } from '../runtime/logger.js';
 import type { Message, Pong, Terminated } from '../runtime/messages.js';
+import type { Principal } from '../runtime/principal.js';
 import { processActor } from '../runtime/process.js';
 import type { NodeStatus, ServiceStatus } from '../runtime/services.js';
 import { ActorSystem } from '../runtime/system.js';
@@ -172,7 +173,7 @@ async function harness(t: ExecutionContext): Promise<Harness> {
 
 test("the child's ctx reaches the parent's actors: ask, tell, watch; replies, deferred replies and refusals come back", async (t) => {
   const { system, socketDir, pids, crashes, spawnEcho } = await harness(t);
-  const told: Array<{ message: Message; from: string | undefined }> = [];
+  const told: Array<{ message: Message; from: Principal }> = [];
   await system.spawn(system.localPath('recorder'), () => ({
     receive: (message, from) => {
       told.push({ message, from });
@@ -189,7 +190,7 @@ test("the child's ctx reaches the parent's actors: ask, tell, watch; replies, de
 
   await echo.ask({ type: 'echo.tell', path: path('recorder'), message: { type: 'note', n: 1 } });
   await eventually(() => (told.length > 0 ? true : undefined), 5000, 'the tell to arrive');
-  t.deepEqual(told, [{ message: { type: 'note', n: 1 }, from: path('echo') }]);
+  t.deepEqual(told, [{ message: { type: 'note', n: 1 }, from: { kind: 'actor', path: path('echo') } }]);
 
   await echo.ask({ type: 'echo.watch', path: path('victim') });
   await victim.stop('test', 1000);

@@ -12,6 +12,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
   name: 'webapi',
   description: 'Web API and UI on loopback',
   schema: webapiSchema,
+  authority: { 'service.info': 'read', 'webapi.address': 'read' },
   isolations: ['inline'],
   create(ctx, deps) {
     if (!deps) throw new Error('webapi runs inline only');

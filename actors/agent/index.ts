@@ -14,10 +14,12 @@ import {
 } from '../../adapters/pki.js';
 import { dialTls, parseHostPort, TlsFrameListener, type TlsMaterial, type TlsPeer } from '../../adapters/tls.js';
 import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor.js';
+import type { AuthorityTable } from '../../runtime/authority.js';
 import { PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import { isValidName, parsePath } from '../../runtime/path.js';
+import type { Principal } from '../../runtime/principal.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import type { RemoteRouter } from '../../runtime/system.js';
 import { ApiSession } from '../api/session.js';
@@ -57,13 +59,21 @@ export interface PeerInfo {
   lastSeenMs: number | null;
 }
 
-const PRINCIPAL = 'node:';
 const LOOKUP_MISS_MS = 5000;
 
-/** Sent by this node's own operator: the local API (`local:...`) or an actor inside this daemon. */
-function isLocal(from: string | undefined): boolean {
-  return from === undefined || from.startsWith('local:') || from.startsWith('acp://');
-}
+/** Who may send what to the agent (see runtime/authority.ts). */
+export const agentAuthority: AuthorityTable = {
+  'service.info': 'read',
+  'agent.peers': 'read',
+  'agent.lookup': 'read',
+  // It dials out and records what answers: for this node's own sync and operator only.
+  'agent.identify': 'local-admin',
+  // A join token hands out the cluster key: minted on the CA node itself, by its administrator.
+  'agent.token': 'local-admin',
+  "agent.renew": 'local-admin',
+  // A node's own agent asks the CA node to sign its renewed certificate.
+  'agent.sign': { internal: [{ service: 'agent', nodes: 'peers' }] },
+};
 
 function refusal(connection: FrameConnection, error: AcpError): FrameHandler {
   connection.close({ v: PROTOCOL_VERSION, k: 'error', err: error.toData() });
@@ -115,7 +125,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         dial: (target) => dial(target),
         deadLetter: (envelope, why) => {
           try {
-            system.deadLetter(parsePath(String(envelope.to)), { message: envelope.body as Message, external: false }, 'node-unreachable', why);
+            system.deadLetter(parsePath(String(envelope.to)), { message: envelope.body as Message, sender: system.daemonPrincipal(), external: false }, 'node-unreachable', why);
           } catch {
             ctx.log.warn({ peer: node, reason: why }, 'dead letter to a peer');
           }
@@ -126,11 +136,12 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     return existing;
   };
 
-  const serving = (connection: FrameConnection, principal: string, target?: PeerLink) =>
+  const serving = (connection: FrameConnection, principal: Principal, target?: PeerLink) =>
     new ApiSession(connection, {
       system,
       apiKey: deps.apiKey,
       helloTimeoutMs: config.api.helloTimeoutMs,
+      limits: { maxWatches: config.api.maxWatches, maxAsksInFlight: config.api.maxAsksInFlight },
       log: ctx.log,
       principal,
       greeted: true,
@@ -178,7 +189,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
             conn.close();
             return;
           }
-          session = serving(conn, `${PRINCIPAL}${target.node}`, target);
+          session = serving(conn, { kind: 'node', node: target.node }, target);
           target.attach(conn, body.incarnation);
           answered(body.incarnation);
         },
@@ -256,14 +267,19 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       apiKey: deps.apiKey,
       helloTimeoutMs: config.api.helloTimeoutMs,
       log: ctx.log,
-      // Nothing is trusted before the hello: a script's requests must never pass for a node's.
-      principal: `client:${peer.commonName}`,
+      tokens: deps.tokens,
+      limits: { maxWatches: config.api.maxWatches, maxAsksInFlight: config.api.maxAsksInFlight },
       onRefused: () => deps.countRefusal(),
-      authenticate: (hello) => {
+      // Nothing is trusted before the hello: a script's requests must never pass for a node's.
+      authenticate: (hello, proven) => {
         if (hello.node !== peer.commonName) {
           throw new AcpError('ACP_ERR_AGENT_NODE_MISMATCH', `the certificate is for '${peer.commonName}' but the hello says '${String(hello.node)}'`);
         }
-        return { principal: hello.role === 'peer' ? `${PRINCIPAL}${peer.commonName}` : `client:${peer.commonName}` };
+        if (hello.role !== 'peer') return proven;
+        if (proven.kind !== 'operator') throw new AcpError('ACP_ERR_WIRE_BAD_KEY', 'a peer node says hello with the cluster key, not a token');
+        const node = peer.commonName;
+        if (!node || !isValidName(node)) throw new AcpError('ACP_ERR_NAME_INVALID', `the certificate names ${JSON.stringify(node)}, not a valid node name`);
+        return { kind: 'node', node };
       },
       // Our own frames go out only after the hello answer, or the dialer would take them for it.
       onGreeted: (hello) => {
@@ -426,7 +442,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       await listener.listen();
       ctx.log.info({ address: selfAddress }, 'agent listening (TLS 1.3, client certificates required)');
     },
-    async receive(message, from) {
+    async receive(message, sender) {
       info.handled += 1;
       const parsed = agentSchema.parse(message);
       switch (parsed.type) {
@@ -450,12 +466,8 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         case 'agent.lookup':
           return { type: 'agent.address', node: parsed.node, address: parsed.node === self ? (selfAddress ?? null) : (addresses.get(parsed.node) ?? null) };
         case 'agent.identify':
-          // It dials out and records what answers: for this node's own sync and operator only.
-          if (!isLocal(from)) throw new AcpError('ACP_ERR_AGENT_BAD_CERT', 'agent.identify is asked by this node itself, not over the agent');
           return { type: 'agent.identified', address: parsed.address, node: await identify(parsed.address) };
         case 'agent.token': {
-          // A token hands out the cluster key on joining: only an operator on this node may mint one.
-          if (!isLocal(from)) throw new AcpError('ACP_ERR_AGENT_BAD_CERT', 'join tokens are created on the CA node itself (acp token create there), not over the agent');
           if (!holdsCa() || !material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', `only the node holding the cluster CA (${config.agent.caNode ?? 'the one that ran acp init'}) creates join tokens`);
           const token = mintToken(cluster, fingerprint(material.ca), parsed.ttlMs);
           ledger.add(token);
@@ -463,14 +475,13 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         }
         case 'agent.sign': {
           if (!holdsCa()) throw new AcpError('ACP_ERR_AGENT_NO_PKI', 'this node does not hold the cluster CA');
-          // Exactly `node:<name>`: the node itself over its own link, not something it relays.
-          const node = from !== undefined && /^node:[a-z0-9][a-z0-9._-]{0,62}$/.test(from) ? from.slice(PRINCIPAL.length) : undefined;
+          // The authority table let only a peer's agent through: its certificate names the node.
+          const node = sender.kind === 'node' ? sender.node : undefined;
           if (!node) throw new AcpError('ACP_ERR_AGENT_BAD_CERT', 'only a node, over its own agent connection, may have its certificate renewed');
           const cert = signCsr({ csrPem: parsed.csr, caCertPem: readSecretFile(paths.caCert), caKeyPem: readSecretFile(paths.caKey), node });
           return { type: 'agent.signed', cert };
         }
         case 'agent.renew':
-          if (!isLocal(from)) throw new AcpError('ACP_ERR_AGENT_BAD_CERT', "a node's certificate is renewed on that node (acp cert renew there), not over the agent");
           return renew();
         default: {
           const unreachable: never = parsed;
@@ -490,6 +501,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
   name: 'agent',
   description: 'TLS agent: remote tell, ask and watch between nodes',
   schema: agentSchema,
+  authority: agentAuthority,
   isolations: ['inline'],
   create(ctx, deps) {
     if (!deps) throw new Error('agent runs inline only');

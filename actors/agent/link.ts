@@ -5,6 +5,7 @@ import { AcpError, type ErrorData } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
 import type { Message, Terminated } from '../../runtime/messages.js';
 import { formatPath, type ActorPath } from '../../runtime/path.js';
+import { formatPrincipal } from '../../runtime/principal.js';
 import type { Delivery, Replier } from '../../runtime/system.js';
 
 export type LinkState = 'idle' | 'connecting' | 'up';
@@ -70,9 +71,9 @@ export class PeerLink {
   /** Sends a tell or an ask for an actor on the peer. */
   deliver(path: ActorPath, delivery: Delivery, timeoutMs: number): void {
     const to = formatPath(path);
-    const from = delivery.from;
+    const from = formatPrincipal(delivery.sender);
     if (!delivery.reply) {
-      this.enqueue({ v: PROTOCOL_VERSION, k: 'tell', to, body: delivery.message, ...(from ? { from } : {}) }, undefined);
+      this.enqueue({ v: PROTOCOL_VERSION, k: 'tell', to, body: delivery.message, from }, undefined);
       return;
     }
     const id = this.nextId++;
@@ -81,7 +82,7 @@ export class PeerLink {
     const timer = setTimeout(() => this.pending.delete(id), timeoutMs + 1000);
     timer.unref();
     this.pending.set(id, { reply, timer });
-    this.enqueue({ v: PROTOCOL_VERSION, k: 'ask', id, to, body: delivery.message, t: timeoutMs, ...(from ? { from } : {}) }, reply);
+    this.enqueue({ v: PROTOCOL_VERSION, k: 'ask', id, to, body: delivery.message, t: timeoutMs, from }, reply);
   }
 
   watch(path: ActorPath, listener: (terminated: Terminated) => void): () => void {

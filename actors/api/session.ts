@@ -5,22 +5,36 @@ import { AcpError, type ErrorCode } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
 import { messageSchema, type Message } from '../../runtime/messages.js';
 import { childPath, formatPath, parsePath, type ActorPath } from '../../runtime/path.js';
+import { OPERATOR, relayedBy, type Principal } from '../../runtime/principal.js';
 import type { ActorSystem, LocalActor, Replier } from '../../runtime/system.js';
+import type { TokenBook } from '../../runtime/tokens.js';
 
 export const DEFAULT_CLIENT_ASK_TIMEOUT_MS = 30_000;
+
+/** Per-connection bounds, so one client cannot hold unbounded state in the daemon. */
+export interface SessionLimits {
+  maxWatches: number;
+  maxAsksInFlight: number;
+}
+
+export const DEFAULT_SESSION_LIMITS: SessionLimits = { maxWatches: 256, maxAsksInFlight: 4096 };
 
 export interface SessionOptions {
   system: ActorSystem;
   apiKey: string;
+  /** The cluster's API tokens; without it, a hello with a token is refused. */
+  tokens?: TokenBook;
+  limits?: SessionLimits;
   helloTimeoutMs: number;
   log: Logger;
   /** Counts refusals, for `acp status`. */
   onRefused?(code: ErrorCode): void;
   /**
-   * Checks a hello beyond the API key and cluster (the agent checks the certificate's node name)
-   * and returns extra fields for the hello answer; throws an AcpError to refuse.
+   * Checks a hello beyond the key or token and the cluster (the agent checks the certificate's node
+   * name) and returns the connection's principal, given the one the key or token proved; throws an
+   * AcpError to refuse.
    */
-  authenticate?(hello: HelloBody & Record<string, unknown>): Record<string, unknown>;
+  authenticate?(hello: HelloBody & Record<string, unknown>, proven: Principal): Principal;
   /**
    * A peer connection carries our own requests too: reply, error, event and pong frames go here
    * instead of being refused.
@@ -29,11 +43,11 @@ export interface SessionOptions {
   /** The hello already happened (a connection we dialed). */
   greeted?: boolean;
   /**
-   * Who the connection speaks for, as the `from` of what it sends: `local:<connection>` (the
-   * default: the local socket or TCP API), `node:<name>` (a peer), `client:<name>` (a script).
-   * A peer's requests that carry their own `from` are marked `node:<name>|<from>`: relayed.
+   * Who the connection speaks for, when known before the hello (a peer we dialed). Otherwise the
+   * hello decides: the API key is `operator`, a token is `token:<id>` with its role, and the agent
+   * makes a peer `node:<name>`. A peer's requests that name their own sender are relayed for it.
    */
-  principal?: string;
+  principal?: Principal;
   /** Called once the hello answer has been sent: only then may this side send frames of its own. */
   onGreeted?(hello: HelloBody & Record<string, unknown>): void;
 }
@@ -54,14 +68,17 @@ export class ApiSession implements FrameHandler {
   private greeted = false;
   private readonly watches = new Map<string | number, () => void>();
   private readonly helloTimer: NodeJS.Timeout;
+  private readonly limits: SessionLimits;
+  private asksInFlight = 0;
   private ended = false;
-  private from: string;
+  private principal: Principal | undefined;
 
   constructor(
     private readonly connection: FrameConnection,
     private readonly options: SessionOptions,
   ) {
-    this.from = options.principal ?? `local:${connection.id}`;
+    this.principal = options.principal;
+    this.limits = options.limits ?? DEFAULT_SESSION_LIMITS;
     this.greeted = options.greeted ?? false;
     this.helloTimer = setTimeout(
       () => this.refuse('ACP_ERR_WIRE_NO_HELLO', `no hello within ${options.helloTimeoutMs} ms`),
@@ -141,17 +158,32 @@ export class ApiSession implements FrameHandler {
     }
     const hello = parsed.data;
     const identity = this.options.system.identity;
-    if (!keysMatch(hello.apiKey, this.options.apiKey)) {
-      this.refuse('ACP_ERR_WIRE_BAD_KEY', 'wrong API key: use the key in <home>/secrets/api.key of the node you connect to');
+    let proven: Principal;
+    if (hello.token !== undefined) {
+      if (!this.options.tokens) {
+        this.refuse('ACP_ERR_AUTH_BAD_TOKEN', 'this listener does not take API tokens; use the API key');
+        return;
+      }
+      try {
+        const record = this.options.tokens.verify(hello.token);
+        proven = { kind: 'token', id: record.id, role: record.role };
+      } catch (error) {
+        const refusal = AcpError.from(error, 'ACP_ERR_AUTH_BAD_TOKEN');
+        this.refuse(refusal.code, refusal.message);
+        return;
+      }
+    } else if (hello.apiKey !== undefined && keysMatch(hello.apiKey, this.options.apiKey)) {
+      proven = OPERATOR;
+    } else {
+      this.refuse('ACP_ERR_WIRE_BAD_KEY', 'wrong or missing API key: use the key in <home>/secrets/api.key of the node you connect to, or an API token (--token)');
       return;
     }
     if (hello.cluster !== identity.cluster) {
       this.refuse('ACP_ERR_WIRE_BAD_HELLO', `this node belongs to cluster '${identity.cluster}', not '${hello.cluster}'`);
       return;
     }
-    let extra: Record<string, unknown> = {};
     try {
-      extra = this.options.authenticate?.(envelope.body as HelloBody & Record<string, unknown>) ?? {};
+      this.principal = this.options.authenticate?.(envelope.body as HelloBody & Record<string, unknown>, proven) ?? proven;
     } catch (error) {
       const refusal = AcpError.from(error, 'ACP_ERR_WIRE_BAD_HELLO');
       this.refuse(refusal.code, refusal.message);
@@ -159,21 +191,50 @@ export class ApiSession implements FrameHandler {
     }
     clearTimeout(this.helloTimer);
     this.greeted = true;
-    if (typeof extra.principal === 'string') this.from = extra.principal;
-    delete extra.principal;
+    const principal = this.principal;
     this.send({
       k: 'hello',
-      body: { cluster: identity.cluster, node: identity.node, incarnation: identity.incarnation, proto: PROTOCOL_VERSION, ...extra },
+      body: {
+        cluster: identity.cluster,
+        node: identity.node,
+        incarnation: identity.incarnation,
+        proto: PROTOCOL_VERSION,
+        ...(principal.kind === 'token' ? { token: { id: principal.id, role: principal.role } } : {}),
+      },
     });
     this.options.onGreeted?.(envelope.body as HelloBody & Record<string, unknown>);
   }
 
-  /** The sender of one request: the connection's principal, plus the original sender when a peer relays. */
-  private senderOf(envelope: Envelope): string {
-    return this.options.peer && typeof envelope.from === 'string' ? `${this.from}|${envelope.from}` : this.from;
+  /**
+   * The sender of one request: the connection's principal, or whom a peer relays for. A token is
+   * checked again on every request, so a revoked one stops at once. Undefined: refused and answered.
+   */
+  private senderOf(envelope: Envelope): Principal | undefined {
+    const principal = this.principal;
+    try {
+      if (!principal) throw new AcpError('ACP_ERR_WIRE_NO_HELLO', 'no hello yet');
+      if (principal.kind === 'token') {
+        this.options.tokens?.check(principal.id);
+        if (!this.options.tokens) throw new AcpError('ACP_ERR_AUTH_BAD_TOKEN', 'this listener does not take API tokens');
+        return principal;
+      }
+      if (principal.kind === 'node' && this.options.peer) return relayedBy(principal.node, typeof envelope.from === 'string' ? envelope.from : undefined);
+      return principal;
+    } catch (error) {
+      const refusal = AcpError.from(error, 'ACP_ERR_AUTH_FORBIDDEN');
+      if (refusal.code === 'ACP_ERR_AUTH_BAD_TOKEN') {
+        this.refuse(refusal.code, refusal.message, envelope.id);
+      } else {
+        this.options.log.warn({ conn: this.connection.id, code: refusal.code, reason: refusal.message }, 'request refused');
+        this.sendError(envelope.id, refusal);
+      }
+      return undefined;
+    }
   }
 
   private tell(envelope: Envelope): void {
+    const sender = this.senderOf(envelope);
+    if (!sender) return;
     const target = this.target(envelope);
     if (!target) return;
     // A tell has no reply, but a refusal while routing it (schema, no such actor) is reported on
@@ -185,7 +246,7 @@ export class ApiSession implements FrameHandler {
         if (routing) this.sendError(envelope.id, error);
       },
     };
-    this.options.system.send(target.path, { message: target.message, from: this.senderOf(envelope), external: true, reply });
+    this.options.system.send(target.path, { message: target.message, sender, external: true, reply });
     routing = false;
   }
 
@@ -194,15 +255,25 @@ export class ApiSession implements FrameHandler {
       this.sendError(undefined, new AcpError('ACP_ERR_WIRE_BAD_FRAME', 'an ask needs an id to answer to'));
       return;
     }
+    const sender = this.senderOf(envelope);
+    if (!sender) return;
     const target = this.target(envelope);
     if (!target) return;
     const id = envelope.id;
+    if (this.asksInFlight >= this.limits.maxAsksInFlight) {
+      this.sendError(id, new AcpError('ACP_ERR_API_LIMIT', `this connection already has ${this.asksInFlight} asks in flight (api.maxAsksInFlight); wait for answers before sending more`));
+      return;
+    }
+    this.asksInFlight += 1;
     this.options.system
-      .ask(target.path, target.message, { timeoutMs: envelope.t ?? DEFAULT_CLIENT_ASK_TIMEOUT_MS, external: true, from: this.senderOf(envelope) })
+      .ask(target.path, target.message, { timeoutMs: envelope.t ?? DEFAULT_CLIENT_ASK_TIMEOUT_MS, external: true, sender })
       .then(
         (body) => this.send({ k: 'reply', id, body }),
         (error: unknown) => this.sendError(id, AcpError.from(error)),
-      );
+      )
+      .finally(() => {
+        this.asksInFlight -= 1;
+      });
   }
 
   /**
@@ -222,9 +293,15 @@ export class ApiSession implements FrameHandler {
       this.sendError(envelope.id, new AcpError('ACP_ERR_WIRE_BAD_FRAME', "a watch needs an id and a 'to' path"));
       return;
     }
+    if (!this.watches.has(envelope.id) && this.watches.size >= this.limits.maxWatches) {
+      this.sendError(envelope.id, new AcpError('ACP_ERR_API_LIMIT', `this connection already holds ${this.watches.size} watches (api.maxWatches); cancel some before adding more`));
+      return;
+    }
+    const sender = this.senderOf(envelope);
+    if (!sender) return;
     if (envelope.body !== undefined) {
       const target = this.target(envelope);
-      if (target) void this.subscribe(envelope.id, target.path, target.message, envelope.t);
+      if (target) void this.subscribe(envelope.id, target.path, target.message, envelope.t, sender);
       return;
     }
     let path;
@@ -243,7 +320,7 @@ export class ApiSession implements FrameHandler {
     this.watches.set(id, unwatch);
   }
 
-  private async subscribe(id: string | number, path: ActorPath, message: Message, timeoutMs: number | undefined): Promise<void> {
+  private async subscribe(id: string | number, path: ActorPath, message: Message, timeoutMs: number | undefined, sender: Principal): Promise<void> {
     const system = this.options.system;
     const targetKey = formatPath(path);
     // Unique across connections, listeners and restarts of the api service.
@@ -278,7 +355,7 @@ export class ApiSession implements FrameHandler {
       const reply = await system.ask(path, { ...message, subscriber: formatPath(subscriberPath) }, {
         timeoutMs: timeoutMs ?? DEFAULT_CLIENT_ASK_TIMEOUT_MS,
         external: true,
-        from: this.from,
+        sender,
       });
       if (!ended) this.send({ k: 'event', id, body: reply });
     } catch (error) {

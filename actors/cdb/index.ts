@@ -3,7 +3,10 @@ import { z } from 'zod';
 import { readSecretFile, secretExists } from '../../adapters/home.js';
 import { ObjectStore, type StoredRecord } from '../../adapters/store.js';
 import { replyLater, type ActorContext, type ActorRef, type ServiceDefinition } from '../../runtime/actor.js';
+import type { AuthorityTable } from '../../runtime/authority.js';
+import { hasRole } from '../../runtime/authority.js';
 import { AcpError } from '../../runtime/errors.js';
+import { formatPrincipal, type Principal } from '../../runtime/principal.js';
 import type { Message, Terminated } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
@@ -162,7 +165,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
       if (!record.key.startsWith(watcher.prefix)) continue;
       watcher.seq += 1;
       const event: CdbEvent = { type: 'cdb.event', watch: watcher.id, seq: watcher.seq, record: view(record) };
-      watcher.subscriber.tell(event, ctx.self.path);
+      watcher.subscriber.tell(event);
     }
   };
 
@@ -300,7 +303,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     const snapshot = list(wanted, Number.MAX_SAFE_INTEGER, undefined, true).records.map(view);
     for (let start = 0; start === 0 || start < snapshot.length; start += SNAPSHOT_CHUNK) {
       const chunk: CdbSnapshot = { type: 'cdb.snapshot', watch: id, records: snapshot.slice(start, start + SNAPSHOT_CHUNK), done: start + SNAPSHOT_CHUNK >= snapshot.length };
-      subscriber.tell(chunk, ctx.self.path);
+      subscriber.tell(chunk);
     }
     return { type: 'cdb.watching', watch: id, prefix: wanted, snapshotSize: snapshot.length };
   };
@@ -337,12 +340,11 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     return apply(writes, false).then(() => ({ applied: writes.length, skipped }));
   };
 
-  /** Exactly `node:<name>`: a node over its own agent connection, not something relayed through it. */
-  const peerNode = (from: string | undefined): string | undefined => (from !== undefined && /^node:[a-z0-9][a-z0-9._-]{0,62}$/.test(from) ? from.slice('node:'.length) : undefined);
-  /** This node's own operator (its API socket) or an actor inside this daemon. */
-  const isLocal = (from: string | undefined): boolean => from === undefined || /^local:[^|]*$/.test(from) || from.startsWith('acp://');
-  const requirePeerOrLocal = (from: string | undefined): void => {
-    if (!peerNode(from) && !isLocal(from)) throw new AcpError('ACP_ERR_SYNC_NOT_PEER', "repair and snapshots are served to the cluster's nodes and this node's operator only");
+  /** Tokens are the keys to the cluster: only an admin writes them. */
+  const requireWriter = (key: string, sender: Principal): void => {
+    if (key.startsWith('object/token/') && !hasRole(sender, 'admin')) {
+      throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: API tokens are written by an admin only (acp token api ...)`);
+    }
   };
 
   const requireSync = (): SyncNode => {
@@ -433,9 +435,11 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         await sync.start();
       }
     },
-    receive(message, from) {
+    receive(message, sender) {
       info.handled += 1;
       const parsed = cdbSchema.parse(message);
+      if (parsed.type === 'cdb.put' || parsed.type === 'cdb.delete' || parsed.type === 'cdb.cas') requireWriter(parsed.key, sender);
+      if (parsed.type === 'cdb.batch') for (const op of parsed.ops) requireWriter(op.key, sender);
       switch (parsed.type) {
         case 'service.info':
           return { ...info.info('cdb', 'Cluster database', ctx), watchers: watchers.size, memoryKeys: memory.size, pendingWrites: pending.size };
@@ -484,23 +488,18 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         case 'cdb.merge':
           return replyLater(merge(parsed.records).then((outcome) => ({ type: 'cdb.merged', ...outcome })));
         case 'cdb.sync': {
-          const sender = requireSync() && peerNode(from);
-          if (!sender) throw new AcpError('ACP_ERR_SYNC_NOT_PEER', "sync traffic is taken only from the cluster's nodes, each over its own agent connection");
           requireSync().fromNetwork(parsed.payload, parsed.relay ? 'gateway' : 'domain');
           return { type: 'cdb.sync.ok' };
         }
         case 'cdb.sync.repair':
-          requirePeerOrLocal(from);
           return requireSync().serveRepair({ origin: parsed.origin, incarnation: parsed.incarnation, from: parsed.from, to: parsed.to });
         case 'cdb.sync.snapshot': {
-          requirePeerOrLocal(from);
           const { type: _type, ...request } = parsed;
           return replyLater(snapshotPage(request));
         }
         case 'cdb.sync.status':
           return requireSync().status();
         case 'cdb.sync.faults':
-          if (!isLocal(from)) throw new AcpError('ACP_ERR_SYNC_NOT_PEER', "faults are injected by this node's own operator (its API socket), not over the agent");
           requireSync().setDropRate(parsed.dropRate);
           return { type: 'cdb.sync.faults', dropRate: parsed.dropRate };
         case 'cdb.nodes':
@@ -527,7 +526,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     async stopping(reason) {
       // Watchers are told explicitly that their stream ended, whatever the reason (a restart included).
       for (const watcher of watchers.values()) {
-        watcher.subscriber.tell({ type: 'watch.ended', path: ctx.self.path, watch: watcher.id, reason: `cdb stopped: ${reason}`, resubscribe: true }, ctx.self.path);
+        watcher.subscriber.tell({ type: 'watch.ended', path: ctx.self.path, watch: watcher.id, reason: `cdb stopped: ${reason}`, resubscribe: true });
         watcher.unwatch();
       }
       watchers.clear();
@@ -540,10 +539,36 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   };
 }
 
+/** Sync and merge come only from the other nodes' CDBs (each relayed by its own node's agent). */
+const fromPeerCdbs = { internal: [{ service: 'cdb', nodes: 'peers' }] } as const;
+
+/** Who may send what to the CDB (see runtime/authority.ts); writes to object/token/ also need admin. */
+export const cdbAuthority: AuthorityTable = {
+  'service.info': 'read',
+  'cdb.get': 'read',
+  'cdb.list': 'read',
+  'cdb.watch': 'read',
+  'cdb.unwatch': 'read',
+  'cdb.history': 'read',
+  'cdb.nodes': 'read',
+  'cdb.hash': 'read',
+  'cdb.sync.status': 'read',
+  'cdb.put': 'operate',
+  'cdb.delete': 'operate',
+  'cdb.cas': 'operate',
+  'cdb.batch': 'operate',
+  'cdb.sync.faults': 'local-admin',
+  'cdb.merge': fromPeerCdbs,
+  'cdb.sync': fromPeerCdbs,
+  'cdb.sync.repair': fromPeerCdbs,
+  'cdb.sync.snapshot': fromPeerCdbs,
+};
+
 export const service: ServiceDefinition<ServiceDeps | undefined> = {
   name: 'cdb',
   description: 'Cluster database: durable objects, per-node meta and stats, watches',
   schema: cdbSchema,
+  authority: cdbAuthority,
   isolations: ['inline'],
   create(ctx, deps) {
     if (!deps) throw new Error('cdb runs inline only');

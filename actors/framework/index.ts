@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { ActorContext, Actor } from '../../runtime/actor.js';
+import type { AuthorityTable } from '../../runtime/authority.js';
 import type { NodeStatus, ServiceStatus } from '../../runtime/services.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { metaKey, objectKey, SERVICE_TYPES, type NodeMeta, type ObjectType, type ServiceMeta } from '../model.js';
@@ -12,6 +13,16 @@ export const frameworkSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('framework.service-changed'), service: z.string().max(63) }),
 ]);
 export type FrameworkMessage = z.infer<typeof frameworkSchema>;
+
+/** Who may send what to the Framework (see runtime/authority.ts). */
+export const frameworkAuthority: AuthorityTable = {
+  'service.info': 'read',
+  status: 'read',
+  shutdown: 'admin',
+  // Its own timer and the service tree's notices.
+  'framework.heartbeat': { internal: [{ service: 'framework', nodes: 'self' }] },
+  'framework.service-changed': { internal: [{ service: 'framework', nodes: 'self' }] },
+};
 
 export interface FrameworkDeps {
   /** Starts (or resumes) the service tree; idempotent. */

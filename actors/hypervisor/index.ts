@@ -3,6 +3,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { replyLater, type ActorContext, type Actor, type ServiceDefinition } from '../../runtime/actor.js';
+import type { AuthorityTable } from '../../runtime/authority.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import { isValidName, parsePath } from '../../runtime/path.js';
@@ -17,7 +18,7 @@ import { guestImage, GUEST_READY_LINE } from '../../adapters/guest-image.js';
 import { restartDelay } from '../../supervisors/backoff.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { metaKey, objectKey, systemObjectSchema, type SystemObject } from '../model.js';
-import { createVmm, vmmSchema } from '../vmm/index.js';
+import { createVmm, vmmAuthority, vmmSchema } from '../vmm/index.js';
 import type { CpuSample, StatsOutput } from '../../adapters/stats-task.js';
 import { next, type SystemEvent, type SystemState } from './lifecycle.js';
 
@@ -165,6 +166,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   let cgroupWarned = false;
   const vmmOptions = (systemId: string, entry: Running) => ({
     schema: vmmSchema,
+    authority: vmmAuthority,
     forwardsUniversal: entry.spec.driver === 'qemu',
     onCrash: (error: AcpError) => {
       ctx.self.tell({ type: 'hypervisor.guest-exited', id: systemId, generation: -1, crashed: true, reason: `its VMM died: ${error.message}` });
@@ -422,13 +424,6 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   };
 
   /** This hypervisor itself, or one of its VMMs (their reports). */
-  const internal = (from: string | undefined): boolean => from === undefined || from === ctx.self.path || from.startsWith(`${ctx.self.path}/`);
-  /** Another node's hypervisor, over its own agent link (migration), or this daemon's own actors. */
-  const requirePeer = (from: string | undefined): void => {
-    if (from !== undefined && (/^node:[a-z0-9][a-z0-9._-]{0,62}$/.test(from) || from.startsWith('acp://'))) return;
-    throw new AcpError('ACP_ERR_SCHEMA_REJECTED', 'migration messages come from another node\'s hypervisor only');
-  };
-
   const view = (systemId: string, entry: Running) => ({ id: systemId, driver: entry.spec.driver, ...entry.meta });
 
   /** Node and guest stats, collected in the worker pool, written as stats/ every `statsMs`. */
@@ -470,7 +465,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         statsTimer.unref();
       }
     },
-    async receive(message, from) {
+    async receive(message) {
       clock.handled += 1;
       const parsed = hypervisorSchema.parse(message);
       switch (parsed.type) {
@@ -522,10 +517,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         case 'system.migrate':
           return replyLater(migrate(parsed.id, parsed.to));
         case 'system.incoming':
-          requirePeer(from);
           return replyLater(incoming(parsed.id, parsed.spec, parsed.from, parsed.transferred, parsed.accelerator));
         case 'system.incoming-done': {
-          requirePeer(from);
           const entry = requireEntry(parsed.id);
           const arrive = async () => {
             await ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.await-running', timeoutMs: 60_000 }, { timeoutMs: 70_000 });
@@ -537,7 +530,6 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           return replyLater(arrive());
         }
         case 'system.incoming-abort': {
-          if (!internal(from)) requirePeer(from);
           const entry = entryFor(parsed.id);
           // Only a copy still arriving is dropped; one that runs here already stays.
           if (!entry || entry.state !== 'migrating' || !entry.arriving) return { type: 'ok', dropped: false };
@@ -551,11 +543,9 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           return replyLater(abandon());
         }
         case 'hypervisor.guest-exited':
-          if (!internal(from)) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', 'hypervisor.guest-exited comes from this node\'s VMMs only');
           void exited(parsed.id, parsed.crashed, parsed.reason).catch((error: unknown) => ctx.log.warn({ system: parsed.id, err: errorMessage(error) }, 'handling a guest exit failed'));
           return undefined;
         case 'hypervisor.restart-due': {
-          if (!internal(from)) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', 'hypervisor.restart-due comes from the hypervisor itself only');
           const entry = entryFor(parsed.id);
           if (!entry || entry.attempt !== parsed.attempt || (entry.state !== 'crashed' && entry.state !== 'stopped')) return undefined;
           void start(parsed.id).catch((error: unknown) => {
@@ -579,10 +569,34 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   };
 }
 
+const thisHypervisor = { service: 'hypervisor', nodes: 'self' } as const;
+
+/** Who may send what to the hypervisor (see runtime/authority.ts). */
+export const hypervisorAuthority: AuthorityTable = {
+  'service.info': 'read',
+  'system.status': 'read',
+  'system.console': 'read',
+  'system.start': 'operate',
+  'system.stop': 'operate',
+  'system.pause': 'operate',
+  'system.resume': 'operate',
+  'system.restart': 'operate',
+  'system.reset': 'operate',
+  'system.migrate': 'operate',
+  // Migration between hypervisors: the source node's hypervisor drives the target's.
+  'system.incoming': { internal: [{ service: 'hypervisor', nodes: 'peers' }] },
+  'system.incoming-done': { internal: [{ service: 'hypervisor', nodes: 'peers' }] },
+  'system.incoming-abort': { internal: [{ service: 'hypervisor', nodes: 'any' }] },
+  // A VMM reports its guest's exit; the hypervisor itself, a VMM that died.
+  'hypervisor.guest-exited': { internal: [{ service: 'hypervisor/vmm', nodes: 'self', below: true }, thisHypervisor] },
+  'hypervisor.restart-due': { internal: [thisHypervisor] },
+};
+
 export const service: ServiceDefinition<ServiceDeps | undefined> = {
   name: 'hypervisor',
   description: 'Hypervisor: runs systems in VMMs and holds their state machines',
   schema: hypervisorSchema,
+  authority: hypervisorAuthority,
   isolations: ['inline'],
   create(ctx, deps) {
     if (!deps) throw new Error('the hypervisor runs inline only');

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { GuestHandle, SystemDriver } from '../../adapters/drivers/driver.js';
 import { simDriver } from '../../adapters/drivers/sim.js';
 import type { Actor, ActorContext, ServiceDefinition } from '../../runtime/actor.js';
+import type { AuthorityTable } from '../../runtime/authority.js';
 import { AcpError } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
@@ -82,7 +83,7 @@ export function createVmm(ctx: ActorContext): Actor {
       if (guest === handle) guest = undefined;
       if (stopping) return;
       const report: GuestExited = { type: 'hypervisor.guest-exited', id, generation: ctx.generation, crashed: exit.crashed, reason: exit.reason };
-      hypervisor.tell(report, ctx.self.path);
+      hypervisor.tell(report);
     });
   };
 
@@ -163,10 +164,32 @@ export function createVmm(ctx: ActorContext): Actor {
   };
 }
 
+const fromItsHypervisor = { internal: [{ service: 'hypervisor', nodes: 'self' }] } as const;
+
+/**
+ * A VMM takes orders from its node's hypervisor only: nobody else, not even the node's own
+ * administrator, may drive a guest's QEMU directly (a migration target, say).
+ */
+export const vmmAuthority: AuthorityTable = {
+  'service.info': 'read',
+  'vmm.start': fromItsHypervisor,
+  'vmm.stop': fromItsHypervisor,
+  'vmm.pause': fromItsHypervisor,
+  'vmm.resume': fromItsHypervisor,
+  'vmm.reset': fromItsHypervisor,
+  'vmm.status': fromItsHypervisor,
+  'vmm.incoming': fromItsHypervisor,
+  'vmm.await-running': fromItsHypervisor,
+  'vmm.transferable': fromItsHypervisor,
+  'vmm.migrate': fromItsHypervisor,
+  'vmm.finish-migration': fromItsHypervisor,
+};
+
 export const service: ServiceDefinition<unknown> = {
   name: 'vmm',
   description: 'VMM: runs one system through its driver',
   schema: vmmSchema,
+  authority: vmmAuthority,
   isolations: ['process', 'inline'],
   create: (ctx) => createVmm(ctx),
 };

@@ -1,0 +1,85 @@
+import type { Argv } from 'yargs';
+import type { TokenView } from '../actors/api/tokens.js';
+import type { AcpClient } from '../runtime/client.js';
+import type { Message } from '../runtime/messages.js';
+import { ROLES, type Role } from '../runtime/principal.js';
+import { parseDuration } from './cluster.js';
+import { printJson, table } from './output.js';
+
+interface Global {
+  home: string;
+  json: boolean;
+}
+
+type Run = (argv: Global, body: () => Promise<number | void>) => Promise<void>;
+type WithClient = <T>(home: string, work: (client: AcpClient) => Promise<T>) => Promise<T>;
+
+interface Created extends Message {
+  id: string;
+  role: Role;
+  secret: string;
+  createdAt: string;
+  expiresAt: string | null;
+}
+
+/** `acp token api create|ls|rm`: API tokens with a role, for scripts, the CLI and the web UI. */
+export function apiTokenCommands(y: Argv<Global>, run: Run, withClient: WithClient): Argv<Global> {
+  return y
+    .command(
+      'create',
+      'create an API token and print its secret once (admin)',
+      (c) =>
+        c
+          .option('role', { choices: ROLES, demandOption: true, describe: 'auditor: read and watch; operator: also run systems and write objects; admin: everything' })
+          .option('ttl', { type: 'string', describe: 'how long it is valid (e.g. 12h, 30d); default: until removed' })
+          .option('comment', { type: 'string', describe: 'what or who it is for (up to 200 characters)' }),
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const reply = await client.ask<Created>('api', {
+              type: 'api.token.create',
+              role: argv.role,
+              ...(argv.ttl === undefined ? {} : { ttlMs: parseDuration(argv.ttl) }),
+              ...(argv.comment === undefined ? {} : { comment: argv.comment }),
+            });
+            if (argv.json) {
+              printJson(reply);
+              return;
+            }
+            process.stdout.write(`${reply.secret}\n`);
+            process.stderr.write(`token ${reply.id} (${reply.role}${reply.expiresAt ? `, until ${reply.expiresAt}` : ', no expiry'}): shown once; use it with acp --token or ACP_TOKEN\n`);
+          }),
+        ),
+    )
+    .command(
+      'ls',
+      'list API tokens: id, role, created, expires, last used on this node (admin)',
+      (c) => c,
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const reply = await client.ask<Message & { tokens: TokenView[] }>('api', { type: 'api.token.list' });
+            if (argv.json) {
+              printJson(reply.tokens);
+              return;
+            }
+            const rows = reply.tokens.map((token) => [token.id, token.role, token.createdAt, token.expiresAt ?? 'never', token.lastUsedAt ?? '-', token.comment ?? '']);
+            process.stdout.write(`${table([['ID', 'ROLE', 'CREATED', 'EXPIRES', 'LAST USED', 'COMMENT'], ...rows])}\n`);
+          }),
+        ),
+    )
+    .command(
+      'rm <id>',
+      'revoke an API token at once, on every node (admin)',
+      (c) => c.positional('id', { type: 'string', demandOption: true }),
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const reply = await client.ask('api', { type: 'api.token.remove', id: argv.id });
+            if (argv.json) printJson(reply);
+            else process.stdout.write(`token ${argv.id} revoked\n`);
+          }),
+        ),
+    )
+    .demandCommand(1, 'name an api token command: create, ls or rm');
+}
