@@ -229,8 +229,8 @@ export function validateObject(parsed: ParsedKey, value: unknown): unknown {
     const field = issue && issue.path.length > 0 ? `field '${issue.path.join('.')}'` : 'value';
     throw new AcpError('ACP_ERR_CDB_BAD_VALUE', `bad ${parsed.type} for ${parsed.key}: ${field}: ${issue?.message ?? 'invalid'}`);
   }
-  const data = result.data as { name?: unknown; node?: unknown };
-  const idField = parsed.type.startsWith('service/') ? 'node' : 'name';
+  const data = result.data as { name?: unknown; node?: unknown; id?: unknown };
+  const idField = parsed.type.startsWith('service/') ? 'node' : parsed.type === 'token' ? 'id' : 'name';
   const named = data[idField];
   if (typeof named === 'string' && named !== parsed.id) {
     throw new AcpError('ACP_ERR_CDB_BAD_VALUE', `bad ${parsed.type} for ${parsed.key}: field '${idField}': '${named}' differs from the key's id '${parsed.id}'`);

@@ -33,10 +33,23 @@ function roleNeeded(access: 'read' | 'operate' | 'admin' | 'local-admin'): Role 
   return access === 'read' ? 'auditor' : access === 'operate' ? 'operator' : 'admin';
 }
 
+function nodeOf(path: string): string | undefined {
+  try {
+    return parsePath(path).node;
+  } catch {
+    return undefined;
+  }
+}
+
 function matches(rule: SenderRule, actor: { node: string; path: string }, self: { cluster: string; node: string }): boolean {
   if (rule.nodes === 'self' && actor.node !== self.node) return false;
   if (rule.nodes === 'peers' && actor.node === self.node) return false;
-  const path = parsePath(actor.path);
+  let path;
+  try {
+    path = parsePath(actor.path);
+  } catch {
+    return false;
+  }
   if (path.cluster !== self.cluster || path.node !== actor.node) return false;
   const segments = path.segments.join('/');
   return segments === rule.service || (rule.below === true && segments.startsWith(`${rule.service}/`));
@@ -61,12 +74,16 @@ export interface AuthorityTarget {
  */
 export function authorize(sender: Principal, target: AuthorityTarget, table: AuthorityTable | undefined, messageType: string): AcpError | undefined {
   const access = table?.[messageType] ?? universalAuthority[messageType];
-  const actor = actorOf(sender, target.node);
   const refuse = (why: string) =>
     new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not send '${messageType}' to ${target.path}: ${why}`, {
       sender: formatPrincipal(sender),
       messageType,
     });
+  // A node vouches only for its own actors (relayedBy checks it on arrival; checked again here).
+  if (sender.kind === 'node' && sender.for?.kind === 'actor' && nodeOf(sender.for.path) !== sender.node) {
+    return refuse(`node '${sender.node}' relays for an actor of another node`);
+  }
+  const actor = actorOf(sender, target.node);
   if (access === undefined) {
     return actor ? undefined : refuse('it is private to the cluster’s own actors');
   }
@@ -74,7 +91,9 @@ export function authorize(sender: Principal, target: AuthorityTarget, table: Aut
     if (actor && access.internal.some((rule) => matches(rule, actor, target))) return undefined;
     return refuse(`it is internal: only ${access.internal.map(describeRule).join(' or ')} sends it`);
   }
-  if (access === 'local-admin' && sender.kind === 'node') return refuse('it is accepted only on this node itself, not relayed by another node');
+  if (access === 'local-admin' && (sender.kind === 'node' || ((sender.kind === 'operator' || sender.kind === 'token') && sender.via === 'agent'))) {
+    return refuse("it is accepted only on this node's own API socket, not over the agent");
+  }
   const who = origin(sender);
   switch (who.kind) {
     case 'actor':

@@ -11,10 +11,13 @@ export type Role = (typeof ROLES)[number];
  * ever fills it in.
  */
 export type Principal =
-  /** The home's API key, on the Unix socket or the local TCP API: the node's own administrator. */
-  | { readonly kind: 'operator' }
-  /** An API token, by id, with its role. */
-  | { readonly kind: 'token'; readonly id: string; readonly role: Role }
+  /**
+   * The API key: the node's own administrator. `via: 'agent'`: a script that presented it over
+   * the TLS agent rather than this node's socket (what only this node's own sockets may do, it may not).
+   */
+  | { readonly kind: 'operator'; readonly via?: 'agent' }
+  /** An API token, by id, with its role (and `via`, as for the operator). */
+  | { readonly kind: 'token'; readonly id: string; readonly role: Role; readonly via?: 'agent' }
   /**
    * A peer node's agent, proven by its certificate. `for` is whom it relays for (an actor on that
    * node, its operator or a token); absent, the node speaks for itself.
@@ -35,9 +38,9 @@ export function actorPrincipal(path: string): Principal {
 export function formatPrincipal(principal: Principal): string {
   switch (principal.kind) {
     case 'operator':
-      return 'operator';
+      return principal.via ? 'operator@agent' : 'operator';
     case 'token':
-      return `token:${principal.id}:${principal.role}`;
+      return `token:${principal.id}:${principal.role}${principal.via ? '@agent' : ''}`;
     case 'actor':
       return `actor:${principal.path}`;
     case 'node':
@@ -56,17 +59,20 @@ const NODE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
  * Reads what a peer node says it relays for (the `from` of its frames). Only one hop, and only
  * what a node may vouch for: its own actors, its operator, a token. Throws on anything else.
  */
-export function parseRelayed(text: string): RelayedPrincipal {
+export function parseRelayed(given: string): RelayedPrincipal {
+  let text = given;
   const refuse = (why: string) => new AcpError('ACP_ERR_AUTH_FORBIDDEN', `a relayed sender ${JSON.stringify(text.slice(0, 100))} ${why}`);
-  if (text === 'operator') return { kind: 'operator' };
-  if (text.startsWith('actor:')) {
+  const via = text.endsWith('@agent') ? ({ via: 'agent' } as const) : {};
+  if (via.via) text = text.slice(0, -'@agent'.length);
+  if (text === 'operator') return { kind: 'operator', ...via };
+  if (text.startsWith('actor:') && !via.via) {
     const path = parsePath(text.slice('actor:'.length));
     return { kind: 'actor', path: formatPath(path) };
   }
   if (text.startsWith('token:')) {
     const [, id = '', role = ''] = text.split(':');
     if (!TOKEN_ID.test(id) || !(ROLES as readonly string[]).includes(role)) throw refuse('is not token:<id>:<role>');
-    return { kind: 'token', id, role: role as Role };
+    return { kind: 'token', id, role: role as Role, ...via };
   }
   throw refuse("is not one of operator, token:<id>:<role> or actor:<path>");
 }

@@ -364,12 +364,12 @@ test.serial("a script certificate cannot get another node's certificate, mint a 
   const { csrPem } = await createCsr('n2');
   // Relayed by n2 to the CA node: the request still comes from the script, not from n2.
   const relayed = await t.throwsAsync(viaN2.ask('acp://lab/n1/agent', { type: 'agent.sign', csr: csrPem }, { timeoutMs: WAIT_MS }), { instanceOf: AcpError });
-  t.is(relayed?.code, 'ACP_ERR_AGENT_BAD_CERT');
+  t.is(relayed?.code, 'ACP_ERR_AUTH_FORBIDDEN');
   const direct = await t.throwsAsync(viaN1.ask('agent', { type: 'agent.sign', csr: csrPem }, { timeoutMs: WAIT_MS }), { instanceOf: AcpError });
-  t.is(direct?.code, 'ACP_ERR_AGENT_BAD_CERT');
+  t.is(direct?.code, 'ACP_ERR_AUTH_FORBIDDEN');
   const token = await t.throwsAsync(viaN1.ask('agent', { type: 'agent.token', ttlMs: 60_000 }, { timeoutMs: WAIT_MS }), { instanceOf: AcpError });
-  t.is(token?.code, 'ACP_ERR_AGENT_BAD_CERT');
+  t.is(token?.code, 'ACP_ERR_AUTH_FORBIDDEN');
   const renew = await t.throwsAsync(viaN2.ask('agent', { type: 'agent.renew' }, { timeoutMs: WAIT_MS }), { instanceOf: AcpError });
-  t.is(renew?.code, 'ACP_ERR_AGENT_BAD_CERT');
+  t.is(renew?.code, 'ACP_ERR_AUTH_FORBIDDEN');
   await assertHealthy(t, n1);
 });

@@ -4,7 +4,8 @@ import type { CdbEvent, CdbSnapshot, RecordView } from '../actors/cdb/index.js';
 import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
-import { allRunning, client, eventually, makeHome, startDaemon } from './helpers/node.js';
+import { FakePeer, initNode, localClient, up } from './helpers/agent.js';
+import { eventually } from './helpers/node.js';
 
 type Written = Message & { type: 'cdb.written'; key: string; version: string };
 type RecordReply = Message & { type: 'cdb.record'; record: RecordView };
@@ -20,16 +21,28 @@ interface MergeRecord {
 
 const WAIT_MS = 10_000;
 
-async function boot(t: ExecutionContext): Promise<AcpClient> {
-  const home = makeHome(t);
-  const daemon = await startDaemon(t, home);
-  await allRunning(daemon);
-  return client(t, home);
+interface Booted extends AcpClient {
+  peer: FakePeer;
+}
+
+/**
+ * A node of cluster lab (n1) and a stand-in for its peer n2: merges come only from the other
+ * nodes' CDBs, so the tests send them as n2's CDB would, through n1's agent.
+ */
+async function boot(t: ExecutionContext): Promise<Booted> {
+  const node = await up(await initNode(t, 'n1'));
+  const connection = await localClient(t, node.home);
+  const peer = await FakePeer.connect(t, node, 'n2');
+  return Object.assign(connection, { peer });
 }
 
 const put = (connection: AcpClient, key: string, value: unknown) => connection.ask<Written>('cdb', { type: 'cdb.put', key, value }, { timeoutMs: WAIT_MS });
 const get = (connection: AcpClient, key: string) => connection.ask<RecordReply>('cdb', { type: 'cdb.get', key }, { timeoutMs: WAIT_MS });
-const merge = (connection: AcpClient, records: MergeRecord[]) => connection.ask<Merged>('cdb', { type: 'cdb.merge', records }, { timeoutMs: WAIT_MS });
+const merge = async (connection: Booted, records: MergeRecord[]): Promise<Merged> => {
+  const answer = await connection.peer.ask('acp://lab/n1/cdb', { type: 'cdb.merge', records }, 'actor:acp://lab/n2/cdb', WAIT_MS);
+  if (answer.k === 'error') throw AcpError.fromData(answer.err!);
+  return answer.body as Merged;
+};
 
 function versionOf(text: string): Version {
   const version = parseVersion(text);

@@ -19,7 +19,7 @@ const key = (text: string): ParsedKey => parseKey(text);
 // ---------------------------------------------------------------- parseKey
 
 test('parseKey: every object type parses, with its id and no node', (t) => {
-  t.is(OBJECT_TYPES.length, 3 + STORAGE_TYPES.length + SERVICE_TYPES.length);
+  t.is(OBJECT_TYPES.length, 4 + STORAGE_TYPES.length + SERVICE_TYPES.length);
   for (const type of OBJECT_TYPES) {
     const parsed = parseKey(`object/${type}/web-1.a_b`);
     t.deepEqual(parsed, { key: `object/${type}/web-1.a_b`, kind: 'object', type, id: 'web-1.a_b' }, type);
@@ -57,7 +57,7 @@ test('parseKey: an unknown type (including unknown storage/ and service/ sub-typ
     ['stats/gpu/a@n1', 'gpu'],
     ['object', ''],
   ] as const) {
-    throwsAcp(t, () => key(bad), 'ACP_ERR_CDB_BAD_KEY', new RegExp(`unknown type '${type.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}'`), /types are node, system, network, storage\/device/);
+    throwsAcp(t, () => key(bad), 'ACP_ERR_CDB_BAD_KEY', new RegExp(`unknown type '${type.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}'`), /types are node, system, network, token, storage\/device/);
   }
 });
 
@@ -107,10 +107,13 @@ test('validateObject: a valid value of every type passes', (t) => {
     'storage/volume': { name: 'a', pool: 'p', sizeBytes: 1024 },
   };
   for (const type of OBJECT_TYPES) {
+    if (type === 'token') continue;
     const value = type.startsWith('service/') ? { node: 'a', isolation: 'inline' } : valid[type];
     t.truthy(value, type);
     t.notThrows(() => validateObject(key(`object/${type}/a`), value), type);
   }
+  const token = { id: 'abcdef012345', role: 'auditor', hash: 'a'.repeat(64), createdAt: '2026-11-30T00:00:00.000Z', expiresAt: null };
+  t.notThrows(() => validateObject(key('object/token/abcdef012345'), token));
 });
 
 test('validateObject: system defaults are applied', (t) => {
@@ -138,6 +141,11 @@ test('validateObject: a name (or, for services, a node) that differs from the ke
   for (const type of OBJECT_TYPES) {
     if (type.startsWith('service/')) {
       throwsAcp(t, () => validateObject(key(`object/${type}/n1`), { node: 'n2' }), 'ACP_ERR_CDB_BAD_VALUE', /field 'node'/, /'n2' differs from the key's id 'n1'/);
+      continue;
+    }
+    if (type === 'token') {
+      const token = { id: 'abcdef012345', role: 'auditor', hash: 'a'.repeat(64), createdAt: '2026-11-30T00:00:00.000Z', expiresAt: null };
+      throwsAcp(t, () => validateObject(key('object/token/bbbbbbbbbbbb'), token), 'ACP_ERR_CDB_BAD_VALUE', /field 'id'/, /differs from the key's id 'bbbbbbbbbbbb'/);
       continue;
     }
     const base: Record<string, Record<string, unknown>> = {

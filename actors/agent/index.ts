@@ -275,7 +275,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         if (hello.node !== peer.commonName) {
           throw new AcpError('ACP_ERR_AGENT_NODE_MISMATCH', `the certificate is for '${peer.commonName}' but the hello says '${String(hello.node)}'`);
         }
-        if (hello.role !== 'peer') return proven;
+        if (hello.role !== 'peer') return proven.kind === 'operator' || proven.kind === 'token' ? { ...proven, via: 'agent' } : proven;
         if (proven.kind !== 'operator') throw new AcpError('ACP_ERR_WIRE_BAD_KEY', 'a peer node says hello with the cluster key, not a token');
         const node = peer.commonName;
         if (!node || !isValidName(node)) throw new AcpError('ACP_ERR_NAME_INVALID', `the certificate names ${JSON.stringify(node)}, not a valid node name`);

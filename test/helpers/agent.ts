@@ -243,3 +243,36 @@ export function tcpAccepts(port: number): Promise<boolean> {
     socket.once('error', () => resolve(false));
   });
 }
+
+/**
+ * A stand-in for another node of the cluster: a TLS connection with a certificate from the
+ * cluster's CA for `name`, a peer hello with the cluster key, and asks that say which of its own
+ * actors they come from (as a real node's agent relays them).
+ */
+export class FakePeer {
+  private nextId = 1;
+
+  private constructor(
+    readonly name: string,
+    private readonly raw: RawTls,
+  ) {}
+
+  static async connect(t: ExecutionContext, target: ClusterNode, name: string): Promise<FakePeer> {
+    const identity = await issue(name, readSecret(target.home, 'ca.crt'), readSecret(target.home, 'ca.key'));
+    const raw = await RawTls.open(target.port, identity);
+    t.teardown(() => raw.destroy());
+    raw.send({ v: 1, k: 'hello', body: { cluster: 'lab', node: name, incarnation: 1, apiKey: apiKeyOf(target.home), proto: 1, role: 'peer' } });
+    const hello = await raw.frame((envelope) => envelope.k === 'hello' || envelope.k === 'error', 10_000);
+    if (hello?.k !== 'hello') throw new Error(`the peer hello was not answered: ${JSON.stringify(hello?.err ?? 'nothing')}`);
+    return new FakePeer(name, raw);
+  }
+
+  /** Asks `path` as `from` (an actor path on this fake node, or operator); the reply or the error frame. */
+  async ask(path: string, message: Message, from: string, timeoutMs = 10_000): Promise<Envelope> {
+    const id = this.nextId++;
+    this.raw.send({ v: 1, k: 'ask', id, to: path, body: message, t: timeoutMs, from });
+    const answer = await this.raw.frame((envelope) => envelope.id === id && (envelope.k === 'reply' || envelope.k === 'error'), timeoutMs);
+    if (!answer) throw new Error(`no answer to ${message.type} within ${timeoutMs} ms`);
+    return answer;
+  }
+}
