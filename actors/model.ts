@@ -23,6 +23,7 @@ export const OBJECT_TYPES = [
   'system',
   'network',
   'token',
+  'revocation',
   ...STORAGE_TYPES.map((sub) => `storage/${sub}` as const),
   ...SERVICE_TYPES.map((sub) => `service/${sub}` as const),
 ] as const;
@@ -104,6 +105,16 @@ export const tokenObjectSchema = z.strictObject({
   createdBy: z.string().max(300).optional(),
 });
 
+/**
+ * `object/revocation/<node>`: the node was removed (acp node rm). Every agent refuses its
+ * certificates issued before `revokedAt`, at the handshake and at hello.
+ */
+export const revocationObjectSchema = z.strictObject({
+  name,
+  revokedAt: z.string().max(40),
+  by: z.string().max(300).optional(),
+});
+
 /** `object/service/<sub-type>/<node>`: one per service per node; the id is the node. */
 export const serviceObjectSchema = z.strictObject({
   node: name,
@@ -122,6 +133,8 @@ export const objectSchemas: Readonly<Record<ObjectType, z.ZodType>> = Object.fro
         return [type, networkObjectSchema];
       case 'token':
         return [type, tokenObjectSchema];
+      case 'revocation':
+        return [type, revocationObjectSchema];
       case 'storage/device':
         return [type, storageDeviceSchema];
       case 'storage/pool':

@@ -62,6 +62,12 @@ export function writeApiKey(paths: HomePaths, key: string): void {
   writeFileAtomic(paths.apiKey, `${key.trim()}\n`, 0o600);
 }
 
+/** Rotated keys (acp cluster rotate-keys): each file replaced atomically, the cluster key first. */
+export function installClusterKeys(paths: HomePaths, keys: { apiKey: string; clusterKey: string }): void {
+  writeFileAtomic(paths.clusterKey, `${keys.clusterKey.trim()}\n`, 0o600, true);
+  writeFileAtomic(paths.apiKey, `${keys.apiKey.trim()}\n`, 0o600, true);
+}
+
 /** The API key, created (32 random bytes, hex, mode 0600) if missing. */
 export function loadOrCreateApiKey(paths: HomePaths): string {
   if (existsSync(paths.apiKey)) {

@@ -54,13 +54,23 @@ export class MulticastChannel {
   private socket: Socket | undefined;
   private seq = 0;
   private dropRate = 0;
-  private readonly key: Buffer;
+  private key: Buffer;
   private readonly windows = new Map<string, OriginWindow>();
 
   constructor(private readonly options: MulticastOptions) {
-    this.key = Buffer.from(options.clusterKey, 'hex');
-    if (this.key.length < 16) throw new AcpError('ACP_ERR_CONFIG_INVALID', 'the cluster key is too short to authenticate multicast (need at least 16 bytes, hex)');
+    this.key = MulticastChannel.keyOf(options.clusterKey);
   }
+  private static keyOf(clusterKey: string): Buffer {
+    const key = Buffer.from(clusterKey, 'hex');
+    if (key.length < 16) throw new AcpError('ACP_ERR_CONFIG_INVALID', 'the cluster key is too short to authenticate multicast (need at least 16 bytes, hex)');
+    return key;
+  }
+
+  /** A rotated cluster key (acp cluster rotate-keys): datagrams signed with the old one are dropped from now on. */
+  setKey(clusterKey: string): void {
+    this.key = MulticastChannel.keyOf(clusterKey);
+  }
+
 
   async open(): Promise<void> {
     const { group, port, log } = this.options;

@@ -21,6 +21,8 @@ export interface TlsPeer {
   readonly authorizationError: string | undefined;
   /** The certificate's common name: the node (or client) name. */
   readonly commonName: string | undefined;
+  /** When the certificate became valid (ms since the epoch): a node's removal revokes those issued before it. */
+  readonly validFromMs: number | undefined;
   readonly remoteAddress: string | undefined;
 }
 
@@ -105,6 +107,7 @@ export class TlsFrameListener {
       authorized: socket.authorized,
       authorizationError: authorizationError === undefined || authorizationError === null ? undefined : String(authorizationError),
       commonName: hasCertificate ? firstName(certificate.subject?.CN) : undefined,
+      validFromMs: hasCertificate && certificate.valid_from ? Date.parse(certificate.valid_from) : undefined,
       remoteAddress: socket.remoteAddress,
     };
     const attached = attachFrames(socket, `a${++this.nextId}`, this.options, (connection) => this.options.accept(connection, peer));

@@ -11,6 +11,7 @@ import type { NodeStatus } from '../runtime/services.js';
 import { cdbCommands, printNodes, printServices } from './cdb.js';
 import { systemCommands } from './system.js';
 import { apiTokenCommands } from './tokens.js';
+import { clusterCommands, nodeCommands } from './membership.js';
 import { parseHostPort } from '../adapters/tls.js';
 import { parseMulticast } from '../actors/cdb/sync-node.js';
 import { initCluster, joinCluster, parseDuration } from './cluster.js';
@@ -273,6 +274,8 @@ const cli = yargs(hideBin(process.argv))
   )
   .command('cdb', 'read, write and watch the cluster database', (y) => cdbCommands(y, run, withClient))
   .command('system', 'define and run systems (virtual machines)', (y) => systemCommands(y, run, withClient))
+  .command('node', 'manage the cluster\'s nodes (acp node rm NAME)', (y) => nodeCommands(y, run, withClient))
+  .command('cluster', 'cluster-wide operations (acp cluster rotate-keys)', (y) => clusterCommands(y, run, withClient))
   .command('nodes', 'list the nodes the cluster database knows, with their heartbeats', (y) => y, (argv) =>
     run(argv, () => withClient(argv.home, (client) => printNodes(client, argv.json))),
   )

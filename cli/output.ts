@@ -61,7 +61,7 @@ export function formatStatus(status: NodeStatus, sync: SyncSummary | null = null
     `pid          ${status.pid}`,
     `uptime       ${formatDuration(status.uptimeMs)}`,
     `dead letters ${status.deadLetters}`,
-    `refused      ${status.refusedConnections} connection(s)`,
+    `refused      ${status.refusedConnections} connection(s), ${status.forbidden ?? 0} message(s) from senders not allowed to send them`,
     `faults       ${status.faults ? 'enabled (--faults)' : 'disabled'}`,
     `socket       ${status.socket}`,
     `sync         ${syncLine(sync)}`,

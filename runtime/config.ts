@@ -62,8 +62,10 @@ export const nodeConfigSchema = z.strictObject({
       maxMemoryKeys: z.number().int().min(100).max(10_000_000).default(200_000),
       /** Values kept per stats key: 600 = 10 minutes at the 1 s collection interval. */
       statsHistory: z.number().int().min(1).max(100_000).default(600),
+      /** A record from another node stamped further ahead of this node's clock is refused and counted. */
+      maxClockAheadMs: z.number().int().min(100).max(86_400_000).default(10_000),
     })
-    .default({ maxMemoryKeys: 200_000, statsHistory: 600 }),
+    .default({ maxMemoryKeys: 200_000, statsHistory: 600, maxClockAheadMs: 10_000 }),
   /** How the CDB keeps every node's copy in step (DESIGN.md, CDB). */
   sync: z
     .strictObject({

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createFramework, frameworkAuthority, frameworkSchema } from '../actors/framework/index.js';
-import { claimPidfile, ensureHome, loadOrCreateApiKey, loadOrCreateConfig, nextIncarnation, readPidfile, removeFile } from '../adapters/home.js';
+import { claimPidfile, ensureHome, installClusterKeys, loadOrCreateApiKey, loadOrCreateConfig, nextIncarnation, readPidfile, removeFile } from '../adapters/home.js';
 import { isDaemonProcess } from '../adapters/process.js';
 import { realClock, ServiceTree, type ServiceEntry } from '../supervisors/service-tree.js';
 import { Supervisor } from '../supervisors/supervisor.js';
@@ -114,11 +114,18 @@ export class Daemon {
     });
     const identity: NodeIdentity = { cluster: config.cluster, node: config.node, incarnation: nextIncarnation(paths) };
     this.system = new ActorSystem({ identity, log, faults: options.faults ?? false, pool: this.pool });
+    let currentApiKey = apiKey;
     const deps: ServiceDeps = {
       system: this.system,
       config,
       paths,
-      apiKey,
+      get apiKey() {
+        return currentApiKey;
+      },
+      installKeys: (keys) => {
+        installClusterKeys(paths, keys);
+        currentApiKey = keys.apiKey;
+      },
       tokens: this.tokens,
       logLevel: options.logLevel ?? config.logLevel,
       status: () => this.status(),

@@ -43,7 +43,10 @@ export interface ServiceDeps {
   readonly system: ActorSystem;
   readonly config: NodeConfig;
   readonly paths: HomePaths;
+  /** The API key (the cluster's, on a node that joined one); changes when the keys are rotated. */
   readonly apiKey: string;
+  /** Writes rotated keys to the home and uses the API key from now on (acp cluster rotate-keys). */
+  installKeys(keys: { apiKey: string; clusterKey: string }): void;
   /** The cluster's API tokens as this node knows them (kept from the CDB by the API service). */
   readonly tokens: TokenBook;
   readonly logLevel: string;

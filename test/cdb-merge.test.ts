@@ -216,21 +216,34 @@ test('merge: applied changes reach a watcher as cdb.event; skipped ones do not',
   t.deepEqual(all[0]!.record.value, { name: 'w1', type: 'bridge' });
 });
 
-test('merge: after merging a record far in the future, local writes get later versions (the HLC observed it)', async (t) => {
+test('merge: a record a few seconds ahead is observed, so local writes come after it (the HLC moved)', async (t) => {
   const connection = await boot(t);
-  const future: Version = { wall: Date.now() + 10 * 365 * 24 * 3600 * 1000, logical: 5, node: 'n2' };
-  t.like(await merge(connection, [{ key: 'object/network/future', value: { name: 'future', type: 'bridge' }, version: future, origin: 'n2' }]), { applied: 1 });
+  const ahead: Version = { wall: Date.now() + 3000, logical: 5, node: 'n2' };
+  t.like(await merge(connection, [{ key: 'object/network/ahead', value: { name: 'ahead', type: 'bridge' }, version: ahead, origin: 'n2' }]), { applied: 1 });
   const local = versionOf((await put(connection, 'object/network/after', { name: 'after', type: 'bridge' })).version);
   t.is(local.node, 'n1');
-  t.true(compareVersions(local, future) > 0, `${text(local)} should be after ${text(future)}`);
+  t.true(compareVersions(local, ahead) > 0, `${text(local)} should be after ${text(ahead)}`);
   // Overwriting the merged key locally therefore wins over it.
-  const overwrite = versionOf((await put(connection, 'object/network/future', { name: 'future', type: 'vlan', vlan: 5 })).version);
-  t.true(compareVersions(overwrite, future) > 0);
-  const record = (await get(connection, 'object/network/future')).record;
+  const overwrite = versionOf((await put(connection, 'object/network/ahead', { name: 'ahead', type: 'vlan', vlan: 5 })).version);
+  t.true(compareVersions(overwrite, ahead) > 0);
+  const record = (await get(connection, 'object/network/ahead')).record;
   t.is(record.version, text(overwrite));
-  t.deepEqual(record.value, { name: 'future', type: 'vlan', vlan: 5 });
-  // Even a version skipped as older is observed: merging does not move the clock backwards.
-  t.like(await merge(connection, [{ key: 'object/network/future', value: { name: 'future', type: 'bridge' }, version: { wall: future.wall, logical: 99, node: 'n3' }, origin: 'n3' }]), { type: 'cdb.merged' });
-  const next = versionOf((await put(connection, 'object/network/after', { name: 'after', type: 'vlan', vlan: 1 })).version);
-  t.true(compareVersions(next, { wall: future.wall, logical: 99, node: 'n3' }) > 0);
+  t.deepEqual(record.value, { name: 'ahead', type: 'vlan', vlan: 5 });
+});
+
+test('merge: a record stamped a year ahead (past cdb.maxClockAheadMs) is refused and counted; it changes nothing and the next ordinary write wins', async (t) => {
+  const connection = await boot(t);
+  const key = 'object/network/poison';
+  const before = versionOf((await put(connection, key, { name: 'poison', type: 'bridge' })).version);
+  const future: Version = { wall: Date.now() + 365 * 24 * 3600 * 1000, logical: 0, node: 'n2' };
+  t.like(await merge(connection, [{ key, value: { name: 'poison', type: 'vlan', vlan: 666 }, version: future, origin: 'n2' }]), { applied: 0, skipped: 1 });
+  const kept = (await get(connection, key)).record;
+  t.is(kept.version, text(before));
+  t.deepEqual(kept.value, { name: 'poison', type: 'bridge' });
+  // The clock did not follow it: the next write is stamped now, and wins.
+  const next = versionOf((await put(connection, key, { name: 'poison', type: 'vlan', vlan: 7 })).version);
+  t.true(next.wall < Date.now() + 1000, 'the local clock was not dragged into the future');
+  t.deepEqual((await get(connection, key)).record.value, { name: 'poison', type: 'vlan', vlan: 7 });
+  const info = await connection.ask<Message & { clockAheadRefused: number }>('cdb', { type: 'service.info' });
+  t.is(info.clockAheadRefused, 1);
 });

@@ -173,10 +173,10 @@ if (!available.ok) {
     const payload = { k: 'batch', origin: 'n2', incarnation: 1, firstSeq: 1, records: [{ key: 'object/system/injected', value: { name: 'injected' }, version: { wall: 2 ** 40, logical: 0, node: 'n2' }, origin: 'n2' }] };
     for (const target of ['cdb', 'acp://lab/n2/cdb']) {
       const error = await t.throwsAsync(client.ask(target, { type: 'cdb.sync', payload }));
-      t.is((error as { code?: string }).code, 'ACP_ERR_SYNC_NOT_PEER', target);
+      t.is((error as { code?: string }).code, 'ACP_ERR_AUTH_FORBIDDEN', target);
     }
     const faults = await t.throwsAsync(client.ask('acp://lab/n2/cdb', { type: 'cdb.sync.faults', dropRate: 1 }));
-    t.is((faults as { code?: string }).code, 'ACP_ERR_SYNC_NOT_PEER');
+    t.is((faults as { code?: string }).code, 'ACP_ERR_AUTH_FORBIDDEN');
     const hash = await objectHash(cluster(), 'n2');
     t.false((await (await cluster().client('n2')).ask<{ type: string; records: unknown[] }>('cdb', { type: 'cdb.list', prefix: 'object/system/injected' })).records.length > 0, `nothing injected (${hash.records} objects)`);
   });

@@ -18,14 +18,17 @@ import type { AuthorityTable } from '../../runtime/authority.js';
 import { PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
-import { isValidName, parsePath } from '../../runtime/path.js';
+import { formatPath, isValidName, parsePath } from '../../runtime/path.js';
 import type { Principal } from '../../runtime/principal.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import type { RemoteRouter } from '../../runtime/system.js';
 import { ApiSession } from '../api/session.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import type { CdbEvent, CdbSnapshot } from '../cdb/index.js';
 import { objectKey } from '../model.js';
 import { PeerLink } from './link.js';
+import { Membership, membershipMessages } from './membership.js';
+import { REVOCATION_PREFIX, Revocations } from './revocations.js';
 
 export const agentSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
@@ -38,6 +41,7 @@ export const agentSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('agent.lookup'), node: z.string().max(63) }),
   /** Which node's agent listens at HOST:PORT? Dials it when not known (for --peers and --gateway). */
   z.strictObject({ type: z.literal('agent.identify'), address: z.string().max(300) }),
+  ...membershipMessages,
 ]);
 
 export type AgentMessage = z.input<typeof agentSchema>;
@@ -73,7 +77,15 @@ export const agentAuthority: AuthorityTable = {
   "agent.renew": 'local-admin',
   // A node's own agent asks the CA node to sign its renewed certificate.
   'agent.sign': { internal: [{ service: 'agent', nodes: 'peers' }] },
+  'agent.remove-node': 'admin',
+  'agent.rotate-keys': 'admin',
+  // The agent that rotates the keys hands them to every other.
+  'agent.install-keys': { internal: [{ service: 'agent', nodes: 'peers' }] },
 };
+
+function revokedError(node: string | undefined): AcpError {
+  return new AcpError('ACP_ERR_AGENT_BAD_CERT', `the certificate of '${node ?? '?'}' was revoked: the node was removed from the cluster (acp node rm); to bring it back, join it again with a new token`);
+}
 
 function refusal(connection: FrameConnection, error: AcpError): FrameHandler {
   connection.close({ v: PROTOCOL_VERSION, k: 'error', err: error.toData() });
@@ -95,6 +107,9 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   /** Nodes nobody knew an address for, and when: not asked about again for a while. */
   const misses = new Map<string, number>();
   const addresses = new Map<string, string>();
+  const revocations = new Revocations();
+  let revocationWatch: number | undefined;
+  let resubscribe: NodeJS.Timeout | undefined;
   let material: TlsMaterial | undefined;
   let listener: TlsFrameListener | undefined;
   const selfAddress = config.agent.listen;
@@ -151,6 +166,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   /** Dials a peer, says hello, and attaches the connection to its link once the peer answers. */
   const dial = async (target: PeerLink): Promise<void> => {
     if (!material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', 'this node has no cluster certificate; run acp init or acp join');
+    if (revocations.isRemoved(target.node)) throw new AcpError('ACP_ERR_NODE_UNREACHABLE', `node '${target.node}' was removed from the cluster (acp node rm)`);
     const address = addresses.get(target.node) ?? (await lookup(target.node));
     if (!address) {
       // A name nobody knows keeps no link (names come from the network: the map must stay bounded).
@@ -261,6 +277,11 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       deps.countRefusal();
       return refusal(connection, new AcpError('ACP_ERR_AGENT_BAD_CERT', `certificate refused (${peer.authorizationError}): it must be issued by this cluster's CA and be valid now`));
     }
+    if (revocations.isRevoked(peer.commonName, peer.validFromMs)) {
+      ctx.log.warn({ remote: peer.remoteAddress, node: peer.commonName }, 'agent connection refused: the certificate was revoked');
+      deps.countRefusal();
+      return refusal(connection, revokedError(peer.commonName));
+    }
     let target: PeerLink | undefined;
     const session = new ApiSession(connection, {
       system,
@@ -275,6 +296,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         if (hello.node !== peer.commonName) {
           throw new AcpError('ACP_ERR_AGENT_NODE_MISMATCH', `the certificate is for '${peer.commonName}' but the hello says '${String(hello.node)}'`);
         }
+        if (revocations.isRevoked(peer.commonName, peer.validFromMs)) throw revokedError(peer.commonName);
         if (hello.role !== 'peer') return proven.kind === 'operator' || proven.kind === 'token' ? { ...proven, via: 'agent' } : proven;
         if (proven.kind !== 'operator') throw new AcpError('ACP_ERR_WIRE_BAD_KEY', 'a peer node says hello with the cluster key, not a token');
         const node = peer.commonName;
@@ -395,7 +417,56 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
 
   const router: RemoteRouter = {
     deliver: (node, path, delivery, timeoutMs) => link(node).deliver(path, delivery, timeoutMs),
-    watch: (node, path, listener) => link(node).watch(path, listener),
+    watch: (node, path, listener) => {
+      if (addresses.has(node) || links.has(node)) return link(node).watch(path, listener);
+      // A name nobody knows gets its answer now, not a link that retries for ever.
+      let cancel = () => {
+        cancelled = true;
+      };
+      let cancelled = false;
+      void lookup(node).then(
+        (address) => {
+          if (cancelled) return;
+          if (address) {
+            cancel = link(node).watch(path, listener);
+            return;
+          }
+          listener({ type: 'terminated', path: formatPath(path), reason: `no-such-node: the cluster knows no node named '${node}'` });
+        },
+        () => undefined,
+      );
+      return () => cancel();
+    },
+  };
+
+  /** A removed node: no link, no address, no connection. */
+  const drop = (node: string) => {
+    links.get(node)?.close();
+    links.delete(node);
+    addresses.delete(node);
+  };
+  const membership = new Membership({
+    ctx,
+    revocations,
+    peers: () => [...new Set([...addresses.keys(), ...links.keys()])].filter((node) => node !== self && !revocations.isRemoved(node)).sort(),
+    drop,
+    installKeys: (keys) => deps.installKeys(keys),
+  });
+  /** The cluster's removed nodes, from the CDB: a snapshot, then every change. */
+  const watchRevocations = async () => {
+    try {
+      const reply = await cdb.ask<Message & { watch: number }>({ type: 'cdb.watch', prefix: REVOCATION_PREFIX, subscriber: ctx.self.path }, { timeoutMs: 5000 });
+      revocationWatch = reply.watch;
+    } catch (error) {
+      ctx.log.warn({ err: errorMessage(error) }, 'cannot watch the removed nodes in the cdb yet; retrying');
+      resubscribe = setTimeout(() => ctx.self.tell({ type: 'agent.revocations-resubscribe' }), 1000);
+    }
+  };
+  const revoked = (records: readonly { key: string; value: unknown; deleted?: true }[]) => {
+    for (const node of revocations.apply(records)) {
+      ctx.log.warn({ node }, 'node removed from the cluster: its links are closed and its certificate refused');
+      drop(node);
+    }
   };
 
   const renew = async (): Promise<Message> => {
@@ -428,6 +499,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         ctx.log.warn({ err: errorMessage(error) }, 'could not read known peers from the cdb');
       }
       for (const seed of config.agent.seeds) if (!addresses.has(seed.node)) addresses.set(seed.node, seed.agent);
+      await watchRevocations();
       system.setRemoteRouter(router);
       if (!material) {
         ctx.log.info('no cluster certificate: the agent carries nothing to other nodes (run acp init or acp join)');
@@ -444,6 +516,21 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     },
     async receive(message, sender) {
       info.handled += 1;
+      // From the CDB (the watch on object/revocation/) and this actor's own retry timer.
+      switch (message.type) {
+        case 'cdb.snapshot':
+          if ((message as CdbSnapshot).watch === revocationWatch || revocationWatch === undefined) revoked((message as CdbSnapshot).records);
+          return undefined;
+        case 'cdb.event':
+          revoked([(message as CdbEvent).record]);
+          return undefined;
+        case 'watch.ended':
+          revocationWatch = undefined;
+          resubscribe = setTimeout(() => ctx.self.tell({ type: 'agent.revocations-resubscribe' }), 1000);
+          return undefined;
+        case 'agent.revocations-resubscribe':
+          return watchRevocations();
+      }
       const parsed = agentSchema.parse(message);
       switch (parsed.type) {
         case 'service.info':
@@ -483,6 +570,12 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         }
         case 'agent.renew':
           return renew();
+        case 'agent.remove-node':
+          return membership.removeNode(parsed.node, sender);
+        case 'agent.rotate-keys':
+          return membership.rotateKeys();
+        case 'agent.install-keys':
+          return membership.install({ clusterKey: parsed.clusterKey, apiKey: parsed.apiKey });
         default: {
           const unreachable: never = parsed;
           return unreachable;
@@ -490,6 +583,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       }
     },
     async stopping() {
+      clearTimeout(resubscribe);
       system.setRemoteRouter(undefined);
       for (const peerLink of links.values()) peerLink.close();
       await listener?.close();

@@ -35,6 +35,8 @@ export const cdbSchema = z.discriminatedUnion('type', [
   /** Put only if the key's current version is `expect` (`null`: only if the key does not exist). */
   z.strictObject({ type: z.literal('cdb.cas'), key, value: z.unknown(), expect: z.string().max(100).nullable() }),
   z.strictObject({ type: z.literal('cdb.batch'), ops: z.array(op).min(1).max(1000) }),
+  /** The agent installed a rotated cluster key: re-key multicast from the key file. */
+  z.strictObject({ type: z.literal('cdb.sync.rekey') }),
   z.strictObject({ type: z.literal('cdb.watch'), prefix, subscriber: actorPath }),
   z.strictObject({ type: z.literal('cdb.unwatch'), watch: z.number().int() }),
   z.strictObject({ type: z.literal('cdb.history'), key }),
@@ -101,6 +103,7 @@ export interface CdbSnapshot extends Message {
 }
 
 const SNAPSHOT_CHUNK = 500;
+export const DEFAULT_MAX_CLOCK_AHEAD_MS = 10_000;
 const DEFAULT_LIST_LIMIT = 1000;
 const PAGE = 512;
 
@@ -126,6 +129,10 @@ export interface CdbOptions {
   storePath: string;
   maxMemoryKeys: number;
   statsHistory: number;
+  /** Where the cluster key lives, read again when the agent rotates it. */
+  clusterKeyFile?: string;
+  /** A replicated record stamped further ahead of this node's clock than this is refused (default 10 s). */
+  maxClockAheadMs?: number;
   now?: () => number;
   /** Cluster sync; absent on a node that belongs to no cluster (no cluster key). */
   sync?: Omit<SyncSetup, 'knownNodes' | 'merge'> & { seeds: readonly string[] };
@@ -145,6 +152,10 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   const clock = new HybridClock(node, options.now ?? (() => Date.now()));
   const memory = new MemoryTable(options.maxMemoryKeys, options.statsHistory);
   const info = new ServiceClock();
+  const wallNow = options.now ?? (() => Date.now());
+  const maxClockAheadMs = options.maxClockAheadMs ?? DEFAULT_MAX_CLOCK_AHEAD_MS;
+  /** Records refused because their clock was too far ahead of ours (a bad clock or a poisoning attempt). */
+  let clockAheadRefused = 0;
   /** Object writes issued but not yet durable: read-your-writes for gets, lists and CAS. */
   const pending = new Map<string, StoredRecord>();
   const watchers = new Map<number, Watcher>();
@@ -289,10 +300,12 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     return [...merged.keys()].sort().slice(0, limit).map((mergedKey) => merged.get(mergedKey)!);
   };
 
-  const watch = (rawPrefix: string, subscriberPath: string): Message => {
+  const watch = (rawPrefix: string, subscriberPath: string, sender: Principal): Message => {
     const wanted = checkPrefix(rawPrefix);
     const subscriberSegments = subscriberPath.replace(/^acp:\/\/[^/]+\/[^/]+\//, '').split('/');
-    if (subscriberSegments.length === 1 && (SERVICE_TYPES as readonly string[]).includes(subscriberSegments[0]!)) {
+    // A service takes the CDB's events only when it subscribes itself, never on someone else's say.
+    const itself = sender.kind === 'actor' && sender.path === subscriberPath;
+    if (!itself && subscriberSegments.length === 1 && (SERVICE_TYPES as readonly string[]).includes(subscriberSegments[0]!)) {
       throw new AcpError('ACP_ERR_CDB_BAD_KEY', `a service (${subscriberPath}) cannot be a watch subscriber; subscribe through the API (client.watch)`);
     }
     const subscriber = ctx.ref(subscriberPath);
@@ -312,7 +325,23 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   const merge = (records: readonly StoredRecord[]): Promise<{ applied: number; skipped: number }> => {
     const byKey = new Map<string, { parsed: ParsedKey; record: StoredRecord }>();
     let skipped = 0;
+    const removals = new Map<string, number | undefined>();
     for (const incoming of records) {
+      // One record from the far future would win every later write here and drag our clock along.
+      if (incoming.version.wall > wallNow() + maxClockAheadMs) {
+        skipped += 1;
+        clockAheadRefused += 1;
+        if (clockAheadRefused === 1 || clockAheadRefused % 1000 === 0) {
+          ctx.log.warn({ key: String(incoming.key).slice(0, 200), origin: incoming.origin, aheadMs: incoming.version.wall - wallNow(), refused: clockAheadRefused }, 'replicated record refused: its clock is ahead of this node by more than cdb.maxClockAheadMs');
+        }
+        continue;
+      }
+      if (!removals.has(incoming.origin)) removals.set(incoming.origin, removedSince(incoming.origin));
+      const since = removals.get(incoming.origin);
+      if (since !== undefined && incoming.version.wall > since) {
+        skipped += 1;
+        continue;
+      }
       let target: ParsedKey;
       try {
         target = parseKey(incoming.key);
@@ -338,6 +367,18 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     }
     const writes = [...byKey.values()];
     return apply(writes, false).then(() => ({ applied: writes.length, skipped }));
+  };
+
+  /** A node taken out of the cluster (acp node rm): no longer listed, and what it writes from then on is not taken. */
+  const removed = (name: string): boolean => {
+    const record = store?.get(`object/revocation/${name}`);
+    return record !== undefined && !record.deleted;
+  };
+  const removedSince = (name: string): number | undefined => {
+    const record = store?.get(`object/revocation/${name}`);
+    if (!record || record.deleted) return undefined;
+    const at = Date.parse(String((record.value as { revokedAt?: unknown } | null)?.revokedAt));
+    return Number.isFinite(at) ? at : undefined;
   };
 
   /** Tokens are the keys to the cluster: only an admin writes them. */
@@ -442,7 +483,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
       if (parsed.type === 'cdb.batch') for (const op of parsed.ops) requireWriter(op.key, sender);
       switch (parsed.type) {
         case 'service.info':
-          return { ...info.info('cdb', 'Cluster database', ctx), watchers: watchers.size, memoryKeys: memory.size, pendingWrites: pending.size };
+          return { ...info.info('cdb', 'Cluster database', ctx), watchers: watchers.size, memoryKeys: memory.size, pendingWrites: pending.size, clockAheadRefused };
         case 'cdb.get':
           return get(parsed.key);
         case 'cdb.list': {
@@ -481,7 +522,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           return replyLater(apply(writes, true).then(() => ({ type: 'cdb.written-batch', count: writes.length, versions: writes.map((write) => formatVersion(write.record.version)) })));
         }
         case 'cdb.watch':
-          return watch(parsed.prefix, parsed.subscriber);
+          return watch(parsed.prefix, parsed.subscriber, sender);
         case 'cdb.unwatch':
           dropWatch(parsed.watch);
           return { type: 'ok' };
@@ -499,11 +540,14 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         }
         case 'cdb.sync.status':
           return requireSync().status();
+        case 'cdb.sync.rekey':
+          if (sync && secretExists(options.clusterKeyFile ?? '')) sync.rekey(readSecretFile(options.clusterKeyFile ?? '').trim());
+          return { type: 'ok' };
         case 'cdb.sync.faults':
           requireSync().setDropRate(parsed.dropRate);
           return { type: 'cdb.sync.faults', dropRate: parsed.dropRate };
         case 'cdb.nodes':
-          return { type: 'cdb.nodes', nodes: sync ? sync.members() : [{ node, state: 'up', lastSeenMs: 0, incarnation: ctx.node.incarnation, syncLag: 0, self: true }] };
+          return { type: 'cdb.nodes', nodes: sync ? sync.members().filter((member) => !removed(member.node)) : [{ node, state: 'up', lastSeenMs: 0, incarnation: ctx.node.incarnation, syncLag: 0, self: true }] };
         case 'cdb.hash':
           return hash(parsed.prefix ?? 'object/');
         case 'cdb.history': {
@@ -558,6 +602,7 @@ export const cdbAuthority: AuthorityTable = {
   'cdb.cas': 'operate',
   'cdb.batch': 'operate',
   'cdb.sync.faults': 'local-admin',
+  'cdb.sync.rekey': { internal: [{ service: 'agent', nodes: 'self' }] },
   'cdb.merge': fromPeerCdbs,
   'cdb.sync': fromPeerCdbs,
   'cdb.sync.repair': fromPeerCdbs,
@@ -576,6 +621,8 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
       storePath: join(deps.paths.data, 'cdb.mdb'),
       maxMemoryKeys: deps.config.cdb.maxMemoryKeys,
       statsHistory: deps.config.cdb.statsHistory,
+      maxClockAheadMs: deps.config.cdb.maxClockAheadMs,
+      clusterKeyFile: deps.paths.clusterKey,
       // A node with a cluster key belongs to a cluster: it syncs.
       ...(secretExists(deps.paths.clusterKey)
         ? {

@@ -91,7 +91,7 @@ export class SyncNode {
 
   constructor(
     private readonly ctx: ActorContext,
-    private readonly setup: SyncSetup,
+    private setup: SyncSetup,
   ) {
     for (const address of setup.config.gateways) this.gatewayNames.set(address, null);
     for (const address of setup.config.peers) this.peerNames.set(address, null);
@@ -296,6 +296,12 @@ export class SyncNode {
       counters: { ...this.replicator.counters },
       datagrams: this.channel ? { ...this.channel.stats } : null,
     };
+  }
+
+  /** The cluster key was rotated: multicast is signed and checked with the new one from now on. */
+  rekey(clusterKey: string): void {
+    this.setup = { ...this.setup, clusterKey };
+    this.channel?.setKey(clusterKey);
   }
 
   async stop(): Promise<void> {
