@@ -15,7 +15,7 @@ export interface HomeOptions {
   cluster?: string;
   node?: string;
   services?: Record<string, { isolation?: 'inline' | 'thread' | 'process'; maxRestarts?: number; withinMs?: number }>;
-  api?: { maxFrameBytes?: number; helloTimeoutMs?: number; maxConnections?: number };
+  api?: { maxFrameBytes?: number; helloTimeoutMs?: number; maxConnections?: number; maxWatches?: number; maxAsksInFlight?: number };
   failedRetryMs?: number;
   /** Stats collection; off (0) unless a test asks for it: dozens of test daemons need not all run it every second. */
   statsMs?: number;
