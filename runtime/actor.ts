@@ -8,7 +8,7 @@ import type { Principal } from './principal.js';
 export interface NodeIdentity {
   readonly cluster: string;
   readonly node: string;
-  /** Changes every time the daemon starts (milliseconds since the epoch at boot). */
+  /** One more every time the daemon starts: a counter kept in the home (see adapters/home.ts nextIncarnation). */
   readonly incarnation: number;
 }
 
