@@ -215,3 +215,23 @@ test('a told message that later crashes its actor does not poison the client con
   const pong = await connection.ask<Pong>('framework', { type: 'ping' });
   t.is(pong.path, path('framework'));
 });
+
+test('an idle node is quiet on meta/: after the snapshot, only its heartbeat (one record a second); a service change is written once', async (t) => {
+  const { connection } = await bootNode(t);
+  // Let boot-time changes settle, then count what a watch on meta/ sees for 3 s.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const keys: string[] = [];
+  let snapshotDone = false;
+  const cancel = connection.watch('meta/', (event) => {
+    if (event.type === 'cdb.snapshot' && (event as Message & { done: boolean }).done) snapshotDone = true;
+    if (event.type === 'cdb.event' && snapshotDone) keys.push((event as Message & { record: { key: string } }).record.key);
+  });
+  t.teardown(cancel);
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  t.true(keys.length <= 4, `at most one record a second, saw ${keys.length}: ${keys.join(', ')}`);
+  t.deepEqual([...new Set(keys)], ['meta/node/n1@n1']);
+  // A service that restarts is written again (state, restarts), once per change.
+  keys.length = 0;
+  await connection.tell('monitor', { type: 'chaos.crash' });
+  await eventually(() => (keys.includes('meta/service/monitor/n1@n1') ? true : undefined), 5000, 'the monitor meta to change');
+});

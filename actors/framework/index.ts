@@ -59,6 +59,10 @@ export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
   let heartbeat: NodeJS.Timeout | undefined;
   let unsubscribe: (() => void) | undefined;
   let objectsPublished = false;
+  /** What each service's meta was last published as: only a change is written again. */
+  const published = new Map<string, string>();
+  /** The CDB's restarts when we last published: meta lives in its memory, so a restart loses it. */
+  let cdbRestarts: number | undefined;
 
   const cdbRunning = (status: NodeStatus) => status.services.some((service) => service.name === 'cdb' && service.state === 'running');
 
@@ -74,8 +78,26 @@ export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
   const publish = (ops: Op[]) => {
     if (ops.length === 0) return;
     cdb.ask({ type: 'cdb.batch', ops }, { timeoutMs: Math.max(2000, deps.heartbeatMs * 2) }).catch((error: unknown) => {
+      // Forget what did not land, so the next heartbeat writes it again.
+      for (const op of ops) published.delete(op.key);
       ctx.log.debug({ err: (error as Error).message }, 'publishing to the cdb failed; the next heartbeat retries');
     });
+  };
+
+  /** A service's meta, if it changed since it was last published. */
+  const changedServiceOps = (services: readonly ServiceStatus[]): Op[] => {
+    const ops: Op[] = [];
+    for (const service of services) {
+      const type = serviceType(service.name);
+      if (!type) continue;
+      const key = metaKey(type, node, node);
+      const value = serviceMeta(service);
+      const text = JSON.stringify(value);
+      if (published.get(key) === text) continue;
+      published.set(key, text);
+      ops.push({ op: 'put', key, value });
+    }
+    return ops;
   };
 
   const heartbeatOps = (status: NodeStatus): Op[] => {
@@ -97,11 +119,14 @@ export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
       heartbeatAt: new Date().toISOString(),
       eventLoopDelayMs: deps.eventLoopDelay(),
     };
+    // The node's meta is its heartbeat (one record a second); a service's meta changes rarely.
     ops.push({ op: 'put', key: metaKey('node', node, node), value: meta });
-    for (const service of status.services) {
-      const type = serviceType(service.name);
-      if (type) ops.push({ op: 'put', key: metaKey(type, node, node), value: serviceMeta(service) });
+    const restarts = status.services.find((service) => service.name === 'cdb')?.restarts ?? 0;
+    if (restarts !== cdbRestarts) {
+      published.clear();
+      cdbRestarts = restarts;
     }
+    ops.push(...changedServiceOps(status.services));
     return ops;
   };
 
@@ -135,8 +160,7 @@ export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
         case 'framework.service-changed': {
           const status = deps.status();
           const service = status.services.find((candidate) => candidate.name === parsed.service);
-          const type = service && serviceType(service.name);
-          if (service && type && cdbRunning(status)) publish([{ op: 'put', key: metaKey(type, node, node), value: serviceMeta(service) }]);
+          if (service && cdbRunning(status)) publish(changedServiceOps([service]));
           return undefined;
         }
         default: {
