@@ -24,13 +24,19 @@ export const nodeConfigSchema = z.strictObject({
   api: z
     .strictObject({
       maxFrameBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+      /** Frames before a good hello: anyone who reaches a listener may send these. */
+      maxHelloFrameBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(64 * 1024),
+      /** Maps and arrays nested in one frame (the envelope is level 1). */
+      maxFrameDepth: z.number().int().min(8).max(1000).default(64),
+      /** CBOR items (keys, values, elements) in one frame. */
+      maxFrameItems: z.number().int().min(1000).max(100_000_000).default(1_000_000),
       helloTimeoutMs: z.number().int().min(100).max(600_000).default(5000),
       maxConnections: z.number().int().min(1).max(100_000).default(1024),
       /** The API on local TCP as well as the Unix socket (loopback only). */
       port: z.number().int().min(0).max(65535).optional(),
       host: z.enum(['127.0.0.1', '::1', 'localhost']).default('127.0.0.1'),
     })
-    .default({ maxFrameBytes: 4 * 1024 * 1024, helloTimeoutMs: 5000, maxConnections: 1024, host: '127.0.0.1' }),
+    .default({ maxFrameBytes: 4 * 1024 * 1024, maxHelloFrameBytes: 64 * 1024, maxFrameDepth: 64, maxFrameItems: 1_000_000, helloTimeoutMs: 5000, maxConnections: 1024, host: '127.0.0.1' }),
   agent: z
     .strictObject({
       /** Where this node's agent listens for other nodes (HOST:PORT); absent: no agent listener. */
@@ -58,8 +64,12 @@ export const nodeConfigSchema = z.strictObject({
       maxMemoryKeys: z.number().int().min(100).max(10_000_000).default(200_000),
       /** Values kept per stats key: 600 = 10 minutes at the 1 s collection interval. */
       statsHistory: z.number().int().min(1).max(100_000).default(600),
+      /** A value's size (its JSON text) in bytes; larger puts and merges are refused. */
+      maxValueBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+      /** Objects and arrays nested in a value; deeper puts and merges are refused. */
+      maxValueDepth: z.number().int().min(2).max(100).default(32),
     })
-    .default({ maxMemoryKeys: 200_000, statsHistory: 600 }),
+    .default({ maxMemoryKeys: 200_000, statsHistory: 600, maxValueBytes: 1024 * 1024, maxValueDepth: 32 }),
   /** How the CDB keeps every node's copy in step (DESIGN.md, CDB). */
   sync: z
     .strictObject({
@@ -89,6 +99,12 @@ export const nodeConfigSchema = z.strictObject({
   failedRetryMs: z.number().int().min(1000).max(86_400_000).default(30_000),
 });
 export type NodeConfig = z.infer<typeof nodeConfigSchema>;
+
+/** The wire limits every listener of a node applies (the API's socket and TCP, the agent's TLS). */
+export function wireLimits(config: NodeConfig): { maxFrameBytes: number; maxHelloFrameBytes: number; maxDepth: number; maxItems: number } {
+  const { api } = config;
+  return { maxFrameBytes: api.maxFrameBytes, maxHelloFrameBytes: api.maxHelloFrameBytes, maxDepth: api.maxFrameDepth, maxItems: api.maxFrameItems };
+}
 
 export interface HomePaths {
   readonly home: string;

@@ -15,6 +15,7 @@ import {
 import { dialTls, parseHostPort, TlsFrameListener, type TlsMaterial, type TlsPeer } from '../../adapters/tls.js';
 import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor.js';
 import { PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
+import { wireLimits } from '../../runtime/config.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import { isValidName, parsePath } from '../../runtime/path.js';
@@ -422,7 +423,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         return;
       }
       const { host, port } = parseHostPort(selfAddress, 'the agent address');
-      listener = new TlsFrameListener({ host, port, material, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, maxConnections: config.api.maxConnections, handshakeTimeoutMs: config.api.helloTimeoutMs, accept });
+      listener = new TlsFrameListener({ host, port, material, log: ctx.log, ...wireLimits(config), maxConnections: config.api.maxConnections, handshakeTimeoutMs: config.api.helloTimeoutMs, accept });
       await listener.listen();
       ctx.log.info({ address: selfAddress }, 'agent listening (TLS 1.3, client certificates required)');
     },

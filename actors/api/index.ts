@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { FrameListener, type FrameConnection } from '../../adapters/frame-listener.js';
 import type { ServiceDefinition } from '../../runtime/actor.js';
+import { wireLimits } from '../../runtime/config.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { ApiSession } from './session.js';
@@ -26,7 +27,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
         log: ctx.log,
         onRefused: () => deps.countRefusal(),
       });
-    const common = { maxFrameBytes: api.maxFrameBytes, maxConnections: api.maxConnections, log: ctx.log, accept };
+    const common = { ...wireLimits(deps.config), maxConnections: api.maxConnections, log: ctx.log, accept };
     const listener = new FrameListener({ ...common, socketPath: deps.paths.socket });
     // The same protocol on local TCP, for clients that cannot reach the socket file; loopback only.
     const tcp = api.port === undefined ? undefined : new FrameListener({ ...common, host: api.host, port: api.port });

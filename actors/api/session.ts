@@ -159,6 +159,8 @@ export class ApiSession implements FrameHandler {
     }
     clearTimeout(this.helloTimer);
     this.greeted = true;
+    // Only now may the peer send frames as large as the listener allows.
+    this.connection.greeted();
     if (typeof extra.principal === 'string') this.from = extra.principal;
     delete extra.principal;
     this.send({
