@@ -47,8 +47,9 @@ export interface Envelope {
 }
 
 export const helloBodySchema = z.object({
-  cluster: z.string().max(63),
-  node: z.string().max(63).optional(),
+  // Names: checked against the naming rule by the session, which says which rule (ACP_ERR_NAME_INVALID).
+  cluster: z.string().max(1024),
+  node: z.string().max(1024).optional(),
   incarnation: z.number().optional(),
   apiKey: z.string().max(512),
   proto: z.literal(PROTOCOL_VERSION),

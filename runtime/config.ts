@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { AcpError } from './errors.js';
 import { LOG_LEVELS } from './logger.js';
-import { isValidName, NAME_PATTERN } from './path.js';
+import { isValidName, nameSchema } from './path.js';
 
-const name = z.string().regex(NAME_PATTERN, 'must be 1-63 characters of a-z, 0-9, ".", "_" or "-", starting with a letter or digit');
+const name = nameSchema;
 
 export const serviceConfigSchema = z.strictObject({
   isolation: z.enum(['inline', 'thread', 'process']).optional(),

@@ -18,7 +18,7 @@ import { PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
 import { wireLimits } from '../../runtime/config.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
-import { isValidName, parsePath } from '../../runtime/path.js';
+import { isValidName, NAME_RULE, nameSchema, parsePath } from '../../runtime/path.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import type { RemoteRouter } from '../../runtime/system.js';
 import { ApiSession } from '../api/session.js';
@@ -34,7 +34,7 @@ export const agentSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('agent.sign'), csr: z.string().min(1).max(16_384) }),
   z.strictObject({ type: z.literal('agent.renew') }),
   /** Where does this node's agent listen, if this node knows? */
-  z.strictObject({ type: z.literal('agent.lookup'), node: z.string().max(63) }),
+  z.strictObject({ type: z.literal('agent.lookup'), node: nameSchema }),
   /** Which node's agent listens at HOST:PORT? Dials it when not known (for --peers and --gateway). */
   z.strictObject({ type: z.literal('agent.identify'), address: z.string().max(300) }),
 ]);
@@ -320,7 +320,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
           if (token.cluster !== cluster) throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', 'the token is not for this cluster');
           // Nothing about the cluster's members is revealed, and no work done, before the token checks out.
           ledger.check(token.id, token.secret);
-          if (!isValidName(hello.node)) throw new AcpError('ACP_ERR_NAME_INVALID', `'${hello.node}' is not a valid node name`);
+          if (!isValidName(hello.node)) throw new AcpError('ACP_ERR_NAME_INVALID', `bad hello: field 'node': ${JSON.stringify(hello.node)} is not a valid name: ${NAME_RULE}`);
           if (hello.node === self || addresses.has(hello.node)) {
             throw new AcpError(
               'ACP_ERR_WIRE_BAD_HELLO',

@@ -4,6 +4,7 @@ import { readSecretFile, secretExists } from '../../adapters/home.js';
 import { ObjectStore, type StoredRecord } from '../../adapters/store.js';
 import { replyLater, type ActorContext, type ActorRef, type ServiceDefinition } from '../../runtime/actor.js';
 import { AcpError } from '../../runtime/errors.js';
+import { nameSchema } from '../../runtime/path.js';
 import type { Message, Terminated } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
@@ -43,8 +44,8 @@ export const cdbSchema = z.discriminatedUnion('type', [
         z.strictObject({
           key,
           value: z.unknown(),
-          version: z.strictObject({ wall: z.number().int().min(0), logical: z.number().int().min(0), node: z.string().max(63) }),
-          origin: z.string().max(63),
+          version: z.strictObject({ wall: z.number().int().min(0), logical: z.number().int().min(0), node: nameSchema }),
+          origin: nameSchema,
           deleted: z.boolean().optional(),
         }),
       )
@@ -55,7 +56,7 @@ export const cdbSchema = z.discriminatedUnion('type', [
   /** Part of this node's own change stream, for a peer that missed it. */
   z.strictObject({
     type: z.literal('cdb.sync.repair'),
-    origin: z.string().max(63),
+    origin: nameSchema,
     incarnation: z.number().int().min(0),
     from: z.number().int().min(1),
     to: z.number().int().min(1),
