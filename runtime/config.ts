@@ -64,7 +64,7 @@ export const nodeConfigSchema = z.strictObject({
       maxMemoryKeys: z.number().int().min(100).max(10_000_000).default(200_000),
       /** Values kept per stats key: 600 = 10 minutes at the 1 s collection interval. */
       statsHistory: z.number().int().min(1).max(100_000).default(600),
-      /** A value's size (its JSON text) in bytes; larger puts and merges are refused. */
+      /** A value's size (its JSON text, in characters); larger puts and merges are refused. */
       maxValueBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
       /** Objects and arrays nested in a value; deeper puts and merges are refused. */
       maxValueDepth: z.number().int().min(2).max(100).default(32),
