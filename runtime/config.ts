@@ -156,9 +156,21 @@ export function defaultConfig(cluster: string | undefined, node: string | undefi
   return nodeConfigSchema.parse({ cluster: cluster ?? 'local', node: node ?? defaultNodeName() });
 }
 
+/** A CDB value travels a few levels down in a frame (envelope, body, records, record): room for them. */
+const FRAME_LEVELS_AROUND_A_VALUE = 8;
+
 export function parseConfig(input: unknown, file: string): NodeConfig {
   const result = nodeConfigSchema.safeParse(input);
-  if (result.success) return result.data;
+  if (result.success) {
+    const { api, cdb } = result.data;
+    if (api.maxFrameDepth < cdb.maxValueDepth + FRAME_LEVELS_AROUND_A_VALUE) {
+      throw new AcpError(
+        'ACP_ERR_CONFIG_INVALID',
+        `${file}: field 'api.maxFrameDepth' (${api.maxFrameDepth}) must be at least cdb.maxValueDepth + ${FRAME_LEVELS_AROUND_A_VALUE} (${cdb.maxValueDepth + FRAME_LEVELS_AROUND_A_VALUE}), or values the CDB accepts could not travel; fix or remove the file`,
+      );
+    }
+    return result.data;
+  }
   const issue = result.error.issues[0];
   const where = issue && issue.path.length > 0 ? `field '${issue.path.join('.')}'` : 'the file';
   throw new AcpError('ACP_ERR_CONFIG_INVALID', `${file}: ${where}: ${issue?.message ?? 'invalid'}; fix or remove the file`);

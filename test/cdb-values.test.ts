@@ -8,7 +8,9 @@ import { createCdb } from '../actors/cdb/index.js';
 import { checkValue, DEFAULT_VALUE_LIMITS } from '../actors/cdb/value.js';
 import { attachFrames } from '../adapters/frame-listener.js';
 import { DeferredReply, type ActorContext, type ActorRef } from '../runtime/actor.js';
-import { encodeFrame, FrameDecoder, type Envelope } from '../runtime/codec.js';
+import { DEFAULT_MAX_DEPTH } from '../runtime/cbor-guard.js';
+import { DEFAULT_MAX_HELLO_FRAME_BYTES, encodeFrame, FrameDecoder, type Envelope } from '../runtime/codec.js';
+import { parseConfig } from '../runtime/config.js';
 import { AcpError, type ErrorCode } from '../runtime/errors.js';
 import { silentLogger } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
@@ -211,4 +213,15 @@ test('a reply that cannot be encoded becomes an error frame on its id', async (t
   t.is(frames[0]?.err?.code, 'ACP_ERR_INTERNAL');
   t.regex(frames[0]?.err?.message ?? '', /the reply could not be encoded/);
   t.is(frames[1]?.k, 'pong', 'the connection carries on');
+});
+
+test('the config keeps room in a frame for the deepest value the CDB accepts; the defaults are in step', (t) => {
+  const defaults = parseConfig({ cluster: 'lab', node: 'n1' }, 'config.json');
+  t.is(defaults.cdb.maxValueDepth, DEFAULT_VALUE_LIMITS.maxDepth);
+  t.is(defaults.cdb.maxValueBytes, DEFAULT_VALUE_LIMITS.maxBytes);
+  t.is(defaults.api.maxFrameDepth, DEFAULT_MAX_DEPTH);
+  t.is(defaults.api.maxHelloFrameBytes, DEFAULT_MAX_HELLO_FRAME_BYTES);
+  const error = t.throws(() => parseConfig({ cluster: 'lab', node: 'n1', api: { maxFrameDepth: 40 }, cdb: { maxValueDepth: 40 } }, 'config.json'), { instanceOf: AcpError });
+  t.is(error?.code, 'ACP_ERR_CONFIG_INVALID');
+  t.regex(error?.message ?? '', /api\.maxFrameDepth/);
 });

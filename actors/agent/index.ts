@@ -158,7 +158,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         reject(error);
       };
     });
-    const { connection } = await dialTls({ host, port, material, expectNode: target.node, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes }, (conn) => {
+    const { connection } = await dialTls({ host, port, material, expectNode: target.node, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, maxDepth: config.api.maxFrameDepth, maxItems: config.api.maxFrameItems }, (conn) => {
       let session: ApiSession | undefined;
       return {
         frame(envelope) {
