@@ -10,7 +10,7 @@
  */
 import { z } from 'zod';
 import { AcpError } from '../runtime/errors.js';
-import { NAME_PATTERN } from '../runtime/path.js';
+import { NAME_PATTERN, NAME_RULE, nameSchema } from '../runtime/path.js';
 
 export const KINDS = ['object', 'meta', 'stats'] as const;
 export type Kind = (typeof KINDS)[number];
@@ -29,7 +29,7 @@ export const OBJECT_TYPES = [
 ] as const;
 export type ObjectType = (typeof OBJECT_TYPES)[number];
 
-const name = z.string().regex(NAME_PATTERN, 'must be 1-63 characters of a-z, 0-9, ".", "_" or "-", starting with a letter or digit');
+const name = nameSchema;
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'must be HOST:PORT');
 const mac = z.string().regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, 'must be a lower-case MAC address like 52:54:00:12:34:56');
 const labels = z.record(z.string().max(63), z.string().max(256));
@@ -217,9 +217,9 @@ export function parseKey(key: string): ParsedKey {
     if (at < 0) throw badKey(key, `${kind} keys end with '@<node>', the one node that writes them`);
     id = idPart.slice(0, at);
     node = idPart.slice(at + 1);
-    if (!NAME_PATTERN.test(node)) throw badKey(key, `'${node}' is not a valid node name`);
+    if (!NAME_PATTERN.test(node)) throw badKey(key, `'${node}' is not a valid node name: ${NAME_RULE}`);
   }
-  if (!NAME_PATTERN.test(id)) throw badKey(key, `id '${id}' is not a valid name (a-z, 0-9, '.', '_', '-'; at most 63)`);
+  if (!NAME_PATTERN.test(id)) throw badKey(key, `id '${id}' is not a valid name: ${NAME_RULE}`);
   return { key, kind: kind as Kind, type: type as ObjectType, id, ...(node === undefined ? {} : { node }) };
 }
 

@@ -1,7 +1,8 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
+import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HELLO_FRAME_BYTES, encodeFrame, FrameDecoder, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
+import type { CborLimits } from '../runtime/cbor-guard.js';
 import { AcpError, errorMessage } from '../runtime/errors.js';
 import type { Logger } from '../runtime/logger.js';
 
@@ -15,6 +16,8 @@ export interface FrameConnection {
   readonly pendingWriteBytes: number;
   /** Calls `fn` once the socket has drained its write buffer. */
   onDrain(fn: () => void): void;
+  /** The peer said a good hello: its frames may now be as large as the listener allows. */
+  greeted(): void;
 }
 
 /** What the protocol logic does with a connection's frames. */
@@ -25,8 +28,13 @@ export interface FrameHandler {
   closed(): void;
 }
 
-export interface FrameSocketOptions {
+export interface FrameSocketOptions extends Partial<CborLimits> {
   maxFrameBytes?: number;
+  /**
+   * Frames before a hello may be at most this large (listeners: the peer is nobody yet). Absent:
+   * no separate limit (a connection we dialed, whose peer we chose).
+   */
+  maxHelloFrameBytes?: number;
   /** A connection whose peer has not read this much pending output is closed. */
   maxPendingWriteBytes?: number;
   log: Logger;
@@ -38,7 +46,12 @@ export interface FrameSocketOptions {
  */
 export function attachFrames(socket: Socket, id: string, options: FrameSocketOptions, accept: (connection: FrameConnection) => FrameHandler): FrameConnection | undefined {
   const { log } = options;
-  const decoder = new FrameDecoder(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
+  const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  const limits = { ...(options.maxDepth === undefined ? {} : { maxDepth: options.maxDepth }), ...(options.maxItems === undefined ? {} : { maxItems: options.maxItems }) };
+  const decoder = new FrameDecoder(maxFrameBytes, limits);
+  if (options.maxHelloFrameBytes !== undefined && options.maxHelloFrameBytes < maxFrameBytes) {
+    decoder.setFrameLimit(options.maxHelloFrameBytes, 'the limit before a hello');
+  }
   const maxPending = options.maxPendingWriteBytes ?? 64 * 1024 * 1024;
   let open = true;
   const connection: FrameConnection = {
@@ -50,7 +63,7 @@ export function attachFrames(socket: Socket, id: string, options: FrameSocketOpt
         socket.destroy();
         return;
       }
-      socket.write(encodeFrame(envelope));
+      socket.write(encodeOrRefusal(envelope, id, log));
     },
     close: (last) => {
       if (!open) return;
@@ -67,6 +80,7 @@ export function attachFrames(socket: Socket, id: string, options: FrameSocketOpt
       if (socket.writableLength === 0) fn();
       else socket.once('drain', fn);
     },
+    greeted: () => decoder.setFrameLimit(maxFrameBytes, "this listener's limit"),
   };
   let handler: FrameHandler;
   try {
@@ -78,17 +92,20 @@ export function attachFrames(socket: Socket, id: string, options: FrameSocketOpt
   }
   socket.on('data', (chunk: Buffer) => {
     if (!open) return;
-    let envelopes: Envelope[];
-    try {
-      envelopes = decoder.push(chunk);
-    } catch (error) {
-      const refusal = AcpError.from(error, 'ACP_ERR_WIRE_BAD_FRAME');
-      handler.badFrame(refusal);
-      connection.close({ v: PROTOCOL_VERSION, k: 'error', err: refusal.toData() });
-      return;
-    }
-    for (const envelope of envelopes) {
-      if (!open) break;
+    decoder.append(chunk);
+    // One frame at a time: the handler sees the hello (and raises the limit) before the next
+    // frame's length is checked, so a client may send its first request right behind its hello.
+    while (open) {
+      let envelope: Envelope | undefined;
+      try {
+        envelope = decoder.next();
+      } catch (error) {
+        const refusal = AcpError.from(error, 'ACP_ERR_WIRE_BAD_FRAME');
+        handler.badFrame(refusal);
+        connection.close({ v: PROTOCOL_VERSION, k: 'error', err: refusal.toData() });
+        return;
+      }
+      if (!envelope) return;
       try {
         handler.frame(envelope);
       } catch (error) {
@@ -104,6 +121,20 @@ export function attachFrames(socket: Socket, id: string, options: FrameSocketOpt
     handler.closed();
   });
   return connection;
+}
+
+/**
+ * Encodes a frame; one that cannot be encoded (a value no CBOR can carry, or one too deep for the
+ * stack) becomes an error frame on the same id, so the request it answers is never left silent.
+ */
+function encodeOrRefusal(envelope: Envelope, id: string, log: Logger): Buffer {
+  try {
+    return encodeFrame(envelope);
+  } catch (error) {
+    log.error({ conn: id, kind: envelope.k, err: errorMessage(error) }, 'a frame could not be encoded; sending an error in its place');
+    const err = new AcpError('ACP_ERR_INTERNAL', `the ${envelope.k} could not be encoded (${errorMessage(error)}); the node's log has the details`).toData();
+    return encodeFrame(envelope.id === undefined ? { v: PROTOCOL_VERSION, k: 'error', err } : { v: PROTOCOL_VERSION, k: 'error', id: envelope.id, err });
+  }
 }
 
 export interface FrameListenerOptions extends FrameSocketOptions {
@@ -168,7 +199,8 @@ export class FrameListener {
   private onSocket(socket: Socket): void {
     this.sockets.add(socket);
     socket.on('close', () => this.sockets.delete(socket));
-    const attached = attachFrames(socket, `c${++this.nextId}`, this.options, (connection) => this.options.accept(connection));
+    const options = { maxHelloFrameBytes: DEFAULT_MAX_HELLO_FRAME_BYTES, ...this.options };
+    const attached = attachFrames(socket, `c${++this.nextId}`, options, (connection) => this.options.accept(connection));
     if (!attached) this.sockets.delete(socket);
   }
 }

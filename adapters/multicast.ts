@@ -4,6 +4,7 @@ import { decode, encode } from 'cbor-x';
 import { z } from 'zod';
 import { AcpError, errorMessage } from '../runtime/errors.js';
 import type { Logger } from '../runtime/logger.js';
+import { nameSchema } from '../runtime/path.js';
 
 /**
  * The cluster's authenticated multicast channel (groundwork for CDB sync). A datagram is
@@ -19,7 +20,7 @@ const HEADER_BYTES = MAGIC.length + MAC_BYTES;
 export const MAX_DATAGRAM_BYTES = 1400;
 const REPLAY_WINDOW = 4096;
 
-const bodySchema = z.object({ o: z.string().min(1).max(63), i: z.number().int().min(0), s: z.number().int().min(1), p: z.unknown() });
+const bodySchema = z.object({ o: nameSchema, i: z.number().int().min(0), s: z.number().int().min(1), p: z.unknown() });
 
 export interface MulticastStats {
   sent: number;

@@ -33,8 +33,13 @@ export class ObjectStore {
     }
   }
 
+  /** Throws ACP_ERR_CDB_STORE naming the key if the record cannot be read (a damaged store). */
   get(key: string): StoredRecord | undefined {
-    return this.db.get(key);
+    try {
+      return this.db.get(key);
+    } catch (error) {
+      throw this.unreadable(key, error);
+    }
   }
 
   /** Resolves once the records are durable; all of them in one transaction. */
@@ -51,18 +56,45 @@ export class ObjectStore {
   /** Records whose key starts with `prefix`, in key order, after `afterKey` (exclusive). Tombstones included. */
   range(prefix: string, afterKey: string | undefined, limit: number): StoredRecord[] {
     const start = afterKey !== undefined && afterKey >= prefix ? afterKey : prefix;
+    const options = { start, end: `${prefix}\uffff`, exclusiveStart: afterKey !== undefined && afterKey >= prefix };
     const records: StoredRecord[] = [];
-    for (const { key, value } of this.db.getRange({ start, end: `${prefix}\uffff`, exclusiveStart: afterKey !== undefined && afterKey >= prefix })) {
-      if (!key.startsWith(prefix)) break;
-      records.push(value);
-      if (records.length >= limit) break;
+    try {
+      for (const { key, value } of this.db.getRange(options)) {
+        if (!key.startsWith(prefix)) break;
+        records.push(value);
+        if (records.length >= limit) break;
+      }
+    } catch (error) {
+      // Slow path, only on failure: read the range key by key to name the record that fails.
+      for (const key of this.db.getKeys(options)) this.get(key);
+      throw this.unreadable(`${prefix}…`, error);
     }
     return records;
   }
 
-  /** Every record (tombstones included); for replaying versions into the clock at start. */
-  *all(): Generator<StoredRecord> {
-    for (const { value } of this.db.getRange({})) yield value;
+  /**
+   * Every readable record (tombstones included); for replaying versions into the clock at start.
+   * A record that cannot be read is passed to `unreadable` and skipped, so a damaged record does
+   * not keep the CDB from starting (reading it later is an error naming it).
+   */
+  *all(unreadable: (key: string, error: AcpError) => void = () => undefined): Generator<StoredRecord> {
+    for (const key of this.db.getKeys({})) {
+      let record: StoredRecord | undefined;
+      try {
+        record = this.get(key);
+      } catch (error) {
+        unreadable(key, AcpError.from(error, 'ACP_ERR_CDB_STORE'));
+        continue;
+      }
+      if (record) yield record;
+    }
+  }
+
+  private unreadable(key: string, error: unknown): AcpError {
+    return new AcpError(
+      'ACP_ERR_CDB_STORE',
+      `the record at ${key} in ${this.path} cannot be read (${errorMessage(error)}): the store is damaged there; delete the key (acp cdb rm) or restore the store`,
+    );
   }
 
   remove(keys: readonly string[]): Promise<void> {

@@ -1,6 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { connect as tlsConnect, createServer, type DetailedPeerCertificate, type Server, type TLSSocket } from 'node:tls';
+import { DEFAULT_MAX_HELLO_FRAME_BYTES } from '../runtime/codec.js';
 import { AcpError, errorMessage } from '../runtime/errors.js';
 import { attachFrames, type FrameConnection, type FrameHandler, type FrameSocketOptions } from './frame-listener.js';
 
@@ -110,7 +111,9 @@ export class TlsFrameListener {
       validFromMs: hasCertificate && certificate.valid_from ? Date.parse(certificate.valid_from) : undefined,
       remoteAddress: socket.remoteAddress,
     };
-    const attached = attachFrames(socket, `a${++this.nextId}`, this.options, (connection) => this.options.accept(connection, peer));
+    // Before a hello the peer is nobody yet (a joining node, a script, or anyone who reached the port).
+    const options = { maxHelloFrameBytes: DEFAULT_MAX_HELLO_FRAME_BYTES, ...this.options };
+    const attached = attachFrames(socket, `a${++this.nextId}`, options, (connection) => this.options.accept(connection, peer));
     if (!attached) this.sockets.delete(socket);
   }
 }

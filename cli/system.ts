@@ -6,7 +6,7 @@ import type { RecordView } from '../actors/cdb/index.js';
 import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
-import { isValidName } from '../runtime/path.js';
+import { assertName } from '../runtime/path.js';
 import { printJson, table } from './output.js';
 
 export interface SystemGlobal {
@@ -20,8 +20,7 @@ type Run = (argv: SystemGlobal, body: () => Promise<number | void>) => Promise<v
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function checkId(id: string): string {
-  if (!isValidName(id)) throw new AcpError('ACP_ERR_CLI_USAGE', `'${id}' is not a system id: 1-63 characters of a-z, 0-9, '.', '_' or '-'`);
-  return id;
+  return assertName(id, 'system');
 }
 
 function parseJson(text: string, what: string): unknown {
@@ -244,7 +243,7 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
         run(argv, () =>
           withClient(argv.home, async (client) => {
             const id = checkId(argv.id);
-            if (!isValidName(argv.to)) throw new AcpError('ACP_ERR_CLI_USAGE', `--to must be a node name, not '${argv.to}'`);
+            assertName(argv.to, '--to node');
             const node = await nodeOf(client, id);
             const started = Date.now();
             const reply = await client.ask<Message & SystemMeta & { from: string; to: string }>(hypervisor(client, node), { type: 'system.migrate', id, to: argv.to }, { timeoutMs: 900_000 });

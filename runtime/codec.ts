@@ -1,10 +1,13 @@
 import { Encoder } from 'cbor-x';
 import { z } from 'zod';
+import { DEFAULT_CBOR_LIMITS, guardCbor, type CborLimits } from './cbor-guard.js';
 import { AcpError, type ErrorData } from './errors.js';
 
 /** Wire protocol version carried in every envelope. */
 export const PROTOCOL_VERSION = 1;
 export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024;
+/** Before a hello a connection may send only this much per frame (a hello is well under 20 KiB). */
+export const DEFAULT_MAX_HELLO_FRAME_BYTES = 64 * 1024;
 const HEADER_BYTES = 4;
 
 export const FRAME_KINDS = ['hello', 'tell', 'ask', 'reply', 'error', 'ping', 'pong', 'watch', 'event', 'bye'] as const;
@@ -44,8 +47,9 @@ export interface Envelope {
 }
 
 export const helloBodySchema = z.object({
-  cluster: z.string().max(63),
-  node: z.string().max(63).optional(),
+  // Names: checked against the naming rule by the session, which says which rule (ACP_ERR_NAME_INVALID).
+  cluster: z.string().max(1024),
+  node: z.string().max(1024).optional(),
   incarnation: z.number().optional(),
   /** The home's (or cluster's) API key... */
   apiKey: z.string().max(512).optional(),
@@ -60,7 +64,11 @@ export const helloBodySchema = z.object({
 export type HelloBody = z.infer<typeof helloBodySchema>;
 
 // One encoder per process: plain maps, no shared structures, so any peer can decode any frame.
-const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
+// int64AsNumber: a 64-bit integer from another encoder decodes to a number, never a BigInt (the
+// guard refuses those beyond 2^53).
+// (int64AsNumber is a decoder option cbor-x's typings leave out.)
+const cborOptions = { useRecords: false, mapsAsObjects: true, tagUint8Array: false, int64AsNumber: true };
+const cbor = new Encoder(cborOptions);
 
 export function encodeFrame(envelope: Envelope): Buffer {
   const payload = cbor.encode(envelope);
@@ -70,8 +78,12 @@ export function encodeFrame(envelope: Envelope): Buffer {
   return frame;
 }
 
-/** Decodes and validates one envelope payload (without its length prefix). */
-export function decodeEnvelope(payload: Uint8Array): Envelope {
+/**
+ * Decodes and validates one envelope payload (without its length prefix). The bytes are scanned
+ * first (cbor-guard.ts): CBOR the protocol does not use is refused before cbor-x decodes anything.
+ */
+export function decodeEnvelope(payload: Uint8Array, limits: CborLimits = DEFAULT_CBOR_LIMITS): Envelope {
+  guardCbor(payload, limits);
   let value: unknown;
   try {
     value = cbor.decode(payload);
@@ -95,28 +107,52 @@ export function decodeEnvelope(payload: Uint8Array): Envelope {
 export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
+  private readonly limits: CborLimits;
+  /** Why the limit is what it is, for the refusal (e.g. "before a hello"). */
+  private limitReason = "this listener's limit";
 
-  constructor(readonly maxFrameBytes: number = DEFAULT_MAX_FRAME_BYTES) {}
+  /**
+   * `maxFrameBytes` may change between frames (a listener raises it once a connection has said a
+   * good hello): frames are taken one at a time with `next()`, so each is checked against the limit
+   * in force when its turn comes.
+   */
+  constructor(
+    public maxFrameBytes: number = DEFAULT_MAX_FRAME_BYTES,
+    limits: Partial<CborLimits> = {},
+  ) {
+    this.limits = { ...DEFAULT_CBOR_LIMITS, ...limits };
+  }
+
+  /** Sets the frame limit for the frames not yet taken, and what the refusal calls it. */
+  setFrameLimit(maxFrameBytes: number, reason: string): void {
+    this.maxFrameBytes = maxFrameBytes;
+    this.limitReason = reason;
+  }
 
   /** Returns the complete envelopes in `chunk` and earlier leftovers; throws AcpError on a bad frame. */
   push(chunk: Buffer): Envelope[] {
+    this.append(chunk);
+    const envelopes: Envelope[] = [];
+    for (let envelope = this.next(); envelope; envelope = this.next()) envelopes.push(envelope);
+    return envelopes;
+  }
+
+  /** Buffers a chunk; take its frames with `next()`. */
+  append(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
-    const envelopes: Envelope[] = [];
-    for (;;) {
-      if (this.buffered < HEADER_BYTES) break;
-      const length = this.peekLength();
-      if (length > this.maxFrameBytes) {
-        throw new AcpError(
-          'ACP_ERR_WIRE_FRAME_TOO_LARGE',
-          `frame of ${length} bytes exceeds this listener's limit of ${this.maxFrameBytes} bytes`,
-        );
-      }
-      if (this.buffered < HEADER_BYTES + length) break;
-      this.consume(HEADER_BYTES);
-      envelopes.push(decodeEnvelope(this.consume(length)));
+  }
+
+  /** The next complete envelope, or undefined until more bytes arrive; throws AcpError on a bad frame. */
+  next(): Envelope | undefined {
+    if (this.buffered < HEADER_BYTES) return undefined;
+    const length = this.peekLength();
+    if (length > this.maxFrameBytes) {
+      throw new AcpError('ACP_ERR_WIRE_FRAME_TOO_LARGE', `frame of ${length} bytes exceeds ${this.limitReason} of ${this.maxFrameBytes} bytes`);
     }
-    return envelopes;
+    if (this.buffered < HEADER_BYTES + length) return undefined;
+    this.consume(HEADER_BYTES);
+    return decodeEnvelope(this.consume(length), this.limits);
   }
 
   /** Bytes held for a frame not yet complete. */

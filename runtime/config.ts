@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { AcpError } from './errors.js';
 import { LOG_LEVELS } from './logger.js';
-import { isValidName, NAME_PATTERN } from './path.js';
+import { isValidName, nameSchema } from './path.js';
 
-const name = z.string().regex(NAME_PATTERN, 'must be 1-63 characters of a-z, 0-9, ".", "_" or "-", starting with a letter or digit');
+const name = nameSchema;
 
 export const serviceConfigSchema = z.strictObject({
   isolation: z.enum(['inline', 'thread', 'process']).optional(),
@@ -24,6 +24,12 @@ export const nodeConfigSchema = z.strictObject({
   api: z
     .strictObject({
       maxFrameBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+      /** Frames before a good hello: anyone who reaches a listener may send these. */
+      maxHelloFrameBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(64 * 1024),
+      /** Maps and arrays nested in one frame (the envelope is level 1). */
+      maxFrameDepth: z.number().int().min(8).max(1000).default(64),
+      /** CBOR items (keys, values, elements) in one frame. */
+      maxFrameItems: z.number().int().min(1000).max(100_000_000).default(1_000_000),
       helloTimeoutMs: z.number().int().min(100).max(600_000).default(5000),
       maxConnections: z.number().int().min(1).max(100_000).default(1024),
       /** Watches (CDB subscriptions, death watches) one connection may hold at once. */
@@ -34,7 +40,7 @@ export const nodeConfigSchema = z.strictObject({
       port: z.number().int().min(0).max(65535).optional(),
       host: z.enum(['127.0.0.1', '::1', 'localhost']).default('127.0.0.1'),
     })
-    .default({ maxFrameBytes: 4 * 1024 * 1024, helloTimeoutMs: 5000, maxConnections: 1024, maxWatches: 256, maxAsksInFlight: 4096, host: '127.0.0.1' }),
+    .default({ maxFrameBytes: 4 * 1024 * 1024, maxHelloFrameBytes: 64 * 1024, maxFrameDepth: 64, maxFrameItems: 1_000_000, helloTimeoutMs: 5000, maxConnections: 1024, maxWatches: 256, maxAsksInFlight: 4096, host: '127.0.0.1' }),
   agent: z
     .strictObject({
       /** Where this node's agent listens for other nodes (HOST:PORT); absent: no agent listener. */
@@ -64,8 +70,12 @@ export const nodeConfigSchema = z.strictObject({
       statsHistory: z.number().int().min(1).max(100_000).default(600),
       /** A record from another node stamped further ahead of this node's clock is refused and counted. */
       maxClockAheadMs: z.number().int().min(100).max(86_400_000).default(10_000),
+      /** A value's size (its JSON text, in characters); larger puts and merges are refused. */
+      maxValueBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+      /** Objects and arrays nested in a value; deeper puts and merges are refused. */
+      maxValueDepth: z.number().int().min(2).max(100).default(32),
     })
-    .default({ maxMemoryKeys: 200_000, statsHistory: 600, maxClockAheadMs: 10_000 }),
+    .default({ maxMemoryKeys: 200_000, statsHistory: 600, maxClockAheadMs: 10_000, maxValueBytes: 1024 * 1024, maxValueDepth: 32 }),
   /** How the CDB keeps every node's copy in step (DESIGN.md, CDB). */
   sync: z
     .strictObject({
@@ -95,6 +105,12 @@ export const nodeConfigSchema = z.strictObject({
   failedRetryMs: z.number().int().min(1000).max(86_400_000).default(30_000),
 });
 export type NodeConfig = z.infer<typeof nodeConfigSchema>;
+
+/** The wire limits every listener of a node applies (the API's socket and TCP, the agent's TLS). */
+export function wireLimits(config: NodeConfig): { maxFrameBytes: number; maxHelloFrameBytes: number; maxDepth: number; maxItems: number } {
+  const { api } = config;
+  return { maxFrameBytes: api.maxFrameBytes, maxHelloFrameBytes: api.maxHelloFrameBytes, maxDepth: api.maxFrameDepth, maxItems: api.maxFrameItems };
+}
 
 export interface HomePaths {
   readonly home: string;
@@ -146,9 +162,21 @@ export function defaultConfig(cluster: string | undefined, node: string | undefi
   return nodeConfigSchema.parse({ cluster: cluster ?? 'local', node: node ?? defaultNodeName() });
 }
 
+/** A CDB value travels a few levels down in a frame (envelope, body, records, record): room for them. */
+const FRAME_LEVELS_AROUND_A_VALUE = 8;
+
 export function parseConfig(input: unknown, file: string): NodeConfig {
   const result = nodeConfigSchema.safeParse(input);
-  if (result.success) return result.data;
+  if (result.success) {
+    const { api, cdb } = result.data;
+    if (api.maxFrameDepth < cdb.maxValueDepth + FRAME_LEVELS_AROUND_A_VALUE) {
+      throw new AcpError(
+        'ACP_ERR_CONFIG_INVALID',
+        `${file}: field 'api.maxFrameDepth' (${api.maxFrameDepth}) must be at least cdb.maxValueDepth + ${FRAME_LEVELS_AROUND_A_VALUE} (${cdb.maxValueDepth + FRAME_LEVELS_AROUND_A_VALUE}), or values the CDB accepts could not travel; fix or remove the file`,
+      );
+    }
+    return result.data;
+  }
   const issue = result.error.issues[0];
   const where = issue && issue.path.length > 0 ? `field '${issue.path.join('.')}'` : 'the file';
   throw new AcpError('ACP_ERR_CONFIG_INVALID', `${file}: ${where}: ${issue?.message ?? 'invalid'}; fix or remove the file`);

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { AcpError } from './errors.js';
 
 /** Names of clusters, nodes and actors: lower-case, at most 63 characters. */
@@ -17,12 +18,15 @@ export function isValidName(name: string): boolean {
   return NAME_PATTERN.test(name);
 }
 
+/** The naming rule in words and as the pattern, for every refusal of a name. */
+export const NAME_RULE = "names are 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit ([a-z0-9][a-z0-9._-]{0,62})";
+
+/** A name as a zod schema, for names in messages and files; the issue quotes the rule. */
+export const nameSchema = z.string().regex(NAME_PATTERN, NAME_RULE);
+
 export function assertName(name: string, what: string): string {
   if (!isValidName(name)) {
-    throw new AcpError(
-      'ACP_ERR_NAME_INVALID',
-      `${what} name ${JSON.stringify(name)} is invalid: use 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit`,
-    );
+    throw new AcpError('ACP_ERR_NAME_INVALID', `${what} name ${JSON.stringify(name)} is invalid: ${NAME_RULE}`);
   }
   return name;
 }

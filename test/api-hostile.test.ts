@@ -5,11 +5,12 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
+import { DEFAULT_MAX_HELLO_FRAME_BYTES, encodeFrame, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
 import { homePaths } from '../runtime/config.js';
 import { Daemon } from '../runtime/daemon.js';
 import type { ErrorCode } from '../runtime/errors.js';
 import type { NodeStatus } from '../runtime/services.js';
+import { ISSUE_BAD_NAMES } from './helpers/hostile-inputs.js';
 import { allRunning, client, eventually, makeHome, startDaemon, type HomeOptions } from './helpers/node.js';
 
 /** The hello timeout of the tests about it. */
@@ -173,8 +174,9 @@ test('pure random bytes are refused, with the code the first four bytes call for
   const announced = bytes.readUInt32BE(0);
   // Whatever the bytes, the connection is refused: too large, garbage, or (a length between what was
   // sent and the limit) waiting for the rest until the hello timer gives up.
+  // Before a hello the limit is the smaller pre-hello one.
   const expected: ErrorCode =
-    announced > DEFAULT_MAX_FRAME_BYTES ? 'ACP_ERR_WIRE_FRAME_TOO_LARGE' : announced <= bytes.length - 4 ? 'ACP_ERR_WIRE_BAD_FRAME' : 'ACP_ERR_WIRE_NO_HELLO';
+    announced > DEFAULT_MAX_HELLO_FRAME_BYTES ? 'ACP_ERR_WIRE_FRAME_TOO_LARGE' : announced <= bytes.length - 4 ? 'ACP_ERR_WIRE_BAD_FRAME' : 'ACP_ERR_WIRE_NO_HELLO';
   const result = await rawExchange(home, bytes, QUIET_HELLO_TIMEOUT_MS + WAIT_MS);
   assertRefused(t, result, expected);
   await assertHealthy(t, home, daemon, refused);
@@ -243,6 +245,37 @@ test('a hello for another cluster is refused with ACP_ERR_WIRE_BAD_HELLO', async
   const result = await rawExchange(home, encodeFrame(hello({ cluster: 'elsewhere', apiKey: apiKeyOf(home), proto: 1 })));
   assertRefused(t, result, 'ACP_ERR_WIRE_BAD_HELLO');
   t.regex(result.frames[0]?.err?.message ?? '', /elsewhere/);
+  await assertHealthy(t, home, daemon, refused);
+});
+
+test('a hello whose node or cluster breaks the naming rule is refused with ACP_ERR_NAME_INVALID quoting the rule', async (t) => {
+  const { home, daemon } = await bootDaemon(t);
+  const refused = daemon.status().refusedConnections;
+  const bad: Array<Record<string, string>> = [...ISSUE_BAD_NAMES.map((node) => ({ node })), { cluster: 'A' }, { cluster: '' }, { node: 'a'.repeat(64) }];
+  for (const fields of bad) {
+    const result = await rawExchange(home, encodeFrame(hello({ cluster: 'lab', apiKey: apiKeyOf(home), proto: 1, ...fields })));
+    assertRefused(t, result, 'ACP_ERR_NAME_INVALID');
+    t.true(result.frames[0]?.err?.message.includes('[a-z0-9][a-z0-9._-]{0,62}'), result.frames[0]?.err?.message);
+  }
+  // A good name is still welcome.
+  const good = await rawExchange(home, Buffer.concat([encodeFrame(hello({ cluster: 'lab', node: 'script.1_a-b', apiKey: apiKeyOf(home), proto: 1 })), encodeFrame({ v: 1, k: 'bye' })]));
+  t.is(good.frames[0]?.k, 'hello');
+  await assertHealthy(t, home, daemon, refused, bad.length);
+});
+
+test('frames before a hello are limited to 64 KiB; after a good hello the listener limit applies, even right behind the hello', async (t) => {
+  const { home, daemon } = await bootDaemon(t);
+  const refused = daemon.status().refusedConnections;
+  const bigHello = await rawExchange(home, encodeFrame(hello({ cluster: 'lab', apiKey: apiKeyOf(home), proto: 1, pad: 'x'.repeat(DEFAULT_MAX_HELLO_FRAME_BYTES) })));
+  assertRefused(t, bigHello, 'ACP_ERR_WIRE_FRAME_TOO_LARGE');
+  t.regex(bigHello.frames[0]?.err?.message ?? '', /before a hello of 65536 bytes/);
+  // The hello and a 200 KiB ask in one write: the ask is measured against the full limit.
+  const connection = await RawConnection.open(homePaths(home).socket);
+  t.teardown(() => connection.destroy());
+  connection.write(Buffer.concat([encodeFrame(goodHello(home)), encodeFrame({ v: 1, k: 'ask', id: 9, to: 'acp://lab/n1/cdb', body: { type: 'cdb.put', key: 'meta/node/big@n1', value: { pad: 'y'.repeat(200 * 1024) } } })]));
+  const written = await connection.frame((frame) => frame.id === 9);
+  t.is(written.k, 'reply', JSON.stringify(written.err));
+  t.is((written.body as { type?: string }).type, 'cdb.written');
   await assertHealthy(t, home, daemon, refused);
 });
 

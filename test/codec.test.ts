@@ -179,7 +179,8 @@ test('garbage CBOR is ACP_ERR_WIRE_BAD_FRAME', (t) => {
   for (const bytes of [[0x1c], [0xff], [0x62, 0x61], [0x5f]]) {
     const payload = Buffer.from(bytes);
     const direct = throwsCode(t, () => decodeEnvelope(payload), 'ACP_ERR_WIRE_BAD_FRAME');
-    t.true(direct?.message.startsWith('frame is not valid CBOR'), direct?.message);
+    // The guard refuses what it recognises as malformed before cbor-x sees it; cbor-x the rest.
+    t.true(/^frame (refused|is not valid CBOR|is not a valid envelope)/.test(direct?.message ?? ''), direct?.message);
     throwsCode(t, () => new FrameDecoder().push(rawFrame(payload)), 'ACP_ERR_WIRE_BAD_FRAME');
   }
 });

@@ -25,6 +25,7 @@ class FakeConnection implements FrameConnection {
   onDrain(fn: () => void): void {
     this.drainers.push(fn);
   }
+  greeted(): void {}
   drain(): void {
     this.pending = 0;
     const drainers = this.drainers.splice(0);

@@ -16,9 +16,10 @@ import { dialTls, parseHostPort, TlsFrameListener, type TlsMaterial, type TlsPee
 import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor.js';
 import type { AuthorityTable } from '../../runtime/authority.js';
 import { PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
+import { wireLimits } from '../../runtime/config.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
-import { formatPath, isValidName, parsePath } from '../../runtime/path.js';
+import { formatPath, isValidName, NAME_RULE, nameSchema, parsePath } from '../../runtime/path.js';
 import type { Principal } from '../../runtime/principal.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import type { RemoteRouter } from '../../runtime/system.js';
@@ -38,7 +39,7 @@ export const agentSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('agent.sign'), csr: z.string().min(1).max(16_384) }),
   z.strictObject({ type: z.literal('agent.renew') }),
   /** Where does this node's agent listen, if this node knows? */
-  z.strictObject({ type: z.literal('agent.lookup'), node: z.string().max(63) }),
+  z.strictObject({ type: z.literal('agent.lookup'), node: nameSchema }),
   /** Which node's agent listens at HOST:PORT? Dials it when not known (for --peers and --gateway). */
   z.strictObject({ type: z.literal('agent.identify'), address: z.string().max(300) }),
   ...membershipMessages,
@@ -184,7 +185,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         reject(error);
       };
     });
-    const { connection } = await dialTls({ host, port, material, expectNode: target.node, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes }, (conn) => {
+    const { connection } = await dialTls({ host, port, material, expectNode: target.node, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, maxDepth: config.api.maxFrameDepth, maxItems: config.api.maxFrameItems }, (conn) => {
       let session: ApiSession | undefined;
       return {
         frame(envelope) {
@@ -357,7 +358,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
           if (token.cluster !== cluster) throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', 'the token is not for this cluster');
           // Nothing about the cluster's members is revealed, and no work done, before the token checks out.
           ledger.check(token.id, token.secret);
-          if (!isValidName(hello.node)) throw new AcpError('ACP_ERR_NAME_INVALID', `'${hello.node}' is not a valid node name`);
+          if (!isValidName(hello.node)) throw new AcpError('ACP_ERR_NAME_INVALID', `bad hello: field 'node': ${JSON.stringify(hello.node)} is not a valid name: ${NAME_RULE}`);
           if (hello.node === self || addresses.has(hello.node)) {
             throw new AcpError(
               'ACP_ERR_WIRE_BAD_HELLO',
@@ -510,7 +511,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         return;
       }
       const { host, port } = parseHostPort(selfAddress, 'the agent address');
-      listener = new TlsFrameListener({ host, port, material, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, maxConnections: config.api.maxConnections, handshakeTimeoutMs: config.api.helloTimeoutMs, accept });
+      listener = new TlsFrameListener({ host, port, material, log: ctx.log, ...wireLimits(config), maxConnections: config.api.maxConnections, handshakeTimeoutMs: config.api.helloTimeoutMs, accept });
       await listener.listen();
       ctx.log.info({ address: selfAddress }, 'agent listening (TLS 1.3, client certificates required)');
     },

@@ -4,6 +4,7 @@ import type { ServiceDefinition } from '../../runtime/actor.js';
 import type { AuthorityTable } from '../../runtime/authority.js';
 import { errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
+import { wireLimits } from '../../runtime/config.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import type { CdbEvent, CdbSnapshot } from '../cdb/index.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
@@ -45,7 +46,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
         log: ctx.log,
         onRefused: () => deps.countRefusal(),
       });
-    const common = { maxFrameBytes: api.maxFrameBytes, maxConnections: api.maxConnections, log: ctx.log, accept };
+    const common = { ...wireLimits(deps.config), maxConnections: api.maxConnections, log: ctx.log, accept };
     const listener = new FrameListener({ ...common, socketPath: deps.paths.socket });
     // The same protocol on local TCP, for clients that cannot reach the socket file; loopback only.
     const tcp = api.port === undefined ? undefined : new FrameListener({ ...common, host: api.host, port: api.port });

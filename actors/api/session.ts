@@ -4,7 +4,7 @@ import { helloBodySchema, PROTOCOL_VERSION, type Envelope, type HelloBody } from
 import { AcpError, type ErrorCode } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
 import { messageSchema, type Message } from '../../runtime/messages.js';
-import { childPath, formatPath, parsePath, type ActorPath } from '../../runtime/path.js';
+import { childPath, formatPath, isValidName, NAME_RULE, parsePath, type ActorPath } from '../../runtime/path.js';
 import { OPERATOR, relayedBy, type Principal } from '../../runtime/principal.js';
 import type { ActorSystem, LocalActor, Replier } from '../../runtime/system.js';
 import type { TokenBook } from '../../runtime/tokens.js';
@@ -157,6 +157,15 @@ export class ApiSession implements FrameHandler {
       return;
     }
     const hello = parsed.data;
+    // Names from outside go through the one naming rule before anything else looks at them.
+    for (const field of ['cluster', 'node'] as const) {
+      const name = hello[field];
+      if (name !== undefined && !isValidName(name)) {
+        const shown = JSON.stringify(name.length > 70 ? `${name.slice(0, 64)}…` : name);
+        this.refuse('ACP_ERR_NAME_INVALID', `bad hello: field '${field}': ${shown} is not a valid name: ${NAME_RULE}`);
+        return;
+      }
+    }
     const identity = this.options.system.identity;
     let proven: Principal;
     if (hello.token !== undefined) {
@@ -191,6 +200,8 @@ export class ApiSession implements FrameHandler {
     }
     clearTimeout(this.helloTimer);
     this.greeted = true;
+    // Only now may the peer send frames as large as the listener allows.
+    this.connection.greeted();
     const principal = this.principal;
     this.send({
       k: 'hello',

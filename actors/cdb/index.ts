@@ -7,6 +7,7 @@ import type { AuthorityTable } from '../../runtime/authority.js';
 import { hasRole } from '../../runtime/authority.js';
 import { AcpError } from '../../runtime/errors.js';
 import { formatPrincipal, type Principal } from '../../runtime/principal.js';
+import { nameSchema } from '../../runtime/path.js';
 import type { Message, Terminated } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
@@ -17,6 +18,7 @@ import { createHash } from 'node:crypto';
 import { wins } from './replication.js';
 import { encodedSize, snapshotRequestSchema, type SnapshotPage, type SnapshotRequest } from './sync.js';
 import { SyncNode, type SyncSetup } from './sync-node.js';
+import { checkValue, DEFAULT_VALUE_LIMITS, type ValueLimits } from './value.js';
 
 const key = z.string().min(1).max(512);
 const prefix = z.string().max(512);
@@ -48,8 +50,8 @@ export const cdbSchema = z.discriminatedUnion('type', [
         z.strictObject({
           key,
           value: z.unknown(),
-          version: z.strictObject({ wall: z.number().int().min(0), logical: z.number().int().min(0), node: z.string().max(63) }),
-          origin: z.string().max(63),
+          version: z.strictObject({ wall: z.number().int().min(0), logical: z.number().int().min(0), node: nameSchema }),
+          origin: nameSchema,
           deleted: z.boolean().optional(),
         }),
       )
@@ -60,7 +62,7 @@ export const cdbSchema = z.discriminatedUnion('type', [
   /** Part of this node's own change stream, for a peer that missed it. */
   z.strictObject({
     type: z.literal('cdb.sync.repair'),
-    origin: z.string().max(63),
+    origin: nameSchema,
     incarnation: z.number().int().min(0),
     from: z.number().int().min(1),
     to: z.number().int().min(1),
@@ -134,6 +136,8 @@ export interface CdbOptions {
   /** A replicated record stamped further ahead of this node's clock than this is refused (default 10 s). */
   maxClockAheadMs?: number;
   now?: () => number;
+  /** What a value may be (depth and size); checked at put, cas, batch and merge. */
+  valueLimits?: ValueLimits;
   /** Cluster sync; absent on a node that belongs to no cluster (no cluster key). */
   sync?: Omit<SyncSetup, 'knownNodes' | 'merge'> & { seeds: readonly string[] };
 }
@@ -150,6 +154,7 @@ const KNOWN_NODES_TTL_MS = 1000;
 export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<ServiceDefinition<unknown>['create']> {
   const node = ctx.node.node;
   const clock = new HybridClock(node, options.now ?? (() => Date.now()));
+  const valueLimits = options.valueLimits ?? DEFAULT_VALUE_LIMITS;
   const memory = new MemoryTable(options.maxMemoryKeys, options.statsHistory);
   const info = new ServiceClock();
   const wallNow = options.now ?? (() => Date.now());
@@ -187,9 +192,10 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   };
 
   /** Validates one write and makes its record; nothing is applied yet. */
-  const prepare = (rawKey: string, value: unknown, deleted: boolean): { parsed: ParsedKey; record: StoredRecord } => {
+  const prepare = (rawKey: string, value: unknown, deleted: boolean, field = 'value'): { parsed: ParsedKey; record: StoredRecord } => {
     const parsed = parseKey(rawKey);
     checkOwner(parsed);
+    if (!deleted) checkPlain(parsed.key, value, field);
     let stored: unknown = null;
     if (!deleted) stored = parsed.kind === 'object' ? validateObject(parsed, value) : validateMeta(parsed, value);
     const record: StoredRecord = { key: parsed.key, value: stored, version: clock.tick(), origin: node, ...(deleted ? { deleted: true } : {}) };
@@ -242,6 +248,25 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     );
     commits = committed.catch(() => undefined);
     return committed;
+  };
+
+  /** Plain, acyclic, bounded data only: what the CDB takes in, it can always give back. */
+  const checkPlain = (recordKey: string, value: unknown, field: string): void => {
+    try {
+      checkValue(value, valueLimits, field);
+    } catch (error) {
+      const refusal = AcpError.from(error, 'ACP_ERR_CDB_BAD_VALUE');
+      throw new AcpError(refusal.code, `bad value for ${recordKey}: ${refusal.message}`);
+    }
+  };
+
+  const readable = <T>(read: () => T): T | 'unreadable' => {
+    try {
+      return read();
+    } catch (error) {
+      if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_STORE') return 'unreadable';
+      throw error;
+    }
   };
 
   const written = (record: StoredRecord): Message => ({ type: 'cdb.written', key: record.key, version: formatVersion(record.version) });
@@ -308,12 +333,14 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     if (!itself && subscriberSegments.length === 1 && (SERVICE_TYPES as readonly string[]).includes(subscriberSegments[0]!)) {
       throw new AcpError('ACP_ERR_CDB_BAD_KEY', `a service (${subscriberPath}) cannot be a watch subscriber; subscribe through the API (client.watch)`);
     }
+    // Read first: a snapshot that fails (a damaged record) refuses the watch and leaves no watcher
+    // behind. Same turn of the mailbox as the registration, so no change falls between them.
+    const snapshot = list(wanted, Number.MAX_SAFE_INTEGER, undefined, true).records.map(view);
     const subscriber = ctx.ref(subscriberPath);
     const id = nextWatch++;
     const unwatch = ctx.watch(subscriberPath);
     const watcher: Watcher = { id, prefix: wanted, subscriber, unwatch, seq: 0 };
     watchers.set(id, watcher);
-    const snapshot = list(wanted, Number.MAX_SAFE_INTEGER, undefined, true).records.map(view);
     for (let start = 0; start === 0 || start < snapshot.length; start += SNAPSHOT_CHUNK) {
       const chunk: CdbSnapshot = { type: 'cdb.snapshot', watch: id, records: snapshot.slice(start, start + SNAPSHOT_CHUNK), done: start + SNAPSHOT_CHUNK >= snapshot.length };
       subscriber.tell(chunk);
@@ -322,10 +349,23 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   };
 
   /** Records from other nodes: each applied only if it wins over what is here (LWW); resolves once durable. */
-  const merge = (records: readonly StoredRecord[]): Promise<{ applied: number; skipped: number }> => {
+  const merge = (records: readonly StoredRecord[], strict: boolean): Promise<{ applied: number; skipped: number }> => {
     const byKey = new Map<string, { parsed: ParsedKey; record: StoredRecord }>();
     let skipped = 0;
     const removals = new Map<string, number | undefined>();
+    // Asked for (cdb.merge): a value that is not plain data refuses the whole merge, naming it.
+    // From the network (sync): it is skipped and logged, and the rest applies.
+    const notPlain = new Set<StoredRecord>();
+    records.forEach((incoming, index) => {
+      if (incoming.deleted) return;
+      try {
+        checkPlain(incoming.key, incoming.value, `records[${index}].value`);
+      } catch (error) {
+        if (strict) throw error;
+        notPlain.add(incoming);
+        ctx.log.warn({ key: incoming.key, origin: incoming.origin, err: (error as Error).message }, 'merged record refused: its value is not plain data');
+      }
+    });
     for (const incoming of records) {
       // One record from the far future would win every later write here and drag our clock along.
       if (incoming.version.wall > wallNow() + maxClockAheadMs) {
@@ -344,6 +384,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
       }
       let target: ParsedKey;
       try {
+        if (notPlain.has(incoming)) throw new AcpError('ACP_ERR_CDB_BAD_VALUE', 'not plain data');
         target = parseKey(incoming.key);
         // meta and stats have one writer: only records that node wrote are taken.
         if (target.kind !== 'object' && incoming.origin !== target.node) throw new AcpError('ACP_ERR_CDB_NOT_OWNER', 'not its writer');
@@ -468,11 +509,12 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     async started() {
       store = ObjectStore.open(options.storePath);
       // The clock must never issue a version below one already on disk.
-      for (const record of store.all()) clock.observe(record.version);
+      // A damaged record is skipped here (and named in the log); reading it later is an error.
+      for (const record of store.all((key, error) => ctx.log.error({ key, err: error.message }, 'a record in the store cannot be read'))) clock.observe(record.version);
       ctx.log.info({ store: options.storePath }, 'store open');
       if (options.sync) {
         const { seeds: _seeds, ...setup } = options.sync;
-        sync = new SyncNode(ctx, { ...setup, knownNodes: otherNodes, merge: (records) => merge(records).then(() => undefined) });
+        sync = new SyncNode(ctx, { ...setup, knownNodes: otherNodes, merge: (records) => merge(records, false).then(() => undefined) });
         await sync.start();
       }
     },
@@ -496,8 +538,9 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         }
         case 'cdb.delete': {
           const target = parseKey(parsed.key);
-          const existing = current(target);
-          if (!existing || existing.deleted) throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no record at ${target.key}`);
+          // A record the store cannot read any more can still be deleted (the tombstone replaces it).
+          const existing = readable(() => current(target));
+          if (existing !== 'unreadable' && (!existing || existing.deleted)) throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no record at ${target.key}`);
           const write = prepare(parsed.key, null, true);
           return replyLater(apply([write], true).then(() => written(write.record)));
         }
@@ -518,7 +561,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           return replyLater(apply([write], true).then(() => written(write.record)));
         }
         case 'cdb.batch': {
-          const writes = parsed.ops.map((item) => prepare(item.key, item.op === 'put' ? item.value : null, item.op === 'delete'));
+          const writes = parsed.ops.map((item, index) => prepare(item.key, item.op === 'put' ? item.value : null, item.op === 'delete', `ops[${index}].value`));
           return replyLater(apply(writes, true).then(() => ({ type: 'cdb.written-batch', count: writes.length, versions: writes.map((write) => formatVersion(write.record.version)) })));
         }
         case 'cdb.watch':
@@ -527,7 +570,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           dropWatch(parsed.watch);
           return { type: 'ok' };
         case 'cdb.merge':
-          return replyLater(merge(parsed.records).then((outcome) => ({ type: 'cdb.merged', ...outcome })));
+          return replyLater(merge(parsed.records, true).then((outcome) => ({ type: 'cdb.merged', ...outcome })));
         case 'cdb.sync': {
           requireSync().fromNetwork(parsed.payload, parsed.relay ? 'gateway' : 'domain');
           return { type: 'cdb.sync.ok' };
@@ -623,6 +666,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
       statsHistory: deps.config.cdb.statsHistory,
       maxClockAheadMs: deps.config.cdb.maxClockAheadMs,
       clusterKeyFile: deps.paths.clusterKey,
+      valueLimits: { maxDepth: deps.config.cdb.maxValueDepth, maxBytes: deps.config.cdb.maxValueBytes },
       // A node with a cluster key belongs to a cluster: it syncs.
       ...(secretExists(deps.paths.clusterKey)
         ? {

@@ -22,9 +22,10 @@ import { z } from 'zod';
 import type { StoredRecord } from '../../adapters/store.js';
 import { errorMessage } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
+import { nameSchema } from '../../runtime/path.js';
 import { ChangeStream, ReceiverState, type ChangeBatch, type Digest, type Gap } from './replication.js';
 
-const name = z.string().min(1).max(63);
+const name = nameSchema;
 const REPAIR_BATCHES_MAX = 10_000;
 export const storedRecordSchema = z.strictObject({
   key: z.string().min(1).max(512),

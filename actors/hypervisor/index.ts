@@ -6,7 +6,7 @@ import { replyLater, type ActorContext, type Actor, type ServiceDefinition } fro
 import type { AuthorityTable } from '../../runtime/authority.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
-import { isValidName, parsePath } from '../../runtime/path.js';
+import { isValidName, nameSchema, parsePath } from '../../runtime/path.js';
 import { processActor } from '../../runtime/process.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import type { LocalActor } from '../../runtime/system.js';
@@ -22,7 +22,7 @@ import { createVmm, vmmAuthority, vmmSchema } from '../vmm/index.js';
 import type { CpuSample, StatsOutput } from '../../adapters/stats-task.js';
 import { next, type SystemEvent, type SystemState } from './lifecycle.js';
 
-const id = z.string().max(63).refine(isValidName, 'must be a system id: 1-63 characters of a-z, 0-9, ".", "_" or "-"');
+const id = nameSchema;
 
 export const hypervisorSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
@@ -38,10 +38,10 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   /** Part of a system's serial console log on this node, from `offset` (bytes). */
   z.strictObject({ type: z.literal('system.console'), id, offset: z.number().int().min(0).default(0), maxBytes: z.number().int().min(1).max(1024 * 1024).default(64 * 1024) }),
   /** Move a running system to another node (live for QEMU, by state transfer for sim). */
-  z.strictObject({ type: z.literal('system.migrate'), id, to: z.string().max(63) }),
+  z.strictObject({ type: z.literal('system.migrate'), id, to: nameSchema }),
   /** Migration, target side: get ready for the guest, then see it run (or give up). */
   /** The guest keeps its accelerator: QEMU migrates between like and like. */
-  z.strictObject({ type: z.literal('system.incoming'), id, spec: systemObjectSchema, from: z.string().max(63), transferred: z.unknown(), accelerator: z.enum(['kvm', 'tcg']).optional() }),
+  z.strictObject({ type: z.literal('system.incoming'), id, spec: systemObjectSchema, from: nameSchema, transferred: z.unknown(), accelerator: z.enum(['kvm', 'tcg']).optional() }),
   z.strictObject({ type: z.literal('system.incoming-done'), id }),
   z.strictObject({ type: z.literal('system.incoming-abort'), id, reason: z.string().max(1000) }),
   z.strictObject({ type: z.literal('hypervisor.guest-exited'), id, generation: z.number().int(), crashed: z.boolean(), reason: z.string().max(1000) }),
