@@ -12,12 +12,13 @@ import type { LocalActor } from '../../runtime/system.js';
 import { checkIntensity } from '../../supervisors/intensity.js';
 import { parseHostPort } from '../../adapters/tls.js';
 import { limitProcess, releaseCgroup } from '../../adapters/cgroup.js';
+import { isMigrationHost } from '../../adapters/drivers/driver.js';
 import { probeAccelerator, type AcceleratorProbe } from '../../adapters/drivers/qemu.js';
 import { guestImage, GUEST_READY_LINE } from '../../adapters/guest-image.js';
 import { restartDelay } from '../../supervisors/backoff.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { metaKey, objectKey, systemObjectSchema, type SystemObject } from '../model.js';
-import { createVmm, vmmSchema } from '../vmm/index.js';
+import { createVmm, guestFiles, vmmModule, vmmSchema } from '../vmm/index.js';
 import type { CpuSample, StatsOutput } from '../../adapters/stats-task.js';
 import { next, type SystemEvent, type SystemState } from './lifecycle.js';
 
@@ -46,6 +47,12 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('hypervisor.guest-exited'), id, generation: z.number().int(), crashed: z.boolean(), reason: z.string().max(1000) }),
   z.strictObject({ type: z.literal('hypervisor.restart-due'), id, attempt: z.number().int() }),
 ]);
+
+/** The target's answer to system.incoming: where to send the guest (nothing for a simulated one). */
+const incomingReply = z.object({
+  type: z.literal('system.incoming'),
+  address: z.strictObject({ host: z.string().max(253).refine(isMigrationHost, 'the host must be an IP address or a host name'), port: z.number().int().min(1).max(65535) }).optional(),
+});
 
 /** A system's meta (`meta/system/<id>@<node>`): where its state machine is. */
 export interface SystemMeta {
@@ -121,7 +128,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     return spec;
   };
 
-  const consoleLog = (systemId: string) => join(paths.log, 'systems', `${systemId}.console.log`);
+  const consoleLog = (systemId: string) => guestFiles(paths.home, systemId).consoleLog;
   const vmmPath = (systemId: string) => parsePath(`${ctx.self.path}/vmm/${systemId}`);
 
   /** How QEMU guests run here: probed once, on the first QEMU start (the probe costs a boot; cached per host). */
@@ -144,7 +151,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   const vmmFactory = (systemId: string, entry: Running) =>
     entry.spec.driver === 'qemu'
       ? processActor(system, {
-          module: new URL('../vmm/index.js', import.meta.url).href,
+          module: vmmModule(paths.home),
           exportName: 'service',
           logLevel: deps.logLevel,
           logFile: undefined,
@@ -161,7 +168,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
             }
           },
         })
-      : (vmmCtx: ActorContext) => createVmm(vmmCtx);
+      : (vmmCtx: ActorContext) => createVmm(vmmCtx, { home: paths.home });
   let cgroupWarned = false;
   const vmmOptions = (systemId: string, entry: Running) => ({
     schema: vmmSchema,
@@ -180,8 +187,6 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           type: 'vmm.start',
           spec: entry.spec,
           ...(entry.spec.driver === 'qemu' ? { accelerator: await acceleratorFor(entry.spec) } : {}),
-          consoleLog: consoleLog(systemId),
-          runDir: join(paths.run, 'vmm', systemId),
         },
         { timeoutMs: 120_000 },
       );
@@ -327,9 +332,12 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     try {
       const { state } = await vmm.ask<Message & { state: unknown }>({ type: 'vmm.transferable' });
       const accelerator = entry.meta.accelerator === 'kvm' || entry.meta.accelerator === 'tcg' ? { accelerator: entry.meta.accelerator } : {};
-      const incoming = await target.ask<Message & { uri: string }>({ type: 'system.incoming', id: systemId, spec: entry.spec, from: node, transferred: state, ...accelerator }, { timeoutMs: 120_000 });
+      const reply = await target.ask({ type: 'system.incoming', id: systemId, spec: entry.spec, from: node, transferred: state, ...accelerator }, { timeoutMs: 120_000 });
       prepared = true;
-      await vmm.ask({ type: 'vmm.migrate', uri: incoming.uri }, { timeoutMs: 600_000 });
+      // The target names only an address; the VMM builds the URI, and the stream's TLS checks that `to` answers.
+      const incoming = incomingReply.safeParse(reply);
+      if (!incoming.success) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `${to} answered the migration with no valid address to send the guest to: ${incoming.error.issues[0]?.message ?? 'malformed'}`);
+      await vmm.ask({ type: 'vmm.migrate', target: { node: to, ...(incoming.data.address ? { address: incoming.data.address } : {}) } }, { timeoutMs: 600_000 });
       moved = true;
       const arrived = await target.ask<Message & SystemMeta>({ type: 'system.incoming-done', id: systemId }, { timeoutMs: 120_000 });
       // The target runs it: only now does the CDB say the system lives there, and this copy go.
@@ -382,13 +390,12 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     publish(systemId, entry);
     try {
       entry.vmm = await system.spawn(vmmPath(systemId), vmmFactory(systemId, entry), vmmOptions(systemId, entry));
-      const ready = await ctx.ref(vmmPath(systemId)).ask<Message & { uri: string; pid: number | null; vmmPid: number; accelerator: string }>(
+      const ready = await ctx.ref(vmmPath(systemId)).ask<Message & { address?: { host: string; port: number }; pid: number | null; vmmPid: number; accelerator: string }>(
         {
           type: 'vmm.incoming',
           spec: entry.spec,
-          consoleLog: consoleLog(systemId),
-          runDir: join(paths.run, 'vmm', systemId),
           host: migrationHost(),
+          from,
           transferred,
           ...(guestAccelerator ? { accelerator: guestAccelerator } : {}),
         },
@@ -398,7 +405,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       // A source that never follows up (it died, say) must not leave this copy waiting for ever.
       entry.retry = setTimeout(() => ctx.self.tell({ type: 'system.incoming-abort', id: systemId, reason: `${from} did not complete the migration within ${ARRIVAL_DEADLINE_MS / 60_000} minutes` }), ARRIVAL_DEADLINE_MS);
       entry.retry.unref();
-      return { type: 'system.incoming', id: systemId, uri: ready.uri };
+      return { type: 'system.incoming', id: systemId, ...(ready.address ? { address: ready.address } : {}) };
     } catch (error) {
       await stopVmm(systemId, entry, 'incoming failed');
       move(systemId, entry, 'migrated-away', { reason: `arrival from ${from} failed: ${errorMessage(error)}` });
