@@ -17,10 +17,11 @@ import { migrationUri, QEMU_BINARY, qemuDriver } from '../adapters/drivers/qemu.
 import { guestImage, GUEST_UPTIME_PREFIX } from '../adapters/guest-image.js';
 import { createCa, createCsr, signCsr } from '../adapters/pki.js';
 import { systemObjectSchema } from '../actors/model.js';
-import { guestFiles } from '../actors/vmm/index.js';
+import { guestFiles, vmmSchema } from '../actors/vmm/index.js';
 import { homePaths } from '../runtime/config.js';
 import { AcpError } from '../runtime/errors.js';
 import { eventually } from './helpers/node.js';
+import { systemNode } from './helpers/system.js';
 
 const image = guestImage();
 let missing: string | undefined;
@@ -215,3 +216,41 @@ test('migrationUri builds tcp: URIs from an address only; anything else is refus
     t.true(after[0]! >= before, `the first uptime on n2 (${after[0]}) is not below the last on n1 (${before})`);
   },
 );
+
+test('the VMM schema takes no URI and no path: a uri, exec:, or a path field is refused', (t) => {
+  const refused = [
+    { type: 'vmm.migrate', uri: 'exec:touch /tmp/x' },
+    { type: 'vmm.migrate', target: { node: 'n2', address: { host: 'exec:touch /tmp/x', port: 1 } } },
+    { type: 'vmm.migrate', target: { node: 'n2', address: { host: '10.0.0.2', port: 1 }, uri: 'exec:touch /tmp/x' } },
+    { type: 'vmm.migrate', target: { node: 'exec:touch /tmp/x' } },
+    { type: 'vmm.migrate', target: { node: 'n2', address: { host: '10.0.0.2', port: 0 } } },
+    { type: 'vmm.start', spec: { name: 'g1', driver: 'sim' }, consoleLog: '/etc/passwd', runDir: '/tmp' },
+    { type: 'vmm.incoming', spec: { name: 'g1', driver: 'sim' }, host: '10.0.0.2', from: 'n1', transferred: null, runDir: '/tmp' },
+    { type: 'vmm.incoming', spec: { name: 'g1', driver: 'sim' }, host: 'exec:touch /tmp/x', from: 'n1', transferred: null },
+  ];
+  for (const message of refused) t.false(vmmSchema.safeParse(message).success, JSON.stringify(message));
+  t.true(vmmSchema.safeParse({ type: 'vmm.migrate', target: { node: 'n2', address: { host: 'fd00::2', port: 49152 } } }).success);
+});
+
+test(`a VMM refuses vmm.migrate with a uri (exec:) from a client with the node's API key, and nothing runs${missing ? ' (sim guest: ' + missing + ')' : ''}`, async (t) => {
+  t.timeout(120_000);
+  const { api } = await systemNode(t);
+  const driver = missing ? { driver: 'sim' } : { driver: 'qemu', memoryMiB: 128, boot: { kernel: image!.kernel, initrd: image!.initrd, cmdline: image!.cmdline } };
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/vm1', value: { name: 'vm1', ...driver } });
+  await api.ask('hypervisor', { type: 'system.start', id: 'vm1' }, { timeoutMs: 90_000 });
+  t.teardown(() => api.ask('hypervisor', { type: 'system.stop', id: 'vm1', force: true }).then(() => undefined, () => undefined));
+  const marker = join(tmpdir(), `acp-hijack-${process.pid}-${Date.now()}`);
+  const attempts = [
+    { type: 'vmm.migrate', uri: `exec:touch ${marker}` },
+    { type: 'vmm.migrate', target: { node: 'n2', address: { host: `exec:touch ${marker}`, port: 4444 } } },
+    { type: 'vmm.incoming', spec: { name: 'vm1', driver: 'sim' }, host: '127.0.0.1', from: 'n2', transferred: null, consoleLog: marker, runDir: marker },
+  ];
+  for (const message of attempts) {
+    const error = await t.throwsAsync(api.ask('hypervisor/vmm/vm1', message, { timeoutMs: 15_000 }));
+    t.is((error as AcpError).code, 'ACP_ERR_SCHEMA_REJECTED', JSON.stringify(message));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  t.false(existsSync(marker), 'nothing from the message reached a shell or a path');
+  const status = await api.ask<{ type: string; running: boolean }>('hypervisor/vmm/vm1', { type: 'vmm.status' });
+  t.true(status.running, 'the guest runs on, untouched');
+});
