@@ -308,6 +308,21 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     return listen ? parseHostPort(listen, 'the agent address').host : '127.0.0.1';
   };
 
+  /**
+   * The host to send a guest to at `to`: the one it named, unless that is a wildcard (its agent
+   * listens on every address), then the host this cluster reaches its agent at.
+   */
+  const reachable = async (to: string, host: string): Promise<string> => {
+    if (host !== '0.0.0.0' && host !== '::') return host;
+    const known = await cdb.ask<Message & { record: { value: { agent?: unknown } } }>({ type: 'cdb.get', key: objectKey('node', to) }).catch(() => undefined);
+    const agent = known?.record.value.agent;
+    const agentHost = typeof agent === 'string' ? parseHostPort(agent, `the agent address of ${to}`).host : undefined;
+    if (agentHost === undefined || !isMigrationHost(agentHost) || agentHost === '0.0.0.0' || agentHost === '::') {
+      throw new AcpError('ACP_ERR_NODE_UNREACHABLE', `node '${to}' waits for the guest on every address (${host}) and no address of its agent is known here; give its agent a specific listen address`);
+    }
+    return agentHost;
+  };
+
   /** Disks must be on a pool marked shared: the target reads the same volume. */
   const checkMigratable = async (systemId: string, spec: SystemObject): Promise<void> => {
     for (const disk of spec.disks) {
@@ -337,7 +352,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       // The target names only an address; the VMM builds the URI, and the stream's TLS checks that `to` answers.
       const incoming = incomingReply.safeParse(reply);
       if (!incoming.success) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `${to} answered the migration with no valid address to send the guest to: ${incoming.error.issues[0]?.message ?? 'malformed'}`);
-      await vmm.ask({ type: 'vmm.migrate', target: { node: to, ...(incoming.data.address ? { address: incoming.data.address } : {}) } }, { timeoutMs: 600_000 });
+      const address = incoming.data.address ? { ...incoming.data.address, host: await reachable(to, incoming.data.address.host) } : undefined;
+      await vmm.ask({ type: 'vmm.migrate', target: { node: to, ...(address ? { address } : {}) } }, { timeoutMs: 600_000 });
       moved = true;
       const arrived = await target.ask<Message & SystemMeta>({ type: 'system.incoming-done', id: systemId }, { timeoutMs: 120_000 });
       // The target runs it: only now does the CDB say the system lives there, and this copy go.
