@@ -50,6 +50,7 @@ export const errorCatalog = {
   ACP_ERR_SYSTEM_WRONG_NODE: { kind: 'bad-request', summary: 'The system is placed on another node; start it there.' },
   ACP_ERR_SYSTEM_NOT_MIGRATABLE: { kind: 'bad-request', summary: 'The system has a disk on a pool not marked shared, so it cannot migrate.' },
   ACP_ERR_VMM_FAILED: { kind: 'failed', summary: "A system's VMM or guest failed to start or to carry out a command." },
+  ACP_ERR_VMM_NO_PKI: { kind: 'failed', summary: "A live migration needs the cluster CA and this node's certificate (its stream is TLS with them); the node has none: run acp init or acp join." },
   ACP_ERR_DRIVER_MISSING: { kind: 'failed', summary: "A driver's program (qemu-system-x86_64) is not installed on this node." },
   ACP_ERR_GUEST_IMAGE: { kind: 'failed', summary: 'The test guest image could not be built (apt-get download, dpkg-deb).' },
   ACP_ERR_AGENT_LISTEN: { kind: 'failed', summary: 'The agent cannot listen on its address.' },

@@ -21,7 +21,7 @@ import {
   type Terminated,
 } from './messages.js';
 import { CellHost, type Cell } from './nact-cell.js';
-import { authorize, type AuthorityTable } from './authority.js';
+import { authorize, universalAuthority, type AuthorityTable } from './authority.js';
 import { formatPath, parentPath, PRIMARY, toPath, type ActorPath } from './path.js';
 import { actorPrincipal, formatPrincipal, type Principal } from './principal.js';
 import type { TaskPool } from './pool.js';
@@ -238,14 +238,10 @@ export class ActorSystem {
       this.deadLetter(path, delivery, 'no-such-actor', why);
       return;
     }
-    if (delivery.external) {
-      const problem = validateMessage(entry.schema, delivery.message, key);
-      if (problem) {
-        delivery.reply?.reject(problem);
-        if (!delivery.reply) this.log.warn({ path: key, messageType: delivery.message.type, reason: problem.message }, 'tell rejected by schema');
-        return;
-      }
-    }
+    // Who may send it comes before what it holds: a sender not allowed a type learns only that,
+    // whatever fields it sent. A type nobody declared is left to the schema, which names the types.
+    const declared = entry.authority?.[delivery.message.type] !== undefined || universalAuthority[delivery.message.type] !== undefined;
+    if (delivery.external && !declared && !this.validate(entry, delivery, key)) return;
     const refusal = authorize(delivery.sender, { cluster: this.identity.cluster, node: this.identity.node, path: key }, entry.authority, delivery.message.type);
     if (refusal) {
       this.forbiddenCount += 1;
@@ -254,9 +250,19 @@ export class ActorSystem {
       delivery.reply?.reject(refusal);
       return;
     }
+    if (delivery.external && declared && !this.validate(entry, delivery, key)) return;
     if (!live.deliver(delivery)) {
       this.deadLetter(path, delivery, 'no-such-actor', `${key} stopped before the message arrived`);
     }
+  }
+
+  /** The target's schema for a message from outside the process; false (and answered) if it fails. */
+  private validate(entry: Entry, delivery: Delivery, key: string): boolean {
+    const problem = validateMessage(entry.schema, delivery.message, key);
+    if (!problem) return true;
+    delivery.reply?.reject(problem);
+    if (!delivery.reply) this.log.warn({ path: key, messageType: delivery.message.type, reason: problem.message }, 'tell rejected by schema');
+    return false;
   }
 
   /** Spawns an actor at `path`, runs its `started` hook, and returns once it is running. */

@@ -13,12 +13,13 @@ import type { LocalActor } from '../../runtime/system.js';
 import { checkIntensity } from '../../supervisors/intensity.js';
 import { parseHostPort } from '../../adapters/tls.js';
 import { limitProcess, releaseCgroup } from '../../adapters/cgroup.js';
+import { isMigrationHost } from '../../adapters/drivers/driver.js';
 import { probeAccelerator, type AcceleratorProbe } from '../../adapters/drivers/qemu.js';
 import { guestImage, GUEST_READY_LINE } from '../../adapters/guest-image.js';
 import { restartDelay } from '../../supervisors/backoff.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { metaKey, objectKey, systemObjectSchema, type SystemObject } from '../model.js';
-import { createVmm, vmmAuthority, vmmSchema } from '../vmm/index.js';
+import { createVmm, guestFiles, vmmAuthority, vmmModule, vmmSchema } from '../vmm/index.js';
 import type { CpuSample, StatsOutput } from '../../adapters/stats-task.js';
 import { next, type SystemEvent, type SystemState } from './lifecycle.js';
 
@@ -47,6 +48,12 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('hypervisor.guest-exited'), id, generation: z.number().int(), crashed: z.boolean(), reason: z.string().max(1000) }),
   z.strictObject({ type: z.literal('hypervisor.restart-due'), id, attempt: z.number().int() }),
 ]);
+
+/** The target's answer to system.incoming: where to send the guest (nothing for a simulated one). */
+const incomingReply = z.object({
+  type: z.literal('system.incoming'),
+  address: z.strictObject({ host: z.string().max(253).refine(isMigrationHost, 'the host must be an IP address or a host name'), port: z.number().int().min(1).max(65535) }).optional(),
+});
 
 /** A system's meta (`meta/system/<id>@<node>`): where its state machine is. */
 export interface SystemMeta {
@@ -122,7 +129,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     return spec;
   };
 
-  const consoleLog = (systemId: string) => join(paths.log, 'systems', `${systemId}.console.log`);
+  const consoleLog = (systemId: string) => guestFiles(paths.home, systemId).consoleLog;
   const vmmPath = (systemId: string) => parsePath(`${ctx.self.path}/vmm/${systemId}`);
 
   /** How QEMU guests run here: probed once, on the first QEMU start (the probe costs a boot; cached per host). */
@@ -145,7 +152,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   const vmmFactory = (systemId: string, entry: Running) =>
     entry.spec.driver === 'qemu'
       ? processActor(system, {
-          module: new URL('../vmm/index.js', import.meta.url).href,
+          module: vmmModule(paths.home),
           exportName: 'service',
           logLevel: deps.logLevel,
           logFile: undefined,
@@ -162,7 +169,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
             }
           },
         })
-      : (vmmCtx: ActorContext) => createVmm(vmmCtx);
+      : (vmmCtx: ActorContext) => createVmm(vmmCtx, { home: paths.home });
   let cgroupWarned = false;
   const vmmOptions = (systemId: string, entry: Running) => ({
     schema: vmmSchema,
@@ -182,8 +189,6 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           type: 'vmm.start',
           spec: entry.spec,
           ...(entry.spec.driver === 'qemu' ? { accelerator: await acceleratorFor(entry.spec) } : {}),
-          consoleLog: consoleLog(systemId),
-          runDir: join(paths.run, 'vmm', systemId),
         },
         { timeoutMs: 120_000 },
       );
@@ -305,6 +310,21 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     return listen ? parseHostPort(listen, 'the agent address').host : '127.0.0.1';
   };
 
+  /**
+   * The host to send a guest to at `to`: the one it named, unless that is a wildcard (its agent
+   * listens on every address), then the host this cluster reaches its agent at.
+   */
+  const reachable = async (to: string, host: string): Promise<string> => {
+    if (host !== '0.0.0.0' && host !== '::') return host;
+    const known = await cdb.ask<Message & { record: { value: { agent?: unknown } } }>({ type: 'cdb.get', key: objectKey('node', to) }).catch(() => undefined);
+    const agent = known?.record.value.agent;
+    const agentHost = typeof agent === 'string' ? parseHostPort(agent, `the agent address of ${to}`).host : undefined;
+    if (agentHost === undefined || !isMigrationHost(agentHost) || agentHost === '0.0.0.0' || agentHost === '::') {
+      throw new AcpError('ACP_ERR_NODE_UNREACHABLE', `node '${to}' waits for the guest on every address (${host}) and no address of its agent is known here; give its agent a specific listen address`);
+    }
+    return agentHost;
+  };
+
   /** Disks must be on a pool marked shared: the target reads the same volume. */
   const checkMigratable = async (systemId: string, spec: SystemObject): Promise<void> => {
     for (const disk of spec.disks) {
@@ -329,9 +349,13 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     try {
       const { state } = await vmm.ask<Message & { state: unknown }>({ type: 'vmm.transferable' });
       const accelerator = entry.meta.accelerator === 'kvm' || entry.meta.accelerator === 'tcg' ? { accelerator: entry.meta.accelerator } : {};
-      const incoming = await target.ask<Message & { uri: string }>({ type: 'system.incoming', id: systemId, spec: entry.spec, from: node, transferred: state, ...accelerator }, { timeoutMs: 120_000 });
+      const reply = await target.ask({ type: 'system.incoming', id: systemId, spec: entry.spec, from: node, transferred: state, ...accelerator }, { timeoutMs: 120_000 });
       prepared = true;
-      await vmm.ask({ type: 'vmm.migrate', uri: incoming.uri }, { timeoutMs: 600_000 });
+      // The target names only an address; the VMM builds the URI, and the stream's TLS checks that `to` answers.
+      const incoming = incomingReply.safeParse(reply);
+      if (!incoming.success) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `${to} answered the migration with no valid address to send the guest to: ${incoming.error.issues[0]?.message ?? 'malformed'}`);
+      const address = incoming.data.address ? { ...incoming.data.address, host: await reachable(to, incoming.data.address.host) } : undefined;
+      await vmm.ask({ type: 'vmm.migrate', target: { node: to, ...(address ? { address } : {}) } }, { timeoutMs: 600_000 });
       moved = true;
       const arrived = await target.ask<Message & SystemMeta>({ type: 'system.incoming-done', id: systemId }, { timeoutMs: 120_000 });
       // The target runs it: only now does the CDB say the system lives there, and this copy go.
@@ -384,13 +408,12 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     publish(systemId, entry);
     try {
       entry.vmm = await system.spawn(vmmPath(systemId), vmmFactory(systemId, entry), vmmOptions(systemId, entry));
-      const ready = await ctx.ref(vmmPath(systemId)).ask<Message & { uri: string; pid: number | null; vmmPid: number; accelerator: string }>(
+      const ready = await ctx.ref(vmmPath(systemId)).ask<Message & { address?: { host: string; port: number }; pid: number | null; vmmPid: number; accelerator: string }>(
         {
           type: 'vmm.incoming',
           spec: entry.spec,
-          consoleLog: consoleLog(systemId),
-          runDir: join(paths.run, 'vmm', systemId),
           host: migrationHost(),
+          from,
           transferred,
           ...(guestAccelerator ? { accelerator: guestAccelerator } : {}),
         },
@@ -400,7 +423,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       // A source that never follows up (it died, say) must not leave this copy waiting for ever.
       entry.retry = setTimeout(() => ctx.self.tell({ type: 'system.incoming-abort', id: systemId, reason: `${from} did not complete the migration within ${ARRIVAL_DEADLINE_MS / 60_000} minutes` }), ARRIVAL_DEADLINE_MS);
       entry.retry.unref();
-      return { type: 'system.incoming', id: systemId, uri: ready.uri };
+      return { type: 'system.incoming', id: systemId, ...(ready.address ? { address: ready.address } : {}) };
     } catch (error) {
       await stopVmm(systemId, entry, 'incoming failed');
       move(systemId, entry, 'migrated-away', { reason: `arrival from ${from} failed: ${errorMessage(error)}` });

@@ -1,44 +1,47 @@
 import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import { z } from 'zod';
-import type { GuestHandle, SystemDriver } from '../../adapters/drivers/driver.js';
+import { isMigrationHost, type GuestHandle, type GuestPaths, type MigrationCredentials, type SystemDriver } from '../../adapters/drivers/driver.js';
 import { simDriver } from '../../adapters/drivers/sim.js';
 import type { Actor, ActorContext, ServiceDefinition } from '../../runtime/actor.js';
 import type { AuthorityTable } from '../../runtime/authority.js';
+import { homePaths } from '../../runtime/config.js';
 import { AcpError } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
+import { assertName, isValidName } from '../../runtime/path.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { systemObjectSchema } from '../model.js';
 
+const nodeName = z.string().max(63).refine(isValidName, 'must be a node name: 1-63 characters of a-z, 0-9, ".", "_" or "-"');
+const migrationHost = z.string().max(253).refine(isMigrationHost, 'must be an IPv4 or IPv6 address or a host name');
+const accelerator = z.enum(['kvm', 'tcg']).optional();
+
+/**
+ * A VMM's messages name no paths and no URIs: its console log and run directory come from the
+ * system id and the home it was started with, and a migration names a node and its address,
+ * from which the driver builds the (TLS) URI itself.
+ */
 export const vmmSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
-  z.strictObject({
-    type: z.literal('vmm.start'),
-    spec: systemObjectSchema,
-    consoleLog: z.string().min(1).max(4096),
-    runDir: z.string().min(1).max(4096),
-    accelerator: z.enum(['kvm', 'tcg']).optional(),
-  }),
+  z.strictObject({ type: z.literal('vmm.start'), spec: systemObjectSchema, accelerator }),
   z.strictObject({ type: z.literal('vmm.stop'), graceful: z.boolean().default(true), timeoutMs: z.number().int().min(0).max(600_000).default(30_000) }),
   z.strictObject({ type: z.literal('vmm.pause') }),
   z.strictObject({ type: z.literal('vmm.resume') }),
   z.strictObject({ type: z.literal('vmm.reset') }),
   z.strictObject({ type: z.literal('vmm.status') }),
-  /** Target of a migration: wait for the guest at an address on `host`; answers where to send it. */
-  z.strictObject({
-    type: z.literal('vmm.incoming'),
-    spec: systemObjectSchema,
-    consoleLog: z.string().min(1).max(4096),
-    runDir: z.string().min(1).max(4096),
-    host: z.string().min(1).max(255),
-    transferred: z.unknown(),
-    accelerator: z.enum(['kvm', 'tcg']).optional(),
-  }),
+  /** Target of a migration: wait for the guest from node `from`, listening on `host`; answers the address to send it to. */
+  z.strictObject({ type: z.literal('vmm.incoming'), spec: systemObjectSchema, host: migrationHost, from: nodeName, transferred: z.unknown(), accelerator }),
   z.strictObject({ type: z.literal('vmm.await-running'), timeoutMs: z.number().int().min(1).max(600_000).default(60_000) }),
   /** Source of a migration: what a simulated guest carries over. */
   z.strictObject({ type: z.literal('vmm.transferable') }),
-  /** Source of a migration: send the guest to `uri`; once it is there, this VMM's guest is gone. */
-  z.strictObject({ type: z.literal('vmm.migrate'), uri: z.string().min(1).max(300) }),
+  /**
+   * Source of a migration: send the guest to node `target.node` at `target.address` (none for a
+   * simulated guest); once it is there, this VMM's guest is gone.
+   */
+  z.strictObject({
+    type: z.literal('vmm.migrate'),
+    target: z.strictObject({ node: nodeName, address: z.strictObject({ host: migrationHost, port: z.number().int().min(1).max(65535) }).optional() }),
+  }),
   /** Source of a migration, once the target runs: this copy of the guest goes. */
   z.strictObject({ type: z.literal('vmm.finish-migration') }),
 ]);
@@ -59,21 +62,56 @@ async function driverFor(name: string): Promise<SystemDriver> {
   throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `unknown driver '${name}' (use qemu or sim)`);
 }
 
+/** A system's files on a node, from its id and the node's home only: `<home>/log/systems/<id>.console.log`, `<home>/run/vmm/<id>`. */
+export function guestFiles(home: string, id: string): { consoleLog: string; runDir: string } {
+  assertName(id, 'system');
+  const paths = homePaths(home);
+  return { consoleLog: join(paths.log, 'systems', `${id}.console.log`), runDir: join(paths.run, 'vmm', id) };
+}
+
+/**
+ * The module a VMM container loads, with the node's home in its URL: the daemon fixes it when it
+ * spawns the container, and no message can change it afterwards.
+ */
+export function vmmModule(home: string): string {
+  const url = new URL(import.meta.url);
+  url.search = '';
+  url.searchParams.set('home', home);
+  return url.href;
+}
+
+/** The home this module was loaded with (see vmmModule). */
+function moduleHome(): string {
+  const home = new URL(import.meta.url).searchParams.get('home');
+  if (!home || !isAbsolute(home)) throw new AcpError('ACP_ERR_PROCESS_START_FAILED', 'a VMM container is started by its hypervisor, with the node\'s home in its module URL (vmmModule)');
+  return home;
+}
+
+export interface VmmOptions {
+  /** The node's home: where the guest's console log and run directory are, and its certificates. */
+  readonly home: string;
+}
+
 /**
  * A VMM: runs one system's guest through its driver and answers for it. The hypervisor spawns
  * one per running system at `hypervisor/vmm/<id>`: in a child process of its own for real guests,
  * inline for simulated ones. When the guest ends unasked, the VMM tells the hypervisor.
  */
-export function createVmm(ctx: ActorContext): Actor {
-  const id = ctx.path.segments.at(-1)!;
+export function createVmm(ctx: ActorContext, options: VmmOptions): Actor {
+  const id = assertName(ctx.path.segments.at(-1) ?? '', 'system');
   const hypervisor = ctx.ref(ctx.self.path.replace(/\/vmm\/[^/]+$/, ''));
   const clock = new ServiceClock();
+  const files = guestFiles(options.home, id);
+  const home = homePaths(options.home);
+  const credentials: MigrationCredentials = { node: ctx.node.node, caCert: home.caCert, cert: home.nodeCert, key: home.nodeKey };
   let guest: GuestHandle | undefined;
   let stopping = false;
 
-  const prepare = (consoleLog: string, runDir: string) => {
-    mkdirSync(dirname(consoleLog), { recursive: true, mode: 0o700 });
-    mkdirSync(runDir, { recursive: true, mode: 0o700 });
+  /** The guest's paths (their directories made, private). */
+  const prepare = (accelerator: 'kvm' | 'tcg' | undefined): GuestPaths => {
+    mkdirSync(dirname(files.consoleLog), { recursive: true, mode: 0o700 });
+    mkdirSync(files.runDir, { recursive: true, mode: 0o700 });
+    return { ...files, ...(accelerator ? { accelerator } : {}) };
   };
 
   /** This VMM's guest from now on; when it ends unasked, the hypervisor hears of it. */
@@ -101,19 +139,17 @@ export function createVmm(ctx: ActorContext): Actor {
           return clock.info(`vmm/${id}`, `VMM of system ${id}`, ctx);
         case 'vmm.start': {
           if (guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' already runs in this VMM`);
-          prepare(parsed.consoleLog, parsed.runDir);
           const driver = await driverFor(parsed.spec.driver);
-          const started = await driver.start(id, parsed.spec, { consoleLog: parsed.consoleLog, runDir: parsed.runDir, ...(parsed.accelerator ? { accelerator: parsed.accelerator } : {}) });
+          const started = await driver.start(id, parsed.spec, prepare(parsed.accelerator));
           adopt(started);
           return { type: 'vmm.started', id, pid: started.pid ?? null, vmmPid: process.pid, accelerator: started.accelerator };
         }
         case 'vmm.incoming': {
           if (guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' already runs in this VMM`);
-          prepare(parsed.consoleLog, parsed.runDir);
           const driver = await driverFor(parsed.spec.driver);
-          const incoming = await driver.incoming(id, parsed.spec, { consoleLog: parsed.consoleLog, runDir: parsed.runDir, ...(parsed.accelerator ? { accelerator: parsed.accelerator } : {}) }, parsed.host, parsed.transferred);
+          const incoming = await driver.incoming(id, parsed.spec, prepare(parsed.accelerator), { host: parsed.host, from: parsed.from }, credentials, parsed.transferred);
           adopt(incoming.handle);
-          return { type: 'vmm.incoming', id, uri: incoming.uri, pid: incoming.handle.pid ?? null, vmmPid: process.pid, accelerator: incoming.handle.accelerator };
+          return { type: 'vmm.incoming', id, ...(incoming.address ? { address: incoming.address } : {}), pid: incoming.handle.pid ?? null, vmmPid: process.pid, accelerator: incoming.handle.accelerator };
         }
         case 'vmm.await-running':
           await requireGuest().awaitRunning(parsed.timeoutMs);
@@ -123,7 +159,7 @@ export function createVmm(ctx: ActorContext): Actor {
         case 'vmm.migrate':
           // The guest's state is at the target; this copy stays paused until the hypervisor
           // knows the target runs (vmm.finish-migration), or resumes it if the move failed.
-          await requireGuest().migrate(parsed.uri);
+          await requireGuest().migrate(parsed.target, credentials);
           return { type: 'vmm.migrated', id };
         case 'vmm.finish-migration': {
           const running = requireGuest();
@@ -191,5 +227,5 @@ export const service: ServiceDefinition<unknown> = {
   schema: vmmSchema,
   authority: vmmAuthority,
   isolations: ['process', 'inline'],
-  create: (ctx) => createVmm(ctx),
+  create: (ctx) => createVmm(ctx, { home: moduleHome() }),
 };

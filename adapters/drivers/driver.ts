@@ -1,4 +1,12 @@
+import { isIP } from 'node:net';
 import type { SystemObject } from '../../actors/model.js';
+
+const HOST_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/** A host a migration may name: an IPv4 or IPv6 literal, or a DNS host name (nothing else reaches QEMU). */
+export function isMigrationHost(host: string): boolean {
+  return isIP(host) !== 0 || HOST_NAME.test(host);
+}
 
 /** Where a guest keeps its files: its console log, and sockets for drivers that use them. */
 export interface GuestPaths {
@@ -27,24 +35,59 @@ export interface GuestHandle {
   stop(graceful: boolean, timeoutMs: number): Promise<void>;
   /** Settles once, when the guest is gone for whatever reason. */
   readonly exited: Promise<GuestExit>;
-  /** Source side of a migration: sends the running guest to `uri` and resolves once it is there (the guest here is then left paused). */
-  migrate(uri: string): Promise<void>;
+  /**
+   * Source side of a migration: sends the running guest to `target` and resolves once it is there
+   * (the guest here is then left paused). The stream is TLS with this node's certificate, and the
+   * target must prove it is `target.node` with one from the same cluster CA.
+   */
+  migrate(target: MigrationTarget, credentials: MigrationCredentials): Promise<void>;
   /** Target side: resolves once the guest that came in runs. */
   awaitRunning(timeoutMs: number): Promise<void>;
   /** What a simulated guest carries across a migration (nothing for a real one: its memory travels). */
   transferable(): unknown;
 }
 
-/** A guest waiting for a migration: where the source sends it. */
+/**
+ * This node's place in the cluster's PKI, as files in its home: the CA's certificate, the node's
+ * certificate (CN and DNS SAN the node's name, for TLS server and client) and its key.
+ */
+export interface MigrationCredentials {
+  readonly node: string;
+  readonly caCert: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
+/** Where a migrating guest goes: a node's address, never a URI (the driver builds that itself). */
+export interface MigrationAddress {
+  /** An IPv4 or IPv6 literal, or a host name. */
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface MigrationTarget {
+  /** The node whose certificate the receiving end must present. */
+  readonly node: string;
+  /** Absent for drivers without a migration stream (sim). */
+  readonly address?: MigrationAddress;
+}
+
+/** Target side of a migration: where to listen, and the one node that may send the guest. */
+export interface MigrationListen {
+  readonly host: string;
+  readonly from: string;
+}
+
+/** A guest waiting for a migration: where the source sends it (nothing for a simulated guest). */
 export interface IncomingGuest {
   readonly handle: GuestHandle;
-  readonly uri: string;
+  readonly address?: MigrationAddress;
 }
 
 /** A way to run systems: `qemu` (real virtual machines) or `sim` (simulated guests). */
 export interface SystemDriver {
   readonly name: SystemObject['driver'];
   start(id: string, spec: SystemObject, paths: GuestPaths): Promise<GuestHandle>;
-  /** Prepares to receive a migrating guest, listening on `host` (this node's address). */
-  incoming(id: string, spec: SystemObject, paths: GuestPaths, host: string, transferred: unknown): Promise<IncomingGuest>;
+  /** Prepares to receive a migrating guest from `listen.from`, listening on `listen.host` (this node's address). */
+  incoming(id: string, spec: SystemObject, paths: GuestPaths, listen: MigrationListen, credentials: MigrationCredentials, transferred: unknown): Promise<IncomingGuest>;
 }

@@ -1,11 +1,12 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { connect, isIP, type Socket } from 'node:net';
 import { release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { SystemObject } from '../../actors/model.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
-import type { GuestExit, GuestHandle, GuestPaths, IncomingGuest, SystemDriver } from './driver.js';
+import { isValidName } from '../../runtime/path.js';
+import { isMigrationHost, type GuestExit, type GuestHandle, type GuestPaths, type IncomingGuest, type MigrationAddress, type MigrationCredentials, type MigrationListen, type MigrationTarget, type SystemDriver } from './driver.js';
 
 export const QEMU_BINARY = process.env.ACP_QEMU ?? 'qemu-system-x86_64';
 const QMP_CONNECT_MS = 10_000;
@@ -207,18 +208,63 @@ export async function probeAccelerator(probe: { kernel: string; initrd: string; 
   return result;
 }
 
+/**
+ * The migration URI, built here from a checked address: `tcp:` only, never a URI from elsewhere
+ * (QEMU runs an `exec:` URI as a shell command).
+ */
+export function migrationUri(address: MigrationAddress): string {
+  if (!isMigrationHost(address.host)) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `a migration goes to an IP address or a host name, not ${JSON.stringify(address.host)}`);
+  if (!Number.isInteger(address.port) || address.port < 0 || address.port > 65535) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `a migration port is 0-65535, not ${address.port}`);
+  return `tcp:${isIP(address.host) === 6 ? `[${address.host}]` : address.host}:${address.port}`;
+}
+
+type TlsEndpoint = 'server' | 'client';
+
+/**
+ * Loads this node's cluster certificate into QEMU as a `tls-creds-x509` object for one end of a
+ * migration, and returns its id. QEMU reads fixed file names from a directory: a private one
+ * (0700, under the guest's run dir, named by the role only) holds links to the home's secrets,
+ * and goes once QEMU has read them. Both ends verify the peer against the cluster CA.
+ */
+async function loadCredentials(qmp: Qmp, runDir: string, credentials: MigrationCredentials, endpoint: TlsEndpoint, id: string): Promise<string> {
+  if (!isValidName(credentials.node)) throw new AcpError('ACP_ERR_NAME_INVALID', `node name ${JSON.stringify(credentials.node)} is invalid`);
+  const missing = [credentials.caCert, credentials.cert, credentials.key].filter((file) => !existsSync(file));
+  if (missing.length > 0) {
+    throw new AcpError('ACP_ERR_VMM_NO_PKI', `node '${credentials.node}' has no cluster certificate to encrypt a live migration with (missing ${missing.join(', ')}); run 'acp init' or 'acp join' on it first`);
+  }
+  const dir = join(runDir, `migration-tls-${endpoint}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
+  try {
+    symlinkSync(credentials.caCert, join(dir, 'ca-cert.pem'));
+    symlinkSync(credentials.cert, join(dir, `${endpoint}-cert.pem`));
+    symlinkSync(credentials.key, join(dir, `${endpoint}-key.pem`));
+    await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id, dir, endpoint, 'verify-peer': true });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return id;
+}
+
 /** Real virtual machines: QEMU driven over QMP, with the accelerator the node's probe chose. */
 export const qemuDriver: SystemDriver = {
   name: 'qemu',
   start: (id, spec, paths) => launch(id, spec, paths, false).then(({ handle }) => handle),
-  async incoming(id, spec, paths, host): Promise<IncomingGuest> {
+  async incoming(id, spec, paths, listen: MigrationListen, credentials): Promise<IncomingGuest> {
+    if (!isValidName(listen.from)) throw new AcpError('ACP_ERR_NAME_INVALID', `a migration comes from a node, not ${JSON.stringify(listen.from)}`);
     const { handle, qmp } = await launch(id, spec, paths, true);
     try {
-      await qmp.execute('migrate-incoming', { uri: `tcp:${host}:0` });
+      // TLS, and only the source node's certificate may send the guest: anyone else who connects
+      // first fails the handshake, and QEMU keeps waiting for the real source.
+      const tls = await loadCredentials(qmp, paths.runDir, credentials, 'server', 'acp-migration-tls');
+      await qmp.execute('object-add', { 'qom-type': 'authz-simple', id: 'acp-migration-authz', identity: `CN=${listen.from}` });
+      await qmp.execute('migrate-set-parameters', { 'tls-creds': tls, 'tls-authz': 'acp-migration-authz' });
+      await qmp.execute('migrate-incoming', { uri: migrationUri({ host: listen.host, port: 0 }) });
       const status = (await qmp.execute('query-migrate')) as { 'socket-address'?: { host: string; port: string }[] };
       const address = status['socket-address']?.[0];
       if (!address) throw new AcpError('ACP_ERR_VMM_FAILED', 'QEMU did not say where it listens for the incoming migration');
-      return { handle, uri: `tcp:${address.host}:${address.port}` };
+      return { handle, address: { host: listen.host, port: Number(address.port) } };
     } catch (error) {
       await handle.stop(false, 0);
       throw error;
@@ -279,10 +325,19 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
     const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), timeoutMs));
     return Promise.race([exited.then(() => 'gone' as const), timer]);
   };
+  let migrations = 0;
   const handle: GuestHandle = {
     pid: child.pid,
     accelerator,
-    async migrate(uri) {
+    async migrate(target: MigrationTarget, credentials: MigrationCredentials) {
+      if (!target.address) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `a QEMU guest migrates to a host and port; none was named for node '${target.node}'`);
+      if (!isValidName(target.node)) throw new AcpError('ACP_ERR_NAME_INVALID', `a migration goes to a node, not ${JSON.stringify(target.node)}`);
+      const uri = migrationUri(target.address);
+      // A fresh object per attempt (an earlier, failed one may still hold its id).
+      migrations += 1;
+      const tls = await loadCredentials(qmp, paths.runDir, credentials, 'client', `acp-migration-tls-${migrations}`);
+      // The target must present the certificate of the node the hypervisor named, whatever address answers.
+      await qmp.execute('migrate-set-parameters', { 'tls-creds': tls, 'tls-hostname': target.node });
       await qmp.execute('migrate', { uri });
       for (;;) {
         const state = (await qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };

@@ -1,6 +1,6 @@
 import { appendFile } from 'node:fs/promises';
 import type { SystemObject } from '../../actors/model.js';
-import type { GuestExit, GuestHandle, GuestPaths, IncomingGuest, SystemDriver } from './driver.js';
+import type { GuestExit, GuestHandle, GuestPaths, IncomingGuest, MigrationCredentials, MigrationListen, SystemDriver } from './driver.js';
 
 /** How long a simulated guest takes to boot. */
 const BOOT_MS = 20;
@@ -16,11 +16,11 @@ export const simDriver: SystemDriver = {
     await appendFile(paths.consoleLog, `ACP sim guest ${id} (${spec.vcpus} vcpu, ${spec.memoryMiB} MiB) booted\nACP-GUEST-READY\n`);
     return simGuest(id, paths, Date.now());
   },
-  async incoming(id: string, _spec: SystemObject, paths: GuestPaths, _host: string, transferred: unknown): Promise<IncomingGuest> {
+  async incoming(id: string, _spec: SystemObject, paths: GuestPaths, _listen: MigrationListen, _credentials: MigrationCredentials, transferred: unknown): Promise<IncomingGuest> {
     // State transfer: the guest keeps the boot time it had on the source.
     const bootedAt = typeof (transferred as { bootedAt?: unknown } | null)?.bootedAt === 'number' ? (transferred as { bootedAt: number }).bootedAt : Date.now();
     await appendFile(paths.consoleLog, `ACP sim guest ${id} arrived, up ${Date.now() - bootedAt} ms\n`);
-    return { handle: simGuest(id, paths, bootedAt), uri: 'sim:state' };
+    return { handle: simGuest(id, paths, bootedAt) };
   },
 };
 
