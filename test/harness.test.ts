@@ -1,16 +1,16 @@
 import { execFileSync } from 'node:child_process';
-import test from 'ava';
 import { Harness, harnessAvailable } from './harness/index.js';
 import { isGone } from './harness/net.js';
 import { eventually } from './helpers/node.js';
 import type { NodeStatus } from '../runtime/services.js';
+import { runsWhen } from './helpers/requires.js';
 
 const available = harnessAvailable();
 
 // A skipped test's body never runs: the reason goes in its title, where ava prints it.
 const title = `a 3-node harness on network namespaces: reach, partition, heal, kill, restart, teardown${available.ok ? '' : ` (skipped: ${available.why})`}`;
 
-(available.ok ? test : test.skip)(title, async (t) => {
+runsWhen(!available.ok && available.why)(title, async (t) => {
   if (!available.ok) t.log(`skipped: ${available.why}`);
   t.timeout(120_000);
   const started = Date.now();

@@ -13,6 +13,7 @@ import type { Message } from '../runtime/messages.js';
 import { isGone } from './harness/net.js';
 import { systemMeta, systemNode } from './helpers/system.js';
 import { eventually, makeHome, runCli } from './helpers/node.js';
+import { runsWhen } from './helpers/requires.js';
 
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -42,7 +43,7 @@ try {
   qemuMissing = true;
 }
 
-(qemuMissing || !image ? test.skip : test)('stopping a hung QEMU leaves neither QEMU nor its VMM container behind', async (t) => {
+runsWhen(qemuMissing ? 'qemu-system-x86_64 is not installed' : !image && 'the test guest is not built (npm run guest-image)')('stopping a hung QEMU leaves neither QEMU nor its VMM container behind', async (t) => {
   t.timeout(120_000);
   const { home, api } = await systemNode(t);
   const created = await runCli(['system', 'create', 'g1', '--driver', 'qemu', '--memory', '128', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline], home);
@@ -68,7 +69,7 @@ try {
   t.true(gone && isGone(vmmPid) && isGone(qemuPid));
 });
 
-(qemuMissing || !image ? test.skip : test)('a daemon that dies (kill -9) takes its QEMU guests with it', async (t) => {
+runsWhen(qemuMissing ? 'qemu-system-x86_64 is not installed' : !image && 'the test guest is not built (npm run guest-image)')('a daemon that dies (kill -9) takes its QEMU guests with it', async (t) => {
   t.timeout(120_000);
   const home = makeHome(t);
   const up = await runCli(['up', '--detach'], home);
@@ -93,7 +94,7 @@ try {
   t.true(gone && isGone(qemuPid!) && isGone(vmmPid!));
 });
 
-(qemuMissing || !image ? test.skip : test)('pausing a hung QEMU does not hold the hypervisor mailbox (other systems stay answerable)', async (t) => {
+runsWhen(qemuMissing ? 'qemu-system-x86_64 is not installed' : !image && 'the test guest is not built (npm run guest-image)')('pausing a hung QEMU does not hold the hypervisor mailbox (other systems stay answerable)', async (t) => {
   t.timeout(120_000);
   const { home, api } = await systemNode(t);
   const created = await runCli(['system', 'create', 'g3', '--driver', 'qemu', '--memory', '128', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline], home);

@@ -9,6 +9,7 @@ import type { Message } from '../runtime/messages.js';
 import { isGone } from './harness/net.js';
 import { systemMeta, systemNode } from './helpers/system.js';
 import { eventually, runCli } from './helpers/node.js';
+import { runsWhen } from './helpers/requires.js';
 
 test('lifecycle: every event happens only from its states; anything else is refused naming the current state', (t) => {
   for (const state of SYSTEM_STATES) {
@@ -76,7 +77,7 @@ try {
 }
 const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not built (npm run guest-image)');
 
-(guestMissing ? test.skip : test)(`a real QEMU guest boots and prints its ready line; pause, resume; kill -9 of QEMU and of its VMM container restart it${guestMissing ? ` (skipped: ${guestMissing})` : ''}`, async (t) => {
+runsWhen(guestMissing)(`a real QEMU guest boots and prints its ready line; pause, resume; kill -9 of QEMU and of its VMM container restart it${guestMissing ? ` (skipped: ${guestMissing})` : ''}`, async (t) => {
   t.timeout(180_000);
   const { home, api } = await systemNode(t);
   const created = await runCli(

@@ -22,6 +22,7 @@ import { homePaths } from '../runtime/config.js';
 import { AcpError } from '../runtime/errors.js';
 import { eventually } from './helpers/node.js';
 import { systemNode } from './helpers/system.js';
+import { runsWhen } from './helpers/requires.js';
 
 const image = guestImage();
 let missing: string | undefined;
@@ -142,7 +143,7 @@ test('migrationUri builds tcp: URIs from an address only; anything else is refus
   t.is((t.throws(() => migrationUri({ host: '10.0.0.2', port: 70_000 })) as AcpError).code, 'ACP_ERR_SCHEMA_REJECTED');
 });
 
-(missing ? test.skip : test)(
+runsWhen(missing)(
   `QEMU migrates over TLS with the cluster's certificates: no plaintext stream, a third party is refused, an impostor target never gets the guest${missing ? ` (skipped: ${missing})` : ''}`,
   async (t) => {
     t.timeout(180_000);

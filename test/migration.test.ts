@@ -5,7 +5,6 @@
  * a shared pool.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import test from 'ava';
 import type { SystemMeta } from '../actors/hypervisor/index.js';
 import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
 import { guestImage, GUEST_UPTIME_PREFIX } from '../adapters/guest-image.js';
@@ -54,6 +53,7 @@ while True:
     f[0] += len(payload)
     if len(f[1]) < 65536: f[1] += payload
 `;
+import { runsWhen } from './helpers/requires.js';
 
 interface Flow {
   flow: string;
@@ -95,7 +95,7 @@ const uptimes = (text: string): number[] =>
     .filter((line) => line.startsWith(GUEST_UPTIME_PREFIX))
     .map((line) => Number(line.slice(GUEST_UPTIME_PREFIX.length + 1)));
 
-(missing ? test.skip : test)(`a running QEMU guest migrates live between two nodes and its uptime goes on; a sim system moves by state transfer${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
+runsWhen(missing)(`a running QEMU guest migrates live between two nodes and its uptime goes on; a sim system moves by state transfer${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
   t.timeout(240_000);
   const h = await Harness.start({ nodes: ['n1', 'n2'] });
   t.teardown(() => h.teardown());

@@ -7,12 +7,13 @@ import test from 'ava';
 import { Harness, harnessAvailable } from './harness/index.js';
 import { eventually } from './helpers/node.js';
 import { assertNoAcknowledgedWriteLost, converged, members, put, syncStatus } from './helpers/sync.js';
+import { runsWhen } from './helpers/requires.js';
 
 const available = harnessAvailable();
 
 if (!available.ok) {
   // Skipped, saying what is missing (a skipped test's body does not run, so the reason is in its title).
-  test.skip(`sync modes: unicast and gateways (network namespaces): skipped, ${available.why}`, () => undefined);
+  runsWhen(available.why)(`sync modes: unicast and gateways (network namespaces): skipped, ${available.why}`, () => undefined);
 } else {
   test.serial('unicast-only mode (--peers): writes on every node reach every node; a killed node is seen down, and catches up after restart', async (t) => {
     t.timeout(180_000);

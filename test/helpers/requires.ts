@@ -1,0 +1,15 @@
+import test from 'ava';
+
+/** CI sets CI=true: there every test must run, so one that would skip fails instead, saying why. */
+export const IN_CI = process.env.CI === 'true' || process.env.CI === '1';
+
+/**
+ * `test` when nothing is missing; otherwise `test.skip` (the reason belongs in the title), or, in
+ * CI, a test that fails naming what is missing: CI installs everything the suite needs.
+ */
+export function runsWhen(missing: string | undefined | false): typeof test {
+  if (!missing) return test;
+  if (!IN_CI) return test.skip as unknown as typeof test;
+  const failing = (title: string) => test(title, (t) => t.fail(`CI must run this test, but ${missing}`));
+  return Object.assign(failing, { serial: failing }) as unknown as typeof test;
+}
