@@ -206,7 +206,10 @@ test('acp cdb watch meta/ --json streams heartbeat lines as NDJSON and exits 0 o
   t.true(beats.length >= 2, `${beats.length} heartbeat lines for meta/node/n1@n1`);
   const times = beats.map((line) => Date.parse((line.value as NodeMeta).heartbeatAt));
   for (let i = 1; i < times.length; i += 1) t.true(times[i - 1]! < times[i]!);
-  t.true(result.lines.some((line) => line.event === 'put' && line.key === 'meta/service/cdb/n1@n1'));
+  // Services' meta is in the snapshot; an idle node then writes only its heartbeat (quiet meta).
+  t.true(result.lines.some((line) => line.event === 'snapshot' && line.key === 'meta/service/cdb/n1@n1'));
+  const servicePuts = result.lines.filter((line) => line.event === 'put' && line.key !== 'meta/node/n1@n1').map((line) => line.key);
+  t.is(new Set(servicePuts).size, servicePuts.length, `a service's meta is written only when it changes: ${servicePuts.join(', ')}`);
   // Events are numbered without gaps, and the snapshot comes first.
   const seqs = result.lines.filter((line) => line.event === 'put').map((line) => line.seq);
   t.deepEqual(
@@ -224,7 +227,8 @@ test('acp cdb watch prints puts and deletes, and resubscribes (saying so) when t
   const result = await watch(
     home,
     'object/network/',
-    15_000,
+    // A bound on liveness, not a speed check: on a loaded 2-core machine each CLI run takes seconds.
+    40_000,
     async () => {
       ok(t, await runCli(['cdb', 'put', 'object/network/lan', '{"name":"lan","type":"bridge"}'], home), 'put');
       ok(t, await runCli(['cdb', 'rm', 'object/network/lan'], home), 'rm');

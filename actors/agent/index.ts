@@ -25,7 +25,7 @@ import type { ServiceDeps } from '../../runtime/services.js';
 import type { RemoteRouter } from '../../runtime/system.js';
 import { ApiSession } from '../api/session.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
-import type { CdbEvent, CdbSnapshot } from '../cdb/index.js';
+import { CdbFeed } from '../cdb-feed.js';
 import { objectKey } from '../model.js';
 import { PeerLink } from './link.js';
 import { Membership, membershipMessages } from './membership.js';
@@ -109,8 +109,6 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   const misses = new Map<string, number>();
   const addresses = new Map<string, string>();
   const revocations = new Revocations();
-  let revocationWatch: number | undefined;
-  let resubscribe: NodeJS.Timeout | undefined;
   let material: TlsMaterial | undefined;
   let listener: TlsFrameListener | undefined;
   const selfAddress = config.agent.listen;
@@ -453,22 +451,15 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     drop,
     installKeys: (keys) => deps.installKeys(keys),
   });
-  /** The cluster's removed nodes, from the CDB: a snapshot, then every change. */
-  const watchRevocations = async () => {
-    try {
-      const reply = await cdb.ask<Message & { watch: number }>({ type: 'cdb.watch', prefix: REVOCATION_PREFIX, subscriber: ctx.self.path }, { timeoutMs: 5000 });
-      revocationWatch = reply.watch;
-    } catch (error) {
-      ctx.log.warn({ err: errorMessage(error) }, 'cannot watch the removed nodes in the cdb yet; retrying');
-      resubscribe = setTimeout(() => ctx.self.tell({ type: 'agent.revocations-resubscribe' }), 1000);
-    }
-  };
   const revoked = (records: readonly { key: string; value: unknown; deleted?: true }[]) => {
     for (const node of revocations.apply(records)) {
       ctx.log.warn({ node }, 'node removed from the cluster: its links are closed and its certificate refused');
       drop(node);
     }
   };
+
+  /** The cluster's removed nodes, from the CDB: a snapshot, then every change. */
+  const revocationFeed = new CdbFeed(ctx, REVOCATION_PREFIX, revoked);
 
   const renew = async (): Promise<Message> => {
     if (!material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', 'this node has no cluster certificate to renew; run acp init or acp join');
@@ -500,7 +491,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         ctx.log.warn({ err: errorMessage(error) }, 'could not read known peers from the cdb');
       }
       for (const seed of config.agent.seeds) if (!addresses.has(seed.node)) addresses.set(seed.node, seed.agent);
-      await watchRevocations();
+      await revocationFeed.start();
       system.setRemoteRouter(router);
       if (!material) {
         ctx.log.info('no cluster certificate: the agent carries nothing to other nodes (run acp init or acp join)');
@@ -517,21 +508,8 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     },
     async receive(message, sender) {
       info.handled += 1;
-      // From the CDB (the watch on object/revocation/) and this actor's own retry timer.
-      switch (message.type) {
-        case 'cdb.snapshot':
-          if ((message as CdbSnapshot).watch === revocationWatch || revocationWatch === undefined) revoked((message as CdbSnapshot).records);
-          return undefined;
-        case 'cdb.event':
-          revoked([(message as CdbEvent).record]);
-          return undefined;
-        case 'watch.ended':
-          revocationWatch = undefined;
-          resubscribe = setTimeout(() => ctx.self.tell({ type: 'agent.revocations-resubscribe' }), 1000);
-          return undefined;
-        case 'agent.revocations-resubscribe':
-          return watchRevocations();
-      }
+      const fed = revocationFeed.handle(message);
+      if (fed !== false) return fed === true ? undefined : fed;
       const parsed = agentSchema.parse(message);
       switch (parsed.type) {
         case 'service.info':
@@ -584,7 +562,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       }
     },
     async stopping() {
-      clearTimeout(resubscribe);
+      revocationFeed.stop();
       system.setRemoteRouter(undefined);
       for (const peerLink of links.values()) peerLink.close();
       await listener?.close();

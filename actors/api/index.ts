@@ -2,11 +2,9 @@ import { z } from 'zod';
 import { FrameListener, type FrameConnection } from '../../adapters/frame-listener.js';
 import type { ServiceDefinition } from '../../runtime/actor.js';
 import type { AuthorityTable } from '../../runtime/authority.js';
-import { errorMessage } from '../../runtime/errors.js';
-import type { Message } from '../../runtime/messages.js';
 import { wireLimits } from '../../runtime/config.js';
 import type { ServiceDeps } from '../../runtime/services.js';
-import type { CdbEvent, CdbSnapshot } from '../cdb/index.js';
+import { CdbFeed } from '../cdb-feed.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { ApiSession } from './session.js';
 import { applyTokenRecords, TOKEN_PREFIX, TokenAdmin, tokenMessages } from './tokens.js';
@@ -22,8 +20,6 @@ export const apiAuthority: AuthorityTable = {
   'api.token.list': 'admin',
   'api.token.remove': 'admin',
 };
-
-const RESUBSCRIBE_MS = 1000;
 
 /** The local API: the wire protocol on `<home>/run/acp.sock` (directory 0700, socket 0600, API key in hello). */
 export const service: ServiceDefinition<ServiceDeps | undefined> = {
@@ -52,21 +48,11 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
     const tcp = api.port === undefined ? undefined : new FrameListener({ ...common, host: api.host, port: api.port });
     const cdb = ctx.ref(deps.system.localPath('cdb'));
     const tokens = new TokenAdmin(cdb, deps.tokens);
-    let tokenWatch: number | undefined;
-    let resubscribe: NodeJS.Timeout | undefined;
-    /** The cluster's tokens, from the CDB: a snapshot, then every change (a revocation included). */
-    const watchTokens = async () => {
-      try {
-        const reply = await cdb.ask<Message & { watch: number }>({ type: 'cdb.watch', prefix: TOKEN_PREFIX, subscriber: ctx.self.path }, { timeoutMs: 10_000 });
-        tokenWatch = reply.watch;
-      } catch (error) {
-        ctx.log.warn({ err: errorMessage(error) }, 'cannot watch the API tokens in the cdb yet; retrying');
-        resubscribe = setTimeout(() => ctx.self.tell({ type: 'api.tokens-resubscribe' }), RESUBSCRIBE_MS);
-      }
-    };
+    // The cluster's tokens, from the CDB: a snapshot, then every change (a revocation included).
+    const tokenFeed = new CdbFeed(ctx, TOKEN_PREFIX, (records) => applyTokenRecords(deps.tokens, records));
     return {
       async started() {
-        await watchTokens();
+        await tokenFeed.start();
         await listener.listen();
         ctx.log.info({ socket: deps.paths.socket }, 'API listening');
         if (tcp) {
@@ -81,23 +67,8 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
       },
       receive(message, sender) {
         clock.handled += 1;
-        // From the CDB (its watch on object/token/) and from this actor's own retry timer.
-        switch (message.type) {
-          case 'cdb.snapshot': {
-            const snapshot = message as CdbSnapshot;
-            if (snapshot.watch === tokenWatch || tokenWatch === undefined) applyTokenRecords(deps.tokens, snapshot.records);
-            return undefined;
-          }
-          case 'cdb.event':
-            applyTokenRecords(deps.tokens, [(message as CdbEvent).record]);
-            return undefined;
-          case 'watch.ended':
-            tokenWatch = undefined;
-            resubscribe = setTimeout(() => ctx.self.tell({ type: 'api.tokens-resubscribe' }), RESUBSCRIBE_MS);
-            return undefined;
-          case 'api.tokens-resubscribe':
-            return watchTokens();
-        }
+        const fed = tokenFeed.handle(message);
+        if (fed !== false) return fed === true ? undefined : fed;
         const parsed = apiSchema.parse(message);
         switch (parsed.type) {
           case 'service.info':
@@ -117,7 +88,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
         }
       },
       async stopping() {
-        clearTimeout(resubscribe);
+        tokenFeed.stop();
         await tcp?.close();
         await listener.close();
       },
