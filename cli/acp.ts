@@ -5,17 +5,18 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { connect, type AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
-import { LOG_LEVELS, type LogLevel } from '../runtime/logger.js';
+import { LOG_FORMATS, LOG_LEVELS, type LogLevel } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { cdbCommands, printNodes, printServices } from './cdb.js';
 import { systemCommands } from './system.js';
 import { apiTokenCommands } from './tokens.js';
 import { clusterCommands, nodeCommands } from './membership.js';
+import { LOGS_DESCRIPTION, logsOptions, showLogs } from './logs.js';
 import { parseHostPort } from '../adapters/tls.js';
 import { parseMulticast } from '../actors/cdb/sync-node.js';
 import { initCluster, joinCluster, parseDuration } from './cluster.js';
-import { runForeground, startDetached, stopDaemon } from './control.js';
+import { formatUpSummary, runForeground, startDetached, stopDaemon } from './control.js';
 import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table, type SyncSummary } from './output.js';
 
 interface Global {
@@ -83,6 +84,8 @@ const upFlags = (y: Argv<Global>) =>
     .option('multicast-if', { type: 'string', describe: 'interface address to join the multicast group on (default: the agent\'s address)' })
     .option('peers', { type: 'string', describe: 'unicast sync instead of multicast: comma-separated agent addresses HOST:PORT' })
     .option('gateway', { type: 'string', describe: 'L3 gateway: forward this domain\'s changes to the gateway agent(s) at HOST:PORT[,HOST:PORT]' })
+    .option('web-port', { type: 'number', describe: "the web UI's port on loopback (default: config's, 8480; 0 picks a free one)" })
+    .option('log-format', { choices: LOG_FORMATS, describe: 'foreground log lines: pretty (default on a terminal) or json' })
     .option('log-file', { type: 'string', hidden: true });
 
 /** `a:1,b:2` → ['a:1', 'b:2'], each checked as HOST:PORT. */
@@ -120,14 +123,19 @@ const cli = yargs(hideBin(process.argv))
           ...(argv.agent === undefined ? {} : { agent: argv.agent }),
           ...(argv['api-port'] === undefined ? {} : { apiPort: argv['api-port'] }),
           ...(argv['api-bind'] === undefined ? {} : { apiBind: argv['api-bind'] }),
+          ...(argv['web-port'] === undefined ? {} : { webPort: argv['web-port'] }),
+          logFormat: argv['log-format'] ?? (process.stderr.isTTY ? 'pretty' : 'json'),
           ...(argv.multicast === undefined ? {} : { multicast: argv.multicast }),
           ...(argv['multicast-if'] === undefined ? {} : { multicastIf: argv['multicast-if'] }),
           ...(argv.peers === undefined ? {} : { peers: addressList(argv.peers, '--peers')! }),
           ...(argv.gateway === undefined ? {} : { gateways: addressList(argv.gateway, '--gateway')! }),
         };
         if (argv.multicast !== undefined) parseMulticast(argv.multicast);
-        if (argv['api-port'] !== undefined && (!Number.isInteger(argv['api-port']) || argv['api-port'] < 0 || argv['api-port'] > 65535)) {
-          throw new AcpError('ACP_ERR_CLI_USAGE', `--api-port must be a port number (0-65535), not ${argv['api-port']}`);
+        for (const flag of ['api-port', 'web-port'] as const) {
+          const port = argv[flag];
+          if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
+            throw new AcpError('ACP_ERR_CLI_USAGE', `--${flag} must be a port number (0-65535), not ${port}`);
+          }
         }
         if (argv.detach) {
           const forwarded = [
@@ -138,6 +146,7 @@ const cli = yargs(hideBin(process.argv))
             ...(argv.agent === undefined ? [] : ['--agent', argv.agent]),
             ...(argv['api-port'] === undefined ? [] : ['--api-port', String(argv['api-port'])]),
             ...(argv['api-bind'] === undefined ? [] : ['--api-bind', argv['api-bind']]),
+            ...(argv['web-port'] === undefined ? [] : ['--web-port', String(argv['web-port'])]),
             ...(argv.multicast === undefined ? [] : ['--multicast', argv.multicast]),
             ...(argv['multicast-if'] === undefined ? [] : ['--multicast-if', argv['multicast-if']]),
             ...(argv.peers === undefined ? [] : ['--peers', argv.peers]),
@@ -148,8 +157,8 @@ const cli = yargs(hideBin(process.argv))
           else process.stdout.write(`acpd running (pid ${status.pid}, node ${status.cluster}/${status.node})\n${status.socket}\n`);
           return EXIT_OK;
         }
-        return runForeground(options, (daemon) => {
-          if (!argv['log-file']) process.stdout.write(`acpd running (pid ${process.pid}, node ${daemon.config.cluster}/${daemon.config.node}); socket ${daemon.paths.socket}; Ctrl-C stops it\n`);
+        return runForeground(options, (summary) => {
+          if (!argv['log-file']) process.stdout.write(formatUpSummary(summary));
         });
       }),
   )
@@ -274,6 +283,7 @@ const cli = yargs(hideBin(process.argv))
   )
   .command('cdb', 'read, write and watch the cluster database', (y) => cdbCommands(y, run, withClient))
   .command('system', 'define and run systems (virtual machines)', (y) => systemCommands(y, run, withClient))
+  .command('logs', LOGS_DESCRIPTION, (c) => logsOptions(c), (argv) => run(argv, () => showLogs(argv)))
   .command('node', 'manage the cluster\'s nodes (acp node rm NAME)', (y) => nodeCommands(y, run, withClient))
   .command('cluster', 'cluster-wide operations (acp cluster rotate-keys)', (y) => clusterCommands(y, run, withClient))
   .command('nodes', 'list the nodes the cluster database knows, with their heartbeats', (y) => y, (argv) =>

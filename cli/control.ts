@@ -7,7 +7,7 @@ import { connect } from '../runtime/client.js';
 import { homePaths } from '../runtime/config.js';
 import { checkHomeFree, Daemon } from '../runtime/daemon.js';
 import { AcpError } from '../runtime/errors.js';
-import type { LogLevel } from '../runtime/logger.js';
+import type { LogFormat, LogLevel } from '../runtime/logger.js';
 import type { NodeStatus } from '../runtime/services.js';
 
 export interface UpOptions {
@@ -17,12 +17,55 @@ export interface UpOptions {
   faults: boolean;
   logLevel?: LogLevel;
   logFile?: string;
+  logFormat?: LogFormat;
+  webPort?: number;
+}
+
+/** What a person sees when the node is up in the foreground. */
+export interface UpSummary {
+  cluster: string;
+  node: string;
+  pid: number;
+  socket: string;
+  /** The web UI, once the webapi service runs (undefined if it did not come up). */
+  web: string | undefined;
+  failed: readonly string[];
+}
+
+export function formatUpSummary(summary: UpSummary): string {
+  const lines = [
+    `acpd is running: node ${summary.node} of cluster ${summary.cluster} (pid ${summary.pid})`,
+    `  socket  ${summary.socket}`,
+    `  web     ${summary.web ?? 'not running (see the log below)'}`,
+    ...(summary.failed.length > 0 ? [`  failed  ${summary.failed.join(', ')}: acp status says why; the daemon retries them`] : []),
+    '  next    in another terminal: acp status, acp system create dev1 --driver sim && acp system start dev1, acp logs --follow',
+    'Ctrl-C stops it.',
+  ];
+  return `${lines.join('\n')}\n`;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Once the node has booted (or after 30 s): what to tell the person who started it. */
+async function summaryOf(daemon: Daemon): Promise<UpSummary> {
+  const deadline = Date.now() + 30_000;
+  while (daemon.status().booting && Date.now() < deadline) await sleep(50);
+  const status = daemon.status();
+  const web = await daemon.system
+    .ask(daemon.system.localPath('webapi'), { type: 'webapi.address' }, { timeoutMs: 2000 })
+    .then((reply) => (typeof reply['url'] === 'string' ? reply['url'] : undefined), () => undefined);
+  return {
+    cluster: status.cluster,
+    node: status.node,
+    pid: status.pid,
+    socket: status.socket,
+    web,
+    failed: status.services.filter((service) => service.state === 'failed').map((service) => service.name),
+  };
+}
+
 /** Runs the daemon in this process until SIGINT/SIGTERM (or `acp down`); returns the exit code. */
-export async function runForeground(options: UpOptions, announce: (daemon: Daemon) => void): Promise<number> {
+export async function runForeground(options: UpOptions, announce: (summary: UpSummary) => void): Promise<number> {
   const daemon = await Daemon.start(options);
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -35,7 +78,7 @@ export async function runForeground(options: UpOptions, announce: (daemon: Daemo
   process.on('SIGTERM', onSignal);
   // A bug in one actor's async code must not take the node down: log it with its code and go on.
   process.on('unhandledRejection', (reason) => daemon.log.error({ code: 'ACP_ERR_INTERNAL', err: String(reason) }, 'unhandled rejection'));
-  announce(daemon);
+  void summaryOf(daemon).then(announce);
   const { code } = await daemon.stopped;
   return code;
 }
@@ -75,16 +118,16 @@ export async function startDetached(options: UpOptions, cliArgs: readonly string
     if (status) {
       const failed = status.services.find((service) => service.state === 'failed');
       if (failed) {
-        throw new AcpError(
-          'ACP_ERR_DAEMON_START_FAILED',
-          `service '${failed.name}' failed to start: ${failed.lastError ?? 'see the log'}; the daemon (pid ${status.pid}) keeps retrying it, 'acp down' stops it`,
-        );
+        // Up, or not at all: never a non-zero exit with a daemon left running.
+        await stopDaemon(options.home).catch(() => undefined);
+        throw new AcpError('ACP_ERR_DAEMON_START_FAILED', `service '${failed.name}' failed to start: ${failed.lastError ?? `see ${paths.logFile}`}; the daemon was stopped`);
       }
       if (!status.booting && status.services.every((service) => service.state === 'running')) return status;
     }
     await sleep(100);
   }
-  throw new AcpError('ACP_ERR_DAEMON_START_FAILED', `acpd did not report every service running within ${timeoutMs} ms; see ${paths.logFile}`);
+  await stopDaemon(options.home).catch(() => undefined);
+  throw new AcpError('ACP_ERR_DAEMON_START_FAILED', `acpd did not report every service running within ${timeoutMs} ms, so it was stopped; see ${paths.logFile}`);
 }
 
 async function tryStatus(home: string): Promise<NodeStatus | undefined> {

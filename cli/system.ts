@@ -235,6 +235,30 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
         }),
       ),
     )
+    .command('log <id>', "a system's lifecycle on every node: each state change with its reason, oldest first", (c) => c.positional('id', { type: 'string', demandOption: true }), (argv) =>
+      run(argv, () =>
+        withClient(argv.home, async (client) => {
+          const id = checkId(argv.id);
+          await nodeOf(client, id);
+          const steps = (await metasOf(client, id))
+            .flatMap((record) => {
+              const meta = record.value as SystemMeta;
+              return (meta.history ?? []).map((step) => ({ ...step, node: meta.node }));
+            })
+            .sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
+          if (argv.json) {
+            printJson(steps);
+            return;
+          }
+          if (steps.length === 0) {
+            process.stdout.write(`system ${id} has not run yet (acp system start ${id})\n`);
+            return;
+          }
+          const rows = steps.map((step) => [step.at, step.node, step.event, step.state, step.reason ?? '']);
+          process.stdout.write(`${table([['TIME', 'NODE', 'EVENT', 'STATE', 'REASON'], ...rows])}\n`);
+        }),
+      ),
+    )
     .command(
       'migrate <id>',
       'move a running system to another node: live for qemu (its disks must be on shared pools), by state transfer for sim',

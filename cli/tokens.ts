@@ -3,6 +3,7 @@ import type { TokenView } from '../actors/api/tokens.js';
 import type { AcpClient } from '../runtime/client.js';
 import type { Message } from '../runtime/messages.js';
 import { ROLES, type Role } from '../runtime/principal.js';
+import { tokenId } from '../runtime/tokens.js';
 import { parseDuration } from './cluster.js';
 import { printJson, table } from './output.js';
 
@@ -70,14 +71,15 @@ export function apiTokenCommands(y: Argv<Global>, run: Run, withClient: WithClie
     )
     .command(
       'rm <id>',
-      'revoke an API token at once, on every node (admin)',
+      'revoke an API token at once, on every node (admin); ID or the token itself',
       (c) => c.positional('id', { type: 'string', demandOption: true }),
       (argv) =>
         run(argv, () =>
           withClient(argv.home, async (client) => {
-            const reply = await client.ask('api', { type: 'api.token.remove', id: argv.id });
+            const id = tokenId(argv.id) ?? argv.id;
+            const reply = await client.ask('api', { type: 'api.token.remove', id });
             if (argv.json) printJson(reply);
-            else process.stdout.write(`token ${argv.id} revoked\n`);
+            else process.stdout.write(`token ${id} revoked\n`);
           }),
         ),
     )

@@ -21,7 +21,7 @@ const errorDataSchema = z.object({
 });
 
 /**
- * `{ v, k, id?, to?, from?, body?, err?, t? }`. `t` refines DESIGN.md's envelope: the ask timeout in
+ * `{ v, k, id?, to?, from?, body?, err?, t? }`. `t` refines the design's envelope (docs/design.md): the ask timeout in
  * milliseconds, so the server stops waiting when the client does.
  */
 export const envelopeSchema = z.object({

@@ -76,7 +76,7 @@ export const nodeConfigSchema = z.strictObject({
       maxValueDepth: z.number().int().min(2).max(100).default(32),
     })
     .default({ maxMemoryKeys: 200_000, statsHistory: 600, maxClockAheadMs: 10_000, maxValueBytes: 1024 * 1024, maxValueDepth: 32 }),
-  /** How the CDB keeps every node's copy in step (DESIGN.md, CDB). */
+  /** How the CDB keeps every node's copy in step (docs/design.md, CDB). */
   sync: z
     .strictObject({
       /** GROUP:PORT of the cluster's multicast group; default: a group derived from the cluster name, port 5460. */

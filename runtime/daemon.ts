@@ -8,7 +8,7 @@ import { Supervisor } from '../supervisors/supervisor.js';
 import type { NodeIdentity } from './actor.js';
 import { homePaths, type HomePaths, type NodeConfig } from './config.js';
 import { AcpError, errorMessage } from './errors.js';
-import { createLogger, type Logger, type LogLevel } from './logger.js';
+import { createLogger, type LogFormat, type Logger, type LogLevel } from './logger.js';
 import { formatPath } from './path.js';
 import { TaskPool } from './pool.js';
 import type { NodeStatus, ServiceDeps, ServiceState, ServiceStatus } from './services.js';
@@ -30,6 +30,10 @@ export interface DaemonOptions {
   /** Also serves the API on local TCP at this port (loopback only). */
   apiPort?: number;
   apiBind?: string;
+  /** The web UI's port for this run (over config.json's webapi.port); 0 picks a free one. */
+  webPort?: number;
+  /** How standard-error log lines look: JSON (for machines) or pretty (for people). */
+  logFormat?: LogFormat;
   /** Sync flags for this run (over config.json's `sync`): GROUP:PORT, interface address, unicast peers, L3 gateways. */
   multicast?: string;
   multicastIf?: string;
@@ -60,6 +64,7 @@ function withFlags(config: NodeConfig, options: DaemonOptions): NodeConfig {
       ...(options.apiPort === undefined ? {} : { port: options.apiPort }),
       ...(bind === undefined ? {} : { host: bind as (typeof LOOPBACK)[number] }),
     },
+    webapi: { ...config.webapi, ...(options.webPort === undefined ? {} : { port: options.webPort }) },
   };
 }
 
@@ -185,7 +190,7 @@ export class Daemon {
     checkHomeFree(paths);
     const config = withFlags(loadOrCreateConfig(paths, { cluster: options.cluster, node: options.node }).config, options);
     const apiKey = loadOrCreateApiKey(paths);
-    const log = createLogger({ level: options.logLevel ?? config.logLevel, file: options.logFile, base: { pid: process.pid, node: config.node } });
+    const log = createLogger({ level: options.logLevel ?? config.logLevel, file: options.logFile, format: options.logFormat ?? 'json', base: { pid: process.pid, node: config.node } });
     if (!claimPidfile(paths.pidfile, process.pid)) {
       throw new AcpError('ACP_ERR_DAEMON_RUNNING', `another acpd is starting on ${paths.home}; stop it with 'acp down --home ${paths.home}'`);
     }
@@ -244,6 +249,7 @@ export class Daemon {
   stop(reason = 'shutdown', code = 0): Promise<void> {
     this.stopping ??= (async () => {
       this.log.info({ reason }, 'acpd stopping');
+      this.system.windingDown();
       try {
         await this.tree.shutdown(reason);
         await this.root.stopAll(reason);

@@ -1,7 +1,7 @@
 /**
  * The only file that imports nact. nact gives each actor a sequential mailbox, a hierarchy and a
  * stop cascade; everything else (supervision, asks, dead letters, death watch) is ours. Written
- * around the defects DESIGN.md lists for nact 7.6.2, each pinned by a test in test/nact-cell.test.ts:
+ * around the defects docs/design.md lists for nact 7.6.2, each pinned by a test in test/nact-cell.test.ts:
  *  1. spawnStateless ignores onCrash: we only ever use `spawn`, with our own onCrash.
  *  2. An escalation answered with `resume` wedges the child: nested cells escalate, and the holder
  *     above them always answers with `stopChild`.

@@ -119,6 +119,8 @@ export class ActorSystem {
   private remote: RemoteRouter | undefined;
   private primaryResolver: () => string | undefined;
   private shuttingDown = false;
+  /** The node is stopping: messages between services that are going away are expected, not news. */
+  private quiet = false;
 
   constructor(options: SystemOptions) {
     this.identity = options.identity;
@@ -365,6 +367,11 @@ export class ActorSystem {
     return this.pool.run<Result>(task);
   }
 
+  /** The node has begun to stop: dead letters from here on are logged at debug, still counted and answered. */
+  windingDown(): void {
+    this.quiet = true;
+  }
+
   /** Stops every actor still registered (children before parents), then the cell host. */
   async shutdown(reason = 'shutdown', shutdownMs = 5000): Promise<void> {
     this.shuttingDown = true;
@@ -400,7 +407,7 @@ export class ActorSystem {
   deadLetter(path: ActorPath, delivery: Delivery, kind: 'no-such-actor' | 'node-unreachable' | 'actor-stopped', why: string): void {
     this.deadLetterCount += 1;
     const pathString = formatPath(path);
-    this.log.warn({ path: pathString, messageType: delivery.message.type, reason: why }, 'dead letter');
+    this.log[this.quiet ? 'debug' : 'warn']({ path: pathString, messageType: delivery.message.type, reason: why }, 'dead letter');
     this.emit({ type: 'dead-letter', path: pathString, messageType: delivery.message.type, reason: why });
     const code = kind === 'node-unreachable' ? 'ACP_ERR_NODE_UNREACHABLE' : kind === 'actor-stopped' ? 'ACP_ERR_ACTOR_STOPPED' : 'ACP_ERR_NO_SUCH_ACTOR';
     delivery.reply?.reject(new AcpError(code, why));

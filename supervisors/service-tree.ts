@@ -21,7 +21,7 @@ const STEADY_MS = 60_000;
 const local = (relative: string) => new URL(relative, import.meta.url).href;
 
 /**
- * The node's services in DESIGN.md's boot order (cdb → agent, api → network, storage → hypervisor
+ * The node's services in the design's boot order (docs/design.md) (cdb → agent, api → network, storage → hypervisor
  * → monitor → webapi); they stop in the reverse order.
  */
 export const BOOT_ORDER: readonly ServiceEntry[] = [
@@ -285,7 +285,9 @@ export class ServiceTree {
           });
         }
         if (event.reason?.startsWith('crashed: ')) record.lastError = event.reason.slice('crashed: '.length);
-        log.info({ service: record.entry.name, from: event.from, to: event.to, restarts: event.restarts, reason: event.reason }, `status change ${event.from} => ${event.to}`);
+        // A first start or a clean stop is routine (debug); a restart, a failure or a crash is news.
+        const routine = event.restarts === 0 && event.to !== 'failed' && !event.reason?.startsWith('crashed: ');
+        log[routine ? 'debug' : 'info']({ service: record.entry.name, from: event.from, to: event.to, restarts: event.restarts, reason: event.reason }, `status change ${event.from} => ${event.to}`);
         const status = this.statusOf(record);
         for (const listener of this.listeners) listener(status);
         return;

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,11 +21,16 @@ test("README's script runs against a live node and prints the pong's incarnation
   const home = makeHome(t);
   const daemon = await startDaemon(t, home);
   await allRunning(daemon);
-  // The script imports the package by its name, as a user's would.
+  // A project of the user's, outside the repository, with the package installed as README says.
   const dir = mkdtempSync(join(tmpdir(), 'acp-script-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  mkdirSync(join(dir, 'node_modules'));
-  symlinkSync(root, join(dir, 'node_modules', 'acp'));
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'my-scripts', version: '1.0.0', private: true, type: 'module' }));
+  await new Promise<void>((resolve, reject) => {
+    execFile('npm', ['install', '--no-audit', '--no-fund', '--ignore-scripts', root], { cwd: dir, timeout: 120_000 }, (error, _stdout, stderr) => {
+      if (error) reject(new Error(`npm install ${root} failed: ${stderr || error.message}`));
+      else resolve();
+    });
+  });
   writeFileSync(join(dir, 'script.mjs'), readmeScript());
   const output = await new Promise<string>((resolve, reject) => {
     execFile(process.execPath, [join(dir, 'script.mjs')], { cwd: dir, env: { ...process.env, ACP_HOME: home }, timeout: 30_000 }, (error, stdout, stderr) => {

@@ -30,7 +30,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
           port = await server.listen(host, wanted);
         } catch (error) {
           throw new Error(
-            `cannot listen on http://${host}:${wanted} (${(error as Error).message}); set "webapi": {"port": N} in ${deps.paths.config}`,
+            `cannot listen on http://${host}:${wanted} (${(error as Error).message}); start with another --web-port N (0 picks a free one), or set "webapi": {"port": N} in ${deps.paths.config}`,
           );
         }
         ctx.log.info({ url: `http://${host}:${port}/` }, 'web UI listening');

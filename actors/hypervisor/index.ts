@@ -66,7 +66,19 @@ export interface SystemMeta {
   since: string;
   restarts: number;
   reason?: string;
+  /** The last lifecycle steps here, oldest first (acp system log). */
+  history?: SystemStep[];
 }
+
+/** One lifecycle step of a system on a node. */
+export interface SystemStep {
+  at: string;
+  event: SystemEvent;
+  state: SystemState;
+  reason?: string;
+}
+
+const HISTORY_STEPS = 20;
 
 interface Running {
   state: SystemState;
@@ -111,8 +123,11 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
 
   const move = (systemId: string, entry: Running, event: SystemEvent, extra: Partial<SystemMeta> = {}) => {
     entry.state = next(systemId, entry.state, event);
-    entry.meta = { ...entry.meta, ...extra, state: entry.state, since: new Date().toISOString(), restarts: entry.restarts.length };
+    const at = new Date().toISOString();
+    entry.meta = { ...entry.meta, ...extra, state: entry.state, since: at, restarts: entry.restarts.length };
     if (!('reason' in extra) && event !== 'crashed') delete entry.meta.reason;
+    const step: SystemStep = { at, event, state: entry.state, ...(entry.meta.reason === undefined ? {} : { reason: entry.meta.reason }) };
+    entry.meta.history = [...(entry.meta.history ?? []), step].slice(-HISTORY_STEPS);
     publish(systemId, entry);
     // A system that no longer runs here has no live stats here (its history goes with them).
     if (entry.state === 'stopped' || entry.state === 'crashed') {
