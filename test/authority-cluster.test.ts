@@ -78,6 +78,17 @@ test('an auditor token reads but may not start a system; a token revoked on one 
   t.is(await refusedWith(() => open.ask('framework', { type: 'status' }, { timeoutMs: 3000 })), 'ACP_ERR_AUTH_BAD_TOKEN');
   const garbage = await cliError(['--token', 'acp_nope', 'status'], n1!.home);
   t.is(garbage.error?.code, 'ACP_ERR_AUTH_BAD_TOKEN');
+
+  // A death watch on a node nobody knows is answered at once, with no link left retrying.
+  const admin = await connect({ home: n1!.home });
+  t.teardown(() => admin.close().catch(() => undefined));
+  const started = Date.now();
+  const terminated = await new Promise<Message>((resolve) => admin.watch('acp://lab/nosuch/framework', resolve));
+  t.like(terminated, { type: 'terminated', path: 'acp://lab/nosuch/framework' });
+  t.regex(String(terminated['reason']), /no-such-node/);
+  t.true(Date.now() - started < 5000, `answered after ${Date.now() - started} ms`);
+  const peers = await admin.ask<Message & { peers: { node: string }[] }>('agent', { type: 'agent.peers' });
+  t.false(peers.peers.some((peer) => peer.node === 'nosuch'), 'no link kept for an unknown node');
 });
 
 test('acp node rm: the node disappears from acp nodes and its certificate is refused by every node within 2 s; rotate-keys replaces the keys on every live node without a restart', async (t) => {
