@@ -417,9 +417,12 @@ test("the Framework's heartbeat shows in a watch on meta/: node and cdb service 
   const beats = await eventually(() => (nodeBeats().length >= 3 ? nodeBeats() : undefined), WAIT_MS, 'three node heartbeats');
   const times = beats.map((beat) => Date.parse(beat));
   for (let i = 1; i < times.length; i += 1) t.true(times[i - 1]! < times[i]!, `heartbeatAt ${beats[i - 1]} then ${beats[i]}`);
-  const cdbMeta = watch.events.find((event): event is CdbEvent => event.type === 'cdb.event' && (event as CdbEvent).record.key === 'meta/service/cdb/n1@n1');
+  // A service's meta changes rarely: it is in the snapshot (or an event, if the watch came first).
+  const cdbMeta = watch.events
+    .flatMap((event) => (event.type === 'cdb.snapshot' ? (event as CdbSnapshot).records : event.type === 'cdb.event' ? [(event as CdbEvent).record] : []))
+    .find((record) => record.key === 'meta/service/cdb/n1@n1');
   t.truthy(cdbMeta, 'meta/service/cdb/n1@n1 arrived');
-  t.like(cdbMeta?.record, { origin: 'n1', value: { state: 'running', restarts: 0, isolation: 'inline' } });
+  t.like(cdbMeta, { origin: 'n1', value: { state: 'running', restarts: 0, isolation: 'inline' } });
   const nodeMeta = watch.events.find((event): event is CdbEvent => event.type === 'cdb.event' && (event as CdbEvent).record.key === 'meta/node/n1@n1');
   t.like(nodeMeta?.record.value as NodeMeta, { state: 'running', pid: process.pid });
   // The watch sees meta only: no objects.
