@@ -116,6 +116,7 @@ export class ActorSystem {
   private readonly pool: TaskPool | undefined;
   private deadLetterCount = 0;
   private forbiddenCount = 0;
+  private daemonSender: Principal | undefined;
   private remote: RemoteRouter | undefined;
   private primaryResolver: () => string | undefined;
   private shuttingDown = false;
@@ -176,7 +177,8 @@ export class ActorSystem {
 
   /** The daemon's own code (its composition root): the Framework of this node. */
   daemonPrincipal(): Principal {
-    return actorPrincipal(formatPath(this.localPath('framework')));
+    this.daemonSender ??= actorPrincipal(formatPath(this.localPath('framework')));
+    return this.daemonSender;
   }
 
   /** Asks with our own correlation and timer: the answer, or a typed AcpError. */
