@@ -1,5 +1,6 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { dirname } from 'node:path';
 import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HELLO_FRAME_BYTES, encodeFrame, FrameDecoder, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
 import type { CborLimits } from '../runtime/cbor-guard.js';
@@ -41,10 +42,10 @@ export interface FrameSocketOptions extends Partial<CborLimits> {
 }
 
 /**
- * Speaks length-prefixed CBOR frames on any stream socket (Unix, TCP or TLS): a bad frame or a
+ * Speaks length-prefixed CBOR frames on any byte stream (Unix, TCP, TLS, a WebSocket's): a bad frame or a
  * failing handler closes only this connection, with an error frame naming the reason.
  */
-export function attachFrames(socket: Socket, id: string, options: FrameSocketOptions, accept: (connection: FrameConnection) => FrameHandler): FrameConnection | undefined {
+export function attachFrames(socket: Duplex, id: string, options: FrameSocketOptions, accept: (connection: FrameConnection) => FrameHandler): FrameConnection | undefined {
   const { log } = options;
   const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   const limits = { ...(options.maxDepth === undefined ? {} : { maxDepth: options.maxDepth }), ...(options.maxItems === undefined ? {} : { maxItems: options.maxItems }) };

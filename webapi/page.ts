@@ -1,4 +1,7 @@
-/** The status page: a table of the node's services, refreshed every second from /api/v1/status. */
+/**
+ * The status page: a table of the node's services, refreshed every second from /api/v1/status
+ * with an API token the user enters (kept for this tab only, in sessionStorage).
+ */
 export const statusPage = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ACP</title>
 <style>
@@ -7,14 +10,22 @@ table{border-collapse:collapse;min-width:40rem}th,td{padding:.35rem .8rem;border
 .running{color:#17803d}.restarting,.starting{color:#b7791f}.failed,.stopped{color:#c53030}
 #err{color:#c53030}
 </style></head>
-<body><h1>ACP node <span id="node"></span></h1><p id="summary"></p><p id="err"></p>
+<body><h1>ACP node <span id="node"></span></h1>
+<form id="login" hidden><label>API token <input id="token" type="password" autocomplete="off" size="60"></label> <button>Sign in</button>
+<p>Create one with <code>acp token api create --role auditor</code>.</p></form>
+<p id="summary"></p><p id="err"></p>
 <table><thead><tr><th>service</th><th>state</th><th>restarts</th><th>isolation</th><th>pid</th><th>path</th></tr></thead>
 <tbody id="services"></tbody></table>
 <script>
 const text = (tag, value, cls) => { const el = document.createElement(tag); el.textContent = String(value ?? ''); if (cls) el.className = cls; return el; };
+const login = document.getElementById('login');
+login.addEventListener('submit', (event) => { event.preventDefault(); sessionStorage.setItem('acp-token', document.getElementById('token').value.trim()); login.hidden = true; refresh(); });
 async function refresh() {
+  const token = sessionStorage.getItem('acp-token');
+  if (!token) { login.hidden = false; return; }
   try {
-    const response = await fetch('/api/v1/status');
+    const response = await fetch('/api/v1/status', { headers: { authorization: 'Bearer ' + token } });
+    if (response.status === 401) { sessionStorage.removeItem('acp-token'); login.hidden = false; return; }
     const status = await response.json();
     if (!response.ok) throw new Error(status.error?.message ?? response.statusText);
     document.getElementById('node').textContent = status.cluster + '/' + status.node;

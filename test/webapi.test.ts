@@ -1,0 +1,148 @@
+/**
+ * The web API on fastify: REST with bearer tokens (the relay's authority decides, as on the API
+ * socket), /ws speaking the wire protocol with the same checks, and /metrics as Prometheus text.
+ */
+import test, { type ExecutionContext } from 'ava';
+import WebSocket from 'ws';
+import { encodeFrame, FrameDecoder, type Envelope } from '../runtime/codec.js';
+import type { Message } from '../runtime/messages.js';
+import { allRunning, client, makeHome, startDaemon } from './helpers/node.js';
+
+interface Node {
+  base: string;
+  port: number;
+  auditor: string;
+  operator: string;
+}
+
+async function boot(t: ExecutionContext): Promise<Node> {
+  const home = makeHome(t);
+  await allRunning(await startDaemon(t, home));
+  const connection = await client(t, home);
+  const token = async (role: string) => (await connection.ask<Message & { secret: string }>('api', { type: 'api.token.create', role })).secret;
+  const address = await connection.ask<Message & { url: string }>('webapi', { type: 'webapi.address' });
+  await connection.ask('cdb', { type: 'cdb.put', key: 'object/system/dev1', value: { name: 'dev1', driver: 'sim' } });
+  return { base: address.url.replace(/\/$/, ''), port: Number(new URL(address.url).port), auditor: await token('auditor'), operator: await token('operator') };
+}
+
+async function call(node: Node, method: string, path: string, token?: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const response = await fetch(`${node.base}${path}`, {
+    method,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: response.status, json: (await response.json()) as Record<string, unknown> };
+}
+
+const code = (json: Record<string, unknown>) => (json.error as { code?: string } | undefined)?.code;
+
+test('REST: no credentials is 401; an auditor reads systems but may not start one (403, ACP_ERR_AUTH_FORBIDDEN); an operator starts it; bad input names the field', async (t) => {
+  const node = await boot(t);
+  const anonymous = await call(node, 'GET', '/api/v1/systems');
+  t.is(anonymous.status, 401);
+  t.is(code(anonymous.json), 'ACP_ERR_AUTH_BAD_TOKEN');
+  const listed = await call(node, 'GET', '/api/v1/systems', node.auditor);
+  t.is(listed.status, 200);
+  t.deepEqual((listed.json.systems as { id: string }[]).map((system) => system.id), ['dev1']);
+  const refused = await call(node, 'POST', '/api/v1/systems/dev1/start', node.auditor);
+  t.is(refused.status, 403);
+  t.is(code(refused.json), 'ACP_ERR_AUTH_FORBIDDEN');
+  const started = await call(node, 'POST', '/api/v1/systems/dev1/start', node.operator);
+  t.is(started.status, 200, JSON.stringify(started.json));
+  t.like(started.json, { type: 'system.started', id: 'dev1', state: 'running' });
+  const one = await call(node, 'GET', '/api/v1/systems/dev1', node.auditor);
+  t.like((one.json.states as unknown[])[0], { state: 'running' });
+  const bad = await call(node, 'POST', '/api/v1/systems', node.operator, { name: 'x1', driver: 'sim', vcpus: 'many' });
+  t.is(bad.status, 400);
+  t.regex(String((bad.json.error as { message: string }).message), /field 'vcpus'/);
+  const badId = await call(node, 'GET', '/api/v1/systems/NOPE', node.auditor);
+  t.is(badId.status, 400);
+  const created = await call(node, 'POST', '/api/v1/systems', node.operator, { name: 'x1', driver: 'sim' });
+  t.is(created.status, 200, JSON.stringify(created.json));
+  const again = await call(node, 'POST', '/api/v1/systems', node.operator, { name: 'x1', driver: 'sim' });
+  t.is(again.status, 409, 'an existing system is not replaced');
+  const openapi = await call(node, 'GET', '/api/v1/openapi.json');
+  t.truthy((openapi.json.paths as Record<string, unknown>)['/api/v1/systems/{id}/start']);
+});
+
+test('/metrics is Prometheus text: every sample of a HELP/TYPE-declared acp_ metric, counters ending in _total', async (t) => {
+  const node = await boot(t);
+  const response = await fetch(`${node.base}/metrics`);
+  t.is(response.status, 200);
+  t.regex(response.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+  const text = await response.text();
+  const declared = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    const type = /^# TYPE (\S+) (counter|gauge|histogram|summary|untyped)$/.exec(line);
+    if (type) {
+      declared.set(type[1]!, type[2]!);
+      continue;
+    }
+    if (line.startsWith('# HELP ')) continue;
+    const sample = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.eE+-]+|NaN|[+-]Inf)$/.exec(line);
+    t.truthy(sample, `not a valid sample line: ${line}`);
+    t.true(declared.has(sample![1]!), `${sample![1]} has no TYPE line`);
+  }
+  for (const [name, type] of declared) {
+    t.true(name.startsWith('acp_'), name);
+    if (type === 'counter') t.true(name.endsWith('_total'), `${name} is a counter`);
+  }
+  t.regex(text, /^acp_service_state\{service="cdb",state="running"\} 1$/m);
+  t.regex(text, /^acp_node_info\{cluster="lab",node="n1",incarnation="\d+"\} 1$/m);
+});
+
+/** A WebSocket client speaking the wire protocol: one frame per binary message. */
+async function wsClient(t: ExecutionContext, node: Node, origin?: string): Promise<{ send(envelope: Envelope): void; next(match: (envelope: Envelope) => boolean): Promise<Envelope>; closed: Promise<number> }> {
+  const socket = new WebSocket(`ws://127.0.0.1:${node.port}/ws`, origin ? { origin } : {});
+  t.teardown(() => socket.terminate());
+  const decoder = new FrameDecoder();
+  const frames: Envelope[] = [];
+  const waiters = new Set<() => void>();
+  socket.on('message', (data: Buffer) => {
+    frames.push(...decoder.push(Buffer.from(data)));
+    for (const waiter of [...waiters]) waiter();
+  });
+  const closed = new Promise<number>((resolve) => socket.on('close', (closeCode) => resolve(closeCode)));
+  await new Promise<void>((resolve, reject) => {
+    socket.once('open', () => resolve());
+    socket.once('error', reject);
+    socket.once('unexpected-response', (_request, response) => reject(new Error(`HTTP ${response.statusCode}`)));
+  }).catch(() => undefined);
+  return {
+    send: (envelope) => socket.send(encodeFrame(envelope)),
+    next: (match) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no such frame within 10 s')), 10_000);
+        const look = () => {
+          const found = frames.find(match);
+          if (!found) return;
+          clearTimeout(timer);
+          waiters.delete(look);
+          resolve(found);
+        };
+        waiters.add(look);
+        look();
+      }),
+    closed,
+  };
+}
+
+test('/ws speaks the wire protocol with the token as principal: an auditor asks status, its system.start is refused; a page from another origin is refused', async (t) => {
+  const node = await boot(t);
+  const ws = await wsClient(t, node, node.base);
+  ws.send({ v: 1, k: 'hello', body: { cluster: 'lab', token: node.auditor, proto: 1 } });
+  t.like((await ws.next((envelope) => envelope.k === 'hello')).body, { cluster: 'lab', node: 'n1', token: { role: 'auditor' } });
+  ws.send({ v: 1, k: 'ask', id: 1, to: 'acp://lab/n1/framework', body: { type: 'status' }, t: 5000 });
+  t.like((await ws.next((envelope) => envelope.id === 1)).body, { type: 'status', node: 'n1' });
+  ws.send({ v: 1, k: 'ask', id: 2, to: 'acp://lab/n1/hypervisor', body: { type: 'system.start', id: 'dev1' }, t: 5000 });
+  const refused = await ws.next((envelope) => envelope.id === 2);
+  t.is(refused.k, 'error');
+  t.is(refused.err?.code, 'ACP_ERR_AUTH_FORBIDDEN');
+
+  const foreign = await wsClient(t, node, 'http://evil.example');
+  t.is(await foreign.closed, 4403);
+  const anonymous = await wsClient(t, node, node.base);
+  anonymous.send({ v: 1, k: 'hello', body: { cluster: 'lab', token: 'acp_nope', proto: 1 } });
+  t.is((await anonymous.next((envelope) => envelope.k === 'error')).err?.code, 'ACP_ERR_AUTH_BAD_TOKEN');
+});

@@ -1,0 +1,186 @@
+import fastifyWebsocket from '@fastify/websocket';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { createWebSocketStream } from 'ws';
+import { z } from 'zod';
+import { ApiSession, type SessionLimits } from '../actors/api/session.js';
+import { systemObjectSchema } from '../actors/model.js';
+import { attachFrames } from '../adapters/frame-listener.js';
+import type { CborLimits } from '../runtime/cbor-guard.js';
+import { AcpError, errorMessage } from '../runtime/errors.js';
+import type { Logger } from '../runtime/logger.js';
+import type { Message } from '../runtime/messages.js';
+import { NAME_PATTERN } from '../runtime/path.js';
+import type { Principal } from '../runtime/principal.js';
+import type { NodeStatus } from '../runtime/services.js';
+import type { ActorSystem } from '../runtime/system.js';
+import { principalOf, statusFor, type WebAuth } from './auth.js';
+import type { NodeMetrics } from './metrics.js';
+import { statusPage } from './page.js';
+
+export interface WebServerOptions {
+  system: ActorSystem;
+  auth: WebAuth;
+  metrics: NodeMetrics;
+  status(): NodeStatus;
+  log: Logger;
+  /** The wire limits of the API socket, applied to /ws as well. */
+  wire: { maxFrameBytes: number; maxHelloFrameBytes: number } & Partial<CborLimits>;
+  limits: SessionLimits;
+  helloTimeoutMs: number;
+  countRefusal(): void;
+}
+
+const ACTIONS = ['start', 'stop', 'pause', 'resume', 'restart', 'reset'] as const;
+const idParam = z.strictObject({ id: z.string().regex(NAME_PATTERN, 'must be a system id: [a-z0-9][a-z0-9._-]{0,62}') });
+const actionParam = idParam.extend({ action: z.enum(ACTIONS) });
+const ASK_MS = 30_000;
+
+interface RecordView {
+  key: string;
+  value: unknown;
+  version: string;
+}
+
+function sendError(reply: FastifyReply, error: unknown): FastifyReply {
+  const refusal = error instanceof z.ZodError ? new AcpError('ACP_ERR_SCHEMA_REJECTED', describe(error)) : AcpError.from(error);
+  return reply.code(statusFor(refusal)).send({ error: refusal.toData() });
+}
+
+function describe(error: z.ZodError): string {
+  const issue = error.issues[0];
+  return issue ? `field '${issue.path.join('.') || 'body'}': ${issue.message}` : 'invalid request';
+}
+
+/**
+ * The web API on fastify: kept routing, request parsing, WebSocket upgrade and error handling
+ * instead of the hand-written router. REST under /api/v1 with bearer tokens, /ws speaking the wire
+ * protocol, /metrics for Prometheus. Every request reaches the actors as its principal, so the
+ * relay's authority checks decide what it may do, exactly as on the API socket.
+ */
+export async function createWebServer(options: WebServerOptions): Promise<FastifyInstance> {
+  const { system } = options;
+  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+  await app.register(fastifyWebsocket, { options: { maxPayload: options.wire.maxFrameBytes + 4 } });
+  const cluster = system.identity.cluster;
+  const self = system.identity.node;
+  const at = (node: string, service: string) => ({ cluster, node, segments: [service] });
+  const ask = (principal: Principal, node: string, service: string, message: Message) =>
+    system.ask(at(node, service), message, { sender: principal, external: true, timeoutMs: ASK_MS });
+  const list = async (principal: Principal, prefix: string): Promise<RecordView[]> => {
+    const reply = await ask(principal, self, 'cdb', { type: 'cdb.list', prefix, limit: 10_000 });
+    return (reply as Message & { records: RecordView[] }).records;
+  };
+  /** Where a system is placed, else where it does not stand stopped, else this node. */
+  const nodeOf = async (principal: Principal, id: string): Promise<string> => {
+    const spec = (await ask(principal, self, 'cdb', { type: 'cdb.get', key: `object/system/${id}` })) as Message & { record: RecordView };
+    const placed = (spec.record.value as { node?: string }).node;
+    if (placed) return placed;
+    const live = (await list(principal, `meta/system/${id}@`)).find((record) => !['stopped', 'defined'].includes(String((record.value as { state?: unknown }).state)));
+    return live ? String((live.value as { node: string }).node) : self;
+  };
+  const handle = (work: (principal: Principal, request: FastifyRequest) => Promise<unknown>) => async (request: FastifyRequest, reply: FastifyReply) => {
+    try {
+      return await work(principalOf(request, options.auth), request);
+    } catch (error) {
+      return sendError(reply, error);
+    }
+  };
+
+  app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(statusPage));
+  app.get('/api/v1/status', handle((principal) => ask(principal, self, 'framework', { type: 'status' })));
+  app.get('/api/v1/nodes', handle((principal) => ask(principal, self, 'cdb', { type: 'cdb.nodes' })));
+  app.get(
+    '/api/v1/systems',
+    handle(async (principal) => {
+      const [specs, metas] = await Promise.all([list(principal, 'object/system/'), list(principal, 'meta/system/')]);
+      return {
+        systems: specs.map((record) => {
+          const id = record.key.slice('object/system/'.length);
+          return { id, spec: record.value, states: metas.filter((meta) => meta.key.startsWith(`meta/system/${id}@`)).map((meta) => meta.value) };
+        }),
+      };
+    }),
+  );
+  app.get(
+    '/api/v1/systems/:id',
+    handle(async (principal, request) => {
+      const { id } = idParam.parse(request.params);
+      const spec = (await ask(principal, self, 'cdb', { type: 'cdb.get', key: `object/system/${id}` })) as Message & { record: RecordView };
+      return { id, spec: spec.record.value, version: spec.record.version, states: (await list(principal, `meta/system/${id}@`)).map((meta) => meta.value) };
+    }),
+  );
+  app.post(
+    '/api/v1/systems',
+    handle(async (principal, request) => {
+      const spec = systemObjectSchema.parse(request.body);
+      return ask(principal, self, 'cdb', { type: 'cdb.cas', key: `object/system/${spec.name}`, value: spec, expect: null });
+    }),
+  );
+  app.post(
+    '/api/v1/systems/:id/:action',
+    handle(async (principal, request) => {
+      const { id, action } = actionParam.parse(request.params);
+      const extra = request.body && typeof request.body === 'object' ? (request.body as Record<string, unknown>) : {};
+      return ask(principal, await nodeOf(principal, id), 'hypervisor', { ...extra, type: `system.${action}`, id });
+    }),
+  );
+  app.get('/api/v1/openapi.json', async () => openApi());
+  app.get('/metrics', async (_request, reply) => {
+    try {
+      return reply.type(options.metrics.contentType).send(await options.metrics.text());
+    } catch (error) {
+      return sendError(reply, error);
+    }
+  });
+
+  // The wire protocol over a WebSocket: the same hello (API key or token), frames, limits and checks.
+  let nextId = 0;
+  app.get('/ws', { websocket: true }, (socket, request) => {
+    const host = request.headers.host;
+    const origin = request.headers.origin;
+    if (origin !== undefined && host !== undefined && origin !== `http://${host}` && origin !== `https://${host}`) {
+      options.log.warn({ origin, host }, 'WebSocket refused: a page from another origin');
+      options.countRefusal();
+      socket.close(4403, 'cross-origin WebSocket refused');
+      return;
+    }
+    const stream = createWebSocketStream(socket);
+    stream.on('error', (error) => options.log.debug({ err: errorMessage(error) }, 'WebSocket stream error'));
+    attachFrames(stream, `w${++nextId}`, { ...options.wire, log: options.log }, (connection) =>
+      new ApiSession(connection, {
+        system,
+        apiKey: options.auth.apiKey(),
+        tokens: options.auth.tokens,
+        limits: options.limits,
+        helloTimeoutMs: options.helloTimeoutMs,
+        log: options.log,
+        onRefused: () => options.countRefusal(),
+      }),
+    );
+  });
+  return app;
+}
+
+/** The REST routes and their request bodies, from the same schemas the server validates with. */
+function openApi(): unknown {
+  const error = { type: 'object', properties: { error: { type: 'object', properties: { code: { type: 'string' }, kind: { type: 'string' }, message: { type: 'string' } } } } };
+  const responses = { '200': { description: 'done' }, default: { description: 'refused', content: { 'application/json': { schema: error } } } };
+  const id = { name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: NAME_PATTERN.source } };
+  return {
+    openapi: '3.1.0',
+    info: { title: 'ACP', version: '1' },
+    components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+    security: [{ bearer: [] }],
+    paths: {
+      '/api/v1/status': { get: { summary: "This node's status", responses } },
+      '/api/v1/nodes': { get: { summary: 'Cluster membership', responses } },
+      '/api/v1/systems': {
+        get: { summary: 'Systems with their state on each node', responses },
+        post: { summary: 'Create a system', requestBody: { required: true, content: { 'application/json': { schema: z.toJSONSchema(systemObjectSchema, { io: 'input' }) } } }, responses },
+      },
+      '/api/v1/systems/{id}': { get: { summary: 'One system', parameters: [id], responses } },
+      ...Object.fromEntries(ACTIONS.map((action) => [`/api/v1/systems/{id}/${action}`, { post: { summary: `${action} a system`, parameters: [id], responses } }])),
+      '/metrics': { get: { summary: 'Prometheus metrics', security: [], responses } },
+    },
+  };
+}
