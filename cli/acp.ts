@@ -284,6 +284,33 @@ const cli = yargs(hideBin(process.argv))
   .command('cdb', 'read, write and watch the cluster database', (y) => cdbCommands(y, run, withClient))
   .command('system', 'define and run systems (virtual machines)', (y) => systemCommands(y, run, withClient))
   .command('logs', LOGS_DESCRIPTION, (c) => logsOptions(c), (argv) => run(argv, () => showLogs(argv)))
+  .command(
+    'ui [action] [id]',
+    'a one-time link (60 s) that logs a browser into the web UI as you; ui sessions lists the web sessions, ui revoke ID ends one',
+    (y) => y.positional('action', { choices: ['link', 'sessions', 'revoke'] as const, default: 'link' as const }).positional('id', { type: 'string' }),
+    (argv) =>
+      run(argv, () =>
+        withClient(argv.home, async (client) => {
+          if (argv.action === 'sessions') {
+            const reply = await client.ask<Message & { sessions: { id: string; principal: string; created: string; expires: string }[] }>('webapi', { type: 'webapi.sessions' });
+            if (argv.json) printJson(reply.sessions);
+            else process.stdout.write(`${table([['ID', 'WHO', 'CREATED', 'EXPIRES'], ...reply.sessions.map((session) => [session.id, session.principal, session.created, session.expires])])}\n`);
+            return;
+          }
+          if (argv.action === 'revoke') {
+            if (!argv.id) throw new AcpError('ACP_ERR_CLI_USAGE', 'acp ui revoke needs a session id, as acp ui sessions lists them');
+            const reply = await client.ask<Message & { count: number }>('webapi', { type: 'webapi.session.revoke', id: argv.id });
+            if (argv.json) printJson(reply);
+            else process.stdout.write(`${reply.count} session(s) ended\n`);
+            return reply.count > 0 ? 0 : 1;
+          }
+          const reply = await client.ask<Message & { url: string; expiresAt: string }>('webapi', { type: 'webapi.login-link' });
+          if (argv.json) printJson(reply);
+          else process.stdout.write(`${reply.url}\n(open it within a minute; it works once)\n`);
+          return 0;
+        }),
+      ),
+  )
   .command('node', 'manage the cluster\'s nodes (acp node rm NAME)', (y) => nodeCommands(y, run, withClient))
   .command('cluster', 'cluster-wide operations (acp cluster rotate-keys)', (y) => clusterCommands(y, run, withClient))
   .command('nodes', 'list the nodes the cluster database knows, with their heartbeats', (y) => y, (argv) =>

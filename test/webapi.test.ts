@@ -5,6 +5,7 @@
 import test, { type ExecutionContext } from 'ava';
 import WebSocket from 'ws';
 import { encodeFrame, FrameDecoder, type Envelope } from '../runtime/codec.js';
+import type { AcpClient } from '../runtime/client.js';
 import type { Message } from '../runtime/messages.js';
 import { allRunning, client, makeHome, startDaemon } from './helpers/node.js';
 
@@ -13,6 +14,8 @@ interface Node {
   port: number;
   auditor: string;
   operator: string;
+  /** The node's own client, with the API key. */
+  admin: AcpClient;
 }
 
 async function boot(t: ExecutionContext): Promise<Node> {
@@ -22,7 +25,7 @@ async function boot(t: ExecutionContext): Promise<Node> {
   const token = async (role: string) => (await connection.ask<Message & { secret: string }>('api', { type: 'api.token.create', role })).secret;
   const address = await connection.ask<Message & { url: string }>('webapi', { type: 'webapi.address' });
   await connection.ask('cdb', { type: 'cdb.put', key: 'object/system/dev1', value: { name: 'dev1', driver: 'sim' } });
-  return { base: address.url.replace(/\/$/, ''), port: Number(new URL(address.url).port), auditor: await token('auditor'), operator: await token('operator') };
+  return { base: address.url.replace(/\/$/, ''), port: Number(new URL(address.url).port), auditor: await token('auditor'), operator: await token('operator'), admin: connection };
 }
 
 async function call(node: Node, method: string, path: string, token?: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
@@ -146,3 +149,56 @@ test('/ws speaks the wire protocol with the token as principal: an auditor asks 
   anonymous.send({ v: 1, k: 'hello', body: { cluster: 'lab', token: 'acp_nope', proto: 1 } });
   t.is((await anonymous.next((envelope) => envelope.k === 'error')).err?.code, 'ACP_ERR_AUTH_BAD_TOKEN');
 });
+
+test("sessions: acp ui's one-time link becomes an HttpOnly, SameSite=Strict cookie; a token login as auditor is refused a start; /ws takes the session without a hello until it is revoked", async (t) => {
+  const node = await boot(t);
+  const admin = node.admin;
+  const link = (await admin.ask<Message & { url: string }>('webapi', { type: 'webapi.login-link' })).url;
+  const first = await fetch(link, { redirect: 'manual' });
+  t.is(first.status, 303);
+  const cookie = first.headers.get('set-cookie') ?? '';
+  t.regex(cookie, /^acp_session=[^;]+;.*HttpOnly/);
+  t.regex(cookie, /SameSite=Strict/);
+  const again = await fetch(link, { redirect: 'manual' });
+  t.is(again.status, 401, 'a login link works once');
+  const session = cookie.split(';')[0]!;
+  const whoami = await fetch(`${node.base}/api/v1/whoami`, { headers: { cookie: session } });
+  t.like(await whoami.json(), { principal: 'operator', role: 'admin' });
+
+  const login = await fetch(`${node.base}/api/v1/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: node.auditor }) });
+  t.like(await login.json(), { role: 'auditor' });
+  const auditorCookie = (login.headers.get('set-cookie') ?? '').split(';')[0]!;
+  const refused = await fetch(`${node.base}/api/v1/systems/dev1/start`, { method: 'POST', headers: { cookie: auditorCookie } });
+  t.is(refused.status, 403);
+
+  const socket = new WebSocket(`ws://127.0.0.1:${node.port}/ws`, { headers: { cookie: session }, origin: node.base });
+  t.teardown(() => socket.terminate());
+  const decoder = new FrameDecoder();
+  const frames: Envelope[] = [];
+  socket.on('message', (data: Buffer) => frames.push(...decoder.push(Buffer.from(data))));
+  await new Promise((resolve) => socket.once('open', resolve));
+  socket.send(encodeFrame({ v: 1, k: 'ask', id: 1, to: 'acp://lab/n1/framework', body: { type: 'ping' }, t: 5000 }));
+  const pong = await waitFor(() => frames.find((envelope) => envelope.id === 1));
+  t.like(pong.body, { type: 'pong' });
+  const sessions = await admin.ask<Message & { sessions: { id: string; principal: string }[] }>('webapi', { type: 'webapi.sessions' });
+  const mine = sessions.sessions.find((entry) => session.includes(entry.id));
+  t.truthy(mine);
+  await admin.ask('webapi', { type: 'webapi.session.revoke', id: mine!.id });
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.send(encodeFrame({ v: 1, k: 'ask', id: 2, to: 'acp://lab/n1/framework', body: { type: 'ping' }, t: 5000 }));
+  const ended = await waitFor(() => frames.find((envelope) => envelope.id === 2 || envelope.k === 'error'));
+  t.is(ended.err?.code, 'ACP_ERR_AUTH_BAD_TOKEN');
+  await closed;
+  const after = await fetch(`${node.base}/api/v1/whoami`, { headers: { cookie: session } });
+  t.is(after.status, 401);
+});
+
+async function waitFor<T>(find: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = find();
+    if (found !== undefined) return found;
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

@@ -4,10 +4,14 @@ import { AcpError } from '../runtime/errors.js';
 import { OPERATOR, type Principal } from '../runtime/principal.js';
 import type { TokenBook } from '../runtime/tokens.js';
 
+export const SESSION_COOKIE = 'acp_session';
+
 export interface WebAuth {
   /** The API key (read at each request: rotation changes it). */
   apiKey(): string;
   tokens: TokenBook;
+  /** The principal of a live web session (throws when it expired or was revoked). */
+  session(id: string): Principal;
 }
 
 /**
@@ -19,7 +23,9 @@ export function principalOf(request: FastifyRequest, auth: WebAuth): Principal {
   const header = request.headers.authorization;
   const match = typeof header === 'string' ? /^Bearer\s+(\S+)$/i.exec(header) : null;
   if (!match) {
-    throw new AcpError('ACP_ERR_AUTH_BAD_TOKEN', 'this needs credentials: send "Authorization: Bearer <token>" with an API token (acp token api create)');
+    const cookie = request.cookies[SESSION_COOKIE];
+    if (cookie) return auth.session(cookie);
+    throw new AcpError('ACP_ERR_AUTH_BAD_TOKEN', 'this needs credentials: log in, or send "Authorization: Bearer <token>" with an API token (acp token api create)');
   }
   const secret = match[1]!;
   if (secret.startsWith('acp_')) {

@@ -1,3 +1,4 @@
+import fastifyCookie from '@fastify/cookie';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { createWebSocketStream } from 'ws';
@@ -10,10 +11,10 @@ import { AcpError, errorMessage } from '../runtime/errors.js';
 import type { Logger } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
 import { NAME_PATTERN } from '../runtime/path.js';
-import type { Principal } from '../runtime/principal.js';
+import { formatPrincipal, type Principal } from '../runtime/principal.js';
 import type { NodeStatus } from '../runtime/services.js';
 import type { ActorSystem } from '../runtime/system.js';
-import { principalOf, statusFor, type WebAuth } from './auth.js';
+import { principalOf, SESSION_COOKIE, statusFor, type WebAuth } from './auth.js';
 import type { NodeMetrics } from './metrics.js';
 import { statusPage } from './page.js';
 
@@ -28,6 +29,12 @@ export interface WebServerOptions {
   limits: SessionLimits;
   helloTimeoutMs: number;
   countRefusal(): void;
+  /** Web sessions, kept by the webapi actor (its mailbox changes them). */
+  sessions: {
+    redeem(code: string): Promise<{ id: string; expiresMs: number }>;
+    open(principal: Principal): Promise<{ id: string; expiresMs: number }>;
+    revoke(id: string): Promise<void>;
+  };
 }
 
 const ACTIONS = ['start', 'stop', 'pause', 'resume', 'restart', 'reset'] as const;
@@ -39,6 +46,11 @@ interface RecordView {
   key: string;
   value: unknown;
   version: string;
+}
+
+function roleOf(principal: Principal): string {
+  if (principal.kind === 'token') return principal.role;
+  return principal.kind === 'operator' ? 'admin' : principal.kind;
 }
 
 function sendError(reply: FastifyReply, error: unknown): FastifyReply {
@@ -60,7 +72,11 @@ function describe(error: z.ZodError): string {
 export async function createWebServer(options: WebServerOptions): Promise<FastifyInstance> {
   const { system } = options;
   const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+  await app.register(fastifyCookie);
   await app.register(fastifyWebsocket, { options: { maxPayload: options.wire.maxFrameBytes + 4 } });
+  // The session cookie: not readable by scripts, never sent by another site's page.
+  const setSession = (reply: FastifyReply, session: { id: string; expiresMs: number }) =>
+    reply.setCookie(SESSION_COOKIE, session.id, { httpOnly: true, sameSite: 'strict', path: '/', expires: new Date(session.expiresMs) });
   const cluster = system.identity.cluster;
   const self = system.identity.node;
   const at = (node: string, service: string) => ({ cluster, node, segments: [service] });
@@ -86,6 +102,33 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
     }
   };
 
+  // `acp ui` prints a link with a one-time code: it becomes a session cookie, then the page.
+  app.get('/login', async (request, reply) => {
+    try {
+      const { code } = z.strictObject({ code: z.string().min(16).max(100) }).parse(request.query);
+      setSession(reply, await options.sessions.redeem(code));
+      return reply.redirect('/', 303);
+    } catch (error) {
+      return sendError(reply, error);
+    }
+  });
+  app.post('/api/v1/login', async (request, reply) => {
+    try {
+      const { token } = z.strictObject({ token: z.string().min(1).max(200) }).parse(request.body);
+      const record = options.auth.tokens.verify(token);
+      const principal: Principal = { kind: 'token', id: record.id, role: record.role };
+      setSession(reply, await options.sessions.open(principal));
+      return { type: 'logged-in', role: record.role };
+    } catch (error) {
+      return sendError(reply, error);
+    }
+  });
+  app.post('/api/v1/logout', async (request, reply) => {
+    const id = request.cookies[SESSION_COOKIE];
+    if (id) await options.sessions.revoke(id);
+    return reply.clearCookie(SESSION_COOKIE, { path: '/' }).send({ type: 'logged-out' });
+  });
+  app.get('/api/v1/whoami', handle(async (principal) => ({ type: 'whoami', principal: formatPrincipal(principal), role: roleOf(principal) })));
   app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(statusPage));
   app.get('/api/v1/status', handle((principal) => ask(principal, self, 'framework', { type: 'status' })));
   app.get('/api/v1/nodes', handle((principal) => ask(principal, self, 'cdb', { type: 'cdb.nodes' })));
@@ -144,9 +187,17 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
       socket.close(4403, 'cross-origin WebSocket refused');
       return;
     }
+    // A logged-in browser is its session's principal at once; anyone else says hello first.
+    const cookie = request.cookies[SESSION_COOKIE];
+    let principal: Principal | undefined;
+    try {
+      principal = cookie ? options.auth.session(cookie) : undefined;
+    } catch {
+      principal = undefined;
+    }
     const stream = createWebSocketStream(socket);
     stream.on('error', (error) => options.log.debug({ err: errorMessage(error) }, 'WebSocket stream error'));
-    attachFrames(stream, `w${++nextId}`, { ...options.wire, log: options.log }, (connection) =>
+    attachFrames(stream, `w${++nextId}`, { ...options.wire, ...(principal ? { maxHelloFrameBytes: options.wire.maxFrameBytes } : {}), log: options.log }, (connection) =>
       new ApiSession(connection, {
         system,
         apiKey: options.auth.apiKey(),
@@ -155,6 +206,7 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
         helloTimeoutMs: options.helloTimeoutMs,
         log: options.log,
         onRefused: () => options.countRefusal(),
+        ...(principal && cookie ? { principal, greeted: true, stillValid: () => options.auth.session(cookie) } : {}),
       }),
     );
   });

@@ -7,15 +7,39 @@ import type { Message } from '../runtime/messages.js';
 import type { ServiceDeps } from '../runtime/services.js';
 import { nodeMetrics } from './metrics.js';
 import { createWebServer } from './server.js';
+import { WebSessions, type WebSession } from './sessions.js';
+import type { Principal } from '../runtime/principal.js';
 
-const webapiSchema = z.discriminatedUnion('type', [serviceInfoSchema, z.strictObject({ type: z.literal('webapi.address') })]);
+const webapiSchema = z.discriminatedUnion('type', [
+  serviceInfoSchema,
+  z.strictObject({ type: z.literal('webapi.address') }),
+  /** `acp ui`: a one-time link that logs a browser in as the asker. */
+  z.strictObject({ type: z.literal('webapi.login-link') }),
+  z.strictObject({ type: z.literal('webapi.sessions') }),
+  z.strictObject({ type: z.literal('webapi.session.revoke'), id: z.string().min(4).max(64) }),
+  // From the HTTP handlers, through this actor's own mailbox (the sessions are its state).
+  z.strictObject({ type: z.literal('webapi.session.redeem'), code: z.string().max(100) }),
+  z.strictObject({ type: z.literal('webapi.session.open'), principal: z.unknown() }),
+  z.strictObject({ type: z.literal('webapi.session.close'), id: z.string().max(100) }),
+]);
+
+const itself = { internal: [{ service: 'webapi', nodes: 'self' }] } as const;
 
 /** The web API on loopback: the status page, REST under /api/v1, /ws and /metrics. */
 export const service: ServiceDefinition<ServiceDeps | undefined> = {
   name: 'webapi',
   description: 'Web API and UI on loopback',
   schema: webapiSchema,
-  authority: { 'service.info': 'read', 'webapi.address': 'read' },
+  authority: {
+    'service.info': 'read',
+    'webapi.address': 'read',
+    'webapi.login-link': 'local-admin',
+    'webapi.sessions': 'admin',
+    'webapi.session.revoke': 'admin',
+    'webapi.session.redeem': itself,
+    'webapi.session.open': itself,
+    'webapi.session.close': itself,
+  },
   isolations: ['inline'],
   create(ctx, deps) {
     if (!deps) throw new Error('webapi runs inline only');
@@ -23,13 +47,20 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
     const cdb = ctx.ref(deps.system.localPath('cdb'));
     let app: FastifyInstance | undefined;
     let port = 0;
+    const sessions = new WebSessions(Date.now);
+    const asSession = (session: WebSession) => ({ type: 'webapi.session', id: session.id, expiresMs: session.expiresMs });
     return {
       async started() {
         const { host, port: wanted } = deps.config.webapi;
         const { api } = deps.config;
         app = await createWebServer({
           system: deps.system,
-          auth: { apiKey: () => deps.apiKey, tokens: deps.tokens },
+          auth: { apiKey: () => deps.apiKey, tokens: deps.tokens, session: (id) => sessions.check(id).principal },
+          sessions: {
+            redeem: async (code) => (await ctx.self.ask<Message & { id: string; expiresMs: number }>({ type: 'webapi.session.redeem', code })),
+            open: async (principal) => (await ctx.self.ask<Message & { id: string; expiresMs: number }>({ type: 'webapi.session.open', principal })),
+            revoke: async (id) => void (await ctx.self.ask({ type: 'webapi.session.close', id })),
+          },
           metrics: nodeMetrics({
             status: () => deps.status(),
             list: async (prefix) => ((await cdb.ask({ type: 'cdb.list', prefix, limit: 10_000 })) as Message & { records: { key: string; value: unknown }[] }).records,
@@ -53,14 +84,31 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
         port = typeof address === 'object' && address ? address.port : wanted;
         ctx.log.info({ url: `http://${host}:${port}/` }, 'web UI listening');
       },
-      receive(message) {
+      receive(message, sender) {
         clock.handled += 1;
         const parsed = webapiSchema.parse(message);
+        const base = `http://${deps.config.webapi.host}:${port}/`;
         switch (parsed.type) {
           case 'service.info':
             return clock.info('webapi', 'Web API and UI on loopback', ctx);
           case 'webapi.address':
-            return { type: 'webapi.address', url: `http://${deps.config.webapi.host}:${port}/` };
+            return { type: 'webapi.address', url: base };
+          case 'webapi.login-link': {
+            const { code, expiresMs } = sessions.loginCode(sender);
+            return { type: 'webapi.login-link', url: `${base}login?code=${code}`, expiresAt: new Date(expiresMs).toISOString() };
+          }
+          case 'webapi.sessions':
+            return { type: 'webapi.sessions', sessions: sessions.list() };
+          case 'webapi.session.revoke':
+            return { type: 'webapi.session.revoked', count: sessions.revokeByPrefix(parsed.id) };
+          case 'webapi.session.redeem':
+            return asSession(sessions.redeem(parsed.code));
+          case 'webapi.session.open':
+            // Only this actor sends it (authority: internal), with a principal its handler proved.
+            return asSession(sessions.open(parsed.principal as Principal));
+          case 'webapi.session.close':
+            sessions.revoke(parsed.id);
+            return { type: 'ok' };
           default: {
             const unreachable: never = parsed;
             return unreachable;

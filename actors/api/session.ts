@@ -48,6 +48,8 @@ export interface SessionOptions {
    * makes a peer `node:<name>`. A peer's requests that name their own sender are relayed for it.
    */
   principal?: Principal;
+  /** Checked on every request of a connection authenticated outside the hello (a web session): throws when it ended. */
+  stillValid?(): unknown;
   /** Called once the hello answer has been sent: only then may this side send frames of its own. */
   onGreeted?(hello: HelloBody & Record<string, unknown>): void;
 }
@@ -224,6 +226,7 @@ export class ApiSession implements FrameHandler {
     const principal = this.principal;
     try {
       if (!principal) throw new AcpError('ACP_ERR_WIRE_NO_HELLO', 'no hello yet');
+      this.options.stillValid?.();
       if (principal.kind === 'token') {
         this.options.tokens?.check(principal.id);
         if (!this.options.tokens) throw new AcpError('ACP_ERR_AUTH_BAD_TOKEN', 'this listener does not take API tokens');
