@@ -153,8 +153,9 @@ const cli = yargs(hideBin(process.argv))
             ...(argv.gateway === undefined ? [] : ['--gateway', argv.gateway]),
           ];
           const status = await startDetached(options, forwarded);
-          if (argv.json) printJson({ pid: status.pid, socket: status.socket, cluster: status.cluster, node: status.node, incarnation: status.incarnation });
-          else process.stdout.write(`acpd running (pid ${status.pid}, node ${status.cluster}/${status.node})\n${status.socket}\n`);
+          const web = await withClient(argv.home, (client) => client.ask<Message & { url: string }>('webapi', { type: 'webapi.address' })).then((reply) => reply.url, () => null);
+          if (argv.json) printJson({ pid: status.pid, socket: status.socket, web, cluster: status.cluster, node: status.node, incarnation: status.incarnation });
+          else process.stdout.write(`acpd running (pid ${status.pid}, node ${status.cluster}/${status.node})\n${status.socket}\n${web ? `web ${web}\n` : ''}`);
           return EXIT_OK;
         }
         return runForeground(options, (summary) => {

@@ -60,8 +60,10 @@ export const nodeConfigSchema = z.strictObject({
       /** Loopback only: the web UI is reached locally or through an SSH tunnel / reverse proxy. */
       host: z.enum(['127.0.0.1', '::1', 'localhost']).default('127.0.0.1'),
       port: z.number().int().min(0).max(65535).default(8480),
+      /** Fail when the port is taken (a port given with --web-port is exact); otherwise take the next free one. */
+      exactPort: z.boolean().default(false),
     })
-    .default({ host: '127.0.0.1', port: 8480 }),
+    .default({ host: '127.0.0.1', port: 8480, exactPort: false }),
   cdb: z
     .strictObject({
       /** Bound on meta and stats keys held in memory. */

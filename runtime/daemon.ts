@@ -64,7 +64,7 @@ function withFlags(config: NodeConfig, options: DaemonOptions): NodeConfig {
       ...(options.apiPort === undefined ? {} : { port: options.apiPort }),
       ...(bind === undefined ? {} : { host: bind as (typeof LOOPBACK)[number] }),
     },
-    webapi: { ...config.webapi, ...(options.webPort === undefined ? {} : { port: options.webPort }) },
+    webapi: { ...config.webapi, ...(options.webPort === undefined ? {} : { port: options.webPort, exactPort: true }) },
   };
 }
 

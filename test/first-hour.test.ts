@@ -3,7 +3,9 @@
  * terminal, `acp up --detach` that is up or leaves nothing behind, `acp logs` and `acp system log`.
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
 import test from 'ava';
 import { CLI, isAlive, makeHome, runCli } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';
@@ -94,4 +96,21 @@ test('acp logs filters by service, level and time, prints JSON with --json, and 
   const steps = JSON.parse(log.stdout) as { event: string; state: string; node: string }[];
   t.deepEqual(steps.map((step) => `${step.event}>${step.state}`), ['start>starting', 'started>running', 'stop>stopping', 'stopped>stopped']);
   t.true(steps.every((step) => step.node === 'n1'));
+});
+
+test('a second node on one machine takes the next free web port when its configured one is taken, and says where', async (t) => {
+  const home = makeHome(t);
+  const busy = createServer();
+  await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => busy.close());
+  const port = (busy.address() as { port: number }).port;
+  const config = JSON.parse(readFileSync(join(home, 'config.json'), 'utf8')) as Record<string, unknown>;
+  writeFileSync(join(home, 'config.json'), JSON.stringify({ ...config, webapi: { host: '127.0.0.1', port } }));
+  const up = await runCli(['--json', 'up', '--detach'], home, 60_000);
+  ok(up, 'up');
+  const web = (JSON.parse(up.stdout) as { web: string }).web;
+  t.not(new URL(web).port, String(port));
+  t.true(Number(new URL(web).port) > port && Number(new URL(web).port) <= port + 20, web);
+  const warned = await runCli(['logs', '--level', 'warn'], home);
+  t.regex(warned.stdout, new RegExp(`web port ${port} is taken; listening on ${new URL(web).port}`));
 });

@@ -23,6 +23,9 @@ const webapiSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('webapi.session.close'), id: z.string().max(100) }),
 ]);
 
+/** Ports tried after the configured one when it is taken (and was not asked for exactly). */
+const PORT_TRIES = 20;
+
 const itself = { internal: [{ service: 'webapi', nodes: 'self' }] } as const;
 
 /** The web API on loopback: the status page, REST under /api/v1, /ws and /metrics. */
@@ -72,13 +75,21 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
           helloTimeoutMs: api.helloTimeoutMs,
           countRefusal: () => deps.countRefusal(),
         });
-        try {
-          await app.listen({ host, port: wanted });
-        } catch (error) {
-          await app.close();
-          throw new Error(
-            `cannot listen on http://${host}:${wanted} (${(error as Error).message}); start with another --web-port N (0 picks a free one), or set "webapi": {"port": N} in ${deps.paths.config}`,
-          );
+        // A second node on the same machine takes the next free port, unless the port was asked for.
+        const tries = deps.config.webapi.exactPort || wanted === 0 ? 1 : PORT_TRIES;
+        for (let attempt = 0; ; attempt += 1) {
+          try {
+            await app.listen({ host, port: wanted + attempt });
+            if (attempt > 0) ctx.log.warn({ wanted, port: wanted + attempt }, `web port ${wanted} is taken; listening on ${wanted + attempt} instead (--web-port chooses)`);
+            break;
+          } catch (error) {
+            const taken = (error as NodeJS.ErrnoException).code === 'EADDRINUSE';
+            if (taken && attempt + 1 < tries) continue;
+            await app.close();
+            throw new Error(
+              `cannot listen on http://${host}:${wanted + attempt} (${(error as Error).message}); start with another --web-port N (0 picks a free one), or set "webapi": {"port": N} in ${deps.paths.config}`,
+            );
+          }
         }
         const address = app.server.address();
         port = typeof address === 'object' && address ? address.port : wanted;
