@@ -10,7 +10,7 @@ import { encodeFrame } from '../runtime/codec.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { apiKeyOf, askVia, cliError, cliOk, issue, RawTls, readSecret, secretPath, startCluster, type ClusterNode } from './helpers/agent.js';
-import { eventually, makeHome, runCli, startDaemon } from './helpers/node.js';
+import { allRunning, eventually, makeHome, runCli, startDaemon } from './helpers/node.js';
 
 /** Polls quickly, to measure how soon a change reaches another node. */
 async function within<T>(ms: number, what: string, check: () => Promise<T | undefined>): Promise<number> {
@@ -141,7 +141,7 @@ test('acp node rm: the node disappears from acp nodes and its certificate is ref
 
 test('the exec: migration request is refused before it reaches the VMM, even with the admin API key, and creates nothing', async (t) => {
   const home = makeHome(t);
-  await startDaemon(t, home);
+  await allRunning(await startDaemon(t, home));
   await cliOk(['system', 'create', 'vm1', '--driver', 'sim'], home);
   await cliOk(['system', 'start', 'vm1'], home);
   const marker = `${home}/pwned`;
