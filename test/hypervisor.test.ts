@@ -121,7 +121,7 @@ runsWhen(guestMissing)(`a real QEMU guest boots and prints its ready line; pause
     return now.state === 'running' && now.vmmPid !== second.vmmPid ? now : undefined;
   }, 30_000, 'the system to be restarted after its VMM was killed');
   t.is(third.restarts, 2);
-  await eventually(() => (isGone(second.pid!) ? true : undefined), 10_000, 'the old QEMU to go with its container');
+  await eventually(() => (isGone(second.pid!) ? true : undefined), 30_000, 'the old QEMU to go with its container');
 
   const stopped = await runCli(['system', 'stop', 'g1', '--timeout', '1000'], home);
   t.is(stopped.code, 0, stopped.stderr);
