@@ -52,6 +52,10 @@ if (!only || only === 'remote') {
   const { remoteBenchmarks } = await import('./remote.js');
   for (const line of await remoteBenchmarks()) process.stdout.write(`${line}\n`);
 }
+if (!only || only === 'web') {
+  const { webBenchmarks } = await import('./web.js');
+  for (const result of await webBenchmarks()) report(result);
+}
 if (!only || only === 'cdb') {
   const { cdbBenchmarks } = await import('./cdb.js');
   for (const result of await cdbBenchmarks()) report(result);
