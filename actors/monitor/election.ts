@@ -26,58 +26,9 @@
  *   back to every member's silence (it heard nobody because it listened to nobody).
  */
 import { alarmsOnAck, alarmsOnTick, type AlarmEffect, type AlarmView } from './alarms.js';
+import type { Member, MonitorConfig, PeerMessage } from './protocol.js';
 
-export interface Member {
-  readonly name: string;
-  /** 1 (the default) or 0 for a node that follows but never votes or stands. */
-  readonly votes: 0 | 1;
-  /** A vote-only member: it votes but never stands for election (a two-node cluster's third vote). */
-  readonly witness?: boolean;
-}
-
-export interface MonitorConfig {
-  /** How often the env steps the machine with a `tick`. */
-  readonly tickMs: number;
-  /** How often a primary renews its lease with every member. */
-  readonly renewMs: number;
-  /** How long a member's promise lasts after it acknowledged a primary or granted a vote. */
-  readonly leaseMs: number;
-  /** The primary's lease ends this much before the promises (clock-rate drift, scheduling). */
-  readonly leaseMarginMs: number;
-  readonly electionMinMs: number;
-  readonly electionMaxMs: number;
-  readonly suspectAfterMs: number;
-  readonly downAfterMs: number;
-  /** The most event-loop delay a member's reports may add to its allowed silence. */
-  readonly maxStallCreditMs: number;
-  /** A member whose wall clock differs more than this from the primary's raises `clock-skew`. */
-  readonly maxClockSkewMs: number;
-}
-
-/** Defaults: a dead node is down in 1.0-1.3 s; a dead primary is replaced in about 1.5-2.5 s. */
-export const defaultMonitorConfig: MonitorConfig = {
-  tickMs: 100,
-  renewMs: 200,
-  leaseMs: 1000,
-  leaseMarginMs: 150,
-  electionMinMs: 1200,
-  electionMaxMs: 1800,
-  suspectAfterMs: 500,
-  downAfterMs: 1000,
-  maxStallCreditMs: 5000,
-  maxClockSkewMs: 1000,
-};
-
-export type PeerMessage =
-  /** "Would you vote for me in `term`?" Nobody changes state on it. */
-  | { type: 'monitor.prevote'; term: number }
-  | { type: 'monitor.prevote-reply'; term: number; granted: boolean }
-  | { type: 'monitor.vote'; term: number }
-  | { type: 'monitor.vote-reply'; term: number; granted: boolean }
-  /** The primary's lease renewal; `wall` and `loopDelayMs` feed clock-skew and failure detection. */
-  | { type: 'monitor.renew'; term: number; round: number; wall: number; loopDelayMs: number }
-  /** `ok: false` refuses a renewal from an older term, naming the newer one. */
-  | { type: 'monitor.ack'; term: number; round: number; ok: boolean; wall: number; loopDelayMs: number };
+export { defaultMonitorConfig, type Member, type MonitorConfig, type PeerMessage } from './protocol.js';
 
 export type MonitorEvent = { type: 'tick' } | { type: 'receive'; from: string; message: PeerMessage };
 
