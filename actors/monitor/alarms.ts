@@ -63,7 +63,7 @@ export function alarmsOnTick(s: MonitorState, env: MonitorEnv): AlarmEffect[] {
   const out: AlarmEffect[] = [];
   for (const [name, view] of Object.entries(s.peers).sort(([a], [b]) => a.localeCompare(b))) {
     const id = alarmId('node-down', name);
-    if (view.state === 'down' && !s.alarms[id]) out.push(effect(s, 'raise', 'node-down', name, `silent ${env.now() - view.lastSeen} ms`));
+    if (view.state === 'down' && !s.alarms[id]) out.push(effect(s, 'raise', 'node-down', name, `silent ${Math.round(env.now() - view.lastSeen)} ms`));
   }
   return out;
 }
@@ -78,7 +78,7 @@ export function alarmsOnAck(s: MonitorState, env: MonitorEnv, from: string): Ala
   if (skewed && !s.alarms[alarmId('clock-skew', from)]) out.push(effect(s, 'raise', 'clock-skew', from, `${view.skewMs > 0 ? '+' : ''}${Math.round(view.skewMs / 1000)} s`));
   if (!skewed && s.alarms[alarmId('clock-skew', from)]) out.push(effect(s, 'clear', 'clock-skew', from, 'within bounds'));
   const stalled = view.loopDelayMs >= STALL_ALARM_MS;
-  if (stalled && !s.alarms[alarmId('event-loop-stall', from)]) out.push(effect(s, 'raise', 'event-loop-stall', from, `${view.loopDelayMs} ms`));
-  if (view.loopDelayMs < STALL_ALARM_MS / 2 && s.alarms[alarmId('event-loop-stall', from)]) out.push(effect(s, 'clear', 'event-loop-stall', from, `${view.loopDelayMs} ms`));
+  if (stalled && !s.alarms[alarmId('event-loop-stall', from)]) out.push(effect(s, 'raise', 'event-loop-stall', from, `${Math.round(view.loopDelayMs)} ms`));
+  if (view.loopDelayMs < STALL_ALARM_MS / 2 && s.alarms[alarmId('event-loop-stall', from)]) out.push(effect(s, 'clear', 'event-loop-stall', from, `${Math.round(view.loopDelayMs)} ms`));
   return out;
 }

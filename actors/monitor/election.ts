@@ -289,7 +289,7 @@ function detect(s: MonitorState, out: Effect[], env: MonitorEnv, members: readon
     const state: Liveness = silent > config.downAfterMs + credit ? 'down' : silent > config.suspectAfterMs + credit ? 'suspect' : 'up';
     if (state === view.state) continue;
     view.state = state;
-    log(s, out, `node ${member.name} ${state} (silent ${silent} ms)`);
+    log(s, out, `node ${member.name} ${state} (silent ${Math.round(silent)} ms)`);
   }
   out.push(...alarmsOnTick(s, env));
 }

@@ -25,11 +25,13 @@ import { defaultMonitorConfig, peerMessageSchema, PEER_MESSAGE_TYPES, type Membe
 const NODE_PREFIX = 'object/node/';
 const ALARM_PREFIX = 'object/alarm/';
 const HISTORY_KEEP = 50;
+const SYNC_POLL_MS = 250;
 
 export const monitorSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
   z.strictObject({ type: z.literal('monitor.status') }),
   z.strictObject({ type: z.literal('monitor.tick') }),
+  z.strictObject({ type: z.literal('monitor.synced') }),
   ...peerMessageSchema.options,
 ]);
 export type MonitorMessage = z.infer<typeof monitorSchema>;
@@ -41,6 +43,7 @@ export const monitorAuthority: AuthorityTable = {
   'service.info': 'read',
   'monitor.status': 'read',
   'monitor.tick': { internal: [{ service: 'monitor', nodes: 'self' }] },
+  'monitor.synced': { internal: [{ service: 'monitor', nodes: 'self' }] },
   ...Object.fromEntries(PEER_MESSAGE_TYPES.map((type) => [type, peerMonitors])),
 };
 
@@ -80,7 +83,10 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
   const alarms = new Map<string, AlarmObject>();
   let members: Member[] = [];
   let membersKnown = false;
+  /** The CDB has caught up with the cluster once: before, a joining node may know only itself. */
+  let synced = false;
   let timer: NodeJS.Timeout | undefined;
+  let syncPoll: NodeJS.Timeout | undefined;
 
   const env: MonitorEnv = {
     config,
@@ -93,13 +99,15 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
   };
   let state: MonitorState = initialState(self, votes.read(), env);
 
+  // Both feeds' records reach both callbacks (one mailbox): each keeps to its prefix.
   const nodeFeed = new CdbFeed(ctx, NODE_PREFIX, (records) => {
-    for (const record of records) nodeRecords.set(record.key, record);
+    for (const record of records) if (record.key.startsWith(NODE_PREFIX)) nodeRecords.set(record.key, record);
     members = membersFrom(nodeRecords);
     membersKnown = true;
   });
   const alarmFeed = new CdbFeed(ctx, ALARM_PREFIX, (records) => {
     for (const record of records) {
+      if (!record.key.startsWith(ALARM_PREFIX)) continue;
       const id = record.key.slice(ALARM_PREFIX.length);
       const parsed = alarmObjectSchema.safeParse(record.value);
       if (record.deleted || !parsed.success) alarms.delete(id);
@@ -164,8 +172,8 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
   };
 
   const run = (event: MonitorEvent) => {
-    // Until the node list is known, a node alone would count itself a majority.
-    if (!membersKnown) return;
+    // Until the node list is known and the CDB caught up, a joining node alone would count itself a majority.
+    if (!membersKnown || !synced) return;
     const result = step(state, event, env);
     state = result.state;
     apply(result.effects);
@@ -195,6 +203,16 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
     };
   };
 
+  const pollSync = () => {
+    cdb
+      .ask<Message & { synced: boolean }>({ type: 'cdb.sync.status' }, { timeoutMs: 2000 })
+      .then((reply) => reply.synced, (error: unknown) => error instanceof AcpError && error.code === 'ACP_ERR_SYNC_NOT_PEER')
+      .then((done) => {
+        if (done) ctx.self.tell({ type: 'monitor.synced' });
+        else syncPoll = setTimeout(pollSync, SYNC_POLL_MS);
+      }, () => undefined);
+  };
+
   const peerOf = (sender: Principal): string => {
     // The authority table lets only a peer node's monitor send these; its node is proven by its certificate.
     if (sender.kind !== 'node') throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', 'monitor messages come only from the other nodes’ monitors');
@@ -207,6 +225,7 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
       deps.system.setPrimaryResolver(() => primaryOf(state, env.now()) ?? undefined);
       await nodeFeed.start();
       await alarmFeed.start();
+      pollSync();
       timer = setInterval(() => ctx.self.tell({ type: 'monitor.tick' }), config.tickMs);
       timer.unref();
     },
@@ -222,6 +241,10 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
           return status();
         case 'monitor.tick':
           run({ type: 'tick' });
+          return undefined;
+        case 'monitor.synced':
+          if (!synced) ctx.log.info({ members: members.map((member) => member.name) }, 'the cdb has caught up: taking part in elections');
+          synced = true;
           return undefined;
         case 'monitor.prevote':
         case 'monitor.prevote-reply':
@@ -239,6 +262,7 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
     },
     stopping() {
       clearInterval(timer);
+      clearTimeout(syncPoll);
       nodeFeed.stop();
       alarmFeed.stop();
       // A stopped monitor vouches for no primary: asks to `@primary` fail at once rather than guess.
