@@ -3,6 +3,7 @@
  * one primary, `@primary` asks land on it from every node, kill -9 of the primary gives a new one
  * (the time is reported) and a node-down alarm that clears when the node is back.
  */
+import { readFileSync } from 'node:fs';
 import test from 'ava';
 import type { MonitorStatus } from '../actors/monitor/index.js';
 import type { Message } from '../runtime/messages.js';
@@ -28,6 +29,40 @@ async function agreed(nodes: readonly string[], not?: string): Promise<string | 
   const views = await Promise.all(nodes.map(async (node) => (await statusOf(node)).primary));
   const first = views[0];
   return first !== null && first !== undefined && first !== not && views.every((view) => view === first) ? first : undefined;
+}
+
+interface Action {
+  at: number;
+  node: string;
+  term: number;
+  what: string;
+}
+
+/** From every node's log: when each became primary of which term, and every alarm it wrote (a term-stamped command). */
+function monitorHistory(nodes: readonly string[]): { elected: Action[]; commands: Action[] } {
+  const elected: Action[] = [];
+  const commands: Action[] = [];
+  for (const node of nodes) {
+    for (const line of readFileSync(`${cluster().node(node).home}/log/acpd.log`, 'utf8').split('\n')) {
+      if (!line.includes('/monitor"')) continue;
+      const entry = JSON.parse(line) as { time: string; msg: string; term?: number };
+      const at = Date.parse(entry.time);
+      const won = / term (\d+): \S+ becomes primary/.exec(entry.msg);
+      if (won) elected.push({ at, node, term: Number(won[1]), what: entry.msg });
+      if (entry.msg.startsWith('alarm ') && entry.term !== undefined) commands.push({ at, node, term: entry.term, what: entry.msg });
+    }
+  }
+  return { elected, commands };
+}
+
+/** No command is issued under a term once a newer term has elected its primary: no two primaries act in one period. */
+function assertNoStaleCommands(t: { true(value: boolean, message?: string): void; log(...values: unknown[]): void }, nodes: readonly string[]): void {
+  const { elected, commands } = monitorHistory(nodes);
+  for (const command of commands) {
+    const newer = elected.filter((election) => election.term > command.term && election.at < command.at);
+    t.true(newer.length === 0, `${command.node} issued '${command.what}' in term ${command.term} after ${newer.map((n) => `${n.node} won term ${n.term}`).join(', ')}`);
+  }
+  t.log(`${elected.length} elections, ${commands.length} term-stamped alarm commands checked`);
 }
 
 if (!available.ok) {
@@ -72,5 +107,47 @@ if (!available.ok) {
     await eventually(() => agreed(NODES), 30_000, `${primary} to come back and follow ${successor}`);
     t.is(await agreed(NODES), successor);
     await eventually(async () => ((await statusOf(successor)).openAlarms.some((open) => open.id === alarmId) ? undefined : true), 10_000, `${alarmId} to clear`);
+  });
+
+  test.serial("the primary's link set down: it steps down in the minority, the majority elects another, and it follows that one when the link is back", async (t) => {
+    t.timeout(120_000);
+    const primary = await eventually(() => agreed(NODES), 20_000, 'all three nodes to name one primary');
+    const others = NODES.filter((node) => node !== primary);
+    const cutAt = Date.now();
+    await cluster().partition(primary);
+    const successor = await eventually(() => agreed(others, primary), 10_000, 'the majority to elect another primary');
+    t.log(`${primary}'s link down: ${successor} is primary after ${Date.now() - cutAt} ms`);
+    const alone = await eventually(async () => {
+      const status = await statusOf(primary);
+      return status.role !== 'primary' && status.primary === null ? status : undefined;
+    }, 5000, `${primary} to step down`);
+    t.is(alone.primary, null);
+    const refused = await t.throwsAsync((await cluster().client(primary)).ask('acp://lab/@primary/monitor', { type: 'ping' }));
+    t.regex(refused?.message ?? '', /ACP_ERR_NO_PRIMARY|no monitor holds the primary lease/);
+    await cluster().heal(primary);
+    await eventually(async () => ((await agreed(NODES)) === successor ? true : undefined), 15_000, `${primary} to follow ${successor}`);
+    assertNoStaleCommands(t, NODES);
+  });
+
+  test.serial('SIGSTOP of the primary for longer than its lease, then SIGCONT: it steps down on the newer term, and no command of its old term follows the new election', async (t) => {
+    t.timeout(120_000);
+    const primary = await eventually(() => agreed(NODES), 20_000, 'all three nodes to name one primary');
+    const others = NODES.filter((node) => node !== primary);
+    const stoppedAt = Date.now();
+    cluster().stop(primary);
+    let successor: string;
+    try {
+      successor = await eventually(() => agreed(others, primary), 10_000, 'the others to elect another primary');
+      t.log(`${primary} stopped: ${successor} is primary after ${Date.now() - stoppedAt} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    } finally {
+      cluster().cont(primary);
+    }
+    t.log(`${primary} continued after ${Date.now() - stoppedAt} ms stopped`);
+    await eventually(async () => ((await agreed(NODES)) === successor ? true : undefined), 10_000, `${primary} to follow ${successor}`);
+    const status = await statusOf(primary);
+    t.is(status.term, (await statusOf(successor)).term);
+    await eventually(async () => ((await statusOf(successor)).openAlarms.some((alarm) => alarm.id === `event-loop-stall.${primary}`) ? true : undefined), 5000, `event-loop-stall.${primary} to be raised`);
+    assertNoStaleCommands(t, NODES);
   });
 }
