@@ -102,11 +102,22 @@ if (!available.ok) {
     t.is(alarm.record.value.by, successor);
     const pong = await (await cluster().client(others[0]!)).ask<Message & { path: string }>('acp://lab/@primary/monitor', { type: 'ping' });
     t.is(pong.path, `acp://lab/${successor}/monitor`);
+    const health = await cluster().cli(others[0]!, ['health']);
+    t.is(health.code, 0, health.stderr);
+    const score = Number(/^health (\d+)\/100/.exec(health.stdout)?.[1]);
+    t.true(score < 100, health.stdout);
+    t.true(health.stdout.includes(`node ${primary} is down`), health.stdout);
 
     await cluster().restart(primary);
     await eventually(() => agreed(NODES), 30_000, `${primary} to come back and follow ${successor}`);
     t.is(await agreed(NODES), successor);
     await eventually(async () => ((await statusOf(successor)).openAlarms.some((open) => open.id === alarmId) ? undefined : true), 10_000, `${alarmId} to clear`);
+    const back = await eventually(async () => {
+      const result = await cluster().cli(others[0]!, ['health', '--json']);
+      const reply = JSON.parse(result.stdout) as { score: number; contributions: { what: string }[] };
+      return reply.score === 100 ? reply : undefined;
+    }, 20_000, 'the health score to return to 100');
+    t.deepEqual(back.contributions, []);
   });
 
   test.serial("the primary's link set down: it steps down in the minority, the majority elects another, and it follows that one when the link is back", async (t) => {

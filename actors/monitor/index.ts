@@ -8,18 +8,21 @@
  */
 import { z } from 'zod';
 import { VoteStore } from '../../adapters/vote-store.js';
-import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor.js';
+import { replyLater, type ActorContext, type Actor, type ServiceDefinition } from '../../runtime/actor.js';
 import type { AuthorityTable } from '../../runtime/authority.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
-import type { Principal } from '../../runtime/principal.js';
+import { nameSchema } from '../../runtime/path.js';
+import { formatPrincipal, type Principal } from '../../runtime/principal.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import type { RecordView } from '../cdb/index.js';
 import { CdbFeed } from '../cdb-feed.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { alarmObjectSchema, objectKey, type AlarmObject } from '../model.js';
 import { alarmRules, type AlarmEffect, type AlarmRuleName, type AlarmView } from './alarms.js';
-import { initialState, primaryOf, quorumOf, step, type Effect, type MonitorEnv, type MonitorEvent, type MonitorState } from './election.js';
+import { computeHealth, type Health } from './health.js';
+import { gatherHealthInput } from './health-input.js';
+import { initialState, primaryOf, quorumOf, step, type Effect, type Liveness, type MonitorEnv, type MonitorEvent, type MonitorState } from './election.js';
 import { defaultMonitorConfig, peerMessageSchema, PEER_MESSAGE_TYPES, type Member, type PeerMessage } from './protocol.js';
 
 const NODE_PREFIX = 'object/node/';
@@ -32,6 +35,8 @@ export const monitorSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('monitor.status') }),
   z.strictObject({ type: z.literal('monitor.tick') }),
   z.strictObject({ type: z.literal('monitor.synced') }),
+  z.strictObject({ type: z.literal('monitor.health') }),
+  z.strictObject({ type: z.literal('monitor.alarm.ack'), id: nameSchema }),
   ...peerMessageSchema.options,
 ]);
 export type MonitorMessage = z.infer<typeof monitorSchema>;
@@ -42,6 +47,8 @@ const peerMonitors = { internal: [{ service: 'monitor', nodes: 'peers' }] } as c
 export const monitorAuthority: AuthorityTable = {
   'service.info': 'read',
   'monitor.status': 'read',
+  'monitor.health': 'read',
+  'monitor.alarm.ack': 'operate',
   'monitor.tick': { internal: [{ service: 'monitor', nodes: 'self' }] },
   'monitor.synced': { internal: [{ service: 'monitor', nodes: 'self' }] },
   ...Object.fromEntries(PEER_MESSAGE_TYPES.map((type) => [type, peerMonitors])),
@@ -60,6 +67,13 @@ export interface MonitorStatus extends Message {
   witnesses: string[];
   members: { name: string; votes: 0 | 1; witness: boolean; state: 'up' | 'suspect' | 'down' | null }[];
   openAlarms: { id: string; rule: string; subject: string; severity: string; term: number; by: string; raisedAt: string }[];
+}
+
+export interface HealthReply extends Message, Health {
+  type: 'monitor.health';
+  /** The node that computed it, and whether it was the primary then. */
+  by: string;
+  primary: boolean;
 }
 
 function membersFrom(records: Map<string, RecordView>): Member[] {
@@ -203,6 +217,28 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
     };
   };
 
+  const health = async (): Promise<HealthReply> => {
+    const isPrimary = primaryOf(state, env.now()) === self;
+    let detector: Map<string, Liveness> | null = null;
+    if (isPrimary) {
+      detector = new Map([[self, 'up']]);
+      for (const [name, view] of Object.entries(state.peers)) detector.set(name, view.state);
+    }
+    const input = await gatherHealthInput(cdb, members.map((member) => member.name), detector, [...alarms.values()]);
+    return { type: 'monitor.health', by: self, primary: isPrimary, ...computeHealth(input) };
+  };
+
+  /** An operator's acknowledgement: kept on the alarm by the primary, stamped with its term. */
+  const ack = (id: string, sender: Principal) => {
+    if (primaryOf(state, env.now()) !== self) throw new AcpError('ACP_ERR_NO_PRIMARY', `${self} does not hold the primary lease; send the acknowledgement to acp://${ctx.node.cluster}/@primary/monitor`);
+    const alarm = alarms.get(id);
+    if (!alarm) throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no alarm '${id}'; acp alarm ls --all lists them`);
+    const at = new Date().toISOString();
+    const value: AlarmObject = { ...alarm, acked: true, history: [...alarm.history, { at, op: 'ack' as const, by: formatPrincipal(sender), term: state.term, detail: 'acknowledged' }].slice(-HISTORY_KEEP) };
+    alarms.set(id, value);
+    return cdb.ask({ type: 'cdb.put', key: objectKey('alarm', id), value }).then(() => ({ type: 'monitor.alarm.acked', id, term: state.term }));
+  };
+
   const pollSync = () => {
     cdb
       .ask<Message & { synced: boolean }>({ type: 'cdb.sync.status' }, { timeoutMs: 2000 })
@@ -242,6 +278,10 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
         case 'monitor.tick':
           run({ type: 'tick' });
           return undefined;
+        case 'monitor.health':
+          return replyLater(health());
+        case 'monitor.alarm.ack':
+          return replyLater(ack(parsed.id, sender));
         case 'monitor.synced':
           if (!synced) ctx.log.info({ members: members.map((member) => member.name) }, 'the cdb has caught up: taking part in elections');
           synced = true;
