@@ -265,7 +265,13 @@ function startRound(s: MonitorState, out: Effect[], env: MonitorEnv, members: re
   const oldest = now - env.config.leaseMs;
   s.rounds = s.rounds.filter((round) => round.sentAt >= oldest);
   const message: PeerMessage = { type: 'monitor.renew', term: s.term, round: s.round, wall: env.wall(), loopDelayMs: s.loopDelayMs };
-  for (const member of members) if (member.name !== s.self) out.push({ kind: 'send', to: member.name, message });
+  for (const member of members) {
+    if (member.name === s.self) continue;
+    // A member held down hears every fifth renewal only: enough to rejoin, without a dead letter
+    // (and a reconnection attempt) five times a second for as long as it is dead.
+    if (s.peers[member.name]?.state === 'down' && s.round % 5 !== 0) continue;
+    out.push({ kind: 'send', to: member.name, message });
+  }
   extendLease(s, members, env);
 }
 

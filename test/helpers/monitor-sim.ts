@@ -205,7 +205,7 @@ export class MonitorSim {
     const copies = this.rand() < this.dupRate ? 2 : 1;
     for (let copy = 0; copy < copies; copy += 1) {
       const latency = this.delay[0] + Math.floor(this.rand() * (this.delay[1] - this.delay[0] + 1));
-      this.push(this.now + latency, target, { type: 'receive', from: from.name, message: structuredClone(message) });
+      this.push(this.now + latency, target, { type: 'receive', from: from.name, message });
     }
   }
 
