@@ -4,7 +4,7 @@
  * members' acknowledgements say. Only a primary within its lease gets here; every effect carries
  * its term, so a store that has seen a newer term refuses it.
  */
-import type { MonitorEnv, MonitorState } from './election.js';
+import type { MonitorEnv, MonitorState } from './state.js';
 
 export type Severity = 'critical' | 'major' | 'warning' | 'info';
 

@@ -25,86 +25,12 @@
  *   (a busy node is slow, not dead), and when the primary's own loop stalls, the stall is given
  *   back to every member's silence (it heard nobody because it listened to nobody).
  */
-import { alarmsOnAck, alarmsOnTick, type AlarmEffect, type AlarmView } from './alarms.js';
-import type { Member, MonitorConfig, PeerMessage } from './protocol.js';
+import { alarmsOnAck, alarmsOnTick } from './alarms.js';
+import type { Member, PeerMessage } from './protocol.js';
+import type { Effect, Liveness, MonitorEnv, MonitorEvent, MonitorState, PeerView, StepResult } from './state.js';
 
 export { defaultMonitorConfig, type Member, type MonitorConfig, type PeerMessage } from './protocol.js';
-
-export type MonitorEvent = { type: 'tick' } | { type: 'receive'; from: string; message: PeerMessage };
-
-export type Role = 'follower' | 'precandidate' | 'candidate' | 'primary';
-export type Liveness = 'up' | 'suspect' | 'down';
-
-export interface PeerView {
-  lastSeen: number;
-  loopDelayMs: number;
-  state: Liveness;
-  /** Its wall clock minus the primary's, from its last acknowledgement. */
-  skewMs: number;
-}
-
-export interface Round {
-  round: number;
-  sentAt: number;
-  acks: string[];
-}
-
-export interface MonitorState {
-  readonly self: string;
-  /** Persisted with `votedFor`. */
-  term: number;
-  votedFor: string | null;
-  role: Role;
-  /** The primary of `term`, once known. */
-  leader: string | null;
-  /** The last primary heard, and when: a successor starts its failure detection from there. */
-  lastLeader: string | null;
-  lastLeaderAt: number;
-  /** No vote for anyone (and no pre-vote) before this time: a promise made to a primary or candidate. */
-  promiseUntil: number;
-  electionDeadline: number;
-  electionStartedAt: number;
-  /** Pre-votes or votes gathered in the current attempt (sorted). */
-  ballots: string[];
-  leaseUntil: number;
-  round: number;
-  nextRenewAt: number;
-  rounds: Round[];
-  peers: Record<string, PeerView>;
-  /** The alarms this primary believes open (adopted from the CDB when it took over). */
-  alarms: Record<string, true>;
-  lastTickAt: number;
-  /** This node's own recent event-loop delay, measured from the gaps between ticks. */
-  loopDelayMs: number;
-}
-
-/** Readings only: everything the machine may know about the world. */
-export interface MonitorEnv {
-  readonly config: MonitorConfig;
-  /** Monotonic milliseconds (never jumps): leases, timeouts. */
-  now(): number;
-  /** Wall-clock milliseconds: timestamps and the clock-skew check only. */
-  wall(): number;
-  random(): number;
-  /** The cluster's members, from the CDB (sorted by name). */
-  members(): readonly Member[];
-  /** The alarms open in the CDB, for a new primary to adopt. */
-  openAlarms(): readonly AlarmView[];
-}
-
-export type Effect =
-  | { kind: 'send'; to: string; message: PeerMessage }
-  /** Must be durable before any later `send` goes out. */
-  | { kind: 'persist'; term: number; votedFor: string | null }
-  | { kind: 'log'; line: string }
-  /** The lease holder changed (`primary: null`: none known). */
-  | { kind: 'primary'; primary: string | null; term: number }
-  | AlarmEffect;
-
-export interface StepResult {
-  state: MonitorState;
-  effects: Effect[];
-}
+export type { Effect, Liveness, MonitorEnv, MonitorEvent, MonitorState, PeerView, Role, Round, StepResult } from './state.js';
 
 /** The state a node boots with, from what it persisted. It promises for one lease first (see above). */
 export function initialState(self: string, persisted: { term: number; votedFor: string | null }, env: MonitorEnv): MonitorState {
