@@ -25,6 +25,7 @@ export const OBJECT_TYPES = [
   'token',
   'revocation',
   'alarm',
+  'alarm-target',
   ...STORAGE_TYPES.map((sub) => `storage/${sub}` as const),
   ...SERVICE_TYPES.map((sub) => `service/${sub}` as const),
 ] as const;
@@ -139,6 +140,15 @@ export const alarmObjectSchema = z.strictObject({
   history: z.array(z.strictObject({ at: z.string().max(40), op: z.enum(['raise', 'clear', 'ack']), by: z.string().max(300), term: z.number().int().min(0), detail: z.string().max(500) })).max(50),
 });
 
+/** `object/alarm-target/<name>`: where the primary sends alarm notifications (an HTTP POST of JSON). */
+export const alarmTargetObjectSchema = z.strictObject({
+  name,
+  webhook: z.url({ protocol: /^https?$/ }).max(2048),
+  minSeverity: z.enum(['critical', 'major', 'warning', 'info']).default('warning'),
+  bearer: z.string().min(1).max(1024).optional(),
+  hmacSecret: z.string().min(16).max(1024).optional(),
+});
+
 /** `object/service/<sub-type>/<node>`: one per service per node; the id is the node. */
 export const serviceObjectSchema = z.strictObject({
   node: name,
@@ -161,6 +171,8 @@ export const objectSchemas: Readonly<Record<ObjectType, z.ZodType>> = Object.fro
         return [type, revocationObjectSchema];
       case 'alarm':
         return [type, alarmObjectSchema];
+      case 'alarm-target':
+        return [type, alarmTargetObjectSchema];
       case 'storage/device':
         return [type, storageDeviceSchema];
       case 'storage/pool':
@@ -181,6 +193,7 @@ export type NetworkObject = z.infer<typeof networkObjectSchema>;
 export type TokenObject = z.infer<typeof tokenObjectSchema>;
 export type ServiceObject = z.infer<typeof serviceObjectSchema>;
 export type AlarmObject = z.infer<typeof alarmObjectSchema>;
+export type AlarmTargetObject = z.infer<typeof alarmTargetObjectSchema>;
 
 /** Meta and stats values: flat JSON objects, small (they are sent every heartbeat). */
 export const metaValueSchema = z.record(z.string().max(128), z.unknown());

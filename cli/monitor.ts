@@ -65,7 +65,8 @@ export function alarmCommands(y: Argv<Global>, run: Run, withClient: WithClient)
           }),
         ),
     )
-    .demandCommand(1, 'name an alarm command: ls, ack');
+    .command('target', 'where alarm notifications go (acp alarm target add, test, ls, rm)', (t) => targetCommands(t, run, withClient))
+    .demandCommand(1, 'name an alarm command: ls, ack, target');
 }
 
 export function formatHealth(health: HealthReply): string {
@@ -89,4 +90,70 @@ export async function health(client: AcpClient, json: boolean): Promise<void> {
   }
   if (json) printJson(reply);
   else process.stdout.write(formatHealth(reply));
+}
+
+/** `acp alarm target add|test|ls|rm`: webhooks the primary POSTs alarm changes to. */
+function targetCommands(y: Argv<Global>, run: Run, withClient: WithClient): Argv<Global> {
+  return y
+    .command(
+      'add <name>',
+      'add (or replace) a webhook target: an HTTP POST of JSON for every alarm raised or cleared at --min-severity or above',
+      (c) =>
+        c
+          .positional('name', { type: 'string', demandOption: true })
+          .option('webhook', { type: 'string', demandOption: true, describe: 'http(s) URL to POST to' })
+          .option('min-severity', { choices: ['critical', 'major', 'warning', 'info'] as const, default: 'warning' as const })
+          .option('bearer', { type: 'string', describe: 'sent as Authorization: Bearer ...' })
+          .option('hmac-secret', { type: 'string', describe: 'signs the body: X-ACP-Signature: sha256=<hex> (16 characters or more)' }),
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const value = { name: argv.name, webhook: argv.webhook, minSeverity: argv['min-severity'], ...(argv.bearer ? { bearer: argv.bearer } : {}), ...(argv['hmac-secret'] ? { hmacSecret: argv['hmac-secret'] } : {}) };
+            await client.ask('cdb', { type: 'cdb.put', key: `object/alarm-target/${argv.name}`, value });
+            if (argv.json) printJson({ target: argv.name, webhook: argv.webhook, minSeverity: argv['min-severity'] });
+            else process.stdout.write(`alarm target ${argv.name} added; try it: acp alarm target test ${argv.name}\n`);
+          }),
+        ),
+    )
+    .command(
+      'test <name>',
+      'have the primary POST a test notification to the target now',
+      (c) => c.positional('name', { type: 'string', demandOption: true }),
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const reply = await client.ask<Message & { target: string; status: number }>(primaryMonitor(client), { type: 'monitor.alarm.test', target: argv.name }, { timeoutMs: 10_000 });
+            if (argv.json) printJson(reply);
+            else process.stdout.write(`alarm target ${reply.target} answered HTTP ${reply.status}\n`);
+          }),
+        ),
+    )
+    .command(
+      'ls',
+      'the alarm targets',
+      (c) => c,
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const page = await client.ask<Message & { records: { value: { name: string; webhook: string; minSeverity: string; bearer?: string; hmacSecret?: string }; deleted?: true }[] }>('cdb', { type: 'cdb.list', prefix: 'object/alarm-target/', limit: 1000 });
+            const targets = page.records.filter((record) => !record.deleted).map((record) => ({ name: record.value.name, webhook: record.value.webhook, minSeverity: record.value.minSeverity, bearer: Boolean(record.value.bearer), hmac: Boolean(record.value.hmacSecret) }));
+            if (argv.json) for (const target of targets) printJson(target);
+            else if (targets.length === 0) process.stdout.write('no alarm targets\n');
+            else process.stdout.write(`${table([['NAME', 'WEBHOOK', 'MIN-SEVERITY', 'BEARER', 'HMAC'], ...targets.map((target) => [target.name, target.webhook, target.minSeverity, target.bearer ? 'yes' : '-', target.hmac ? 'yes' : '-'])])}\n`);
+          }),
+        ),
+    )
+    .command(
+      'rm <name>',
+      'remove an alarm target',
+      (c) => c.positional('name', { type: 'string', demandOption: true }),
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            await client.ask('cdb', { type: 'cdb.delete', key: `object/alarm-target/${argv.name}` });
+            if (!argv.json) process.stdout.write(`alarm target ${argv.name} removed\n`);
+          }),
+        ),
+    )
+    .demandCommand(1, 'name a target command: add, test, ls, rm');
 }

@@ -21,6 +21,7 @@ import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { alarmObjectSchema, objectKey, type AlarmObject } from '../model.js';
 import { alarmRules, type AlarmEffect, type AlarmRuleName, type AlarmView } from './alarms.js';
 import { computeHealth, type Health } from './health.js';
+import { Notifier, TARGET_PREFIX } from './notify.js';
 import { gatherHealthInput } from './health-input.js';
 import { initialState, primaryOf, quorumOf, step, type Effect, type Liveness, type MonitorEnv, type MonitorEvent, type MonitorState } from './election.js';
 import { defaultMonitorConfig, peerMessageSchema, PEER_MESSAGE_TYPES, type Member, type PeerMessage } from './protocol.js';
@@ -37,6 +38,8 @@ export const monitorSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('monitor.synced') }),
   z.strictObject({ type: z.literal('monitor.health') }),
   z.strictObject({ type: z.literal('monitor.alarm.ack'), id: nameSchema }),
+  z.strictObject({ type: z.literal('monitor.alarm.test'), target: nameSchema }),
+  z.strictObject({ type: z.literal('monitor.webhook.retry'), key: z.string().max(600) }),
   ...peerMessageSchema.options,
 ]);
 export type MonitorMessage = z.infer<typeof monitorSchema>;
@@ -49,6 +52,8 @@ export const monitorAuthority: AuthorityTable = {
   'monitor.status': 'read',
   'monitor.health': 'read',
   'monitor.alarm.ack': 'operate',
+  'monitor.alarm.test': 'operate',
+  'monitor.webhook.retry': { internal: [{ service: 'monitor', nodes: 'self' }] },
   'monitor.tick': { internal: [{ service: 'monitor', nodes: 'self' }] },
   'monitor.synced': { internal: [{ service: 'monitor', nodes: 'self' }] },
   ...Object.fromEntries(PEER_MESSAGE_TYPES.map((type) => [type, peerMonitors])),
@@ -129,6 +134,9 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
   });
 
+  const notifier = new Notifier(ctx);
+  const targetFeed = new CdbFeed(ctx, TARGET_PREFIX, (records) => notifier.apply(records));
+
   const writeAlarm = (effect: AlarmEffect) => {
     const existing = alarms.get(effect.id);
     if (existing && existing.term > effect.term) {
@@ -152,6 +160,7 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
       history: [...(existing?.history ?? []), { at, op: effect.op, by: effect.by, term: effect.term, detail: effect.detail }].slice(-HISTORY_KEEP),
     };
     alarms.set(effect.id, value);
+    notifier.notify(effect);
     ctx.log.warn({ alarm: effect.id, severity: effect.severity, term: effect.term, detail: effect.detail }, `alarm ${effect.rule} ${effect.subject} ${raise ? 'raised' : 'cleared'}`);
     cdb.ask({ type: 'cdb.put', key: objectKey('alarm', effect.id), value }).catch((error: unknown) => {
       ctx.log.error({ alarm: effect.id, err: errorMessage(error) }, 'writing the alarm to the cdb failed');
@@ -261,14 +270,16 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
       deps.system.setPrimaryResolver(() => primaryOf(state, env.now()) ?? undefined);
       await nodeFeed.start();
       await alarmFeed.start();
+      await targetFeed.start();
       pollSync();
       timer = setInterval(() => ctx.self.tell({ type: 'monitor.tick' }), config.tickMs);
       timer.unref();
     },
     receive(message, sender) {
       clock.handled += 1;
-      const fed = nodeFeed.handle(message) || alarmFeed.handle(message);
-      if (fed !== false) return fed === true ? undefined : fed;
+      // Every feed sees every feed message (a CdbFeed takes any cdb.event as its own); each keeps to its prefix.
+      const fed = [nodeFeed, alarmFeed, targetFeed].map((feed) => feed.handle(message));
+      if (fed.some((result) => result !== false)) return Promise.all(fed.filter((result): result is Promise<void> => result instanceof Promise)).then(() => undefined);
       const parsed = monitorSchema.parse(message);
       switch (parsed.type) {
         case 'service.info':
@@ -282,6 +293,12 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
           return replyLater(health());
         case 'monitor.alarm.ack':
           return replyLater(ack(parsed.id, sender));
+        case 'monitor.alarm.test':
+          if (primaryOf(state, env.now()) !== self) throw new AcpError('ACP_ERR_NO_PRIMARY', `${self} does not hold the primary lease; send it to acp://${ctx.node.cluster}/@primary/monitor`);
+          return replyLater(notifier.test(parsed.target, state.term));
+        case 'monitor.webhook.retry':
+          notifier.retry(parsed.key);
+          return undefined;
         case 'monitor.synced':
           if (!synced) ctx.log.info({ members: members.map((member) => member.name) }, 'the cdb has caught up: taking part in elections');
           synced = true;
@@ -305,6 +322,8 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
       clearTimeout(syncPoll);
       nodeFeed.stop();
       alarmFeed.stop();
+      targetFeed.stop();
+      notifier.stop();
       // A stopped monitor vouches for no primary: asks to `@primary` fail at once rather than guess.
       deps.system.setPrimaryResolver(() => undefined);
     },
