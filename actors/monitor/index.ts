@@ -104,6 +104,8 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
   let membersKnown = false;
   /** The CDB has caught up with the cluster once: before, a joining node may know only itself. */
   let synced = false;
+  /** Whether the machine runs yet (it starts once the two above hold). */
+  let taking = false;
   let timer: NodeJS.Timeout | undefined;
   let syncPoll: NodeJS.Timeout | undefined;
 
@@ -197,6 +199,11 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
   const run = (event: MonitorEvent) => {
     // Until the node list is known and the CDB caught up, a joining node alone would count itself a majority.
     if (!membersKnown || !synced) return;
+    if (!taking) {
+      // Start from now: the wait is not a stall of our loop (it would be reported as one, and given back).
+      state = initialState(self, votes.read(), env);
+      taking = true;
+    }
     const result = step(state, event, env);
     state = result.state;
     apply(result.effects);
