@@ -52,3 +52,25 @@ test('contributions come most serious first, and the score never goes below 0', 
   input.nodes.push({ name: 'n4', state: 'down' });
   t.is(computeHealth(input).score, 0);
 });
+
+test('data rules: what should be open is raised, what no longer holds is cleared, and a down node’s alarms are left alone', async (t) => {
+  const { alarmChanges } = await import('../actors/monitor/data-rules.js');
+  const input = healthy();
+  input.services.push({ node: 'n1', service: 'network', state: 'failed' });
+  input.systems.push({ id: 'db', node: 'n2', state: 'crashed' });
+  input.syncLag = [{ node: 'n2', lag: 1500 }];
+  input.filesystems.push({ node: 'n3', mount: '/var', usedBytes: 95, sizeBytes: 100 });
+  const first = alarmChanges(input, []);
+  t.deepEqual(first.raise.map((alarm) => alarm.id), ['service-failed.n1.network', 'storage-full.n3', 'sync-lag.n2', 'system-crash-loop.db']);
+  t.deepEqual(first.clear, []);
+  const open = first.raise.map((alarm) => ({ id: alarm.id, rule: alarm.rule, subject: alarm.subject }));
+  t.deepEqual(alarmChanges(input, open), { raise: [], clear: [] }, 'nothing twice');
+  // n2 goes down: its alarms stay; n1's service recovers: cleared; node-down is not a data rule.
+  const later = healthy();
+  later.nodes[1] = { name: 'n2', state: 'down' };
+  later.systems.push({ id: 'db', node: 'n2', state: 'crashed' });
+  later.filesystems.push({ node: 'n3', mount: '/var', usedBytes: 95, sizeBytes: 100 });
+  const changes = alarmChanges(later, [...open, { id: 'node-down.n2', rule: 'node-down', subject: 'n2' }]);
+  t.deepEqual(changes.raise, []);
+  t.deepEqual(changes.clear.map((alarm) => alarm.id), ['service-failed.n1.network']);
+});

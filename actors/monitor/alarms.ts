@@ -18,6 +18,11 @@ export const alarmRules = {
   'node-down': { severity: 'critical', summary: 'a member has not been heard for longer than its allowed silence' },
   'clock-skew': { severity: 'warning', summary: "a member's wall clock differs from the primary's by more than maxClockSkewMs" },
   'event-loop-stall': { severity: 'warning', summary: "a member's daemon reports an event-loop delay of 2 s or more" },
+  // Rules over the CDB (dataAlarms in data-rules.ts), evaluated by the primary every few seconds.
+  'service-failed': { severity: 'major', summary: 'a service exhausted its restart intensity and is failed' },
+  'system-crash-loop': { severity: 'major', summary: 'a system crashed and stays crashed (its restarts are used up)' },
+  'sync-lag': { severity: 'warning', summary: 'a node is 1,000 changes or more behind in sync' },
+  'storage-full': { severity: 'warning', summary: "a filesystem of a node is more than 90 % full" },
 } as const satisfies Record<string, AlarmRule>;
 
 export type AlarmRuleName = keyof typeof alarmRules;

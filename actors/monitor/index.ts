@@ -22,6 +22,7 @@ import { alarmObjectSchema, objectKey, type AlarmObject } from '../model.js';
 import { alarmRules, type AlarmEffect, type AlarmRuleName, type AlarmView } from './alarms.js';
 import { computeHealth, type Health } from './health.js';
 import { Notifier, TARGET_PREFIX } from './notify.js';
+import { alarmChanges, type DataRule, type DesiredAlarm } from './data-rules.js';
 import { gatherHealthInput } from './health-input.js';
 import { initialState, primaryOf, quorumOf, step, type Effect, type Liveness, type MonitorEnv, type MonitorEvent, type MonitorState } from './election.js';
 import { defaultMonitorConfig, peerMessageSchema, PEER_MESSAGE_TYPES, type Member, type PeerMessage } from './protocol.js';
@@ -30,6 +31,8 @@ const NODE_PREFIX = 'object/node/';
 const ALARM_PREFIX = 'object/alarm/';
 const HISTORY_KEEP = 50;
 const SYNC_POLL_MS = 250;
+/** How often the primary evaluates the alarm rules over the CDB (every this many ticks). */
+const RULE_TICKS = 30;
 
 export const monitorSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
@@ -40,6 +43,7 @@ export const monitorSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('monitor.alarm.ack'), id: nameSchema }),
   z.strictObject({ type: z.literal('monitor.alarm.test'), target: nameSchema }),
   z.strictObject({ type: z.literal('monitor.webhook.retry'), key: z.string().max(600) }),
+  z.strictObject({ type: z.literal('monitor.rules'), term: z.number().int().min(0), raise: z.array(z.unknown()), clear: z.array(z.unknown()) }),
   ...peerMessageSchema.options,
 ]);
 export type MonitorMessage = z.infer<typeof monitorSchema>;
@@ -54,6 +58,7 @@ export const monitorAuthority: AuthorityTable = {
   'monitor.alarm.ack': 'operate',
   'monitor.alarm.test': 'operate',
   'monitor.webhook.retry': { internal: [{ service: 'monitor', nodes: 'self' }] },
+  'monitor.rules': { internal: [{ service: 'monitor', nodes: 'self' }] },
   'monitor.tick': { internal: [{ service: 'monitor', nodes: 'self' }] },
   'monitor.synced': { internal: [{ service: 'monitor', nodes: 'self' }] },
   ...Object.fromEntries(PEER_MESSAGE_TYPES.map((type) => [type, peerMonitors])),
@@ -106,6 +111,8 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
   let synced = false;
   /** Whether the machine runs yet (it starts once the two above hold). */
   let taking = false;
+  let ticks = 0;
+  let evaluating = false;
   let timer: NodeJS.Timeout | undefined;
   let syncPoll: NodeJS.Timeout | undefined;
 
@@ -255,6 +262,38 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
     return cdb.ask({ type: 'cdb.put', key: objectKey('alarm', id), value }).then(() => ({ type: 'monitor.alarm.acked', id, term: state.term }));
   };
 
+  /** The data rules (data-rules.ts): gathered off the mailbox, applied back in it if still primary in that term. */
+  const evaluateRules = () => {
+    if (evaluating || primaryOf(state, env.now()) !== self) return;
+    evaluating = true;
+    const term = state.term;
+    const detector = new Map<string, Liveness>([[self, 'up']]);
+    for (const [name, view] of Object.entries(state.peers)) detector.set(name, view.state);
+    gatherHealthInput(cdb, members.map((member) => member.name), detector, [...alarms.values()])
+      .then((input) => {
+        const open = [...alarms.values()].filter((alarm) => alarm.open).map((alarm) => ({ id: alarm.name, rule: alarm.rule, subject: alarm.subject }));
+        const { raise, clear } = alarmChanges(input, open);
+        if (raise.length > 0 || clear.length > 0) ctx.self.tell({ type: 'monitor.rules', term, raise, clear });
+      })
+      .catch((error: unknown) => ctx.log.warn({ err: errorMessage(error) }, 'evaluating the alarm rules failed; next time'))
+      .finally(() => {
+        evaluating = false;
+      });
+  };
+
+  const applyRules = (term: number, raise: readonly DesiredAlarm[], clear: readonly { id: string; rule: DataRule; subject: string }[]) => {
+    // Only the primary of the term that evaluated them, still within its lease.
+    if (primaryOf(state, env.now()) !== self || state.term !== term) return;
+    for (const alarm of raise) {
+      if (alarms.get(alarm.id)?.open) continue;
+      writeAlarm({ kind: 'alarm', op: 'raise', id: alarm.id, rule: alarm.rule, subject: alarm.subject, severity: alarmRules[alarm.rule].severity, term, by: self, detail: alarm.detail });
+    }
+    for (const alarm of clear) {
+      if (!alarms.get(alarm.id)?.open) continue;
+      writeAlarm({ kind: 'alarm', op: 'clear', id: alarm.id, rule: alarm.rule, subject: alarm.subject, severity: alarmRules[alarm.rule].severity, term, by: self, detail: 'no longer so' });
+    }
+  };
+
   const pollSync = () => {
     cdb
       .ask<Message & { synced: boolean }>({ type: 'cdb.sync.status' }, { timeoutMs: 2000 })
@@ -295,6 +334,11 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
           return status();
         case 'monitor.tick':
           run({ type: 'tick' });
+          ticks += 1;
+          if (ticks % RULE_TICKS === 0) evaluateRules();
+          return undefined;
+        case 'monitor.rules':
+          applyRules(parsed.term, parsed.raise as DesiredAlarm[], parsed.clear as { id: string; rule: DataRule; subject: string }[]);
           return undefined;
         case 'monitor.health':
           return replyLater(health());
