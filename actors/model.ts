@@ -24,6 +24,8 @@ export const OBJECT_TYPES = [
   'network',
   'token',
   'revocation',
+  'alarm',
+  'alarm-target',
   ...STORAGE_TYPES.map((sub) => `storage/${sub}` as const),
   ...SERVICE_TYPES.map((sub) => `service/${sub}` as const),
 ] as const;
@@ -40,6 +42,10 @@ export const nodeObjectSchema = z.strictObject({
   /** The agent's address for other nodes (issue 4). */
   agent: hostPort.optional(),
   labels: labels.optional(),
+  /** 0: the node follows the monitors' elections but never votes or stands (default 1). */
+  votes: z.union([z.literal(0), z.literal(1)]).optional(),
+  /** A vote-only member that never stands for election (a two-node cluster's third vote). */
+  witness: z.boolean().optional(),
 });
 
 export const systemObjectSchema = z.strictObject({
@@ -115,6 +121,34 @@ export const revocationObjectSchema = z.strictObject({
   by: z.string().max(300).optional(),
 });
 
+/**
+ * `object/alarm/<id>` (id `<rule>.<subject>`): raised and cleared only by the primary monitor,
+ * stamped with its term; `history` keeps the last transitions.
+ */
+export const alarmObjectSchema = z.strictObject({
+  name,
+  rule: name,
+  subject: name,
+  severity: z.enum(['critical', 'major', 'warning', 'info']),
+  open: z.boolean(),
+  term: z.number().int().min(0),
+  by: name,
+  raisedAt: z.string().max(40),
+  clearedAt: z.string().max(40).nullable(),
+  acked: z.boolean().optional(),
+  detail: z.string().max(500),
+  history: z.array(z.strictObject({ at: z.string().max(40), op: z.enum(['raise', 'clear', 'ack']), by: z.string().max(300), term: z.number().int().min(0), detail: z.string().max(500) })).max(50),
+});
+
+/** `object/alarm-target/<name>`: where the primary sends alarm notifications (an HTTP POST of JSON). */
+export const alarmTargetObjectSchema = z.strictObject({
+  name,
+  webhook: z.url({ protocol: /^https?$/ }).max(2048),
+  minSeverity: z.enum(['critical', 'major', 'warning', 'info']).default('warning'),
+  bearer: z.string().min(1).max(1024).optional(),
+  hmacSecret: z.string().min(16).max(1024).optional(),
+});
+
 /** `object/service/<sub-type>/<node>`: one per service per node; the id is the node. */
 export const serviceObjectSchema = z.strictObject({
   node: name,
@@ -135,6 +169,10 @@ export const objectSchemas: Readonly<Record<ObjectType, z.ZodType>> = Object.fro
         return [type, tokenObjectSchema];
       case 'revocation':
         return [type, revocationObjectSchema];
+      case 'alarm':
+        return [type, alarmObjectSchema];
+      case 'alarm-target':
+        return [type, alarmTargetObjectSchema];
       case 'storage/device':
         return [type, storageDeviceSchema];
       case 'storage/pool':
@@ -154,6 +192,8 @@ export type SystemObject = z.infer<typeof systemObjectSchema>;
 export type NetworkObject = z.infer<typeof networkObjectSchema>;
 export type TokenObject = z.infer<typeof tokenObjectSchema>;
 export type ServiceObject = z.infer<typeof serviceObjectSchema>;
+export type AlarmObject = z.infer<typeof alarmObjectSchema>;
+export type AlarmTargetObject = z.infer<typeof alarmTargetObjectSchema>;
 
 /** Meta and stats values: flat JSON objects, small (they are sent every heartbeat). */
 export const metaValueSchema = z.record(z.string().max(128), z.unknown());

@@ -70,3 +70,7 @@ if (!only || only === 'sync') {
   const sizes = process.argv.slice(3).map(Number);
   for (const line of await syncBenchmarks(sizes.length > 0 ? sizes : undefined)) process.stdout.write(`${line}\n`);
 }
+if (!only || only === 'monitor') {
+  const { monitorBenchmarks } = await import('./monitor.js');
+  for (const line of await monitorBenchmarks()) process.stdout.write(`${line}\n`);
+}

@@ -13,6 +13,7 @@ import { systemCommands } from './system.js';
 import { apiTokenCommands } from './tokens.js';
 import { clusterCommands, nodeCommands } from './membership.js';
 import { LOGS_DESCRIPTION, logsOptions, showLogs } from './logs.js';
+import { alarmCommands, health } from './monitor.js';
 import { parseHostPort } from '../adapters/tls.js';
 import { parseMulticast } from '../actors/cdb/sync-node.js';
 import { initCluster, joinCluster, parseDuration } from './cluster.js';
@@ -313,7 +314,9 @@ const cli = yargs(hideBin(process.argv))
       ),
   )
   .command('node', 'manage the cluster\'s nodes (acp node rm NAME)', (y) => nodeCommands(y, run, withClient))
-  .command('cluster', 'cluster-wide operations (acp cluster rotate-keys)', (y) => clusterCommands(y, run, withClient))
+  .command('cluster', 'cluster-wide operations (acp cluster status, rotate-keys)', (y) => clusterCommands(y, run, withClient))
+  .command('alarm', "the cluster's alarms (acp alarm ls, ack)", (y) => alarmCommands(y, run, withClient))
+  .command('health', "the cluster's health score and what keeps it from 100", (y) => y, (argv) => run(argv, () => withClient(argv.home, (client) => health(client, argv.json))))
   .command('nodes', 'list the nodes the cluster database knows, with their heartbeats', (y) => y, (argv) =>
     run(argv, () => withClient(argv.home, (client) => printNodes(client, argv.json))),
   )

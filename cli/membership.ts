@@ -1,6 +1,7 @@
 import type { Argv } from 'yargs';
 import type { AcpClient } from '../runtime/client.js';
 import type { Message } from '../runtime/messages.js';
+import type { MonitorStatus } from '../actors/monitor/index.js';
 import { printJson } from './output.js';
 
 interface Global {
@@ -51,5 +52,33 @@ export function clusterCommands(y: Argv<Global>, run: Run, withClient: WithClien
           }),
         ),
     )
-    .demandCommand(1, 'name a cluster command: rotate-keys');
+    .command(
+      'status',
+      'the primary, its term and lease, the voters present and needed, the witnesses and the open alarms, as this node sees them',
+      (c) => c,
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const status = await client.ask<MonitorStatus>('monitor', { type: 'monitor.status' });
+            if (argv.json) {
+              printJson(status);
+              return;
+            }
+            process.stdout.write(formatClusterStatus(status));
+          }),
+        ),
+    )
+    .demandCommand(1, 'name a cluster command: status, rotate-keys');
+}
+
+export function formatClusterStatus(status: MonitorStatus): string {
+  const lease = status.leaseRemainingMs === null ? '' : `, lease ${status.leaseRemainingMs} ms left`;
+  const present = status.voters.present === null ? '' : `${status.voters.present} of `;
+  const lines = [
+    `primary   ${status.primary ?? 'none (no quorum, or an election under way)'} (term ${status.term}${lease}; this node ${status.node} is ${status.role})`,
+    `voters    ${present}${status.voters.total}, ${status.voters.needed} needed; witness: ${status.witnesses.length > 0 ? status.witnesses.join(', ') : '-'}`,
+    `members   ${status.members.map((member) => `${member.name}${member.votes === 0 ? ' (no vote)' : ''}${member.state === null ? '' : ` ${member.state}`}`).join(', ')}`,
+    `alarms    ${status.openAlarms.length === 0 ? 'none open' : status.openAlarms.map((alarm) => `${alarm.id} ${alarm.severity} (term ${alarm.term}, by ${alarm.by})`).join('; ')}`,
+  ];
+  return `${lines.join('\n')}\n`;
 }

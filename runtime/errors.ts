@@ -68,6 +68,8 @@ export const errorCatalog = {
   ACP_ERR_AUTH_FORBIDDEN: { kind: 'forbidden', summary: 'The sender (operator, token role, peer node or actor) is not allowed to send this message type to this actor.' },
   ACP_ERR_AUTH_BAD_TOKEN: { kind: 'unauthorized', summary: 'An API token is malformed, unknown, revoked or expired.' },
   ACP_ERR_API_LIMIT: { kind: 'failed', summary: "A connection reached one of its limits (watches or asks in flight); the request was not carried out." },
+  ACP_ERR_NO_PRIMARY: { kind: 'node-unreachable', summary: 'A message to @primary found no monitor holding the primary lease (no quorum of voters, or an election under way); acp cluster status shows the voters present and needed.' },
+  ACP_ERR_MONITOR_WEBHOOK: { kind: 'failed', summary: 'An alarm notification could not be delivered: the webhook did not answer, or answered other than 2xx (the message names the target and what happened).' },
   ACP_ERR_INTERNAL: { kind: 'internal', summary: 'An unexpected internal error; the log has the details.' },
 } as const;
 

@@ -223,7 +223,7 @@ export class ActorSystem {
     }
     const node = path.node === PRIMARY ? this.primaryResolver() : path.node;
     if (node === undefined) {
-      this.deadLetter(path, delivery, 'node-unreachable', 'no primary is known yet; retry once the monitors have elected one');
+      this.deadLetter(path, delivery, 'no-primary', 'no monitor holds the primary lease now (no quorum, or an election under way); retry in a few seconds, and see acp cluster status for the voters present and needed');
       return;
     }
     if (node !== this.identity.node) {
@@ -406,12 +406,12 @@ export class ActorSystem {
   }
 
   /** @internal A message nobody can take: logged, counted, and an ask is answered at once. */
-  deadLetter(path: ActorPath, delivery: Delivery, kind: 'no-such-actor' | 'node-unreachable' | 'actor-stopped', why: string): void {
+  deadLetter(path: ActorPath, delivery: Delivery, kind: 'no-such-actor' | 'node-unreachable' | 'actor-stopped' | 'no-primary', why: string): void {
     this.deadLetterCount += 1;
     const pathString = formatPath(path);
     this.log[this.quiet ? 'debug' : 'warn']({ path: pathString, messageType: delivery.message.type, reason: why }, 'dead letter');
     this.emit({ type: 'dead-letter', path: pathString, messageType: delivery.message.type, reason: why });
-    const code = kind === 'node-unreachable' ? 'ACP_ERR_NODE_UNREACHABLE' : kind === 'actor-stopped' ? 'ACP_ERR_ACTOR_STOPPED' : 'ACP_ERR_NO_SUCH_ACTOR';
+    const code = kind === 'node-unreachable' ? 'ACP_ERR_NODE_UNREACHABLE' : kind === 'actor-stopped' ? 'ACP_ERR_ACTOR_STOPPED' : kind === 'no-primary' ? 'ACP_ERR_NO_PRIMARY' : 'ACP_ERR_NO_SUCH_ACTOR';
     delivery.reply?.reject(new AcpError(code, why));
   }
 }

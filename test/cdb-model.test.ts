@@ -19,7 +19,7 @@ const key = (text: string): ParsedKey => parseKey(text);
 // ---------------------------------------------------------------- parseKey
 
 test('parseKey: every object type parses, with its id and no node', (t) => {
-  t.is(OBJECT_TYPES.length, 5 + STORAGE_TYPES.length + SERVICE_TYPES.length);
+  t.is(OBJECT_TYPES.length, 7 + STORAGE_TYPES.length + SERVICE_TYPES.length);
   for (const type of OBJECT_TYPES) {
     const parsed = parseKey(`object/${type}/web-1.a_b`);
     t.deepEqual(parsed, { key: `object/${type}/web-1.a_b`, kind: 'object', type, id: 'web-1.a_b' }, type);
@@ -57,7 +57,7 @@ test('parseKey: an unknown type (including unknown storage/ and service/ sub-typ
     ['stats/gpu/a@n1', 'gpu'],
     ['object', ''],
   ] as const) {
-    throwsAcp(t, () => key(bad), 'ACP_ERR_CDB_BAD_KEY', new RegExp(`unknown type '${type.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}'`), /types are node, system, network, token, revocation, storage\/device/);
+    throwsAcp(t, () => key(bad), 'ACP_ERR_CDB_BAD_KEY', new RegExp(`unknown type '${type.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}'`), /types are node, system, network, token, revocation, alarm, alarm-target, storage\/device/);
   }
 });
 
@@ -106,6 +106,8 @@ test('validateObject: a valid value of every type passes', (t) => {
     'storage/share': { name: 'a', pool: 'p', path: '/srv', protocol: 'nfs' },
     'storage/volume': { name: 'a', pool: 'p', sizeBytes: 1024 },
     revocation: { name: 'a', revokedAt: '2026-11-30T00:00:00.000Z' },
+    'alarm-target': { name: 'a', webhook: 'http://127.0.0.1:9000/hook', minSeverity: 'critical', bearer: 'x' },
+    alarm: { name: 'a', ...{ rule: 'node-down', subject: 'n3', severity: 'critical', open: true, term: 3, by: 'n2', raisedAt: '2026-11-30T00:00:00.000Z', clearedAt: null, detail: 'silent 1100 ms', history: [] } },
   };
   for (const type of OBJECT_TYPES) {
     if (type === 'token') continue;
@@ -158,6 +160,8 @@ test('validateObject: a name (or, for services, a node) that differs from the ke
       'storage/share': { pool: 'p', path: '/s', protocol: 'smb' },
       'storage/volume': { pool: 'p', sizeBytes: 1 },
       revocation: { revokedAt: '2026-11-30T00:00:00.000Z' },
+      'alarm-target': { webhook: 'https://example.org/hook' },
+      alarm: { rule: 'node-down', subject: 'n3', severity: 'critical', open: true, term: 3, by: 'n2', raisedAt: '2026-11-30T00:00:00.000Z', clearedAt: null, detail: 'silent 1100 ms', history: [] },
     };
     throwsAcp(t, () => validateObject(key(`object/${type}/a`), { ...base[type], name: 'b' }), 'ACP_ERR_CDB_BAD_VALUE', /field 'name'/, /'b' differs from the key's id 'a'/);
   }

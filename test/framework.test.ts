@@ -101,17 +101,17 @@ test('a service that exceeds its restart intensity is failed; no other service i
 });
 
 test('thread isolation answers like inline, with its own thread, and restarts with a new one', async (t) => {
-  const { daemon, connection, status } = await bootNode(t, { services: { monitor: { isolation: 'thread' }, storage: { isolation: 'thread' } } });
+  const { daemon, connection, status } = await bootNode(t, { services: { network: { isolation: 'thread' }, storage: { isolation: 'thread' } } });
   for (const entry of status.services) {
-    t.is(entry.isolation, entry.name === 'monitor' || entry.name === 'storage' ? 'thread' : 'inline', entry.name);
+    t.is(entry.isolation, entry.name === 'network' || entry.name === 'storage' ? 'thread' : 'inline', entry.name);
   }
 
-  // network is the same kind of service as monitor and storage (a placeholder so far), run inline.
-  const inlinePong = await connection.ask<Pong>('network', { type: 'ping' });
-  const inlineInfo = await connection.ask<ServiceInfo>('network', { type: 'service.info' });
+  // monitor answers the universal messages like any service; it runs inline (it resolves @primary for the daemon).
+  const inlinePong = await connection.ask<Pong>('monitor', { type: 'ping' });
+  const inlineInfo = await connection.ask<ServiceInfo>('monitor', { type: 'service.info' });
   t.is(inlineInfo.threadId, 0);
-  t.is(service(status, 'network').threadId, undefined);
-  for (const name of ['monitor', 'storage']) {
+  t.is(service(status, 'monitor').threadId, undefined);
+  for (const name of ['network', 'storage']) {
     const pong = await connection.ask<Pong>(name, { type: 'ping' });
     t.deepEqual(Object.keys(pong).sort(), Object.keys(inlinePong).sort());
     t.deepEqual(pong, { type: 'pong', path: path(name), incarnation: inlinePong.incarnation, generation: 1 });
@@ -122,26 +122,26 @@ test('thread isolation answers like inline, with its own thread, and restarts wi
     t.is(service(daemon.status(), name).threadId, info.threadId);
   }
   const storageThread = (await connection.ask<ServiceInfo>('storage', { type: 'service.info' })).threadId;
-  const monitorBefore = await connection.ask<ServiceInfo>('monitor', { type: 'service.info' });
-  t.not(monitorBefore.threadId, storageThread, 'each thread service has its own thread');
+  const networkBefore = await connection.ask<ServiceInfo>('network', { type: 'service.info' });
+  t.not(networkBefore.threadId, storageThread, 'each thread service has its own thread');
 
   // A message failing the schema is refused the same way as inline.
-  for (const name of ['cdb', 'monitor']) {
+  for (const name of ['cdb', 'network']) {
     const refused = await t.throwsAsync(connection.ask(name, { type: 'ping', x: 1 }), { instanceOf: AcpError });
     t.is(refused?.code, 'ACP_ERR_SCHEMA_REJECTED', name);
   }
 
-  await crash(t, connection, 'monitor');
-  const restarted = await waitFor(daemon, 'monitor', (entry) => entry.state === 'running' && entry.restarts === 1, 'monitor to restart');
+  await crash(t, connection, 'network');
+  const restarted = await waitFor(daemon, 'network', (entry) => entry.state === 'running' && entry.restarts === 1, 'network to restart');
   t.is(restarted.isolation, 'thread');
-  const monitorAfter = await connection.ask<ServiceInfo>('monitor', { type: 'service.info' });
-  t.is(monitorAfter.generation, 2);
-  t.true(monitorAfter.threadId > 0);
-  t.not(monitorAfter.threadId, monitorBefore.threadId, 'a restart runs the service in a fresh thread');
-  t.is(restarted.threadId, monitorAfter.threadId);
-  t.like(await connection.ask<Pong>('monitor', { type: 'ping' }), { path: path('monitor'), generation: 2 });
+  const networkAfter = await connection.ask<ServiceInfo>('network', { type: 'service.info' });
+  t.is(networkAfter.generation, 2);
+  t.true(networkAfter.threadId > 0);
+  t.not(networkAfter.threadId, networkBefore.threadId, 'a restart runs the service in a fresh thread');
+  t.is(restarted.threadId, networkAfter.threadId);
+  t.like(await connection.ask<Pong>('network', { type: 'ping' }), { path: path('network'), generation: 2 });
   for (const entry of daemon.status().services) {
-    if (entry.name !== 'monitor') t.is(entry.restarts, 0, entry.name);
+    if (entry.name !== 'network') t.is(entry.restarts, 0, entry.name);
   }
 
   // chaos.stall answers before it holds the mailbox: the reply comes though the stall outlasts the ask's timeout.

@@ -30,58 +30,58 @@ function procSockets(dir: string): string[] {
 }
 
 async function bootNode(t: ExecutionContext): Promise<{ home: string; daemon: Daemon; connection: AcpClient; status: NodeStatus; pid: number }> {
-  const home = makeHome(t, { services: { monitor: { isolation: 'process' } } });
+  const home = makeHome(t, { services: { network: { isolation: 'process' } } });
   const daemon = await startDaemon(t, home, { faults: true });
   const status = await allRunning(daemon);
   const connection = await client(t, home);
-  const pid = service(status, 'monitor').pid;
-  if (pid === undefined) throw new Error('monitor has no pid');
+  const pid = service(status, 'network').pid;
+  if (pid === undefined) throw new Error('network has no pid');
   return { home, daemon, connection, status, pid };
 }
 
 function restarted(daemon: Daemon, oldPid: number): Promise<ServiceStatus> {
   return eventually(
     () => {
-      const entry = service(daemon.status(), 'monitor');
+      const entry = service(daemon.status(), 'network');
       return entry.state === 'running' && entry.restarts === 1 && entry.pid !== undefined && entry.pid !== oldPid ? entry : undefined;
     },
     20_000,
-    'monitor to restart in a new child process',
+    'network to restart in a new child process',
   );
 }
 
 test('a process-isolated service runs in its own child process and answers like inline', async (t) => {
   const { connection, status, pid } = await bootNode(t);
   for (const entry of status.services) {
-    t.is(entry.isolation, entry.name === 'monitor' ? 'process' : 'inline', entry.name);
+    t.is(entry.isolation, entry.name === 'network' ? 'process' : 'inline', entry.name);
   }
   t.not(pid, process.pid);
   t.true(isAlive(pid), 'the child process is alive');
-  t.is(service(status, 'monitor').threadId, undefined);
+  t.is(service(status, 'network').threadId, undefined);
 
-  const inlinePong = await connection.ask<Pong>('network', { type: 'ping' });
-  const pong = await connection.ask<Pong>('monitor', { type: 'ping' });
+  const inlinePong = await connection.ask<Pong>('storage', { type: 'ping' });
+  const pong = await connection.ask<Pong>('network', { type: 'ping' });
   t.deepEqual(Object.keys(pong).sort(), Object.keys(inlinePong).sort());
-  t.deepEqual(pong, { type: 'pong', path: path('monitor'), incarnation: inlinePong.incarnation, generation: 1 });
+  t.deepEqual(pong, { type: 'pong', path: path('network'), incarnation: inlinePong.incarnation, generation: 1 });
 
-  const inlineInfo = await connection.ask<ServiceInfo>('network', { type: 'service.info' });
-  const info = await connection.ask<ServiceInfo>('monitor', { type: 'service.info' });
+  const inlineInfo = await connection.ask<ServiceInfo>('storage', { type: 'service.info' });
+  const info = await connection.ask<ServiceInfo>('network', { type: 'service.info' });
   t.deepEqual(Object.keys(info).sort(), Object.keys(inlineInfo).sort());
-  t.like(info, { type: 'service.info', service: 'monitor', path: path('monitor'), generation: 1, pid, threadId: 0 });
+  t.like(info, { type: 'service.info', service: 'network', path: path('network'), generation: 1, pid, threadId: 0 });
 
   // The schema is checked at the proxy, as for inline.
-  const refused = await t.throwsAsync(connection.ask('monitor', { type: 'ping', x: 1 }), { instanceOf: AcpError });
+  const refused = await t.throwsAsync(connection.ask('network', { type: 'ping', x: 1 }), { instanceOf: AcpError });
   t.is(refused?.code, 'ACP_ERR_SCHEMA_REJECTED');
   // chaos.stall answers before it holds the child's mailbox.
-  const stalling = await connection.ask<Message>('monitor', { type: 'chaos.stall', ms: 50 });
-  t.like(stalling, { type: 'stalling', path: path('monitor'), ms: 50 });
+  const stalling = await connection.ask<Message>('network', { type: 'chaos.stall', ms: 50 });
+  t.like(stalling, { type: 'stalling', path: path('network'), ms: 50 });
 });
 
 test('kill -9 of the child fails the ask in flight at once and the supervisor restarts it in a new child', async (t) => {
   const { daemon, connection, pid } = await bootNode(t);
-  await connection.ask('monitor', { type: 'chaos.stall', ms: 3000 });
+  await connection.ask('network', { type: 'chaos.stall', ms: 3000 });
   // Held in the child's mailbox behind the stall when the child dies.
-  const inflight = connection.ask('monitor', { type: 'ping' }, { timeoutMs: 20_000 }).then(
+  const inflight = connection.ask('network', { type: 'ping' }, { timeoutMs: 20_000 }).then(
     () => undefined,
     (error: unknown) => error,
   );
@@ -97,21 +97,21 @@ test('kill -9 of the child fails the ask in flight at once and the supervisor re
   t.is(entry.isolation, 'process');
   t.true(isAlive(entry.pid!), 'the new child is alive');
   t.false(isAlive(pid), 'the killed child is gone');
-  const info = await connection.ask<ServiceInfo>('monitor', { type: 'service.info' });
+  const info = await connection.ask<ServiceInfo>('network', { type: 'service.info' });
   t.like(info, { generation: 2, pid: entry.pid });
-  t.like(await connection.ask<Pong>('monitor', { type: 'ping' }), { path: path('monitor'), generation: 2 });
+  t.like(await connection.ask<Pong>('network', { type: 'ping' }), { path: path('network'), generation: 2 });
   for (const other of daemon.status().services) {
-    if (other.name !== 'monitor') t.is(other.restarts, 0, other.name);
+    if (other.name !== 'network') t.is(other.restarts, 0, other.name);
   }
 });
 
 test('chaos.crash in the child restarts it like inline', async (t) => {
   const { daemon, connection, pid } = await bootNode(t);
-  const error = await t.throwsAsync(connection.ask('monitor', { type: 'chaos.crash' }, { timeoutMs: 10_000 }), { instanceOf: AcpError });
+  const error = await t.throwsAsync(connection.ask('network', { type: 'chaos.crash' }, { timeoutMs: 10_000 }), { instanceOf: AcpError });
   t.is(error?.code, 'ACP_ERR_ACTOR_CRASHED', error?.message);
   const entry = await restarted(daemon, pid);
   t.regex(entry.lastError ?? '', /crash/);
-  const info = await connection.ask<ServiceInfo>('monitor', { type: 'service.info' });
+  const info = await connection.ask<ServiceInfo>('network', { type: 'service.info' });
   t.like(info, { generation: 2, pid: entry.pid });
   // The crashed child is stopped, not left behind.
   await eventually(() => (isAlive(pid) ? undefined : true), 10_000, 'the crashed child to exit');

@@ -1,0 +1,89 @@
+/**
+ * Alarm rules as data, and the decisions the primary takes with them inside the election's step
+ * (see election.ts): which alarms to raise or clear given what the failure detector and the
+ * members' acknowledgements say. Only a primary within its lease gets here; every effect carries
+ * its term, so a store that has seen a newer term refuses it.
+ */
+import type { MonitorEnv, MonitorState } from './state.js';
+
+export type Severity = 'critical' | 'major' | 'warning' | 'info';
+
+export interface AlarmRule {
+  readonly severity: Severity;
+  readonly summary: string;
+}
+
+/** The rules the monitor applies now; the rest of the issue's list arrives with health. */
+export const alarmRules = {
+  'node-down': { severity: 'critical', summary: 'a member has not been heard for longer than its allowed silence' },
+  'clock-skew': { severity: 'warning', summary: "a member's wall clock differs from the primary's by more than maxClockSkewMs" },
+  'event-loop-stall': { severity: 'warning', summary: "a member's daemon reports an event-loop delay of 2 s or more" },
+  // Rules over the CDB (dataAlarms in data-rules.ts), evaluated by the primary every few seconds.
+  'service-failed': { severity: 'major', summary: 'a service exhausted its restart intensity and is failed' },
+  'system-crash-loop': { severity: 'major', summary: 'a system crashed and stays crashed (its restarts are used up)' },
+  'sync-lag': { severity: 'warning', summary: 'a node is 1,000 changes or more behind in sync' },
+  'storage-full': { severity: 'warning', summary: "a filesystem of a node is more than 90 % full" },
+} as const satisfies Record<string, AlarmRule>;
+
+export type AlarmRuleName = keyof typeof alarmRules;
+
+/** A stall this long, reported by a member, raises `event-loop-stall`; it clears below half. */
+export const STALL_ALARM_MS = 2000;
+
+export interface AlarmView {
+  readonly id: string;
+  readonly rule: AlarmRuleName;
+  readonly subject: string;
+}
+
+export interface AlarmEffect {
+  kind: 'alarm';
+  op: 'raise' | 'clear';
+  id: string;
+  rule: AlarmRuleName;
+  subject: string;
+  severity: Severity;
+  /** The fencing token: the raiser's term. */
+  term: number;
+  by: string;
+  detail: string;
+}
+
+export function alarmId(rule: AlarmRuleName, subject: string): string {
+  return `${rule}.${subject}`;
+}
+
+function effect(s: MonitorState, op: 'raise' | 'clear', rule: AlarmRuleName, subject: string, detail: string): AlarmEffect {
+  const id = alarmId(rule, subject);
+  if (op === 'raise') s.alarms[id] = true;
+  else delete s.alarms[id];
+  return { kind: 'alarm', op, id, rule, subject, severity: alarmRules[rule].severity, term: s.term, by: s.self, detail };
+}
+
+/**
+ * On every tick: raise `node-down` for members the detector holds down. Clearing waits for an
+ * acknowledgement (below), so an alarm a new primary adopted is not cleared before it heard the node.
+ */
+export function alarmsOnTick(s: MonitorState, env: MonitorEnv): AlarmEffect[] {
+  const out: AlarmEffect[] = [];
+  for (const [name, view] of Object.entries(s.peers).sort(([a], [b]) => a.localeCompare(b))) {
+    const id = alarmId('node-down', name);
+    if (view.state === 'down' && !s.alarms[id]) out.push(effect(s, 'raise', 'node-down', name, `silent ${Math.round(env.now() - view.lastSeen)} ms`));
+  }
+  return out;
+}
+
+/** On an acknowledgement from `from`: it is alive; check its clock and its event loop. */
+export function alarmsOnAck(s: MonitorState, env: MonitorEnv, from: string): AlarmEffect[] {
+  const view = s.peers[from];
+  if (view === undefined) return [];
+  const out: AlarmEffect[] = [];
+  if (s.alarms[alarmId('node-down', from)]) out.push(effect(s, 'clear', 'node-down', from, 'heard again'));
+  const skewed = Math.abs(view.skewMs) > env.config.maxClockSkewMs;
+  if (skewed && !s.alarms[alarmId('clock-skew', from)]) out.push(effect(s, 'raise', 'clock-skew', from, `${view.skewMs > 0 ? '+' : ''}${Math.round(view.skewMs / 1000)} s`));
+  if (!skewed && s.alarms[alarmId('clock-skew', from)]) out.push(effect(s, 'clear', 'clock-skew', from, 'within bounds'));
+  const stalled = view.loopDelayMs >= STALL_ALARM_MS;
+  if (stalled && !s.alarms[alarmId('event-loop-stall', from)]) out.push(effect(s, 'raise', 'event-loop-stall', from, `${Math.round(view.loopDelayMs)} ms`));
+  if (view.loopDelayMs < STALL_ALARM_MS / 2 && s.alarms[alarmId('event-loop-stall', from)]) out.push(effect(s, 'clear', 'event-loop-stall', from, `${Math.round(view.loopDelayMs)} ms`));
+  return out;
+}
