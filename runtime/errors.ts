@@ -68,6 +68,12 @@ export const errorCatalog = {
   ACP_ERR_AUTH_FORBIDDEN: { kind: 'forbidden', summary: 'The sender (operator, token role, peer node or actor) is not allowed to send this message type to this actor.' },
   ACP_ERR_AUTH_BAD_TOKEN: { kind: 'unauthorized', summary: 'An API token is malformed, unknown, revoked or expired.' },
   ACP_ERR_API_LIMIT: { kind: 'failed', summary: "A connection reached one of its limits (watches or asks in flight); the request was not carried out." },
+  ACP_ERR_NETWORK_TOOL_MISSING: { kind: 'failed', summary: 'A program the Network service runs (ip or bridge from iproute2, vppctl) is not installed on this node; the message names the command.' },
+  ACP_ERR_NETWORK_COMMAND: { kind: 'failed', summary: 'An iproute2 command was refused, failed or timed out; the message names the command and what it printed.' },
+  ACP_ERR_NETWORK_BAD_OUTPUT: { kind: 'failed', summary: 'An iproute2 command printed output that is not the JSON expected; the message names the command.' },
+  ACP_ERR_NETWORK_VPP_UNAVAILABLE: { kind: 'failed', summary: 'A vpp-vlan network needs vppctl and a running VPP on the node; the message says which is missing.' },
+  ACP_ERR_NETWORK_NOT_CARRIED: { kind: 'bad-request', summary: "A system's NIC names a network this node does not carry (its nodes list leaves the node out); the message names both." },
+  ACP_ERR_NETWORK_IN_USE: { kind: 'conflict', summary: 'A network cannot be removed while systems have NICs on it; the message names the systems.' },
   ACP_ERR_INTERNAL: { kind: 'internal', summary: 'An unexpected internal error; the log has the details.' },
 } as const;
 
