@@ -69,6 +69,30 @@ export function networkSpec(name: string, flags: NetworkFlags): Record<string, u
   };
 }
 
+/** `--nic lan[,vlan=10][,mac=02:..][,model=e1000]`: one NIC of a system (the schema checks the values). */
+export function parseNic(text: string): Record<string, unknown> {
+  const [network, ...options] = text.split(',');
+  if (!network || network.includes('=')) throw usage(`--nic ${text}: start with the network's name, e.g. --nic lan,model=virtio`);
+  const nic: Record<string, unknown> = { network };
+  for (const option of options) {
+    const [key, value, ...rest] = option.split('=');
+    if (value === undefined || rest.length > 0) throw usage(`--nic ${text}: '${option}' is not KEY=VALUE`);
+    switch (key) {
+      case 'vlan':
+      case 'mtu':
+        nic[key] = Number(value);
+        break;
+      case 'mac':
+      case 'model':
+        nic[key] = value;
+        break;
+      default:
+        throw usage(`--nic ${text}: unknown option '${key}' (vlan, mac, model, mtu)`);
+    }
+  }
+  return nic;
+}
+
 interface NodeReport extends NetworkReport {
   node: string;
 }

@@ -8,6 +8,8 @@ import { bridgeName, generatedMac, ownerAlias, parseOwner, tapName, vlanLinkName
 import { plan, type ObservedLink } from '../actors/network/reconcile.js';
 import { commandsFor } from '../adapters/iproute2.js';
 import { vppCreateCommands, vppDeleteCommands } from '../adapters/vpp.js';
+import { nicArgs } from '../adapters/drivers/qemu.js';
+import { withRates } from '../actors/network/stats.js';
 
 const SCOPE = 'lab/n1';
 const net = (spec: Partial<NetworkObject> & { name: string }): NetworkObject => networkObjectSchema.parse({ type: 'bridge', ...spec });
@@ -165,4 +167,25 @@ test('the network schema: types, VLAN ids, uplinks and nodes', (t) => {
   refused({ name: 'b', type: 'bridge', uplink: 'eth1', uplinks: { n1: 'eth1' } }, /not both/);
   const system = systemObjectSchema.parse({ name: 'web', nics: [{ network: 'lan' }] });
   t.deepEqual(system.nics, [{ network: 'lan', model: 'virtio' }]);
+});
+
+test('rates come from the previous sample; a counter that went down (interface made again) gives none', (t) => {
+  const counters = { rxBytes: 1000, txBytes: 500, rxPackets: 10, txPackets: 5, rxErrors: 0, txErrors: 0, rxDrops: 0, txDrops: 0 };
+  t.like(withRates(counters, undefined, 1000), { rxBytes: 1000, rxBytesPerSec: null });
+  const later = { ...counters, rxBytes: 3000, txBytes: 400, rxPackets: 30 };
+  t.like(withRates(later, { counters, at: 1000 }, 3000), { rxBytesPerSec: 1000, rxPacketsPerSec: 10, txBytesPerSec: null });
+});
+
+test("a QEMU NIC opens the Network service's tap, with no scripts, and carries its MAC", (t) => {
+  const spec = systemObjectSchema.parse({ name: 'web', nics: [{ network: 'lan', mac: '02:00:00:00:00:01' }, { network: 'lan', model: 'e1000' }] });
+  t.deepEqual(nicArgs('web', spec), [
+    '-netdev',
+    'tap,id=net0,ifname=web-0,script=no,downscript=no',
+    '-device',
+    'virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01',
+    '-netdev',
+    'tap,id=net1,ifname=web-1,script=no,downscript=no',
+    '-device',
+    `e1000,netdev=net1,mac=${generatedMac('web', 1)}`,
+  ]);
 });

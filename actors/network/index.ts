@@ -6,13 +6,15 @@ import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import { nameSchema } from '../../runtime/path.js';
 import type { ServiceDeps } from '../../runtime/services.js';
-import { apply, listLinks } from '../../adapters/iproute2.js';
+import { apply, linkCounters, listLinks } from '../../adapters/iproute2.js';
 import { vppAvailable, type VppAvailability } from '../../adapters/vpp.js';
 import type { RecordView } from '../cdb/index.js';
 import { CdbFeed } from '../cdb-feed.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
-import { metaKey, networkObjectSchema, objectKey, parseKey, systemObjectSchema, type NetworkObject } from '../model.js';
-import { plan, type NetworkReport, type Operation, type TapWant } from './reconcile.js';
+import { metaKey, statsKey, networkObjectSchema, objectKey, parseKey, systemNicSchema, systemObjectSchema, type NetworkObject, type SystemNic } from '../model.js';
+import { bridgeName, generatedMac, tapName } from './names.js';
+import { withRates, type LinkStats, type Sample } from './stats.js';
+import { carries, plan, type NetworkReport, type Operation, type TapWant } from './reconcile.js';
 
 export const networkSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
@@ -22,6 +24,12 @@ export const networkSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('network.rm'), name: nameSchema }),
   /** What this node has realized: one report per network. */
   z.strictObject({ type: z.literal('network.status'), name: nameSchema.optional() }),
+  /** A system's NICs on this node: their taps made (on their bridges) before its guest starts or arrives. */
+  z.strictObject({ type: z.literal('network.nics-up'), system: nameSchema, nics: z.array(systemNicSchema).max(32) }),
+  /** The system's guest is gone from this node: its taps go. */
+  z.strictObject({ type: z.literal('network.nics-down'), system: nameSchema }),
+  /** The latest counters and rates of each system's NICs here (the hypervisor puts them in stats/system/). */
+  z.strictObject({ type: z.literal('network.nic-stats') }),
   /** Reconcile now (the service also does every RECONCILE_MS and on every change). */
   z.strictObject({ type: z.literal('network.tick') }),
 ]);
@@ -32,10 +40,15 @@ export const networkAuthority: AuthorityTable = {
   'network.status': 'read',
   'network.create': 'operate',
   'network.rm': 'operate',
+  'network.nics-up': { internal: [{ service: 'hypervisor', nodes: 'self' }] },
+  'network.nics-down': { internal: [{ service: 'hypervisor', nodes: 'self' }] },
+  'network.nic-stats': 'read',
   'network.tick': { internal: [{ service: 'network', nodes: 'self' }] },
 };
 
 const RECONCILE_MS = 2000;
+/** Outside the daemon's process (thread or process isolation) the node's config is not at hand: every second, as the design says. */
+const DEFAULT_STATS_MS = 1000;
 const VPP_PROBE_MS = 30_000;
 const DESCRIPTION = 'Network: bridges, VLANs and trunks for systems, reconciled with iproute2';
 
@@ -62,6 +75,10 @@ function describe(operation: Operation): string {
   }
 }
 
+function tapWants(system: string, nics: readonly SystemNic[]): TapWant[] {
+  return nics.map((nic, index) => ({ system, network: nic.network, name: tapName(system, index), up: nic.linkDown !== true, ...(nic.mtu === undefined ? {} : { mtu: nic.mtu }) }));
+}
+
 /**
  * The Network service decides what this node's networks need and has adapters/iproute2.ts do it:
  * it follows `object/network/` (CdbFeed), and on every change and every RECONCILE_MS compares the
@@ -69,7 +86,7 @@ function describe(operation: Operation): string {
  * it owns (their alias names this node), and publishes `meta/network/<id>@<node>` when a report
  * changes. Reconciliations never overlap: one asked for meanwhile runs once the current one ends.
  */
-export function createNetwork(ctx: ActorContext): Actor {
+export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
   const node = ctx.node.node;
   const scope = `${ctx.node.cluster}/${node}`;
   const clock = new ServiceClock();
@@ -109,6 +126,7 @@ export function createNetwork(ctx: ActorContext): Actor {
     }
     for (const id of [...published.keys()].filter((known) => !(known in next))) {
       await cdb.ask({ type: 'cdb.delete', key: metaKey('network', id, node) }, { timeoutMs: 10_000 }).catch(() => undefined);
+      await cdb.ask({ type: 'cdb.delete', key: statsKey('network', id, node) }, { timeoutMs: 10_000 }).catch(() => undefined);
       published.delete(id);
     }
   };
@@ -205,11 +223,107 @@ export function createNetwork(ctx: ActorContext): Actor {
     return { type: 'network.removed', name };
   };
 
+  /** Why a NIC cannot have its tap here, or undefined when it can. */
+  const refuseNic = async (system: string, index: number, nic: SystemNic): Promise<AcpError | undefined> => {
+    const network = networks.get(nic.network);
+    const which = `system '${system}' NIC ${index}`;
+    if (!network) return new AcpError('ACP_ERR_NETWORK_NOT_CARRIED', `${which} is on network '${nic.network}', which does not exist (acp network create ${nic.network} --type bridge)`);
+    if (!carries(network, node)) return new AcpError('ACP_ERR_NETWORK_NOT_CARRIED', `${which} is on network '${nic.network}', which node '${node}' does not carry (it is on ${network.nodes!.join(', ')}); start the system there or add ${node} to the network's nodes`);
+    if (network.type === 'vpp-vlan') {
+      const available = await vppState();
+      return new AcpError('ACP_ERR_NETWORK_VPP_UNAVAILABLE', `${which} is on vpp-vlan network '${nic.network}': ${available.ok ? 'VPP NICs (vhost-user) are not supported yet' : available.why}`);
+    }
+    if (nic.vlan !== undefined || nic.trunks !== undefined) return new AcpError('ACP_ERR_NETWORK_NOT_CARRIED', `${which} asks for a VLAN tag or trunk, which needs a VLAN-aware bridge; those are not realized on node '${node}' yet (use a vlan network instead)`);
+    return undefined;
+  };
+
+  /**
+   * After a restart of this service, the taps of guests still running here are wanted: read from
+   * their systems' meta and objects before the first pass, so that pass does not remove them.
+   */
+  const adoptTaps = async (): Promise<void> => {
+    try {
+      const metas = await cdb.ask<Message & { records: RecordView[] }>({ type: 'cdb.list', prefix: 'meta/system/', limit: 10_000 }, { timeoutMs: 5000 });
+      const live = metas.records.filter((record) => record.key.endsWith(`@${node}`) && !record.deleted && ['starting', 'running', 'paused', 'migrating', 'stopping'].includes(String((record.value as { state?: unknown }).state)));
+      for (const record of live) {
+        const system = parseKey(record.key).id;
+        const object = await cdb.ask<Message & { record: RecordView }>({ type: 'cdb.get', key: objectKey('system', system) }, { timeoutMs: 5000 }).catch(() => undefined);
+        const spec = systemObjectSchema.safeParse(object?.record.value);
+        if (!spec.success || spec.data.nics.length === 0) continue;
+        taps.set(system, tapWants(system, spec.data.nics));
+      }
+    } catch (error) {
+      ctx.log.warn({ err: errorMessage(error) }, "could not read this node's running systems; their taps are kept only once the hypervisor asks again");
+    }
+  };
+
+  /** Registers the system's taps, reconciles, and checks each tap is in its bridge. */
+  const nicsUp = async (system: string, nics: readonly SystemNic[]): Promise<Message> => {
+    for (const [index, nic] of nics.entries()) {
+      const refusal = await refuseNic(system, index, nic);
+      if (refusal) throw refusal;
+    }
+    const wants = tapWants(system, nics);
+    taps.set(system, wants);
+    await reconcile();
+    const observed = new Map((await listLinks()).map((link) => [link.name, link]));
+    const missing = wants.filter((want) => observed.get(want.name)?.master !== bridgeName(want.network));
+    if (missing.length > 0) {
+      const reasons = [...new Set(missing.map((want) => reports[want.network]?.reason ?? 'the tap could not be made'))];
+      throw new AcpError('ACP_ERR_NETWORK_COMMAND', `system '${system}': tap${missing.length > 1 ? 's' : ''} ${missing.map((want) => want.name).join(', ')} not ready on node '${node}': ${reasons.join('; ')}`);
+    }
+    return { type: 'network.nics', system, taps: nics.map((nic, index) => ({ index, ifname: tapName(system, index), network: nic.network, mac: nic.mac ?? generatedMac(system, index) })) };
+  };
+
+  /** Interface counters, every statsMs: per network (its bridge, and uplink) and per system NIC, with rates. */
+  const samples = new Map<string, Sample>();
+  let nicStats: Record<string, (LinkStats & { index: number; ifname: string; network: string })[]> = {};
+  let collecting = false;
+  let statsTimer: NodeJS.Timeout | undefined;
+  const collectStats = async (): Promise<void> => {
+    if (collecting || (networks.size === 0 && taps.size === 0)) return;
+    collecting = true;
+    try {
+      const counters = await linkCounters();
+      const at = Date.now();
+      const statsOf = (name: string): LinkStats | undefined => {
+        const now = counters[name];
+        if (!now) return undefined;
+        const stats = withRates(now, samples.get(name), at);
+        samples.set(name, { counters: now, at });
+        return stats;
+      };
+      const ops: { op: 'put'; key: string; value: unknown }[] = [];
+      for (const [id, report] of Object.entries(reports)) {
+        const bridge = report.interfaces.length > 0 ? statsOf(bridgeName(id)) : undefined;
+        if (!bridge) continue;
+        ops.push({ op: 'put', key: statsKey('network', id, node), value: { ...bridge, uplink: report.uplink === null ? null : (statsOf(report.uplink) ?? null), at: new Date(at).toISOString() } });
+      }
+      nicStats = Object.fromEntries(
+        [...taps].map(([system, wants]) => [system, wants.flatMap((want, index) => {
+          const stats = statsOf(want.name);
+          return stats ? [{ index, ifname: want.name, network: want.network, ...stats }] : [];
+        })]),
+      );
+      for (const name of [...samples.keys()].filter((known) => !(known in counters))) samples.delete(name);
+      if (ops.length > 0) await cdb.ask({ type: 'cdb.batch', ops }, { timeoutMs: 10_000 });
+    } catch (error) {
+      ctx.log.debug({ err: errorMessage(error) }, 'network stats collection failed; the next one retries');
+    } finally {
+      collecting = false;
+    }
+  };
+
   return {
     async started() {
+      await adoptTaps();
       await feed.start();
       timer = setInterval(() => ctx.self.tell({ type: 'network.tick' }), RECONCILE_MS);
       timer.unref();
+      if (statsMs > 0) {
+        statsTimer = setInterval(() => void collectStats(), statsMs);
+        statsTimer.unref();
+      }
     },
     receive(message) {
       clock.handled += 1;
@@ -227,6 +341,14 @@ export function createNetwork(ctx: ActorContext): Actor {
           const chosen = parsed.name === undefined ? reports : Object.fromEntries(Object.entries(reports).filter(([id]) => id === parsed.name));
           return { type: 'network.status', node, networks: chosen };
         }
+        case 'network.nics-up':
+          return replyLater(nicsUp(parsed.system, parsed.nics));
+        case 'network.nics-down': {
+          taps.delete(parsed.system);
+          return replyLater(reconcile().then(() => ({ type: 'network.nics-down', system: parsed.system })));
+        }
+        case 'network.nic-stats':
+          return { type: 'network.nic-stats', node, systems: nicStats };
         case 'network.tick':
           void reconcile();
           return undefined;
@@ -238,6 +360,7 @@ export function createNetwork(ctx: ActorContext): Actor {
     },
     async stopping() {
       clearInterval(timer);
+      clearInterval(statsTimer);
       feed.stop();
       // The interfaces stay: guests keep their network while the daemon restarts.
       await running;
@@ -251,7 +374,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
   schema: networkSchema,
   authority: networkAuthority,
   isolations: ['inline', 'thread', 'process'],
-  create(ctx) {
-    return createNetwork(ctx);
+  create(ctx, deps) {
+    return createNetwork(ctx, deps?.config.statsMs ?? DEFAULT_STATS_MS);
   },
 };
