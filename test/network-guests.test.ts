@@ -1,0 +1,91 @@
+/**
+ * Guests on the network, for real: two nodes in namespaces, each with an uplink (eth1, a veth into
+ * a switch bridge of its own), a bridge network on those uplinks, and test guests that configure
+ * eth0 from `acp.ip=` and ping `acp.ping=` every second, saying so on their console.
+ */
+import { execFileSync } from 'node:child_process';
+import { guestHasNetworking, guestImage, GUEST_PING_PREFIX } from '../adapters/guest-image.js';
+import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import { Harness, harnessAvailable } from './harness/index.js';
+import { ip } from './harness/net.js';
+import { eventually } from './helpers/node.js';
+import { runsWhen } from './helpers/requires.js';
+import type { RecordView } from '../actors/cdb/index.js';
+import type { Message } from '../runtime/messages.js';
+
+const available = harnessAvailable();
+const image = guestImage();
+let missing: string | undefined = available.ok ? undefined : available.why;
+if (!missing) {
+  try {
+    execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
+  } catch {
+    missing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
+  }
+}
+missing ??= image ? undefined : 'the test guest is not built (npm run guest-image)';
+missing ??= guestHasNetworking() ? undefined : 'the test guest has no networking yet (npm run guest-image builds it again)';
+
+/** The last `ACP-GUEST-PING <address> ok|fail` results in a console log, oldest first. */
+const pings = (text: string, address: string): string[] =>
+  text
+    .split('\n')
+    .filter((line) => line.startsWith(`${GUEST_PING_PREFIX} ${address} `))
+    .map((line) => line.slice(`${GUEST_PING_PREFIX} ${address} `.length).trim());
+
+runsWhen(missing)(`two guests on two nodes on one network ping each other; a guest on another network does not reach them; after a live migration the guest still answers${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
+  t.timeout(400_000);
+  const h = await Harness.start({ nodes: ['n1', 'n2'] });
+  t.teardown(() => h.teardown());
+  await h.waitSynced(60_000);
+  const cli = async (node: string, args: string[]) => {
+    const result = await h.cli(node, args, 120_000);
+    if (result.code !== 0) throw new Error(`acp ${args.join(' ')} on ${node} exited ${result.code}: ${result.stderr.trim()}`);
+    return result.stdout;
+  };
+
+  // Each node's uplink: eth1, a veth into the switch namespace's second bridge (the guests' wire).
+  await ip(['-n', h.switchNs, 'link', 'add', 'br-guests', 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0']);
+  await ip(['-n', h.switchNs, 'link', 'set', 'br-guests', 'up']);
+  for (const [index, node] of h.nodes.entries()) {
+    await ip(['-n', h.switchNs, 'link', 'add', `g${index}`, 'type', 'veth', 'peer', 'name', 'eth1', 'netns', node.ns]);
+    await ip(['-n', h.switchNs, 'link', 'set', `g${index}`, 'master', 'br-guests']);
+    await ip(['-n', h.switchNs, 'link', 'set', `g${index}`, 'up']);
+    await ip(['-n', node.ns, 'link', 'set', 'eth1', 'up']);
+  }
+
+  await cli('n1', ['network', 'create', 'lan', '--type', 'bridge', '--uplink', 'eth1']);
+  await cli('n1', ['network', 'create', 'iso', '--type', 'bridge', '--nodes', 'n1']);
+  const n1 = await h.client('n1');
+  await eventually(async () => {
+    const { records } = await n1.ask<Message & { records: RecordView[] }>('cdb', { type: 'cdb.list', prefix: 'meta/network/lan@' });
+    return records.length === 2 && records.every((record) => (record.value as { state: string }).state === 'up') ? true : undefined;
+  }, 20_000, 'lan up on both nodes');
+
+  const guest = async (id: string, node: string, network: string, address: string, target: string) =>
+    cli('n1', ['system', 'create', id, '--driver', 'qemu', '--memory', '192', '--node', node, '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', `${image!.cmdline} acp.ip=${address}/24 acp.ping=${target}`, '--nic', network]);
+  await guest('g1', 'n1', 'lan', '10.9.0.2', '10.9.0.3');
+  await guest('g2', 'n2', 'lan', '10.9.0.3', '10.9.0.2');
+  await guest('g3', 'n1', 'iso', '10.9.0.4', '10.9.0.3');
+  for (const id of ['g1', 'g2', 'g3']) await cli('n1', ['system', 'start', id]);
+
+  const consoleOf = async (id: string) => cli('n1', ['system', 'console', id]);
+  await eventually(async () => (pings(await consoleOf('g1'), '10.9.0.3').includes('ok') ? true : undefined), 120_000, 'g1 (n1) to reach g2 (n2)');
+  await eventually(async () => (pings(await consoleOf('g2'), '10.9.0.2').includes('ok') ? true : undefined), 60_000, 'g2 (n2) to reach g1 (n1)');
+  const isolated = await eventually(async () => {
+    const seen = pings(await consoleOf('g3'), '10.9.0.3');
+    return seen.length >= 5 ? seen : undefined;
+  }, 60_000, 'five pings from g3');
+  t.false(isolated.includes('ok'), `g3 on network iso must not reach g2 on lan: ${isolated.join(',')}`);
+
+  // Live migration: g1 moves to n2 (its tap is made there first) and g2 still reaches it.
+  const before = pings(await consoleOf('g2'), '10.9.0.2').length;
+  const moved = JSON.parse(await cli('n1', ['--json', 'system', 'migrate', 'g1', '--to', 'n2'])) as { node: string; state: string };
+  t.like(moved, { node: 'n2', state: 'running' });
+  const after = await eventually(async () => {
+    const seen = pings(await consoleOf('g2'), '10.9.0.2').slice(before);
+    return seen.slice(-3).length === 3 && seen.slice(-3).every((result) => result === 'ok') ? seen : undefined;
+  }, 60_000, 'g2 to reach g1 on n2, three times in a row');
+  t.log(`after the migration g2's pings to g1: ${after.join(',')}`);
+  await cli('n1', ['system', 'stop', 'g3', '--force']);
+});
