@@ -5,6 +5,7 @@ import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { assertName } from '../runtime/path.js';
+import { systemObjectSchema } from '../actors/model.js';
 import { printJson, table } from './output.js';
 
 export interface NetworkGlobal {
@@ -178,4 +179,48 @@ export function networkCommands(y: Argv<NetworkGlobal>, run: Run, withClient: Wi
       ),
     )
     .demandCommand(1, 'name a network command: create, ls, show, rm');
+}
+
+/**
+ * `acp system nic add|rm`: edits the system object's `nics` with a compare-and-set (a concurrent
+ * edit is refused, not lost). The change takes effect at the system's next start.
+ */
+export function systemNicCommands(y: Argv<NetworkGlobal>, run: Run, withClient: WithClient): Argv<NetworkGlobal> {
+  const edit = async (client: AcpClient, id: string, change: (nics: Record<string, unknown>[]) => Record<string, unknown>[]) => {
+    const key = `object/system/${assertName(id, 'system')}`;
+    const current = await client.ask<Message & { record: RecordView }>('cdb', { type: 'cdb.get', key }).catch((error: unknown) => {
+      if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no system '${id}' (acp system create ${id} ...)`);
+      throw error;
+    });
+    const spec = current.record.value as { nics?: Record<string, unknown>[] };
+    const next = { ...spec, nics: change(spec.nics ?? []) };
+    const checked = systemObjectSchema.safeParse(next);
+    if (!checked.success) {
+      const issue = checked.error.issues[0]!;
+      throw usage(`bad NIC: field '${issue.path.join('.')}': ${issue.message}`);
+    }
+    await client.ask('cdb', { type: 'cdb.cas', key, value: checked.data, expect: current.record.version });
+    return checked.data.nics;
+  };
+  const show = (argv: NetworkGlobal, id: string, nics: readonly { network: string; mac?: string; model: string }[]) => {
+    if (argv.json) printJson({ id, nics });
+    else process.stdout.write(`${id}: ${nics.length === 0 ? 'no NICs' : nics.map((nic, index) => `${index}: ${nic.network}${nic.mac ? ` ${nic.mac}` : ''} (${nic.model})`).join(', ')}; the change takes effect at its next start\n`);
+  };
+  return y
+    .command('add <id> <nic>', "add a NIC: NETWORK[,vlan=N][,mac=..][,model=virtio|e1000]", (c) => c.positional('id', { type: 'string', demandOption: true }).positional('nic', { type: 'string', demandOption: true }), (argv) =>
+      run(argv, () => withClient(argv.home, async (client) => show(argv, argv.id, await edit(client, argv.id, (nics) => [...nics, parseNic(argv.nic)])))),
+    )
+    .command('rm <id> <which>', 'remove a NIC, by its index or its network', (c) => c.positional('id', { type: 'string', demandOption: true }).positional('which', { type: 'string', demandOption: true }), (argv) =>
+      run(argv, () =>
+        withClient(argv.home, async (client) => {
+          const nics = await edit(client, argv.id, (existing) => {
+            const index = /^\d+$/.test(argv.which) ? Number(argv.which) : existing.findIndex((nic) => nic['network'] === argv.which);
+            if (index < 0 || index >= existing.length) throw usage(`system '${argv.id}' has no NIC ${argv.which} (it has ${existing.length})`);
+            return existing.filter((_, at) => at !== index);
+          });
+          show(argv, argv.id, nics);
+        }),
+      ),
+    )
+    .demandCommand(1, 'name a nic command: add, rm');
 }

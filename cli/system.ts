@@ -8,7 +8,7 @@ import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { assertName } from '../runtime/path.js';
 import { printJson, table } from './output.js';
-import { parseNic } from './network.js';
+import { parseNic, systemNicCommands } from './network.js';
 
 export interface SystemGlobal {
   home: string;
@@ -280,6 +280,7 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           }),
         ),
     )
+    .command('nic', "a system's NICs (acp system nic add|rm)", (c) => systemNicCommands(c, run, withClient))
     .command('rm <id>', 'delete a stopped system', (c) => c.positional('id', { type: 'string', demandOption: true }), (argv) =>
       run(argv, () =>
         withClient(argv.home, async (client) => {

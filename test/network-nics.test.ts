@@ -87,6 +87,16 @@ runsWhen(missing)(`a system's --nic is a tap on the bridge while it runs, with a
   const notCarried = await h.cli('n1', ['system', 'start', 'far']);
   t.not(notCarried.code, 0);
   t.regex(notCarried.stderr, /system 'far' NIC 0 is on network 'elsewhere', which node 'n1' does not carry/);
+
+  // acp system nic rm / add: the NIC moves to lan, and the next start has its tap there.
+  t.regex(await cli(h, ['system', 'nic', 'rm', 'far', 'elsewhere']), /far: no NICs/);
+  t.regex(await cli(h, ['system', 'nic', 'add', 'far', 'lan,model=e1000']), /far: 0: lan \(e1000\)/);
+  const badNic = await h.cli('n1', ['system', 'nic', 'add', 'far', 'lan,model=rtl8139']);
+  t.not(badNic.code, 0);
+  t.regex(badNic.stderr, /bad NIC: field 'nics.1.model'/);
+  await cli(h, ['system', 'start', 'far']);
+  t.like(await linkNamed(ns, 'far-0'), { master: 'lan' });
+  await cli(h, ['system', 'stop', 'far']);
 });
 
 runsWhen(qemuMissing)(`a QEMU guest with --nic lan runs with its tap on the bridge, opened by QEMU${qemuMissing ? ` (skipped: ${qemuMissing})` : ''}`, async (t) => {
