@@ -66,3 +66,7 @@ if (!only || only === 'sync') {
   const sizes = process.argv.slice(3).map(Number);
   for (const line of await syncBenchmarks(sizes.length > 0 ? sizes : undefined)) process.stdout.write(`${line}\n`);
 }
+if (!only || only === 'network') {
+  const { networkBenchmarks } = await import('./network.js');
+  for (const line of networkBenchmarks()) process.stdout.write(`${line}\n`);
+}
