@@ -104,6 +104,10 @@ test('a vlan network: a bridge, and the uplink tagged sub-interface in it', (t) 
     { op: 'set-master', name: 'eth1.100', master: 'v100' },
     { op: 'set-up', name: 'eth1.100', up: true },
   ]);
+  // A VLAN's uplink that is down is set up (and stays out of any bridge).
+  const downUplink = plan(SCOPE, 'n1', [net({ name: 'v100', type: 'vlan', vlan: 100, uplink: 'eth1' })], [], [link('eth1', { up: false })]);
+  t.deepEqual(downUplink.operations.at(-1), { op: 'set-up', name: 'eth1', up: true });
+  t.false(downUplink.operations.some((op) => op.op === 'set-master' && op.name === 'eth1'));
   // The id changed: the sub-interface is made again.
   const changed = plan(SCOPE, 'n1', [net({ name: 'v100', type: 'vlan', vlan: 100, uplink: 'eth1' })], [], [
     link('eth1'),

@@ -122,6 +122,7 @@ export function plan(scope: string, node: string, networks: readonly NetworkObje
   const reports: Record<string, NetworkReport> = {};
   const wanted: WantedLink[] = [];
   const enslave: { network: string; uplink: string; master: string }[] = [];
+  const raise = new Set<string>();
 
   for (const network of [...networks].sort((a, b) => a.name.localeCompare(b.name))) {
     if (!carries(network, node)) {
@@ -152,6 +153,8 @@ export function plan(scope: string, node: string, networks: readonly NetworkObje
       // A vlan link needs its parent; a missing uplink leaves the bridge alone, node-local.
       wanted.push(...links.filter((link) => link.parent === undefined || byName.has(link.parent)));
       if (uplink !== null && uplinkThere && network.type === 'bridge' && problems.length === 0) enslave.push({ network: network.name, uplink, master: bridgeName(network.name) });
+      // A VLAN's tagged side rides on the uplink: it must be up too (it stays out of any bridge).
+      if (uplinkThere && network.type === 'vlan' && !uplinkThere.up) raise.add(uplinkThere.name);
     }
     reports[network.name] = {
       state: problems.length > 0 ? 'degraded' : 'up',
@@ -212,7 +215,8 @@ export function plan(scope: string, node: string, networks: readonly NetworkObje
   for (const { uplink, master } of enslave) {
     const there = byName.get(uplink)!;
     if (there.master !== master) operations.push({ op: 'set-master', name: uplink, master });
-    if (!there.up) operations.push({ op: 'set-up', name: uplink, up: true });
+    if (!there.up) raise.add(uplink);
   }
+  for (const name of raise) operations.push({ op: 'set-up', name, up: true });
   return { operations, reports };
 }
