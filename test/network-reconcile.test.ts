@@ -6,12 +6,22 @@ import test from 'ava';
 import { networkObjectSchema, systemObjectSchema, type NetworkObject } from '../actors/model.js';
 import { bridgeName, generatedMac, ownerAlias, parseOwner, tapName, vlanLinkName } from '../actors/network/names.js';
 import { plan, type ObservedLink } from '../actors/network/reconcile.js';
-import { commandsFor } from '../adapters/iproute2.js';
-import { vppCreateCommands, vppDeleteCommands } from '../adapters/vpp.js';
+import { execFileSync } from 'node:child_process';
+import { commandsFor, run } from '../adapters/iproute2.js';
+import { vppAvailable, vppCreateCommands, vppDeleteCommands } from '../adapters/vpp.js';
+import { AcpError } from '../runtime/errors.js';
 import { nicArgs } from '../adapters/drivers/qemu.js';
 import { withRates } from '../actors/network/stats.js';
 
 const SCOPE = 'lab/n1';
+const hasIp = (() => {
+  try {
+    execFileSync('ip', ['-V'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
 const net = (spec: Partial<NetworkObject> & { name: string }): NetworkObject => networkObjectSchema.parse({ type: 'bridge', ...spec });
 const link = (name: string, extra: Partial<ObservedLink> = {}): ObservedLink => ({ name, kind: undefined, alias: undefined, master: undefined, up: true, carrier: true, mtu: 1500, ...extra });
 const ours = (network: string, system?: string) => ownerAlias(SCOPE, system === undefined ? { network } : { network, system });
@@ -192,4 +202,31 @@ test("a QEMU NIC opens the Network service's tap, with no scripts, and carries i
     '-device',
     `e1000,netdev=net1,mac=${generatedMac('web', 1)}`,
   ]);
+});
+
+test.serial('a missing ip or vppctl is an error naming the command; VPP is reported unavailable saying why', async (t) => {
+  const path = process.env.PATH;
+  process.env.PATH = '/nonexistent';
+  try {
+    const missing = await t.throwsAsync(run('ip', ['-j', 'link', 'show']), { instanceOf: AcpError });
+    t.is(missing?.code, 'ACP_ERR_NETWORK_TOOL_MISSING');
+    t.regex(missing!.message, /'ip' is not installed or not on PATH \(needed for: ip -j link show\)/);
+    const vpp = await vppAvailable();
+    t.false(vpp.ok);
+    if (!vpp.ok) t.regex(vpp.why, /vppctl is not installed/);
+  } finally {
+    process.env.PATH = path;
+  }
+});
+
+test.serial('a refused iproute2 operation is an error naming the command and what ip printed', async (t) => {
+  if (!hasIp) {
+    t.log('no ip binary here: nothing to refuse');
+    t.pass();
+    return;
+  }
+  // A device that cannot exist (its name is longer than Linux allows): ip refuses, nothing changes.
+  const refused = await t.throwsAsync(run('ip', ['link', 'show', 'dev', 'no-such-device-acp']), { instanceOf: AcpError });
+  t.is(refused?.code, 'ACP_ERR_NETWORK_COMMAND');
+  t.regex(refused!.message, /^ip link show dev no-such-device-acp failed: /);
 });
