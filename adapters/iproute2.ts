@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { z } from 'zod';
 import type { ObservedLink, Operation } from '../actors/network/reconcile.js';
 import { IFNAME_PATTERN } from '../actors/model.js';
+import { provisionalName } from '../actors/network/names.js';
 import { AcpError } from '../runtime/errors.js';
 
 const TIMEOUT_MS = 10_000;
@@ -143,19 +144,16 @@ export function commandsFor(operation: Operation): string[][] {
     case 'add-bridge':
       // No STP and no forwarding delay: a guest's port forwards at once, as on a hypervisor switch.
       return [
-        ['link', 'add', 'name', checkName(operation.name), 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0'],
-        ['link', 'set', 'dev', operation.name, 'alias', checkAlias(operation.alias)],
+        ['link', 'add', 'name', provisionalName(checkName(operation.name)), 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0'],
+        ...markAndName(operation.name, operation.alias),
       ];
     case 'add-vlan':
       return [
-        ['link', 'add', 'link', checkName(operation.parent), 'name', checkName(operation.name), 'type', 'vlan', 'id', String(operation.vid)],
-        ['link', 'set', 'dev', operation.name, 'alias', checkAlias(operation.alias)],
+        ['link', 'add', 'link', checkName(operation.parent), 'name', provisionalName(checkName(operation.name)), 'type', 'vlan', 'id', String(operation.vid)],
+        ...markAndName(operation.name, operation.alias),
       ];
     case 'add-tap':
-      return [
-        ['tuntap', 'add', 'dev', checkName(operation.name), 'mode', 'tap'],
-        ['link', 'set', 'dev', operation.name, 'alias', checkAlias(operation.alias)],
-      ];
+      return [['tuntap', 'add', 'dev', provisionalName(checkName(operation.name)), 'mode', 'tap'], ...markAndName(operation.name, operation.alias)];
     case 'set-mtu':
       return [['link', 'set', 'dev', checkName(operation.name), 'mtu', String(operation.mtu)]];
     case 'set-master':
@@ -169,14 +167,22 @@ export function commandsFor(operation: Operation): string[][] {
   }
 }
 
-/** Carries out one operation; a half-made interface (added, alias refused) is removed again. */
+function markAndName(name: string, alias: string): string[][] {
+  const provisional = provisionalName(name);
+  return [
+    ['link', 'set', 'dev', provisional, 'alias', checkAlias(alias)],
+    ['link', 'set', 'dev', provisional, 'name', name],
+  ];
+}
+
+/** Carries out one operation; a half-made interface (added, then a step refused) is removed again. */
 export async function apply(operation: Operation): Promise<void> {
   const commands = commandsFor(operation);
   for (const [index, args] of commands.entries()) {
     try {
       await run('ip', args);
     } catch (error) {
-      if (index > 0 && operation.op.startsWith('add-')) await run('ip', ['link', 'del', 'dev', operation.name]).catch(() => undefined);
+      if (index > 0 && operation.op.startsWith('add-')) await run('ip', ['link', 'del', 'dev', provisionalName(operation.name)]).catch(() => undefined);
       throw error;
     }
   }

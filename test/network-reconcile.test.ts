@@ -4,7 +4,7 @@
  */
 import test from 'ava';
 import { networkObjectSchema, systemObjectSchema, type NetworkObject } from '../actors/model.js';
-import { bridgeName, generatedMac, ownerAlias, parseOwner, tapName, vlanLinkName } from '../actors/network/names.js';
+import { bridgeName, generatedMac, ownerAlias, parseOwner, provisionalName, tapName, vlanLinkName } from '../actors/network/names.js';
 import { plan, type ObservedLink } from '../actors/network/reconcile.js';
 import { execFileSync } from 'node:child_process';
 import { commandsFor, run } from '../adapters/iproute2.js';
@@ -86,6 +86,11 @@ test("only this node's interfaces are removed; an administrator's and another no
   t.deepEqual(operations.map((op) => [op.op, op.name]), [['delete', 'old'], ['delete', 'web-0']]);
 });
 
+test('a half-made interface (killed before it was marked) is removed, and the network made again', (t) => {
+  const { operations } = plan(SCOPE, 'n1', [net({ name: 'lan' })], [], [link(provisionalName('lan'), { kind: 'bridge' }), link(provisionalName('other'), { kind: 'bridge' })]);
+  t.deepEqual(operations.map((op) => [op.op, op.name]), [['delete', provisionalName('lan')], ['add-bridge', 'lan'], ['set-up', 'lan']]);
+});
+
 test('a name taken by an interface ACP does not own degrades the network and changes nothing', (t) => {
   const { operations, reports } = plan(SCOPE, 'n1', [net({ name: 'br0' })], [], [link('br0', { kind: 'bridge' })]);
   t.deepEqual(operations, []);
@@ -138,15 +143,22 @@ test("systems' taps go on their network's bridge, with their alias naming the sy
 });
 
 test('the iproute2 command lines, and names that never reach them', (t) => {
+  // Made under a provisional name, marked, then named: never unmarked under a network's name.
+  const lan = provisionalName('lan');
+  t.regex(lan, /^acpn[0-9a-f]{11}$/);
   t.deepEqual(commandsFor({ op: 'add-bridge', name: 'lan', alias: 'acp:lab/n1/lan' }), [
-    ['link', 'add', 'name', 'lan', 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0'],
-    ['link', 'set', 'dev', 'lan', 'alias', 'acp:lab/n1/lan'],
+    ['link', 'add', 'name', lan, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0'],
+    ['link', 'set', 'dev', lan, 'alias', 'acp:lab/n1/lan'],
+    ['link', 'set', 'dev', lan, 'name', 'lan'],
   ]);
+  const vlan = provisionalName('eth1.100');
   t.deepEqual(commandsFor({ op: 'add-vlan', name: 'eth1.100', parent: 'eth1', vid: 100, alias: 'acp:lab/n1/v' }), [
-    ['link', 'add', 'link', 'eth1', 'name', 'eth1.100', 'type', 'vlan', 'id', '100'],
-    ['link', 'set', 'dev', 'eth1.100', 'alias', 'acp:lab/n1/v'],
+    ['link', 'add', 'link', 'eth1', 'name', vlan, 'type', 'vlan', 'id', '100'],
+    ['link', 'set', 'dev', vlan, 'alias', 'acp:lab/n1/v'],
+    ['link', 'set', 'dev', vlan, 'name', 'eth1.100'],
   ]);
-  t.deepEqual(commandsFor({ op: 'add-tap', name: 'web-0', alias: 'a' }), [['tuntap', 'add', 'dev', 'web-0', 'mode', 'tap'], ['link', 'set', 'dev', 'web-0', 'alias', 'a']]);
+  const tap = provisionalName('web-0');
+  t.deepEqual(commandsFor({ op: 'add-tap', name: 'web-0', alias: 'a' }), [['tuntap', 'add', 'dev', tap, 'mode', 'tap'], ['link', 'set', 'dev', tap, 'alias', 'a'], ['link', 'set', 'dev', tap, 'name', 'web-0']]);
   t.deepEqual(commandsFor({ op: 'set-master', name: 'web-0', master: 'lan' }), [['link', 'set', 'dev', 'web-0', 'master', 'lan']]);
   t.deepEqual(commandsFor({ op: 'delete', name: 'lan', why: 'x' }), [['link', 'del', 'dev', 'lan']]);
   for (const bad of ['a b', 'x/y', 'sixteen-chars-xx', '..', '-x', 'a;rm']) {

@@ -32,6 +32,16 @@ export function tapName(system: string, index: number): string {
 }
 
 /**
+ * The name an interface is made under before it carries its alias (adapters/iproute2.ts renames
+ * it once marked), so a daemon killed half-way never leaves an unmarked interface under a
+ * network's name, which would look like an administrator's and block the network. A leftover
+ * under this name is recognised by it (only ACP makes `acpn<hash>` names) and removed.
+ */
+export function provisionalName(name: string): string {
+  return `acpn${shortHash(name, 11)}`;
+}
+
+/**
  * What marks an interface as this node's (its ifalias): `acp:<cluster>/<node>/<network>`, with
  * `/<system>` for a system's tap. Cluster and node are in it because test clusters run several
  * nodes in one network namespace: each must leave the others' interfaces alone.

@@ -4,7 +4,7 @@
  * and applies through adapters/iproute2.ts, and tests run this without root.
  */
 import type { NetworkObject } from '../model.js';
-import { bridgeName, isAcpAlias, ownerAlias, parseOwner, vlanLinkName, type Owner } from './names.js';
+import { bridgeName, isAcpAlias, ownerAlias, parseOwner, provisionalName, vlanLinkName, type Owner } from './names.js';
 
 /** One interface as `ip -j -d link` shows it (adapters/iproute2.ts parses it into this). */
 export interface ObservedLink {
@@ -173,8 +173,13 @@ export function plan(scope: string, node: string, networks: readonly NetworkObje
 
   const wantedByName = new Map(wanted.map((link) => [link.name, link]));
   // Ours and no longer wanted, or wanted as something else: removed first (a name may be reused below).
+  const provisional = new Set(wanted.map((want) => provisionalName(want.name)));
   for (const link of observed) {
     const owner = parseOwner(scope, link.alias);
+    if (!owner && !isAcpAlias(link.alias) && provisional.has(link.name)) {
+      operations.push({ op: 'delete', name: link.name, why: 'a half-made interface (made, never marked)' });
+      continue;
+    }
     if (!owner) continue;
     const want = wantedByName.get(link.name);
     if (!want) {
