@@ -48,6 +48,18 @@ export const nodeObjectSchema = z.strictObject({
   witness: z.boolean().optional(),
 });
 
+/** A system's virtual NIC: a tap on `network`'s bridge (actors/network), untagged or with its VLAN tag or trunk. */
+export const systemNicSchema = z.strictObject({
+  network: name,
+  mac: mac.optional(),
+  model: z.enum(['virtio', 'e1000']).default('virtio'),
+  vlan: z.number().int().min(1).max(4094).optional(),
+  trunks: z.array(z.number().int().min(1).max(4094)).max(4094).optional(),
+  mtu: z.number().int().min(576).max(9216).optional(),
+  rateMbps: z.number().int().min(1).max(400_000).optional(),
+  linkDown: z.boolean().optional(),
+});
+
 export const systemObjectSchema = z.strictObject({
   name,
   vcpus: z.number().int().min(1).max(512).default(1),
@@ -60,7 +72,7 @@ export const systemObjectSchema = z.strictObject({
     ])
     .optional(),
   disks: z.array(z.strictObject({ pool: name, volume: name })).max(64).default([]),
-  nics: z.array(z.strictObject({ network: name, mac: mac.optional() })).max(32).default([]),
+  nics: z.array(systemNicSchema).max(32).default([]),
   ha: z.boolean().default(false),
   /** Placement: the node the system should run on. */
   node: name.optional(),
@@ -68,17 +80,49 @@ export const systemObjectSchema = z.strictObject({
   labels: labels.optional(),
 });
 
+/**
+ * A Linux interface name as iproute2 takes it: at most 15 characters, none of them a slash, a
+ * colon or white space (and never `.` or `..`). Only names this pattern accepts reach `ip`.
+ */
+export const IFNAME_PATTERN = /^(?!\.{1,2}$)[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$/;
+export const ifnameSchema = z.string().regex(IFNAME_PATTERN, 'must be a Linux interface name: 1-15 characters of A-Z, a-z, 0-9, ., _, @, -');
+const vlanId = z.number().int().min(1).max(4094);
+
+/**
+ * `object/network/<id>`: what each node that carries it realizes (actors/network):
+ * - `bridge`: a Linux bridge (VLAN-aware when `vlanAware`, allowing `vids`);
+ * - `vlan`: an 802.1Q network: a bridge with the uplink's `vlan` sub-interface in it (node-local without an uplink);
+ * - `trunk`: a VLAN-aware bridge carrying `vids`, tagged on the uplink, to systems' NICs;
+ * - `vpp-vlan`: a DPDK VPP VLAN sub-interface (only where VPP runs).
+ * `uplinks` names each node's uplink (`uplink` is one name for every node); `nodes` which nodes carry it (default all).
+ */
 export const networkObjectSchema = z
   .strictObject({
     name,
     type: z.enum(['bridge', 'vlan', 'trunk', 'vpp-vlan']),
-    vlan: z.number().int().min(1).max(4094).optional(),
-    uplink: z.string().min(1).max(15).optional(),
+    vlan: vlanId.optional(),
+    vids: z.array(vlanId).max(4094).optional(),
+    vlanAware: z.boolean().optional(),
+    uplink: ifnameSchema.optional(),
+    uplinks: z.record(name, ifnameSchema).optional(),
     mtu: z.number().int().min(576).max(9216).optional(),
+    nodes: z.array(name).max(1024).optional(),
   })
   .superRefine((network, context) => {
     if ((network.type === 'vlan' || network.type === 'vpp-vlan') && network.vlan === undefined) {
       context.addIssue({ code: 'custom', path: ['vlan'], message: `a ${network.type} network needs a vlan id (1-4094)` });
+    }
+    if (network.type !== 'vlan' && network.type !== 'vpp-vlan' && network.vlan !== undefined) {
+      context.addIssue({ code: 'custom', path: ['vlan'], message: `a ${network.type} network takes no vlan id (vlan and vpp-vlan networks do)` });
+    }
+    if (network.type === 'trunk' && (network.vids === undefined || network.vids.length === 0)) {
+      context.addIssue({ code: 'custom', path: ['vids'], message: 'a trunk network needs the VLAN ids it carries (vids)' });
+    }
+    if (network.vids !== undefined && network.type !== 'trunk' && !(network.type === 'bridge' && network.vlanAware === true)) {
+      context.addIssue({ code: 'custom', path: ['vids'], message: 'vids go with a trunk, or a bridge with vlanAware: true' });
+    }
+    if (network.uplink !== undefined && network.uplinks !== undefined) {
+      context.addIssue({ code: 'custom', path: ['uplinks'], message: 'give uplink (every node) or uplinks (per node), not both' });
     }
   });
 
@@ -190,6 +234,7 @@ export const objectSchemas: Readonly<Record<ObjectType, z.ZodType>> = Object.fro
 export type NodeObject = z.infer<typeof nodeObjectSchema>;
 export type SystemObject = z.infer<typeof systemObjectSchema>;
 export type NetworkObject = z.infer<typeof networkObjectSchema>;
+export type SystemNic = z.infer<typeof systemNicSchema>;
 export type TokenObject = z.infer<typeof tokenObjectSchema>;
 export type ServiceObject = z.infer<typeof serviceObjectSchema>;
 export type AlarmObject = z.infer<typeof alarmObjectSchema>;

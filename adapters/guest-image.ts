@@ -3,7 +3,9 @@
  * from Debian packages downloaded with `apt-get download` into a cache directory. Nothing is
  * installed on the host. The guest's init prints `ACP-GUEST-READY` on the serial console, then its
  * own uptime every second (`ACP-GUEST-UPTIME <seconds>`), so a test can see it boot and see it keep
- * running across a migration.
+ * running across a migration. With a NIC it has networking: the virtio-net driver from the same
+ * kernel package, eth0 addressed from `acp.ip=10.9.0.2/24` on the kernel command line, and
+ * `acp.ping=<address>` pinged every second (`ACP-GUEST-PING <address> ok|fail`).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -14,6 +16,28 @@ import { AcpError, errorMessage } from '../runtime/errors.js';
 
 export const GUEST_READY_LINE = 'ACP-GUEST-READY';
 export const GUEST_UPTIME_PREFIX = 'ACP-GUEST-UPTIME';
+/** `ACP-GUEST-NET <address>` once eth0 has the address from `acp.ip=`. */
+export const GUEST_NET_PREFIX = 'ACP-GUEST-NET';
+/** `ACP-GUEST-PING <address> ok|fail`, every second, when the kernel command line has `acp.ping=<address>`. */
+export const GUEST_PING_PREFIX = 'ACP-GUEST-PING';
+
+/**
+ * The virtio-net driver and what it needs, from the same kernel package, loaded in this order
+ * (no modules.dep in the guest: busybox insmod takes them one by one).
+ */
+const NET_MODULES = [
+  'drivers/virtio/virtio.ko',
+  'drivers/virtio/virtio_ring.ko',
+  'drivers/virtio/virtio_pci_legacy_dev.ko',
+  'drivers/virtio/virtio_pci_modern_dev.ko',
+  'drivers/virtio/virtio_pci.ko',
+  'net/core/failover.ko',
+  'drivers/net/net_failover.ko',
+  'drivers/net/virtio_net.ko',
+] as const;
+
+/** What an image in the cache can do; an image without a feature listed here is built again. */
+const FEATURES = 'net';
 
 export interface GuestImage {
   readonly kernel: string;
@@ -33,12 +57,46 @@ export function guestImage(dir = guestImageDir()): GuestImage | undefined {
   return { kernel, initrd, cmdline: 'console=ttyS0 panic=-1 quiet' };
 }
 
+/** Whether the image in `dir` has networking (virtio-net, acp.ip=, acp.ping=); older ones boot, without it. */
+export function guestHasNetworking(dir = guestImageDir()): boolean {
+  return guestImage(dir) !== undefined && hasFeatures(dir);
+}
+
+function hasFeatures(dir: string): boolean {
+  try {
+    return readFileSync(join(dir, 'features'), 'utf8').trim() === FEATURES;
+  } catch {
+    return false;
+  }
+}
+
+// Networking from the kernel command line: acp.ip=10.9.0.2/24 on eth0, acp.ping=10.9.0.3 probed every second.
 const INIT = `#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
+# Twice: a module whose dependency came later in the list loads on the second round.
+for round in 1 2; do
+  for module in ${NET_MODULES.map((module) => module.split('/').at(-1)).join(' ')}; do /bin/busybox insmod /lib/modules/$module 2>/dev/null; done
+done
+IP=; PING=
+for arg in $(/bin/busybox cat /proc/cmdline); do
+  case "$arg" in
+    acp.ip=*) IP="\${arg#acp.ip=}" ;;
+    acp.ping=*) PING="\${arg#acp.ping=}" ;;
+  esac
+done
+/bin/busybox ip link set lo up
+if [ -n "$IP" ]; then
+  # The driver probes the device after insmod returns: wait for eth0 (at most 10 s).
+  for wait in 1 2 3 4 5 6 7 8 9 10; do [ -e /sys/class/net/eth0 ] && break; /bin/busybox sleep 1; done
+  /bin/busybox ip addr add "$IP" dev eth0 && /bin/busybox ip link set eth0 up && echo "${GUEST_NET_PREFIX} $IP" || echo "${GUEST_NET_PREFIX}-FAILED $IP: $(/bin/busybox ls /sys/class/net)"
+fi
 echo ${GUEST_READY_LINE}
 while true; do
   echo "${GUEST_UPTIME_PREFIX} $(/bin/busybox cut -d' ' -f1 /proc/uptime)"
+  if [ -n "$PING" ]; then
+    if /bin/busybox ping -c 1 -W 1 "$PING" >/dev/null 2>&1; then echo "${GUEST_PING_PREFIX} $PING ok"; else echo "${GUEST_PING_PREFIX} $PING fail"; fi
+  fi
   /bin/busybox sleep 1
 done
 `;
@@ -98,7 +156,8 @@ function extract(deb: string, inside: string, target: string, work: string): voi
  */
 export function buildGuestImage(dir = guestImageDir(), log: (line: string) => void = () => undefined, force = false): GuestImage {
   const existing = guestImage(dir);
-  if (existing && !force) {
+  // An image from before a feature was added is built again (npm run guest-image picks it up).
+  if (existing && hasFeatures(dir) && !force) {
     log(`guest image already in ${dir}`);
     return existing;
   }
@@ -124,6 +183,12 @@ export function buildGuestImage(dir = guestImageDir(), log: (line: string) => vo
   extract(join(work, kernelDeb), 'boot/vmlinuz-', join(work, 'vmlinuz'), work);
   extract(join(work, busyboxDeb), 'bin/busybox', join(work, 'busybox'), work);
   const busybox = readFileSync(join(work, 'busybox'));
+  const release = kernelPackage.slice('linux-image-'.length);
+  const modules = NET_MODULES.map((module) => {
+    const target = join(work, module.split('/').at(-1)!);
+    extract(join(work, kernelDeb), `lib/modules/${release}/kernel/${module}`, target, work);
+    return { name: `lib/modules/${module.split('/').at(-1)!}`, mode: 0o100644, data: readFileSync(target) };
+  });
   const image = cpio([
     { name: 'bin', mode: 0o040755 },
     { name: 'dev', mode: 0o040755 },
@@ -132,12 +197,16 @@ export function buildGuestImage(dir = guestImageDir(), log: (line: string) => vo
     { name: 'sys', mode: 0o040755 },
     { name: 'bin/busybox', mode: 0o100755, data: busybox },
     { name: 'bin/sh', mode: 0o100755, data: busybox },
+    { name: 'lib', mode: 0o040755 },
+    { name: 'lib/modules', mode: 0o040755 },
+    ...modules,
     { name: 'init', mode: 0o100755, data: Buffer.from(INIT) },
   ]);
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'initrd.gz.tmp'), gzipSync(image));
   renameSync(join(dir, 'initrd.gz.tmp'), join(dir, 'initrd.gz'));
   renameSync(join(work, 'vmlinuz'), join(dir, 'vmlinuz'));
+  writeFileSync(join(dir, 'features'), `${FEATURES}\n`);
   rmSync(work, { recursive: true, force: true });
   log(`guest image: ${join(dir, 'vmlinuz')} (${Math.round(statSync(join(dir, 'vmlinuz')).size / 1024)} KiB), ${join(dir, 'initrd.gz')}`);
   return guestImage(dir)!;

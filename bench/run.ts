@@ -74,3 +74,7 @@ if (!only || only === 'monitor') {
   const { monitorBenchmarks } = await import('./monitor.js');
   for (const line of await monitorBenchmarks()) process.stdout.write(`${line}\n`);
 }
+if (!only || only === 'network') {
+  const { networkBenchmarks } = await import('./network.js');
+  for (const line of networkBenchmarks()) process.stdout.write(`${line}\n`);
+}

@@ -8,6 +8,7 @@ import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { assertName } from '../runtime/path.js';
 import { printJson, table } from './output.js';
+import { parseNic, systemNicCommands } from './network.js';
 
 export interface SystemGlobal {
   home: string;
@@ -44,6 +45,7 @@ interface CreateFlags {
   ha?: boolean;
   node?: string;
   restart?: string;
+  nic?: string[];
 }
 
 /** A system object from `--spec`/`--file`, with flags laid over it; validated with the CDB's schema. */
@@ -79,6 +81,7 @@ export function systemSpec(id: string, flags: CreateFlags): unknown {
     ...(flags.ha === undefined ? {} : { ha: flags.ha }),
     ...(flags.node === undefined ? {} : { node: flags.node }),
     ...(flags.restart === undefined ? {} : { restart: flags.restart }),
+    ...(flags.nic === undefined || flags.nic.length === 0 ? {} : { nics: flags.nic.map(parseNic) }),
   };
   const result = systemObjectSchema.safeParse(spec);
   if (!result.success) {
@@ -179,7 +182,8 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           .option('disk', { type: 'string', describe: 'boot from this qcow2 disk image' })
           .option('ha', { type: 'boolean' })
           .option('node', { type: 'string', describe: 'the node it runs on' })
-          .option('restart', { choices: ['never', 'on-crash', 'always'] as const }),
+          .option('restart', { choices: ['never', 'on-crash', 'always'] as const })
+          .option('nic', { type: 'string', array: true, describe: 'a NIC: NETWORK[,vlan=N][,mac=..][,model=virtio|e1000] (repeat for more)' }),
       (argv) =>
         run(argv, () =>
           withClient(argv.home, async (client) => {
@@ -276,6 +280,7 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           }),
         ),
     )
+    .command('nic', "a system's NICs (acp system nic add|rm)", (c) => systemNicCommands(c, run, withClient))
     .command('rm <id>', 'delete a stopped system', (c) => c.positional('id', { type: 'string', demandOption: true }), (argv) =>
       run(argv, () =>
         withClient(argv.home, async (client) => {

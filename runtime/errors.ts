@@ -70,6 +70,12 @@ export const errorCatalog = {
   ACP_ERR_API_LIMIT: { kind: 'failed', summary: "A connection reached one of its limits (watches or asks in flight); the request was not carried out." },
   ACP_ERR_NO_PRIMARY: { kind: 'node-unreachable', summary: 'A message to @primary found no monitor holding the primary lease (no quorum of voters, or an election under way); acp cluster status shows the voters present and needed.' },
   ACP_ERR_MONITOR_WEBHOOK: { kind: 'failed', summary: 'An alarm notification could not be delivered: the webhook did not answer, or answered other than 2xx (the message names the target and what happened).' },
+  ACP_ERR_NETWORK_TOOL_MISSING: { kind: 'failed', summary: 'A program the Network service runs (ip or bridge from iproute2, vppctl) is not installed on this node; the message names the command.' },
+  ACP_ERR_NETWORK_COMMAND: { kind: 'failed', summary: 'An iproute2 command was refused, failed or timed out; the message names the command and what it printed.' },
+  ACP_ERR_NETWORK_BAD_OUTPUT: { kind: 'failed', summary: 'An iproute2 command printed output that is not the JSON expected; the message names the command.' },
+  ACP_ERR_NETWORK_VPP_UNAVAILABLE: { kind: 'failed', summary: 'A vpp-vlan network needs vppctl and a running VPP on the node; the message says which is missing.' },
+  ACP_ERR_NETWORK_NOT_CARRIED: { kind: 'bad-request', summary: "A system's NIC names a network this node does not carry (its nodes list leaves the node out); the message names both." },
+  ACP_ERR_NETWORK_IN_USE: { kind: 'conflict', summary: 'A network cannot be removed while systems have NICs on it; the message names the systems.' },
   ACP_ERR_INTERNAL: { kind: 'internal', summary: 'An unexpected internal error; the log has the details.' },
 } as const;
 

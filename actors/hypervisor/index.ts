@@ -22,6 +22,7 @@ import { metaKey, objectKey, systemObjectSchema, type SystemObject } from '../mo
 import { createVmm, guestFiles, vmmAuthority, vmmModule, vmmSchema } from '../vmm/index.js';
 import type { CpuSample, StatsOutput } from '../../adapters/stats-task.js';
 import { next, type SystemEvent, type SystemState } from './lifecycle.js';
+import { SystemNics } from './nics.js';
 
 const id = nameSchema;
 
@@ -114,6 +115,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   const systems = new Map<string, Running>();
   const vmmParent = parsePath(`${ctx.self.path}/vmm`);
   let parent: LocalActor | undefined;
+  const nics = new SystemNics(ctx, cdb);
 
   const publish = (systemId: string, entry: Running) => {
     cdb.ask({ type: 'cdb.put', key: metaKey('system', systemId, node), value: entry.meta }, { timeoutMs: 10_000 }).catch((error: unknown) => {
@@ -226,12 +228,16 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     entry.vmm = undefined;
     if (vmm?.alive) await vmm.stop(reason, 10_000).catch(() => undefined);
     system.release(`${ctx.self.path}/vmm/${systemId}`, reason);
+    // The guest is gone from here: so are its taps (made again by the next start or arrival).
+    await nics.down(systemId, entry.spec);
   };
 
   const entryFor = (systemId: string): Running | undefined => systems.get(systemId);
 
   const start = async (systemId: string): Promise<Message> => {
-    const spec = await readSpec(systemId);
+    const spec = await nics.withMacs(systemId, await readSpec(systemId));
+    // A NIC this node cannot give (its network not carried here) refuses the start, before anything changes.
+    await nics.up(systemId, spec);
     let entry = entryFor(systemId);
     if (!entry) {
       entry = { state: 'defined', spec, vmm: undefined, meta: { state: 'defined', node, pid: null, vmmPid: null, accelerator: null, since: new Date().toISOString(), restarts: 0 }, restarts: [], attempt: 0, retry: undefined };
@@ -422,6 +428,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     systems.set(systemId, entry);
     publish(systemId, entry);
     try {
+      // The taps are here before the guest arrives: it keeps its network across the move.
+      await nics.up(systemId, entry.spec);
       entry.vmm = await system.spawn(vmmPath(systemId), vmmFactory(systemId, entry), vmmOptions(systemId, entry));
       const ready = await ctx.ref(vmmPath(systemId)).ask<Message & { address?: { host: string; port: number }; pid: number | null; vmmPid: number; accelerator: string }>(
         {
@@ -476,6 +484,11 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       const guests = live.filter(([, entry]) => entry.meta.pid !== null).map(([systemId, entry]) => ({ id: systemId, pid: entry.meta.pid! }));
       const collected = await ctx.runTask<StatsOutput>({ module: new URL('../../adapters/stats-task.js', import.meta.url).href, name: 'collect', input: { guests, previous: samples } });
       samples = collected.samples;
+      // Each system's NIC counters, as the Network service last read them (none when it cannot answer).
+      const nicStats = await ctx
+        .ref(ctx.self.path.replace(/\/hypervisor$/, '/network'))
+        .ask<Message & { systems: Record<string, unknown[]> }>({ type: 'network.nic-stats' }, { timeoutMs: 2000 })
+        .then((reply) => reply.systems, () => ({}) as Record<string, unknown[]>);
       const nodeMeta = await cdb.ask<Message & { record: { value: { eventLoopDelayMs?: unknown } } }>({ type: 'cdb.get', key: metaKey('node', node, node) }).catch(() => undefined);
       const at = new Date().toISOString();
       const ops: { op: 'put'; key: string; value: unknown }[] = [{ op: 'put', key: `stats/node/${node}@${node}`, value: { ...collected.node, eventLoopDelayMs: nodeMeta?.record.value.eventLoopDelayMs ?? null, at } }];
@@ -484,7 +497,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         const measured = collected.guests[systemId];
         // A simulated guest has no process: it reports no load rather than an invented one.
         const value = measured ?? { cpuPercent: 0, rssBytes: 0, readBytes: null, writeBytes: null, simulated: entry.spec.driver === 'sim' };
-        ops.push({ op: 'put', key: `stats/system/${systemId}@${node}`, value: { ...value, state: entry.state, at } });
+        const nics = nicStats[systemId];
+        ops.push({ op: 'put', key: `stats/system/${systemId}@${node}`, value: { ...value, ...(nics ? { nics } : {}), state: entry.state, at } });
       }
       for (let offset = 0; offset < ops.length; offset += 1000) await cdb.ask({ type: 'cdb.batch', ops: ops.slice(offset, offset + 1000) }, { timeoutMs: 10_000 });
     } catch (error) {

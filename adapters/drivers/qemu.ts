@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import type { SystemObject } from '../../actors/model.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import { isValidName } from '../../runtime/path.js';
+import { generatedMac, tapName } from '../../actors/network/names.js';
 import { isMigrationHost, type GuestExit, type GuestHandle, type GuestPaths, type IncomingGuest, type MigrationAddress, type MigrationCredentials, type MigrationListen, type MigrationTarget, type SystemDriver } from './driver.js';
 
 export const QEMU_BINARY = process.env.ACP_QEMU ?? 'qemu-system-x86_64';
@@ -144,8 +145,22 @@ export function qemuArgs(id: string, spec: SystemObject, paths: GuestPaths, acce
   } else if (spec.boot && 'disk' in spec.boot) {
     args.push('-drive', `file=${optionValue(spec.boot.disk)},if=virtio,format=qcow2`);
   }
+  args.push(...nicArgs(id, spec));
   if (incoming) args.push('-incoming', incoming);
   return args;
+}
+
+/**
+ * Each NIC: the tap the Network service made for it (named from the system's id and the NIC's
+ * index, checked there), opened by QEMU with no scripts, and the guest's device with its MAC.
+ */
+export function nicArgs(id: string, spec: SystemObject): string[] {
+  return spec.nics.flatMap((nic, index) => [
+    '-netdev',
+    `tap,id=net${index},ifname=${tapName(id, index)},script=no,downscript=no`,
+    '-device',
+    `${nic.model === 'e1000' ? 'e1000' : 'virtio-net-pci'},netdev=net${index},mac=${nic.mac ?? generatedMac(id, index)}`,
+  ]);
 }
 
 export interface AcceleratorProbe {

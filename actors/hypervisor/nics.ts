@@ -1,0 +1,49 @@
+import type { ActorContext, ActorRef } from '../../runtime/actor.js';
+import { errorMessage } from '../../runtime/errors.js';
+import { objectKey, type SystemObject } from '../model.js';
+import { generatedMac } from '../network/names.js';
+
+/**
+ * A system's NICs, between the hypervisor and this node's Network service: their taps are made
+ * before the guest starts or arrives, and removed once it is gone from here. The taps' names and
+ * the MACs are the same functions of the system's id everywhere (actors/network/names.ts), so the
+ * QEMU command line and the Network service agree without passing names around.
+ */
+export class SystemNics {
+  constructor(
+    private readonly ctx: ActorContext,
+    private readonly cdb: ActorRef,
+  ) {}
+
+  private network(): ActorRef {
+    return this.ctx.ref(`acp://${this.ctx.node.cluster}/${this.ctx.node.node}/network`);
+  }
+
+  /**
+   * The spec with every NIC's MAC: one not given is generated (stable, locally administered) and
+   * stored in the system object, so it stays the guest's across restarts and migrations.
+   */
+  async withMacs(systemId: string, spec: SystemObject): Promise<SystemObject> {
+    if (spec.nics.every((nic) => nic.mac !== undefined)) return spec;
+    const filled: SystemObject = { ...spec, nics: spec.nics.map((nic, index) => (nic.mac === undefined ? { ...nic, mac: generatedMac(systemId, index) } : nic)) };
+    await this.cdb.ask({ type: 'cdb.put', key: objectKey('system', systemId), value: filled }, { timeoutMs: 10_000 }).catch((error: unknown) => {
+      // The MAC is a function of the id: the same one comes next time even if it is not stored.
+      this.ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'could not store the generated MAC addresses');
+    });
+    return filled;
+  }
+
+  /** The taps, made and in their bridges; refused (naming the NIC and network) when this node cannot. */
+  async up(systemId: string, spec: SystemObject): Promise<void> {
+    if (spec.nics.length === 0) return;
+    await this.network().ask({ type: 'network.nics-up', system: systemId, nics: spec.nics }, { timeoutMs: 30_000 });
+  }
+
+  /** The taps removed; a failure is logged, and the taps stay until the Network service next restarts without the guest running. */
+  async down(systemId: string, spec: SystemObject): Promise<void> {
+    if (spec.nics.length === 0) return;
+    await this.network()
+      .ask({ type: 'network.nics-down', system: systemId }, { timeoutMs: 30_000 })
+      .catch((error: unknown) => this.ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'could not remove the system’s taps'));
+  }
+}
