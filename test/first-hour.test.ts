@@ -83,9 +83,11 @@ test('acp logs filters by service, level and time, prints JSON with --json, and 
   t.true(warnings.stdout.trim().split('\n').filter(Boolean).every((line) => (JSON.parse(line) as { level: number }).level >= 50));
   const future = await runCli(['logs', '--since', '2999-01-01T00:00:00Z'], home);
   t.is(future.stdout, '');
+  const two = await runCli(['logs', '--lines', '2', '--json'], home);
+  ok(two, 'logs --lines 2 --json');
+  t.is(two.stdout.trim().split('\n').length, 2);
   const readable = await runCli(['logs', '--lines', '2'], home);
   ok(readable, 'logs --lines 2');
-  t.is(readable.stdout.trim().split('\n').length, 2);
   t.regex(readable.stdout, /^\[\d\d:\d\d:\d\d\.\d{3}\] [A-Z]+/m);
   const bad = await runCli(['logs', '--since', 'yesterday'], home);
   t.is(bad.code, 2);

@@ -46,6 +46,8 @@ export const networkAuthority: AuthorityTable = {
   'network.tick': { internal: [{ service: 'network', nodes: 'self' }] },
 };
 
+/** How long a stop waits for a reconcile pass in flight. */
+const STOP_WAIT_MS = 200;
 const RECONCILE_MS = 2000;
 /** Outside the daemon's process (thread or process isolation) the node's config is not at hand: every second, as the design says. */
 const DEFAULT_STATS_MS = 1000;
@@ -362,8 +364,9 @@ export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
       clearInterval(timer);
       clearInterval(statsTimer);
       feed.stop();
-      // The interfaces stay: guests keep their network while the daemon restarts.
-      await running;
+      // The interfaces stay: guests keep their network while the daemon restarts. A pass in flight
+      // gets a moment to finish, not the CDB's whole timeout (the node is stopping; it may be stalled).
+      await Promise.race([running, new Promise((resolve) => setTimeout(resolve, STOP_WAIT_MS).unref())]);
     },
   };
 }
