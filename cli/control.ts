@@ -80,6 +80,9 @@ export async function runForeground(options: UpOptions, announce: (summary: UpSu
   process.on('unhandledRejection', (reason) => daemon.log.error({ code: 'ACP_ERR_INTERNAL', err: String(reason) }, 'unhandled rejection'));
   void summaryOf(daemon).then(announce);
   const { code } = await daemon.stopped;
+  // Everything is stopped and flushed: a library's handle left open (a keep-alive socket, a pool
+  // thread winding down) must not keep the process, and so acp down, waiting.
+  setTimeout(() => process.exit(code), 300).unref();
   return code;
 }
 
