@@ -423,6 +423,9 @@ export function processActor(system: ActorSystem, options: ProcessActorOptions):
         childExited = true;
         resolveChildExit();
         if (pid !== undefined) {
+          // What the child started (a VMM's QEMU) is in its process group: it goes with the child,
+          // never left running without it.
+          killGroup(pid);
           liveChildren.delete(pid);
           options.onProcess?.(pid, true);
         }
