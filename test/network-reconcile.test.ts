@@ -2,6 +2,7 @@
  * The Network service's decisions without root: names, the plan from desired and observed
  * interfaces, the iproute2 and vppctl command lines, and the network schema.
  */
+import { runsWhen } from './helpers/requires.js';
 import test from 'ava';
 import { networkObjectSchema, systemObjectSchema, type NetworkObject } from '../actors/model.js';
 import { bridgeName, generatedMac, ownerAlias, parseOwner, provisionalName, tapName, vlanLinkName } from '../actors/network/names.js';
@@ -231,12 +232,7 @@ test.serial('a missing ip or vppctl is an error naming the command; VPP is repor
   }
 });
 
-test.serial('a refused iproute2 operation is an error naming the command and what ip printed', async (t) => {
-  if (!hasIp) {
-    t.log('no ip binary here: nothing to refuse');
-    t.pass();
-    return;
-  }
+runsWhen(!hasIp && 'the ip binary (iproute2) is not installed').serial(`a refused iproute2 operation is an error naming the command and what ip printed${hasIp ? '' : ' (skipped: no ip binary)'}`, async (t) => {
   // A device that cannot exist (its name is longer than Linux allows): ip refuses, nothing changes.
   const refused = await t.throwsAsync(run('ip', ['link', 'show', 'dev', 'no-such-device-acp']), { instanceOf: AcpError });
   t.is(refused?.code, 'ACP_ERR_NETWORK_COMMAND');
