@@ -151,7 +151,11 @@ export class ServiceTree {
       await this.load();
       for (const entry of this.entries) {
         if (this.stopping) return;
-        await this.records.get(entry.name)!.supervisor.startAll();
+        const record = this.records.get(entry.name)!;
+        // A failed service waiting out its back-off is left to its retry timer, even when the
+        // Framework itself restarts and boots again.
+        if (record.cancelRetry) continue;
+        await record.supervisor.startAll();
       }
     } finally {
       this.booting = false;

@@ -100,6 +100,18 @@ test('a service that exceeds its restart intensity is failed; no other service i
   t.is(error?.code, 'ACP_ERR_NO_SUCH_ACTOR');
 });
 
+test("a Framework restart keeps a failed service's back-off: the service is not started again at once", async (t) => {
+  const { daemon, connection } = await bootNode(t, FRAGILE_NETWORK);
+  await crashNetworkPastIntensity(t, daemon, connection);
+  await waitFor(daemon, 'network', (entry) => entry.state === 'failed', 'network to be failed');
+  await crash(t, connection, 'framework');
+  await waitFor(daemon, 'framework', (entry) => entry.state === 'running' && entry.restarts === 1, 'the framework to restart');
+  // Once the restarted Framework's boot has passed every service, a skipped start is certain.
+  await eventually(() => (daemon.status().booting ? undefined : true), 20_000, 'the boot after the restart to finish');
+  t.is(service(daemon.status(), 'network').state, 'failed');
+  t.is(service(daemon.status(), 'cdb').state, 'running');
+});
+
 test('thread isolation answers like inline, with its own thread, and restarts with a new one', async (t) => {
   const { daemon, connection, status } = await bootNode(t, { services: { network: { isolation: 'thread' }, storage: { isolation: 'thread' } } });
   for (const entry of status.services) {
