@@ -14,8 +14,8 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { QEMU_BINARY, qemuArgs } from '../adapters/drivers/qemu.js';
 import { guestImage, GUEST_READY_LINE } from '../adapters/guest-image.js';
 import { systemObjectSchema } from '../actors/model.js';
-import { connect, type AcpClient } from '../runtime/client.js';
-import { Daemon } from '../runtime/daemon.js';
+import { connect, type AcpClient } from '../node/client.js';
+import { Daemon } from '../node/daemon.js';
 import type { Message } from '../runtime/messages.js';
 
 const SIM_SYSTEMS = 500;

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { encodeFrame, FrameDecoder, type Envelope } from '../runtime/codec.js';
 import { homePaths } from '../runtime/config.js';
-import { Daemon } from '../runtime/daemon.js';
+import { Daemon } from '../node/daemon.js';
 import { messageSchema, type Message } from '../runtime/messages.js';
 import { makePath } from '../runtime/path.js';
 

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initCluster, joinCluster } from '../cli/cluster.js';
-import { connect } from '../runtime/client.js';
+import { connect } from '../node/client.js';
 import type { Message } from '../runtime/messages.js';
 import { freePort } from '../test/helpers/agent.js';
 

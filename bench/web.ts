@@ -9,8 +9,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { connect } from '../runtime/client.js';
-import { Daemon } from '../runtime/daemon.js';
+import { connect } from '../node/client.js';
+import { Daemon } from '../node/daemon.js';
 import type { Message } from '../runtime/messages.js';
 import type { Comparison } from './measure.js';
 

@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { connect, type AcpClient } from '../runtime/client.js';
+import { connect, type AcpClient } from '../node/client.js';
 import { AcpError } from '../runtime/errors.js';
 import { LOG_FORMATS, LOG_LEVELS, type LogLevel } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';

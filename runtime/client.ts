@@ -1,9 +1,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { readApiKey, readConfig } from '../adapters/home.js';
 import type { AskOptions, NodeIdentity } from './actor.js';
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, PROTOCOL_VERSION, type Envelope } from './codec.js';
-import { homePaths } from './config.js';
 import { AcpError, type ErrorData } from './errors.js';
 import type { Message, Terminated } from './messages.js';
 import { formatPath, parsePath, type ActorPath } from './path.js';
@@ -351,23 +349,3 @@ export class AcpClient {
     }
   }
 }
-
-/** Connects to the daemon of a home directory (its socket, cluster and API key), or with explicit options. */
-export async function connect(options: { home: string; token?: string } | ClientOptions): Promise<AcpClient> {
-  if (!('home' in options)) return AcpClient.connect(options);
-  const paths = homePaths(options.home);
-  let config;
-  try {
-    config = readConfig(paths);
-  } catch (error) {
-    throw AcpError.from(error, 'ACP_ERR_CONFIG_INVALID');
-  }
-  if (!config) throw new AcpError('ACP_ERR_DAEMON_NOT_RUNNING', `${options.home} has no config.json: no node was ever started there; run 'acp up --home ${options.home}'`);
-  try {
-    const credential = options.token !== undefined ? { token: options.token } : { apiKey: readApiKey(paths) };
-    return await AcpClient.connect({ socketPath: paths.socket, ...credential, cluster: config.cluster, maxFrameBytes: config.api.maxFrameBytes });
-  } catch (error) {
-    throw AcpError.from(error, 'ACP_ERR_NODE_UNREACHABLE');
-  }
-}
-

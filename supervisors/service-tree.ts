@@ -18,22 +18,6 @@ export interface ServiceEntry {
 /** How long a service must stay running before its failed-service back-off starts over. */
 const STEADY_MS = 60_000;
 
-const local = (relative: string) => new URL(relative, import.meta.url).href;
-
-/**
- * The node's services in the design's boot order (docs/design.md) (cdb → agent, api → network, storage → hypervisor
- * → monitor → webapi); they stop in the reverse order.
- */
-export const BOOT_ORDER: readonly ServiceEntry[] = [
-  { name: 'cdb', module: local('../actors/cdb/index.js') },
-  { name: 'agent', module: local('../actors/agent/index.js') },
-  { name: 'api', module: local('../actors/api/index.js') },
-  { name: 'network', module: local('../actors/network/index.js') },
-  { name: 'storage', module: local('../actors/storage/index.js') },
-  { name: 'hypervisor', module: local('../actors/hypervisor/index.js') },
-  { name: 'monitor', module: local('../actors/monitor/index.js') },
-  { name: 'webapi', module: local('../webapi/service.js') },
-];
 
 /** Clock, randomness and timers: real ones in acpd, simulated ones in tests. */
 export type TreeClock = Pick<SupervisorEnv, 'now' | 'random' | 'setTimer'>;
@@ -72,7 +56,8 @@ export interface ServiceTreeOptions {
   log: Logger;
   logFile: string | undefined;
   clock?: TreeClock;
-  entries?: readonly ServiceEntry[];
+  /** The services in boot order (the composition root's BOOT_ORDER). */
+  entries: readonly ServiceEntry[];
 }
 
 /**
@@ -91,7 +76,7 @@ export class ServiceTree {
 
   constructor(private readonly options: ServiceTreeOptions) {
     this.clock = options.clock ?? realClock;
-    this.entries = options.entries ?? BOOT_ORDER;
+    this.entries = options.entries;
   }
 
   get isBooting(): boolean {

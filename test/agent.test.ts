@@ -2,7 +2,7 @@ import test from 'ava';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer as tlsServer, type TLSSocket } from 'node:tls';
 import { createCa, decodeToken, encodeToken, fingerprint, verifyIssuedBy } from '../adapters/pki.js';
-import { connect } from '../runtime/client.js';
+import { connect } from '../node/client.js';
 import { PROTOCOL_VERSION } from '../runtime/codec.js';
 import type { Terminated } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_MAX_HELLO_FRAME_BYTES, encodeFrame, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
 import { homePaths } from '../runtime/config.js';
-import { Daemon } from '../runtime/daemon.js';
+import { Daemon } from '../node/daemon.js';
 import type { ErrorCode } from '../runtime/errors.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { ISSUE_BAD_NAMES } from './helpers/hostile-inputs.js';

@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import test from 'ava';
-import { connect } from '../runtime/client.js';
+import { connect } from '../node/client.js';
 import { encodeFrame } from '../runtime/codec.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { RecordView } from '../actors/cdb/index.js';
-import { connect, type AcpClient } from '../runtime/client.js';
+import { connect, type AcpClient } from '../node/client.js';
 import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { eventually, makeHome, runCli, isAlive } from './helpers/node.js';

@@ -11,7 +11,7 @@ import type { NodeMeta } from '../actors/model.js';
 import type { Actor, ActorContext, ActorRef } from '../runtime/actor.js';
 import { DeferredReply } from '../runtime/actor.js';
 import type { AcpClient } from '../runtime/client.js';
-import type { Daemon } from '../runtime/daemon.js';
+import type { Daemon } from '../node/daemon.js';
 import { AcpError, type ErrorCode } from '../runtime/errors.js';
 import { silentLogger } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';

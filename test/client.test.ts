@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
-import { connect } from '../runtime/client.js';
-import type { Daemon } from '../runtime/daemon.js';
+import { connect } from '../node/client.js';
+import type { Daemon } from '../node/daemon.js';
 import { AcpError } from '../runtime/errors.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { allRunning, client, eventually, makeHome, startDaemon } from './helpers/node.js';

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { ServiceInfo } from '../actors/kit.js';
 import type { AcpClient } from '../runtime/client.js';
-import { Daemon } from '../runtime/daemon.js';
+import { Daemon } from '../node/daemon.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message, Pong, Terminated } from '../runtime/messages.js';
 import type { NodeStatus, ServiceStatus } from '../runtime/services.js';

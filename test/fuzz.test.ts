@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
 import type { RecordView } from '../actors/cdb/index.js';
-import { connect } from '../runtime/client.js';
+import { connect } from '../node/client.js';
 import { homePaths } from '../runtime/config.js';
 import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';

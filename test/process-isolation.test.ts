@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { ServiceInfo } from '../actors/kit.js';
 import type { AcpClient } from '../runtime/client.js';
-import type { Daemon } from '../runtime/daemon.js';
+import type { Daemon } from '../node/daemon.js';
 import { AcpError } from '../runtime/errors.js';
 import { silentLogger } from '../runtime/logger.js';
 import type { Message, Pong, Terminated } from '../runtime/messages.js';

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import type { SyncStatus } from '../actors/cdb/sync-node.js';
 import { startDetached } from '../cli/control.js';
-import { connect } from '../runtime/client.js';
+import { connect } from '../node/client.js';
 import { initNode } from './helpers/agent.js';
 import { makeHome, runCli } from './helpers/node.js';
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initCluster } from '../../cli/cluster.js';
-import { connect, type AcpClient } from '../../runtime/client.js';
+import { connect, type AcpClient } from '../../node/client.js';
 import { homePaths } from '../../runtime/config.js';
 import type { Message } from '../../runtime/messages.js';
 import { assertName } from '../../runtime/path.js';

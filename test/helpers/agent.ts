@@ -6,7 +6,7 @@ import type { ExecutionContext } from 'ava';
 import { createCsr, signCsr } from '../../adapters/pki.js';
 import { initCluster, joinCluster } from '../../cli/cluster.js';
 import { startDetached } from '../../cli/control.js';
-import { connect, type AcpClient } from '../../runtime/client.js';
+import { connect, type AcpClient } from '../../node/client.js';
 import type { Envelope } from '../../runtime/codec.js';
 import { homePaths } from '../../runtime/config.js';
 import type { ErrorData } from '../../runtime/errors.js';

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
-import { connect, type AcpClient } from '../../runtime/client.js';
-import { Daemon } from '../../runtime/daemon.js';
+import { connect, type AcpClient } from '../../node/client.js';
+import { Daemon } from '../../node/daemon.js';
 import type { LogLevel } from '../../runtime/logger.js';
 import type { NodeStatus } from '../../runtime/services.js';
 

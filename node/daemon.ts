@@ -4,16 +4,17 @@ import { createFramework, frameworkAuthority, frameworkSchema } from '../actors/
 import { claimPidfile, ensureHome, installClusterKeys, loadOrCreateApiKey, loadOrCreateConfig, nextIncarnation, readPidfile, removeFile } from '../adapters/home.js';
 import { isDaemonProcess } from '../adapters/process.js';
 import { realClock, ServiceTree, type ServiceEntry } from '../supervisors/service-tree.js';
+import { BOOT_ORDER } from './boot-order.js';
 import { Supervisor } from '../supervisors/supervisor.js';
-import type { NodeIdentity } from './actor.js';
-import { homePaths, type HomePaths, type NodeConfig } from './config.js';
-import { AcpError, errorMessage } from './errors.js';
-import { createLogger, type LogFormat, type Logger, type LogLevel } from './logger.js';
-import { formatPath } from './path.js';
-import { TaskPool } from './pool.js';
-import type { NodeStatus, ServiceDeps, ServiceState, ServiceStatus } from './services.js';
-import { ActorSystem, type LocalActor } from './system.js';
-import { TokenBook } from './tokens.js';
+import type { NodeIdentity } from '../runtime/actor.js';
+import { homePaths, type HomePaths, type NodeConfig } from '../runtime/config.js';
+import { AcpError, errorMessage } from '../runtime/errors.js';
+import { createLogger, type LogFormat, type Logger, type LogLevel } from '../runtime/logger.js';
+import { formatPath } from '../runtime/path.js';
+import { TaskPool } from '../runtime/pool.js';
+import type { NodeStatus, ServiceDeps, ServiceState, ServiceStatus } from '../runtime/services.js';
+import { ActorSystem, type LocalActor } from '../runtime/system.js';
+import { TokenBook } from '../runtime/tokens.js';
 
 export interface DaemonOptions {
   home: string;
@@ -142,7 +143,7 @@ export class Daemon {
         this.nodeFacts[name] = value;
       },
     };
-    this.tree = new ServiceTree({ system: this.system, config, deps, log, logFile: options.logFile, ...(options.services ? { entries: options.services } : {}) });
+    this.tree = new ServiceTree({ system: this.system, config, deps, log, logFile: options.logFile, entries: options.services ?? BOOT_ORDER });
     const frameworkPath = this.system.localPath('framework');
     // The Framework's own actor is restarted like any service; if it cannot stay up, the node stops.
     this.root = new Supervisor(

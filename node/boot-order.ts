@@ -1,0 +1,18 @@
+import type { ServiceEntry } from '../supervisors/service-tree.js';
+
+const local = (relative: string) => new URL(relative, import.meta.url).href;
+
+/**
+ * The node's services in the design's boot order (docs/design.md) (cdb → agent, api → network, storage → hypervisor
+ * → monitor → webapi); they stop in the reverse order.
+ */
+export const BOOT_ORDER: readonly ServiceEntry[] = [
+  { name: 'cdb', module: local('../actors/cdb/index.js') },
+  { name: 'agent', module: local('../actors/agent/index.js') },
+  { name: 'api', module: local('../actors/api/index.js') },
+  { name: 'network', module: local('../actors/network/index.js') },
+  { name: 'storage', module: local('../actors/storage/index.js') },
+  { name: 'hypervisor', module: local('../actors/hypervisor/index.js') },
+  { name: 'monitor', module: local('../actors/monitor/index.js') },
+  { name: 'webapi', module: local('../webapi/service.js') },
+];
