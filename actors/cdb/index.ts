@@ -69,6 +69,11 @@ export const cdbSchema = z.discriminatedUnion('type', [
   }),
   snapshotRequestSchema.extend({ type: z.literal('cdb.sync.snapshot') }),
   z.strictObject({ type: z.literal('cdb.sync.status') }),
+  z.strictObject({ type: z.literal('cdb.sync.datagram'), payload: z.unknown() }),
+  z.strictObject({ type: z.literal('cdb.sync.tick') }),
+  z.strictObject({ type: z.literal('cdb.sync.flush') }),
+  z.strictObject({ type: z.literal('cdb.sync.repair-due') }),
+  z.strictObject({ type: z.literal('cdb.sync.identified'), address: z.string().max(300), node: nameSchema }),
   /** Fault injection (daemon with --faults): drop this share of outgoing sync sends. */
   z.strictObject({ type: z.literal('cdb.sync.faults'), dropRate: z.number().min(0).max(1) }),
   /** Membership: every node known, classified up, suspect or down, with its sync lag. */
@@ -225,7 +230,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     if (objects.length === 0) {
       const applied = applyMemory();
       // Sent behind the object writes still flushing, so changes are numbered in version order.
-      if (local && applied.length > 0) void commits.then(() => sync?.local(applied));
+      if (local && applied.length > 0) void commits.then(() => sync?.committed(applied));
       return Promise.resolve();
     }
     for (const record of objects) pending.set(record.key, record);
@@ -239,7 +244,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         // In a mixed batch, meta and stats take effect only once the objects are durable: all or none.
         const applied = applyMemory();
         // Only durable changes go out: a node never sends what it could lose in a crash.
-        if (local) sync?.local([...objects, ...applied]);
+        if (local) sync?.committed([...objects, ...applied]);
       },
       (error: unknown) => {
         for (const record of objects) if (pending.get(record.key) === record) pending.delete(record.key);
@@ -586,6 +591,13 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         case 'cdb.sync.rekey':
           if (sync && secretExists(options.clusterKeyFile ?? '')) sync.rekey(readSecretFile(options.clusterKeyFile ?? '').trim());
           return { type: 'ok' };
+        case 'cdb.sync.datagram':
+        case 'cdb.sync.tick':
+        case 'cdb.sync.flush':
+        case 'cdb.sync.repair-due':
+        case 'cdb.sync.identified':
+          sync?.handle(parsed);
+          return undefined;
         case 'cdb.sync.faults':
           requireSync().setDropRate(parsed.dropRate);
           return { type: 'cdb.sync.faults', dropRate: parsed.dropRate };
@@ -628,6 +640,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
 
 /** Sync and merge come only from the other nodes' CDBs (each relayed by its own node's agent). */
 const fromPeerCdbs = { internal: [{ service: 'cdb', nodes: 'peers' }] } as const;
+const ownCdb = { internal: [{ service: 'cdb', nodes: 'self' }] } as const;
 
 /** Who may send what to the CDB (see runtime/authority.ts); writes to object/token/ also need admin. */
 export const cdbAuthority: AuthorityTable = {
@@ -646,6 +659,12 @@ export const cdbAuthority: AuthorityTable = {
   'cdb.batch': 'operate',
   'cdb.sync.faults': 'local-admin',
   'cdb.sync.rekey': { internal: [{ service: 'agent', nodes: 'self' }] },
+  // The sync machinery's datagrams, timers and findings, told by this CDB to itself.
+  'cdb.sync.datagram': ownCdb,
+  'cdb.sync.tick': ownCdb,
+  'cdb.sync.flush': ownCdb,
+  'cdb.sync.repair-due': ownCdb,
+  'cdb.sync.identified': ownCdb,
   'cdb.merge': fromPeerCdbs,
   'cdb.sync': fromPeerCdbs,
   'cdb.sync.repair': fromPeerCdbs,
