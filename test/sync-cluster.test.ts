@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import type { CdbEvent } from '../actors/cdb/index.js';
-import { Harness, harnessAvailable } from './harness/index.js';
+import { Harness, harnessAvailable } from '../node/harness/index.js';
 import { eventually } from './helpers/node.js';
 import { assertNoAcknowledgedWriteLost, converged, members, objectHash, put, syncStatus } from './helpers/sync.js';
 import { runsWhen } from './helpers/requires.js';
