@@ -1,136 +1,34 @@
+/*
+ * Over 400 lines on purpose, for now: one closure over the store, the memory table, the clock, the
+ * writes pending commit and the watches, which the write pipeline (apply, merge) and the reads
+ * share. The reads leave it when they leave the mailbox (the fast-paths work).
+ */
 import { join } from 'node:path';
-import { z } from 'zod';
 import { readSecretFile, secretExists } from '../../adapters/home.js';
 import { ObjectStore, type StoredRecord } from '../../adapters/store.js';
-import { replyLater, type ActorContext, type ActorRef, type ServiceDefinition } from '../../runtime/actor.js';
-import type { AuthorityTable } from '../../runtime/authority.js';
+import { replyLater, type ActorContext, type ServiceDefinition } from '../../runtime/actor.js';
 import { hasRole } from '../../runtime/authority.js';
 import { AcpError } from '../../runtime/errors.js';
 import { formatPrincipal, type Principal } from '../../runtime/principal.js';
-import { nameSchema } from '../../runtime/path.js';
 import type { Message, Terminated } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
-import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { ServiceClock } from '../kit.js';
 import { checkPrefix, parseKey, SERVICE_TYPES, validateMeta, validateObject, type ParsedKey } from '../model.js';
 import { compareVersions, formatVersion, HybridClock, parseVersion, type Version } from './hlc.js';
 import { MemoryTable, type HistoryPoint } from './memory.js';
 import { createHash } from 'node:crypto';
 import { wins } from './replication.js';
-import { encodedSize, snapshotRequestSchema, type SnapshotPage, type SnapshotRequest } from './sync.js';
+import { cdbAuthority, cdbSchema, view } from './schema.js';
+import { WatchTable } from './watches.js';
+import { encodedSize, type SnapshotPage, type SnapshotRequest } from './sync.js';
 import { SyncNode, type SyncSetup } from './sync-node.js';
 import { checkValue, DEFAULT_VALUE_LIMITS, type ValueLimits } from './value.js';
 
-const key = z.string().min(1).max(512);
-const prefix = z.string().max(512);
-const actorPath = z.string().startsWith('acp://').max(1024);
-const op = z.discriminatedUnion('op', [
-  z.strictObject({ op: z.literal('put'), key, value: z.unknown() }),
-  z.strictObject({ op: z.literal('delete'), key }),
-]);
+export { cdbAuthority, cdbSchema, type CdbEvent, type CdbMessage, type CdbSnapshot, type RecordView } from './schema.js';
 
-export const cdbSchema = z.discriminatedUnion('type', [
-  serviceInfoSchema,
-  z.strictObject({ type: z.literal('cdb.put'), key, value: z.unknown() }),
-  z.strictObject({ type: z.literal('cdb.get'), key }),
-  z.strictObject({ type: z.literal('cdb.delete'), key }),
-  z.strictObject({ type: z.literal('cdb.list'), prefix, limit: z.number().int().min(1).max(10_000).optional(), cursor: key.optional() }),
-  /** Put only if the key's current version is `expect` (`null`: only if the key does not exist). */
-  z.strictObject({ type: z.literal('cdb.cas'), key, value: z.unknown(), expect: z.string().max(100).nullable() }),
-  z.strictObject({ type: z.literal('cdb.batch'), ops: z.array(op).min(1).max(1000) }),
-  /** The agent installed a rotated cluster key: re-key multicast from the key file. */
-  z.strictObject({ type: z.literal('cdb.sync.rekey') }),
-  z.strictObject({ type: z.literal('cdb.watch'), prefix, subscriber: actorPath }),
-  z.strictObject({ type: z.literal('cdb.unwatch'), watch: z.number().int() }),
-  z.strictObject({ type: z.literal('cdb.history'), key }),
-  /** Records replicated from other nodes: each applied only if it wins over what is here (LWW). */
-  z.strictObject({
-    type: z.literal('cdb.merge'),
-    records: z
-      .array(
-        z.strictObject({
-          key,
-          value: z.unknown(),
-          version: z.strictObject({ wall: z.number().int().min(0), logical: z.number().int().min(0), node: nameSchema }),
-          origin: nameSchema,
-          deleted: z.boolean().optional(),
-        }),
-      )
-      .max(10_000),
-  }),
-  /** Sync traffic from another node over the agent (unicast mode, or relayed by a gateway). */
-  z.strictObject({ type: z.literal('cdb.sync'), payload: z.unknown(), relay: z.boolean().optional() }),
-  /** Part of this node's own change stream, for a peer that missed it. */
-  z.strictObject({
-    type: z.literal('cdb.sync.repair'),
-    origin: nameSchema,
-    incarnation: z.number().int().min(0),
-    from: z.number().int().min(1),
-    to: z.number().int().min(1),
-  }),
-  snapshotRequestSchema.extend({ type: z.literal('cdb.sync.snapshot') }),
-  z.strictObject({ type: z.literal('cdb.sync.status') }),
-  z.strictObject({ type: z.literal('cdb.sync.datagram'), payload: z.unknown() }),
-  z.strictObject({ type: z.literal('cdb.sync.tick') }),
-  z.strictObject({ type: z.literal('cdb.sync.flush') }),
-  z.strictObject({ type: z.literal('cdb.sync.repair-due') }),
-  z.strictObject({ type: z.literal('cdb.sync.identified'), address: z.string().max(300), node: nameSchema }),
-  /** Fault injection (daemon with --faults): drop this share of outgoing sync sends. */
-  z.strictObject({ type: z.literal('cdb.sync.faults'), dropRate: z.number().min(0).max(1) }),
-  /** Membership: every node known, classified up, suspect or down, with its sync lag. */
-  z.strictObject({ type: z.literal('cdb.nodes') }),
-  /** A digest of the records under a prefix (default: every object), to compare nodes. */
-  z.strictObject({ type: z.literal('cdb.hash'), prefix: prefix.optional() }),
-  z.strictObject({ type: z.literal('terminated'), path: z.string(), reason: z.string() }),
-]);
-export type CdbMessage = z.infer<typeof cdbSchema>;
-
-/** A record as the CDB hands it out: the version as text (`wall.logical@node`). */
-export interface RecordView {
-  key: string;
-  value: unknown;
-  version: string;
-  origin: string;
-  deleted?: true;
-}
-
-export interface CdbEvent extends Message {
-  type: 'cdb.event';
-  watch: number;
-  /** 1, 2, 3, ... per watch, with no gap: the watcher can tell that nothing was missed. */
-  seq: number;
-  record: RecordView;
-}
-
-export interface CdbSnapshot extends Message {
-  type: 'cdb.snapshot';
-  watch: number;
-  records: RecordView[];
-  /** The last snapshot chunk: changes follow as cdb.event. */
-  done: boolean;
-}
-
-const SNAPSHOT_CHUNK = 500;
 export const DEFAULT_MAX_CLOCK_AHEAD_MS = 10_000;
 const DEFAULT_LIST_LIMIT = 1000;
 const PAGE = 512;
-
-function view(record: StoredRecord): RecordView {
-  return {
-    key: record.key,
-    value: record.value,
-    version: formatVersion(record.version),
-    origin: record.origin,
-    ...(record.deleted ? { deleted: true as const } : {}),
-  };
-}
-
-interface Watcher {
-  readonly id: number;
-  readonly prefix: string;
-  readonly subscriber: ActorRef;
-  readonly unwatch: () => void;
-  seq: number;
-}
 
 export interface CdbOptions {
   storePath: string;
@@ -168,8 +66,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   let clockAheadRefused = 0;
   /** Object writes issued but not yet durable: read-your-writes for gets, lists and CAS. */
   const pending = new Map<string, StoredRecord>();
-  const watchers = new Map<number, Watcher>();
-  let nextWatch = 1;
+  const watches = new WatchTable();
   let store: ObjectStore | undefined;
   /** Commit order: watch events go out in the order writes were issued. */
   let commits: Promise<void> = Promise.resolve();
@@ -181,14 +78,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     return pending.get(parsed.key) ?? store!.get(parsed.key);
   };
 
-  const publish = (record: StoredRecord) => {
-    for (const watcher of watchers.values()) {
-      if (!record.key.startsWith(watcher.prefix)) continue;
-      watcher.seq += 1;
-      const event: CdbEvent = { type: 'cdb.event', watch: watcher.id, seq: watcher.seq, record: view(record) };
-      watcher.subscriber.tell(event);
-    }
-  };
+  const publish = (record: StoredRecord) => watches.publish(record);
 
   const checkOwner = (parsed: ParsedKey) => {
     if (parsed.kind !== 'object' && parsed.node !== node) {
@@ -341,15 +231,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     // Read first: a snapshot that fails (a damaged record) refuses the watch and leaves no watcher
     // behind. Same turn of the mailbox as the registration, so no change falls between them.
     const snapshot = list(wanted, Number.MAX_SAFE_INTEGER, undefined, true).records.map(view);
-    const subscriber = ctx.ref(subscriberPath);
-    const id = nextWatch++;
-    const unwatch = ctx.watch(subscriberPath);
-    const watcher: Watcher = { id, prefix: wanted, subscriber, unwatch, seq: 0 };
-    watchers.set(id, watcher);
-    for (let start = 0; start === 0 || start < snapshot.length; start += SNAPSHOT_CHUNK) {
-      const chunk: CdbSnapshot = { type: 'cdb.snapshot', watch: id, records: snapshot.slice(start, start + SNAPSHOT_CHUNK), done: start + SNAPSHOT_CHUNK >= snapshot.length };
-      subscriber.tell(chunk);
-    }
+    const id = watches.add(wanted, ctx.ref(subscriberPath), ctx.watch(subscriberPath), snapshot);
     return { type: 'cdb.watching', watch: id, prefix: wanted, snapshotSize: snapshot.length };
   };
 
@@ -503,12 +385,6 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     return { type: 'cdb.hash', prefix: wanted, records: count, hash: digest.digest('hex') };
   };
 
-  const dropWatch = (id: number) => {
-    const watcher = watchers.get(id);
-    if (!watcher) return;
-    watchers.delete(id);
-    watcher.unwatch();
-  };
 
   return {
     async started() {
@@ -530,7 +406,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
       if (parsed.type === 'cdb.batch') for (const op of parsed.ops) requireWriter(op.key, sender);
       switch (parsed.type) {
         case 'service.info':
-          return { ...info.info('cdb', 'Cluster database', ctx), watchers: watchers.size, memoryKeys: memory.size, pendingWrites: pending.size, clockAheadRefused };
+          return { ...info.info('cdb', 'Cluster database', ctx), watchers: watches.size, memoryKeys: memory.size, pendingWrites: pending.size, clockAheadRefused };
         case 'cdb.get':
           return get(parsed.key);
         case 'cdb.list': {
@@ -572,7 +448,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         case 'cdb.watch':
           return watch(parsed.prefix, parsed.subscriber, sender);
         case 'cdb.unwatch':
-          dropWatch(parsed.watch);
+          watches.drop(parsed.watch);
           return { type: 'ok' };
         case 'cdb.merge':
           return replyLater(merge(parsed.records, true).then((outcome) => ({ type: 'cdb.merged', ...outcome })));
@@ -613,7 +489,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         }
         case 'terminated': {
           const gone = parsed as Terminated;
-          for (const watcher of [...watchers.values()]) if (watcher.subscriber.path === gone.path) dropWatch(watcher.id);
+          watches.dropSubscriber(gone.path);
           return undefined;
         }
         default: {
@@ -624,11 +500,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     },
     async stopping(reason) {
       // Watchers are told explicitly that their stream ended, whatever the reason (a restart included).
-      for (const watcher of watchers.values()) {
-        watcher.subscriber.tell({ type: 'watch.ended', path: ctx.self.path, watch: watcher.id, reason: `cdb stopped: ${reason}`, resubscribe: true });
-        watcher.unwatch();
-      }
-      watchers.clear();
+      watches.endAll(ctx.self.path, reason);
       await sync?.stop();
       sync = undefined;
       await commits;
@@ -637,39 +509,6 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     },
   };
 }
-
-/** Sync and merge come only from the other nodes' CDBs (each relayed by its own node's agent). */
-const fromPeerCdbs = { internal: [{ service: 'cdb', nodes: 'peers' }] } as const;
-const ownCdb = { internal: [{ service: 'cdb', nodes: 'self' }] } as const;
-
-/** Who may send what to the CDB (see runtime/authority.ts); writes to object/token/ also need admin. */
-export const cdbAuthority: AuthorityTable = {
-  'service.info': 'read',
-  'cdb.get': 'read',
-  'cdb.list': 'read',
-  'cdb.watch': 'read',
-  'cdb.unwatch': 'read',
-  'cdb.history': 'read',
-  'cdb.nodes': 'read',
-  'cdb.hash': 'read',
-  'cdb.sync.status': 'read',
-  'cdb.put': 'operate',
-  'cdb.delete': 'operate',
-  'cdb.cas': 'operate',
-  'cdb.batch': 'operate',
-  'cdb.sync.faults': 'local-admin',
-  'cdb.sync.rekey': { internal: [{ service: 'agent', nodes: 'self' }] },
-  // The sync machinery's datagrams, timers and findings, told by this CDB to itself.
-  'cdb.sync.datagram': ownCdb,
-  'cdb.sync.tick': ownCdb,
-  'cdb.sync.flush': ownCdb,
-  'cdb.sync.repair-due': ownCdb,
-  'cdb.sync.identified': ownCdb,
-  'cdb.merge': fromPeerCdbs,
-  'cdb.sync': fromPeerCdbs,
-  'cdb.sync.repair': fromPeerCdbs,
-  'cdb.sync.snapshot': fromPeerCdbs,
-};
 
 export const service: ServiceDefinition<ServiceDeps | undefined> = {
   name: 'cdb',
