@@ -129,3 +129,14 @@ export function isErrorCode(code: unknown): code is ErrorCode {
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+const CRASH_CODES: ReadonlySet<string> = new Set(['ACP_ERR_CHAOS_CRASH', 'ACP_ERR_THREAD_EXITED', 'ACP_ERR_ACTOR_CRASHED']);
+
+/**
+ * What an actor's `receive` threw, as the runtime reads it: an AcpError is a refusal, answered to the
+ * asker while the actor runs on, unless it says the actor is broken (a crash code, or an internal
+ * failure); anything else is a crash, which its supervisor handles.
+ */
+export function isRefusal(error: unknown): error is AcpError {
+  return error instanceof AcpError && !CRASH_CODES.has(error.code) && error.kind !== 'internal';
+}

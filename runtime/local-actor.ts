@@ -1,7 +1,7 @@
 import { ZodError } from 'zod';
 import { DeferredReply, type Actor, type ActorContext, type ActorFactory } from './actor.js';
 import { isInternal, type Delivery, type Entry, type Internal, type MailItem, type Replier, type SpawnOptions } from './delivery.js';
-import { AcpError, errorMessage } from './errors.js';
+import { AcpError, errorMessage, isRefusal } from './errors.js';
 import type { Logger } from './logger.js';
 import { ok, UNIVERSAL_TYPES, type Message } from './messages.js';
 import type { Cell } from './nact-cell.js';
@@ -12,7 +12,6 @@ import { describeIssues } from './validate.js';
 
 const DEFAULT_START_TIMEOUT_MS = 30_000;
 
-const CRASH_CODES = new Set(['ACP_ERR_CHAOS_CRASH', 'ACP_ERR_THREAD_EXITED', 'ACP_ERR_ACTOR_CRASHED']);
 
 /** One incarnation of an actor at a path: its cell, its behaviour, and what it has in flight. */
 export class LocalActor {
@@ -160,8 +159,10 @@ export class LocalActor {
     } catch (caught) {
       // A message that fails the actor's own schema (a ZodError from parse) is refused, not a crash:
       // internal senders are not validated on the way in, and must not be able to crash a service.
+      // An internal failure (ACP_ERR_INTERNAL, or anything not an AcpError) is a crash: the actor's
+      // state may be wrong, so its supervisor restarts it rather than it answering on.
       const error = caught instanceof ZodError ? new AcpError('ACP_ERR_SCHEMA_REJECTED', `message rejected by ${this.path}: ${describeIssues(caught.issues)}`) : caught;
-      if (error instanceof AcpError && !CRASH_CODES.has(error.code)) {
+      if (isRefusal(error)) {
         if (delivery.reply) delivery.reply.reject(error);
         else this.log.warn({ messageType: message.type, code: error.code, reason: error.message }, 'tell refused');
         return;
