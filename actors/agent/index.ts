@@ -409,7 +409,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         connection.send({ v: PROTOCOL_VERSION, k: 'hello', body: { cluster, node: self, incarnation: ctx.node.incarnation, apiKey: deps.apiKey, proto: PROTOCOL_VERSION, role: 'client' } });
       }, reject);
     });
-    if (node === self) throw new AcpError('ACP_ERR_CLI_USAGE', `${address} is this node's own agent`);
+    if (node === self) throw new AcpError('ACP_ERR_TARGET_IS_SELF', `${address} is this node's own agent`);
     remember(node, address);
     return node;
   };
