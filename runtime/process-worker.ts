@@ -12,7 +12,7 @@ import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
 import { messageSchema, type Message } from './messages.js';
 import { formatPath, parsePath, type ActorPath } from './path.js';
 import { TaskPool } from './pool.js';
-import { childErrorData, PROCESS_WORKER_ENV, ProcessChannel, START_ID, type ProcessReply, type ProcessWorkerData } from './process.js';
+import { childErrorData, PROCESS_WORKER_ENV, ProcessChannel, START_ID, type ProcessReply, type ProcessWorkerData } from './process-channel.js';
 import { mailboxFor } from './isolated-mailbox.js';
 
 const raw = process.env[PROCESS_WORKER_ENV];
