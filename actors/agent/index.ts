@@ -26,7 +26,7 @@ import type { RemoteRouter } from '../../runtime/system.js';
 import { ApiSession } from '../api/session.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { CdbFeed } from '../cdb-feed.js';
-import { objectKey } from '../model.js';
+import { upsertNodeObject } from '../node-object.js';
 import { PeerLink } from './link.js';
 import { Membership, membershipMessages } from './membership.js';
 import { REVOCATION_PREFIX, Revocations } from './revocations.js';
@@ -51,7 +51,7 @@ const joinHelloSchema = z.object({
   cluster: z.string().max(63),
   proto: z.literal(PROTOCOL_VERSION),
   node: z.string().max(63),
-  join: z.object({ token: z.string().max(2048), csr: z.string().max(16_384), agent: z.string().max(300).optional() }),
+  join: z.object({ token: z.string().max(2048), csr: z.string().max(16_384), agent: z.string().max(300).optional(), witness: z.boolean().optional() }),
 });
 
 export interface PeerInfo {
@@ -121,10 +121,11 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     return { key: readSecretFile(paths.nodeKey), cert: readSecretFile(paths.nodeCert), ca: readSecretFile(paths.caCert) };
   };
 
-  const remember = (node: string, address: string | undefined) => {
+  const remember = (node: string, address: string | undefined, witness?: true) => {
     if (!address || node === self || addresses.get(node) === address) return;
     addresses.set(node, address);
-    cdb.ask({ type: 'cdb.put', key: objectKey('node', node), value: { name: node, cluster, agent: address } }).catch((error: unknown) => {
+    // Only the address (and, at a join, that it is a witness): the node's other fields are not ours to drop.
+    upsertNodeObject(cdb, node, { cluster, agent: address, ...(witness ? { witness } : {}) }).catch((error: unknown) => {
       ctx.log.warn({ peer: node, err: errorMessage(error) }, 'could not record the peer in the cdb');
     });
   };
@@ -367,7 +368,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
           // Sign first: a bad CSR must not burn the token.
           const cert = signCsr({ csrPem: hello.join.csr, caCertPem: caPem, caKeyPem: readSecretFile(paths.caKey), node: hello.node });
           ledger.consume(token.id, token.secret);
-          remember(hello.node, hello.join.agent);
+          remember(hello.node, hello.join.agent, hello.join.witness === true ? true : undefined);
           const peers = [...addresses.entries()].filter(([node]) => node !== hello.node).map(([node, agent]) => ({ node, agent }));
           if (selfAddress) peers.push({ node: self, agent: selfAddress });
           clearTimeout(timer);
