@@ -74,6 +74,10 @@ if (!available.ok) {
       t.is(view.voters.total, 3);
       t.is(view.voters.needed, 2);
     }
+    // Every node's meta carries when its certificate ends (the certificate-expiring rule reads it): a year ahead.
+    const meta = await (await cluster().client('n1')).ask<Message & { record: { value: { certNotAfter?: string } } }>('cdb', { type: 'cdb.get', key: 'meta/node/w@w' });
+    const left = Date.parse(meta.record.value.certNotAfter ?? '') - Date.now();
+    t.true(left > 360 * 86_400_000 && left < 366 * 86_400_000, `certNotAfter ${meta.record.value.certNotAfter}`);
     const cli = await cluster().cli('n1', ['cluster', 'status']);
     t.is(cli.code, 0, cli.stderr);
     t.regex(cli.stdout, /witness: w/);

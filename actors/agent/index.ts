@@ -477,6 +477,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     writeSecret(paths.nodeKey, keyPem);
     writeSecret(paths.nodeCert, cert);
     material = { key: keyPem, cert, ca: material.ca };
+    deps.setNodeFact('certNotAfter', certificateExpiry(cert).toISOString());
     listener?.setMaterial(material);
     ctx.log.info({ notAfter: certificateExpiry(cert).toISOString() }, 'certificate renewed');
     return { type: 'agent.renewed', node: self, notAfter: certificateExpiry(cert).toISOString(), fingerprint: fingerprint(cert) };
@@ -485,6 +486,8 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   return {
     async started() {
       material = loadMaterial();
+      // Carried in the node's meta (meta/node/<n>): the monitor's certificate-expiring rule reads it.
+      if (material) deps.setNodeFact('certNotAfter', certificateExpiry(material.cert).toISOString());
       try {
         const known = await cdb.ask<Message & { records: { value: { name?: string; agent?: string } }[] }>({ type: 'cdb.list', prefix: 'object/node/' }, { timeoutMs: 5000 });
         for (const record of known.records) if (record.value.name && record.value.agent && record.value.name !== self) addresses.set(record.value.name, record.value.agent);

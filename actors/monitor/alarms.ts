@@ -4,6 +4,7 @@
  * members' acknowledgements say. Only a primary within its lease gets here; every effect carries
  * its term, so a store that has seen a newer term refuses it.
  */
+import type { Member } from './protocol.js';
 import type { MonitorEnv, MonitorState } from './state.js';
 
 export type Severity = 'critical' | 'major' | 'warning' | 'info';
@@ -18,11 +19,13 @@ export const alarmRules = {
   'node-down': { severity: 'critical', summary: 'a member has not been heard for longer than its allowed silence' },
   'clock-skew': { severity: 'warning', summary: "a member's wall clock differs from the primary's by more than maxClockSkewMs" },
   'event-loop-stall': { severity: 'warning', summary: "a member's daemon reports an event-loop delay of 2 s or more" },
+  'quorum-lost': { severity: 'critical', summary: 'the cluster had no primary for longer than a failover (no majority of voters could elect one); open until it can lose a voter again' },
   // Rules over the CDB (dataAlarms in data-rules.ts), evaluated by the primary every few seconds.
   'service-failed': { severity: 'major', summary: 'a service exhausted its restart intensity and is failed' },
   'system-crash-loop': { severity: 'major', summary: 'a system crashed and stays crashed (its restarts are used up)' },
   'sync-lag': { severity: 'warning', summary: 'a node is 1,000 changes or more behind in sync' },
-  'storage-full': { severity: 'warning', summary: "a filesystem of a node is more than 90 % full" },
+  'storage-full': { severity: 'warning', summary: "a filesystem or a storage pool of a node is more than 90 % full" },
+  'certificate-expiring': { severity: 'major', summary: "a node's certificate ends within 30 days (acp cert renew on it)" },
 } as const satisfies Record<string, AlarmRule>;
 
 export type AlarmRuleName = keyof typeof alarmRules;
@@ -60,12 +63,36 @@ function effect(s: MonitorState, op: 'raise' | 'clear', rule: AlarmRuleName, sub
   return { kind: 'alarm', op, id, rule, subject, severity: alarmRules[rule].severity, term: s.term, by: s.self, detail };
 }
 
+/** `quorum-lost` is about the whole cluster. */
+export const QUORUM_SUBJECT = 'cluster';
+
+/**
+ * On becoming primary: if the last primary this node knew (itself or another) is older than
+ * `quorumLostAfterMs`, nobody could be elected meanwhile: raise `quorum-lost`. A node that has
+ * known no primary since it booted (a cluster starting) raises nothing.
+ */
+export function alarmsOnElection(s: MonitorState, env: MonitorEnv): AlarmEffect[] {
+  const id = alarmId('quorum-lost', QUORUM_SUBJECT);
+  const gap = env.now() - s.lastLeaderAt;
+  if (s.lastLeader === null || gap <= env.config.quorumLostAfterMs || s.alarms[id]) return [];
+  return [effect(s, 'raise', 'quorum-lost', QUORUM_SUBJECT, `no primary for ${Math.round(gap / 1000)} s`)];
+}
+
 /**
  * On every tick: raise `node-down` for members the detector holds down. Clearing waits for an
  * acknowledgement (below), so an alarm a new primary adopted is not cleared before it heard the node.
+ * `quorum-lost` clears once more voters are up than a majority needs (one may go again), judged
+ * only after a primary has had `downAfterMs` to hear everyone.
  */
-export function alarmsOnTick(s: MonitorState, env: MonitorEnv): AlarmEffect[] {
+export function alarmsOnTick(s: MonitorState, env: MonitorEnv, members: readonly Member[]): AlarmEffect[] {
   const out: AlarmEffect[] = [];
+  const quorumId = alarmId('quorum-lost', QUORUM_SUBJECT);
+  if (s.alarms[quorumId] && env.now() - s.primarySince > env.config.downAfterMs) {
+    const voting = members.filter((member) => member.votes > 0);
+    const up = voting.filter((member) => member.name === s.self || s.peers[member.name]?.state === 'up').length;
+    const needed = Math.floor(voting.length / 2) + 1;
+    if (up > needed) out.push(effect(s, 'clear', 'quorum-lost', QUORUM_SUBJECT, `${up} of ${voting.length} voters up, ${needed} needed`));
+  }
   for (const [name, view] of Object.entries(s.peers).sort(([a], [b]) => a.localeCompare(b))) {
     const id = alarmId('node-down', name);
     if (view.state === 'down' && !s.alarms[id]) out.push(effect(s, 'raise', 'node-down', name, `silent ${Math.round(env.now() - view.lastSeen)} ms`));

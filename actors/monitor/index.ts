@@ -275,7 +275,7 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
     gatherHealthInput(cdb, members.map((member) => member.name), detector, [...alarms.values()])
       .then((input) => {
         const open = [...alarms.values()].filter((alarm) => alarm.open).map((alarm) => ({ id: alarm.name, rule: alarm.rule, subject: alarm.subject }));
-        const { raise, clear } = alarmChanges(input, open);
+        const { raise, clear } = alarmChanges(input, open, Date.now());
         if (raise.length > 0 || clear.length > 0) ctx.self.tell({ type: 'monitor.rules', term, raise, clear });
       })
       .catch((error: unknown) => ctx.log.warn({ err: errorMessage(error) }, 'evaluating the alarm rules failed; next time'))
