@@ -79,6 +79,17 @@ export const cdbSchema = z.discriminatedUnion('type', [
 ]);
 export type CdbMessage = z.infer<typeof cdbSchema>;
 
+/**
+ * Records only an admin reads and writes: alarm targets carry a webhook's bearer token and HMAC
+ * secret (and a webhook URL is often a credential itself). Other readers (operator, auditor
+ * tokens) do not see them in a get, a list or a watch; the node's own services do.
+ */
+export const ADMIN_ONLY_PREFIXES = ['object/alarm-target/'] as const;
+
+export function adminOnly(key: string): boolean {
+  return ADMIN_ONLY_PREFIXES.some((prefix) => key.startsWith(prefix));
+}
+
 /** A record as the CDB hands it out: the version as text (`wall.logical@node`). */
 export interface RecordView {
   key: string;
@@ -122,6 +133,8 @@ function view(record: StoredRecord): RecordView {
 interface Watcher {
   readonly id: number;
   readonly prefix: string;
+  /** The subscriber may read the admin-only records (ADMIN_ONLY_PREFIXES). */
+  readonly admin: boolean;
   readonly subscriber: ActorRef;
   readonly unwatch: () => void;
   seq: number;
@@ -178,7 +191,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
 
   const publish = (record: StoredRecord) => {
     for (const watcher of watchers.values()) {
-      if (!record.key.startsWith(watcher.prefix)) continue;
+      if (!record.key.startsWith(watcher.prefix) || (!watcher.admin && adminOnly(record.key))) continue;
       watcher.seq += 1;
       const event: CdbEvent = { type: 'cdb.event', watch: watcher.id, seq: watcher.seq, record: view(record) };
       watcher.subscriber.tell(event);
@@ -335,11 +348,12 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     }
     // Read first: a snapshot that fails (a damaged record) refuses the watch and leaves no watcher
     // behind. Same turn of the mailbox as the registration, so no change falls between them.
-    const snapshot = list(wanted, Number.MAX_SAFE_INTEGER, undefined, true).records.map(view);
+    const admin = hasRole(sender, 'admin');
+    const snapshot = list(wanted, Number.MAX_SAFE_INTEGER, undefined, true).records.filter((record) => admin || !adminOnly(record.key)).map(view);
     const subscriber = ctx.ref(subscriberPath);
     const id = nextWatch++;
     const unwatch = ctx.watch(subscriberPath);
-    const watcher: Watcher = { id, prefix: wanted, subscriber, unwatch, seq: 0 };
+    const watcher: Watcher = { id, prefix: wanted, admin, subscriber, unwatch, seq: 0 };
     watchers.set(id, watcher);
     for (let start = 0; start === 0 || start < snapshot.length; start += SNAPSHOT_CHUNK) {
       const chunk: CdbSnapshot = { type: 'cdb.snapshot', watch: id, records: snapshot.slice(start, start + SNAPSHOT_CHUNK), done: start + SNAPSHOT_CHUNK >= snapshot.length };
@@ -422,10 +436,20 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     return Number.isFinite(at) ? at : undefined;
   };
 
-  /** Tokens are the keys to the cluster: only an admin writes them. */
+  /** Tokens are the keys to the cluster: only an admin writes them; alarm targets hold secrets: likewise. */
   const requireWriter = (key: string, sender: Principal): void => {
     if (key.startsWith('object/token/') && !hasRole(sender, 'admin')) {
       throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: API tokens are written by an admin only (acp token api ...)`);
+    }
+    if (adminOnly(key) && !hasRole(sender, 'admin')) {
+      throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: alarm targets hold secrets and are written by an admin only`);
+    }
+  };
+
+  /** Admin-only records are not read by anyone else (ADMIN_ONLY_PREFIXES). */
+  const requireReader = (key: string, sender: Principal): void => {
+    if (adminOnly(key) && !hasRole(sender, 'admin')) {
+      throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not read ${key}: alarm targets hold secrets and are read by an admin only`);
     }
   };
 
@@ -527,10 +551,14 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         case 'service.info':
           return { ...info.info('cdb', 'Cluster database', ctx), watchers: watchers.size, memoryKeys: memory.size, pendingWrites: pending.size, clockAheadRefused };
         case 'cdb.get':
+          requireReader(parsed.key, sender);
           return get(parsed.key);
         case 'cdb.list': {
           const page = list(parsed.prefix, parsed.limit ?? DEFAULT_LIST_LIMIT, parsed.cursor);
-          return { type: 'cdb.records', records: page.records.map(view), ...(page.cursor === undefined ? {} : { cursor: page.cursor }) };
+          // Left out for a non-admin; the cursor still walks past them.
+          const admin = hasRole(sender, 'admin');
+          const records = page.records.filter((record) => admin || !adminOnly(record.key));
+          return { type: 'cdb.records', records: records.map(view), ...(page.cursor === undefined ? {} : { cursor: page.cursor }) };
         }
         case 'cdb.put': {
           const write = prepare(parsed.key, parsed.value, false);
