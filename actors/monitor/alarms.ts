@@ -17,6 +17,7 @@ export interface AlarmRule {
 /** The rules the monitor applies now; the rest of the issue's list arrives with health. */
 export const alarmRules = {
   'node-down': { severity: 'critical', summary: 'a member has not been heard for longer than its allowed silence' },
+  'node-suspect': { severity: 'warning', summary: 'a member stayed suspect (late, not yet down) for 2 s, or turned suspect 3 times within 30 s: slow, or its link flaps' },
   'clock-skew': { severity: 'warning', summary: "a member's wall clock differs from the primary's by more than maxClockSkewMs" },
   'event-loop-stall': { severity: 'warning', summary: "a member's daemon reports an event-loop delay of 2 s or more" },
   'quorum-lost': { severity: 'critical', summary: 'the cluster had no primary for longer than a failover (no majority of voters could elect one); open until it can lose a voter again' },
@@ -29,6 +30,12 @@ export const alarmRules = {
 } as const satisfies Record<string, AlarmRule>;
 
 export type AlarmRuleName = keyof typeof alarmRules;
+
+/** A member suspect this long raises `node-suspect` (a dying node goes down sooner: no alarm for it)... */
+export const SUSPECT_ALARM_MS = 2000;
+/** ... as does one that turned suspect this many times within the window (a flapping member); it clears after a window without. */
+export const SUSPECT_FLAPS = 3;
+export const SUSPECT_WINDOW_MS = 30_000;
 
 /** A stall this long, reported by a member, raises `event-loop-stall`; it clears below half. */
 export const STALL_ALARM_MS = 2000;
@@ -93,9 +100,21 @@ export function alarmsOnTick(s: MonitorState, env: MonitorEnv, members: readonly
     const needed = Math.floor(voting.length / 2) + 1;
     if (up > needed) out.push(effect(s, 'clear', 'quorum-lost', QUORUM_SUBJECT, `${up} of ${voting.length} voters up, ${needed} needed`));
   }
+  const settled = env.now() - s.primarySince > env.config.downAfterMs;
   for (const [name, view] of Object.entries(s.peers).sort(([a], [b]) => a.localeCompare(b))) {
     const id = alarmId('node-down', name);
     if (view.state === 'down' && !s.alarms[id]) out.push(effect(s, 'raise', 'node-down', name, `silent ${Math.round(env.now() - view.lastSeen)} ms`));
+    const suspectId = alarmId('node-suspect', name);
+    const now = env.now();
+    if (view.suspicions !== undefined) view.suspicions = view.suspicions.filter((at) => now - at < SUSPECT_WINDOW_MS);
+    const flaps = view.suspicions?.length ?? 0;
+    const suspectFor = view.state === 'suspect' && view.since !== undefined ? now - view.since : 0;
+    if ((suspectFor >= SUSPECT_ALARM_MS || flaps >= SUSPECT_FLAPS) && !s.alarms[suspectId]) {
+      out.push(effect(s, 'raise', 'node-suspect', name, suspectFor >= SUSPECT_ALARM_MS ? `suspect for ${Math.round(suspectFor)} ms` : `suspect ${flaps} times within ${SUSPECT_WINDOW_MS / 1000} s`));
+    }
+    // Cleared after a window up without a suspicion, once this primary has had time to hear
+    // everyone (an adopted alarm is not cleared on a blank view).
+    if (s.alarms[suspectId] && settled && view.state === 'up' && flaps === 0) out.push(effect(s, 'clear', 'node-suspect', name, `up, and not suspect for ${SUSPECT_WINDOW_MS / 1000} s`));
   }
   return out;
 }

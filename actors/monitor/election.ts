@@ -224,6 +224,8 @@ function detect(s: MonitorState, out: Effect[], env: MonitorEnv, members: readon
     const state: Liveness = silent > config.downAfterMs + credit ? 'down' : silent > config.suspectAfterMs + credit ? 'suspect' : 'up';
     if (state === view.state) continue;
     view.state = state;
+    view.since = now;
+    if (state === 'suspect') view.suspicions = [...(view.suspicions ?? []), now];
     log(s, out, `node ${member.name} ${state} (silent ${Math.round(silent)} ms)`);
   }
   out.push(...alarmsOnTick(s, env, members));
@@ -340,6 +342,7 @@ function onReceive(s: MonitorState, out: Effect[], env: MonitorEnv, members: rea
       view.skewMs = message.wall - env.wall();
       if (view.state !== 'up') {
         view.state = 'up';
+        view.since = now;
         log(s, out, `node ${from} up`);
       }
       if (now < s.leaseUntil) out.push(...alarmsOnAck(s, env, from));

@@ -11,6 +11,10 @@ export interface PeerView {
   lastSeen: number;
   loopDelayMs: number;
   state: Liveness;
+  /** When `state` last changed (unset: not since this primary took over). */
+  since?: number;
+  /** When it turned suspect, within the last `SUSPECT_WINDOW_MS` (a flapping member). */
+  suspicions?: number[];
   /** Its wall clock minus the primary's, from its last acknowledgement. */
   skewMs: number;
 }
