@@ -125,4 +125,29 @@ if (!available.ok) {
     }
     t.log(`${elected.length} elections, ${commands.length} term-stamped alarm commands checked`);
   });
+
+  test.serial('both nodes cut off for 7 s: no primary anywhere; when one is back with the witness, the new primary raises quorum-lost, cleared once all three are up', async (t) => {
+    t.timeout(120_000);
+    await eventually(() => agreed(NODES), 20_000, 'all three to name one primary');
+    await cluster().partition('n1');
+    await cluster().partition('n2');
+    try {
+      await eventually(async () => ((await Promise.all(NODES.map(async (node) => (await statusOf(node)).primary))).every((primary) => primary === null) ? true : undefined), 10_000, 'no node to name a primary');
+      await new Promise((resolve) => setTimeout(resolve, 7000));
+      await cluster().heal('n1');
+      const primary = await eventually(() => agreed(['n1', 'w']), 15_000, 'n1 and w to elect a primary');
+      t.is(primary, 'n1');
+      const raised = await eventually(async () => (await statusOf('n1')).openAlarms.find((alarm) => alarm.id === 'quorum-lost.cluster'), 10_000, 'quorum-lost to be raised');
+      t.is(raised.severity, 'critical');
+      t.is(raised.by, 'n1');
+      const record = await (await cluster().client('w')).ask<Message & { record: { value: { detail: string; open: boolean } } }>('cdb', { type: 'cdb.get', key: 'object/alarm/quorum-lost.cluster' });
+      t.regex(record.record.value.detail, /^no primary for \d+ s$/);
+      t.log(`quorum-lost raised by n1: ${record.record.value.detail}`);
+    } finally {
+      await cluster().heal('n1');
+      await cluster().heal('n2');
+    }
+    await eventually(async () => ((await statusOf('n1')).openAlarms.some((alarm) => alarm.id === 'quorum-lost.cluster') ? undefined : true), 15_000, 'quorum-lost to clear once n2 is back');
+    await eventually(() => agreed(NODES), 15_000, 'all three to name one primary again');
+  });
 }
