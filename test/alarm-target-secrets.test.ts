@@ -26,7 +26,17 @@ test('an auditor or operator token cannot read alarm targets (get, list, watch) 
     t.teardown(() => reader.close());
     const refused = await t.throwsAsync(reader.ask('cdb', { type: 'cdb.get', key }));
     t.regex(refused?.message ?? '', /ACP_ERR_AUTH_FORBIDDEN|read by an admin only/, role);
-    for (const prefix of ['', 'object/', 'object/alarm-target/']) {
+    // Asked for by name, the targets are refused (not an empty list that would mislead); a wider prefix leaves them out.
+    const listRefused = await t.throwsAsync(reader.ask('cdb', { type: 'cdb.list', prefix: 'object/alarm-target/' }));
+    t.regex(listRefused?.message ?? '', /read by an admin only/, role);
+    const watchRefused = await t.throwsAsync(
+      new Promise((resolve, reject) => {
+        reader.subscribe('cdb', { type: 'cdb.watch', prefix: 'object/alarm-target/' }, resolve, reject);
+        setTimeout(() => resolve('no answer to the watch'), 5000);
+      }),
+    );
+    t.regex(watchRefused?.message ?? '', /read by an admin only/, `${role}'s watch of the targets is refused`);
+    for (const prefix of ['', 'object/']) {
       const page = await reader.ask<Message & { records: { key: string }[] }>('cdb', { type: 'cdb.list', prefix, limit: 10_000 });
       t.false(page.records.some((record) => record.key.startsWith('object/alarm-target/')), `${role} lists '${prefix}'`);
       if (prefix === 'object/') t.true(page.records.some((record) => record.key === 'object/system/dev1'), 'the rest is still listed');

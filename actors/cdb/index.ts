@@ -554,6 +554,8 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           requireReader(parsed.key, sender);
           return get(parsed.key);
         case 'cdb.list': {
+          // A prefix inside the admin-only records is refused outright (an empty answer would mislead); a wider one leaves them out.
+          requireReader(parsed.prefix, sender);
           const page = list(parsed.prefix, parsed.limit ?? DEFAULT_LIST_LIMIT, parsed.cursor);
           // Left out for a non-admin; the cursor still walks past them.
           const admin = hasRole(sender, 'admin');
@@ -593,6 +595,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           return replyLater(apply(writes, true).then(() => ({ type: 'cdb.written-batch', count: writes.length, versions: writes.map((write) => formatVersion(write.record.version)) })));
         }
         case 'cdb.watch':
+          requireReader(parsed.prefix, sender);
           return watch(parsed.prefix, parsed.subscriber, sender);
         case 'cdb.unwatch':
           dropWatch(parsed.watch);
