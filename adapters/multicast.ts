@@ -1,10 +1,12 @@
-import { createHmac, randomInt, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomInt, timingSafeEqual } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
+import { isIP } from 'node:net';
 import { decode, encode } from 'cbor-x';
 import { z } from 'zod';
 import { AcpError, errorMessage } from '../runtime/errors.js';
 import type { Logger } from '../runtime/logger.js';
 import { nameSchema } from '../runtime/path.js';
+import { parseHostPort } from './tls.js';
 
 /**
  * The cluster's authenticated multicast channel (groundwork for CDB sync). A datagram is
@@ -183,4 +185,27 @@ export class MulticastChannel {
     }
     return true;
   }
+}
+
+export const DEFAULT_MULTICAST_PORT = 5460;
+
+/** The cluster's default group: one per cluster name, in the organisation-local scope. */
+export function defaultGroup(cluster: string): string {
+  const hash = createHash('sha256').update(cluster).digest();
+  return `239.192.${hash[0]!}.${hash[1]! === 0 ? 1 : hash[1]!}`;
+}
+
+/** `GROUP:PORT` with an IPv4 multicast group; the error says what is expected. */
+export function parseMulticast(text: string): { group: string; port: number } {
+  const { host, port } = parseHostPort(text, '--multicast');
+  const first = Number(host.split('.')[0]);
+  if (isIP(host) !== 4 || first < 224 || first > 239 || port === 0) {
+    throw new AcpError('ACP_ERR_CLI_USAGE', `--multicast must be an IPv4 multicast group and a port, 224.0.0.0-239.255.255.255 (for example 239.192.10.1:5460), not '${text}'`);
+  }
+  return { group: host, port };
+}
+
+/** A dotted IPv4 address other than 0.0.0.0 (an interface to join a group on). */
+export function isIPv4Unicast(host: string): boolean {
+  return isIP(host) === 4 && host !== '0.0.0.0';
 }

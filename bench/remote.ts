@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { initCluster, joinCluster } from '../cli/cluster.js';
+import { initCluster, joinCluster } from '../node/cluster.js';
 import { connect } from '../node/client.js';
 import type { Message } from '../runtime/messages.js';
 import { freePort } from '../test/helpers/agent.js';

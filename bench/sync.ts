@@ -5,7 +5,7 @@
  * changed. Each beside a baseline measured in the same run on the same cluster: the writing node's
  * own acknowledged (durable) rate or latency.
  */
-import { Harness, harnessAvailable } from '../test/harness/index.js';
+import { Harness, harnessAvailable } from '../node/harness/index.js';
 import type { AcpClient } from '../runtime/client.js';
 import type { Message } from '../runtime/messages.js';
 

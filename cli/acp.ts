@@ -18,8 +18,8 @@ import { clusterCommands, nodeCommands } from './membership.js';
 import { LOGS_DESCRIPTION, logsOptions, showLogs } from './logs.js';
 import { alarmCommands, health } from './monitor.js';
 import { parseHostPort } from '../adapters/tls.js';
-import { parseMulticast } from '../actors/cdb/sync-node.js';
-import { initCluster, joinCluster, parseDuration } from './cluster.js';
+import { parseMulticast } from '../adapters/multicast.js';
+import { initCluster, joinCluster, parseDuration } from '../node/cluster.js';
 import { formatUpSummary, runForeground, startDetached, stopDaemon } from './control.js';
 import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table, type SyncSummary } from './output.js';
 

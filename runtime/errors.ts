@@ -58,6 +58,7 @@ export const errorCatalog = {
   ACP_ERR_AGENT_NODE_MISMATCH: { kind: 'unauthorized', summary: "The certificate's common name is not the node named in the hello." },
   ACP_ERR_AGENT_QUEUE_FULL: { kind: 'failed', summary: "The outbound queue to a peer is full; the message was not sent." },
   ACP_ERR_AGENT_NO_PKI: { kind: 'failed', summary: 'This node has no cluster certificates: run acp init or acp join first.' },
+  ACP_ERR_TARGET_IS_SELF: { kind: 'bad-request', summary: 'The request names this node (or the node a system already runs on) where another node is needed.' },
   ACP_ERR_PKI_FINGERPRINT_MISMATCH: { kind: 'unauthorized', summary: "The server's CA is not the one the join token names." },
   ACP_ERR_PKI_BAD_CSR: { kind: 'bad-request', summary: 'A certificate signing request did not parse, has a bad signature or weak key, or names another node.' },
   ACP_ERR_PKI_BAD_CERT: { kind: 'bad-request', summary: 'A certificate or key in PEM form did not parse, or the CA key does not match the CA certificate.' },
@@ -129,4 +130,15 @@ export function isErrorCode(code: unknown): code is ErrorCode {
 
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+const CRASH_CODES: ReadonlySet<string> = new Set(['ACP_ERR_CHAOS_CRASH', 'ACP_ERR_THREAD_EXITED', 'ACP_ERR_ACTOR_CRASHED']);
+
+/**
+ * What an actor's `receive` threw, as the runtime reads it: an AcpError is a refusal, answered to the
+ * asker while the actor runs on, unless it says the actor is broken (a crash code, or an internal
+ * failure); anything else is a crash, which its supervisor handles.
+ */
+export function isRefusal(error: unknown): error is AcpError {
+  return error instanceof AcpError && !CRASH_CODES.has(error.code) && error.kind !== 'internal';
 }

@@ -1,6 +1,6 @@
 import { DeferredReply, type Actor, type ActorContext, type NodeIdentity } from './actor.js';
 import type { Principal } from './principal.js';
-import { AcpError, type ErrorData } from './errors.js';
+import { AcpError, isRefusal, type ErrorData } from './errors.js';
 import type { Logger } from './logger.js';
 import { UNIVERSAL_TYPES, type Message } from './messages.js';
 import { runUniversal } from './system.js';
@@ -23,8 +23,6 @@ export interface IsolatedActorData {
   readonly logLevel: string;
   readonly logFile: string | undefined;
 }
-
-const CRASH_CODES = new Set(['ACP_ERR_CHAOS_CRASH', 'ACP_ERR_ACTOR_CRASHED']);
 
 export interface IsolatedMailboxOptions {
   readonly identity: NodeIdentity;
@@ -79,9 +77,9 @@ export class IsolatedMailbox {
     });
   }
 
-  /** A refusal (an AcpError) stays a refusal; anything else is a crash, logged here. */
+  /** A refusal stays a refusal; anything else is a crash, logged here (see isRefusal). */
   toReply(error: unknown): IsolatedReply {
-    if (error instanceof AcpError && !CRASH_CODES.has(error.code)) return { ok: false, error: error.toData(), crash: false };
+    if (isRefusal(error)) return { ok: false, error: error.toData(), crash: false };
     const crash = AcpError.from(error, 'ACP_ERR_ACTOR_CRASHED');
     this.options.log.error({ err: crash.message }, `actor crashed in its ${this.options.where}`);
     return { ok: false, error: crash.toData(), crash: true };

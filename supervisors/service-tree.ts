@@ -1,4 +1,5 @@
 import type { ActorFactory, Isolation, ServiceDefinition } from '../runtime/actor.js';
+import { realClock, type Clock } from '../runtime/clock.js';
 import type { NodeConfig } from '../runtime/config.js';
 import { AcpError, errorMessage } from '../runtime/errors.js';
 import type { Logger } from '../runtime/logger.js';
@@ -20,16 +21,7 @@ const STEADY_MS = 60_000;
 
 
 /** Clock, randomness and timers: real ones in acpd, simulated ones in tests. */
-export type TreeClock = Pick<SupervisorEnv, 'now' | 'random' | 'setTimer'>;
-
-export const realClock: TreeClock = {
-  now: () => Date.now(),
-  random: () => Math.random(),
-  setTimer: (ms, fn) => {
-    const timer = setTimeout(fn, ms);
-    return () => clearTimeout(timer);
-  },
-};
+export type TreeClock = Clock;
 
 interface ServiceRecord {
   readonly entry: ServiceEntry;

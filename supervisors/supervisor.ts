@@ -1,3 +1,4 @@
+import type { Clock } from '../runtime/clock.js';
 import { AcpError, errorMessage } from '../runtime/errors.js';
 import { restartDelay } from './backoff.js';
 import { checkIntensity } from './intensity.js';
@@ -6,12 +7,8 @@ import { parseChildSpec, parseFlags, type ChildSpec, type SupervisorFlags } from
 export type ChildState = 'starting' | 'running' | 'restarting' | 'stopped' | 'failed';
 
 /** Everything a supervisor needs from the world: a real one in acpd, a simulated one in tests. */
-export interface SupervisorEnv {
-  now(): number;
-  /** 0 ≤ x < 1. */
-  random(): number;
-  /** Calls `fn` after `ms`; returns a cancel function. */
-  setTimer(ms: number, fn: () => void): () => void;
+/** What a supervisor acts through: the clock (real or simulated) and its children's start and stop. */
+export interface SupervisorEnv extends Clock {
   /** Starts the child; resolves once it runs, rejects if it cannot start. */
   start(id: string): Promise<void>;
   /** Stops the child within `shutdownMs` (then kills it); never rejects. */

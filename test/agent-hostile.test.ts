@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { createCa, createCsr, encodeToken, fingerprint, mintToken } from '../adapters/pki.js';
-import { initCluster, joinCluster } from '../cli/cluster.js';
+import { initCluster, joinCluster } from '../node/cluster.js';
 import { connect, type AcpClient } from '../node/client.js';
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
 import { homePaths } from '../runtime/config.js';

@@ -106,6 +106,7 @@ test('acp node rm: the node disappears from acp nodes and its certificate is ref
   const notAdmin = await cliError(['--token', auditor.secret, 'node', 'rm', 'n3'], n1!.home);
   t.is(notAdmin.error?.code, 'ACP_ERR_AUTH_FORBIDDEN');
   const self = await cliError(['node', 'rm', 'n1'], n1!.home);
+  t.is(self.error?.code, 'ACP_ERR_TARGET_IS_SELF');
   t.regex(self.error?.message ?? '', /cannot remove itself/);
 
   await cliOk(['node', 'rm', 'n3'], n1!.home);

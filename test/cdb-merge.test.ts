@@ -202,10 +202,14 @@ test('merge: applied changes reach a watcher as cdb.event; skipped ones do not',
     const found = events.filter((event): event is CdbEvent => event.type === 'cdb.event');
     return found.length >= 2 ? found : undefined;
   }, WAIT_MS, 'two cdb.event');
-  // Give a stray third event (the skipped merge, or the other prefix) a moment to show up.
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  const all = events.filter((event): event is CdbEvent => event.type === 'cdb.event');
-  t.is(all.length, 2);
+  // A marker written after every merge: events come in commit order, so once the marker's is in,
+  // a stray event (the skipped merge, or the other prefix) would have come before it.
+  await put(connection, 'object/network/marker', { name: 'marker', type: 'bridge' });
+  const all = await eventually(() => {
+    const found = events.filter((event): event is CdbEvent => event.type === 'cdb.event');
+    return found.some((event) => event.record.key === 'object/network/marker') ? found : undefined;
+  }, WAIT_MS, 'the marker');
+  t.deepEqual(all.map((event) => event.record.key), ['object/network/w1', 'object/network/w1', 'object/network/marker']);
   t.deepEqual(
     received.slice(0, 2).map((event) => [event.seq, event.record.key, event.record.version, event.record.origin, event.record.deleted === true]),
     [

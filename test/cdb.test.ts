@@ -322,10 +322,13 @@ test('watch: 3 concurrent writers x 200 puts reach the watcher as snapshot, then
     const received = watch.events.filter((event): event is CdbEvent => event.type === 'cdb.event');
     return received.length >= total ? received : undefined;
   }, 30_000, `${total} events`);
-  // Nothing more trails in.
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  const all = watch.events.filter((event): event is CdbEvent => event.type === 'cdb.event');
-  t.is(all.length, total);
+  // Nothing more trails in: once a marker written after everything is in, nothing else came.
+  await put(connection, 'object/network/zz-marker', network('zz-marker'));
+  const all = await eventually(() => {
+    const received = watch.events.filter((event): event is CdbEvent => event.type === 'cdb.event');
+    return received.some((event) => event.record.key === 'object/network/zz-marker') ? received : undefined;
+  }, 30_000, 'the marker');
+  t.is(all.length, total + 1);
   t.deepEqual(
     events.map((event) => event.seq),
     Array.from({ length: total }, (_, index) => index + 1),
@@ -455,10 +458,14 @@ test('a cancelled watch and the watches of a closed connection are dropped by th
   t.is(await eventually(async () => ((await watchers()) === 2 ? 2 : undefined), WAIT_MS, 'the cancelled watch dropped'), 2);
   await other.close();
   t.is(await eventually(async () => ((await watchers()) === 0 ? 0 : undefined), WAIT_MS, "the closed connection's watches dropped"), 0);
-  // A cancelled stream hears nothing more.
+  // A cancelled stream hears nothing more: once a live watch on the same connection has the
+  // change, the cancelled one would have had it too.
   const seen = first.events.length;
+  const live = subscribe(connection, 'object/');
+  await eventually(() => (snapshotDone(live.events) ? true : undefined), WAIT_MS, 'the live snapshot');
   await put(connection, 'object/network/after', network('after'));
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  await eventually(() => (live.events.some((event) => event.type === 'cdb.event' && (event as CdbEvent).record.key === 'object/network/after') ? true : undefined), WAIT_MS, 'the live watch to see the change');
+  live.cancel();
   t.is(first.events.length, seen);
 });
 
@@ -519,10 +526,15 @@ test('a batch refused with ACP_ERR_CDB_FULL applies none of its ops (atomic batc
     'ACP_ERR_CDB_FULL',
   );
   await rejection(t, get(connection, 'object/network/lan'), 'ACP_ERR_CDB_NOT_FOUND');
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  // A marker in the table's one free slot: events come in order, so the marker's event is the first.
+  await put(connection, 'meta/system/marker@n1', { marker: true });
+  const events = await eventually(() => {
+    const found = watch.events.filter((event): event is CdbEvent => event.type === 'cdb.event');
+    return found.some((event) => event.record.key === 'meta/system/marker@n1') ? found : undefined;
+  }, WAIT_MS, 'the marker');
   t.deepEqual(
-    watch.events.filter((event) => event.type === 'cdb.event'),
-    [],
+    events.map((event) => event.record.key),
+    ['meta/system/marker@n1'],
     'watchers were told of a write from a refused batch',
   );
   await rejection(t, get(connection, 'meta/system/first@n1'), 'ACP_ERR_CDB_NOT_FOUND');

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { Harness, harnessAvailable } from './harness/index.js';
-import { isGone } from './harness/net.js';
+import { Harness, harnessAvailable } from '../node/harness/index.js';
+import { isGone } from '../node/harness/net.js';
 import { eventually } from './helpers/node.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { runsWhen } from './helpers/requires.js';

@@ -10,7 +10,7 @@ import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
 import type { AcpClient } from '../runtime/client.js';
 import type { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
-import { isGone } from './harness/net.js';
+import { isGone } from '../node/harness/net.js';
 import { systemMeta, systemNode } from './helpers/system.js';
 import { eventually, makeHome, runCli } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';

@@ -6,7 +6,7 @@ import { guestImage, GUEST_READY_LINE, GUEST_UPTIME_PREFIX } from '../adapters/g
 import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
-import { isGone } from './harness/net.js';
+import { isGone } from '../node/harness/net.js';
 import { systemMeta, systemNode } from './helpers/system.js';
 import { eventually, runCli } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';

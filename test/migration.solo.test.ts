@@ -9,7 +9,7 @@ import type { SystemMeta } from '../actors/hypervisor/index.js';
 import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
 import { guestImage, GUEST_UPTIME_PREFIX } from '../adapters/guest-image.js';
 import type { Message } from '../runtime/messages.js';
-import { Harness, harnessAvailable } from './harness/index.js';
+import { Harness, harnessAvailable } from '../node/harness/index.js';
 import { eventually } from './helpers/node.js';
 
 const available = harnessAvailable();

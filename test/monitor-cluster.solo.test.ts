@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import test from 'ava';
 import type { MonitorStatus } from '../actors/monitor/index.js';
 import type { Message } from '../runtime/messages.js';
-import { Harness, harnessAvailable } from './harness/index.js';
+import { Harness, harnessAvailable } from '../node/harness/index.js';
 import { eventually } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';
 

@@ -1,9 +1,9 @@
 /**
- * The Network service for real, on a daemon inside a network namespace (test/harness): nothing it
+ * The Network service for real, on a daemon inside a network namespace (node/harness): nothing it
  * makes ever reaches the machine's own namespace, and the namespace goes at teardown.
  */
-import { Harness, harnessAvailable } from './harness/index.js';
-import { ip } from './harness/net.js';
+import { Harness, harnessAvailable } from '../node/harness/index.js';
+import { ip } from '../node/harness/net.js';
 import { eventually } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';
 import type { RecordView } from '../actors/cdb/index.js';

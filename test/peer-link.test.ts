@@ -2,6 +2,7 @@ import { OPERATOR } from '../runtime/principal.js';
 import test from 'ava';
 import type { FrameConnection } from '../adapters/frame-listener.js';
 import { PeerLink } from '../actors/agent/link.js';
+import { SimClock } from '../runtime/sim.js';
 import type { Envelope } from '../runtime/codec.js';
 import { AcpError } from '../runtime/errors.js';
 import { silentLogger } from '../runtime/logger.js';
@@ -113,4 +114,49 @@ test('a new incarnation: watchers hear node-restarted, and frames queued for the
   const sent = replacement.sent.find((envelope) => envelope.k === 'ask')!;
   link.frame({ v: 1, k: 'reply', id: sent.id, body: { type: 'echo', n: 2 } });
   t.deepEqual(await fresh, { type: 'echo', n: 2 });
+});
+
+test('heartbeats on a simulated clock: a ping every heartbeat while the peer talks; three silent heartbeats drop the connection, and a link with a watch redials after its back-off', (t) => {
+  const clock = new SimClock({ seed: 7 });
+  let dials = 0;
+  const link = new PeerLink('n2', {
+    log: silentLogger(),
+    heartbeatMs: 1000,
+    maxQueuedFrames: 10,
+    dial: () => {
+      dials += 1;
+      return new Promise(() => undefined);
+    },
+    deadLetter: () => undefined,
+    clock,
+  });
+  t.teardown(() => link.close());
+  const connection = new FakeConnection();
+  let closed = false;
+  connection.close = () => {
+    closed = true;
+  };
+  link.attach(connection, 1);
+  link.watch(path, () => undefined);
+  const pings = () => connection.sent.filter((envelope) => envelope.k === 'ping').length;
+  // The peer answers within each heartbeat: pings go on, the link stays up.
+  for (let beat = 1; beat <= 5; beat += 1) {
+    clock.advance(1000);
+    link.seen();
+  }
+  t.is(pings(), 5);
+  t.is(link.state, 'up');
+  // Silence: the 4th heartbeat without a word gives the connection up.
+  clock.advance(3000);
+  t.is(link.state, 'up', 'three heartbeats of silence are still tolerated');
+  clock.advance(1000);
+  t.true(closed);
+  t.is(link.state, 'idle');
+  t.is(dials, 0, 'the redial waits for its back-off');
+  // The first back-off is 100 ms with 20 % jitter.
+  clock.advance(79);
+  t.is(dials, 0);
+  clock.advance(41);
+  t.is(dials, 1);
+  t.is(link.state, 'connecting');
 });

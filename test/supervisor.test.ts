@@ -1,15 +1,10 @@
 import test, { type ExecutionContext } from 'ava';
 import { AcpError, type ErrorCode } from '../runtime/errors.js';
+import { SimClock } from '../runtime/sim.js';
 import { restartDelay } from '../supervisors/backoff.js';
 import { checkIntensity } from '../supervisors/intensity.js';
 import { parseChildSpec, parseFlags } from '../supervisors/spec.js';
 import { Supervisor, type ChildState, type SupervisorEnv, type SupervisorEvent } from '../supervisors/supervisor.js';
-
-interface Timer {
-  readonly at: number;
-  readonly seq: number;
-  readonly fn: () => void;
-}
 
 /** A deterministic world for a supervisor: a fake clock, fixed randomness, and a log of everything. */
 class FakeEnv implements SupervisorEnv {
@@ -18,14 +13,12 @@ class FakeEnv implements SupervisorEnv {
   readonly escalations: AcpError[] = [];
   /** How many more times start(id) rejects; Infinity for always. */
   readonly failStarts = new Map<string, number>();
-  private timers: Timer[] = [];
-  private seq = 0;
-  private clock = 0;
+  private readonly clock = new SimClock();
   supervisor: Supervisor | undefined;
   randomValue = 0.5;
 
   now(): number {
-    return this.clock;
+    return this.clock.now();
   }
 
   random(): number {
@@ -33,11 +26,7 @@ class FakeEnv implements SupervisorEnv {
   }
 
   setTimer(ms: number, fn: () => void): () => void {
-    const timer: Timer = { at: this.clock + ms, seq: this.seq++, fn };
-    this.timers.push(timer);
-    return () => {
-      this.timers = this.timers.filter((other) => other !== timer);
-    };
+    return this.clock.setTimer(ms, fn);
   }
 
   async start(id: string): Promise<void> {
@@ -65,22 +54,14 @@ class FakeEnv implements SupervisorEnv {
   }
 
   get pendingTimers(): number {
-    return this.timers.length;
+    return this.clock.pending;
   }
 
   /** Moves the clock forward by `ms`, firing due timers in time order and letting the supervisor settle after each. */
-  async advance(ms: number): Promise<void> {
-    const target = this.clock + ms;
-    await this.supervisor?.idle();
-    for (;;) {
-      const due = this.timers.filter((timer) => timer.at <= target).sort((a, b) => a.at - b.at || a.seq - b.seq)[0];
-      if (!due) break;
-      this.timers = this.timers.filter((timer) => timer !== due);
-      this.clock = due.at;
-      due.fn();
+  advance(ms: number): Promise<void> {
+    return this.clock.advanceSettling(ms, async () => {
       await this.supervisor?.idle();
-    }
-    this.clock = target;
+    });
   }
 }
 

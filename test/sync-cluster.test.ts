@@ -6,7 +6,8 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
-import { Harness, harnessAvailable } from './harness/index.js';
+import type { CdbEvent } from '../actors/cdb/index.js';
+import { Harness, harnessAvailable } from '../node/harness/index.js';
 import { eventually } from './helpers/node.js';
 import { assertNoAcknowledgedWriteLost, converged, members, objectHash, put, syncStatus } from './helpers/sync.js';
 import { runsWhen } from './helpers/requires.js';
@@ -137,6 +138,25 @@ if (!available.ok) {
     } finally {
       for (const node of NODES) await cluster().dropRate(node, 0);
     }
+  });
+
+  test.serial("a datagram waits its turn in the CDB's mailbox: while n2's CDB is stalled, a write from n1 reaches n2's watchers only after the stall", async (t) => {
+    t.timeout(60_000);
+    const c = cluster();
+    const n2 = await c.client('n2');
+    const key = 'object/system/mailbox-order';
+    const order: string[] = [];
+    const unwatch = n2.watch('object/system/', (event) => {
+      if (event.type === 'cdb.event' && (event as CdbEvent).record.key === key) order.push('merged');
+    });
+    t.teardown(unwatch);
+    await n2.ask('cdb', { type: 'chaos.stall', ms: 2000 });
+    // Queued behind the stall: its answer marks the moment the mailbox is free again.
+    const stallOver = n2.ask('cdb', { type: 'ping' }).then(() => order.push('stall over'));
+    await put(c, 'n1', 'mailbox-order', { by: 'n1' });
+    await stallOver;
+    await eventually(() => (order.includes('merged') ? true : undefined), 15_000, 'n2 to merge the write');
+    t.deepEqual(order, ['stall over', 'merged']);
   });
 
   test.serial('forged, replayed and garbage datagrams are dropped and counted; every node carries on', async (t) => {

@@ -4,7 +4,7 @@
  * cannot cross) joined by a pair of L3 gateways.
  */
 import test from 'ava';
-import { Harness, harnessAvailable } from './harness/index.js';
+import { Harness, harnessAvailable } from '../node/harness/index.js';
 import { eventually } from './helpers/node.js';
 import { assertNoAcknowledgedWriteLost, converged, members, put, syncStatus } from './helpers/sync.js';
 import { runsWhen } from './helpers/requires.js';

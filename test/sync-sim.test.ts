@@ -9,18 +9,10 @@ import { HybridClock } from '../actors/cdb/hlc.js';
 import { ReceiverState, wins } from '../actors/cdb/replication.js';
 import { Replicator, type SnapshotPage, type SnapshotRequest, type SyncPayload, type Via } from '../actors/cdb/sync.js';
 import { silentLogger } from '../runtime/logger.js';
+import { seeded } from '../runtime/sim.js';
 
 const DIGEST_MS = 1000;
 const STEP_MS = 10;
-
-/** A small seeded generator, so a failing run can be replayed. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state * 1664525 + 1013904223) >>> 0;
-    return state / 2 ** 32;
-  };
-}
 
 interface SimNode {
   name: string;
@@ -47,7 +39,7 @@ class Sim {
   readonly acknowledged: StoredRecord[] = [];
 
   constructor(seed: number) {
-    this.rand = random(seed);
+    this.rand = seeded(seed);
   }
 
   add(name: string, options: { domain?: string; gateway?: boolean } = {}): SimNode {

@@ -254,6 +254,33 @@ test('an AcpError thrown in receive is an answer: the ask rejects with it and th
   t.false(events.some((event) => event.type === 'crash'));
 });
 
+test('an ACP_ERR_INTERNAL thrown in receive is a crash, not an answer: the supervisor hears of it', async (t) => {
+  const system = makeSystem(t);
+  const crashed = deferred();
+  const crashes: AcpError[] = [];
+  await system.spawn(
+    system.localPath('svc'),
+    () => ({
+      receive(message: Message): Message {
+        if (message.type === 'broken') throw new AcpError('ACP_ERR_INTERNAL', 'an invariant does not hold');
+        return { type: 'fine' };
+      },
+    }),
+    {
+      onCrash: (error) => {
+        crashes.push(error);
+        crashed.resolve();
+      },
+    },
+  );
+  const error = await rejection(t, system.ask(system.localPath('svc'), { type: 'broken' }, LONG_ASK));
+  t.is(error.code, 'ACP_ERR_ACTOR_CRASHED');
+  t.regex(error.message, /an invariant does not hold/);
+  await within(crashed.promise, 'onCrash');
+  t.is(crashes.length, 1);
+  t.false(system.isAlive(SVC));
+});
+
 test('a plain Error is a crash: the ask and everything queued behind it fail fast, onCrash is called, a re-spawn is generation 2', async (t) => {
   const system = makeSystem(t);
   const gate = deferred();

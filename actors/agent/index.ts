@@ -1,9 +1,12 @@
-import { z } from 'zod';
+/*
+ * Over 400 lines, knowingly: dialing, accepting, lookups and renewal share the address book, the
+ * peer links and the TLS material kept here; the messages (schema.ts), joins (join.ts) and
+ * identification of an address (identify.ts) live beside it.
+ */
 import type { FrameConnection, FrameHandler } from '../../adapters/frame-listener.js';
 import { readSecretFile, secretExists } from '../../adapters/home.js';
 import {
   createCsr,
-  decodeToken,
   encodeToken,
   fingerprint,
   certificateExpiry,
@@ -14,75 +17,28 @@ import {
 } from '../../adapters/pki.js';
 import { dialTls, parseHostPort, TlsFrameListener, type TlsMaterial, type TlsPeer } from '../../adapters/tls.js';
 import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor.js';
-import type { AuthorityTable } from '../../runtime/authority.js';
 import { PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
 import { wireLimits } from '../../runtime/config.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
-import { formatPath, isValidName, NAME_RULE, nameSchema, parsePath } from '../../runtime/path.js';
+import { formatPath, isValidName, parsePath } from '../../runtime/path.js';
 import type { Principal } from '../../runtime/principal.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import type { RemoteRouter } from '../../runtime/system.js';
 import { ApiSession } from '../api/session.js';
-import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { ServiceClock } from '../kit.js';
 import { CdbFeed } from '../cdb-feed.js';
 import { upsertNodeObject } from '../node-object.js';
+import { identifyAgent } from './identify.js';
+import { joinSession, type JoinEnv } from './join.js';
 import { PeerLink } from './link.js';
-import { Membership, membershipMessages } from './membership.js';
+import { Membership } from './membership.js';
+import { agentAuthority, agentSchema, type PeerInfo } from './schema.js';
+
+export { agentAuthority, agentSchema, type AgentMessage, type PeerInfo } from './schema.js';
 import { REVOCATION_PREFIX, Revocations } from './revocations.js';
 
-export const agentSchema = z.discriminatedUnion('type', [
-  serviceInfoSchema,
-  z.strictObject({ type: z.literal('agent.peers') }),
-  z.strictObject({ type: z.literal('agent.token'), ttlMs: z.number().int().min(1000).max(30 * 24 * 3_600_000).default(3_600_000) }),
-  /** From a peer renewing its certificate: only the CA node signs, and only for the asking node. */
-  z.strictObject({ type: z.literal('agent.sign'), csr: z.string().min(1).max(16_384) }),
-  z.strictObject({ type: z.literal('agent.renew') }),
-  /** Where does this node's agent listen, if this node knows? */
-  z.strictObject({ type: z.literal('agent.lookup'), node: nameSchema }),
-  /** Which node's agent listens at HOST:PORT? Dials it when not known (for --peers and --gateway). */
-  z.strictObject({ type: z.literal('agent.identify'), address: z.string().max(300) }),
-  ...membershipMessages,
-]);
-
-export type AgentMessage = z.input<typeof agentSchema>;
-
-const joinHelloSchema = z.object({
-  cluster: z.string().max(63),
-  proto: z.literal(PROTOCOL_VERSION),
-  node: z.string().max(63),
-  join: z.object({ token: z.string().max(2048), csr: z.string().max(16_384), agent: z.string().max(300).optional(), witness: z.boolean().optional() }),
-});
-
-export interface PeerInfo {
-  node: string;
-  state: string;
-  address: string | null;
-  incarnation: number | null;
-  queued: number;
-  inFlight: number;
-  lastSeenMs: number | null;
-}
-
 const LOOKUP_MISS_MS = 5000;
-
-/** Who may send what to the agent (see runtime/authority.ts). */
-export const agentAuthority: AuthorityTable = {
-  'service.info': 'read',
-  'agent.peers': 'read',
-  'agent.lookup': 'read',
-  // It dials out and records what answers: for this node's own sync and operator only.
-  'agent.identify': 'local-admin',
-  // A join token hands out the cluster key: minted on the CA node itself, by its administrator.
-  'agent.token': 'local-admin',
-  "agent.renew": 'local-admin',
-  // A node's own agent asks the CA node to sign its renewed certificate.
-  'agent.sign': { internal: [{ service: 'agent', nodes: 'peers' }] },
-  'agent.remove-node': 'admin',
-  'agent.rotate-keys': 'admin',
-  // The agent that rotates the keys hands them to every other.
-  'agent.install-keys': { internal: [{ service: 'agent', nodes: 'peers' }] },
-};
 
 function revokedError(node: string | undefined): AcpError {
   return new AcpError('ACP_ERR_AGENT_BAD_CERT', `the certificate of '${node ?? '?'}' was revoked: the node was removed from the cluster (acp node rm); to bring it back, join it again with a new token`);
@@ -266,7 +222,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   /** An inbound TLS connection: a peer, a script, or (no certificate, CA node only) a joining node. */
   const accept = (connection: FrameConnection, peer: TlsPeer): FrameHandler => {
     if (!peer.hasCertificate) {
-      if (holdsCa()) return joinSession(connection, peer);
+      if (holdsCa()) return joinSession(connection, peer, joinEnv);
       ctx.log.warn({ remote: peer.remoteAddress }, 'agent connection refused: no client certificate');
       deps.countRefusal();
       const joinHint = config.agent.caNode && config.agent.caNode !== self ? `; to join, use the node holding the CA (${config.agent.caNode})` : '';
@@ -326,91 +282,26 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     };
   };
 
-  /** CA node: a new node with a one-time token asks for its certificate and the cluster's secrets. */
-  const joinSession = (connection: FrameConnection, peer: TlsPeer): FrameHandler => {
-    const timer = setTimeout(
-      () => refuse(new AcpError('ACP_ERR_AGENT_BAD_CERT', `no client certificate, and no join hello within ${config.api.helloTimeoutMs} ms`)),
-      config.api.helloTimeoutMs,
-    );
-    timer.unref();
-    const refuse = (error: AcpError) => {
-      clearTimeout(timer);
-      ctx.log.warn({ remote: peer.remoteAddress, code: error.code, reason: error.message }, 'join refused');
-      deps.countRefusal();
-      connection.close({ v: PROTOCOL_VERSION, k: 'error', err: error.toData() });
-    };
-    let done = false;
-    return {
-      frame: (envelope) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        const parsed = joinHelloSchema.safeParse(envelope.body);
-        if (envelope.k !== 'hello' || !parsed.success) {
-          refuse(new AcpError('ACP_ERR_AGENT_BAD_CERT', 'a client certificate from the cluster CA is required (or a join hello with a token)'));
-          return;
-        }
-        const hello = parsed.data;
-        try {
-          if (hello.cluster !== cluster) throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', `this is not cluster '${hello.cluster}'`);
-          const token = decodeToken(hello.join.token);
-          if (token.cluster !== cluster) throw new AcpError('ACP_ERR_WIRE_BAD_HELLO', 'the token is not for this cluster');
-          // Nothing about the cluster's members is revealed, and no work done, before the token checks out.
-          ledger.check(token.id, token.secret);
-          if (!isValidName(hello.node)) throw new AcpError('ACP_ERR_NAME_INVALID', `bad hello: field 'node': ${JSON.stringify(hello.node)} is not a valid name: ${NAME_RULE}`);
-          if (hello.node === self || addresses.has(hello.node)) {
-            throw new AcpError(
-              'ACP_ERR_WIRE_BAD_HELLO',
-              `a node named '${hello.node}' is already in the cluster; join with another --node (to replace it, first remove it: acp cdb rm object/node/${hello.node} on ${self}, then restart ${self})`,
-            );
-          }
-          const caPem = readSecretFile(paths.caCert);
-          // Sign first: a bad CSR must not burn the token.
-          const cert = signCsr({ csrPem: hello.join.csr, caCertPem: caPem, caKeyPem: readSecretFile(paths.caKey), node: hello.node });
-          ledger.consume(token.id, token.secret);
-          remember(hello.node, hello.join.agent, hello.join.witness === true ? true : undefined);
-          const peers = [...addresses.entries()].filter(([node]) => node !== hello.node).map(([node, agent]) => ({ node, agent }));
-          if (selfAddress) peers.push({ node: self, agent: selfAddress });
-          clearTimeout(timer);
-          ctx.log.info({ node: hello.node, remote: peer.remoteAddress }, 'node joined');
-          connection.close({
-            v: PROTOCOL_VERSION,
-            k: 'reply',
-            body: { type: 'joined', cert, ca: caPem, clusterKey: readSecretFile(paths.clusterKey), apiKey: deps.apiKey, caNode: self, peers },
-          });
-        } catch (error) {
-          refuse(AcpError.from(error, 'ACP_ERR_WIRE_BAD_HELLO'));
-        }
-      },
-      badFrame: (error) => refuse(error),
-      closed: () => clearTimeout(timer),
-    };
+  const joinEnv: JoinEnv = {
+    cluster,
+    self,
+    selfAddress,
+    paths,
+    ledger,
+    helloTimeoutMs: config.api.helloTimeoutMs,
+    log: ctx.log,
+    apiKey: () => deps.apiKey,
+    countRefusal: () => deps.countRefusal(),
+    knows: (node) => addresses.has(node),
+    peers: () => [...addresses.entries()].map(([node, agent]) => ({ node, agent })),
+    remember,
   };
 
-  /** Dials an address, reads the node name from its certificate and hello, and remembers it. */
+  /** Which node's agent answers at an address (a known one is answered from memory). */
   const identify = async (address: string): Promise<string> => {
     for (const [node, known] of addresses) if (known === address) return node;
     if (!material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', 'this node has no cluster certificate; run acp init or acp join');
-    const { host, port } = parseHostPort(address, 'a peer or gateway address');
-    const current = material;
-    const node = await new Promise<string>((resolve, reject) => {
-      let certificateName: string | undefined;
-      dialTls({ host, port, material: current, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, timeoutMs: config.api.helloTimeoutMs }, (conn) => ({
-        frame(envelope) {
-          const body = envelope.body as { node?: unknown; cluster?: unknown } | undefined;
-          if (envelope.k === 'hello' && typeof body?.node === 'string' && body.cluster === cluster && (certificateName === undefined || certificateName === body.node)) resolve(body.node);
-          else reject(new AcpError('ACP_ERR_WIRE_BAD_HELLO', `${address} did not answer as a node of cluster '${cluster}'`));
-          conn.close();
-        },
-        badFrame: (error) => reject(error),
-        closed: () => reject(new AcpError('ACP_ERR_WIRE_CLOSED', `${address} closed the connection before saying who it is`)),
-      })).then(({ connection, socket }) => {
-        const subject = socket.getPeerCertificate()?.subject?.CN;
-        certificateName = Array.isArray(subject) ? subject[0] : subject;
-        connection.send({ v: PROTOCOL_VERSION, k: 'hello', body: { cluster, node: self, incarnation: ctx.node.incarnation, apiKey: deps.apiKey, proto: PROTOCOL_VERSION, role: 'client' } });
-      }, reject);
-    });
-    if (node === self) throw new AcpError('ACP_ERR_CLI_USAGE', `${address} is this node's own agent`);
+    const node = await identifyAgent(address, { cluster, self, incarnation: ctx.node.incarnation, apiKey: deps.apiKey, material, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, timeoutMs: config.api.helloTimeoutMs });
     remember(node, address);
     return node;
   };

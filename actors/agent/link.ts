@@ -7,6 +7,7 @@ import type { Message, Terminated } from '../../runtime/messages.js';
 import { formatPath, type ActorPath } from '../../runtime/path.js';
 import { formatPrincipal } from '../../runtime/principal.js';
 import type { Delivery, Replier } from '../../runtime/system.js';
+import { realClock, type Clock } from '../../runtime/clock.js';
 
 export type LinkState = 'idle' | 'connecting' | 'up';
 
@@ -18,6 +19,8 @@ export interface LinkEnv {
   dial(link: PeerLink): Promise<void>;
   /** A tell that cannot be sent: logged and counted as a dead letter, never dropped silently. */
   deadLetter(envelope: Envelope, why: string): void;
+  /** Heartbeats, reconnection back-off and request expiry run on it (default: real time). */
+  clock?: Clock;
 }
 
 interface RemoteWatch {
@@ -42,19 +45,22 @@ export class PeerLink {
   private connection: FrameConnection | undefined;
   /** Frames waiting to be written, with the incarnation they were meant for (undefined: whichever answers next). */
   private readonly queue: { envelope: Envelope; incarnation: number | undefined }[] = [];
-  private readonly pending = new Map<number, { reply: Replier; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<number, { reply: Replier; cancelExpiry: () => void }>();
   private readonly watches = new Map<number, RemoteWatch>();
   private nextId = 1;
   private attempt = 0;
-  private retryTimer: NodeJS.Timeout | undefined;
-  private heartbeat: NodeJS.Timeout | undefined;
+  private retryTimer: (() => void) | undefined;
+  private heartbeat: (() => void) | undefined;
+  private readonly clock: Clock;
   private draining = false;
   private closed = false;
 
   constructor(
     readonly node: string,
     private readonly env: LinkEnv,
-  ) {}
+  ) {
+    this.clock = env.clock ?? realClock;
+  }
 
   get queued(): number {
     return this.queue.length;
@@ -79,9 +85,8 @@ export class PeerLink {
     const id = this.nextId++;
     const reply = delivery.reply;
     // The asker has its own timer; this one only forgets the entry if no answer ever comes.
-    const timer = setTimeout(() => this.pending.delete(id), timeoutMs + 1000);
-    timer.unref();
-    this.pending.set(id, { reply, timer });
+    const cancelExpiry = this.clock.setTimer(timeoutMs + 1000, () => this.pending.delete(id));
+    this.pending.set(id, { reply, cancelExpiry });
     this.enqueue({ v: PROTOCOL_VERSION, k: 'ask', id, to, body: delivery.message, t: timeoutMs, from }, reply);
   }
 
@@ -108,8 +113,8 @@ export class PeerLink {
     this.connection = connection;
     this.state = 'up';
     this.attempt = 0;
-    this.lastSeen = Date.now();
-    clearTimeout(this.retryTimer);
+    this.lastSeen = this.clock.now();
+    this.retryTimer?.();
     this.retryTimer = undefined;
     this.startHeartbeat();
     // Death watches survive a reconnect to the same incarnation: tell the peer again.
@@ -122,7 +127,7 @@ export class PeerLink {
     if (this.connection !== connection) return;
     this.connection = undefined;
     this.state = 'idle';
-    clearInterval(this.heartbeat);
+    this.stopHeartbeat();
     this.failPending(`connection to node '${this.node}' lost (${why})`);
     // Asks just failed must not run later: only tells wait for the reconnection.
     for (let index = this.queue.length - 1; index >= 0; index -= 1) if (this.queue[index]!.envelope.k === 'ask') this.queue.splice(index, 1);
@@ -131,7 +136,7 @@ export class PeerLink {
 
   /** Frames from the peer that answer our requests. */
   frame(envelope: Envelope): void {
-    this.lastSeen = Date.now();
+    this.lastSeen = this.clock.now();
     const id = typeof envelope.id === 'number' ? envelope.id : undefined;
     switch (envelope.k) {
       case 'reply':
@@ -155,14 +160,14 @@ export class PeerLink {
 
   /** Any frame from the peer counts as a sign of life. */
   seen(): void {
-    this.lastSeen = Date.now();
+    this.lastSeen = this.clock.now();
   }
 
   close(): void {
     this.closed = true;
-    clearTimeout(this.retryTimer);
+    this.retryTimer?.();
     this.retryTimer = undefined;
-    clearInterval(this.heartbeat);
+    this.stopHeartbeat();
     this.connection?.close({ v: PROTOCOL_VERSION, k: 'bye' });
     this.connection = undefined;
     this.state = 'idle';
@@ -225,28 +230,36 @@ export class PeerLink {
   private scheduleReconnect(): void {
     if (this.closed || this.retryTimer) return;
     this.attempt += 1;
-    const delay = restartDelay(BACKOFF, this.attempt, Math.random());
-    this.retryTimer = setTimeout(() => {
+    const delay = restartDelay(BACKOFF, this.attempt, this.clock.random());
+    this.retryTimer = this.clock.setTimer(delay, () => {
       this.retryTimer = undefined;
       this.ensureConnecting();
-    }, delay);
-    this.retryTimer.unref();
+    });
   }
 
+  /** Every heartbeatMs: a ping, or, after three silent heartbeats, the connection given up. */
   private startHeartbeat(): void {
-    clearInterval(this.heartbeat);
-    this.heartbeat = setInterval(() => {
+    this.stopHeartbeat();
+    const beat = () => {
       const connection = this.connection;
       if (!connection) return;
-      if (Date.now() - this.lastSeen > this.env.heartbeatMs * 3) {
-        this.env.log.warn({ peer: this.node, silentMs: Date.now() - this.lastSeen }, 'peer silent for three heartbeats; reconnecting');
+      const silentMs = this.clock.now() - this.lastSeen;
+      if (silentMs > this.env.heartbeatMs * 3) {
+        this.heartbeat = undefined;
+        this.env.log.warn({ peer: this.node, silentMs }, 'peer silent for three heartbeats; reconnecting');
         connection.close();
         this.detach(connection, 'heartbeat timeout');
         return;
       }
       connection.send({ v: PROTOCOL_VERSION, k: 'ping' });
-    }, this.env.heartbeatMs);
-    this.heartbeat.unref();
+      this.heartbeat = this.clock.setTimer(this.env.heartbeatMs, beat);
+    };
+    this.heartbeat = this.clock.setTimer(this.env.heartbeatMs, beat);
+  }
+
+  private stopHeartbeat(): void {
+    this.heartbeat?.();
+    this.heartbeat = undefined;
   }
 
   /** The peer came back as a new process: its actors' watchers learn it, and nothing old is replayed. */
@@ -271,14 +284,14 @@ export class PeerLink {
     const entry = this.pending.get(id);
     if (!entry) return;
     this.pending.delete(id);
-    clearTimeout(entry.timer);
+    entry.cancelExpiry();
     action(entry.reply);
   }
 
   private failPending(why: string): void {
     for (const [id, entry] of this.pending) {
       this.pending.delete(id);
-      clearTimeout(entry.timer);
+      entry.cancelExpiry();
       entry.reply.reject(new AcpError('ACP_ERR_NODE_UNREACHABLE', why));
     }
   }

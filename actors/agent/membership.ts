@@ -40,7 +40,7 @@ export class Membership {
 
   async removeNode(node: string, by: Principal): Promise<Message> {
     const { ctx, revocations } = this.env;
-    if (node === ctx.node.node) throw new AcpError('ACP_ERR_CLI_USAGE', `a node cannot remove itself: run acp node rm ${node} on another node of the cluster`);
+    if (node === ctx.node.node) throw new AcpError('ACP_ERR_TARGET_IS_SELF', `a node cannot remove itself: run acp node rm ${node} on another node of the cluster`);
     const revokedAt = new Date().toISOString();
     // The revocation first: once it is written, every agent it reaches refuses the node.
     await this.cdb.ask({ type: 'cdb.put', key: objectKey('revocation', node), value: { name: node, revokedAt, by: formatPrincipal(by) } }, { timeoutMs: 10_000 });

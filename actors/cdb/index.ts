@@ -1,144 +1,34 @@
+/*
+ * Over 400 lines on purpose, for now: one closure over the store, the memory table, the clock, the
+ * writes pending commit and the watches, which the write pipeline (apply, merge) and the reads
+ * share. The reads leave it when they leave the mailbox (the fast-paths work).
+ */
 import { join } from 'node:path';
-import { z } from 'zod';
 import { readSecretFile, secretExists } from '../../adapters/home.js';
 import { ObjectStore, type StoredRecord } from '../../adapters/store.js';
-import { replyLater, type ActorContext, type ActorRef, type ServiceDefinition } from '../../runtime/actor.js';
-import type { AuthorityTable } from '../../runtime/authority.js';
+import { replyLater, type ActorContext, type ServiceDefinition } from '../../runtime/actor.js';
 import { hasRole } from '../../runtime/authority.js';
 import { AcpError } from '../../runtime/errors.js';
 import { formatPrincipal, type Principal } from '../../runtime/principal.js';
-import { nameSchema } from '../../runtime/path.js';
 import type { Message, Terminated } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
-import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { ServiceClock } from '../kit.js';
 import { checkPrefix, parseKey, SERVICE_TYPES, validateMeta, validateObject, type ParsedKey } from '../model.js';
 import { compareVersions, formatVersion, HybridClock, parseVersion, type Version } from './hlc.js';
 import { MemoryTable, type HistoryPoint } from './memory.js';
 import { createHash } from 'node:crypto';
 import { wins } from './replication.js';
-import { encodedSize, snapshotRequestSchema, type SnapshotPage, type SnapshotRequest } from './sync.js';
+import { adminOnly, cdbAuthority, cdbSchema, view } from './schema.js';
+import { WatchTable } from './watches.js';
+import { encodedSize, type SnapshotPage, type SnapshotRequest } from './sync.js';
 import { SyncNode, type SyncSetup } from './sync-node.js';
 import { checkValue, DEFAULT_VALUE_LIMITS, type ValueLimits } from './value.js';
 
-const key = z.string().min(1).max(512);
-const prefix = z.string().max(512);
-const actorPath = z.string().startsWith('acp://').max(1024);
-const op = z.discriminatedUnion('op', [
-  z.strictObject({ op: z.literal('put'), key, value: z.unknown() }),
-  z.strictObject({ op: z.literal('delete'), key }),
-]);
+export { cdbAuthority, cdbSchema, type CdbEvent, type CdbMessage, type CdbSnapshot, type RecordView } from './schema.js';
 
-export const cdbSchema = z.discriminatedUnion('type', [
-  serviceInfoSchema,
-  z.strictObject({ type: z.literal('cdb.put'), key, value: z.unknown() }),
-  z.strictObject({ type: z.literal('cdb.get'), key }),
-  z.strictObject({ type: z.literal('cdb.delete'), key }),
-  z.strictObject({ type: z.literal('cdb.list'), prefix, limit: z.number().int().min(1).max(10_000).optional(), cursor: key.optional() }),
-  /** Put only if the key's current version is `expect` (`null`: only if the key does not exist). */
-  z.strictObject({ type: z.literal('cdb.cas'), key, value: z.unknown(), expect: z.string().max(100).nullable() }),
-  z.strictObject({ type: z.literal('cdb.batch'), ops: z.array(op).min(1).max(1000) }),
-  /** The agent installed a rotated cluster key: re-key multicast from the key file. */
-  z.strictObject({ type: z.literal('cdb.sync.rekey') }),
-  z.strictObject({ type: z.literal('cdb.watch'), prefix, subscriber: actorPath }),
-  z.strictObject({ type: z.literal('cdb.unwatch'), watch: z.number().int() }),
-  z.strictObject({ type: z.literal('cdb.history'), key }),
-  /** Records replicated from other nodes: each applied only if it wins over what is here (LWW). */
-  z.strictObject({
-    type: z.literal('cdb.merge'),
-    records: z
-      .array(
-        z.strictObject({
-          key,
-          value: z.unknown(),
-          version: z.strictObject({ wall: z.number().int().min(0), logical: z.number().int().min(0), node: nameSchema }),
-          origin: nameSchema,
-          deleted: z.boolean().optional(),
-        }),
-      )
-      .max(10_000),
-  }),
-  /** Sync traffic from another node over the agent (unicast mode, or relayed by a gateway). */
-  z.strictObject({ type: z.literal('cdb.sync'), payload: z.unknown(), relay: z.boolean().optional() }),
-  /** Part of this node's own change stream, for a peer that missed it. */
-  z.strictObject({
-    type: z.literal('cdb.sync.repair'),
-    origin: nameSchema,
-    incarnation: z.number().int().min(0),
-    from: z.number().int().min(1),
-    to: z.number().int().min(1),
-  }),
-  snapshotRequestSchema.extend({ type: z.literal('cdb.sync.snapshot') }),
-  z.strictObject({ type: z.literal('cdb.sync.status') }),
-  /** Fault injection (daemon with --faults): drop this share of outgoing sync sends. */
-  z.strictObject({ type: z.literal('cdb.sync.faults'), dropRate: z.number().min(0).max(1) }),
-  /** Membership: every node known, classified up, suspect or down, with its sync lag. */
-  z.strictObject({ type: z.literal('cdb.nodes') }),
-  /** A digest of the records under a prefix (default: every object), to compare nodes. */
-  z.strictObject({ type: z.literal('cdb.hash'), prefix: prefix.optional() }),
-  z.strictObject({ type: z.literal('terminated'), path: z.string(), reason: z.string() }),
-]);
-export type CdbMessage = z.infer<typeof cdbSchema>;
-
-/**
- * Records only an admin reads and writes: alarm targets carry a webhook's bearer token and HMAC
- * secret (and a webhook URL is often a credential itself). Other readers (operator, auditor
- * tokens) do not see them in a get, a list or a watch; the node's own services do.
- */
-export const ADMIN_ONLY_PREFIXES = ['object/alarm-target/'] as const;
-
-export function adminOnly(key: string): boolean {
-  return ADMIN_ONLY_PREFIXES.some((prefix) => key.startsWith(prefix));
-}
-
-/** A record as the CDB hands it out: the version as text (`wall.logical@node`). */
-export interface RecordView {
-  key: string;
-  value: unknown;
-  version: string;
-  origin: string;
-  deleted?: true;
-}
-
-export interface CdbEvent extends Message {
-  type: 'cdb.event';
-  watch: number;
-  /** 1, 2, 3, ... per watch, with no gap: the watcher can tell that nothing was missed. */
-  seq: number;
-  record: RecordView;
-}
-
-export interface CdbSnapshot extends Message {
-  type: 'cdb.snapshot';
-  watch: number;
-  records: RecordView[];
-  /** The last snapshot chunk: changes follow as cdb.event. */
-  done: boolean;
-}
-
-const SNAPSHOT_CHUNK = 500;
 export const DEFAULT_MAX_CLOCK_AHEAD_MS = 10_000;
 const DEFAULT_LIST_LIMIT = 1000;
 const PAGE = 512;
-
-function view(record: StoredRecord): RecordView {
-  return {
-    key: record.key,
-    value: record.value,
-    version: formatVersion(record.version),
-    origin: record.origin,
-    ...(record.deleted ? { deleted: true as const } : {}),
-  };
-}
-
-interface Watcher {
-  readonly id: number;
-  readonly prefix: string;
-  /** The subscriber may read the admin-only records (ADMIN_ONLY_PREFIXES). */
-  readonly admin: boolean;
-  readonly subscriber: ActorRef;
-  readonly unwatch: () => void;
-  seq: number;
-}
 
 export interface CdbOptions {
   storePath: string;
@@ -176,8 +66,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   let clockAheadRefused = 0;
   /** Object writes issued but not yet durable: read-your-writes for gets, lists and CAS. */
   const pending = new Map<string, StoredRecord>();
-  const watchers = new Map<number, Watcher>();
-  let nextWatch = 1;
+  const watches = new WatchTable();
   let store: ObjectStore | undefined;
   /** Commit order: watch events go out in the order writes were issued. */
   let commits: Promise<void> = Promise.resolve();
@@ -189,14 +78,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     return pending.get(parsed.key) ?? store!.get(parsed.key);
   };
 
-  const publish = (record: StoredRecord) => {
-    for (const watcher of watchers.values()) {
-      if (!record.key.startsWith(watcher.prefix) || (!watcher.admin && adminOnly(record.key))) continue;
-      watcher.seq += 1;
-      const event: CdbEvent = { type: 'cdb.event', watch: watcher.id, seq: watcher.seq, record: view(record) };
-      watcher.subscriber.tell(event);
-    }
-  };
+  const publish = (record: StoredRecord) => watches.publish(record);
 
   const checkOwner = (parsed: ParsedKey) => {
     if (parsed.kind !== 'object' && parsed.node !== node) {
@@ -238,7 +120,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     if (objects.length === 0) {
       const applied = applyMemory();
       // Sent behind the object writes still flushing, so changes are numbered in version order.
-      if (local && applied.length > 0) void commits.then(() => sync?.local(applied));
+      if (local && applied.length > 0) void commits.then(() => sync?.committed(applied));
       return Promise.resolve();
     }
     for (const record of objects) pending.set(record.key, record);
@@ -252,7 +134,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         // In a mixed batch, meta and stats take effect only once the objects are durable: all or none.
         const applied = applyMemory();
         // Only durable changes go out: a node never sends what it could lose in a crash.
-        if (local) sync?.local([...objects, ...applied]);
+        if (local) sync?.committed([...objects, ...applied]);
       },
       (error: unknown) => {
         for (const record of objects) if (pending.get(record.key) === record) pending.delete(record.key);
@@ -350,15 +232,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     // behind. Same turn of the mailbox as the registration, so no change falls between them.
     const admin = hasRole(sender, 'admin');
     const snapshot = list(wanted, Number.MAX_SAFE_INTEGER, undefined, true).records.filter((record) => admin || !adminOnly(record.key)).map(view);
-    const subscriber = ctx.ref(subscriberPath);
-    const id = nextWatch++;
-    const unwatch = ctx.watch(subscriberPath);
-    const watcher: Watcher = { id, prefix: wanted, admin, subscriber, unwatch, seq: 0 };
-    watchers.set(id, watcher);
-    for (let start = 0; start === 0 || start < snapshot.length; start += SNAPSHOT_CHUNK) {
-      const chunk: CdbSnapshot = { type: 'cdb.snapshot', watch: id, records: snapshot.slice(start, start + SNAPSHOT_CHUNK), done: start + SNAPSHOT_CHUNK >= snapshot.length };
-      subscriber.tell(chunk);
-    }
+    const id = watches.add(wanted, admin, ctx.ref(subscriberPath), ctx.watch(subscriberPath), snapshot);
     return { type: 'cdb.watching', watch: id, prefix: wanted, snapshotSize: snapshot.length };
   };
 
@@ -446,7 +320,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     }
   };
 
-  /** Admin-only records are not read by anyone else (ADMIN_ONLY_PREFIXES). */
+  /** Admin-only records (ADMIN_ONLY_PREFIXES) are read by no one else. */
   const requireReader = (key: string, sender: Principal): void => {
     if (adminOnly(key) && !hasRole(sender, 'admin')) {
       throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not read ${key}: alarm targets hold secrets and are read by an admin only`);
@@ -522,12 +396,6 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     return { type: 'cdb.hash', prefix: wanted, records: count, hash: digest.digest('hex') };
   };
 
-  const dropWatch = (id: number) => {
-    const watcher = watchers.get(id);
-    if (!watcher) return;
-    watchers.delete(id);
-    watcher.unwatch();
-  };
 
   return {
     async started() {
@@ -549,7 +417,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
       if (parsed.type === 'cdb.batch') for (const op of parsed.ops) requireWriter(op.key, sender);
       switch (parsed.type) {
         case 'service.info':
-          return { ...info.info('cdb', 'Cluster database', ctx), watchers: watchers.size, memoryKeys: memory.size, pendingWrites: pending.size, clockAheadRefused };
+          return { ...info.info('cdb', 'Cluster database', ctx), watchers: watches.size, memoryKeys: memory.size, pendingWrites: pending.size, clockAheadRefused };
         case 'cdb.get':
           requireReader(parsed.key, sender);
           return get(parsed.key);
@@ -557,7 +425,6 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           // A prefix inside the admin-only records is refused outright (an empty answer would mislead); a wider one leaves them out.
           requireReader(parsed.prefix, sender);
           const page = list(parsed.prefix, parsed.limit ?? DEFAULT_LIST_LIMIT, parsed.cursor);
-          // Left out for a non-admin; the cursor still walks past them.
           const admin = hasRole(sender, 'admin');
           const records = page.records.filter((record) => admin || !adminOnly(record.key));
           return { type: 'cdb.records', records: records.map(view), ...(page.cursor === undefined ? {} : { cursor: page.cursor }) };
@@ -598,7 +465,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           requireReader(parsed.prefix, sender);
           return watch(parsed.prefix, parsed.subscriber, sender);
         case 'cdb.unwatch':
-          dropWatch(parsed.watch);
+          watches.drop(parsed.watch);
           return { type: 'ok' };
         case 'cdb.merge':
           return replyLater(merge(parsed.records, true).then((outcome) => ({ type: 'cdb.merged', ...outcome })));
@@ -617,6 +484,13 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         case 'cdb.sync.rekey':
           if (sync && secretExists(options.clusterKeyFile ?? '')) sync.rekey(readSecretFile(options.clusterKeyFile ?? '').trim());
           return { type: 'ok' };
+        case 'cdb.sync.datagram':
+        case 'cdb.sync.tick':
+        case 'cdb.sync.flush':
+        case 'cdb.sync.repair-due':
+        case 'cdb.sync.identified':
+          sync?.handle(parsed);
+          return undefined;
         case 'cdb.sync.faults':
           requireSync().setDropRate(parsed.dropRate);
           return { type: 'cdb.sync.faults', dropRate: parsed.dropRate };
@@ -632,7 +506,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         }
         case 'terminated': {
           const gone = parsed as Terminated;
-          for (const watcher of [...watchers.values()]) if (watcher.subscriber.path === gone.path) dropWatch(watcher.id);
+          watches.dropSubscriber(gone.path);
           return undefined;
         }
         default: {
@@ -643,11 +517,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     },
     async stopping(reason) {
       // Watchers are told explicitly that their stream ended, whatever the reason (a restart included).
-      for (const watcher of watchers.values()) {
-        watcher.subscriber.tell({ type: 'watch.ended', path: ctx.self.path, watch: watcher.id, reason: `cdb stopped: ${reason}`, resubscribe: true });
-        watcher.unwatch();
-      }
-      watchers.clear();
+      watches.endAll(ctx.self.path, reason);
       await sync?.stop();
       sync = undefined;
       await commits;
@@ -656,32 +526,6 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     },
   };
 }
-
-/** Sync and merge come only from the other nodes' CDBs (each relayed by its own node's agent). */
-const fromPeerCdbs = { internal: [{ service: 'cdb', nodes: 'peers' }] } as const;
-
-/** Who may send what to the CDB (see runtime/authority.ts); writes to object/token/ also need admin. */
-export const cdbAuthority: AuthorityTable = {
-  'service.info': 'read',
-  'cdb.get': 'read',
-  'cdb.list': 'read',
-  'cdb.watch': 'read',
-  'cdb.unwatch': 'read',
-  'cdb.history': 'read',
-  'cdb.nodes': 'read',
-  'cdb.hash': 'read',
-  'cdb.sync.status': 'read',
-  'cdb.put': 'operate',
-  'cdb.delete': 'operate',
-  'cdb.cas': 'operate',
-  'cdb.batch': 'operate',
-  'cdb.sync.faults': 'local-admin',
-  'cdb.sync.rekey': { internal: [{ service: 'agent', nodes: 'self' }] },
-  'cdb.merge': fromPeerCdbs,
-  'cdb.sync': fromPeerCdbs,
-  'cdb.sync.repair': fromPeerCdbs,
-  'cdb.sync.snapshot': fromPeerCdbs,
-};
 
 export const service: ServiceDefinition<ServiceDeps | undefined> = {
   name: 'cdb',

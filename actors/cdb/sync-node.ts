@@ -2,10 +2,13 @@
  * Runs the Replicator for real inside the CDB actor: authenticated multicast for this domain (or
  * unicast over the agent with --peers, or when the group cannot be joined), the agent for repair,
  * snapshots and gateways, and timers for digests and flushes.
+ *
+ * The replicator's state changes only in the CDB's `receive`: a datagram, a timer or a peer's
+ * identity found by the agent is told to the CDB as a message (`SyncSelfMessage`), and the CDB
+ * hands it back to `handle` here, in its mailbox's order with everything else.
  */
-import { createHash, randomInt } from 'node:crypto';
-import { isIP } from 'node:net';
-import { MAX_DATAGRAM_BYTES, MulticastChannel, type MulticastStats } from '../../adapters/multicast.js';
+import { randomInt } from 'node:crypto';
+import { DEFAULT_MULTICAST_PORT, defaultGroup, isIPv4Unicast, MAX_DATAGRAM_BYTES, MulticastChannel, parseMulticast, type MulticastStats } from '../../adapters/multicast.js';
 import { parseHostPort } from '../../adapters/tls.js';
 import type { StoredRecord } from '../../adapters/store.js';
 import type { ActorContext } from '../../runtime/actor.js';
@@ -26,29 +29,12 @@ import {
   type SyncPayload,
 } from './sync.js';
 
-export const DEFAULT_MULTICAST_PORT = 5460;
 /** Room in a datagram for the channel's envelope (origin, incarnation, sequence) around a payload. */
 const DATAGRAM_PAYLOAD_BYTES = MAX_DATAGRAM_BYTES - 36 - 96;
 /** Unicast rides the agent's frames: far larger sends are fine. */
 const UNICAST_PAYLOAD_BYTES = 256 * 1024;
 const REORDER_GRACE_MS = 100;
 const SEND_TIMEOUT_MS = 3000;
-
-/** The cluster's default group: one per cluster name, in the organisation-local scope. */
-export function defaultGroup(cluster: string): string {
-  const hash = createHash('sha256').update(cluster).digest();
-  return `239.192.${hash[0]!}.${hash[1]! === 0 ? 1 : hash[1]!}`;
-}
-
-/** `GROUP:PORT` with an IPv4 multicast group; the error says what is expected. */
-export function parseMulticast(text: string): { group: string; port: number } {
-  const { host, port } = parseHostPort(text, '--multicast');
-  const first = Number(host.split('.')[0]);
-  if (isIP(host) !== 4 || first < 224 || first > 239 || port === 0) {
-    throw new AcpError('ACP_ERR_CLI_USAGE', `--multicast must be an IPv4 multicast group and a port, 224.0.0.0-239.255.255.255 (for example 239.192.10.1:5460), not '${text}'`);
-  }
-  return { group: host, port };
-}
 
 export interface SyncSetup {
   config: NodeConfig['sync'];
@@ -60,6 +46,14 @@ export interface SyncSetup {
   knownNodes(): string[];
   merge(records: readonly StoredRecord[]): Promise<void>;
 }
+
+/** What the sync machinery tells its own CDB; accepted from that CDB alone. */
+export type SyncSelfMessage =
+  | { type: 'cdb.sync.datagram'; payload: unknown }
+  | { type: 'cdb.sync.tick' }
+  | { type: 'cdb.sync.flush' }
+  | { type: 'cdb.sync.repair-due' }
+  | { type: 'cdb.sync.identified'; address: string; node: string };
 
 export interface SyncStatus extends Message {
   type: 'cdb.sync.status';
@@ -85,6 +79,8 @@ export class SyncNode {
   private readonly peerNames = new Map<string, string | null>();
   private ticker: NodeJS.Timeout | undefined;
   private flushScheduled = false;
+  /** Durable local changes waiting for the next flush, in commit order. */
+  private readonly outbox: StoredRecord[] = [];
   private repairTimer: NodeJS.Timeout | undefined;
   private dropRate = 0;
   private stopped = false;
@@ -145,7 +141,7 @@ export class SyncNode {
         origin: this.ctx.node.node,
         incarnation: this.ctx.node.incarnation,
         log: this.ctx.log,
-        onPayload: (payload) => this.fromNetwork(payload, 'domain'),
+        onPayload: (payload) => this.tellSelf({ type: 'cdb.sync.datagram', payload }),
       });
       try {
         await channel.open();
@@ -160,9 +156,37 @@ export class SyncNode {
       }
     }
     if (this.mode === 'unicast' && !this.fallbackReason) this.ctx.log.info({ peers: config.peers }, 'cdb sync: unicast over the agent');
-    this.ticker = setInterval(() => this.tick(), config.digestMs);
+    this.ticker = setInterval(() => this.tellSelf({ type: 'cdb.sync.tick' }), config.digestMs);
     this.ticker.unref();
-    setImmediate(() => this.tick());
+    this.tellSelf({ type: 'cdb.sync.tick' });
+  }
+
+  private tellSelf(message: SyncSelfMessage): void {
+    if (!this.stopped) this.ctx.self.tell(message);
+  }
+
+  /** A message from `tellSelf`, now in the CDB's mailbox order. */
+  handle(message: SyncSelfMessage): void {
+    if (this.stopped) return;
+    switch (message.type) {
+      case 'cdb.sync.datagram':
+        return this.fromNetwork(message.payload, 'domain');
+      case 'cdb.sync.tick':
+        return this.tick();
+      case 'cdb.sync.flush':
+        return this.flush();
+      case 'cdb.sync.repair-due':
+        this.repairTimer = undefined;
+        return this.replicator.repairAll();
+      case 'cdb.sync.identified':
+        for (const names of [this.peerNames, this.gatewayNames]) if (names.has(message.address)) names.set(message.address, message.node);
+        this.ctx.log.info({ address: message.address, node: message.node }, 'cdb sync: peer identified');
+        return;
+      default: {
+        const unreachable: never = message;
+        return unreachable;
+      }
+    }
   }
 
   private groupAndPort(): [string, number] {
@@ -174,49 +198,50 @@ export class SyncNode {
 
   private defaultInterface(): string {
     const host = this.setup.agentAddress ? parseHostPort(this.setup.agentAddress, 'the agent address').host : undefined;
-    return host && isIP(host) === 4 && host !== '0.0.0.0' ? host : '0.0.0.0';
+    return host && isIPv4Unicast(host) ? host : '0.0.0.0';
   }
 
   private tick(): void {
-    if (this.stopped) return;
-    void this.resolveNames();
+    this.resolveNames();
     this.flush();
     this.replicator.tick();
   }
 
   /** Finds the node names behind --peers and --gateway addresses (the agent dials and asks). */
-  private async resolveNames(): Promise<void> {
+  private resolveNames(): void {
+    const agent = this.ctx.ref(this.ctx.self.path.replace(/\/cdb$/, '/agent'));
     for (const names of [this.peerNames, this.gatewayNames]) {
       for (const [address, node] of names) {
         if (node) continue;
-        try {
-          const reply = await this.ctx.ref(this.ctx.self.path.replace(/\/cdb$/, '/agent')).ask<Message & { node: string }>({ type: 'agent.identify', address }, { timeoutMs: 5000 });
-          names.set(address, reply.node);
-          this.ctx.log.info({ address, node: reply.node }, 'cdb sync: peer identified');
-        } catch (error) {
-          this.ctx.log.debug({ address, err: errorMessage(error) }, 'cdb sync: peer not reachable yet');
-        }
+        agent.ask<Message & { node: string }>({ type: 'agent.identify', address }, { timeoutMs: 5000 }).then(
+          (reply) => this.tellSelf({ type: 'cdb.sync.identified', address, node: reply.node }),
+          (error: unknown) => this.ctx.log.debug({ address, err: errorMessage(error) }, 'cdb sync: peer not reachable yet'),
+        );
       }
     }
   }
 
-  /** Local changes, durable: sent on the next turn of the event loop, batched with their neighbours. */
-  local(records: readonly StoredRecord[]): void {
+  /**
+   * Local changes, durable (called when their commit lands, which may be outside the mailbox):
+   * queued in commit order and handed to the replicator by the next `cdb.sync.flush`, batched with
+   * their neighbours.
+   */
+  committed(records: readonly StoredRecord[]): void {
     if (records.length === 0 || this.stopped) return;
-    this.replicator.local(records);
+    this.outbox.push(...records);
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    setImmediate(() => this.flush());
+    this.tellSelf({ type: 'cdb.sync.flush' });
   }
 
   private flush(): void {
     this.flushScheduled = false;
-    if (!this.stopped) this.replicator.flush();
+    if (this.outbox.length > 0) this.replicator.local(this.outbox.splice(0));
+    this.replicator.flush();
   }
 
   /** A payload from the multicast group, or from a peer or gateway over the agent. */
   fromNetwork(raw: unknown, via: 'domain' | 'gateway'): void {
-    if (this.stopped) return;
     const parsed = syncPayloadSchema.safeParse(raw);
     if (!parsed.success) {
       this.replicator.counters.errors += 1;
@@ -224,12 +249,7 @@ export class SyncNode {
       return;
     }
     const gap = this.replicator.receive(parsed.data, via);
-    if (gap && !this.repairTimer) {
-      this.repairTimer = setTimeout(() => {
-        this.repairTimer = undefined;
-        this.replicator.repairAll();
-      }, REORDER_GRACE_MS);
-    }
+    if (gap && !this.repairTimer) this.repairTimer = setTimeout(() => this.tellSelf({ type: 'cdb.sync.repair-due' }), REORDER_GRACE_MS);
   }
 
   private dropped(): boolean {

@@ -358,8 +358,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
 
   const migrate = async (systemId: string, to: string): Promise<Message> => {
     const entry = requireEntry(systemId);
-    if (!isValidName(to)) throw new AcpError('ACP_ERR_CLI_USAGE', `--to must name a node, not '${to}'`);
-    if (to === node) throw new AcpError('ACP_ERR_CLI_USAGE', `system '${systemId}' already runs on ${node}`);
+    if (!isValidName(to)) throw new AcpError('ACP_ERR_NAME_INVALID', `--to must name a node, not '${to}'`);
+    if (to === node) throw new AcpError('ACP_ERR_TARGET_IS_SELF', `system '${systemId}' already runs on ${node}`);
     next(systemId, entry.state, 'migrate');
     await checkMigratable(systemId, entry.spec);
     const target = ctx.ref(`acp://${ctx.node.cluster}/${to}/hypervisor`);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { ExecutionContext } from 'ava';
 import { createCsr, signCsr } from '../../adapters/pki.js';
-import { initCluster, joinCluster } from '../../cli/cluster.js';
+import { initCluster, joinCluster } from '../../node/cluster.js';
 import { startDetached } from '../../cli/control.js';
 import { connect, type AcpClient } from '../../node/client.js';
 import type { Envelope } from '../../runtime/codec.js';

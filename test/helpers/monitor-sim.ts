@@ -8,15 +8,9 @@
  */
 import { alarmRules, type AlarmEffect, type AlarmView } from '../../actors/monitor/alarms.js';
 import { defaultMonitorConfig, initialState, primaryOf, quorumOf, step, type Effect, type Member, type MonitorConfig, type MonitorEnv, type MonitorEvent, type MonitorState, type PeerMessage } from '../../actors/monitor/election.js';
+import { seeded } from '../../runtime/sim.js';
 
-/** A small seeded generator, so every run of a seed is the same. */
-export function seeded(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state = (state * 1664525 + 1013904223) >>> 0;
-    return state / 2 ** 32;
-  };
-}
+export { seeded };
 
 export interface ClusterSpec {
   nodes: { name: string; votes?: 0 | 1; witness?: boolean }[];

@@ -9,7 +9,12 @@ export const IN_CI = process.env.CI === 'true' || process.env.CI === '1';
  */
 export function runsWhen(missing: string | undefined | false): typeof test {
   if (!missing) return test;
-  if (!IN_CI) return test.skip as unknown as typeof test;
+  if (!IN_CI) {
+    // A skipped test's title says what is missing, whatever its author wrote.
+    const named = (title: string) => (title.includes('skipped') ? title : `${title} (skipped: ${missing})`);
+    const skipping = (title: string, ...rest: unknown[]) => (test.skip as (title: string, ...rest: unknown[]) => void)(named(title), ...rest);
+    return Object.assign(skipping, { serial: skipping }) as unknown as typeof test;
+  }
   const failing = (title: string) => test(title, (t) => t.fail(`CI must run this test, but ${missing}`));
   return Object.assign(failing, { serial: failing }) as unknown as typeof test;
 }

@@ -2,7 +2,7 @@ import type { ExecutionContext } from 'ava';
 import type { MemberView } from '../../actors/cdb/sync.js';
 import type { SyncStatus } from '../../actors/cdb/sync-node.js';
 import type { Message } from '../../runtime/messages.js';
-import type { Harness } from '../harness/index.js';
+import type { Harness } from '../../node/harness/index.js';
 import { eventually } from './node.js';
 
 /** A system object whose labels say who wrote it and when: every write is distinguishable. */

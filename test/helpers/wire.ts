@@ -3,7 +3,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
-import { initCluster } from '../../cli/cluster.js';
+import { initCluster } from '../../node/cluster.js';
 import { PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
 import { homePaths } from '../../runtime/config.js';
 import { apiKeyOf, freePort, issue, readSecret, up, type ClusterNode } from './agent.js';
