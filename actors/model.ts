@@ -253,6 +253,8 @@ export interface NodeMeta {
   eventLoopDelayMs: { p50: number; p99: number; max: number };
   /** How this node runs QEMU guests, once probed: 'kvm' or 'tcg'. */
   accelerator?: string;
+  /** When this node's certificate ends (ISO time), from its agent: the certificate-expiring alarm. */
+  certNotAfter?: string;
 }
 
 /** Service meta, published on every change and every heartbeat. */

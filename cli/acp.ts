@@ -4,6 +4,8 @@ import { join, resolve } from 'node:path';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { connect, type AcpClient } from '../node/client.js';
+import { readConfig, secretExists } from '../adapters/home.js';
+import { homePaths } from '../runtime/config.js';
 import { AcpError } from '../runtime/errors.js';
 import { LOG_FORMATS, LOG_LEVELS, type LogLevel } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
@@ -98,23 +100,11 @@ function addressList(text: string | undefined, flag: string): string[] | undefin
   return list;
 }
 
-const cli = yargs(hideBin(process.argv))
-  .scriptName('acp')
-  .usage('$0 <command> [options]')
-  .option('home', { type: 'string', default: defaultHome(), defaultDescription: '$ACP_HOME or ~/.acp', describe: 'home directory of the node', coerce: (value: string) => resolve(value) })
-  .option('json', { type: 'boolean', default: false, describe: 'machine-readable output' })
-  .option('log-level', { choices: LOG_LEVELS, describe: "daemon log level (default: the config's, 'info')" })
-  .option('token', { type: 'string', describe: 'an API token to speak with instead of the home\'s API key (default: $ACP_TOKEN); for acp join, the join token' })
-  .middleware((argv) => {
-    const given = typeof argv.token === 'string' && argv.token.length > 0 ? argv.token : process.env.ACP_TOKEN;
-    apiToken = given && given.length > 0 ? given : undefined;
-  })
-  .command(
-    'up',
-    'start the node (in the foreground unless --detach)',
-    upFlags,
-    (argv) =>
-      run(argv, async () => {
+type UpArgv = Awaited<ReturnType<typeof upFlags>['argv']>;
+
+/** `acp up` (and `acp witness up` after its join): starts the daemon from the home's config and this run's flags. */
+function startNode(argv: UpArgv): Promise<void> {
+  return run(argv, async () => {
         const options = {
           home: argv.home,
           faults: argv.faults,
@@ -163,7 +153,25 @@ const cli = yargs(hideBin(process.argv))
         return runForeground(options, (summary) => {
           if (!argv['log-file']) process.stdout.write(formatUpSummary(summary));
         });
-      }),
+      });
+}
+
+const cli = yargs(hideBin(process.argv))
+  .scriptName('acp')
+  .usage('$0 <command> [options]')
+  .option('home', { type: 'string', default: defaultHome(), defaultDescription: '$ACP_HOME or ~/.acp', describe: 'home directory of the node', coerce: (value: string) => resolve(value) })
+  .option('json', { type: 'boolean', default: false, describe: 'machine-readable output' })
+  .option('log-level', { choices: LOG_LEVELS, describe: "daemon log level (default: the config's, 'info')" })
+  .option('token', { type: 'string', describe: 'an API token to speak with instead of the home\'s API key (default: $ACP_TOKEN); for acp join, the join token' })
+  .middleware((argv) => {
+    const given = typeof argv.token === 'string' && argv.token.length > 0 ? argv.token : process.env.ACP_TOKEN;
+    apiToken = given && given.length > 0 ? given : undefined;
+  })
+  .command(
+    'up',
+    'start the node (in the foreground unless --detach)',
+    upFlags,
+    (argv) => startNode(argv),
   )
   .command('down', 'stop the node and wait until its process is gone', (y) => y, (argv) =>
     run(argv, async () => {
@@ -254,13 +262,35 @@ const cli = yargs(hideBin(process.argv))
         .positional('address', { type: 'string', demandOption: true })
         .option('token', { type: 'string', demandOption: true, describe: 'from acp token create' })
         .option('node', { type: 'string', describe: 'this node (default: the host name)' })
-        .option('agent', { type: 'string', describe: 'where this node\'s agent will listen, HOST:PORT' }),
+        .option('agent', { type: 'string', describe: 'where this node\'s agent will listen, HOST:PORT' })
+        .option('witness', { type: 'boolean', default: false, describe: 'join as a witness: a vote-only member that runs only cdb, agent, api and monitor' }),
     (argv) =>
       run(argv, async () => {
-        const result = await joinCluster(argv.home, argv.address, argv.token, { ...(argv.node === undefined ? {} : { node: argv.node }), ...(argv.agent === undefined ? {} : { agent: argv.agent }) });
+        const result = await joinCluster(argv.home, argv.address, argv.token, { ...(argv.node === undefined ? {} : { node: argv.node }), ...(argv.agent === undefined ? {} : { agent: argv.agent }), witness: argv.witness });
         if (argv.json) printJson(result);
-        else process.stdout.write(`joined cluster ${result.cluster} as ${result.node} (certificate until ${result.notAfter}); next: acp up --detach\n`);
+        else process.stdout.write(`joined cluster ${result.cluster} as ${result.witness ? 'witness ' : ''}${result.node} (certificate until ${result.notAfter}); next: acp up --detach\n`);
       }),
+  )
+  .command('witness', "a vote-only member: a two-node cluster's third vote (acp witness up)", (y) =>
+    y
+      .command(
+        'up [address]',
+        'join the cluster at ADDRESS (HOST:PORT) as a witness with --token (first time only), then start it: cdb, agent, api and monitor, no other service',
+        (c) => upFlags(c).positional('address', { type: 'string', describe: "a member's agent, HOST:PORT (first time only)" }).option('token', { type: 'string', alias: 'cluster-token', describe: 'the join token from acp token create (first time only)' }),
+        (argv) =>
+          run(argv, async () => {
+            const config = readConfig(homePaths(argv.home));
+            if (config?.witness !== true || !secretExists(homePaths(argv.home).nodeCert)) {
+              if (secretExists(homePaths(argv.home).nodeCert)) throw new AcpError('ACP_ERR_CONFIG_MISMATCH', `${argv.home} is a full node of ${config?.cluster ?? 'a cluster'}, not a witness; use another --home for the witness`);
+              if (argv.address === undefined || argv.token === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', 'the first acp witness up needs the address of a member\'s agent and --token (from acp token create on the node holding the CA)');
+              const joined = await joinCluster(argv.home, argv.address, argv.token, { ...(argv.node === undefined ? {} : { node: argv.node }), ...(argv.agent === undefined ? {} : { agent: argv.agent }), witness: true });
+              if (!argv.json) process.stdout.write(`joined cluster ${joined.cluster} as witness ${joined.node}\n`);
+            }
+            await startNode(argv);
+            return process.exitCode === undefined ? EXIT_OK : Number(process.exitCode);
+          }),
+      )
+      .demandCommand(1, 'name a witness command: up'),
   )
   .command('cert', 'this node\'s certificate', (y) =>
     y

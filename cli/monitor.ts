@@ -97,7 +97,7 @@ function targetCommands(y: Argv<Global>, run: Run, withClient: WithClient): Argv
   return y
     .command(
       'add <name>',
-      'add (or replace) a webhook target: an HTTP POST of JSON for every alarm raised or cleared at --min-severity or above',
+      'add (or replace) a webhook target: an HTTP POST of JSON for every alarm raised or cleared at --min-severity or above (admin: targets hold secrets)',
       (c) =>
         c
           .positional('name', { type: 'string', demandOption: true })
@@ -130,7 +130,7 @@ function targetCommands(y: Argv<Global>, run: Run, withClient: WithClient): Argv
     )
     .command(
       'ls',
-      'the alarm targets',
+      'the alarm targets (admin: they hold secrets)',
       (c) => c,
       (argv) =>
         run(argv, () =>

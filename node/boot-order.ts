@@ -16,3 +16,11 @@ export const BOOT_ORDER: readonly ServiceEntry[] = [
   { name: 'monitor', module: local('../actors/monitor/index.js') },
   { name: 'webapi', module: local('../webapi/service.js') },
 ];
+
+/** What a witness runs: enough to hold the membership (cdb), reach the others (agent), be driven locally (api) and vote (monitor). */
+export const WITNESS_SERVICES: readonly string[] = ['cdb', 'agent', 'api', 'monitor'];
+
+/** The boot order for a node of this kind: a witness runs no network, storage, hypervisor or web UI. */
+export function bootOrderFor(config: { witness?: boolean | undefined }): readonly ServiceEntry[] {
+  return config.witness === true ? BOOT_ORDER.filter((entry) => WITNESS_SERVICES.includes(entry.name)) : BOOT_ORDER;
+}

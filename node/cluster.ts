@@ -67,7 +67,7 @@ interface Joined {
  * `acp join HOST:PORT --token T`: checks, before sending anything, that the agent there presents
  * the CA the token names; then sends a CSR with the token and keeps what comes back.
  */
-export async function joinCluster(home: string, address: string, tokenText: string, options: { node?: string; agent?: string }): Promise<{ cluster: string; node: string; caNode: string; peers: number; notAfter: string }> {
+export async function joinCluster(home: string, address: string, tokenText: string, options: { node?: string; agent?: string; witness?: boolean }): Promise<{ cluster: string; node: string; caNode: string; peers: number; notAfter: string; witness: boolean }> {
   const paths = homePaths(home);
   const token = decodeToken(tokenText);
   const node = options.node ?? defaultNodeName(hostname());
@@ -93,7 +93,7 @@ export async function joinCluster(home: string, address: string, tokenText: stri
       badFrame: (error) => reject(error),
       closed: () => reject(new AcpError('ACP_ERR_WIRE_CLOSED', `${address} closed the connection without an answer`)),
     })).then(({ connection }) => {
-      connection.send({ v: PROTOCOL_VERSION, k: 'hello', body: { cluster: token.cluster, proto: PROTOCOL_VERSION, node, join: { token: tokenText, csr: csrPem, ...(options.agent ? { agent: options.agent } : {}) } } });
+      connection.send({ v: PROTOCOL_VERSION, k: 'hello', body: { cluster: token.cluster, proto: PROTOCOL_VERSION, node, join: { token: tokenText, csr: csrPem, ...(options.agent ? { agent: options.agent } : {}), ...(options.witness ? { witness: true } : {}) } } });
     }, reject);
   });
   // What came back must be what was asked for: the token's CA, and a certificate for this node from it.
@@ -109,6 +109,6 @@ export async function joinCluster(home: string, address: string, tokenText: stri
   writeSecret(paths.clusterKey, reply.clusterKey);
   writeApiKey(paths, reply.apiKey);
   const base = existing ?? nodeConfigSchema.parse({ cluster: token.cluster, node });
-  writeConfig(paths, nodeConfigSchema.parse({ ...base, agent: { ...base.agent, caNode: reply.caNode, seeds: reply.peers, ...(options.agent ? { listen: options.agent } : {}) } }));
-  return { cluster: token.cluster, node, caNode: reply.caNode, peers: reply.peers.length, notAfter: certificateExpiry(reply.cert).toISOString() };
+  writeConfig(paths, nodeConfigSchema.parse({ ...base, ...(options.witness ? { witness: true } : {}), agent: { ...base.agent, caNode: reply.caNode, seeds: reply.peers, ...(options.agent ? { listen: options.agent } : {}) } }));
+  return { cluster: token.cluster, node, caNode: reply.caNode, peers: reply.peers.length, notAfter: certificateExpiry(reply.cert).toISOString(), witness: options.witness === true };
 }

@@ -5,7 +5,7 @@ import { claimPidfile, ensureHome, installClusterKeys, loadOrCreateApiKey, loadO
 import { isDaemonProcess } from '../adapters/process.js';
 import { realClock } from '../runtime/clock.js';
 import { ServiceTree, type ServiceEntry } from '../supervisors/service-tree.js';
-import { BOOT_ORDER } from './boot-order.js';
+import { bootOrderFor } from './boot-order.js';
 import { Supervisor } from '../supervisors/supervisor.js';
 import type { NodeIdentity } from '../runtime/actor.js';
 import { homePaths, type HomePaths, type NodeConfig } from '../runtime/config.js';
@@ -144,7 +144,7 @@ export class Daemon {
         this.nodeFacts[name] = value;
       },
     };
-    this.tree = new ServiceTree({ system: this.system, config, deps, log, logFile: options.logFile, entries: options.services ?? BOOT_ORDER });
+    this.tree = new ServiceTree({ system: this.system, config, deps, log, logFile: options.logFile, entries: options.services ?? bootOrderFor(config) });
     const frameworkPath = this.system.localPath('framework');
     // The Framework's own actor is restarted like any service; if it cannot stay up, the node stops.
     this.root = new Supervisor(
@@ -162,6 +162,7 @@ export class Daemon {
                 nodeFacts: () => ({ ...this.nodeFacts }),
                 onServiceChange: (listener) => this.tree.onChange(listener),
                 heartbeatMs: config.heartbeatMs,
+                ...(config.witness === true ? { witness: true } : {}),
                 ...(config.agent.listen ? { agentAddress: config.agent.listen } : {}),
               }),
             { schema: frameworkSchema, authority: frameworkAuthority, onCrash: (error) => void this.root.childCrashed('framework', error) },

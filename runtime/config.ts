@@ -19,6 +19,8 @@ export type ServiceConfig = z.infer<typeof serviceConfigSchema>;
 export const nodeConfigSchema = z.strictObject({
   cluster: name,
   node: name,
+  /** A vote-only member (a two-node cluster's third vote): runs only cdb, agent, api and monitor, never stands for election. */
+  witness: z.boolean().optional(),
   logLevel: z.enum(LOG_LEVELS).default('info'),
   services: z.record(z.string(), serviceConfigSchema).default({}),
   api: z

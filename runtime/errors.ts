@@ -76,6 +76,7 @@ export const errorCatalog = {
   ACP_ERR_NETWORK_BAD_OUTPUT: { kind: 'failed', summary: 'An iproute2 command printed output that is not the JSON expected; the message names the command.' },
   ACP_ERR_NETWORK_VPP_UNAVAILABLE: { kind: 'failed', summary: 'A vpp-vlan network needs vppctl and a running VPP on the node; the message says which is missing.' },
   ACP_ERR_NETWORK_NOT_CARRIED: { kind: 'bad-request', summary: "A system's NIC names a network this node does not carry (its nodes list leaves the node out); the message names both." },
+  ACP_ERR_NETWORK_UNSUPPORTED: { kind: 'bad-request', summary: "A system's NIC asks for what this node does not realize (a VLAN tag or trunk, which need a VLAN-aware bridge; a rate limit); the message names the field and what to use instead." },
   ACP_ERR_NETWORK_IN_USE: { kind: 'conflict', summary: 'A network cannot be removed while systems have NICs on it; the message names the systems.' },
   ACP_ERR_INTERNAL: { kind: 'internal', summary: 'An unexpected internal error; the log has the details.' },
 } as const;

@@ -88,6 +88,14 @@ runsWhen(missing)(`a system's --nic is a tap on the bridge while it runs, with a
   t.not(notCarried.code, 0);
   t.regex(notCarried.stderr, /system 'far' NIC 0 is on network 'elsewhere', which node 'n1' does not carry/);
 
+  // A rate limit is refused, not ignored: the start fails naming the field, and no tap is made.
+  await cli(h, ['cdb', 'put', 'object/system/slow', JSON.stringify({ name: 'slow', driver: 'sim', nics: [{ network: 'lan', rateMbps: 100 }] })]);
+  const limited = await h.cli('n1', ['system', 'start', 'slow']);
+  t.not(limited.code, 0);
+  t.regex(limited.stderr, /ACP_ERR_NETWORK_UNSUPPORTED|system 'slow' NIC 0 asks for rateMbps 100/);
+  t.regex(limited.stderr, /rateMbps 100/);
+  t.is(await linkNamed(ns, 'slow-0'), undefined);
+
   // acp system nic rm / add: the NIC moves to lan, and the next start has its tap there.
   t.regex(await cli(h, ['system', 'nic', 'rm', 'far', 'elsewhere']), /far: no NICs/);
   t.regex(await cli(h, ['system', 'nic', 'add', 'far', 'lan,model=e1000']), /far: 0: lan \(e1000\)/);

@@ -28,7 +28,7 @@ import type { RemoteRouter } from '../../runtime/system.js';
 import { ApiSession } from '../api/session.js';
 import { ServiceClock } from '../kit.js';
 import { CdbFeed } from '../cdb-feed.js';
-import { objectKey } from '../model.js';
+import { upsertNodeObject } from '../node-object.js';
 import { identifyAgent } from './identify.js';
 import { joinSession, type JoinEnv } from './join.js';
 import { PeerLink } from './link.js';
@@ -77,10 +77,11 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     return { key: readSecretFile(paths.nodeKey), cert: readSecretFile(paths.nodeCert), ca: readSecretFile(paths.caCert) };
   };
 
-  const remember = (node: string, address: string | undefined) => {
+  const remember = (node: string, address: string | undefined, witness?: true) => {
     if (!address || node === self || addresses.get(node) === address) return;
     addresses.set(node, address);
-    cdb.ask({ type: 'cdb.put', key: objectKey('node', node), value: { name: node, cluster, agent: address } }).catch((error: unknown) => {
+    // Only the address (and, at a join, that it is a witness): the node's other fields are not ours to drop.
+    upsertNodeObject(cdb, node, { cluster, agent: address, ...(witness ? { witness } : {}) }).catch((error: unknown) => {
       ctx.log.warn({ peer: node, err: errorMessage(error) }, 'could not record the peer in the cdb');
     });
   };
@@ -367,6 +368,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     writeSecret(paths.nodeKey, keyPem);
     writeSecret(paths.nodeCert, cert);
     material = { key: keyPem, cert, ca: material.ca };
+    deps.setNodeFact('certNotAfter', certificateExpiry(cert).toISOString());
     listener?.setMaterial(material);
     ctx.log.info({ notAfter: certificateExpiry(cert).toISOString() }, 'certificate renewed');
     return { type: 'agent.renewed', node: self, notAfter: certificateExpiry(cert).toISOString(), fingerprint: fingerprint(cert) };
@@ -375,6 +377,8 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   return {
     async started() {
       material = loadMaterial();
+      // Carried in the node's meta (meta/node/<n>): the monitor's certificate-expiring rule reads it.
+      if (material) deps.setNodeFact('certNotAfter', certificateExpiry(material.cert).toISOString());
       try {
         const known = await cdb.ask<Message & { records: { value: { name?: string; agent?: string } }[] }>({ type: 'cdb.list', prefix: 'object/node/' }, { timeoutMs: 5000 });
         for (const record of known.records) if (record.value.name && record.value.agent && record.value.name !== self) addresses.set(record.value.name, record.value.agent);

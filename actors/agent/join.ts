@@ -13,7 +13,7 @@ const joinHelloSchema = z.object({
   cluster: z.string().max(63),
   proto: z.literal(PROTOCOL_VERSION),
   node: z.string().max(63),
-  join: z.object({ token: z.string().max(2048), csr: z.string().max(16_384), agent: z.string().max(300).optional() }),
+  join: z.object({ token: z.string().max(2048), csr: z.string().max(16_384), agent: z.string().max(300).optional(), witness: z.boolean().optional() }),
 });
 
 /** What a join session needs from its agent. */
@@ -31,7 +31,8 @@ export interface JoinEnv {
   knows(node: string): boolean;
   /** Every other node this agent knows, with its agent address. */
   peers(): { node: string; agent: string }[];
-  remember(node: string, address: string | undefined): void;
+  /** Records a peer's agent address (and, at a join, that it is a witness) in its node object. */
+  remember(node: string, address: string | undefined, witness?: true): void;
 }
 
 /** CA node: a new node with a one-time token asks for its certificate and the cluster's secrets. */
@@ -77,7 +78,7 @@ export function joinSession(connection: FrameConnection, peer: TlsPeer, env: Joi
         // Sign first: a bad CSR must not burn the token.
         const cert = signCsr({ csrPem: hello.join.csr, caCertPem: caPem, caKeyPem: readSecretFile(paths.caKey), node: hello.node });
         ledger.consume(token.id, token.secret);
-        env.remember(hello.node, hello.join.agent);
+        env.remember(hello.node, hello.join.agent, hello.join.witness === true ? true : undefined);
         const peers = env.peers().filter(({ node }) => node !== hello.node);
         if (env.selfAddress) peers.push({ node: self, agent: env.selfAddress });
         clearTimeout(timer);

@@ -18,7 +18,7 @@ import { compareVersions, formatVersion, HybridClock, parseVersion, type Version
 import { MemoryTable, type HistoryPoint } from './memory.js';
 import { createHash } from 'node:crypto';
 import { wins } from './replication.js';
-import { cdbAuthority, cdbSchema, view } from './schema.js';
+import { adminOnly, cdbAuthority, cdbSchema, view } from './schema.js';
 import { WatchTable } from './watches.js';
 import { encodedSize, type SnapshotPage, type SnapshotRequest } from './sync.js';
 import { SyncNode, type SyncSetup } from './sync-node.js';
@@ -230,8 +230,9 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     }
     // Read first: a snapshot that fails (a damaged record) refuses the watch and leaves no watcher
     // behind. Same turn of the mailbox as the registration, so no change falls between them.
-    const snapshot = list(wanted, Number.MAX_SAFE_INTEGER, undefined, true).records.map(view);
-    const id = watches.add(wanted, ctx.ref(subscriberPath), ctx.watch(subscriberPath), snapshot);
+    const admin = hasRole(sender, 'admin');
+    const snapshot = list(wanted, Number.MAX_SAFE_INTEGER, undefined, true).records.filter((record) => admin || !adminOnly(record.key)).map(view);
+    const id = watches.add(wanted, admin, ctx.ref(subscriberPath), ctx.watch(subscriberPath), snapshot);
     return { type: 'cdb.watching', watch: id, prefix: wanted, snapshotSize: snapshot.length };
   };
 
@@ -309,10 +310,20 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     return Number.isFinite(at) ? at : undefined;
   };
 
-  /** Tokens are the keys to the cluster: only an admin writes them. */
+  /** Tokens are the keys to the cluster: only an admin writes them; alarm targets hold secrets: likewise. */
   const requireWriter = (key: string, sender: Principal): void => {
     if (key.startsWith('object/token/') && !hasRole(sender, 'admin')) {
       throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: API tokens are written by an admin only (acp token api ...)`);
+    }
+    if (adminOnly(key) && !hasRole(sender, 'admin')) {
+      throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: alarm targets hold secrets and are written by an admin only`);
+    }
+  };
+
+  /** Admin-only records (ADMIN_ONLY_PREFIXES) are read by no one else. */
+  const requireReader = (key: string, sender: Principal): void => {
+    if (adminOnly(key) && !hasRole(sender, 'admin')) {
+      throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not read ${key}: alarm targets hold secrets and are read by an admin only`);
     }
   };
 
@@ -408,10 +419,15 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         case 'service.info':
           return { ...info.info('cdb', 'Cluster database', ctx), watchers: watches.size, memoryKeys: memory.size, pendingWrites: pending.size, clockAheadRefused };
         case 'cdb.get':
+          requireReader(parsed.key, sender);
           return get(parsed.key);
         case 'cdb.list': {
+          // A prefix inside the admin-only records is refused outright (an empty answer would mislead); a wider one leaves them out.
+          requireReader(parsed.prefix, sender);
           const page = list(parsed.prefix, parsed.limit ?? DEFAULT_LIST_LIMIT, parsed.cursor);
-          return { type: 'cdb.records', records: page.records.map(view), ...(page.cursor === undefined ? {} : { cursor: page.cursor }) };
+          const admin = hasRole(sender, 'admin');
+          const records = page.records.filter((record) => admin || !adminOnly(record.key));
+          return { type: 'cdb.records', records: records.map(view), ...(page.cursor === undefined ? {} : { cursor: page.cursor }) };
         }
         case 'cdb.put': {
           const write = prepare(parsed.key, parsed.value, false);
@@ -446,6 +462,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           return replyLater(apply(writes, true).then(() => ({ type: 'cdb.written-batch', count: writes.length, versions: writes.map((write) => formatVersion(write.record.version)) })));
         }
         case 'cdb.watch':
+          requireReader(parsed.prefix, sender);
           return watch(parsed.prefix, parsed.subscriber, sender);
         case 'cdb.unwatch':
           watches.drop(parsed.watch);

@@ -112,7 +112,19 @@ export function view(record: StoredRecord): RecordView {
 const fromPeerCdbs = { internal: [{ service: 'cdb', nodes: 'peers' }] } as const;
 const ownCdb = { internal: [{ service: 'cdb', nodes: 'self' }] } as const;
 
-/** Who may send what to the CDB (see runtime/authority.ts); writes to object/token/ also need admin. */
+/**
+ * Records only an admin reads and writes: alarm targets carry a webhook's bearer token and HMAC
+ * secret (and a webhook URL is often a credential itself). Other readers (operator, auditor
+ * tokens) are refused a get, list or watch inside the prefix, and a wider list or watch leaves
+ * them out; the node's own services read them as ever.
+ */
+export const ADMIN_ONLY_PREFIXES = ['object/alarm-target/'] as const;
+
+export function adminOnly(key: string): boolean {
+  return ADMIN_ONLY_PREFIXES.some((prefix) => key.startsWith(prefix));
+}
+
+/** Who may send what to the CDB (see runtime/authority.ts); writes to object/token/ also need admin, and ADMIN_ONLY_PREFIXES reads and writes. */
 export const cdbAuthority: AuthorityTable = {
   'service.info': 'read',
   'cdb.get': 'read',

@@ -1,12 +1,14 @@
 import type { StoredRecord } from '../../adapters/store.js';
 import type { ActorRef } from '../../runtime/actor.js';
-import { view, type CdbEvent, type CdbSnapshot, type RecordView } from './schema.js';
+import { adminOnly, view, type CdbEvent, type CdbSnapshot, type RecordView } from './schema.js';
 
 const SNAPSHOT_CHUNK = 500;
 
 interface Watcher {
   readonly id: number;
   readonly prefix: string;
+  /** The subscriber may read the admin-only records (ADMIN_ONLY_PREFIXES); others never get them. */
+  readonly admin: boolean;
   readonly subscriber: ActorRef;
   readonly unwatch: () => void;
   seq: number;
@@ -25,10 +27,10 @@ export class WatchTable {
     return this.watchers.size;
   }
 
-  /** Registers a watcher and sends it the snapshot; `unwatch` cancels the death watch on its subscriber. */
-  add(prefix: string, subscriber: ActorRef, unwatch: () => void, snapshot: readonly RecordView[]): number {
+  /** Registers a watcher and sends it the snapshot (already left without what it may not read); `unwatch` cancels the death watch on its subscriber. */
+  add(prefix: string, admin: boolean, subscriber: ActorRef, unwatch: () => void, snapshot: readonly RecordView[]): number {
     const id = this.nextId++;
-    this.watchers.set(id, { id, prefix, subscriber, unwatch, seq: 0 });
+    this.watchers.set(id, { id, prefix, admin, subscriber, unwatch, seq: 0 });
     for (let start = 0; start === 0 || start < snapshot.length; start += SNAPSHOT_CHUNK) {
       const chunk: CdbSnapshot = { type: 'cdb.snapshot', watch: id, records: snapshot.slice(start, start + SNAPSHOT_CHUNK), done: start + SNAPSHOT_CHUNK >= snapshot.length };
       subscriber.tell(chunk);
@@ -38,7 +40,7 @@ export class WatchTable {
 
   publish(record: StoredRecord): void {
     for (const watcher of this.watchers.values()) {
-      if (!record.key.startsWith(watcher.prefix)) continue;
+      if (!record.key.startsWith(watcher.prefix) || (!watcher.admin && adminOnly(record.key))) continue;
       watcher.seq += 1;
       const event: CdbEvent = { type: 'cdb.event', watch: watcher.id, seq: watcher.seq, record: view(record) };
       watcher.subscriber.tell(event);

@@ -3,6 +3,8 @@ import type { ActorContext, Actor } from '../../runtime/actor.js';
 import type { AuthorityTable } from '../../runtime/authority.js';
 import type { NodeStatus, ServiceStatus } from '../../runtime/services.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { errorMessage } from '../../runtime/errors.js';
+import { upsertNodeObject } from '../node-object.js';
 import { metaKey, objectKey, SERVICE_TYPES, type NodeMeta, type ObjectType, type ServiceMeta } from '../model.js';
 
 export const frameworkSchema = z.discriminatedUnion('type', [
@@ -38,7 +40,12 @@ export interface FrameworkDeps {
   heartbeatMs: number;
   /** Where this node's agent listens, published in its node object. */
   agentAddress?: string;
+  /** This node is a witness (a vote-only member), published in its node object. */
+  witness?: boolean;
 }
+
+/** Every this many heartbeats the node checks its own object and puts its fields back if a writer dropped them. */
+const NODE_OBJECT_EVERY = 30;
 
 type Op = { op: 'put'; key: string; value: unknown };
 
@@ -59,6 +66,7 @@ export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
   let heartbeat: NodeJS.Timeout | undefined;
   let unsubscribe: (() => void) | undefined;
   let objectsPublished = false;
+  let beats = 0;
   /** What each service's meta was last published as: only a change is written again. */
   const published = new Map<string, string>();
   /** The CDB's restarts when we last published: meta lives in its memory, so a restart loses it. */
@@ -100,10 +108,25 @@ export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
     return ops;
   };
 
+  /**
+   * The node's own fields of its object (node-object.ts): merged over what is there, so an
+   * operator's `votes` and `labels` survive a restart; checked again now and then, so a peer's
+   * write that raced this one cannot drop `witness` for good.
+   */
+  const publishNodeObject = () => {
+    upsertNodeObject(cdb, node, { cluster: ctx.node.cluster, ...(deps.agentAddress ? { agent: deps.agentAddress } : {}), witness: deps.witness === true ? true : undefined })
+      .then((wrote) => {
+        if (wrote) ctx.log.debug({ witness: deps.witness === true }, 'published the node object');
+      })
+      .catch((error: unknown) => ctx.log.debug({ err: errorMessage(error) }, 'publishing the node object failed; a later heartbeat retries'));
+  };
+
   const heartbeatOps = (status: NodeStatus): Op[] => {
     const ops: Op[] = [];
+    // Written apart from the batch (a read, then a compare-and-set); 30 heartbeats apart, two never overlap.
+    if (!objectsPublished || beats % NODE_OBJECT_EVERY === 0) publishNodeObject();
+    beats += 1;
     if (!objectsPublished) {
-      ops.push({ op: 'put', key: objectKey('node', node), value: { name: node, cluster: ctx.node.cluster, ...(deps.agentAddress ? { agent: deps.agentAddress } : {}) } });
       for (const service of status.services) {
         const type = serviceType(service.name);
         if (type) ops.push({ op: 'put', key: objectKey(type, node), value: { node, isolation: service.isolation } });

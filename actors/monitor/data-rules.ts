@@ -4,14 +4,25 @@
  * stamped with its term. Nothing is decided about a down node's services, systems or disks (what
  * it last said is stale; its node-down alarm stands for them), so those alarms are left as they are.
  */
+import { createHash } from 'node:crypto';
 import { alarmId, type AlarmRuleName } from './alarms.js';
 import type { HealthInput } from './health.js';
 
-export const DATA_RULES = ['service-failed', 'system-crash-loop', 'sync-lag', 'storage-full'] as const satisfies readonly AlarmRuleName[];
+export const DATA_RULES = ['service-failed', 'system-crash-loop', 'sync-lag', 'storage-full', 'certificate-expiring'] as const satisfies readonly AlarmRuleName[];
 export type DataRule = (typeof DATA_RULES)[number];
 
 export const SYNC_LAG_ALARM = 1000;
 export const STORAGE_FULL_ALARM = 0.9;
+/** A certificate ending within this is reported (renew it with acp cert renew on its node). */
+export const CERT_EXPIRING_MS = 30 * 86_400_000;
+const DAY_MS = 86_400_000;
+
+/** `<node>.<pool>` as an alarm subject; shortened (with a digest, so still unique) to fit a name. */
+export function poolSubject(node: string, pool: string): string {
+  const subject = `${node}.${pool}`;
+  if (`storage-full.${subject}`.length <= 63) return subject;
+  return `${node.slice(0, 20)}.${pool.slice(0, 20)}-${createHash('sha256').update(subject).digest('hex').slice(0, 8)}`;
+}
 
 export interface DesiredAlarm {
   id: string;
@@ -22,7 +33,8 @@ export interface DesiredAlarm {
   detail: string;
 }
 
-export function dataAlarms(input: HealthInput): { desired: DesiredAlarm[]; down: string[] } {
+/** `now`: wall-clock milliseconds (the certificates' end is a wall-clock time). */
+export function dataAlarms(input: HealthInput, now: number): { desired: DesiredAlarm[]; down: string[] } {
   const down = input.nodes.filter((node) => node.state === 'down').map((node) => node.name);
   const live = new Set(input.nodes.filter((node) => node.state !== 'down').map((node) => node.name));
   const desired = new Map<string, DesiredAlarm>();
@@ -37,14 +49,21 @@ export function dataAlarms(input: HealthInput): { desired: DesiredAlarm[]; down:
     if (live.has(node) && lag >= SYNC_LAG_ALARM) want('sync-lag', node, node, `${lag} changes behind`);
   }
   for (const fs of input.filesystems) {
-    if (live.has(fs.node) && fs.sizeBytes > 0 && fs.usedBytes / fs.sizeBytes > STORAGE_FULL_ALARM) want('storage-full', fs.node, fs.node, `${fs.mount} is ${Math.round((fs.usedBytes / fs.sizeBytes) * 100)} % full`);
+    if (!live.has(fs.node) || fs.sizeBytes <= 0 || fs.usedBytes / fs.sizeBytes <= STORAGE_FULL_ALARM) continue;
+    // A pool has its own alarm; a node's filesystems share one.
+    want('storage-full', fs.pool === undefined ? fs.node : poolSubject(fs.node, fs.pool), fs.node, `${fs.mount} on ${fs.node} is ${Math.round((fs.usedBytes / fs.sizeBytes) * 100)} % full`);
+  }
+  for (const { node, notAfter } of input.certificates ?? []) {
+    if (!live.has(node) || notAfter - now > CERT_EXPIRING_MS) continue;
+    const left = notAfter - now;
+    want('certificate-expiring', node, node, left <= 0 ? `the certificate of ${node} ended ${new Date(notAfter).toISOString()}` : `the certificate of ${node} ends in ${Math.floor(left / DAY_MS)} days (${new Date(notAfter).toISOString()}); run acp cert renew on it`);
   }
   return { desired: [...desired.values()].sort((a, b) => a.id.localeCompare(b.id)), down };
 }
 
 /** What to raise and clear, given the CDB's picture and the alarms open now. */
-export function alarmChanges(input: HealthInput, open: readonly { id: string; rule: string; subject: string }[]): { raise: DesiredAlarm[]; clear: { id: string; rule: DataRule; subject: string }[] } {
-  const { desired, down } = dataAlarms(input);
+export function alarmChanges(input: HealthInput, open: readonly { id: string; rule: string; subject: string }[], now: number): { raise: DesiredAlarm[]; clear: { id: string; rule: DataRule; subject: string }[] } {
+  const { desired, down } = dataAlarms(input, now);
   const systemNode = new Map(input.systems.map((system) => [system.id, system.node]));
   const openIds = new Set(open.map((alarm) => alarm.id));
   const wanted = new Set(desired.map((alarm) => alarm.id));
@@ -53,7 +72,7 @@ export function alarmChanges(input: HealthInput, open: readonly { id: string; ru
   for (const alarm of open) {
     const rule = DATA_RULES.find((name) => name === alarm.rule);
     if (rule === undefined || wanted.has(alarm.id)) continue;
-    // The subject starts with its node for services; it is the node for sync-lag and storage-full.
+    // The subject starts with its node for services and pools; it is the node for sync-lag, storage-full and certificates.
     const node = rule === 'system-crash-loop' ? systemNode.get(alarm.subject) : alarm.subject.split('.')[0];
     if (node !== undefined && down.includes(node)) continue;
     clear.push({ id: alarm.id, rule, subject: alarm.subject });

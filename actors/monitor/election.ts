@@ -25,7 +25,7 @@
  *   (a busy node is slow, not dead), and when the primary's own loop stalls, the stall is given
  *   back to every member's silence (it heard nobody because it listened to nobody).
  */
-import { alarmsOnAck, alarmsOnTick } from './alarms.js';
+import { alarmsOnAck, alarmsOnElection, alarmsOnTick } from './alarms.js';
 import type { Member, PeerMessage } from './protocol.js';
 import type { Effect, Liveness, MonitorEnv, MonitorEvent, MonitorState, PeerView, StepResult } from './state.js';
 
@@ -48,6 +48,7 @@ export function initialState(self: string, persisted: { term: number; votedFor: 
     electionStartedAt: 0,
     ballots: [],
     leaseUntil: 0,
+    primarySince: 0,
     round: 0,
     nextRenewAt: 0,
     rounds: [],
@@ -159,6 +160,8 @@ function onTick(s: MonitorState, out: Effect[], env: MonitorEnv, members: readon
         s.electionDeadline = now + electionTimeout(env);
         return;
       }
+      s.lastLeader = s.self;
+      s.lastLeaderAt = now;
       if (now >= s.nextRenewAt) startRound(s, out, env, members);
       detect(s, out, env, members);
       return;
@@ -221,9 +224,11 @@ function detect(s: MonitorState, out: Effect[], env: MonitorEnv, members: readon
     const state: Liveness = silent > config.downAfterMs + credit ? 'down' : silent > config.suspectAfterMs + credit ? 'suspect' : 'up';
     if (state === view.state) continue;
     view.state = state;
+    view.since = now;
+    if (state === 'suspect') view.suspicions = [...(view.suspicions ?? []), now];
     log(s, out, `node ${member.name} ${state} (silent ${Math.round(silent)} ms)`);
   }
-  out.push(...alarmsOnTick(s, env));
+  out.push(...alarmsOnTick(s, env, members));
 }
 
 /** Becomes a candidate once a majority granted pre-votes, and primary once a majority voted. */
@@ -253,7 +258,9 @@ function maybeStand(s: MonitorState, out: Effect[], env: MonitorEnv, members: re
     if (s.lastLeader !== null && s.lastLeader !== s.self) s.peers[s.lastLeader] = { lastSeen: s.lastLeaderAt, loopDelayMs: 0, state: 'up', skewMs: 0 };
     s.alarms = {};
     for (const alarm of env.openAlarms()) s.alarms[alarm.id] = true;
+    s.primarySince = env.now();
     log(s, out, `${s.self} becomes primary (votes ${[...s.ballots].sort().join(',')})`);
+    out.push(...alarmsOnElection(s, env));
     startRound(s, out, env, members);
   }
 }
@@ -335,6 +342,7 @@ function onReceive(s: MonitorState, out: Effect[], env: MonitorEnv, members: rea
       view.skewMs = message.wall - env.wall();
       if (view.state !== 'up') {
         view.state = 'up';
+        view.since = now;
         log(s, out, `node ${from} up`);
       }
       if (now < s.leaseUntil) out.push(...alarmsOnAck(s, env, from));

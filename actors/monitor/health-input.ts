@@ -27,13 +27,14 @@ async function listAll(cdb: ActorRef, prefix: string): Promise<RecordView[]> {
 const objectOf = (value: unknown): Record<string, unknown> => (typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {});
 
 export async function gatherHealthInput(cdb: ActorRef, members: readonly string[], detector: ReadonlyMap<string, Liveness> | null, alarms: readonly AlarmObject[]): Promise<HealthInput> {
-  const [membership, meta, stats] = await Promise.all([
+  const [membership, meta, stats, pools] = await Promise.all([
     cdb.ask<Message & { nodes: MemberView[] }>({ type: 'cdb.nodes' }, { timeoutMs: 5000 }),
     listAll(cdb, 'meta/'),
     listAll(cdb, 'stats/node/'),
+    listAll(cdb, 'stats/storage/pool/'),
   ]);
   const cdbView = new Map(membership.nodes.map((view) => [view.node, view]));
-  const input: HealthInput = { nodes: [], services: [], systems: [], syncLag: [], filesystems: [], loopDelayP99: [], alarms: [] };
+  const input: HealthInput = { nodes: [], services: [], systems: [], syncLag: [], filesystems: [], certificates: [], loopDelayP99: [], alarms: [] };
   for (const name of members) {
     const state = detector?.get(name) ?? cdbView.get(name)?.state ?? 'down';
     input.nodes.push({ name, state });
@@ -49,6 +50,8 @@ export async function gatherHealthInput(cdb: ActorRef, members: readonly string[
     if (parsed.type === 'node') {
       const p99 = objectOf(value['eventLoopDelayMs'])['p99'];
       if (typeof p99 === 'number') input.loopDelayP99.push({ node, ms: p99 });
+      const notAfter = typeof value['certNotAfter'] === 'string' ? Date.parse(value['certNotAfter']) : Number.NaN;
+      if (Number.isFinite(notAfter)) input.certificates?.push({ node, notAfter });
     } else if (parsed.type === 'system') {
       input.systems.push({ id: parsed.id, node, state });
     } else if (parsed.type.startsWith('service/')) {
@@ -65,6 +68,15 @@ export async function gatherHealthInput(cdb: ActorRef, members: readonly string[
       if (typeof entry['mount'] === 'string' && typeof entry['usedBytes'] === 'number' && typeof entry['sizeBytes'] === 'number') {
         input.filesystems.push({ node, mount: entry['mount'], usedBytes: entry['usedBytes'], sizeBytes: entry['sizeBytes'] });
       }
+    }
+  }
+  // The storage service's pools: `stats/storage/pool/<id>@<node>` is { total, used, available } in bytes.
+  for (const record of pools) {
+    if (record.deleted) continue;
+    const parsed = parseKey(record.key);
+    const value = objectOf(record.value);
+    if (parsed.node !== undefined && typeof value['total'] === 'number' && typeof value['used'] === 'number') {
+      input.filesystems.push({ node: parsed.node, mount: `pool ${parsed.id}`, usedBytes: value['used'], sizeBytes: value['total'], pool: parsed.id });
     }
   }
   for (const alarm of alarms) if (alarm.open) input.alarms.push({ id: alarm.name, severity: alarm.severity, subject: alarm.subject });

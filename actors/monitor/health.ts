@@ -34,7 +34,10 @@ export interface HealthInput {
   services: { node: string; service: string; state: string }[];
   systems: { id: string; node: string; state: string }[];
   syncLag: { node: string; lag: number }[];
-  filesystems: { node: string; mount: string; usedBytes: number; sizeBytes: number }[];
+  /** A node's filesystems, and its storage pools (`pool` set; from `stats/storage/pool/<id>@<node>`). */
+  filesystems: { node: string; mount: string; usedBytes: number; sizeBytes: number; pool?: string }[];
+  /** When each node's certificate ends (wall-clock ms), from its meta. */
+  certificates?: { node: string; notAfter: number }[];
   loopDelayP99: { node: string; ms: number }[];
   alarms: { id: string; severity: Severity; subject: string }[];
 }

@@ -86,13 +86,16 @@ export interface HealthReply extends Message, Health {
   primary: boolean;
 }
 
-function membersFrom(records: Map<string, RecordView>): Member[] {
+/** The members from `object/node/*`; this node's own `witness` comes from its config too, so a witness never stands even before its object says so. */
+function membersFrom(records: Map<string, RecordView>, self: string, selfWitness: boolean): Member[] {
   const members: Member[] = [];
   for (const record of records.values()) {
     if (record.deleted) continue;
     const value = record.value as { votes?: unknown; witness?: unknown } | null;
     const votes = value?.votes === 0 ? 0 : 1;
-    members.push({ name: record.key.slice(NODE_PREFIX.length), votes, ...(value?.witness === true ? { witness: true } : {}) });
+    const name = record.key.slice(NODE_PREFIX.length);
+    const witness = value?.witness === true || (name === self && selfWitness);
+    members.push({ name, votes, ...(witness ? { witness: true } : {}) });
   }
   return members.sort((a, b) => a.name.localeCompare(b.name));
 }
@@ -130,7 +133,7 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
   // Both feeds' records reach both callbacks (one mailbox): each keeps to its prefix.
   const nodeFeed = new CdbFeed(ctx, NODE_PREFIX, (records) => {
     for (const record of records) if (record.key.startsWith(NODE_PREFIX)) nodeRecords.set(record.key, record);
-    members = membersFrom(nodeRecords);
+    members = membersFrom(nodeRecords, self, deps.config.witness === true);
     membersKnown = true;
   });
   const alarmFeed = new CdbFeed(ctx, ALARM_PREFIX, (records) => {
@@ -272,7 +275,7 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
     gatherHealthInput(cdb, members.map((member) => member.name), detector, [...alarms.values()])
       .then((input) => {
         const open = [...alarms.values()].filter((alarm) => alarm.open).map((alarm) => ({ id: alarm.name, rule: alarm.rule, subject: alarm.subject }));
-        const { raise, clear } = alarmChanges(input, open);
+        const { raise, clear } = alarmChanges(input, open, Date.now());
         if (raise.length > 0 || clear.length > 0) ctx.self.tell({ type: 'monitor.rules', term, raise, clear });
       })
       .catch((error: unknown) => ctx.log.warn({ err: errorMessage(error) }, 'evaluating the alarm rules failed; next time'))

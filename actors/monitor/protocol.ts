@@ -26,6 +26,12 @@ export interface MonitorConfig {
   readonly maxStallCreditMs: number;
   /** A member whose wall clock differs more than this from the primary's raises `clock-skew`. */
   readonly maxClockSkewMs: number;
+  /**
+   * A new primary that last knew one (itself or another) longer ago than this raises
+   * `quorum-lost`: a failover takes under 4 s with the defaults, so a longer gap means no
+   * majority of voters could elect anyone.
+   */
+  readonly quorumLostAfterMs: number;
 }
 
 /** Defaults: a dead node is down in 1.0-1.3 s; a dead primary is replaced in about 1.5-2.5 s. */
@@ -40,6 +46,7 @@ export const defaultMonitorConfig: MonitorConfig = {
   downAfterMs: 1000,
   maxStallCreditMs: 5000,
   maxClockSkewMs: 1000,
+  quorumLostAfterMs: 5000,
 };
 
 const term = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);

@@ -11,6 +11,10 @@ export interface PeerView {
   lastSeen: number;
   loopDelayMs: number;
   state: Liveness;
+  /** When `state` last changed (unset: not since this primary took over). */
+  since?: number;
+  /** When it turned suspect, within the last `SUSPECT_WINDOW_MS` (a flapping member). */
+  suspicions?: number[];
   /** Its wall clock minus the primary's, from its last acknowledgement. */
   skewMs: number;
 }
@@ -29,7 +33,10 @@ export interface MonitorState {
   role: Role;
   /** The primary of `term`, once known. */
   leader: string | null;
-  /** The last primary heard, and when: a successor starts its failure detection from there. */
+  /**
+   * The last primary heard (or this node, while it is primary), and when: a successor starts its
+   * failure detection from there, and a gap longer than `quorumLostAfterMs` raises `quorum-lost`.
+   */
   lastLeader: string | null;
   lastLeaderAt: number;
   /** No vote for anyone (and no pre-vote) before this time: a promise made to a primary or candidate. */
@@ -39,6 +46,8 @@ export interface MonitorState {
   /** Pre-votes or votes gathered in the current attempt (sorted). */
   ballots: string[];
   leaseUntil: number;
+  /** When this node last became primary. */
+  primarySince: number;
   round: number;
   nextRenewAt: number;
   rounds: Round[];

@@ -235,7 +235,9 @@ export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
       const available = await vppState();
       return new AcpError('ACP_ERR_NETWORK_VPP_UNAVAILABLE', `${which} is on vpp-vlan network '${nic.network}': ${available.ok ? 'VPP NICs (vhost-user) are not supported yet' : available.why}`);
     }
-    if (nic.vlan !== undefined || nic.trunks !== undefined) return new AcpError('ACP_ERR_NETWORK_NOT_CARRIED', `${which} asks for a VLAN tag or trunk, which needs a VLAN-aware bridge; those are not realized on node '${node}' yet (use a vlan network instead)`);
+    if (nic.vlan !== undefined || nic.trunks !== undefined) return new AcpError('ACP_ERR_NETWORK_UNSUPPORTED', `${which} asks for a VLAN tag or trunk, which needs a VLAN-aware bridge; those are not realized on node '${node}' yet (use a vlan network instead)`);
+    // Never accepted and ignored: a limit in both directions needs tc policing on the tap's ingress, which ACP does not set up.
+    if (nic.rateMbps !== undefined) return new AcpError('ACP_ERR_NETWORK_UNSUPPORTED', `${which} asks for rateMbps ${nic.rateMbps}, and NIC rate limits are not applied on node '${node}' (nor any node yet); remove rateMbps from the NIC (acp system nic rm, then add it again without it)`);
     return undefined;
   };
 

@@ -50,6 +50,8 @@ export interface HarnessOptions {
   logLevel?: 'debug' | 'info' | 'warn';
   /** extra args for every `acp up` */
   upArgs?: (node: HarnessNode) => string[];
+  /** nodes that join as witnesses (vote-only members), with `acp witness up ADDRESS --token T` */
+  witnesses?: readonly string[];
 }
 
 export interface HarnessNode {
@@ -96,6 +98,7 @@ interface Resolved {
   cluster: string;
   logLevel: 'debug' | 'info' | 'warn';
   upArgs: (node: HarnessNode) => string[];
+  witnesses: readonly string[];
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -143,6 +146,7 @@ function resolveOptions(options: HarnessOptions): Resolved {
     cluster,
     logLevel: options.logLevel ?? 'info',
     upArgs: options.upArgs ?? (() => []),
+    witnesses: options.witnesses ?? [],
   };
 }
 
@@ -438,18 +442,27 @@ export class Harness {
     for (const node of this.nodes) this.makeHome(node);
     await initCluster(first.home, { cluster: this.options.cluster, node: first.name, agent: first.agent });
     await this.up(this.state(first.name));
+    const witnessTokens = new Map<string, string>();
     for (const node of rest) {
       const ca = await this.client(first.name);
       const { token } = await ca.ask<Message & { token: string }>('agent', { type: 'agent.token', ttlMs: 3_600_000 }, { timeoutMs: 15_000 });
+      if (this.options.witnesses.includes(node.name)) {
+        witnessTokens.set(node.name, token);
+        continue;
+      }
       const joined = await this.cli(node.name, ['join', first.agent, '--token', token, '--node', node.name, '--agent', node.agent]);
       if (joined.code !== 0) throw new Error(`${node.name}: acp join ${first.agent} exited ${joined.code}: ${joined.stderr.trim()} ${joined.stdout.trim()}`);
     }
-    for (const node of rest) await this.up(this.state(node.name));
+    for (const node of rest) {
+      const token = witnessTokens.get(node.name);
+      // A witness joins and starts in one command: acp witness up ADDRESS --token T (then plain acp up on a restart).
+      await this.up(this.state(node.name), token === undefined ? undefined : ['witness', ...this.upArgs(node.name), first.agent, '--token', token, '--node', node.name]);
+    }
   }
 
-  private async up(state: NodeState): Promise<void> {
+  private async up(state: NodeState, command?: string[]): Promise<void> {
     const { node } = state;
-    const args = this.upArgs(node.name);
+    const args = command ?? this.upArgs(node.name);
     const result = await this.cli(node.name, args, 90_000);
     if (result.code !== 0) {
       throw new Error(`${node.name}: acp ${args.join(' ')} exited ${result.code}: ${result.stderr.trim()} ${result.stdout.trim()}\n--- last lines of ${homePaths(node.home).logFile}:\n${logTail(node.home)}`);
