@@ -1,4 +1,7 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import fastifyCookie from '@fastify/cookie';
+import fastifyStatic from '@fastify/static';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { createWebSocketStream } from 'ws';
@@ -16,7 +19,6 @@ import type { NodeStatus } from '../runtime/services.js';
 import type { ActorSystem } from '../runtime/system.js';
 import { principalOf, SESSION_COOKIE, statusFor, type WebAuth } from './auth.js';
 import type { NodeMetrics } from './metrics.js';
-import { statusPage } from './page.js';
 
 export interface WebServerOptions {
   system: ActorSystem;
@@ -41,6 +43,8 @@ const ACTIONS = ['start', 'stop', 'pause', 'resume', 'restart', 'reset'] as cons
 const idParam = z.strictObject({ id: z.string().regex(NAME_PATTERN, 'must be a system id: [a-z0-9][a-z0-9._-]{0,62}') });
 const actionParam = idParam.extend({ action: z.enum(ACTIONS) });
 const ASK_MS = 30_000;
+/** The web UI, built by Vite (`npm run build`) into dist/ui beside dist/webapi. */
+export const UI_ROOT = fileURLToPath(new URL('../ui/', import.meta.url));
 
 interface RecordView {
   key: string;
@@ -129,7 +133,17 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
     return reply.clearCookie(SESSION_COOKIE, { path: '/' }).send({ type: 'logged-out' });
   });
   app.get('/api/v1/whoami', handle(async (principal) => ({ type: 'whoami', principal: formatPrincipal(principal), role: roleOf(principal) })));
-  app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(statusPage));
+  // The UI: hashed assets cached for good, the page itself never (it names the current assets).
+  if (existsSync(UI_ROOT)) {
+    await app.register(fastifyStatic, {
+      root: UI_ROOT,
+      index: 'index.html',
+      cacheControl: false,
+      setHeaders: (response, path) => response.header('cache-control', path.endsWith('.html') ? 'no-store' : 'public, max-age=31536000, immutable'),
+    });
+  } else {
+    app.get('/', async (_request, reply) => reply.code(503).type('text/plain; charset=utf-8').send(`the web UI is not built (${UI_ROOT} is missing): run npm run build\n`));
+  }
   app.get('/api/v1/status', handle((principal) => ask(principal, self, 'framework', { type: 'status' })));
   app.get('/api/v1/nodes', handle((principal) => ask(principal, self, 'cdb', { type: 'cdb.nodes' })));
   app.get(
