@@ -5,44 +5,15 @@
  * logs in as the operator; an auditor's buttons are disabled and a forced request is refused on
  * REST and on /ws. Screenshots of the main views go to test-results/.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import type { ExecutionContext } from 'ava';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import type { Message } from '../runtime/messages.js';
-import { UI_ROOT } from '../webapi/server.js';
+import { artifacts, browser, browserMissing, tokenPage, typeInto } from './helpers/browser.js';
 import { allRunning, client, makeHome, startDaemon } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';
 
-const CHROMIUM = process.env.ACP_CHROMIUM ?? '/usr/bin/chromium';
-const missing = !existsSync(CHROMIUM)
-  ? `${CHROMIUM} is not installed (apt-get install chromium)`
-  : !existsSync(join(UI_ROOT, 'index.html'))
-    ? `the web UI is not built (${UI_ROOT}: npm run build)`
-    : undefined;
-export const artifacts = fileURLToPath(new URL('../../test-results', import.meta.url));
-
-export async function browser(t: ExecutionContext): Promise<Browser> {
-  // As root in a container: no sandbox; and no background traffic to a network that is not there.
-  const launched = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  t.teardown(() => launched.close());
-  return launched;
-}
-
-/** Logs a fresh page in with an API token through the login form; resolves once the UI is up. */
-export async function tokenPage(chrome: Browser, origin: string, token: string, viewport = { width: 1280, height: 800 }): Promise<Page> {
-  const page = await (await chrome.newContext({ viewport })).newPage();
-  await page.goto(`${origin}/`);
-  await page.fill('#token', token);
-  await page.click('#login button[type=submit]');
-  await page.waitForSelector('body[data-ready=true]');
-  return page;
-}
-
+const missing = browserMissing();
 const points = (page: Page) => page.$eval('figure.chart[data-chart="CPU"]', (figure) => Number((figure as unknown as { dataset: { points?: string } }).dataset.points ?? 0));
 
 runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live, live charts, acp ui's link; an auditor is disabled and refused${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
@@ -102,6 +73,9 @@ runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live,
   });
   await page.waitForSelector('#tasks .task-status.failed');
   t.regex((await page.textContent('#tasks')) ?? '', /resume dev1 failed ACP_ERR_SYSTEM_BAD_STATE: .*it is running/);
+  // The console: the sim guest's log in xterm.js, and a typed line reaches the guest (a sim guest echoes it).
+  await page.waitForFunction(() => /ACP-GUEST-READY/.test((globalThis as unknown as { document: { querySelector(s: string): { textContent: string | null } | null } }).document.querySelector('.console .xterm-rows')?.textContent ?? ''), undefined, { timeout: 10_000 });
+  await typeInto(page, 'echo typed-in-the-browser');
   await page.screenshot({ path: join(artifacts, 'system-running.png') });
 
   // The node's charts: the last minutes from cdb.history, then a new point for each stats write.
@@ -130,7 +104,9 @@ runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live,
   t.regex((await audit.textContent('#who')) ?? '', /\(auditor\)/);
   await audit.click('#tree a.system[data-name="dev1"]');
   await audit.waitForSelector('button[data-action="stop"]');
-  for (const action of ['start', 'stop', 'pause', 'restart', 'delete']) t.true(await audit.isDisabled(`button[data-action="${action}"]`), action);
+  // Running: an operator may stop, pause or restart it; the auditor's buttons say why they are off.
+  for (const action of ['start', 'stop', 'pause', 'restart', 'migrate', 'delete']) t.true(await audit.isDisabled(`button[data-action="${action}"]`), action);
+  t.regex((await audit.getAttribute('button[data-action="stop"]', 'title')) ?? '', /needs the operator role/);
   const forced = await audit.evaluate(async () => {
     const response = await fetch('/api/v1/systems/dev1/stop', { method: 'POST' });
     return { status: response.status, body: (await response.json()) as { error?: { code?: string } } };

@@ -189,14 +189,13 @@ export class Views {
           chartsHolder.replaceChildren(panel.element);
         }
       }
+      // The console log is on the node where it runs (or last ran).
       const consoleAt = view.node ?? view.spec.node;
-      if (consoleAt !== consoleNode && view.spec.driver !== 'sim') {
+      if (consoleAt !== consoleNode) {
         serial?.destroy();
         consoleNode = consoleAt;
         serial = consoleAt ? new SerialConsole(wire, wire.path(consoleAt, 'hypervisor'), id, this.can('operator'), tasks) : undefined;
-        clear(consoleHolder, serial ? serial.element : '');
-      } else if (view.spec.driver === 'sim' && consoleHolder.childElementCount === 0) {
-        consoleHolder.append(h('p.hint', {}, 'A simulated system has no serial console.'));
+        clear(consoleHolder, serial ? serial.element : h('p.hint', {}, 'It has not run yet: its console shows once it starts.'));
       }
     };
   }
