@@ -42,6 +42,7 @@ export interface WebServerOptions {
 const ACTIONS = ['start', 'stop', 'pause', 'resume', 'restart', 'reset'] as const;
 const idParam = z.strictObject({ id: z.string().regex(NAME_PATTERN, 'must be a system id: [a-z0-9][a-z0-9._-]{0,62}') });
 const actionParam = idParam.extend({ action: z.enum(ACTIONS) });
+const alarmParam = z.strictObject({ id: z.string().regex(NAME_PATTERN, 'must be an alarm id as listed by GET /api/v1/alarms') });
 const ASK_MS = 30_000;
 /** The web UI, built by Vite (`npm run build`) into dist/ui beside dist/webapi. */
 export const UI_ROOT = fileURLToPath(new URL('../ui/', import.meta.url));
@@ -181,6 +182,49 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
       return ask(principal, await nodeOf(principal, id), 'hypervisor', { ...extra, type: `system.${action}`, id });
     }),
   );
+  /** Each record under `object/<kind>/` with what every node reports of it (`meta/` or `stats/`). */
+  const withReports = async (principal: Principal, kind: string, reports: string) => {
+    const [objects, seen] = await Promise.all([list(principal, `object/${kind}/`), list(principal, `${reports}/${kind}/`)]);
+    return objects.map((record) => {
+      const id = record.key.slice(`object/${kind}/`.length);
+      return { id, spec: record.value, nodes: Object.fromEntries(seen.filter((r) => r.key.startsWith(`${reports}/${kind}/${id}@`)).map((r) => [r.key.slice(r.key.indexOf('@') + 1), r.value])) };
+    });
+  };
+  app.get('/api/v1/networks', handle(async (principal) => ({ networks: await withReports(principal, 'network', 'meta') })));
+  app.get(
+    '/api/v1/storage',
+    handle(async (principal) => {
+      const [pools, volumes] = await Promise.all([withReports(principal, 'storage/pool', 'stats'), list(principal, 'object/storage/volume/')]);
+      return { pools, volumes: volumes.map((record) => ({ id: record.key.slice('object/storage/volume/'.length), spec: record.value })) };
+    }),
+  );
+  app.get(
+    '/api/v1/alarms',
+    handle(async (principal, request) => {
+      const { open } = z.strictObject({ open: z.enum(['true', 'false']).optional() }).parse(request.query);
+      const alarms = (await list(principal, 'object/alarm/')).map((record) => record.value as { open?: boolean });
+      return { alarms: open === undefined ? alarms : alarms.filter((alarm) => alarm.open === (open === 'true')) };
+    }),
+  );
+  app.post(
+    '/api/v1/alarms/:id/ack',
+    handle(async (principal, request) => {
+      const { id } = alarmParam.parse(request.params);
+      return system.ask({ cluster, node: '@primary', segments: ['monitor'] }, { type: 'monitor.alarm.ack', id }, { sender: principal, external: true, timeoutMs: ASK_MS });
+    }),
+  );
+  app.get('/api/v1/health', handle((principal) => ask(principal, self, 'monitor', { type: 'monitor.health' })));
+  app.get(
+    '/api/v1/cluster',
+    handle(async (principal) => {
+      const [monitor, health, nodes] = await Promise.all([
+        ask(principal, self, 'monitor', { type: 'monitor.status' }) as Promise<Message & { primary: string | null; term: number; openAlarms: unknown[] }>,
+        ask(principal, self, 'monitor', { type: 'monitor.health' }) as Promise<Message & { score: number }>,
+        ask(principal, self, 'cdb', { type: 'cdb.nodes' }) as Promise<Message & { nodes: unknown[] }>,
+      ]);
+      return { cluster, primary: monitor.primary, term: monitor.term, health: health.score, openAlarms: monitor.openAlarms, nodes: nodes.nodes };
+    }),
+  );
   app.get('/api/v1/openapi.json', async () => openApi());
   app.get('/metrics', async (_request, reply) => {
     try {
@@ -246,6 +290,14 @@ function openApi(): unknown {
       },
       '/api/v1/systems/{id}': { get: { summary: 'One system', parameters: [id], responses } },
       ...Object.fromEntries(ACTIONS.map((action) => [`/api/v1/systems/{id}/${action}`, { post: { summary: `${action} a system`, parameters: [id], responses } }])),
+      '/api/v1/networks': { get: { summary: 'Networks with what each node reports of them', responses } },
+      '/api/v1/storage': { get: { summary: 'Storage pools (with each node\'s figures) and volumes', responses } },
+      '/api/v1/alarms': {
+        get: { summary: 'Alarms, open and cleared', parameters: [{ name: 'open', in: 'query', required: false, schema: { type: 'string', enum: ['true', 'false'] } }], responses },
+      },
+      '/api/v1/alarms/{id}/ack': { post: { summary: 'Acknowledge an open alarm (sent to the primary monitor)', parameters: [id], responses } },
+      '/api/v1/health': { get: { summary: "The cluster's health score and what lowers it", responses } },
+      '/api/v1/cluster': { get: { summary: 'Cluster status: primary, term, health score, open alarms, members', responses } },
       '/metrics': { get: { summary: 'Prometheus metrics', security: [], responses } },
     },
   };
