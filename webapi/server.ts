@@ -18,6 +18,7 @@ import { formatPrincipal, type Principal } from '../runtime/principal.js';
 import type { NodeStatus } from '../runtime/services.js';
 import type { ActorSystem } from '../runtime/system.js';
 import { principalOf, SESSION_COOKIE, statusFor, type WebAuth } from './auth.js';
+import { metricsOpen, type WebTls } from './exposure.js';
 import type { NodeMetrics } from './metrics.js';
 
 export interface WebServerOptions {
@@ -31,6 +32,10 @@ export interface WebServerOptions {
   limits: SessionLimits;
   helloTimeoutMs: number;
   countRefusal(): void;
+  /** TLS for the listener (beyond loopback it is required: exposure.ts). */
+  tls?: WebTls;
+  /** Who may read /metrics without a token. */
+  metricsAccess: 'loopback' | 'token' | 'open';
   /** Web sessions, kept by the webapi actor (its mailbox changes them). */
   sessions: {
     redeem(code: string): Promise<{ id: string; expiresMs: number }>;
@@ -76,12 +81,15 @@ function describe(error: z.ZodError): string {
  */
 export async function createWebServer(options: WebServerOptions): Promise<FastifyInstance> {
   const { system } = options;
-  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+  // With TLS an https server (the same routes); fastify's types tell the two apart, the routes do not.
+  const app = (options.tls
+    ? Fastify({ logger: false, bodyLimit: 1024 * 1024, https: { cert: options.tls.cert, key: options.tls.key } })
+    : Fastify({ logger: false, bodyLimit: 1024 * 1024 })) as unknown as FastifyInstance;
   await app.register(fastifyCookie);
   await app.register(fastifyWebsocket, { options: { maxPayload: options.wire.maxFrameBytes + 4 } });
   // The session cookie: not readable by scripts, never sent by another site's page.
   const setSession = (reply: FastifyReply, session: { id: string; expiresMs: number }) =>
-    reply.setCookie(SESSION_COOKIE, session.id, { httpOnly: true, sameSite: 'strict', path: '/', expires: new Date(session.expiresMs) });
+    reply.setCookie(SESSION_COOKIE, session.id, { httpOnly: true, sameSite: 'strict', secure: options.tls !== undefined, path: '/', expires: new Date(session.expiresMs) });
   const cluster = system.identity.cluster;
   const self = system.identity.node;
   const at = (node: string, service: string) => ({ cluster, node, segments: [service] });
@@ -226,8 +234,10 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
     }),
   );
   app.get('/api/v1/openapi.json', async () => openApi());
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', async (request, reply) => {
     try {
+      // Off loopback (or always, as configured) the scraper shows a token; any role may read.
+      if (!metricsOpen(options.metricsAccess, request.socket.remoteAddress)) principalOf(request, options.auth);
       return reply.type(options.metrics.contentType).send(await options.metrics.text());
     } catch (error) {
       return sendError(reply, error);

@@ -6,6 +6,7 @@ import { wireLimits } from '../runtime/config.js';
 import type { Message } from '../runtime/messages.js';
 import type { ServiceDeps } from '../runtime/services.js';
 import { nodeMetrics } from './metrics.js';
+import { webTls } from './exposure.js';
 import { createWebServer } from './server.js';
 import { WebSessions, type WebSession } from './sessions.js';
 import type { Principal } from '../runtime/principal.js';
@@ -50,13 +51,19 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
     const cdb = ctx.ref(deps.system.localPath('cdb'));
     let app: FastifyInstance | undefined;
     let port = 0;
+    let scheme = 'http';
+    const hostInUrl = () => (deps.config.webapi.host.includes(':') ? `[${deps.config.webapi.host}]` : deps.config.webapi.host);
     const sessions = new WebSessions(Date.now);
     const asSession = (session: WebSession) => ({ type: 'webapi.session', id: session.id, expiresMs: session.expiresMs });
     return {
       async started() {
         const { host, port: wanted } = deps.config.webapi;
         const { api } = deps.config;
+        const tls = webTls(host, deps.config.webapi.tls, { cert: deps.paths.nodeCert, key: deps.paths.nodeKey });
+        scheme = tls ? 'https' : 'http';
         app = await createWebServer({
+          ...(tls ? { tls } : {}),
+          metricsAccess: deps.config.webapi.metrics,
           system: deps.system,
           auth: { apiKey: () => deps.apiKey, tokens: deps.tokens, session: (id) => sessions.check(id).principal },
           sessions: {
@@ -87,18 +94,18 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
             if (taken && attempt + 1 < tries) continue;
             await app.close();
             throw new Error(
-              `cannot listen on http://${host}:${wanted + attempt} (${(error as Error).message}); start with another --web-port N (0 picks a free one), or set "webapi": {"port": N} in ${deps.paths.config}`,
+              `cannot listen on ${scheme}://${hostInUrl()}:${wanted + attempt} (${(error as Error).message}); start with another --web-port N (0 picks a free one), or set "webapi": {"port": N} in ${deps.paths.config}`,
             );
           }
         }
         const address = app.server.address();
         port = typeof address === 'object' && address ? address.port : wanted;
-        ctx.log.info({ url: `http://${host}:${port}/` }, 'web UI listening');
+        ctx.log.info({ url: `${scheme}://${hostInUrl()}:${port}/`, tls: tls?.source ?? null }, 'web UI listening');
       },
       receive(message, sender) {
         clock.handled += 1;
         const parsed = webapiSchema.parse(message);
-        const base = `http://${deps.config.webapi.host}:${port}/`;
+        const base = `${scheme}://${hostInUrl()}:${port}/`;
         switch (parsed.type) {
           case 'service.info':
             return clock.info('webapi', 'Web API and UI on loopback', ctx);
