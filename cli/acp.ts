@@ -318,7 +318,7 @@ const cli = yargs(hideBin(process.argv))
         }),
       ),
   )
-  .command('node', 'manage the cluster\'s nodes (acp node rm NAME)', (y) => nodeCommands(y, run, withClient))
+  .command('node', 'manage the cluster\'s nodes (acp node rm NAME, acp node set NAME --management on|off)', (y) => nodeCommands(y, run, withClient))
   .command('cluster', 'cluster-wide operations (acp cluster status, rotate-keys)', (y) => clusterCommands(y, run, withClient))
   .command('alarm', "the cluster's alarms (acp alarm ls, ack)", (y) => alarmCommands(y, run, withClient))
   .command('health', "the cluster's health score and what keeps it from 100", (y) => y, (argv) => run(argv, () => withClient(argv.home, (client) => health(client, argv.json))))
