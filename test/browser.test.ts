@@ -78,6 +78,21 @@ runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live,
   await typeInto(page, 'echo typed-in-the-browser');
   await page.screenshot({ path: join(artifacts, 'system-running.png') });
 
+  // Create from the form, then delete it (confirmed): both in the task log, the tree follows.
+  await page.fill('#search', '');
+  await page.click('#tree a[href="#/create"]');
+  await page.fill('#create input[name="name"]', 'made1');
+  await page.selectOption('#create select[name="driver"]', 'sim');
+  await page.click('#create button[type=submit]');
+  await page.waitForSelector('#tree a.system[data-name="made1"]');
+  t.is(await page.evaluate(() => (globalThis as unknown as { location: { hash: string } }).location.hash), '#/system/made1');
+  page.once('dialog', (dialog) => void dialog.accept());
+  await page.click('button[data-action="delete"]:not([disabled])');
+  await page.waitForSelector('#tree a.system[data-name="made1"]', { state: 'detached' });
+  const log = (await page.textContent('#tasks')) ?? '';
+  t.regex(log, /create made1 done/);
+  t.regex(log, /delete made1 done/);
+
   // The node's charts: the last minutes from cdb.history, then a new point for each stats write.
   await page.click(`#tree a.node[data-name="${node}"]`);
   await page.waitForSelector('figure.chart[data-chart="CPU"][data-points]');
