@@ -46,6 +46,8 @@ export const nodeObjectSchema = z.strictObject({
   votes: z.union([z.literal(0), z.literal(1)]).optional(),
   /** A vote-only member that never stands for election (a two-node cluster's third vote). */
   witness: z.boolean().optional(),
+  /** false: the node serves no web UI or REST port (acp node set NAME --management off); absent or true: it does. */
+  management: z.boolean().optional(),
 });
 
 /** A system's virtual NIC: a tap on `network`'s bridge (actors/network), untagged or with its VLAN tag or trunk. */

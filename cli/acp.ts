@@ -88,7 +88,8 @@ const upFlags = (y: Argv<Global>) =>
     .option('multicast-if', { type: 'string', describe: 'interface address to join the multicast group on (default: the agent\'s address)' })
     .option('peers', { type: 'string', describe: 'unicast sync instead of multicast: comma-separated agent addresses HOST:PORT' })
     .option('gateway', { type: 'string', describe: 'L3 gateway: forward this domain\'s changes to the gateway agent(s) at HOST:PORT[,HOST:PORT]' })
-    .option('web-port', { type: 'number', describe: "the web UI's port on loopback (default: config's, 8480; 0 picks a free one)" })
+    .option('web-port', { type: 'number', describe: "the web UI's port (default: config's, 8480; 0 picks a free one)" })
+    .option('web-bind', { type: 'string', describe: "the web UI's address (default: config's, 127.0.0.1); beyond loopback it serves TLS with webapi.tls or the node certificate" })
     .option('log-format', { choices: LOG_FORMATS, describe: 'foreground log lines: pretty (default on a terminal) or json' })
     .option('log-file', { type: 'string', hidden: true });
 
@@ -116,6 +117,7 @@ function startNode(argv: UpArgv): Promise<void> {
           ...(argv['api-port'] === undefined ? {} : { apiPort: argv['api-port'] }),
           ...(argv['api-bind'] === undefined ? {} : { apiBind: argv['api-bind'] }),
           ...(argv['web-port'] === undefined ? {} : { webPort: argv['web-port'] }),
+          ...(argv['web-bind'] === undefined ? {} : { webBind: argv['web-bind'] }),
           logFormat: argv['log-format'] ?? (process.stderr.isTTY ? 'pretty' : 'json'),
           ...(argv.multicast === undefined ? {} : { multicast: argv.multicast }),
           ...(argv['multicast-if'] === undefined ? {} : { multicastIf: argv['multicast-if'] }),
@@ -139,6 +141,7 @@ function startNode(argv: UpArgv): Promise<void> {
             ...(argv['api-port'] === undefined ? [] : ['--api-port', String(argv['api-port'])]),
             ...(argv['api-bind'] === undefined ? [] : ['--api-bind', argv['api-bind']]),
             ...(argv['web-port'] === undefined ? [] : ['--web-port', String(argv['web-port'])]),
+            ...(argv['web-bind'] === undefined ? [] : ['--web-bind', argv['web-bind']]),
             ...(argv.multicast === undefined ? [] : ['--multicast', argv.multicast]),
             ...(argv['multicast-if'] === undefined ? [] : ['--multicast-if', argv['multicast-if']]),
             ...(argv.peers === undefined ? [] : ['--peers', argv.peers]),
@@ -345,7 +348,7 @@ const cli = yargs(hideBin(process.argv))
         }),
       ),
   )
-  .command('node', 'manage the cluster\'s nodes (acp node rm NAME)', (y) => nodeCommands(y, run, withClient))
+  .command('node', 'manage the cluster\'s nodes (acp node rm NAME, acp node set NAME --management on|off)', (y) => nodeCommands(y, run, withClient))
   .command('cluster', 'cluster-wide operations (acp cluster status, rotate-keys)', (y) => clusterCommands(y, run, withClient))
   .command('alarm', "the cluster's alarms (acp alarm ls, ack)", (y) => alarmCommands(y, run, withClient))
   .command('health', "the cluster's health score and what keeps it from 100", (y) => y, (argv) => run(argv, () => withClient(argv.home, (client) => health(client, argv.json))))

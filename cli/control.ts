@@ -19,6 +19,7 @@ export interface UpOptions {
   logFile?: string;
   logFormat?: LogFormat;
   webPort?: number;
+  webBind?: string;
 }
 
 /** What a person sees when the node is up in the foreground. */

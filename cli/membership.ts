@@ -3,6 +3,8 @@ import type { AcpClient } from '../runtime/client.js';
 import type { Message } from '../runtime/messages.js';
 import type { MonitorStatus } from '../actors/monitor/index.js';
 import { printJson } from './output.js';
+import { AcpError } from '../runtime/errors.js';
+import { assertName } from '../runtime/path.js';
 
 interface Global {
   home: string;
@@ -28,7 +30,36 @@ export function nodeCommands(y: Argv<Global>, run: Run, withClient: WithClient):
           }),
         ),
     )
-    .demandCommand(1, 'name a node command: rm');
+    .command(
+      'set <name>',
+      "change a node's settings: --management on|off (whether it serves the web UI and REST; operator)",
+      (c) => c.positional('name', { type: 'string', demandOption: true }).option('management', { type: 'string', describe: 'on: the node serves the web UI; off: it serves no web port' }),
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            const name = assertName(argv.name, 'node');
+            if (argv.management === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', 'say what to set: acp node set NAME --management on|off');
+            if (argv.management !== 'on' && argv.management !== 'off') throw new AcpError('ACP_ERR_CLI_USAGE', `--management is on or off, not '${argv.management}'`);
+            const management = argv.management === 'on';
+            // Read, change the one field, compare-and-set: another writer's fields (votes, witness) stay.
+            for (let attempt = 0; ; attempt += 1) {
+              const current = await client.ask<Message & { record: { value: Record<string, unknown>; version: string } }>('cdb', { type: 'cdb.get', key: `object/node/${name}` }).catch((error: unknown) => {
+                if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no node '${name}' in the cluster (acp nodes lists them)`);
+                throw error;
+              });
+              try {
+                const reply = await client.ask<Message & { version: string }>('cdb', { type: 'cdb.cas', key: `object/node/${name}`, value: { ...current.record.value, management }, expect: current.record.version });
+                if (argv.json) printJson({ node: name, management, version: reply.version });
+                else process.stdout.write(`node ${name}: management ${management ? 'on (it serves the web UI)' : 'off (it serves no web port)'}\n`);
+                return;
+              } catch (error) {
+                if (!(error instanceof AcpError && error.code === 'ACP_ERR_CDB_CONFLICT') || attempt >= 4) throw error;
+              }
+            }
+          }),
+        ),
+    )
+    .demandCommand(1, 'name a node command: rm, set');
 }
 
 /** `acp cluster rotate-keys`: new cluster and API keys on every live node, without a restart (admin). */

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createFramework, frameworkAuthority, frameworkSchema } from '../actors/framework/index.js';
 import { claimPidfile, ensureHome, installClusterKeys, loadOrCreateApiKey, loadOrCreateConfig, nextIncarnation, readPidfile, removeFile } from '../adapters/home.js';
@@ -34,6 +35,8 @@ export interface DaemonOptions {
   apiBind?: string;
   /** The web UI's port for this run (over config.json's webapi.port); 0 picks a free one. */
   webPort?: number;
+  /** Where the web UI listens for this run (over config.json's webapi.host); beyond loopback only with TLS. */
+  webBind?: string;
   /** How standard-error log lines look: JSON (for machines) or pretty (for people). */
   logFormat?: LogFormat;
   /** Sync flags for this run (over config.json's `sync`): GROUP:PORT, interface address, unicast peers, L3 gateways. */
@@ -51,6 +54,10 @@ function withFlags(config: NodeConfig, options: DaemonOptions): NodeConfig {
   if (bind !== undefined && !(LOOPBACK as readonly string[]).includes(bind)) {
     throw new AcpError('ACP_ERR_CLI_USAGE', `the API listens on loopback only (127.0.0.1, ::1 or localhost), not '${bind}'; other nodes and remote scripts use the agent (--agent)`);
   }
+  const webBind = options.webBind;
+  if (webBind !== undefined && webBind !== 'localhost' && isIP(webBind) === 0) {
+    throw new AcpError('ACP_ERR_CLI_USAGE', `--web-bind takes an IP address (or localhost), not '${webBind}'; beyond loopback the web UI serves TLS (webapi.tls, or the node certificate)`);
+  }
   return {
     ...config,
     agent: { ...config.agent, ...(options.agent === undefined ? {} : { listen: options.agent }) },
@@ -66,7 +73,11 @@ function withFlags(config: NodeConfig, options: DaemonOptions): NodeConfig {
       ...(options.apiPort === undefined ? {} : { port: options.apiPort }),
       ...(bind === undefined ? {} : { host: bind as (typeof LOOPBACK)[number] }),
     },
-    webapi: { ...config.webapi, ...(options.webPort === undefined ? {} : { port: options.webPort, exactPort: true }) },
+    webapi: {
+      ...config.webapi,
+      ...(options.webPort === undefined ? {} : { port: options.webPort, exactPort: true }),
+      ...(options.webBind === undefined ? {} : { host: options.webBind }),
+    },
   };
 }
 

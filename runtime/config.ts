@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -59,13 +60,23 @@ export const nodeConfigSchema = z.strictObject({
     .default({ heartbeatMs: 2000, maxQueuedFrames: 10_000, seeds: [] }),
   webapi: z
     .strictObject({
-      /** Loopback only: the web UI is reached locally or through an SSH tunnel / reverse proxy. */
-      host: z.enum(['127.0.0.1', '::1', 'localhost']).default('127.0.0.1'),
+      /**
+       * Where the web UI listens: loopback by default; any other address (--web-bind) only with TLS,
+       * from `tls` or else the node's own certificate.
+       */
+      host: z.string().max(253).refine((host) => host === 'localhost' || isIP(host) !== 0, 'must be an IP address or localhost').default('127.0.0.1'),
+      /** An operator's certificate and key (PEM files) for the web UI; TLS even on loopback when given. */
+      tls: z.strictObject({ cert: z.string().min(1).max(4096), key: z.string().min(1).max(4096) }).optional(),
+      /**
+       * Who may read /metrics without a token: 'loopback' (default: requests from this machine;
+       * others need a bearer token), 'token' (nobody), 'open' (everyone).
+       */
+      metrics: z.enum(['loopback', 'token', 'open']).default('loopback'),
       port: z.number().int().min(0).max(65535).default(8480),
       /** Fail when the port is taken (a port given with --web-port is exact); otherwise take the next free one. */
       exactPort: z.boolean().default(false),
     })
-    .default({ host: '127.0.0.1', port: 8480, exactPort: false }),
+    .default({ host: '127.0.0.1', port: 8480, exactPort: false, metrics: 'loopback' }),
   cdb: z
     .strictObject({
       /** Bound on meta and stats keys held in memory. */

@@ -36,6 +36,8 @@ export const errorCatalog = {
   ACP_ERR_DAEMON_START_FAILED: { kind: 'failed', summary: 'The daemon did not come up.' },
   ACP_ERR_DAEMON_SHUTTING_DOWN: { kind: 'actor-stopped', summary: 'The daemon is shutting down and takes no new work.' },
   ACP_ERR_CLI_USAGE: { kind: 'bad-request', summary: 'A command was called with bad arguments.' },
+  ACP_ERR_WEB_NOT_MANAGEMENT: { kind: 'bad-request', summary: 'The node is not a management node and serves no web UI (acp node set NAME --management on).' },
+  ACP_ERR_WEB_NEEDS_TLS: { kind: 'bad-request', summary: 'The web UI was asked to listen beyond loopback with no certificate to serve TLS with (webapi.tls, or the node certificate from acp init/join).' },
   ACP_ERR_CLI_BAD_JSON: { kind: 'bad-request', summary: 'A command-line JSON argument did not parse.' },
   ACP_ERR_CDB_BAD_KEY: { kind: 'bad-request', summary: 'A CDB key or prefix does not follow the key grammar (object/<type>/<id>, meta|stats/<type>/<id>@<node>).' },
   ACP_ERR_CDB_BAD_VALUE: { kind: 'rejected-by-schema', summary: "A CDB value does not match its type's schema, or is not plain JSON-like data (acyclic, finite numbers, within cdb.maxValueDepth and cdb.maxValueBytes); the message names the field." },

@@ -7,7 +7,7 @@ import WebSocket from 'ws';
 import { encodeFrame, FrameDecoder, type Envelope } from '../runtime/codec.js';
 import type { AcpClient } from '../runtime/client.js';
 import type { Message } from '../runtime/messages.js';
-import { allRunning, client, makeHome, startDaemon } from './helpers/node.js';
+import { allRunning, client, eventually, makeHome, startDaemon } from './helpers/node.js';
 
 interface Node {
   base: string;
@@ -66,6 +66,45 @@ test('REST: no credentials is 401; an auditor reads systems but may not start on
   t.is(again.status, 409, 'an existing system is not replaced');
   const openapi = await call(node, 'GET', '/api/v1/openapi.json');
   t.truthy((openapi.json.paths as Record<string, unknown>)['/api/v1/systems/{id}/start']);
+});
+
+test('REST: cluster status, health, networks, storage and alarms; an alarm id is checked and an auditor may not acknowledge', async (t) => {
+  const node = await boot(t);
+  await node.admin.ask('cdb', { type: 'cdb.put', key: 'object/network/lan', value: { name: 'lan', kind: 'bridge' } }).catch(() => undefined);
+  // Acknowledgements go to the primary monitor: once the node has elected itself.
+  const cluster = await eventually(async () => {
+    const reply = await call(node, 'GET', '/api/v1/cluster', node.auditor);
+    return reply.status === 200 && reply.json.primary === 'n1' ? reply : undefined;
+  }, 20_000, 'a primary in GET /api/v1/cluster');
+  t.is(cluster.json.cluster, 'lab');
+  t.is(typeof cluster.json.health, 'number');
+  t.true(Array.isArray(cluster.json.openAlarms) && Array.isArray(cluster.json.nodes));
+  const health = await call(node, 'GET', '/api/v1/health', node.auditor);
+  t.is(health.status, 200);
+  t.true((health.json.score as number) >= 0 && (health.json.score as number) <= 100);
+  const networks = await call(node, 'GET', '/api/v1/networks', node.auditor);
+  t.is(networks.status, 200);
+  t.true(Array.isArray(networks.json.networks));
+  const storage = await call(node, 'GET', '/api/v1/storage', node.auditor);
+  t.is(storage.status, 200);
+  t.true(Array.isArray(storage.json.pools) && Array.isArray(storage.json.volumes));
+  const alarms = await call(node, 'GET', '/api/v1/alarms?open=true', node.auditor);
+  t.is(alarms.status, 200);
+  t.true(Array.isArray(alarms.json.alarms));
+  const badQuery = await call(node, 'GET', '/api/v1/alarms?open=maybe', node.auditor);
+  t.is(badQuery.status, 400);
+  t.is(code(badQuery.json), 'ACP_ERR_SCHEMA_REJECTED');
+  t.regex(String((badQuery.json.error as { message: string }).message), /field 'open'/);
+  const badId = await call(node, 'POST', '/api/v1/alarms/Not An Id/ack', node.operator);
+  t.is(badId.status, 400);
+  t.regex(String((badId.json.error as { message: string }).message), /field 'id'/);
+  const auditorAck = await call(node, 'POST', '/api/v1/alarms/cpu.n1/ack', node.auditor);
+  t.is(auditorAck.status, 403);
+  t.is(code(auditorAck.json), 'ACP_ERR_AUTH_FORBIDDEN');
+  const unknown = await call(node, 'POST', '/api/v1/alarms/cpu.n1/ack', node.operator);
+  t.true(unknown.status >= 400 && /^ACP_ERR_/.test(code(unknown.json) ?? ''), JSON.stringify(unknown.json));
+  const openapi = await call(node, 'GET', '/api/v1/openapi.json');
+  for (const path of ['/api/v1/cluster', '/api/v1/health', '/api/v1/networks', '/api/v1/storage', '/api/v1/alarms', '/api/v1/alarms/{id}/ack']) t.truthy((openapi.json.paths as Record<string, unknown>)[path], path);
 });
 
 test('/metrics is Prometheus text: every sample of a HELP/TYPE-declared acp_ metric, counters ending in _total', async (t) => {

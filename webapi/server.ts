@@ -1,4 +1,7 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import fastifyCookie from '@fastify/cookie';
+import fastifyStatic from '@fastify/static';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { createWebSocketStream } from 'ws';
@@ -15,8 +18,8 @@ import { formatPrincipal, type Principal } from '../runtime/principal.js';
 import type { NodeStatus } from '../runtime/services.js';
 import type { ActorSystem } from '../runtime/system.js';
 import { principalOf, SESSION_COOKIE, statusFor, type WebAuth } from './auth.js';
+import { metricsOpen, type WebTls } from './exposure.js';
 import type { NodeMetrics } from './metrics.js';
-import { statusPage } from './page.js';
 
 export interface WebServerOptions {
   system: ActorSystem;
@@ -29,6 +32,10 @@ export interface WebServerOptions {
   limits: SessionLimits;
   helloTimeoutMs: number;
   countRefusal(): void;
+  /** TLS for the listener (beyond loopback it is required: exposure.ts). */
+  tls?: WebTls;
+  /** Who may read /metrics without a token. */
+  metricsAccess: 'loopback' | 'token' | 'open';
   /** Web sessions, kept by the webapi actor (its mailbox changes them). */
   sessions: {
     redeem(code: string): Promise<{ id: string; expiresMs: number }>;
@@ -40,7 +47,10 @@ export interface WebServerOptions {
 const ACTIONS = ['start', 'stop', 'pause', 'resume', 'restart', 'reset'] as const;
 const idParam = z.strictObject({ id: z.string().regex(NAME_PATTERN, 'must be a system id: [a-z0-9][a-z0-9._-]{0,62}') });
 const actionParam = idParam.extend({ action: z.enum(ACTIONS) });
+const alarmParam = z.strictObject({ id: z.string().regex(NAME_PATTERN, 'must be an alarm id as listed by GET /api/v1/alarms') });
 const ASK_MS = 30_000;
+/** The web UI, built by Vite (`npm run build`) into dist/ui beside dist/webapi. */
+export const UI_ROOT = fileURLToPath(new URL('../ui/', import.meta.url));
 
 interface RecordView {
   key: string;
@@ -71,12 +81,15 @@ function describe(error: z.ZodError): string {
  */
 export async function createWebServer(options: WebServerOptions): Promise<FastifyInstance> {
   const { system } = options;
-  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+  // With TLS an https server (the same routes); fastify's types tell the two apart, the routes do not.
+  const app = (options.tls
+    ? Fastify({ logger: false, bodyLimit: 1024 * 1024, https: { cert: options.tls.cert, key: options.tls.key } })
+    : Fastify({ logger: false, bodyLimit: 1024 * 1024 })) as unknown as FastifyInstance;
   await app.register(fastifyCookie);
   await app.register(fastifyWebsocket, { options: { maxPayload: options.wire.maxFrameBytes + 4 } });
   // The session cookie: not readable by scripts, never sent by another site's page.
   const setSession = (reply: FastifyReply, session: { id: string; expiresMs: number }) =>
-    reply.setCookie(SESSION_COOKIE, session.id, { httpOnly: true, sameSite: 'strict', path: '/', expires: new Date(session.expiresMs) });
+    reply.setCookie(SESSION_COOKIE, session.id, { httpOnly: true, sameSite: 'strict', secure: options.tls !== undefined, path: '/', expires: new Date(session.expiresMs) });
   const cluster = system.identity.cluster;
   const self = system.identity.node;
   const at = (node: string, service: string) => ({ cluster, node, segments: [service] });
@@ -129,7 +142,17 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
     return reply.clearCookie(SESSION_COOKIE, { path: '/' }).send({ type: 'logged-out' });
   });
   app.get('/api/v1/whoami', handle(async (principal) => ({ type: 'whoami', principal: formatPrincipal(principal), role: roleOf(principal) })));
-  app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(statusPage));
+  // The UI: hashed assets cached for good, the page itself never (it names the current assets).
+  if (existsSync(UI_ROOT)) {
+    await app.register(fastifyStatic, {
+      root: UI_ROOT,
+      index: 'index.html',
+      cacheControl: false,
+      setHeaders: (response, path) => response.header('cache-control', path.endsWith('.html') ? 'no-store' : 'public, max-age=31536000, immutable'),
+    });
+  } else {
+    app.get('/', async (_request, reply) => reply.code(503).type('text/plain; charset=utf-8').send(`the web UI is not built (${UI_ROOT} is missing): run npm run build\n`));
+  }
   app.get('/api/v1/status', handle((principal) => ask(principal, self, 'framework', { type: 'status' })));
   app.get('/api/v1/nodes', handle((principal) => ask(principal, self, 'cdb', { type: 'cdb.nodes' })));
   app.get(
@@ -167,9 +190,54 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
       return ask(principal, await nodeOf(principal, id), 'hypervisor', { ...extra, type: `system.${action}`, id });
     }),
   );
+  /** Each record under `object/<kind>/` with what every node reports of it (`meta/` or `stats/`). */
+  const withReports = async (principal: Principal, kind: string, reports: string) => {
+    const [objects, seen] = await Promise.all([list(principal, `object/${kind}/`), list(principal, `${reports}/${kind}/`)]);
+    return objects.map((record) => {
+      const id = record.key.slice(`object/${kind}/`.length);
+      return { id, spec: record.value, nodes: Object.fromEntries(seen.filter((r) => r.key.startsWith(`${reports}/${kind}/${id}@`)).map((r) => [r.key.slice(r.key.indexOf('@') + 1), r.value])) };
+    });
+  };
+  app.get('/api/v1/networks', handle(async (principal) => ({ networks: await withReports(principal, 'network', 'meta') })));
+  app.get(
+    '/api/v1/storage',
+    handle(async (principal) => {
+      const [pools, volumes] = await Promise.all([withReports(principal, 'storage/pool', 'stats'), list(principal, 'object/storage/volume/')]);
+      return { pools, volumes: volumes.map((record) => ({ id: record.key.slice('object/storage/volume/'.length), spec: record.value })) };
+    }),
+  );
+  app.get(
+    '/api/v1/alarms',
+    handle(async (principal, request) => {
+      const { open } = z.strictObject({ open: z.enum(['true', 'false']).optional() }).parse(request.query);
+      const alarms = (await list(principal, 'object/alarm/')).map((record) => record.value as { open?: boolean });
+      return { alarms: open === undefined ? alarms : alarms.filter((alarm) => alarm.open === (open === 'true')) };
+    }),
+  );
+  app.post(
+    '/api/v1/alarms/:id/ack',
+    handle(async (principal, request) => {
+      const { id } = alarmParam.parse(request.params);
+      return system.ask({ cluster, node: '@primary', segments: ['monitor'] }, { type: 'monitor.alarm.ack', id }, { sender: principal, external: true, timeoutMs: ASK_MS });
+    }),
+  );
+  app.get('/api/v1/health', handle((principal) => ask(principal, self, 'monitor', { type: 'monitor.health' })));
+  app.get(
+    '/api/v1/cluster',
+    handle(async (principal) => {
+      const [monitor, health, nodes] = await Promise.all([
+        ask(principal, self, 'monitor', { type: 'monitor.status' }) as Promise<Message & { primary: string | null; term: number; openAlarms: unknown[] }>,
+        ask(principal, self, 'monitor', { type: 'monitor.health' }) as Promise<Message & { score: number }>,
+        ask(principal, self, 'cdb', { type: 'cdb.nodes' }) as Promise<Message & { nodes: unknown[] }>,
+      ]);
+      return { cluster, primary: monitor.primary, term: monitor.term, health: health.score, openAlarms: monitor.openAlarms, nodes: nodes.nodes };
+    }),
+  );
   app.get('/api/v1/openapi.json', async () => openApi());
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', async (request, reply) => {
     try {
+      // Off loopback (or always, as configured) the scraper shows a token; any role may read.
+      if (!metricsOpen(options.metricsAccess, request.socket.remoteAddress)) principalOf(request, options.auth);
       return reply.type(options.metrics.contentType).send(await options.metrics.text());
     } catch (error) {
       return sendError(reply, error);
@@ -232,6 +300,14 @@ function openApi(): unknown {
       },
       '/api/v1/systems/{id}': { get: { summary: 'One system', parameters: [id], responses } },
       ...Object.fromEntries(ACTIONS.map((action) => [`/api/v1/systems/{id}/${action}`, { post: { summary: `${action} a system`, parameters: [id], responses } }])),
+      '/api/v1/networks': { get: { summary: 'Networks with what each node reports of them', responses } },
+      '/api/v1/storage': { get: { summary: 'Storage pools (with each node\'s figures) and volumes', responses } },
+      '/api/v1/alarms': {
+        get: { summary: 'Alarms, open and cleared', parameters: [{ name: 'open', in: 'query', required: false, schema: { type: 'string', enum: ['true', 'false'] } }], responses },
+      },
+      '/api/v1/alarms/{id}/ack': { post: { summary: 'Acknowledge an open alarm (sent to the primary monitor)', parameters: [id], responses } },
+      '/api/v1/health': { get: { summary: "The cluster's health score and what lowers it", responses } },
+      '/api/v1/cluster': { get: { summary: 'Cluster status: primary, term, health score, open alarms, members', responses } },
       '/metrics': { get: { summary: 'Prometheus metrics', security: [], responses } },
     },
   };

@@ -38,6 +38,8 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   /** This node's systems (or one), with their states. */
   z.strictObject({ type: z.literal('system.status'), id: id.optional() }),
   /** Part of a system's serial console log on this node, from `offset` (bytes). */
+  /** What a console's user typed (the web UI's xterm), for the guest's serial port on this node. */
+  z.strictObject({ type: z.literal('system.console.input'), id, data: z.string().min(1).max(4096) }),
   z.strictObject({ type: z.literal('system.console'), id, offset: z.number().int().min(0).default(0), maxBytes: z.number().int().min(1).max(1024 * 1024).default(64 * 1024) }),
   /** Move a running system to another node (live for QEMU, by state transfer for sim). */
   z.strictObject({ type: z.literal('system.migrate'), id, to: nameSchema }),
@@ -566,6 +568,11 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           }
           return { type: 'system.console', id: parsed.id, node, data: buffer.toString('utf8'), offset: from + length, size };
         }
+        case 'system.console.input': {
+          const entry = requireEntry(parsed.id);
+          if (entry.state !== 'running' && entry.state !== 'paused') throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `cannot type into system '${parsed.id}': it is ${entry.state} on ${node} (start it first)`);
+          return replyLater(ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.console.input', data: parsed.data }, { timeoutMs: 10_000 }).then(() => ({ type: 'system.console.sent', id: parsed.id, node })));
+        }
         case 'system.migrate':
           return replyLater(migrate(parsed.id, parsed.to));
         case 'system.incoming':
@@ -628,6 +635,7 @@ export const hypervisorAuthority: AuthorityTable = {
   'service.info': 'read',
   'system.status': 'read',
   'system.console': 'read',
+  'system.console.input': 'operate',
   'system.start': 'operate',
   'system.stop': 'operate',
   'system.pause': 'operate',

@@ -28,6 +28,8 @@ export const vmmSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('vmm.pause') }),
   z.strictObject({ type: z.literal('vmm.resume') }),
   z.strictObject({ type: z.literal('vmm.reset') }),
+  /** What a console's user typed, for the guest's serial port. */
+  z.strictObject({ type: z.literal('vmm.console.input'), data: z.string().min(1).max(4096) }),
   z.strictObject({ type: z.literal('vmm.status') }),
   /** Target of a migration: wait for the guest from node `from`, listening on `host`; answers the address to send it to. */
   z.strictObject({ type: z.literal('vmm.incoming'), spec: systemObjectSchema, host: migrationHost, from: nodeName, transferred: z.unknown(), accelerator }),
@@ -184,6 +186,9 @@ export function createVmm(ctx: ActorContext, options: VmmOptions): Actor {
         case 'vmm.reset':
           await requireGuest().reset();
           return { type: 'vmm.reset', id };
+        case 'vmm.console.input':
+          await requireGuest().consoleInput(parsed.data);
+          return { type: 'vmm.console.sent', id, bytes: Buffer.byteLength(parsed.data) };
         case 'vmm.status':
           return { type: 'vmm.status', id, running: guest !== undefined, pid: guest?.pid ?? null, vmmPid: process.pid, accelerator: guest?.accelerator ?? null };
         default: {
@@ -213,6 +218,7 @@ export const vmmAuthority: AuthorityTable = {
   'vmm.pause': fromItsHypervisor,
   'vmm.resume': fromItsHypervisor,
   'vmm.reset': fromItsHypervisor,
+  'vmm.console.input': fromItsHypervisor,
   'vmm.status': fromItsHypervisor,
   'vmm.incoming': fromItsHypervisor,
   'vmm.await-running': fromItsHypervisor,

@@ -43,6 +43,8 @@ export interface GuestHandle {
   migrate(target: MigrationTarget, credentials: MigrationCredentials): Promise<void>;
   /** Target side: resolves once the guest that came in runs. */
   awaitRunning(timeoutMs: number): Promise<void>;
+  /** Sends what the user typed to the guest's serial port (its echo, if any, lands in the console log). */
+  consoleInput(data: string): Promise<void>;
   /** What a simulated guest carries across a migration (nothing for a real one: its memory travels). */
   transferable(): unknown;
 }

@@ -116,7 +116,16 @@ class Qmp {
   }
 }
 
-/** The QEMU command line for a system: serial console to a file, QMP on a Unix socket, no display. */
+/** Where a guest's serial port listens (QEMU is the server; one client at a time). */
+export function serialSocket(runDir: string): string {
+  return join(runDir, 'serial.sock');
+}
+
+/**
+ * The QEMU command line for a system: the serial port on a Unix socket (input from the console's
+ * users) with everything the guest prints logged to the console file whether or not anyone is
+ * connected, QMP on a Unix socket, no display.
+ */
 export function qemuArgs(id: string, spec: SystemObject, paths: GuestPaths, accelerator: 'kvm' | 'tcg', incoming?: string): string[] {
   const args = [
     '-name',
@@ -132,7 +141,7 @@ export function qemuArgs(id: string, spec: SystemObject, paths: GuestPaths, acce
     '-display',
     'none',
     '-chardev',
-    `file,id=console,path=${optionValue(paths.consoleLog)}`,
+    `socket,id=console,path=${optionValue(serialSocket(paths.runDir))},server=on,wait=off,logfile=${optionValue(paths.consoleLog)}`,
     '-serial',
     'chardev:console',
     '-qmp',
@@ -298,6 +307,7 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
   const accelerator = paths.accelerator ?? 'tcg';
   // A socket left by an earlier QEMU must not be mistaken for this one's.
   rmSync(join(paths.runDir, 'qmp.sock'), { force: true });
+  rmSync(serialSocket(paths.runDir), { force: true });
   const child: ChildProcess = spawn(QEMU_BINARY, qemuArgs(id, spec, paths, accelerator, incoming ? 'defer' : undefined), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.setEncoding('utf8');
@@ -375,6 +385,7 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
       }
     },
     transferable: () => null,
+    consoleInput: (data) => writeSerial(serialSocket(paths.runDir), data),
     pause: async () => void (await qmp.execute('stop')),
     resume: async () => void (await qmp.execute('cont')),
     reset: async () => void (await qmp.execute('system_reset')),
@@ -397,4 +408,29 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
     }),
   };
   return { handle, qmp };
+}
+
+const SERIAL_WRITE_MS = 5000;
+
+/** Writes to a guest's serial socket: connect, write, close (within SERIAL_WRITE_MS). */
+function writeSerial(path: string, data: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(path);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new AcpError('ACP_ERR_VMM_FAILED', `the guest's serial port did not take the input within ${SERIAL_WRITE_MS} ms`));
+    }, SERIAL_WRITE_MS);
+    socket.once('error', (error) => {
+      clearTimeout(timer);
+      reject(new AcpError('ACP_ERR_VMM_FAILED', `cannot reach the guest's serial port: ${error.message}`));
+    });
+    socket.once('connect', () => {
+      // QEMU sends the guest's output to whoever is connected: read and drop it (the log has it).
+      socket.resume();
+      socket.end(data, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  });
 }

@@ -1,5 +1,6 @@
 import { appendFile } from 'node:fs/promises';
 import type { SystemObject } from '../../actors/model.js';
+import { AcpError } from '../../runtime/errors.js';
 import type { GuestExit, GuestHandle, GuestPaths, IncomingGuest, MigrationCredentials, MigrationListen, SystemDriver } from './driver.js';
 
 /** How long a simulated guest takes to boot. */
@@ -38,6 +39,11 @@ function simGuest(id: string, paths: GuestPaths, bootedAt: number): GuestHandle 
     transferable: () => ({ bootedAt }),
     pause: async () => undefined,
     resume: async () => undefined,
+    // As a terminal in cooked mode would: what is typed is echoed, a carriage return as a new line.
+    consoleInput: async (data) => {
+      if (gone) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `sim guest ${id} is stopped`);
+      await appendFile(paths.consoleLog, data.replace(/\r\n?/g, '\n'));
+    },
     reset: async () => {
       await appendFile(paths.consoleLog, `ACP sim guest ${id} reset after ${Date.now() - bootedAt} ms\nACP-GUEST-READY\n`);
     },
