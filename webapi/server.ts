@@ -49,8 +49,8 @@ const idParam = z.strictObject({ id: z.string().regex(NAME_PATTERN, 'must be a s
 const actionParam = idParam.extend({ action: z.enum(ACTIONS) });
 const alarmParam = z.strictObject({ id: z.string().regex(NAME_PATTERN, 'must be an alarm id as listed by GET /api/v1/alarms') });
 const ASK_MS = 30_000;
-/** The web UI, built by Vite (`npm run build`) into dist/ui beside dist/webapi. */
-export const UI_ROOT = fileURLToPath(new URL('../ui/', import.meta.url));
+/** The web UI (webapi/ui), built by Vite (`npm run build`) into dist/webapi/ui. */
+export const UI_ROOT = fileURLToPath(new URL('./ui/', import.meta.url));
 
 interface RecordView {
   key: string;
