@@ -9,83 +9,33 @@
  * ACP_HA_SWEEP=N runs N schedules (default 1000); ACP_HA_SEED replays from another base seed; a
  * failure names the seed of its schedule.
  */
-import test from 'ava';
-import { seeded } from './helpers/monitor-sim.js';
-import { HaSim, type HaClusterSpec } from './helpers/ha-sim.js';
+import test, { type ExecutionContext } from 'ava';
+import { HaSim } from './helpers/ha-sim.js';
+import { randomHaSchedule } from './helpers/ha-schedules.js';
 
 const schedules = Number(process.env.ACP_HA_SWEEP ?? 1000);
 const baseSeed = Number(process.env.ACP_HA_SEED ?? 20261130);
 const BOUND_MS = 10_000;
 
-const clusters: HaClusterSpec['nodes'][] = [
-  [{ name: 'n1' }, { name: 'n2' }, { name: 'n3' }],
-  [{ name: 'n1' }, { name: 'n2' }, { name: 'n3' }, { name: 'n4' }, { name: 'n5' }],
-  [{ name: 'n1' }, { name: 'n2' }, { name: 'n3' }, { name: 'n4' }],
-];
+const CHUNK = 50;
 
-export function randomSchedule(seed: number): { spec: HaClusterSpec; rounds: { commands: string[]; ms: number }[]; victim: string } {
-  const rand = seeded(seed);
-  const pick = <T>(items: readonly T[]): T => items[Math.floor(rand() * items.length)]!;
-  const nodes = pick(clusters);
-  const names = nodes.map((node) => node.name);
-  const systems: HaClusterSpec['systems'] = [];
-  const count = 1 + Math.floor(rand() * 4);
-  for (let index = 0; index < count; index += 1) {
-    const id = `s${index + 1}`;
-    const prefer = rand() < 0.4 ? { [pick(names)]: 2, [pick(names)]: 1 } : undefined;
-    systems.push({ id, ...(rand() < 0.5 ? { node: pick(names) } : {}), ...(prefer ? { prefer } : {}), ...(index === 1 && rand() < 0.5 ? { antiAffinity: ['s1'] } : {}) });
-  }
-  const fault = (): string => {
-    const node = pick(names);
-    switch (Math.floor(rand() * 14)) {
-      case 0:
-        return `power ${node} off`;
-      case 1:
-        return `power ${node} on`;
-      case 2:
-        return `kill ${node}${rand() < 0.5 ? ' guard' : ''}`;
-      case 3:
-        return `network ${node} ${rand() < 0.5 ? 'off' : 'on'}`;
-      case 4:
-        return `stall ${node} ${100 + Math.floor(rand() * 6000)}`;
-      case 5: {
-        const groups: string[][] = [[], []];
-        for (const name of names) groups[rand() < 0.5 ? 0 : 1]!.push(name);
-        if (rand() < 0.5) for (const group of groups) if (!group.includes(node)) group.push(node);
-        return `partition ${groups.filter((group) => group.length > 0).map((group) => group.join(',')).join('|')}`;
-      }
-      case 6:
-        return `drop ${(rand() * 0.5).toFixed(2)}`;
-      case 7:
-        return `dup ${(rand() * 0.5).toFixed(2)}`;
-      case 8:
-        return `delay ${Math.floor(rand() * 20)} ${20 + Math.floor(rand() * 300)}`;
-      case 9:
-        return `crash ${pick(systems).id}`;
-      case 10:
-        return `maintenance ${node} ${rand() < 0.5 ? 'on' : 'off'}`;
-      case 11:
-        return `restart ${node}`;
-      default:
-        return 'heal';
-    }
-  };
-  const rounds = [{ commands: ['power all on'], ms: 2000 + Math.floor(rand() * 3000) }];
-  for (let round = 0; round < 6; round += 1) {
-    const faults = Math.floor(rand() * 3);
-    rounds.push({ commands: Array.from({ length: faults }, fault), ms: 100 + Math.floor(rand() * 4000) });
-  }
-  return { spec: { nodes, systems, seed }, rounds, victim: pick(names) };
+for (let first = 0; first < schedules; first += CHUNK) {
+  const last = Math.min(schedules, first + CHUNK);
+  // One after the other, each after a turn of the event loop, so that ava hears each one finish (its timeout counts from the last).
+  test.serial(`random fault schedules ${first}-${last - 1} of ${schedules} never run an HA system twice, and recover a dead node's systems within the bound`, async (t) => {
+    await new Promise((resolve) => setImmediate(resolve));
+    sweep(t, first, last);
+  });
 }
 
-test(`${schedules} random fault schedules never run an HA system twice, and recover a dead node's systems within the bound`, (t) => {
+function sweep(t: ExecutionContext, from: number, to: number): void {
   let steps = 0;
   let grants = 0;
   let recoveries = 0;
   let worst = 0;
-  for (let index = 0; index < schedules; index += 1) {
+  for (let index = from; index < to; index += 1) {
     const seed = baseSeed + index;
-    const { spec, rounds, victim } = randomSchedule(seed);
+    const { spec, rounds, victim } = randomHaSchedule(seed);
     const sim = new HaSim(spec);
     const describe = () => `schedule seed ${seed} (${rounds.map((round) => round.commands.join('; ')).join(' / ')}; then power ${victim} off)`;
     try {
@@ -128,8 +78,9 @@ test(`${schedules} random fault schedules never run an HA system twice, and reco
     steps += sim.stepsChecked;
     grants += sim.grantsChecked;
   }
-  t.log(`base seed ${baseSeed}: ${schedules} schedules, ${steps} steps and ${grants} grants checked, ${recoveries} recoveries from a dead node, slowest ${worst} ms`);
-  t.true(steps > schedules * 100, `${steps} steps over ${schedules} schedules`);
-  t.true(grants > schedules * 10, `${grants} grants over ${schedules} schedules`);
-  t.true(recoveries > schedules / 10, `${recoveries} recoveries over ${schedules} schedules`);
-});
+  const count = to - from;
+  t.log(`base seed ${baseSeed}, schedules ${from}-${to - 1}: ${steps} steps and ${grants} grants checked, ${recoveries} recoveries from a dead node, slowest ${worst} ms`);
+  t.true(steps > count * 100, `${steps} steps over ${count} schedules`);
+  t.true(grants > count * 10, `${grants} grants over ${count} schedules`);
+  t.true(recoveries > count / 10, `${recoveries} recoveries over ${count} schedules`);
+}

@@ -35,6 +35,8 @@ export interface LocalState {
   seen: string[];
   /** Guests it asked to stop or migrate (asked once). */
   asked: string[];
+  /** Guests this incarnation migrated away under their current order. */
+  sent: string[];
   lastReportAt: number;
   lastFeedAt: number;
 }
@@ -65,7 +67,7 @@ export type LocalEvent = { type: 'tick' } | { type: 'receive'; from: string; mes
 
 /** A booting node's local manager: no lease, no orders; guests it finds are stopped unless a grant orders them. */
 export function initialLocal(self: string, env: LocalEnv): LocalState {
-  return { self, seenTerm: 0, leaseUntil: 0, holding: false, seq: 0, pending: [], ordersTerm: 0, version: 0, orders: [], restarts: {}, failed: [], seen: Object.keys(env.guests()).sort(), asked: [], lastReportAt: -Infinity, lastFeedAt: -Infinity };
+  return { self, seenTerm: 0, leaseUntil: 0, holding: false, seq: 0, pending: [], ordersTerm: 0, version: 0, orders: [], restarts: {}, failed: [], seen: Object.keys(env.guests()).sort(), asked: [], sent: [], lastReportAt: -Infinity, lastFeedAt: -Infinity };
 }
 
 function log(s: LocalState, out: LocalEffect[], what: string): void {
@@ -73,7 +75,7 @@ function log(s: LocalState, out: LocalEffect[], what: string): void {
 }
 
 export function localStep(previous: LocalState, event: LocalEvent, env: LocalEnv): { state: LocalState; effects: LocalEffect[] } {
-  const s: LocalState = { ...previous, pending: [...previous.pending], orders: [...previous.orders], restarts: { ...previous.restarts }, failed: [...previous.failed], seen: [...previous.seen], asked: [...previous.asked] };
+  const s: LocalState = { ...previous, pending: [...previous.pending], orders: [...previous.orders], restarts: { ...previous.restarts }, failed: [...previous.failed], seen: [...previous.seen], asked: [...previous.asked], sent: [...previous.sent] };
   const out: LocalEffect[] = [];
   s.seenTerm = Math.max(s.seenTerm, env.term());
   if (event.type === 'tick') onTick(s, out, env);
@@ -106,10 +108,13 @@ function onGrant(s: LocalState, out: LocalEffect[], env: LocalEnv, from: string,
     delete s.restarts[order.system];
     s.failed = s.failed.filter((system) => system !== order.system);
     s.asked = s.asked.filter((system) => system !== order.system);
+    s.sent = s.sent.filter((system) => system !== order.system);
   }
 }
 
 function onTick(s: LocalState, out: LocalEffect[], env: LocalEnv): void {
+  const started = new Set<string>();
+  const migrating = new Set<string>();
   const now = env.now();
   const { config } = env;
   const guests = env.guests();
@@ -120,11 +125,18 @@ function onTick(s: LocalState, out: LocalEffect[], env: LocalEnv): void {
     s.holding = false;
     log(s, out, `lease ends: stops its HA systems (${present.length === 0 ? 'none' : present.join(',')})`);
   }
-  if (!holds) {
+  const shutdown = env.shutdown();
+  if (!holds || shutdown === 'freeze' || shutdown === 'failover') {
+    const why = holds ? `node shutting down (policy ${shutdown})` : 'self-fence: no lease';
     for (const system of present) {
       if (s.asked.includes(system) && guests[system] !== 'migrating') continue;
       s.asked.push(system);
-      out.push({ kind: 'stop', system, why: 'self-fence: no lease' });
+      if (holds) log(s, out, `stops ${system}: ${why}`);
+      out.push({ kind: 'stop', system, why });
+    }
+    if (holds && now - s.lastFeedAt >= config.feedMs) {
+      s.lastFeedAt = now;
+      out.push({ kind: 'feed', until: now + config.fenceTimeoutMs });
     }
     s.seen = [];
   } else {
@@ -155,6 +167,7 @@ function onTick(s: LocalState, out: LocalEffect[], env: LocalEnv): void {
             log(s, out, `${order.system} stopped by itself: restart ${restarts} of ${order.maxRestart}`);
           } else log(s, out, `starts ${order.system} (order of term ${s.ordersTerm})`);
           seen.push(order.system);
+          started.add(order.system);
           out.push({ kind: 'start', system: order.system, term: s.ordersTerm });
           break;
         case 'stopped':
@@ -164,9 +177,17 @@ function onTick(s: LocalState, out: LocalEffect[], env: LocalEnv): void {
           out.push({ kind: 'stop', system: order.system, why: 'ordered' });
           break;
         case 'migrate':
+          if (state === undefined && current && !s.sent.includes(order.system) && !s.failed.includes(order.system)) {
+            // Ordered to migrate a guest that is not here (it died meanwhile): say so, and the primary restarts it here.
+            s.failed.push(order.system);
+            log(s, out, `cannot migrate ${order.system}: it does not run here`);
+            break;
+          }
           if (state !== 'running' || s.asked.includes(order.system) || order.target === undefined || !current) break;
           s.asked.push(order.system);
           log(s, out, `migrates ${order.system} to ${order.target} (order of term ${s.ordersTerm})`);
+          migrating.add(order.system);
+          s.sent.push(order.system);
           out.push({ kind: 'migrate', system: order.system, target: order.target, term: s.ordersTerm });
           break;
         default: {
@@ -187,8 +208,10 @@ function onTick(s: LocalState, out: LocalEffect[], env: LocalEnv): void {
     term: s.seenTerm,
     seq: s.seq,
     applied: s.ordersTerm === s.seenTerm ? s.version : 0,
-    running: present.filter((system) => guests[system] !== 'migrating'),
-    migrating: present.filter((system) => guests[system] === 'migrating'),
+    // What it just asked for counts already: a guest it starts runs, one it migrates is migrating.
+    running: [...new Set([...present.filter((system) => guests[system] !== 'migrating' && !migrating.has(system)), ...started])].sort(),
+    migrating: [...new Set([...present.filter((system) => guests[system] === 'migrating'), ...migrating])].sort(),
+    migrated: s.sent.filter((system) => !present.includes(system) && !migrating.has(system)).sort(),
     failed: [...s.failed].sort(),
     shutdown: env.shutdown(),
   };

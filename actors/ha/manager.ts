@@ -40,6 +40,7 @@ export interface NodeStatus {
   applied: number;
   running: string[];
   migrating: string[];
+  migrated: string[];
   failed: string[];
   shutdown: HaStatusMessage['shutdown'];
   version: number;
@@ -105,9 +106,13 @@ export function fenceDeadline(node: NodeStatus, config: HaConfig): number {
 export function managerStep(previous: ManagerState, event: ManagerEvent, env: ManagerEnv): { state: ManagerState; effects: ManagerEffect[] } {
   const s = clone(previous);
   const out: ManagerEffect[] = [];
+  if (event.type === 'receive') {
+    // A report changes what the manager knows of a node, never a system's state.
+    if (event.message.type === 'ha.status') onStatus(s, out, env, event.from, event.message);
+    return { state: s, effects: out };
+  }
   const before = JSON.stringify(persistable(s));
-  if (event.type === 'tick') onTick(s, out, env);
-  else if (event.message.type === 'ha.status') onStatus(s, out, env, event.from, event.message);
+  onTick(s, out, env);
   const after = persistable(s);
   // Persist before the grants that carry the decision go out.
   if (JSON.stringify(after) !== before) out.unshift({ kind: 'persist', term: s.term, systems: after });
@@ -124,7 +129,7 @@ function persistable(s: ManagerState): PersistedHa {
 }
 
 function nodeOf(s: ManagerState, name: string, env: ManagerEnv): NodeStatus {
-  return (s.nodes[name] ??= { state: 'unknown', reported: false, lastReport: env.now(), lastGrant: env.now(), applied: 0, running: [], migrating: [], failed: [], shutdown: null, version: 0, orders: [] });
+  return (s.nodes[name] ??= { state: 'unknown', reported: false, lastReport: env.now(), lastGrant: env.now(), applied: 0, running: [], migrating: [], migrated: [], failed: [], shutdown: null, version: 0, orders: [] });
 }
 
 function onStatus(s: ManagerState, out: ManagerEffect[], env: ManagerEnv, from: string, message: HaStatusMessage): void {
@@ -135,6 +140,7 @@ function onStatus(s: ManagerState, out: ManagerEffect[], env: ManagerEnv, from: 
   node.applied = message.applied;
   node.running = [...message.running];
   node.migrating = [...message.migrating];
+  node.migrated = [...message.migrated];
   node.failed = [...message.failed];
   node.shutdown = message.shutdown;
   node.lastGrant = env.now();
@@ -168,12 +174,16 @@ function onTick(s: ManagerState, out: ManagerEffect[], env: ManagerEnv): void {
     delete s.systems[id];
   }
   const names = [...new Set([...members, ...Object.keys(s.nodes)])].sort();
+  const heardOf = new Map(names.map((name) => {
+    const node = nodeOf(s, name, env);
+    return [name, members.includes(name) && node.reported && now - node.lastReport <= config.unknownAfterMs];
+  }));
   // Node states, and fencing.
   for (const name of names) {
     const node = nodeOf(s, name, env);
     const member = members.includes(name);
     const recent = member && now - node.lastReport <= config.unknownAfterMs;
-    const heard = recent && node.reported;
+    const heard = heardOf.get(name) === true;
     const involved = Object.entries(s.systems).filter(([, sys]) => ACTIVE.includes(sys.state) && (sys.node === name || sys.target === name));
     let next: HaNodeState;
     if (heard) next = nodeSpecs.get(name)?.maintenance === true ? 'maintenance' : 'online';
@@ -199,7 +209,8 @@ function onTick(s: ManagerState, out: ManagerEffect[], env: ManagerEnv): void {
     }
     if (next === 'fence') for (const [id, sys] of involved) if (sys.state !== 'fence') move(s, out, id, sys, 'fence', `node ${name} silent`);
     if (heard) {
-      for (const [id, sys] of Object.entries(s.systems)) if (sys.state === 'fence' && sys.node === name) move(s, out, id, sys, sys.target === null ? 'started' : 'migrate', `node ${name} back before it was fenced`);
+      const back = (other: string | null): boolean => other === null || heardOf.get(other) === true;
+      for (const [id, sys] of Object.entries(s.systems)) if (sys.state === 'fence' && (sys.node === name || sys.target === name) && back(sys.node) && back(sys.target)) move(s, out, id, sys, sys.target === null ? 'started' : 'migrate', `node ${name} back before it was fenced`);
     }
     if (next !== node.state) log(s, out, `node ${name} ${node.state} -> ${next}`);
     node.state = next;
@@ -214,10 +225,10 @@ function onTick(s: ManagerState, out: ManagerEffect[], env: ManagerEnv): void {
   };
   const candidates = (exclude: readonly string[]): HaNodeSpec[] =>
     names.filter((name) => s.nodes[name]!.state === 'online' && s.nodes[name]!.shutdown === null && !exclude.includes(name) && nodeSpecs.has(name)).map((name) => nodeSpecs.get(name)!);
-  /** No node but `to` may still run `id`: every other one reported in this term, not running it, or was fenced. */
-  const clear = (id: string, to: string): boolean =>
+  /** No node but `to` (and `from`, a migration's source) may still run `id`: every other one reported in this term, not running it, or was fenced. */
+  const clear = (id: string, to: string, from: string | null = null): boolean =>
     names.every((name) => {
-      if (name === to) return true;
+      if (name === to || name === from) return true;
       const node = s.nodes[name]!;
       if (now >= fenceDeadline(node, config)) return true;
       return node.reported && !node.running.includes(id) && !node.migrating.includes(id);
@@ -286,7 +297,7 @@ function onTick(s: ManagerState, out: ManagerEffect[], env: ManagerEnv): void {
         }
         if (node.state === 'maintenance' || node.shutdown === 'migrate') {
           const to = bestNode(spec, candidates([sys.node]), placed(), specs);
-          if (to !== null && clear(id, to) && node.running.includes(id)) {
+          if (to !== null && clear(id, to, sys.node) && node.running.includes(id)) {
             if (node.state === 'maintenance') sys.home = sys.node;
             sys.target = to;
             move(s, out, id, sys, 'migrate', `node ${sys.node} ${node.state === 'maintenance' ? 'in maintenance' : 'shutting down'}: to ${to}`);
@@ -305,7 +316,7 @@ function onTick(s: ManagerState, out: ManagerEffect[], env: ManagerEnv): void {
         }
         if (sys.home !== null && sys.home !== sys.node && s.nodes[sys.home]?.state === 'online' && node.running.includes(id)) {
           const home = nodeSpecs.get(sys.home);
-          if (home !== undefined && bestNode(spec, [home], placed(), specs) === sys.home && clear(id, sys.home)) {
+          if (home !== undefined && bestNode(spec, [home], placed(), specs) === sys.home && clear(id, sys.home, sys.node)) {
             sys.target = sys.home;
             move(s, out, id, sys, 'migrate', `node ${sys.home} out of maintenance: back to it`);
           }
@@ -328,12 +339,18 @@ function onTick(s: ManagerState, out: ManagerEffect[], env: ManagerEnv): void {
         break;
       case 'migrate': {
         const target = sys.target === null ? null : s.nodes[sys.target];
-        if (target !== null && target !== undefined && target.reported && target.running.includes(id)) {
+        const handed = up && node !== null && sys.stopVersion !== null && node.applied >= sys.stopVersion && node.migrated.includes(id);
+        if (target !== null && target !== undefined && ((target.reported && target.running.includes(id)) || handed)) {
           const from = sys.node;
           sys.node = sys.target;
           sys.target = null;
           if (sys.home === sys.node) sys.home = null;
           move(s, out, id, sys, 'started', `migrated from ${from} to ${sys.node}`);
+          break;
+        }
+        if (up && node !== null && node.failed.includes(id) && !(target?.running.includes(id) ?? false)) {
+          sys.target = null;
+          move(s, out, id, sys, 'started', `cannot migrate from ${sys.node}: it no longer ran there`);
           break;
         }
         // The source still runs it after applying the order, and is not migrating it: the migration failed.

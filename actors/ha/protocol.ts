@@ -29,15 +29,20 @@ export interface HaConfig {
   readonly unknownAfterMs: number;
 }
 
-/** Defaults: a dead node's HA systems are recovered about 4.5 s after its last report (lease 2 s + guard 2 s + margin 0.5 s). */
+/**
+ * Defaults: a dead node's HA systems are recovered about 5.8 s after its last report (lease 3.5 s
+ * + guard 2 s + margin 0.3 s); when the dead node was the primary, add the election (1.5-2.9 s,
+ * from which the new primary counts). The lease outlasts an election, so a primary's death does not
+ * make every node stop its HA systems while the next primary is elected.
+ */
 export const defaultHaConfig: HaConfig = {
   tickMs: 100,
   reportMs: 200,
-  leaseMs: 2000,
+  leaseMs: 3500,
   stopAheadMs: 200,
   fenceTimeoutMs: 2000,
   feedMs: 1000,
-  marginMs: 500,
+  marginMs: 300,
   unknownAfterMs: 1000,
 };
 
@@ -103,6 +108,8 @@ export const haMessageSchema = z.discriminatedUnion('type', [
     applied: count,
     running: z.array(id).max(4096),
     migrating: z.array(id).max(4096),
+    /** Guests it migrated away under their current order: gone from here, handed to the target. */
+    migrated: z.array(id).max(4096),
     failed: z.array(id).max(4096),
     shutdown: z.enum(['migrate', 'freeze', 'failover']).nullable(),
   }),

@@ -312,7 +312,9 @@ export class HaSim extends MonitorSim {
           node.guests.clear();
         }
       }
-      if (node.shutdown !== null && node.machine && (node.guests.size === 0 || this.now - node.shutdown.at > 10_000)) {
+      // A node shutting down powers off once its HA guests are gone, after a second for its reports to reach the primary.
+      const since = node.shutdown === null ? 0 : this.now - node.shutdown.at;
+      if (node.shutdown !== null && node.machine && ((node.guests.size === 0 && since >= 1000) || since > 10_000)) {
         this.say(`${name} shuts down (policy ${node.shutdown.policy})`);
         this.powerOff(this.node(name));
       }
