@@ -20,7 +20,7 @@ export interface ClusterSpec {
   config?: Partial<MonitorConfig>;
 }
 
-interface SimNode {
+export interface SimNode {
   name: string;
   power: boolean;
   net: boolean;
@@ -34,12 +34,15 @@ interface SimNode {
   random: () => number;
 }
 
+/** A monitor event, or one for an extension of the simulator (the HA managers: test/helpers/ha-sim.ts). */
+export type SimEvent = MonitorEvent | { type: 'ext'; from: string; message: unknown };
+
 interface Queued {
   at: number;
   seq: number;
   node: string;
   boot: number;
-  event: MonitorEvent;
+  event: SimEvent;
 }
 
 export interface StoredAlarm extends AlarmView {
@@ -64,7 +67,7 @@ export class MonitorSim {
   private alarmFence = 0;
   private queue: Queued[] = [];
   private seq = 0;
-  private readonly rand: () => number;
+  protected readonly rand: () => number;
   private groups: string[][] | null = null;
   private dropRate = 0;
   private dupRate = 0;
@@ -85,11 +88,11 @@ export class MonitorSim {
     }
   }
 
-  private say(line: string): void {
+  protected say(line: string): void {
     this.log.push(`${String(this.now).padStart(6)} ${line}`);
   }
 
-  private node(name: string): SimNode {
+  protected node(name: string): SimNode {
     const node = this.nodes.get(name);
     if (!node) throw new Error(`no node '${name}' in this scenario`);
     return node;
@@ -106,7 +109,7 @@ export class MonitorSim {
     };
   }
 
-  private push(at: number, node: SimNode, event: MonitorEvent): void {
+  protected push(at: number, node: SimNode, event: SimEvent): void {
     const item: Queued = { at, seq: this.seq++, node: node.name, boot: node.boot, event };
     // Insertion in order: queues are short (a few hundred events), and ties keep insertion order.
     let index = this.queue.length;
@@ -165,11 +168,22 @@ export class MonitorSim {
         this.run(parseDuration(target ?? '0'));
         return;
       default:
-        throw new Error(`unknown scenario command '${text}'`);
+        if (!this.extCommand(words)) throw new Error(`unknown scenario command '${text}'`);
     }
   }
 
-  private powerOn(node: SimNode): void {
+  /** Scenario commands of an extension: true when handled. */
+  protected extCommand(_words: readonly string[]): boolean {
+    return false;
+  }
+
+  /** Called after every monitor step of a node, and for every `ext` event (not while the node is stalled). */
+  protected afterStep(_node: SimNode, _event: SimEvent): void {}
+
+  /** Called whenever the clock moves to the next event, before it is handled, stalled node or not. */
+  protected onClock(): void {}
+
+  protected powerOn(node: SimNode): void {
     if (node.power) return;
     node.power = true;
     node.boot += 1;
@@ -179,13 +193,13 @@ export class MonitorSim {
     this.push(this.now + 1 + Math.floor(node.random() * this.config.tickMs), node, { type: 'tick' });
   }
 
-  private powerOff(node: SimNode): void {
+  protected powerOff(node: SimNode): void {
     node.power = false;
     // Its lease stays on the books: a dead primary's lease must still never overlap the next one.
     node.state = null;
   }
 
-  private reachable(from: string, to: string): boolean {
+  protected reachable(from: string, to: string): boolean {
     const a = this.nodes.get(from);
     const b = this.nodes.get(to);
     if (!a || !b || !a.net || !b.net) return false;
@@ -193,13 +207,13 @@ export class MonitorSim {
     return this.groups.some((group) => group.includes(from) && group.includes(to));
   }
 
-  private send(from: SimNode, to: string, message: PeerMessage): void {
+  protected send(from: SimNode, to: string, message: PeerMessage | { ext: unknown }): void {
     const target = this.nodes.get(to);
     if (!target || !this.reachable(from.name, to) || this.rand() < this.dropRate) return;
     const copies = this.rand() < this.dupRate ? 2 : 1;
     for (let copy = 0; copy < copies; copy += 1) {
       const latency = this.delay[0] + Math.floor(this.rand() * (this.delay[1] - this.delay[0] + 1));
-      this.push(this.now + latency, target, { type: 'receive', from: from.name, message });
+      this.push(this.now + latency, target, 'ext' in message ? { type: 'ext', from: from.name, message: message.ext } : { type: 'receive', from: from.name, message });
     }
   }
 
@@ -209,9 +223,10 @@ export class MonitorSim {
     while (this.queue.length > 0 && this.queue[0]!.at <= end) {
       const item = this.queue.shift()!;
       this.now = item.at;
+      this.onClock();
       const node = this.nodes.get(item.node)!;
       if (!node.power || node.state === null || item.boot !== node.boot) continue;
-      if (item.event.type === 'receive' && !this.reachable(item.event.from, node.name)) continue;
+      if (item.event.type !== 'tick' && !this.reachable(item.event.from, node.name)) continue;
       if (this.now < node.stalledUntil) {
         // A stalled loop handles nothing; what arrived waits, and the interval timer fires once after.
         const pendingTick = item.event.type === 'tick' && this.queue.some((other) => other.node === node.name && other.event.type === 'tick' && other.boot === node.boot);
@@ -219,12 +234,16 @@ export class MonitorSim {
         continue;
       }
       if (item.event.type === 'tick') this.push(this.now + this.config.tickMs, node, { type: 'tick' });
-      const { state, effects } = step(node.state, item.event, this.envFor(node));
-      node.state = state;
-      this.apply(node, effects);
-      this.check(node);
+      if (item.event.type !== 'ext') {
+        const { state, effects } = step(node.state, item.event, this.envFor(node));
+        node.state = state;
+        this.apply(node, effects);
+        this.check(node);
+      }
+      this.afterStep(node, item.event);
     }
     this.now = end;
+    this.onClock();
   }
 
   private apply(node: SimNode, effects: readonly Effect[]): void {
@@ -276,7 +295,7 @@ export class MonitorSim {
     this.say(`alarm ${effect.rule} ${effect.subject} ${verb} by ${effect.by} term ${effect.term} (${effect.detail})`);
   }
 
-  private violation(what: string): never {
+  protected violation(what: string): never {
     throw new InvariantViolation(`invariant violated at ${this.now} ms: ${what}\n${this.log.slice(-30).join('\n')}`);
   }
 

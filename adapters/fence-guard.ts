@@ -1,0 +1,84 @@
+/**
+ * The daemon's side of the fence guard (fence-guard-main.ts): starts it in a process group of its
+ * own, its output appended to a log file, and feeds it over a pipe. `feed` is called every second
+ * by the local HA manager while the node holds its lease, with the node's HA guests' pids.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync, closeSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { AcpError } from '../runtime/errors.js';
+import { startTimeOf } from './proc-stat.js';
+
+const MAIN = fileURLToPath(new URL('./fence-guard-main.js', import.meta.url));
+
+export interface FenceGuardOptions {
+  /** Where the guard's events go (one JSON line each). */
+  readonly logFile: string;
+  /** A hardware watchdog device to keep alive while fed (e.g. /dev/watchdog); off unless given. */
+  readonly watchdog?: string | undefined;
+}
+
+export class FenceGuard {
+  private child: ChildProcess | null = null;
+
+  constructor(private readonly options: FenceGuardOptions) {}
+
+  get pid(): number | null {
+    return this.child?.pid ?? null;
+  }
+
+  /** Starts the guard (a no-op while one runs). */
+  start(): void {
+    if (this.child !== null && this.child.exitCode === null && this.child.signalCode === null) return;
+    const log = openSync(this.options.logFile, 'a');
+    try {
+      const args = [MAIN, ...(this.options.watchdog !== undefined ? ['--watchdog', this.options.watchdog] : [])];
+      // detached: a session and process group of its own, so it survives the daemon and signals to the daemon's group.
+      const child = spawn(process.execPath, args, { detached: true, stdio: ['pipe', log, log] });
+      child.unref();
+      child.on('error', () => {
+        this.child = null;
+      });
+      // A dead guard must not crash the daemon on write; the next feed restarts it.
+      child.stdin?.on('error', () => undefined);
+      this.child = child;
+    } finally {
+      closeSync(log);
+    }
+  }
+
+  /** Feeds the guard: unless fed again within `timeoutMs`, it kills `pids` (those still the same processes). */
+  feed(timeoutMs: number, pids: readonly number[]): void {
+    this.start();
+    const guests = pids.flatMap((pid) => {
+      const start = startTimeOf(pid);
+      return start === null ? [] : [{ pid, start }];
+    });
+    this.write({ type: 'feed', timeoutMs, guests });
+  }
+
+  /** Stands the guard down: no HA guest to guard. */
+  disarm(): void {
+    if (this.child !== null) this.write({ type: 'disarm' });
+  }
+
+  /** Disarms and lets the guard exit (a clean daemon stop). */
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (child === null) return;
+    if (child.stdin !== null && !child.stdin.destroyed && child.stdin.writable) this.disarm();
+    const exited = new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) resolve();
+      else child.once('exit', () => resolve());
+    });
+    child.stdin?.end();
+    await exited;
+    this.child = null;
+  }
+
+  private write(line: object): void {
+    const stdin = this.child?.stdin;
+    if (!stdin || stdin.destroyed) throw new AcpError('ACP_ERR_HA_GUARD', `the fence guard (pid ${this.pid ?? 'none'}) cannot be fed: its pipe is closed; it restarts at the next feed`);
+    stdin.write(`${JSON.stringify(line)}\n`);
+  }
+}
