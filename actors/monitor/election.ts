@@ -12,7 +12,9 @@
  *   healthy primary when it comes back; only with a majority of pre-votes does it stand in a new
  *   term. `term` and `votedFor` are persisted before a vote is sent, so a restart never votes twice.
  * - Leases: every voter that acknowledges a primary (or grants a vote) promises to vote for nobody
- *   else for `leaseMs` from when it received the request; the primary counts its lease from when
+ *   else for `leaseMs` from when it received the request. The primary's own ack in each round is
+ *   such a promise too (it may step down early, on a newer term, while its lease still holds), and
+ *   no node casts even its own ballot while its promise holds. The primary counts its lease from when
  *   it sent the request, minus a margin for clock-rate drift. So its lease always ends before the
  *   last of a majority's promises, and two leases never overlap in real time. A booting node makes
  *   the same promise (it may have made one before it stopped). Leases use the monotonic clock only:
@@ -169,6 +171,9 @@ function onTick(s: MonitorState, out: Effect[], env: MonitorEnv, members: readon
     case 'precandidate':
     case 'candidate':
       if (now < s.electionDeadline) return;
+      // Our own ballot is a vote like any other: while our promise holds (to a primary we acked,
+      // or to ourselves as a primary that stepped down on a newer term), we cast none, not even for us.
+      if (now < s.promiseUntil) return;
       s.electionDeadline = now + electionTimeout(env);
       if (me.votes === 0 || me.witness === true) return;
       // A failed attempt: go back to asking pre-votes, in the current term.
@@ -210,6 +215,9 @@ function extendLease(s: MonitorState, members: readonly Member[], env: MonitorEn
   for (const round of s.rounds) {
     if (round.acks.filter((name) => votes.has(name)).length < quorum) continue;
     s.leaseUntil = Math.max(s.leaseUntil, round.sentAt + env.config.leaseMs - env.config.leaseMarginMs);
+    // The primary's own ack is one of that majority, so it is a promise like any voter's: should it
+    // step down early (on a newer term), it votes for nobody until this lease has ended.
+    s.promiseUntil = Math.max(s.promiseUntil, round.sentAt + env.config.leaseMs);
   }
 }
 
@@ -251,6 +259,8 @@ function maybeStand(s: MonitorState, out: Effect[], env: MonitorEnv, members: re
     s.role = 'primary';
     s.leader = s.self;
     s.leaseUntil = leaseUntil;
+    // Its own vote is one of the majority behind this lease: a promise, as in extendLease.
+    s.promiseUntil = Math.max(s.promiseUntil, s.electionStartedAt + env.config.leaseMs);
     s.round = 0;
     s.rounds = [];
     s.nextRenewAt = env.now();
