@@ -5,7 +5,7 @@
  * the pure parts (paths never leave their pool, volume keys).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -150,4 +150,73 @@ test('block devices are published as object/storage/device/<node>-<name>', async
   t.regex(first.name, /^n1-/);
   const stored = await eventually(async () => (await api.ask<Message & { record: RecordView }>('cdb', { type: 'cdb.get', key: `object/storage/device/${first.name}` }).catch(() => undefined))?.record.value, 10_000, 'the device object');
   t.like(stored, { name: first.name, node: 'n1', type: first.type, sizeBytes: first.sizeBytes });
+});
+
+const btrfsMissing = (() => {
+  if (hasQemuImg) return hasQemuImg;
+  if (process.getuid?.() !== 0) return 'root (to mount a loop file)';
+  try {
+    execFileSync('mkfs.btrfs', ['--version'], { stdio: 'ignore' });
+  } catch {
+    return 'mkfs.btrfs (apt-get install btrfs-progs)';
+  }
+  return readFileSync('/proc/filesystems', 'utf8').includes('btrfs') ? undefined : 'a kernel with btrfs';
+})();
+
+runsWhen(btrfsMissing)(`a btrfs pool on a loop file: volumes are subvolumes, snapshots are subvolume snapshots, a rollback brings the data back, a full clone is a snapshot${btrfsMissing ? ` (skipped: ${btrfsMissing})` : ''}`, async (t) => {
+  t.timeout(120_000);
+  const { api } = await systemNode(t);
+  const dir = mkdtempSync(join(tmpdir(), 'acp-btrfs-'));
+  const file = join(dir, 'fs.img');
+  const mnt = join(dir, 'mnt');
+  execFileSync('truncate', ['-s', '256M', file]);
+  execFileSync('mkfs.btrfs', ['-q', file]);
+  execFileSync('mkdir', ['-p', mnt]);
+  execFileSync('mount', ['-o', 'loop', file, mnt]);
+  t.teardown(() => {
+    try {
+      execFileSync('umount', [mnt]);
+    } catch {
+      execFileSync('umount', ['-l', mnt]);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const root = join(mnt, 'pool');
+  const storage = (message: Message) => api.ask<Message & { file?: string }>('storage', message, { timeoutMs: 60_000 });
+  // A dir of another filesystem is refused as a btrfs pool, saying so.
+  await storage({ type: 'storage.pool-create', spec: { name: 'notbtrfs', type: 'btrfs', path: join(dir, 'plain') } });
+  const wrong = await eventually(async () => {
+    const status = await api.ask<Message & { pools: Record<string, { state: string; reason?: string }> }>('storage', { type: 'storage.pool-status', name: 'notbtrfs' });
+    return status.pools['notbtrfs']?.state === 'error' ? status.pools['notbtrfs'] : undefined;
+  }, 10_000, 'the non-btrfs pool to be in error');
+  t.regex(wrong.reason!, /is not on a btrfs filesystem/);
+  await storage({ type: 'storage.pool-rm', name: 'notbtrfs' });
+
+  await storage({ type: 'storage.pool-create', spec: { name: 'fast', type: 'btrfs', path: root } });
+  await eventually(async () => ((await api.ask<Message & { pools: Record<string, { state: string }> }>('storage', { type: 'storage.pool-status', name: 'fast' })).pools['fast']?.state === 'active' ? true : undefined), 10_000, 'the btrfs pool to be active');
+  const created = await storage({ type: 'storage.volume-create', pool: 'fast', name: 'd1', sizeBytes: 16 * 1024 * 1024, format: 'raw' });
+  t.is(created.file, join(root, 'd1', 'disk.raw'));
+  t.regex(execFileSync('btrfs', ['subvolume', 'show', join(root, 'd1')], { encoding: 'utf8' }), /Name:\s+d1/);
+  const write = (text: string) => {
+    const fd = openSync(created.file!, 'r+');
+    writeSync(fd, Buffer.from(text.padEnd(16)), 0, 16, 0);
+    closeSync(fd);
+  };
+  const read = () => readFileSync(created.file!).subarray(0, 16).toString().trim();
+  write('first');
+  await storage({ type: 'storage.volume-snapshot', pool: 'fast', name: 'd1', op: 'create', snapshot: 's1' });
+  t.regex(execFileSync('btrfs', ['subvolume', 'show', join(root, '.snapshots', 'd1', 's1')], { encoding: 'utf8' }), /Flags:\s+readonly/);
+  write('second');
+  t.is(read(), 'second');
+  await storage({ type: 'storage.volume-snapshot', pool: 'fast', name: 'd1', op: 'rollback', snapshot: 's1' });
+  t.is(read(), 'first', 'the rollback brought back the data of the snapshot');
+  await storage({ type: 'storage.volume-clone', pool: 'fast', name: 'd1', target: 'c1', linked: false });
+  t.is(readFileSync(join(root, 'c1', 'disk.raw')).subarray(0, 16).toString().trim(), 'first');
+  t.regex(execFileSync('btrfs', ['subvolume', 'list', mnt], { encoding: 'utf8' }), /pool\/c1/);
+  const stats = await eventually(async () => (await api.ask<Message & { record: RecordView }>('cdb', { type: 'cdb.get', key: 'stats/storage/pool/fast@n1' }).catch(() => undefined))?.record.value as { total: number; volumes: number } | undefined, 10_000, 'btrfs pool stats');
+  t.true(stats.total > 100 * 1024 * 1024);
+  for (const name of ['c1', 'd1']) await storage({ type: 'storage.volume-rm', pool: 'fast', name });
+  t.false(execFileSync('btrfs', ['subvolume', 'list', mnt], { encoding: 'utf8' }).includes('pool/d1'), 'the subvolume and its snapshots are gone');
+  t.false(existsSync(join(root, '.snapshots', 'd1')));
+  await storage({ type: 'storage.pool-rm', name: 'fast' });
 });
