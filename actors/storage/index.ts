@@ -63,16 +63,15 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
   let lastFailure: string | undefined;
 
   const tick = () => ctx.self.tell({ type: 'storage.tick' });
+  // One feed for all of object/storage/ (a CdbFeed takes every cdb.event its actor gets), split by type here.
   const feeds = [
-    new CdbFeed(ctx, 'object/storage/pool/', (records) => {
-      apply(records, pools, (value) => storagePoolSchema.safeParse(value));
-      tick();
+    new CdbFeed(ctx, 'object/storage/', (records) => {
+      const byType = (type: string) => records.filter((record) => parseKey(record.key).type === type);
+      apply(byType('storage/pool'), pools, (value) => storagePoolSchema.safeParse(value));
+      apply(byType('storage/share'), shares, (value) => storageShareSchema.safeParse(value));
+      apply(byType('storage/volume'), volumes, (value) => storageVolumeSchema.safeParse(value));
+      if (records.some((record) => !record.key.startsWith('object/storage/volume/') && !record.key.startsWith('object/storage/device/'))) tick();
     }),
-    new CdbFeed(ctx, 'object/storage/share/', (records) => {
-      apply(records, shares, (value) => storageShareSchema.safeParse(value));
-      tick();
-    }),
-    new CdbFeed(ctx, 'object/storage/volume/', (records) => apply(records, volumes, (value) => storageVolumeSchema.safeParse(value))),
   ];
 
   function apply<T>(records: readonly RecordView[], into: Map<string, T>, parse: (value: unknown) => { success: true; data: T } | { success: false }): void {

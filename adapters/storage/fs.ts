@@ -50,6 +50,9 @@ try {
 }
 `;
 
+/** Paths whose probe is still blocked, since when. */
+const blocked = new Map<string, number>();
+
 export type ProbeResult = { ok: true; capacity: Capacity } | { ok: false; why: string; hung: boolean };
 
 /**
@@ -58,6 +61,8 @@ export type ProbeResult = { ok: true; capacity: Capacity } | { ok: false; why: s
  * the answer is `hung`. The daemon's event loop never waits on the mount.
  */
 export function probePath(path: string, timeoutMs: number): Promise<ProbeResult> {
+  // A probe still blocked on this path (a hung mount) is not joined by another thread each pass.
+  if (blocked.has(path)) return Promise.resolve({ ok: false, hung: true, why: `${path} has not answered for ${Math.round((Date.now() - blocked.get(path)!) / 1000)} s (is the share's server gone?)` });
   return new Promise((resolve) => {
     const worker = new Worker(PROBE_SOURCE, { eval: true, workerData: { path } });
     worker.unref();
@@ -69,6 +74,8 @@ export function probePath(path: string, timeoutMs: number): Promise<ProbeResult>
       resolve(result);
     };
     const timer = setTimeout(() => {
+      blocked.set(path, Date.now() - timeoutMs);
+      worker.once('exit', () => blocked.delete(path));
       settle({ ok: false, hung: true, why: `${path} did not answer within ${timeoutMs} ms (is the share's server gone?)` });
       // terminate() waits for the blocked syscall; asked for anyway so the thread goes when it can.
       void worker.terminate();
