@@ -67,6 +67,8 @@ export const GUEST_DISK_PREFIX = 'ACP-GUEST-DISK';
 /** With `acp.disktest=1`: `ACP-GUEST-DISK-READ <disk> <n>` (the mark an earlier boot left on the first disk, 0 for none), then `ACP-GUEST-DISK-WROTE <disk> <n+1>`. */
 export const GUEST_DISK_READ_PREFIX = 'ACP-GUEST-DISK-READ';
 export const GUEST_DISK_WROTE_PREFIX = 'ACP-GUEST-DISK-WROTE';
+/** With `acp.ddbench=<MiB>`: `ACP-GUEST-DDBENCH <MiB> <uptime before> <uptime after>` once that many MiB are written to the first disk. */
+export const GUEST_DDBENCH_PREFIX = 'ACP-GUEST-DDBENCH';
 
 /** What an image in the cache can do; an image without every feature listed here is built again. */
 const FEATURES = 'net disk';
@@ -118,13 +120,14 @@ for round in 1 2; do
   for module in ${MODULES.map((module) => module.split('/').at(-1)).join(' ')}; do /bin/busybox insmod /lib/modules/$module 2>/dev/null; done
 done
 /bin/busybox mount -t devtmpfs devtmpfs /dev
-IP=; PING=; DISKS=0; DISKTEST=
+IP=; PING=; DISKS=0; DISKTEST=; DDBENCH=
 for arg in $(/bin/busybox cat /proc/cmdline); do
   case "$arg" in
     acp.ip=*) IP="\${arg#acp.ip=}" ;;
     acp.ping=*) PING="\${arg#acp.ping=}" ;;
     acp.disks=*) DISKS="\${arg#acp.disks=}" ;;
     acp.disktest=*) DISKTEST="\${arg#acp.disktest=}" ;;
+    acp.ddbench=*) DDBENCH="\${arg#acp.ddbench=}" ;;
   esac
 done
 # Disks: wait (at most 10 s) for the number acp.disks= says, list them, and with acp.disktest=1
@@ -141,6 +144,13 @@ if [ "$DISKTEST" = 1 ] && [ -n "$FIRST" ]; then
   echo "${GUEST_DISK_READ_PREFIX} $FIRST $N"
   N=$((N + 1))
   /bin/busybox printf 'ACPMARK %d' $N | /bin/busybox dd of=/dev/$FIRST bs=16 count=1 conv=sync,fsync 2>/dev/null && /bin/busybox sync && echo "${GUEST_DISK_WROTE_PREFIX} $FIRST $N"
+fi
+# bench/storage: acp.ddbench=<MiB> writes that many MiB of zeros to the first disk (direct, synced), timed by the guest's clock.
+case "$DDBENCH" in ''|*[!0-9]*) DDBENCH= ;; esac
+if [ -n "$DDBENCH" ] && [ -n "$FIRST" ]; then
+  START=$(/bin/busybox cut -d' ' -f1 /proc/uptime)
+  /bin/busybox dd if=/dev/zero of=/dev/$FIRST bs=1M count=$DDBENCH conv=fsync 2>/dev/null
+  echo "${GUEST_DDBENCH_PREFIX} $DDBENCH $START $(/bin/busybox cut -d' ' -f1 /proc/uptime)"
 fi
 /bin/busybox ip link set lo up
 if [ -n "$IP" ]; then

@@ -6,15 +6,16 @@ import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { listBlockDevices } from '../../adapters/storage/lsblk.js';
-import { allocatedBytes, FS_MAGIC, probePath, type Capacity } from '../../adapters/storage/fs.js';
+import { FS_MAGIC, probePath, type Capacity } from '../../adapters/storage/fs.js';
 import { hasDeviceMapper, hasMountHelper, kernelFilesystems, listMounts, mountNetwork, mountSshfs, unmount } from '../../adapters/storage/mounts.js';
 import type { RecordView } from '../cdb/index.js';
 import { CdbFeed } from '../cdb-feed.js';
 import { ServiceClock } from '../kit.js';
 import { metaKey, objectKey, parseKey, statsKey, storagePoolSchema, storageShareSchema, storageVolumeSchema, type StoragePool, type StorageShare, type StorageVolume } from '../model.js';
 import { deviceObject } from './devices.js';
-import { volumeId, volumeLayout } from './layout.js';
-import { carriedBy, poolRoot, shareMountpoint, sharesWanted, type PoolReport, type PoolStats, type ShareReport } from './pools.js';
+import { volumeId } from './layout.js';
+import { poolStats } from './stats.js';
+import { carriedBy, poolRoot, shareMountpoint, sharesWanted, type PoolReport, type ShareReport } from './pools.js';
 import { storageAuthority, storageSchema } from './schema.js';
 import { StorageVolumes } from './volumes.js';
 
@@ -214,16 +215,6 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
   /** The volumes of a pool that live on this node (all of them on a shared pool). */
   const volumesHere = (pool: StoragePool): StorageVolume[] => [...volumes.values()].filter((volume) => volume.pool === pool.name && (pool.shared || volume.node === undefined || volume.node === node));
 
-  const poolStats = async (pool: StoragePool, capacity: Capacity, root: string): Promise<PoolStats> => {
-    const here = volumesHere(pool);
-    let volumeBytes = 0;
-    for (const volume of here) {
-      const layout = volumeLayout(pool, root, volume);
-      volumeBytes += (await allocatedBytes(layout.file)) ?? 0;
-    }
-    return { total: capacity.total, used: capacity.used, available: capacity.available, volumes: here.length, volumeBytes, at: new Date().toISOString() };
-  };
-
   const publishStats = async (): Promise<void> => {
     const ops: { op: 'put'; key: string; value: unknown }[] = [];
     for (const [id, report] of poolReports) {
@@ -231,7 +222,7 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
       const root = poolRoots.get(id);
       const pool = pools.get(id);
       if (report.state !== 'active' || !capacity || !root || !pool) continue;
-      ops.push({ op: 'put', key: statsKey('storage/pool', id, node), value: await poolStats(pool, capacity, root) });
+      ops.push({ op: 'put', key: statsKey('storage/pool', id, node), value: await poolStats(pool, capacity, root, volumesHere(pool)) });
     }
     for (let offset = 0; offset < ops.length; offset += 1000) await cdb.ask({ type: 'cdb.batch', ops: ops.slice(offset, offset + 1000) }, { timeoutMs: 10_000 });
   };
