@@ -71,7 +71,7 @@ runsWhen(missing)(`a QEMU guest sees its volume at its size; data survives a reb
     const record = await api.ask<Message & { record: RecordView }>('cdb', { type: 'cdb.get', key: 'stats/system/g1@n1' }).catch(() => undefined);
     const disks = (record?.record.value as { disks?: { volume: string; writeBytes: number; readBytes: number; writeOps: number }[] } | undefined)?.disks;
     return disks?.[0] && disks[0].writeOps > 0 ? disks : undefined;
-  }, 20_000, 'per-disk stats in stats/system/g1@n1');
+  }, 60_000, 'per-disk stats in stats/system/g1@n1');
   t.like(stats[0], { volume: 'local/d1' });
   t.true(stats[0]!.readBytes > 0 && stats[0]!.writeBytes > 0);
   await stop();
