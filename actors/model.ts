@@ -62,6 +62,15 @@ export const systemNicSchema = z.strictObject({
   linkDown: z.boolean().optional(),
 });
 
+/** A system's disk: volume `volume` of pool `pool`, on a virtio, SCSI (virtio-scsi) or IDE bus. */
+export const systemDiskSchema = z.strictObject({
+  pool: name,
+  volume: name,
+  bus: z.enum(['virtio', 'scsi', 'ide']).default('virtio'),
+  cache: z.enum(['none', 'writeback', 'writethrough', 'directsync', 'unsafe']).optional(),
+  readonly: z.boolean().optional(),
+});
+
 export const systemObjectSchema = z.strictObject({
   name,
   vcpus: z.number().int().min(1).max(512).default(1),
@@ -70,10 +79,14 @@ export const systemObjectSchema = z.strictObject({
   boot: z
     .union([
       z.strictObject({ kernel: z.string().min(1).max(4096), initrd: z.string().max(4096).optional(), cmdline: z.string().max(4096).optional() }),
+      /** `POOL/VOLUME` of one of its disks (booted first), or (as before pools) an image file's absolute path. */
       z.strictObject({ disk: z.string().min(1).max(4096) }),
     ])
     .optional(),
-  disks: z.array(z.strictObject({ pool: name, volume: name })).max(64).default([]),
+  /** Disks: volumes of pools (actors/storage), attached in this order; QEMU only (a simulated guest has none). */
+  disks: z.array(systemDiskSchema).max(64).default([]),
+  /** A CD-ROM: an ISO image kept as a volume of a pool whose content includes `iso`. */
+  iso: z.strictObject({ pool: name, volume: name }).optional(),
   nics: z.array(systemNicSchema).max(32).default([]),
   ha: z.boolean().default(false),
   /** Placement: the node the system should run on. */
@@ -128,21 +141,95 @@ export const networkObjectSchema = z
     }
   });
 
-export const storageDeviceSchema = z.strictObject({ name, node: name, path: z.string().min(1).max(4096), sizeBytes: z.number().int().min(0).optional() });
-export const storagePoolSchema = z.strictObject({
+/**
+ * An absolute, normalized path: no `.` or `..` part, no doubled or trailing slash, no comma (QEMU
+ * option values) and no control characters. Pools and shares live at such paths only.
+ */
+export const ABSOLUTE_PATH_PATTERN = /^(\/(?!\.{1,2}(\/|$))[^/\0-\x1f,]+)+$|^\/$/;
+const absolutePath = z.string().max(4096).regex(ABSOLUTE_PATH_PATTERN, "must be an absolute path with no '.' or '..' parts, no doubled or trailing '/', no commas");
+
+/** `object/storage/device/<node>-<name>`: a block device a node's Storage service found (lsblk). */
+export const storageDeviceSchema = z.strictObject({
   name,
-  type: z.enum(['dir', 'lvm', 'zfs', 'nfs', 'ceph']),
-  path: z.string().max(4096).optional(),
-  /** Reachable from every node: required for live migration. */
-  shared: z.boolean().default(false),
-  devices: z.array(name).max(256).optional(),
+  node: name,
+  /** The kernel's name (sda, nvme0n1p1, loop0). */
+  device: z.string().max(128).optional(),
+  path: z.string().min(1).max(4096),
+  sizeBytes: z.number().int().min(0).optional(),
+  type: z.string().max(32).optional(),
+  model: z.string().max(256).nullable().optional(),
+  serial: z.string().max(256).nullable().optional(),
+  rotational: z.boolean().nullable().optional(),
+  fstype: z.string().max(64).nullable().optional(),
+  mountpoints: z.array(z.string().max(4096)).max(64).optional(),
+  /** Bytes used on its mounted filesystem, when it has one. */
+  usedBytes: z.number().int().min(0).nullable().optional(),
+  parent: z.string().max(128).nullable().optional(),
 });
-export const storageShareSchema = z.strictObject({ name, pool: name, path: z.string().min(1).max(4096), protocol: z.enum(['nfs', 'smb', '9p']) });
+
+export const POOL_TYPES = ['dir', 'btrfs', 'lvm-thin'] as const;
+export const POOL_CONTENT = ['images', 'iso'] as const;
+
+/**
+ * `object/storage/pool/<id>`: where volumes live on the nodes that carry it: `dir` (a directory),
+ * `btrfs` (a btrfs filesystem: each volume a subvolume, snapshots subvolume snapshots), `lvm-thin`
+ * (refused where the host has no device-mapper). The path is `path`, or the mount point of `share`
+ * on each node. `shared`: the administrator states every node sees the same content there (as in
+ * Proxmox); only systems whose disks are all on shared pools migrate.
+ */
+export const storagePoolSchema = z
+  .strictObject({
+    name,
+    type: z.enum(POOL_TYPES),
+    path: absolutePath.optional(),
+    share: name.optional(),
+    content: z.array(z.enum(POOL_CONTENT)).min(1).max(2).default(['images']),
+    shared: z.boolean().default(false),
+    nodes: z.array(name).max(1024).optional(),
+  })
+  .superRefine((pool, context) => {
+    if ((pool.path === undefined) === (pool.share === undefined)) context.addIssue({ code: 'custom', path: ['path'], message: 'give a pool a path, or a share whose mount point is its path (one of the two)' });
+    if (pool.path === '/') context.addIssue({ code: 'custom', path: ['path'], message: 'a pool is a directory of its own, not /' });
+  });
+
+export const SHARE_TYPES = ['sshfs', 'nfs', 'cifs'] as const;
+
+/**
+ * `object/storage/share/<id>`: a network file share that each node using it mounts at
+ * `<home>/shares/<id>` (or `mountpoint`): `sshfs` (`user@server:path` over SSH, FUSE), `nfs`
+ * (`server:path`), `cifs` (`//server/path`).
+ */
+export const storageShareSchema = z.strictObject({
+  name,
+  type: z.enum(SHARE_TYPES),
+  server: z.string().max(253).regex(/^[A-Za-z0-9][A-Za-z0-9.-]*$|^[0-9a-fA-F:]+$/, 'must be a host name or an IP address'),
+  /** The directory on the server. */
+  path: absolutePath,
+  port: z.number().int().min(1).max(65535).optional(),
+  user: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a user name ([a-z_][a-z0-9_-]{0,31})').optional(),
+  /** sshfs: the private key to log in with, a file on every node that mounts the share. */
+  identityFile: absolutePath.optional(),
+  mountpoint: absolutePath.optional(),
+  nodes: z.array(name).max(1024).optional(),
+});
+
+/** Names of volumes and snapshots (a volume's name is a file or subvolume name in its pool). */
+export const volumeName = nameSchema;
+
+/**
+ * `object/storage/volume/<pool>/<name>`: a disk image made with qemu-img (or an ISO imported into
+ * an `iso` pool). On a pool that is not shared, it lives on `node`.
+ */
 export const storageVolumeSchema = z.strictObject({
   name,
   pool: name,
   sizeBytes: z.number().int().min(0),
-  format: z.enum(['raw', 'qcow2']).default('qcow2'),
+  format: z.enum(['raw', 'qcow2', 'iso']).default('qcow2'),
+  node: name.optional(),
+  /** A linked clone's backing volume (in the same pool). */
+  backing: name.optional(),
+  snapshots: z.array(z.strictObject({ name, at: z.string().max(40) })).max(256).optional(),
+  createdAt: z.string().max(40).optional(),
 });
 
 /** `object/token/<id>`: an API token, stored as a hash only (see runtime/tokens.ts). */
@@ -236,6 +323,11 @@ export const objectSchemas: Readonly<Record<ObjectType, z.ZodType>> = Object.fro
 export type NodeObject = z.infer<typeof nodeObjectSchema>;
 export type SystemObject = z.infer<typeof systemObjectSchema>;
 export type NetworkObject = z.infer<typeof networkObjectSchema>;
+export type SystemDisk = z.infer<typeof systemDiskSchema>;
+export type StoragePool = z.infer<typeof storagePoolSchema>;
+export type StorageShare = z.infer<typeof storageShareSchema>;
+export type StorageVolume = z.infer<typeof storageVolumeSchema>;
+export type StorageDevice = z.infer<typeof storageDeviceSchema>;
 export type SystemNic = z.infer<typeof systemNicSchema>;
 export type TokenObject = z.infer<typeof tokenObjectSchema>;
 export type ServiceObject = z.infer<typeof serviceObjectSchema>;
@@ -308,7 +400,11 @@ export function parseKey(key: string): ParsedKey {
     node = idPart.slice(at + 1);
     if (!NAME_PATTERN.test(node)) throw badKey(key, `'${node}' is not a valid node name: ${NAME_RULE}`);
   }
-  if (!NAME_PATTERN.test(id)) throw badKey(key, `id '${id}' is not a valid name: ${NAME_RULE}`);
+  if (type === 'storage/volume') {
+    // A volume's id is its pool and its name: <pool>/<name>, both names.
+    const parts = id.split('/');
+    if (parts.length !== 2 || !parts.every((part) => NAME_PATTERN.test(part))) throw badKey(key, `a volume's id is <pool>/<name>, two valid names (${NAME_RULE}), not '${id}'`);
+  } else if (!NAME_PATTERN.test(id)) throw badKey(key, `id '${id}' is not a valid name: ${NAME_RULE}`);
   return { key, kind: kind as Kind, type: type as ObjectType, id, ...(node === undefined ? {} : { node }) };
 }
 
@@ -331,9 +427,9 @@ export function validateObject(parsed: ParsedKey, value: unknown): unknown {
     const field = issue && issue.path.length > 0 ? `field '${issue.path.join('.')}'` : 'value';
     throw new AcpError('ACP_ERR_CDB_BAD_VALUE', `bad ${parsed.type} for ${parsed.key}: ${field}: ${issue?.message ?? 'invalid'}`);
   }
-  const data = result.data as { name?: unknown; node?: unknown; id?: unknown };
+  const data = result.data as { name?: unknown; node?: unknown; id?: unknown; pool?: unknown };
   const idField = parsed.type.startsWith('service/') ? 'node' : parsed.type === 'token' ? 'id' : 'name';
-  const named = data[idField];
+  const named = parsed.type === 'storage/volume' ? `${String(data.pool)}/${String(data.name)}` : data[idField];
   if (typeof named === 'string' && named !== parsed.id) {
     throw new AcpError('ACP_ERR_CDB_BAD_VALUE', `bad ${parsed.type} for ${parsed.key}: field '${idField}': '${named}' differs from the key's id '${parsed.id}'`);
   }

@@ -5,7 +5,10 @@
  * own uptime every second (`ACP-GUEST-UPTIME <seconds>`), so a test can see it boot and see it keep
  * running across a migration. With a NIC it has networking: the virtio-net driver from the same
  * kernel package, eth0 addressed from `acp.ip=10.9.0.2/24` on the kernel command line, and
- * `acp.ping=<address>` pinged every second (`ACP-GUEST-PING <address> ok|fail`).
+ * `acp.ping=<address>` pinged every second (`ACP-GUEST-PING <address> ok|fail`). With disks it
+ * has the block drivers: it lists every disk (`ACP-GUEST-DISK vda 67108864`, after waiting for
+ * `acp.disks=<n>` of them), and with `acp.disktest=1` reads the mark an earlier boot left on its
+ * first disk and writes the next (`ACP-GUEST-DISK-READ vda 1`, `ACP-GUEST-DISK-WROTE vda 2`).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -36,8 +39,40 @@ const NET_MODULES = [
   'drivers/net/virtio_net.ko',
 ] as const;
 
-/** What an image in the cache can do; an image without a feature listed here is built again. */
-const FEATURES = 'net';
+/**
+ * The block drivers (virtio-blk, virtio-scsi, IDE via ata_piix, SCSI disks and CD-ROMs) and what
+ * they need, loaded in this order.
+ */
+const DISK_MODULES = [
+  'crypto/crct10dif_common.ko',
+  'crypto/crct10dif_generic.ko',
+  'lib/crc-t10dif.ko',
+  'lib/crc64.ko',
+  'crypto/crc64_rocksoft_generic.ko',
+  'lib/crc64-rocksoft.ko',
+  'block/t10-pi.ko',
+  'drivers/scsi/scsi_common.ko',
+  'drivers/scsi/scsi_mod.ko',
+  'drivers/scsi/sd_mod.ko',
+  'drivers/cdrom/cdrom.ko',
+  'drivers/scsi/sr_mod.ko',
+  'drivers/block/virtio_blk.ko',
+  'drivers/scsi/virtio_scsi.ko',
+  'drivers/ata/libata.ko',
+  'drivers/ata/ata_piix.ko',
+] as const;
+
+/** `ACP-GUEST-DISK <name> <bytes>`: one line per block device the guest sees, once before the ready line. */
+export const GUEST_DISK_PREFIX = 'ACP-GUEST-DISK';
+/** With `acp.disktest=1`: `ACP-GUEST-DISK-READ <disk> <n>` (the mark an earlier boot left on the first disk, 0 for none), then `ACP-GUEST-DISK-WROTE <disk> <n+1>`. */
+export const GUEST_DISK_READ_PREFIX = 'ACP-GUEST-DISK-READ';
+export const GUEST_DISK_WROTE_PREFIX = 'ACP-GUEST-DISK-WROTE';
+/** With `acp.ddbench=<MiB>`: `ACP-GUEST-DDBENCH <MiB> <uptime before> <uptime after>` once that many MiB are written to the first disk. */
+export const GUEST_DDBENCH_PREFIX = 'ACP-GUEST-DDBENCH';
+
+/** What an image in the cache can do; an image without every feature listed here is built again. */
+const FEATURES = 'net disk';
+const MODULES = [...NET_MODULES, ...DISK_MODULES];
 
 export interface GuestImage {
   readonly kernel: string;
@@ -57,6 +92,11 @@ export function guestImage(dir = guestImageDir()): GuestImage | undefined {
   return { kernel, initrd, cmdline: 'console=ttyS0 panic=-1 quiet' };
 }
 
+/** Whether the image in `dir` sees disks (block drivers, ACP-GUEST-DISK lines, acp.disktest=1); older ones boot without. */
+export function guestHasDisks(dir = guestImageDir()): boolean {
+  return guestImage(dir) !== undefined && hasFeatures(dir);
+}
+
 /** Whether the image in `dir` has networking (virtio-net, acp.ip=, acp.ping=); older ones boot, without it. */
 export function guestHasNetworking(dir = guestImageDir()): boolean {
   return guestImage(dir) !== undefined && hasFeatures(dir);
@@ -64,7 +104,8 @@ export function guestHasNetworking(dir = guestImageDir()): boolean {
 
 function hasFeatures(dir: string): boolean {
   try {
-    return readFileSync(join(dir, 'features'), 'utf8').trim() === FEATURES;
+    const has = new Set(readFileSync(join(dir, 'features'), 'utf8').trim().split(/\s+/));
+    return FEATURES.split(' ').every((feature) => has.has(feature));
   } catch {
     return false;
   }
@@ -76,15 +117,41 @@ const INIT = `#!/bin/busybox sh
 /bin/busybox mount -t sysfs sysfs /sys
 # Twice: a module whose dependency came later in the list loads on the second round.
 for round in 1 2; do
-  for module in ${NET_MODULES.map((module) => module.split('/').at(-1)).join(' ')}; do /bin/busybox insmod /lib/modules/$module 2>/dev/null; done
+  for module in ${MODULES.map((module) => module.split('/').at(-1)).join(' ')}; do /bin/busybox insmod /lib/modules/$module 2>/dev/null; done
 done
-IP=; PING=
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+IP=; PING=; DISKS=0; DISKTEST=; DDBENCH=
 for arg in $(/bin/busybox cat /proc/cmdline); do
   case "$arg" in
     acp.ip=*) IP="\${arg#acp.ip=}" ;;
     acp.ping=*) PING="\${arg#acp.ping=}" ;;
+    acp.disks=*) DISKS="\${arg#acp.disks=}" ;;
+    acp.disktest=*) DISKTEST="\${arg#acp.disktest=}" ;;
+    acp.ddbench=*) DDBENCH="\${arg#acp.ddbench=}" ;;
   esac
 done
+# Disks: wait (at most 10 s) for the number acp.disks= says, list them, and with acp.disktest=1
+# read the mark an earlier boot left at the start of the first disk and leave the next one.
+disks() { /bin/busybox ls /sys/block | /bin/busybox grep -E '^(vd|sd|hd|sr)'; }
+for wait in 1 2 3 4 5 6 7 8 9 10; do [ "$(disks | /bin/busybox wc -l)" -ge "$DISKS" ] && break; /bin/busybox sleep 1; done
+for disk in $(disks); do echo "${GUEST_DISK_PREFIX} $disk $(( $(/bin/busybox cat /sys/block/$disk/size) * 512 ))"; done
+FIRST=$(disks | /bin/busybox grep -v '^sr' | /bin/busybox head -n 1)
+if [ "$DISKTEST" = 1 ] && [ -n "$FIRST" ]; then
+  MARK=$(/bin/busybox dd if=/dev/$FIRST bs=16 count=1 2>/dev/null | /bin/busybox tr -cd 'A-Z0-9 ')
+  N=\${MARK#ACPMARK }
+  case "$MARK" in "ACPMARK "*) ;; *) N=0 ;; esac
+  case "$N" in ''|*[!0-9]*) N=0 ;; esac
+  echo "${GUEST_DISK_READ_PREFIX} $FIRST $N"
+  N=$((N + 1))
+  /bin/busybox printf 'ACPMARK %d' $N | /bin/busybox dd of=/dev/$FIRST bs=16 count=1 conv=sync,fsync 2>/dev/null && /bin/busybox sync && echo "${GUEST_DISK_WROTE_PREFIX} $FIRST $N"
+fi
+# bench/storage: acp.ddbench=<MiB> writes that many MiB of zeros to the first disk (direct, synced), timed by the guest's clock.
+case "$DDBENCH" in ''|*[!0-9]*) DDBENCH= ;; esac
+if [ -n "$DDBENCH" ] && [ -n "$FIRST" ]; then
+  START=$(/bin/busybox cut -d' ' -f1 /proc/uptime)
+  /bin/busybox dd if=/dev/zero of=/dev/$FIRST bs=1M count=$DDBENCH conv=fsync 2>/dev/null
+  echo "${GUEST_DDBENCH_PREFIX} $DDBENCH $START $(/bin/busybox cut -d' ' -f1 /proc/uptime)"
+fi
 /bin/busybox ip link set lo up
 if [ -n "$IP" ]; then
   # The driver probes the device after insmod returns: wait for eth0 (at most 10 s).
@@ -184,7 +251,7 @@ export function buildGuestImage(dir = guestImageDir(), log: (line: string) => vo
   extract(join(work, busyboxDeb), 'bin/busybox', join(work, 'busybox'), work);
   const busybox = readFileSync(join(work, 'busybox'));
   const release = kernelPackage.slice('linux-image-'.length);
-  const modules = NET_MODULES.map((module) => {
+  const modules = MODULES.map((module) => {
     const target = join(work, module.split('/').at(-1)!);
     extract(join(work, kernelDeb), `lib/modules/${release}/kernel/${module}`, target, work);
     return { name: `lib/modules/${module.split('/').at(-1)!}`, mode: 0o100644, data: readFileSync(target) };

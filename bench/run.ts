@@ -78,3 +78,7 @@ if (!only || only === 'network') {
   const { networkBenchmarks } = await import('./network.js');
   for (const line of networkBenchmarks()) process.stdout.write(`${line}\n`);
 }
+if (!only || only === 'storage') {
+  const { storageBenchmarks } = await import('./storage.js');
+  for (const line of await storageBenchmarks()) process.stdout.write(`${line}\n`);
+}

@@ -13,6 +13,7 @@ import type { NodeStatus } from '../runtime/services.js';
 import { cdbCommands, printNodes, printServices } from './cdb.js';
 import { systemCommands } from './system.js';
 import { networkCommands } from './network.js';
+import { storageCommands } from './storage.js';
 import { apiTokenCommands } from './tokens.js';
 import { clusterCommands, nodeCommands } from './membership.js';
 import { LOGS_DESCRIPTION, logsOptions, showLogs } from './logs.js';
@@ -320,6 +321,7 @@ const cli = yargs(hideBin(process.argv))
   .command('cdb', 'read, write and watch the cluster database', (y) => cdbCommands(y, run, withClient))
   .command('system', 'define and run systems (virtual machines)', (y) => systemCommands(y, run, withClient))
   .command('network', 'define networks (bridges, VLANs, trunks) that every node realizes', (y) => networkCommands(y, run, withClient))
+  .command('storage', 'pools, shares, volumes and block devices (acp storage pool|share|volume|device ...)', (y) => storageCommands(y, run, withClient))
   .command('logs', LOGS_DESCRIPTION, (c) => logsOptions(c), (argv) => run(argv, () => showLogs(argv)))
   .command(
     'ui [action] [id]',

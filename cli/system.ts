@@ -9,6 +9,7 @@ import type { Message } from '../runtime/messages.js';
 import { assertName } from '../runtime/path.js';
 import { printJson, table } from './output.js';
 import { parseNic, systemNicCommands } from './network.js';
+import { parseDisk, parseVolumeRef, systemDiskCommands } from './storage.js';
 
 export interface SystemGlobal {
   home: string;
@@ -41,7 +42,8 @@ interface CreateFlags {
   kernel?: string;
   initrd?: string;
   cmdline?: string;
-  disk?: string;
+  disk?: string[];
+  iso?: string;
   ha?: boolean;
   node?: string;
   restart?: string;
@@ -63,13 +65,18 @@ export function systemSpec(id: string, flags: CreateFlags): unknown {
     base = parseJson(text, flags.file) as Record<string, unknown>;
   }
   if (typeof base !== 'object' || base === null || Array.isArray(base)) throw new AcpError('ACP_ERR_CLI_BAD_JSON', 'the spec must be a JSON object');
-  if (flags.kernel !== undefined && flags.disk !== undefined) throw new AcpError('ACP_ERR_CLI_USAGE', 'boot from --kernel or from --disk, not both');
+  // --disk /path/image.qcow2 boots from an image file (before pools); --disk POOL/NAME[,bus=..] is a disk (repeat for more).
+  const imageFiles = (flags.disk ?? []).filter((disk) => disk.startsWith('/'));
+  const volumes = (flags.disk ?? []).filter((disk) => !disk.startsWith('/')).map(parseDisk);
+  if (imageFiles.length > 1) throw new AcpError('ACP_ERR_CLI_USAGE', 'boot from one image file (--disk /path), not several');
+  if (flags.kernel !== undefined && imageFiles.length > 0) throw new AcpError('ACP_ERR_CLI_USAGE', 'boot from --kernel or from --disk /path, not both');
   const boot =
     flags.kernel !== undefined
       ? { kernel: flags.kernel, ...(flags.initrd === undefined ? {} : { initrd: flags.initrd }), ...(flags.cmdline === undefined ? {} : { cmdline: flags.cmdline }) }
-      : flags.disk !== undefined
-        ? { disk: flags.disk }
+      : imageFiles[0] !== undefined
+        ? { disk: imageFiles[0] }
         : undefined;
+  const iso = flags.iso === undefined ? undefined : parseVolumeRef(flags.iso, '--iso');
   if (boot === undefined && (flags.initrd !== undefined || flags.cmdline !== undefined)) throw new AcpError('ACP_ERR_CLI_USAGE', '--initrd and --cmdline go with --kernel');
   const spec = {
     name: id,
@@ -82,6 +89,8 @@ export function systemSpec(id: string, flags: CreateFlags): unknown {
     ...(flags.node === undefined ? {} : { node: flags.node }),
     ...(flags.restart === undefined ? {} : { restart: flags.restart }),
     ...(flags.nic === undefined || flags.nic.length === 0 ? {} : { nics: flags.nic.map(parseNic) }),
+    ...(volumes.length === 0 ? {} : { disks: volumes }),
+    ...(iso === undefined ? {} : { iso: { pool: iso.pool, volume: iso.name } }),
   };
   const result = systemObjectSchema.safeParse(spec);
   if (!result.success) {
@@ -179,7 +188,8 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           .option('kernel', { type: 'string', describe: 'boot this kernel (with --initrd, --cmdline)' })
           .option('initrd', { type: 'string' })
           .option('cmdline', { type: 'string' })
-          .option('disk', { type: 'string', describe: 'boot from this qcow2 disk image' })
+          .option('disk', { type: 'string', array: true, describe: 'a disk: POOL/NAME[,bus=virtio|scsi|ide][,cache=..][,readonly] (repeat for more; the first boots), or /path/image.qcow2 to boot from a file' })
+          .option('iso', { type: 'string', describe: 'a CD-ROM: POOL/NAME of an ISO volume' })
           .option('ha', { type: 'boolean' })
           .option('node', { type: 'string', describe: 'the node it runs on' })
           .option('restart', { choices: ['never', 'on-crash', 'always'] as const })
@@ -281,6 +291,7 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
         ),
     )
     .command('nic', "a system's NICs (acp system nic add|rm)", (c) => systemNicCommands(c, run, withClient))
+    .command('disk', "a system's disks (acp system disk attach|detach)", (c) => systemDiskCommands(c, run, withClient))
     .command('rm <id>', 'delete a stopped system', (c) => c.positional('id', { type: 'string', demandOption: true }), (argv) =>
       run(argv, () =>
         withClient(argv.home, async (client) => {

@@ -12,6 +12,7 @@ import { agentAuthority, service as agentService } from '../actors/agent/index.j
 import { service as vmmService, vmmAuthority } from '../actors/vmm/index.js';
 import { service as monitorService } from '../actors/monitor/index.js';
 import { networkAuthority, service as networkService } from '../actors/network/index.js';
+import { storageAuthority, service as storageService } from '../actors/storage/index.js';
 import { service as webapiService } from '../webapi/service.js';
 import { authorize, universalAuthority, type Access, type AuthorityTable } from '../runtime/authority.js';
 import type { Principal } from '../runtime/principal.js';
@@ -28,6 +29,7 @@ const tables: Record<string, { table: AuthorityTable; schema: ZodType; path: str
   vmm: { table: vmmAuthority, schema: vmmService.schema, path: 'hypervisor/vmm/web1' },
   monitor: { table: monitorService.authority, schema: monitorService.schema, path: 'monitor' },
   network: { table: networkAuthority, schema: networkService.schema, path: 'network' },
+  storage: { table: storageAuthority, schema: storageService.schema, path: 'storage' },
   webapi: { table: webapiService.authority, schema: webapiService.schema, path: 'webapi' },
 };
 

@@ -21,8 +21,10 @@ const key = (text: string): ParsedKey => parseKey(text);
 test('parseKey: every object type parses, with its id and no node', (t) => {
   t.is(OBJECT_TYPES.length, 7 + STORAGE_TYPES.length + SERVICE_TYPES.length);
   for (const type of OBJECT_TYPES) {
-    const parsed = parseKey(`object/${type}/web-1.a_b`);
-    t.deepEqual(parsed, { key: `object/${type}/web-1.a_b`, kind: 'object', type, id: 'web-1.a_b' }, type);
+    // A volume's id is its pool and its name.
+    const id = type === 'storage/volume' ? 'pool-1/web-1.a_b' : 'web-1.a_b';
+    const parsed = parseKey(`object/${type}/${id}`);
+    t.deepEqual(parsed, { key: `object/${type}/${id}`, kind: 'object', type, id }, type);
     t.false('node' in parsed, type);
   }
 });
@@ -30,7 +32,8 @@ test('parseKey: every object type parses, with its id and no node', (t) => {
 test('parseKey: every type parses as meta and stats, with the writer node after the last @', (t) => {
   for (const kind of ['meta', 'stats'] as const) {
     for (const type of OBJECT_TYPES) {
-      t.deepEqual(parseKey(`${kind}/${type}/x1@n1`), { key: `${kind}/${type}/x1@n1`, kind, type, id: 'x1', node: 'n1' }, `${kind} ${type}`);
+      const id = type === 'storage/volume' ? 'p1/x1' : 'x1';
+      t.deepEqual(parseKey(`${kind}/${type}/${id}@n1`), { key: `${kind}/${type}/${id}@n1`, kind, type, id, node: 'n1' }, `${kind} ${type}`);
     }
   }
   t.deepEqual(parseKey('meta/service/cdb/n1@n1'), { key: 'meta/service/cdb/n1@n1', kind: 'meta', type: 'service/cdb', id: 'n1', node: 'n1' });
@@ -103,7 +106,7 @@ test('validateObject: a valid value of every type passes', (t) => {
     network: { name: 'a', type: 'bridge', mtu: 1500 },
     'storage/device': { name: 'a', node: 'n1', path: '/dev/sdb', sizeBytes: 1 },
     'storage/pool': { name: 'a', type: 'dir', path: '/var/pool' },
-    'storage/share': { name: 'a', pool: 'p', path: '/srv', protocol: 'nfs' },
+    'storage/share': { name: 'a', type: 'sshfs', server: 'files.lab', path: '/srv' },
     'storage/volume': { name: 'a', pool: 'p', sizeBytes: 1024 },
     revocation: { name: 'a', revokedAt: '2026-11-30T00:00:00.000Z' },
     'alarm-target': { name: 'a', webhook: 'http://127.0.0.1:9000/hook', minSeverity: 'critical', bearer: 'x' },
@@ -113,7 +116,7 @@ test('validateObject: a valid value of every type passes', (t) => {
     if (type === 'token') continue;
     const value = type.startsWith('service/') ? { node: 'a', isolation: 'inline' } : valid[type];
     t.truthy(value, type);
-    t.notThrows(() => validateObject(key(`object/${type}/a`), value), type);
+    t.notThrows(() => validateObject(key(type === 'storage/volume' ? 'object/storage/volume/p/a' : `object/${type}/a`), value), type);
   }
   const token = { id: 'abcdef012345', role: 'auditor', hash: 'a'.repeat(64), createdAt: '2026-11-30T00:00:00.000Z', expiresAt: null };
   t.notThrows(() => validateObject(key('object/token/abcdef012345'), token));
@@ -124,8 +127,8 @@ test('validateObject: system defaults are applied', (t) => {
   t.deepEqual(stored, { name: 'vm1', vcpus: 1, memoryMiB: 512, driver: 'qemu', disks: [], nics: [], ha: false, restart: 'on-crash' });
   // Given fields win over defaults.
   t.like(validateObject(key('object/system/vm1'), { name: 'vm1', vcpus: 4, ha: true }), { vcpus: 4, ha: true, memoryMiB: 512 });
-  t.like(validateObject(key('object/storage/volume/v'), { name: 'v', pool: 'p', sizeBytes: 0 }), { format: 'qcow2' });
-  t.like(validateObject(key('object/storage/pool/p'), { name: 'p', type: 'zfs' }), { shared: false });
+  t.like(validateObject(key('object/storage/volume/p/v'), { name: 'v', pool: 'p', sizeBytes: 0 }), { format: 'qcow2' });
+  t.like(validateObject(key('object/storage/pool/p'), { name: 'p', type: 'dir', path: '/srv/p' }), { shared: false, content: ['images'] });
 });
 
 test('validateObject: a vlan or vpp-vlan network needs a vlan id; the error names the field', (t) => {
@@ -156,13 +159,17 @@ test('validateObject: a name (or, for services, a node) that differs from the ke
       system: {},
       network: { type: 'bridge' },
       'storage/device': { node: 'n1', path: '/dev/x' },
-      'storage/pool': { type: 'dir' },
-      'storage/share': { pool: 'p', path: '/s', protocol: 'smb' },
+      'storage/pool': { type: 'dir', path: '/p' },
+      'storage/share': { type: 'nfs', server: 'files', path: '/s' },
       'storage/volume': { pool: 'p', sizeBytes: 1 },
       revocation: { revokedAt: '2026-11-30T00:00:00.000Z' },
       'alarm-target': { webhook: 'https://example.org/hook' },
       alarm: { rule: 'node-down', subject: 'n3', severity: 'critical', open: true, term: 3, by: 'n2', raisedAt: '2026-11-30T00:00:00.000Z', clearedAt: null, detail: 'silent 1100 ms', history: [] },
     };
+    if (type === 'storage/volume') {
+      throwsAcp(t, () => validateObject(key('object/storage/volume/p/a'), { ...base[type], name: 'b' }), 'ACP_ERR_CDB_BAD_VALUE', /field 'name'/, /'p\/b' differs from the key's id 'p\/a'/);
+      continue;
+    }
     throwsAcp(t, () => validateObject(key(`object/${type}/a`), { ...base[type], name: 'b' }), 'ACP_ERR_CDB_BAD_VALUE', /field 'name'/, /'b' differs from the key's id 'a'/);
   }
 });
@@ -172,7 +179,7 @@ test('validateObject: missing, mistyped or unknown fields name the field; a non-
   throwsAcp(t, () => validateObject(key('object/system/a'), { name: 'a', vcpus: 'two' }), 'ACP_ERR_CDB_BAD_VALUE', /field 'vcpus'/);
   throwsAcp(t, () => validateObject(key('object/system/a'), { name: 'a', nics: [{ network: 'lan', mac: '52:54:00:12:34:ZZ' }] }), 'ACP_ERR_CDB_BAD_VALUE', /field 'nics\.0\.mac'/);
   throwsAcp(t, () => validateObject(key('object/node/a'), { name: 'a', agent: 'nohost' }), 'ACP_ERR_CDB_BAD_VALUE', /field 'agent'/, /HOST:PORT/);
-  throwsAcp(t, () => validateObject(key('object/storage/volume/a'), { name: 'a', pool: 'p', sizeBytes: -1 }), 'ACP_ERR_CDB_BAD_VALUE', /field 'sizeBytes'/);
+  throwsAcp(t, () => validateObject(key('object/storage/volume/p/a'), { name: 'a', pool: 'p', sizeBytes: -1 }), 'ACP_ERR_CDB_BAD_VALUE', /field 'sizeBytes'/);
   throwsAcp(t, () => validateObject(key('object/network/a'), { name: 'a', type: 'bridge', colour: 'red' }), 'ACP_ERR_CDB_BAD_VALUE', /colour/);
   for (const value of [null, 'a', 3, [1]]) {
     throwsAcp(t, () => validateObject(key('object/network/a'), value), 'ACP_ERR_CDB_BAD_VALUE', /bad network for object\/network\/a: value/);

@@ -109,7 +109,7 @@ test('list: prefix, limit and cursor page over 2500 objects, every key exactly o
   }
   // Neighbours under other prefixes that a network listing must not show.
   await put(connection, 'object/node/net-0000', { name: 'net-0000' });
-  await put(connection, 'object/storage/pool/net-0000', { name: 'net-0000', type: 'dir' });
+  await put(connection, 'object/storage/pool/net-0000', { name: 'net-0000', type: 'dir', path: '/srv/acp-test', nodes: ['elsewhere'] });
   // Tombstones: every 7th network is deleted, the last one too.
   const deleted = new Set<string>();
   for (let index = 0; index < total; index += 7) deleted.add(`object/network/net-${pad(index)}`);
@@ -152,7 +152,8 @@ test('list: prefix, limit and cursor page over 2500 objects, every key exactly o
   t.is(narrow.cursor, undefined);
   const storage = await list(connection, 'object/storage/');
   t.deepEqual(
-    storage.records.map((record) => record.key),
+    // The node's own block devices are there too (the Storage service publishes them).
+    storage.records.map((record) => record.key).filter((key) => !key.startsWith('object/storage/device/')),
     ['object/storage/pool/net-0000'],
   );
   const tail = await list(connection, 'object/network/', 10, `object/network/net-${pad(total - 5)}`);
@@ -374,7 +375,7 @@ test('stats history: 20 puts of stats/node/n1@n1 give 20 points, oldest first', 
 test('a supervised restart of the CDB ends a watch with an explicit watch.ended (resubscribe), and objects survive it', async (t) => {
   const { daemon, connection } = await bootNode(t, { faults: true });
   const before = await put(connection, 'object/network/lan', network('lan', 7));
-  await put(connection, 'object/storage/pool/p1', { name: 'p1', type: 'dir' });
+  await put(connection, 'object/storage/pool/p1', { name: 'p1', type: 'dir', path: '/srv/acp-test', nodes: ['elsewhere'] });
   const watch = subscribe(connection, 'object/');
   await eventually(() => (snapshotDone(watch.events) ? true : undefined), WAIT_MS, 'the snapshot');
 

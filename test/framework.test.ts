@@ -113,9 +113,10 @@ test("a Framework restart keeps a failed service's back-off: the service is not 
 });
 
 test('thread isolation answers like inline, with its own thread, and restarts with a new one', async (t) => {
-  const { daemon, connection, status } = await bootNode(t, { services: { network: { isolation: 'thread' }, storage: { isolation: 'thread' } } });
+  // Storage runs inline only (it mounts shares under the node's home): network is the thread service here.
+  const { daemon, connection, status } = await bootNode(t, { services: { network: { isolation: 'thread' } } });
   for (const entry of status.services) {
-    t.is(entry.isolation, entry.name === 'network' || entry.name === 'storage' ? 'thread' : 'inline', entry.name);
+    t.is(entry.isolation, entry.name === 'network' ? 'thread' : 'inline', entry.name);
   }
 
   // monitor answers the universal messages like any service; it runs inline (it resolves @primary for the daemon).
@@ -123,7 +124,7 @@ test('thread isolation answers like inline, with its own thread, and restarts wi
   const inlineInfo = await connection.ask<ServiceInfo>('monitor', { type: 'service.info' });
   t.is(inlineInfo.threadId, 0);
   t.is(service(status, 'monitor').threadId, undefined);
-  for (const name of ['network', 'storage']) {
+  for (const name of ['network']) {
     const pong = await connection.ask<Pong>(name, { type: 'ping' });
     t.deepEqual(Object.keys(pong).sort(), Object.keys(inlinePong).sort());
     t.deepEqual(pong, { type: 'pong', path: path(name), incarnation: inlinePong.incarnation, generation: 1 });
@@ -133,9 +134,8 @@ test('thread isolation answers like inline, with its own thread, and restarts wi
     t.true(info.threadId > 0, `${name} threadId ${info.threadId}`);
     t.is(service(daemon.status(), name).threadId, info.threadId);
   }
-  const storageThread = (await connection.ask<ServiceInfo>('storage', { type: 'service.info' })).threadId;
   const networkBefore = await connection.ask<ServiceInfo>('network', { type: 'service.info' });
-  t.not(networkBefore.threadId, storageThread, 'each thread service has its own thread');
+  t.not(networkBefore.threadId, (await connection.ask<ServiceInfo>('storage', { type: 'service.info' })).threadId, 'an inline service is on the main thread, not the worker');
 
   // A message failing the schema is refused the same way as inline.
   for (const name of ['cdb', 'network']) {
@@ -157,8 +157,8 @@ test('thread isolation answers like inline, with its own thread, and restarts wi
   }
 
   // chaos.stall answers before it holds the mailbox: the reply comes though the stall outlasts the ask's timeout.
-  const stalling = await connection.ask<Message>('storage', { type: 'chaos.stall', ms: 20_000 }, { timeoutMs: 10_000 });
-  t.like(stalling, { type: 'stalling', path: path('storage'), ms: 20_000 });
+  const stalling = await connection.ask<Message>('network', { type: 'chaos.stall', ms: 20_000 }, { timeoutMs: 10_000 });
+  t.like(stalling, { type: 'stalling', path: path('network'), ms: 20_000 });
 });
 
 test('an isolation the service does not support fails the start with a config error naming it', async (t) => {

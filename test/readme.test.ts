@@ -73,7 +73,7 @@ const blocks = readmeBlocks();
 const missingQemu = qemuMissing();
 
 test('README marks its user-facing blocks for this test', (t) => {
-  t.deepEqual(blocks.map((block) => block.name).sort(), ['cdb', 'chaos', 'first-node', 'logs', 'systems', 'tokens', 'two-homes', 'web']);
+  t.deepEqual(blocks.map((block) => block.name).sort(), ['cdb', 'chaos', 'first-node', 'logs', 'storage', 'systems', 'tokens', 'two-homes', 'web']);
 });
 
 for (const block of blocks) {

@@ -23,6 +23,7 @@ import { createVmm, guestFiles, vmmAuthority, vmmModule, vmmSchema } from '../vm
 import type { CpuSample, StatsOutput } from '../../adapters/stats-task.js';
 import { next, type SystemEvent, type SystemState } from './lifecycle.js';
 import { SystemNics } from './nics.js';
+import { SystemDisks, type DiskStats, type SystemStorage } from './disks.js';
 
 const id = nameSchema;
 
@@ -88,6 +89,8 @@ interface Running {
   /** The target side of a migration, until the guest runs here. */
   arriving?: boolean;
   spec: SystemObject;
+  /** Its disks' files here, resolved by the Storage service before the guest starts or arrives. */
+  storage?: SystemStorage;
   vmm: LocalActor | undefined;
   meta: SystemMeta;
   restarts: number[];
@@ -118,6 +121,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   const vmmParent = parsePath(`${ctx.self.path}/vmm`);
   let parent: LocalActor | undefined;
   const nics = new SystemNics(ctx, cdb);
+  const disks = new SystemDisks(ctx);
 
   const publish = (systemId: string, entry: Running) => {
     cdb.ask({ type: 'cdb.put', key: metaKey('system', systemId, node), value: entry.meta }, { timeoutMs: 10_000 }).catch((error: unknown) => {
@@ -208,6 +212,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           type: 'vmm.start',
           spec: entry.spec,
           ...(entry.spec.driver === 'qemu' ? { accelerator: await acceleratorFor(entry.spec) } : {}),
+          ...entry.storage,
         },
         { timeoutMs: 120_000 },
       );
@@ -232,12 +237,15 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     system.release(`${ctx.self.path}/vmm/${systemId}`, reason);
     // The guest is gone from here: so are its taps (made again by the next start or arrival).
     await nics.down(systemId, entry.spec);
+    disks.forget(systemId);
   };
 
   const entryFor = (systemId: string): Running | undefined => systems.get(systemId);
 
   const start = async (systemId: string): Promise<Message> => {
     const spec = await nics.withMacs(systemId, await readSpec(systemId));
+    // A disk this node cannot give (its volume missing, its pool not here) refuses the start, before anything changes.
+    const storage = await disks.resolve(systemId, spec);
     // A NIC this node cannot give (its network not carried here) refuses the start, before anything changes.
     await nics.up(systemId, spec);
     let entry = entryFor(systemId);
@@ -247,6 +255,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
     clearTimeout(entry.retry);
     entry.spec = spec;
+    entry.storage = storage;
     move(systemId, entry, 'start');
     await launch(systemId, entry);
     return { type: 'system.started', id: systemId, ...entry.meta };
@@ -348,9 +357,9 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     return agentHost;
   };
 
-  /** Disks must be on a pool marked shared: the target reads the same volume. */
+  /** Disks (and the CD-ROM) must be on a pool marked shared: the target reads the same volume. */
   const checkMigratable = async (systemId: string, spec: SystemObject): Promise<void> => {
-    for (const disk of spec.disks) {
+    for (const disk of [...spec.disks, ...(spec.iso ? [spec.iso] : [])]) {
       const pool = await cdb.ask<Message & { record: { value: { shared?: boolean } } }>({ type: 'cdb.get', key: objectKey('storage/pool', disk.pool) }).catch(() => undefined);
       if (!pool?.record.value.shared) {
         throw new AcpError('ACP_ERR_SYSTEM_NOT_MIGRATABLE', `system '${systemId}' has a disk on pool '${disk.pool}', which is not marked shared; only systems whose disks are all on shared pools migrate`);
@@ -430,7 +439,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     systems.set(systemId, entry);
     publish(systemId, entry);
     try {
-      // The taps are here before the guest arrives: it keeps its network across the move.
+      // The taps are here before the guest arrives: it keeps its network across the move; its disks are resolved to this node's files.
+      entry.storage = await disks.resolve(systemId, entry.spec);
       await nics.up(systemId, entry.spec);
       entry.vmm = await system.spawn(vmmPath(systemId), vmmFactory(systemId, entry), vmmOptions(systemId, entry));
       const ready = await ctx.ref(vmmPath(systemId)).ask<Message & { address?: { host: string; port: number }; pid: number | null; vmmPid: number; accelerator: string }>(
@@ -441,6 +451,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           from,
           transferred,
           ...(guestAccelerator ? { accelerator: guestAccelerator } : {}),
+          ...entry.storage,
         },
         { timeoutMs: 60_000 },
       );
@@ -491,6 +502,16 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         .ref(ctx.self.path.replace(/\/hypervisor$/, '/network'))
         .ask<Message & { systems: Record<string, unknown[]> }>({ type: 'network.nic-stats' }, { timeoutMs: 2000 })
         .then((reply) => reply.systems, () => ({}) as Record<string, unknown[]>);
+      // Each QEMU guest's disk counters (query-blockstats through its VMM), with rates.
+      const blockStats: Record<string, DiskStats[]> = {};
+      await Promise.all(
+        live
+          .filter(([, entry]) => entry.spec.driver === 'qemu' && (entry.storage?.disks?.length ?? 0) > 0)
+          .map(async ([systemId]) => {
+            const reply = await ctx.ref(vmmPath(systemId)).ask<Message & { disks: DiskStats[] }>({ type: 'vmm.block-stats' }, { timeoutMs: 2000 }).catch(() => undefined);
+            if (reply) blockStats[systemId] = disks.rates(systemId, reply.disks, Date.now());
+          }),
+      );
       const nodeMeta = await cdb.ask<Message & { record: { value: { eventLoopDelayMs?: unknown } } }>({ type: 'cdb.get', key: metaKey('node', node, node) }).catch(() => undefined);
       const at = new Date().toISOString();
       const ops: { op: 'put'; key: string; value: unknown }[] = [{ op: 'put', key: `stats/node/${node}@${node}`, value: { ...collected.node, eventLoopDelayMs: nodeMeta?.record.value.eventLoopDelayMs ?? null, at } }];
@@ -500,7 +521,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         // A simulated guest has no process: it reports no load rather than an invented one.
         const value = measured ?? { cpuPercent: 0, rssBytes: 0, readBytes: null, writeBytes: null, simulated: entry.spec.driver === 'sim' };
         const nics = nicStats[systemId];
-        ops.push({ op: 'put', key: `stats/system/${systemId}@${node}`, value: { ...value, ...(nics ? { nics } : {}), state: entry.state, at } });
+        const diskStats = blockStats[systemId];
+        ops.push({ op: 'put', key: `stats/system/${systemId}@${node}`, value: { ...value, ...(nics ? { nics } : {}), ...(diskStats ? { disks: diskStats } : {}), state: entry.state, at } });
       }
       for (let offset = 0; offset < ops.length; offset += 1000) await cdb.ask({ type: 'cdb.batch', ops: ops.slice(offset, offset + 1000) }, { timeoutMs: 10_000 });
     } catch (error) {

@@ -11,10 +11,14 @@ import type { Message } from '../../runtime/messages.js';
 import { assertName, isValidName } from '../../runtime/path.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { systemObjectSchema } from '../model.js';
+import { resolvedCdromSchema, resolvedDiskSchema } from '../storage/schema.js';
 
 const nodeName = z.string().max(63).refine(isValidName, 'must be a node name: 1-63 characters of a-z, 0-9, ".", "_" or "-"');
 const migrationHost = z.string().max(253).refine(isMigrationHost, 'must be an IPv4 or IPv6 address or a host name');
 const accelerator = z.enum(['kvm', 'tcg']).optional();
+/** The system's disks and CD-ROM, as the node's Storage service resolved them (files checked to be absolute paths). */
+const disks = z.array(resolvedDiskSchema).max(64).optional();
+const cdrom = resolvedCdromSchema.optional();
 
 /**
  * A VMM's messages name no paths and no URIs: its console log and run directory come from the
@@ -23,7 +27,7 @@ const accelerator = z.enum(['kvm', 'tcg']).optional();
  */
 export const vmmSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
-  z.strictObject({ type: z.literal('vmm.start'), spec: systemObjectSchema, accelerator }),
+  z.strictObject({ type: z.literal('vmm.start'), spec: systemObjectSchema, accelerator, disks, cdrom }),
   z.strictObject({ type: z.literal('vmm.stop'), graceful: z.boolean().default(true), timeoutMs: z.number().int().min(0).max(600_000).default(30_000) }),
   z.strictObject({ type: z.literal('vmm.pause') }),
   z.strictObject({ type: z.literal('vmm.resume') }),
@@ -32,7 +36,9 @@ export const vmmSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('vmm.console.input'), data: z.string().min(1).max(4096) }),
   z.strictObject({ type: z.literal('vmm.status') }),
   /** Target of a migration: wait for the guest from node `from`, listening on `host`; answers the address to send it to. */
-  z.strictObject({ type: z.literal('vmm.incoming'), spec: systemObjectSchema, host: migrationHost, from: nodeName, transferred: z.unknown(), accelerator }),
+  z.strictObject({ type: z.literal('vmm.incoming'), spec: systemObjectSchema, host: migrationHost, from: nodeName, transferred: z.unknown(), accelerator, disks, cdrom }),
+  /** Each disk's I/O counters (query-blockstats). */
+  z.strictObject({ type: z.literal('vmm.block-stats') }),
   z.strictObject({ type: z.literal('vmm.await-running'), timeoutMs: z.number().int().min(1).max(600_000).default(60_000) }),
   /** Source of a migration: what a simulated guest carries over. */
   z.strictObject({ type: z.literal('vmm.transferable') }),
@@ -110,10 +116,10 @@ export function createVmm(ctx: ActorContext, options: VmmOptions): Actor {
   let stopping = false;
 
   /** The guest's paths (their directories made, private). */
-  const prepare = (accelerator: 'kvm' | 'tcg' | undefined): GuestPaths => {
+  const prepare = (accelerator: 'kvm' | 'tcg' | undefined, storage: Pick<GuestPaths, 'disks' | 'cdrom'> = {}): GuestPaths => {
     mkdirSync(dirname(files.consoleLog), { recursive: true, mode: 0o700 });
     mkdirSync(files.runDir, { recursive: true, mode: 0o700 });
-    return { ...files, ...(accelerator ? { accelerator } : {}) };
+    return { ...files, ...(accelerator ? { accelerator } : {}), ...(storage.disks ? { disks: storage.disks } : {}), ...(storage.cdrom ? { cdrom: storage.cdrom } : {}) };
   };
 
   /** This VMM's guest from now on; when it ends unasked, the hypervisor hears of it. */
@@ -142,14 +148,14 @@ export function createVmm(ctx: ActorContext, options: VmmOptions): Actor {
         case 'vmm.start': {
           if (guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' already runs in this VMM`);
           const driver = await driverFor(parsed.spec.driver);
-          const started = await driver.start(id, parsed.spec, prepare(parsed.accelerator));
+          const started = await driver.start(id, parsed.spec, prepare(parsed.accelerator, parsed));
           adopt(started);
           return { type: 'vmm.started', id, pid: started.pid ?? null, vmmPid: process.pid, accelerator: started.accelerator };
         }
         case 'vmm.incoming': {
           if (guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' already runs in this VMM`);
           const driver = await driverFor(parsed.spec.driver);
-          const incoming = await driver.incoming(id, parsed.spec, prepare(parsed.accelerator), { host: parsed.host, from: parsed.from }, credentials, parsed.transferred);
+          const incoming = await driver.incoming(id, parsed.spec, prepare(parsed.accelerator, parsed), { host: parsed.host, from: parsed.from }, credentials, parsed.transferred);
           adopt(incoming.handle);
           return { type: 'vmm.incoming', id, ...(incoming.address ? { address: incoming.address } : {}), pid: incoming.handle.pid ?? null, vmmPid: process.pid, accelerator: incoming.handle.accelerator };
         }
@@ -189,6 +195,10 @@ export function createVmm(ctx: ActorContext, options: VmmOptions): Actor {
         case 'vmm.console.input':
           await requireGuest().consoleInput(parsed.data);
           return { type: 'vmm.console.sent', id, bytes: Buffer.byteLength(parsed.data) };
+        case 'vmm.block-stats': {
+          const running = requireGuest();
+          return { type: 'vmm.block-stats', id, disks: running.blockStats ? await running.blockStats() : [] };
+        }
         case 'vmm.status':
           return { type: 'vmm.status', id, running: guest !== undefined, pid: guest?.pid ?? null, vmmPid: process.pid, accelerator: guest?.accelerator ?? null };
         default: {
@@ -225,6 +235,7 @@ export const vmmAuthority: AuthorityTable = {
   'vmm.transferable': fromItsHypervisor,
   'vmm.migrate': fromItsHypervisor,
   'vmm.finish-migration': fromItsHypervisor,
+  'vmm.block-stats': fromItsHypervisor,
 };
 
 export const service: ServiceDefinition<unknown> = {

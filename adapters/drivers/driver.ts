@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import type { SystemObject } from '../../actors/model.js';
+import type { DiskCounters, GuestCdrom, GuestDisk } from './disks.js';
 
 const HOST_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
@@ -14,6 +15,9 @@ export interface GuestPaths {
   readonly runDir: string;
   /** For QEMU: what the node's probe found works (TCG when absent). */
   readonly accelerator?: 'kvm' | 'tcg';
+  /** The system's disks and CD-ROM, as the node's Storage service resolved them. */
+  readonly disks?: readonly GuestDisk[];
+  readonly cdrom?: GuestCdrom;
 }
 
 /** How a guest ended: asked to stop, powered off by itself, or crashed (killed, failed). */
@@ -47,6 +51,8 @@ export interface GuestHandle {
   consoleInput(data: string): Promise<void>;
   /** What a simulated guest carries across a migration (nothing for a real one: its memory travels). */
   transferable(): unknown;
+  /** Each disk's I/O counters (QEMU: query-blockstats); absent for a guest without disks of its own. */
+  blockStats?(): Promise<DiskCounters[]>;
 }
 
 /**

@@ -7,6 +7,7 @@ import type { SystemObject } from '../../actors/model.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import { isValidName } from '../../runtime/path.js';
 import { generatedMac, tapName } from '../../actors/network/names.js';
+import { diskArgs, parseBlockStats } from './disks.js';
 import { isMigrationHost, type GuestExit, type GuestHandle, type GuestPaths, type IncomingGuest, type MigrationAddress, type MigrationCredentials, type MigrationListen, type MigrationTarget, type SystemDriver } from './driver.js';
 
 export const QEMU_BINARY = process.env.ACP_QEMU ?? 'qemu-system-x86_64';
@@ -151,9 +152,11 @@ export function qemuArgs(id: string, spec: SystemObject, paths: GuestPaths, acce
     args.push('-kernel', spec.boot.kernel);
     if (spec.boot.initrd) args.push('-initrd', spec.boot.initrd);
     args.push('-append', spec.boot.cmdline ?? 'console=ttyS0 quiet');
-  } else if (spec.boot && 'disk' in spec.boot) {
+  } else if (spec.boot && 'disk' in spec.boot && spec.boot.disk.startsWith('/')) {
+    // An image file named by path (before pools); `POOL/VOLUME` is one of its disks, booted first.
     args.push('-drive', `file=${optionValue(spec.boot.disk)},if=virtio,format=qcow2`);
   }
+  args.push(...diskArgs(paths.disks ?? [], paths.cdrom));
   args.push(...nicArgs(id, spec));
   if (incoming) args.push('-incoming', incoming);
   return args;
@@ -300,8 +303,9 @@ const MIGRATION_POLL_MS = 100;
 
 /** Starts QEMU (for an incoming migration: waiting for it, `-incoming defer`) and connects QMP. */
 async function launch(id: string, spec: SystemObject, paths: GuestPaths, incoming: boolean): Promise<{ handle: GuestHandle; qmp: Qmp }> {
-  if (!spec.boot) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `system '${id}' has no boot: give it {kernel, initrd, cmdline} or {disk}`);
-  for (const file of 'kernel' in spec.boot ? [spec.boot.kernel, spec.boot.initrd] : [spec.boot.disk]) {
+  if (!spec.boot && (paths.disks ?? []).length === 0 && !paths.cdrom) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `system '${id}' has no boot: give it {kernel, initrd, cmdline}, a disk or an iso`);
+  const bootFiles = !spec.boot ? [] : 'kernel' in spec.boot ? [spec.boot.kernel, spec.boot.initrd] : spec.boot.disk.startsWith('/') ? [spec.boot.disk] : [];
+  for (const file of bootFiles) {
     if (file !== undefined && !existsSync(file)) throw new AcpError('ACP_ERR_VMM_FAILED', `system '${id}' boots from ${file}, which does not exist on this node`);
   }
   const accelerator = paths.accelerator ?? 'tcg';
@@ -386,6 +390,7 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
     },
     transferable: () => null,
     consoleInput: (data) => writeSerial(serialSocket(paths.runDir), data),
+    ...(paths.disks && paths.disks.length > 0 ? { blockStats: async () => parseBlockStats(await qmp.execute('query-blockstats'), paths.disks ?? []) } : {}),
     pause: async () => void (await qmp.execute('stop')),
     resume: async () => void (await qmp.execute('cont')),
     reset: async () => void (await qmp.execute('system_reset')),

@@ -1,0 +1,118 @@
+/**
+ * Volume files, made and changed as the Storage service decided: qemu-img for images, btrfs for
+ * subvolumes and their snapshots. Paths come from actors/storage/layout.ts (checked there).
+ */
+import { copyFile, mkdir, rm, rename, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { VolumeLayout } from '../../actors/storage/layout.js';
+import { AcpError } from '../../runtime/errors.js';
+import { createSubvolume, deleteSubvolume, snapshotSubvolume } from './btrfs.js';
+import { convertImage, createImage, createLinkedClone, imageInfo, resizeImage, snapshotImage, type ImageFormat } from './qemu-img.js';
+import { entries } from './fs.js';
+
+export type VolumeFormat = ImageFormat | 'iso';
+
+export async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** A new, empty image (in a new subvolume on btrfs); nothing is left behind when it fails. */
+export async function createVolume(layout: VolumeLayout, format: ImageFormat, sizeBytes: number): Promise<void> {
+  if (await exists(layout.subvolume ?? layout.file)) throw new AcpError('ACP_ERR_STORAGE_EXISTS', `${layout.subvolume ?? layout.file} exists already (a volume ACP does not know of?); remove it or pick another name`);
+  if (layout.subvolume) await createSubvolume(layout.subvolume);
+  try {
+    await createImage(layout.file, format, sizeBytes);
+  } catch (error) {
+    await removeVolume(layout).catch(() => undefined);
+    throw error;
+  }
+}
+
+/** The volume's files go: its image, or its subvolume and its snapshots'. */
+export async function removeVolume(layout: VolumeLayout): Promise<void> {
+  if (layout.subvolume) {
+    if (layout.snapshots) {
+      for (const snapshot of await entries(layout.snapshots)) await deleteSubvolume(`${layout.snapshots}/${snapshot}`);
+      await rm(layout.snapshots, { recursive: true, force: true });
+    }
+    if (await exists(layout.subvolume)) await deleteSubvolume(layout.subvolume);
+    return;
+  }
+  await rm(layout.file, { force: true });
+}
+
+export async function resizeVolume(layout: VolumeLayout, format: ImageFormat, sizeBytes: number, shrink: boolean): Promise<void> {
+  await resizeImage(layout.file, format, sizeBytes, shrink);
+}
+
+/** A snapshot: a read-only subvolume snapshot on btrfs, an internal qcow2 snapshot elsewhere. */
+export async function snapshotVolume(layout: VolumeLayout, op: 'create' | 'apply' | 'delete', snapshot: string, snapshotDir: string | undefined): Promise<void> {
+  if (!layout.subvolume || !snapshotDir) {
+    await snapshotImage(layout.file, op, snapshot);
+    return;
+  }
+  switch (op) {
+    case 'create':
+      await mkdir(dirname(snapshotDir), { recursive: true });
+      await snapshotSubvolume(layout.subvolume, snapshotDir, false);
+      return;
+    case 'apply': {
+      // The current state goes aside first, so a failed snapshot leaves the volume as it was.
+      const aside = `${layout.subvolume}.rollback`;
+      if (await exists(aside)) await deleteSubvolume(aside);
+      await rename(layout.subvolume, aside);
+      try {
+        await snapshotSubvolume(snapshotDir, layout.subvolume, true);
+      } catch (error) {
+        await rename(aside, layout.subvolume);
+        throw error;
+      }
+      await deleteSubvolume(aside);
+      return;
+    }
+    case 'delete':
+      await deleteSubvolume(snapshotDir);
+      return;
+  }
+}
+
+/**
+ * A copy of `source` as a new volume: linked (a qcow2 over the source, which must then stay) or
+ * full (independent: a writable subvolume snapshot on btrfs, a qemu-img convert elsewhere).
+ */
+export async function cloneVolume(source: VolumeLayout, sourceFormat: ImageFormat, target: VolumeLayout, linked: boolean): Promise<void> {
+  if (await exists(target.subvolume ?? target.file)) throw new AcpError('ACP_ERR_STORAGE_EXISTS', `${target.subvolume ?? target.file} exists already; pick another name`);
+  if (!linked && source.subvolume && target.subvolume) {
+    await snapshotSubvolume(source.subvolume, target.subvolume, true);
+    return;
+  }
+  if (target.subvolume) await createSubvolume(target.subvolume);
+  try {
+    if (linked) await createLinkedClone(target.file, source.file, sourceFormat);
+    else await convertImage(source.file, sourceFormat, target.file, sourceFormat);
+  } catch (error) {
+    await removeVolume(target).catch(() => undefined);
+    throw error;
+  }
+}
+
+/** A host file made a volume: an ISO copied as it is, an image converted (its format probed once, by qemu-img). */
+export async function importVolume(file: string, target: VolumeLayout, format: VolumeFormat): Promise<void> {
+  if (!(await exists(file))) throw new AcpError('ACP_ERR_STORAGE_NOT_FOUND', `${file} does not exist on this node`);
+  if (await exists(target.subvolume ?? target.file)) throw new AcpError('ACP_ERR_STORAGE_EXISTS', `${target.subvolume ?? target.file} exists already; pick another name`);
+  if (target.subvolume) await createSubvolume(target.subvolume);
+  try {
+    if (format === 'iso') await copyFile(file, target.file);
+    else {
+      const info = await imageInfo(file);
+      if (info.backingChain.length > 0) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `${file} has a backing file (${info.backingChain[0]}); import a standalone image (qemu-img convert it first)`);
+      await convertImage(file, info.format, target.file, format);
+    }
+  } catch (error) {
+    await removeVolume(target).catch(() => undefined);
+    throw error;
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * Real QEMU guests with disks made by the Storage service: the guest sees a volume at its size;
+ * what one boot wrote the next reads; a snapshot rollback brings earlier data back; a resize is
+ * seen after a restart; a running guest's volume cannot be removed; per-disk I/O statistics reach
+ * stats/system/; a missing volume refuses the start, naming it.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { guestHasDisks, guestImage, GUEST_DISK_PREFIX, GUEST_DISK_READ_PREFIX, GUEST_DISK_WROTE_PREFIX } from '../adapters/guest-image.js';
+import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import type { RecordView } from '../actors/cdb/index.js';
+import type { AcpError } from '../runtime/errors.js';
+import type { Message } from '../runtime/messages.js';
+import { eventually } from './helpers/node.js';
+import { runsWhen } from './helpers/requires.js';
+import { systemNode } from './helpers/system.js';
+
+const image = guestImage();
+let missing: string | undefined;
+try {
+  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
+  execFileSync('qemu-img', ['--version'], { stdio: 'ignore' });
+} catch {
+  missing = `${QEMU_BINARY} or qemu-img is not installed (apt-get install qemu-system-x86 qemu-utils)`;
+}
+missing ??= !image ? 'the test guest is not built (npm run guest-image)' : !guestHasDisks() ? 'the test guest has no disk drivers yet (npm run guest-image rebuilds it)' : undefined;
+const MiB = 1024 * 1024;
+
+runsWhen(missing)(`a QEMU guest sees its volume at its size; data survives a reboot; a snapshot rollback restores it; a resize is seen after a restart; rm while running is refused${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
+  t.timeout(600_000);
+  const { api } = await systemNode(t, { statsMs: 1000 });
+  const dir = mkdtempSync(join(tmpdir(), 'acp-guest-pool-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const storage = (message: Message) => api.ask<Message>('storage', message, { timeoutMs: 60_000 });
+  await storage({ type: 'storage.pool-create', spec: { name: 'local', type: 'dir', path: join(dir, 'images') } });
+  await eventually(async () => ((await api.ask<Message & { pools: Record<string, { state: string }> }>('storage', { type: 'storage.pool-status' })).pools['local']?.state === 'active' ? true : undefined), 15_000, 'the pool to be active');
+  await storage({ type: 'storage.volume-create', pool: 'local', name: 'd1', sizeBytes: 64 * MiB });
+
+  // A missing volume refuses the start, naming it; nothing runs.
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/nodisk', value: { name: 'nodisk', driver: 'qemu', memoryMiB: 128, disks: [{ pool: 'local', volume: 'gone' }], boot: { kernel: image!.kernel, initrd: image!.initrd } } });
+  const refused = await t.throwsAsync(api.ask('hypervisor', { type: 'system.start', id: 'nodisk' }, { timeoutMs: 60_000 }));
+  t.is((refused as AcpError).code, 'ACP_ERR_STORAGE_NOT_FOUND');
+  t.regex(refused!.message, /system 'nodisk' cannot start on node 'n1': disk 0 \(local\/gone\): no volume 'local\/gone'/);
+
+  const cmdline = `${image!.cmdline} acp.disks=1 acp.disktest=1`;
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/g1', value: { name: 'g1', driver: 'qemu', memoryMiB: 256, restart: 'never', disks: [{ pool: 'local', volume: 'd1' }], boot: { kernel: image!.kernel, initrd: image!.initrd, cmdline } } });
+  const console = async () => (await api.ask<Message & { data: string }>('hypervisor', { type: 'system.console', id: 'g1', maxBytes: 1024 * 1024 })).data;
+  /** One boot: the size the guest saw, the mark it found, the one it wrote. */
+  const boot = async (what: string) => {
+    await api.ask('hypervisor', { type: 'system.start', id: 'g1' }, { timeoutMs: 120_000 });
+    const text = await eventually(async () => {
+      const data = await console();
+      return data.includes(GUEST_DISK_WROTE_PREFIX) ? data : undefined;
+    }, 180_000, `the guest to write its mark (${what})`);
+    const size = Number(new RegExp(`${GUEST_DISK_PREFIX} vda (\\d+)`).exec(text)?.[1]);
+    const read = Number(new RegExp(`${GUEST_DISK_READ_PREFIX} vda (\\d+)`).exec(text)?.[1]);
+    const wrote = Number(new RegExp(`${GUEST_DISK_WROTE_PREFIX} vda (\\d+)`).exec(text)?.[1]);
+    return { size, read, wrote };
+  };
+  const stop = () => api.ask('hypervisor', { type: 'system.stop', id: 'g1', force: true }, { timeoutMs: 60_000 });
+
+  const first = await boot('first boot');
+  t.deepEqual(first, { size: 64 * MiB, read: 0, wrote: 1 }, 'the volume is seen at 64 MiB, blank');
+  // While it runs: its volume cannot go, and its disk counters are in its stats.
+  const inUse = await t.throwsAsync(storage({ type: 'storage.volume-rm', pool: 'local', name: 'd1' }));
+  t.is((inUse as AcpError).code, 'ACP_ERR_STORAGE_IN_USE');
+  t.regex(inUse!.message, /system g1 \(running on n1\) uses it/);
+  const stats = await eventually(async () => {
+    const record = await api.ask<Message & { record: RecordView }>('cdb', { type: 'cdb.get', key: 'stats/system/g1@n1' }).catch(() => undefined);
+    const disks = (record?.record.value as { disks?: { volume: string; writeBytes: number; readBytes: number; writeOps: number }[] } | undefined)?.disks;
+    return disks?.[0] && disks[0].writeOps > 0 ? disks : undefined;
+  }, 60_000, 'per-disk stats in stats/system/g1@n1');
+  t.like(stats[0], { volume: 'local/d1' });
+  t.true(stats[0]!.readBytes > 0 && stats[0]!.writeBytes > 0);
+  await stop();
+
+  await storage({ type: 'storage.volume-snapshot', pool: 'local', name: 'd1', op: 'create', snapshot: 's1' });
+  t.deepEqual(await boot('second boot'), { size: 64 * MiB, read: 1, wrote: 2 }, 'what the first boot wrote is read by the second');
+  await stop();
+
+  await storage({ type: 'storage.volume-snapshot', pool: 'local', name: 'd1', op: 'rollback', snapshot: 's1' });
+  await storage({ type: 'storage.volume-resize', pool: 'local', name: 'd1', sizeBytes: 96 * MiB });
+  t.deepEqual(await boot('after rollback and resize'), { size: 96 * MiB, read: 1, wrote: 2 }, 'the rollback brought back the first boot’s mark; the guest sees 96 MiB');
+  await stop();
+});
