@@ -108,6 +108,8 @@ const BACKOFF = { initialMs: 500, maxMs: 30_000, factor: 2, jitter: 0.2 };
 const DEFAULT_STOP_TIMEOUT_MS = 30_000;
 /** How long an orphan QEMU has to power off before it is quit. */
 const ORPHAN_STOP_MS = 10_000;
+/** How long the guest of a deleted system has to power off before it is quit. */
+const DELETED_STOP_MS = 10_000;
 const RECOVER_RETRY_MS = 1000;
 const ARRIVAL_DEADLINE_MS = 15 * 60_000;
 
@@ -412,7 +414,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       if (!entry || !['starting', 'running', 'paused'].includes(entry.state)) continue;
       const why = `its object ${record.key} was deleted`;
       ctx.log.warn({ system: systemId, reason: why }, 'stopping the guest of a deleted system');
-      void stop(systemId, false, DEFAULT_STOP_TIMEOUT_MS, why).catch((error: unknown) => ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'stopping the guest of a deleted system failed'));
+      void stop(systemId, false, DELETED_STOP_MS, why).catch((error: unknown) => ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'stopping the guest of a deleted system failed'));
     }
   });
 
