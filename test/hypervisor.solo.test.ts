@@ -78,7 +78,7 @@ try {
 const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not built (npm run guest-image)');
 
 runsWhen(guestMissing)(`a real QEMU guest boots and prints its ready line; pause, resume; kill -9 of QEMU restarts it; kill -9 of its VMM container leaves it running, adopted by a new VMM${guestMissing ? ` (skipped: ${guestMissing})` : ''}`, async (t) => {
-  t.timeout(180_000);
+  t.timeout(300_000);
   const { home, api } = await systemNode(t);
   const created = await runCli(
     ['system', 'create', 'g1', '--driver', 'qemu', '--memory', '256', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline],
@@ -125,7 +125,7 @@ runsWhen(guestMissing)(`a real QEMU guest boots and prints its ready line; pause
   t.false(isGone(second.pid!));
   t.is(third.restarts, 1);
   const afterAdoption = uptimes(await console());
-  await eventually(async () => (uptimes(await console()) > afterAdoption ? true : undefined), 20_000, 'the adopted guest to run on');
+  await eventually(async () => (uptimes(await console()) > afterAdoption ? true : undefined), 120_000, 'the adopted guest to run on');
 
   const stopped = await runCli(['system', 'stop', 'g1', '--timeout', '1000'], home);
   t.is(stopped.code, 0, stopped.stderr);
