@@ -55,12 +55,14 @@ runsWhen(missing)(`kill -9 of acpd leaves a guest running; the restarted daemon 
   await eventually(() => (isGone(vmmPid!) ? true : undefined), 15_000, 'the VMM container to go with the daemon');
   t.false(isGone(pid!), 'QEMU outlives a killed daemon');
 
+  const upAt = Date.now();
   await up(home);
   const adopted = await eventually(async () => {
     const now = await state(home, 'g1');
     return now?.state === 'running' ? now : undefined;
   }, 60_000, 'the restarted daemon to show g1 running');
   t.is(adopted.pid, pid, 'the same QEMU, adopted');
+  t.log(`acp up after kill -9: g1 shown running (adopted, same pid) ${Date.now() - upAt} ms after acp up began`);
   const log = JSON.parse((await runCli(['--json', 'system', 'log', 'g1'], home)).stdout) as { event: string; reason?: string }[];
   const adoption = log.findLastIndex((step) => step.event === 'adopted');
   t.true(adoption >= 0, 'its history says it was adopted');

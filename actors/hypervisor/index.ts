@@ -1,4 +1,4 @@
-import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -23,9 +23,9 @@ import { createVmm, guestFiles, vmmAuthority, vmmModule, vmmSchema } from '../vm
 import type { CpuSample, StatsOutput } from '../../adapters/stats-task.js';
 import { next, type SystemEvent, type SystemState } from './lifecycle.js';
 import { SystemNics } from './nics.js';
-import { autostartOrder, LIVE_STATES, recoveryPlan, type RecoveryAction } from './recovery.js';
+import { GuestRecovery } from './adoption.js';
 import { CdbFeed } from '../cdb-feed.js';
-import { loadGuestStates, saveGuestState } from '../../adapters/guest-state.js';
+import { saveGuestState } from '../../adapters/guest-state.js';
 import type { RecordView } from '../cdb/index.js';
 
 const id = nameSchema;
@@ -89,7 +89,8 @@ export interface SystemStep {
 
 const HISTORY_STEPS = 20;
 
-interface Running {
+/** A system's state machine on this node, with its VMM. */
+export interface Running {
   state: SystemState;
   /** The target side of a migration, until the guest runs here. */
   arriving?: boolean;
@@ -106,8 +107,6 @@ const MAX_RESTARTS = 3;
 const WITHIN_MS = 60_000;
 const BACKOFF = { initialMs: 500, maxMs: 30_000, factor: 2, jitter: 0.2 };
 const DEFAULT_STOP_TIMEOUT_MS = 30_000;
-/** How long an orphan QEMU has to power off before it is quit. */
-const ORPHAN_STOP_MS = 10_000;
 /** How long the guest of a deleted system has to power off before it is quit. */
 const DELETED_STOP_MS = 10_000;
 const RECOVER_RETRY_MS = 1000;
@@ -277,133 +276,22 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     retry: undefined,
   });
 
-  /** Lists a CDB prefix (every record, live ones only). */
-  const list = async (prefix: string): Promise<RecordView[]> =>
-    (await cdb.ask<Message & { records: RecordView[] }>({ type: 'cdb.list', prefix, limit: 10_000 }, { timeoutMs: 15_000 })).records.filter((record) => !record.deleted);
-
-  /** Systems with a QEMU alive in this node's run dir (left by an earlier daemon or VMM). */
-  const liveGuests = (): Set<string> => {
-    const dir = join(paths.run, 'vmm');
-    const found = new Set<string>();
-    if (!existsSync(dir)) return found;
-    for (const name of readdirSync(dir)) {
-      if (isValidName(name) && findGuest(name, guestFiles(paths.home, name).runDir)?.alive) found.add(name);
-    }
-    return found;
-  };
-
-  /**
-   * After the daemon starts: guests that outlived it are adopted (same pid, console and state),
-   * QEMUs nobody wants any more are stopped cleanly, systems whose guest did not survive say so,
-   * and then the autostart systems start in their order.
-   */
-  const recover = async (): Promise<void> => {
-    // What this node said last: saved in the run dir (the CDB keeps meta in memory only), or
-    // the CDB's copy where that is newer (a peer gave it back).
-    const metas = new Map<string, SystemMeta>();
-    for (const [systemId, saved] of loadGuestStates(join(paths.run, 'vmm'))) {
-      const meta = saved as Partial<SystemMeta>;
-      if (typeof meta.state === 'string' && typeof meta.since === 'string') metas.set(systemId, saved as SystemMeta);
-    }
-    for (const record of await list('meta/system/')) {
-      if (!record.key.endsWith(`@${node}`)) continue;
-      const systemId = record.key.slice('meta/system/'.length, -(node.length + 1));
-      const meta = record.value as SystemMeta;
-      if (!metas.has(systemId) || metas.get(systemId)!.since < meta.since) metas.set(systemId, meta);
-    }
-    const objects = new Map<string, SystemObject>();
-    for (const record of await list('object/system/')) {
-      const parsed = systemObjectSchema.safeParse(record.value);
-      if (parsed.success) objects.set(record.key.slice('object/system/'.length), parsed.data);
-    }
-    const actions = recoveryPlan({ node, metas, objects, liveGuests: liveGuests() });
-    for (const action of actions) {
-      if (entryFor(action.id)) continue;
-      await carryOut(action, objects.get(action.id), metas.get(action.id)).catch((error: unknown) => ctx.log.error({ system: action.id, action: action.action, err: errorMessage(error) }, 'recovering a system failed'));
-    }
-    // The rest (stopped, crashed here before): their state as it was, published again.
-    for (const [systemId, meta] of metas) {
-      const spec = objects.get(systemId);
-      if (entryFor(systemId) || !spec) continue;
-      const entry = freshEntry(spec, meta.state, meta);
-      systems.set(systemId, entry);
-      publish(systemId, entry);
-    }
-    await autostart(objects);
-  };
-
-  const carryOut = async (action: RecoveryAction, spec: SystemObject | undefined, meta: SystemMeta | undefined): Promise<void> => {
-    switch (action.action) {
-      case 'adopt': {
-        const entry = freshEntry(spec!, 'defined', meta);
-        systems.set(action.id, entry);
-        try {
-          const adopted = await adoptGuest(action.id, entry);
-          move(action.id, entry, 'adopted', { pid: adopted.pid, vmmPid: adopted.vmmPid, accelerator: adopted.accelerator, reason: 'its guest outlived the daemon and was adopted' });
-          if (adopted.status === 'paused') move(action.id, entry, 'pause', { reason: entry.meta.reason });
-          ctx.log.info({ system: action.id, pid: adopted.pid, state: entry.state }, 'adopted a guest that outlived the daemon');
-          // Its taps are still there (QEMU holds them): the Network service keeps them for it.
-          await nics.up(action.id, entry.spec).catch((error: unknown) => ctx.log.warn({ system: action.id, err: errorMessage(error) }, 'could not re-register the taps of an adopted guest'));
-        } catch (error) {
-          await stopVmm(action.id, entry, 'adoption failed', 'stop');
-          entry.state = 'running';
-          move(action.id, entry, 'crashed', { reason: `its QEMU outlived the daemon but could not be adopted (${errorMessage(error)}); it was stopped`, pid: null, vmmPid: null });
-        }
-        return;
-      }
-      case 'orphan': {
-        ctx.log.warn({ system: action.id, reason: action.why }, 'stopping an orphan QEMU: '.concat(action.why));
-        const entry = freshEntry(spec ?? systemObjectSchema.parse({ name: action.id, driver: 'qemu' }), 'defined', meta);
-        try {
-          await adoptGuest(action.id, entry);
-          await ctx.ref(vmmPath(action.id)).ask({ type: 'vmm.stop', graceful: true, timeoutMs: ORPHAN_STOP_MS }, { timeoutMs: ORPHAN_STOP_MS + 15_000 });
-        } finally {
-          await stopVmm(action.id, entry, `orphan: ${action.why}`, 'stop');
-        }
-        ctx.log.warn({ system: action.id, reason: action.why }, 'orphan QEMU stopped');
-        const key = metaKey('system', action.id, node);
-        if (!spec) await cdb.ask({ type: 'cdb.delete', key }).catch(() => undefined);
-        else if (meta) {
-          entry.state = 'running';
-          move(action.id, entry, 'stopped', { reason: `stopped as an orphan: ${action.why}`, pid: null, vmmPid: null });
-        }
-        return;
-      }
-      case 'gone': {
-        if (!spec) {
-          await cdb.ask({ type: 'cdb.delete', key: metaKey('system', action.id, node) }).catch(() => undefined);
-          return;
-        }
-        const entry = freshEntry(spec, 'running', meta);
-        systems.set(action.id, entry);
-        move(action.id, entry, action.state, { reason: action.reason, pid: null, vmmPid: null });
-        ctx.log.warn({ system: action.id, state: action.state, reason: action.reason }, 'a guest did not outlive the daemon');
-        if (action.state === 'crashed' && spec.restart !== 'never' && !spec.autostart) scheduleRestart(action.id, entry, action.reason);
-        return;
-      }
-    }
-  };
-
-  /** The autostart systems, in order, each `startDelayS` after the one before; one running already (adopted) is left as it is. */
-  const autostart = async (objects: ReadonlyMap<string, SystemObject>): Promise<void> => {
-    for (const [id, spec] of objects) {
-      if (spec.autostart && spec.ha && spec.node === node) ctx.log.warn({ system: id }, 'autostart is for non-HA systems; an HA system is started by the HA manager');
-    }
-    for (const { id, spec } of autostartOrder(objects, node)) {
-      const entry = entryFor(id);
-      if (entry && LIVE_STATES.includes(entry.state)) {
-        ctx.log.info({ system: id, state: entry.state }, 'autostart: it runs already (adopted); not started again');
-        continue;
-      }
-      try {
-        await start(id, 'autostart with its node');
-        ctx.log.info({ system: id, order: spec.startOrder ?? null }, 'autostarted');
-      } catch (error) {
-        ctx.log.warn({ system: id, err: errorMessage(error) }, 'autostart failed');
-      }
-      if (spec.startDelayS) await new Promise((resolve) => setTimeout(resolve, spec.startDelayS! * 1000));
-    }
-  };
+  const recovery = new GuestRecovery({
+    ctx,
+    node,
+    home: paths.home,
+    cdb,
+    systems,
+    freshEntry,
+    adoptGuest,
+    stopVmm,
+    move,
+    publish,
+    scheduleRestart: (systemId, entry, reason) => scheduleRestart(systemId, entry, reason),
+    start: (systemId, why) => start(systemId, why),
+    nicsUp: (systemId, spec) => nics.up(systemId, spec),
+    vmmStop: (systemId, timeoutMs) => ctx.ref(vmmPath(systemId)).ask({ type: 'vmm.stop', graceful: true, timeoutMs }, { timeoutMs: timeoutMs + 15_000 }),
+  });
 
   /** A system object deleted while its guest runs here: the guest is stopped, with the reason. */
   const feed = new CdbFeed(ctx, 'object/system/', (records: readonly RecordView[]) => {
@@ -710,7 +598,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     async started() {
       // The VMMs' parent: its own (quiet) mailbox carries the family, not the hypervisor's.
       parent = await system.spawn(vmmParent, () => ({ receive: () => ({ type: 'vmm.parent' }) }));
-      await feed.start();
+      // Not awaited: the watch retries by itself, and the node's boot need not wait for it.
+      void feed.start();
       ctx.self.tell({ type: 'hypervisor.recover' });
       if (deps.config.statsMs > 0) {
         statsTimer = setInterval(() => void collectStats(), deps.config.statsMs);
@@ -800,7 +689,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           void exited(parsed.id, parsed.crashed, parsed.reason, false, parsed.vmmDied ?? false).catch((error: unknown) => ctx.log.warn({ system: parsed.id, err: errorMessage(error) }, 'handling a guest exit failed'));
           return undefined;
         case 'hypervisor.recover':
-          void recover().catch((error: unknown) => {
+          void recovery.recover().catch((error: unknown) => {
             ctx.log.warn({ err: errorMessage(error) }, 'could not read the systems to recover yet; retrying');
             setTimeout(() => ctx.self.tell({ type: 'hypervisor.recover' }), RECOVER_RETRY_MS).unref();
           });
