@@ -48,6 +48,8 @@ export const nodeObjectSchema = z.strictObject({
   witness: z.boolean().optional(),
   /** false: the node serves no web UI or REST port (acp node set NAME --management off); absent or true: it does. */
   management: z.boolean().optional(),
+  /** What this node's shutdown (`acp down`) does with its HA systems: see shutdownPolicyOf. */
+  shutdownPolicy: z.enum(['conditional', 'migrate', 'freeze', 'failover']).optional(),
 });
 
 /** A system's virtual NIC: a tap on `network`'s bridge (actors/network), untagged or with its VLAN tag or trunk. */
@@ -93,6 +95,14 @@ export const systemObjectSchema = z.strictObject({
   node: name.optional(),
   restart: z.enum(['never', 'on-crash', 'always']).default('on-crash'),
   labels: labels.optional(),
+  /**
+   * Started when its node's daemon starts (non-HA systems placed on a node with `node`), in
+   * ascending `startOrder` (unset: last), the next one `startDelayS` seconds after it. One that
+   * runs already (its QEMU outlived the daemon and was adopted) is not started again.
+   */
+  autostart: z.boolean().optional(),
+  startOrder: z.number().int().min(0).max(1_000_000).optional(),
+  startDelayS: z.number().int().min(0).max(3600).optional(),
 });
 
 /**
@@ -452,4 +462,24 @@ export function metaKey(type: ObjectType, id: string, node: string): string {
 
 export function statsKey(type: ObjectType, id: string, node: string): string {
   return `stats/${type}/${id}@${node}`;
+}
+
+/**
+ * A node shutdown policy: what `acp down` on a node means for its HA systems (its non-HA guests
+ * keep running unless `--stop-systems`). As Proxmox VE's:
+ * - `conditional` (default): HA systems stay where they are on a restart-like shutdown, as non-HA ones do;
+ * - `migrate`: HA systems are live-migrated to other nodes before the node goes;
+ * - `freeze`: HA systems are frozen in place (no recovery elsewhere) until the node is back;
+ * - `failover`: HA systems are stopped and recovered on other nodes.
+ * The HA manager carries it out; this is the one place that reads it.
+ */
+export type ShutdownPolicy = NonNullable<NodeObject['shutdownPolicy']>;
+export const SHUTDOWN_POLICY_MEANING: Record<ShutdownPolicy, string> = {
+  conditional: 'HA systems stay on this node, as other guests do, until the HA manager decides otherwise',
+  migrate: 'HA systems are migrated to other nodes before it goes',
+  freeze: 'HA systems are frozen in place until it is back',
+  failover: 'HA systems are stopped and recovered on other nodes',
+};
+export function shutdownPolicyOf(node: Pick<NodeObject, 'shutdownPolicy'> | undefined): ShutdownPolicy {
+  return node?.shutdownPolicy ?? 'conditional';
 }

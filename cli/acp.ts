@@ -21,7 +21,7 @@ import { alarmCommands, health } from './monitor.js';
 import { parseHostPort } from '../adapters/tls.js';
 import { parseMulticast } from '../adapters/multicast.js';
 import { initCluster, joinCluster, parseDuration } from '../node/cluster.js';
-import { formatUpSummary, runForeground, startDetached, stopDaemon } from './control.js';
+import { formatGuestsAtDown, formatUpSummary, guestsBeforeDown, runForeground, startDetached, stopDaemon } from './control.js';
 import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table, type SyncSummary } from './output.js';
 
 interface Global {
@@ -177,12 +177,17 @@ const cli = yargs(hideBin(process.argv))
     upFlags,
     (argv) => startNode(argv),
   )
-  .command('down', 'stop the node and wait until its process is gone', (y) => y, (argv) =>
-    run(argv, async () => {
-      const result = await stopDaemon(argv.home);
-      if (argv.json) printJson({ stopped: result.wasRunning, pid: result.pid ?? null });
-      else process.stdout.write(result.wasRunning ? `acpd (pid ${result.pid}) stopped\n` : `acpd is not running on ${argv.home}\n`);
-    }),
+  .command(
+    'down',
+    'stop the node and wait until its process is gone; its QEMU guests keep running (adopted when it starts again) unless --stop-systems',
+    (y) => y.option('stop-systems', { type: 'boolean', default: false, describe: "stop this node's systems first (each as acp system stop)" }).option('timeout', { type: 'number', default: 30_000, describe: 'with --stop-systems: ms each guest has to power off' }),
+    (argv) =>
+      run(argv, async () => {
+        const guests = await guestsBeforeDown(argv.home, argv['stop-systems'], argv.timeout);
+        const result = await stopDaemon(argv.home);
+        if (argv.json) printJson({ stopped: result.wasRunning, pid: result.pid ?? null, ...(guests ? { guests } : {}) });
+        else process.stdout.write(`${result.wasRunning ? `acpd (pid ${result.pid}) stopped` : `acpd is not running on ${argv.home}`}\n${guests ? formatGuestsAtDown(guests, argv['stop-systems']) : ''}`);
+      }),
   )
   .command('status', "show the node's identity and every service's state", (y) => y, (argv) =>
     run(argv, () =>

@@ -9,6 +9,8 @@ import { checkHomeFree, Daemon } from '../node/daemon.js';
 import { AcpError } from '../runtime/errors.js';
 import type { LogFormat, LogLevel } from '../runtime/logger.js';
 import type { NodeStatus } from '../runtime/services.js';
+import type { Message } from '../runtime/messages.js';
+import { shutdownPolicyOf, SHUTDOWN_POLICY_MEANING, type NodeObject, type ShutdownPolicy } from '../actors/model.js';
 
 export interface UpOptions {
   home: string;
@@ -174,4 +176,69 @@ export async function stopDaemon(home: string, timeoutMs = 30_000): Promise<{ wa
     await sleep(50);
   }
   return { wasRunning: true, pid };
+}
+
+/** What `acp down` leaves behind: this node's guests, and its shutdown policy for HA systems. */
+export interface GuestsAtDown {
+  /** QEMU guests that keep running (or were stopped, with --stop-systems). */
+  guests: string[];
+  /** Simulated systems: they stop with the daemon. */
+  simulated: string[];
+  /** Of the guests, those marked HA: the shutdown policy is about them. */
+  ha: string[];
+  stopped: string[];
+  failed: { id: string; error: string }[];
+  shutdownPolicy: ShutdownPolicy;
+}
+
+/**
+ * Before `acp down`: which guests run here (and, with `stopSystems`, stops them first, each as
+ * `acp system stop` would). Undefined when no daemon answers (nothing to say about its guests).
+ */
+export async function guestsBeforeDown(home: string, stopSystems: boolean, stopTimeoutMs = 30_000): Promise<GuestsAtDown | undefined> {
+  const paths = homePaths(home);
+  const pid = readPidfile(paths.pidfile);
+  if (pid === undefined || !isDaemonProcess(pid)) return undefined;
+  let client: Awaited<ReturnType<typeof connect>>;
+  try {
+    client = await connect({ home });
+  } catch {
+    return undefined;
+  }
+  try {
+    const status = await client.ask<Message & { systems: { id: string; driver: string; state: string }[] }>('hypervisor', { type: 'system.status' }, { timeoutMs: 5000 });
+    const live = status.systems.filter((system) => system.state === 'running' || system.state === 'paused' || system.state === 'starting');
+    const node = (await client.ask<NodeStatus>('framework', { type: 'status' }, { timeoutMs: 5000 })).node;
+    const nodeObject = await client.ask<Message & { record: { value: NodeObject } }>('cdb', { type: 'cdb.get', key: `object/node/${node}` }, { timeoutMs: 5000 }).then((reply) => reply.record.value, () => undefined);
+    const specs = await client.ask<Message & { records: { key: string; value: { ha?: boolean } }[] }>('cdb', { type: 'cdb.list', prefix: 'object/system/', limit: 10_000 }, { timeoutMs: 10_000 });
+    const haIds = new Set(specs.records.filter((record) => record.value?.ha === true).map((record) => record.key.slice('object/system/'.length)));
+    const guests = live.filter((system) => system.driver === 'qemu').map((system) => system.id);
+    const result: GuestsAtDown = { guests, simulated: live.filter((system) => system.driver !== 'qemu').map((system) => system.id), ha: guests.filter((id) => haIds.has(id)), stopped: [], failed: [], shutdownPolicy: shutdownPolicyOf(nodeObject) };
+    if (stopSystems && live.length > 0) {
+      const reply = await client.ask<Message & { stopped: string[]; failed: { id: string; error: string }[] }>('hypervisor', { type: 'system.stop-all', timeoutMs: stopTimeoutMs }, { timeoutMs: stopTimeoutMs + 30_000 });
+      result.stopped = reply.stopped;
+      result.failed = reply.failed;
+    }
+    return result;
+  } catch (error) {
+    if (stopSystems) throw error;
+    return undefined;
+  } finally {
+    await client.close().catch(() => undefined);
+  }
+}
+
+/** The lines `acp down` prints about the guests. */
+export function formatGuestsAtDown(at: GuestsAtDown, stopSystems: boolean): string {
+  const lines: string[] = [];
+  const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+  if (stopSystems) {
+    if (at.stopped.length > 0) lines.push(`${count(at.stopped.length, 'system')} stopped first: ${at.stopped.join(', ')}`);
+    for (const failure of at.failed) lines.push(`system ${failure.id} did not stop: ${failure.error}`);
+  } else {
+    if (at.guests.length > 0) lines.push(`${count(at.guests.length, 'guest')} keep${at.guests.length === 1 ? 's' : ''} running (${at.guests.join(', ')}); \`acp down --stop-systems\` stops them`);
+    if (at.simulated.length > 0) lines.push(`${count(at.simulated.length, 'simulated system')} stopped with the daemon (${at.simulated.join(', ')}): simulated guests do not outlive it`);
+    if (at.ha.length > 0) lines.push(`shutdown policy ${at.shutdownPolicy} for ${count(at.ha.length, 'HA system')}: ${SHUTDOWN_POLICY_MEANING[at.shutdownPolicy]}`);
+  }
+  return lines.map((line) => `${line}\n`).join('');
 }

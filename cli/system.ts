@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import type { Argv } from 'yargs';
 import type { SystemMeta } from '../actors/hypervisor/index.js';
+import { honestState } from '../actors/hypervisor/recovery.js';
+import type { MonitorStatus } from '../actors/monitor/index.js';
 import { systemObjectSchema } from '../actors/model.js';
 import type { RecordView } from '../actors/cdb/index.js';
 import type { AcpClient } from '../runtime/client.js';
@@ -48,6 +50,9 @@ interface CreateFlags {
   node?: string;
   restart?: string;
   nic?: string[];
+  autostart?: boolean;
+  'start-order'?: number;
+  'start-delay'?: number;
 }
 
 /** A system object from `--spec`/`--file`, with flags laid over it; validated with the CDB's schema. */
@@ -91,7 +96,14 @@ export function systemSpec(id: string, flags: CreateFlags): unknown {
     ...(flags.nic === undefined || flags.nic.length === 0 ? {} : { nics: flags.nic.map(parseNic) }),
     ...(volumes.length === 0 ? {} : { disks: volumes }),
     ...(iso === undefined ? {} : { iso: { pool: iso.pool, volume: iso.name } }),
+    ...(flags.autostart === undefined ? {} : { autostart: flags.autostart }),
+    ...(flags['start-order'] === undefined ? {} : { startOrder: flags['start-order'] }),
+    ...(flags['start-delay'] === undefined ? {} : { startDelayS: flags['start-delay'] }),
   };
+  const wanted = spec as { autostart?: unknown; ha?: unknown; node?: unknown; startOrder?: unknown; startDelayS?: unknown };
+  if (wanted.autostart === true && wanted.ha === true) throw new AcpError('ACP_ERR_CLI_USAGE', 'autostart is for non-HA systems: an HA system is started by the HA manager; drop --autostart or --ha');
+  if (wanted.autostart === true && wanted.node === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', 'an autostart system starts with its node: give it one with --node');
+  if (wanted.autostart !== true && (wanted.startOrder !== undefined || wanted.startDelayS !== undefined)) throw new AcpError('ACP_ERR_CLI_USAGE', '--start-order and --start-delay go with --autostart');
   const result = systemObjectSchema.safeParse(spec);
   if (!result.success) {
     const issue = result.error.issues[0]!;
@@ -108,6 +120,14 @@ interface SystemRow {
   pid: number | null;
   since: string | null;
   reason?: string;
+  /** With state `unknown` (its node is down): the state its node last published. */
+  lastState?: string;
+}
+
+/** The nodes this node's monitor holds for down (none when it cannot answer: nothing is assumed). */
+async function downNodes(client: AcpClient): Promise<Set<string>> {
+  const status = await client.ask<MonitorStatus>('monitor', { type: 'monitor.status' }, { timeoutMs: 3000 }).catch(() => undefined);
+  return new Set((status?.members ?? []).filter((member) => member.state === 'down').map((member) => member.name));
 }
 
 async function metasOf(client: AcpClient, id?: string): Promise<RecordView[]> {
@@ -193,7 +213,10 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           .option('ha', { type: 'boolean' })
           .option('node', { type: 'string', describe: 'the node it runs on' })
           .option('restart', { choices: ['never', 'on-crash', 'always'] as const })
-          .option('nic', { type: 'string', array: true, describe: 'a NIC: NETWORK[,vlan=N][,mac=..][,model=virtio|e1000] (repeat for more)' }),
+          .option('nic', { type: 'string', array: true, describe: 'a NIC: NETWORK[,vlan=N][,mac=..][,model=virtio|e1000] (repeat for more)' })
+          .option('autostart', { type: 'boolean', describe: 'start it when its node (--node) starts (non-HA systems)' })
+          .option('start-order', { type: 'number', describe: 'with --autostart: lower starts first (unset: last)' })
+          .option('start-delay', { type: 'number', describe: 'with --autostart: seconds to wait after starting it before the next' }),
       (argv) =>
         run(argv, () =>
           withClient(argv.home, async (client) => {
@@ -215,10 +238,13 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
         withClient(argv.home, async (client) => {
           const objects = (await client.ask<Message & { records: RecordView[] }>('cdb', { type: 'cdb.list', prefix: 'object/system/', limit: 10_000 })).records;
           const metas = await metasOf(client);
+          const down = await downNodes(client);
           const rows: SystemRow[] = objects.map((record) => {
             const id = record.key.slice('object/system/'.length);
             const states = metas.filter((meta) => meta.key.startsWith(`meta/system/${id}@`)).map((meta) => meta.value as SystemMeta);
-            const current = currentState(states, (record.value as { node?: string }).node);
+            const found = currentState(states, (record.value as { node?: string }).node);
+            // A live state on a node that is down is not known to hold: unknown, with what it was.
+            const current = found ? honestState(found, down.has(found.node)) : undefined;
             return {
               id,
               driver: (record.value as { driver: string }).driver,
@@ -227,13 +253,14 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
               pid: current?.pid ?? null,
               since: current?.since ?? null,
               ...(current?.reason ? { reason: current.reason } : {}),
+              ...(current?.lastState ? { lastState: current.lastState, reason: `node ${current.node} is down; last known ${current.lastState} since ${current.since}` } : {}),
             };
           });
           if (argv.json) {
             printJson(rows);
             return;
           }
-          process.stdout.write(`${table([['ID', 'DRIVER', 'STATE', 'NODE', 'PID', 'SINCE'], ...rows.map((row) => [row.id, row.driver, row.state, row.node ?? '-', row.pid === null ? '-' : String(row.pid), row.since ?? '-'])])}\n`);
+          process.stdout.write(`${table([['ID', 'DRIVER', 'STATE', 'NODE', 'PID', 'SINCE'], ...rows.map((row) => [row.id, row.driver, row.lastState ? `unknown (was ${row.lastState})` : row.state, row.node ?? '-', row.pid === null ? '-' : String(row.pid), row.since ?? '-'])])}\n`);
         }),
       ),
     )

@@ -60,8 +60,8 @@ const channel = new ProcessChannel(socket, {
     // The daemon is gone, or it let go of us: never outlive it.
     if (stopping) process.exit(0);
     log.warn({ why }, 'the channel to the daemon closed; exiting with everything this process started');
-    // The daemon died without stopping us: what we started (a QEMU, say) is in our process group
-    // (we lead it) and must not outlive us either.
+    // The daemon died without stopping us: what we started is in our process group (we lead it)
+    // and goes with us. A VMM's QEMU is not: it runs in a session of its own and outlives us.
     try {
       process.kill(-process.pid, 'SIGKILL');
     } catch {

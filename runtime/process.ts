@@ -303,8 +303,8 @@ export function processActor(system: ActorSystem, options: ProcessActorOptions):
         childExited = true;
         resolveChildExit();
         if (pid !== undefined) {
-          // What the child started (a VMM's QEMU) is in its process group: it goes with the child,
-          // never left running without it.
+          // What the child started is in its process group: it goes with the child. (A VMM's QEMU
+          // is not: it runs in a session of its own, outlives its VMM and is adopted by the next.)
           killGroup(pid);
           liveChildren.delete(pid);
           options.onProcess?.(pid, true);

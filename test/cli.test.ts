@@ -90,7 +90,12 @@ test('up --detach prints the socket; status lists every service running in boot 
 
   const down = await runCli(['down', '--json'], home);
   t.is(down.code, 0, down.stderr);
-  t.deepEqual(parseJson<{ stopped: boolean; pid: number | null }>(t, down, 'down'), { stopped: true, pid: node.pid });
+  // With what it leaves behind: no guests here, and the node's shutdown policy for HA systems.
+  t.deepEqual(parseJson<{ stopped: boolean; pid: number | null }>(t, down, 'down'), {
+    stopped: true,
+    pid: node.pid,
+    guests: { guests: [], simulated: [], ha: [], stopped: [], failed: [], shutdownPolicy: 'conditional' },
+  });
   t.false(isAlive(node.pid));
 });
 

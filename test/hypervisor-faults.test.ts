@@ -69,7 +69,7 @@ runsWhen(qemuMissing ? 'qemu-system-x86_64 is not installed' : !image && 'the te
   t.true(gone && isGone(vmmPid) && isGone(qemuPid));
 });
 
-runsWhen(qemuMissing ? 'qemu-system-x86_64 is not installed' : !image && 'the test guest is not built (npm run guest-image)')('a daemon that dies (kill -9) takes its QEMU guests with it', async (t) => {
+runsWhen(qemuMissing ? 'qemu-system-x86_64 is not installed' : !image && 'the test guest is not built (npm run guest-image)')('a daemon that dies (kill -9) takes its VMM containers with it and leaves its QEMU guests running', async (t) => {
   t.timeout(120_000);
   const home = makeHome(t);
   const up = await runCli(['up', '--detach'], home);
@@ -90,8 +90,11 @@ runsWhen(qemuMissing ? 'qemu-system-x86_64 is not installed' : !image && 'the te
   });
   const daemonPid = Number(execFileSync('cat', [`${home}/run/acpd.pid`], { encoding: 'utf8' }));
   process.kill(daemonPid, 'SIGKILL');
-  const gone = await eventually(() => (isGone(qemuPid!) && isGone(vmmPid!) ? true : undefined), 15_000, 'QEMU and its VMM container not to outlive the daemon');
-  t.true(gone && isGone(qemuPid!) && isGone(vmmPid!));
+  // The VMM container goes with the daemon; the guest runs on in its own session (the next
+  // daemon adopts it: test/guests.solo.test.ts).
+  const gone = await eventually(() => (isGone(vmmPid!) ? true : undefined), 15_000, 'the VMM container not to outlive the daemon');
+  t.true(gone);
+  t.false(isGone(qemuPid!), 'the guest outlives the daemon');
 });
 
 runsWhen(qemuMissing ? 'qemu-system-x86_64 is not installed' : !image && 'the test guest is not built (npm run guest-image)')('pausing a hung QEMU does not hold the hypervisor mailbox (other systems stay answerable)', async (t) => {

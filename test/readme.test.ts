@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
-import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import { killHomeGuests, QEMU_BINARY } from '../adapters/drivers/qemu.js';
 import { guestImage, guestImageDir } from '../adapters/guest-image.js';
 import { runsWhen } from './helpers/requires.js';
 
@@ -52,7 +52,7 @@ function qemuMissing(): string | undefined {
   return guestImage() ? undefined : 'the test guest is not built (npm run guest-image)';
 }
 
-/** Every home under `dir` with a daemon: stopped, whatever the block did. */
+/** Every home under `dir` with a daemon: stopped with its guests, whatever the block did. */
 function stopAll(dir: string): void {
   const walk = (at: string, depth: number): string[] => {
     if (depth > 3 || !existsSync(at)) return [];
@@ -62,10 +62,12 @@ function stopAll(dir: string): void {
   };
   for (const home of walk(dir, 0)) {
     try {
-      execFileSync(process.execPath, [CLI, '--home', home, 'down'], { stdio: 'ignore', timeout: 30_000 });
+      execFileSync(process.execPath, [CLI, '--home', home, 'down', '--stop-systems', '--timeout', '1000'], { stdio: 'ignore', timeout: 60_000 });
     } catch {
       // Already gone: down says so, or it failed and the pidfile names a dead process.
     }
+    // Guests outlive their daemon: none outlives the test.
+    killHomeGuests(home);
   }
 }
 

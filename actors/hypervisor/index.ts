@@ -14,7 +14,7 @@ import { checkIntensity } from '../../supervisors/intensity.js';
 import { parseHostPort } from '../../adapters/tls.js';
 import { limitProcess, releaseCgroup } from '../../adapters/cgroup.js';
 import { isMigrationHost } from '../../adapters/drivers/driver.js';
-import { probeAccelerator, type AcceleratorProbe } from '../../adapters/drivers/qemu.js';
+import { findGuest, killGuest, probeAccelerator, type AcceleratorProbe } from '../../adapters/drivers/qemu.js';
 import { guestImage, GUEST_READY_LINE } from '../../adapters/guest-image.js';
 import { restartDelay } from '../../supervisors/backoff.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
@@ -24,6 +24,10 @@ import type { CpuSample, StatsOutput } from '../../adapters/stats-task.js';
 import { next, type SystemEvent, type SystemState } from './lifecycle.js';
 import { SystemNics } from './nics.js';
 import { SystemDisks, type DiskStats, type SystemStorage } from './disks.js';
+import { GuestRecovery } from './adoption.js';
+import { CdbFeed } from '../cdb-feed.js';
+import { saveGuestState } from '../../adapters/guest-state.js';
+import type { RecordView } from '../cdb/index.js';
 
 const id = nameSchema;
 
@@ -49,7 +53,11 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('system.incoming'), id, spec: systemObjectSchema, from: nameSchema, transferred: z.unknown(), accelerator: z.enum(['kvm', 'tcg']).optional() }),
   z.strictObject({ type: z.literal('system.incoming-done'), id }),
   z.strictObject({ type: z.literal('system.incoming-abort'), id, reason: z.string().max(1000) }),
-  z.strictObject({ type: z.literal('hypervisor.guest-exited'), id, generation: z.number().int(), crashed: z.boolean(), reason: z.string().max(1000) }),
+  z.strictObject({ type: z.literal('hypervisor.guest-exited'), id, generation: z.number().int(), crashed: z.boolean(), reason: z.string().max(1000), vmmDied: z.boolean().optional() }),
+  /** Stop every system running here (acp down --stop-systems), each as system.stop would. */
+  z.strictObject({ type: z.literal('system.stop-all'), timeoutMs: z.number().int().min(0).max(600_000).optional() }),
+  /** After the daemon starts: adopt the guests that outlived it, settle the rest, then autostart. */
+  z.strictObject({ type: z.literal('hypervisor.recover') }),
   z.strictObject({ type: z.literal('hypervisor.restart-due'), id, attempt: z.number().int() }),
 ]);
 
@@ -84,7 +92,8 @@ export interface SystemStep {
 
 const HISTORY_STEPS = 20;
 
-interface Running {
+/** A system's state machine on this node, with its VMM. */
+export interface Running {
   state: SystemState;
   /** The target side of a migration, until the guest runs here. */
   arriving?: boolean;
@@ -103,6 +112,9 @@ const MAX_RESTARTS = 3;
 const WITHIN_MS = 60_000;
 const BACKOFF = { initialMs: 500, maxMs: 30_000, factor: 2, jitter: 0.2 };
 const DEFAULT_STOP_TIMEOUT_MS = 30_000;
+/** How long the guest of a deleted system has to power off before it is quit. */
+const DELETED_STOP_MS = 10_000;
+const RECOVER_RETRY_MS = 1000;
 const ARRIVAL_DEADLINE_MS = 15 * 60_000;
 
 /**
@@ -124,6 +136,11 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   const disks = new SystemDisks(ctx);
 
   const publish = (systemId: string, entry: Running) => {
+    try {
+      saveGuestState(guestFiles(paths.home, systemId).runDir, entry.meta);
+    } catch (error) {
+      ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'could not save the system state in the run dir');
+    }
     cdb.ask({ type: 'cdb.put', key: metaKey('system', systemId, node), value: entry.meta }, { timeoutMs: 10_000 }).catch((error: unknown) => {
       ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'could not publish the system state');
     });
@@ -199,7 +216,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     authority: vmmAuthority,
     forwardsUniversal: entry.spec.driver === 'qemu',
     onCrash: (error: AcpError) => {
-      ctx.self.tell({ type: 'hypervisor.guest-exited', id: systemId, generation: -1, crashed: true, reason: `its VMM died: ${error.message}` });
+      ctx.self.tell({ type: 'hypervisor.guest-exited', id: systemId, generation: -1, crashed: true, reason: `its VMM died: ${error.message}`, vmmDied: true });
     },
   });
 
@@ -220,7 +237,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     } catch (error) {
       const reason = errorMessage(error);
       ctx.log.warn({ system: systemId, err: reason }, 'system failed to start');
-      await stopVmm(systemId, entry, 'start failed');
+      await stopVmm(systemId, entry, 'start failed', 'stop');
       if (entry.state === 'starting') move(systemId, entry, 'crashed', { reason: `start failed: ${reason}`, pid: null, vmmPid: null });
       else if (entry.state === 'stopping' || entry.state === 'stopped') {
         throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${systemId}' was stopped while it was starting; it is ${entry.state}`);
@@ -229,12 +246,21 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
   };
 
-  /** Stops the VMM (a crashed one's path is released, so the next start can spawn it again). */
-  const stopVmm = async (systemId: string, entry: Running, reason: string) => {
+  /**
+   * Stops the VMM (a crashed one's path is released, so the next start can spawn it again).
+   * `stop`: the guest must be gone (a QEMU the VMM could not stop is killed), and so are its taps.
+   * `release`: the guest stays (a QEMU outlives its VMM; the next daemon adopts it), taps and all.
+   */
+  const stopVmm = async (systemId: string, entry: Running, reason: string, guest: 'stop' | 'release' = 'stop') => {
     const vmm = entry.vmm;
     entry.vmm = undefined;
     if (vmm?.alive) await vmm.stop(reason, 10_000).catch(() => undefined);
     system.release(`${ctx.self.path}/vmm/${systemId}`, reason);
+    if (guest === 'release') return;
+    if (entry.spec.driver === 'qemu') {
+      const killed = killGuest(systemId, guestFiles(paths.home, systemId).runDir);
+      if (killed !== undefined) ctx.log.warn({ system: systemId, pid: killed, reason }, 'its QEMU outlived its VMM where it had to go; killed');
+    }
     // The guest is gone from here: so are its taps (made again by the next start or arrival).
     await nics.down(systemId, entry.spec);
     disks.forget(systemId);
@@ -242,7 +268,53 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
 
   const entryFor = (systemId: string): Running | undefined => systems.get(systemId);
 
-  const start = async (systemId: string): Promise<Message> => {
+  /** A new VMM takes over the QEMU this system left running (an earlier VMM's or daemon's). */
+  const adoptGuest = async (systemId: string, entry: Running): Promise<{ pid: number | null; vmmPid: number; accelerator: string; status: 'running' | 'paused' }> => {
+    entry.vmm = await system.spawn(vmmPath(systemId), vmmFactory(systemId, entry), vmmOptions(systemId, entry));
+    return ctx.ref(vmmPath(systemId)).ask<Message & { pid: number | null; vmmPid: number; accelerator: string; status: 'running' | 'paused' }>({ type: 'vmm.adopt' }, { timeoutMs: 30_000 });
+  };
+
+  const freshEntry = (spec: SystemObject, state: SystemState, meta?: SystemMeta): Running => ({
+    state,
+    spec,
+    vmm: undefined,
+    meta: { ...(meta ?? { pid: null, vmmPid: null, accelerator: null, since: new Date().toISOString(), restarts: 0 }), state, node },
+    restarts: [],
+    attempt: 0,
+    retry: undefined,
+  });
+
+  const recovery = new GuestRecovery({
+    ctx,
+    node,
+    home: paths.home,
+    cdb,
+    systems,
+    freshEntry,
+    adoptGuest,
+    stopVmm,
+    move,
+    publish,
+    scheduleRestart: (systemId, entry, reason) => scheduleRestart(systemId, entry, reason),
+    start: (systemId, why) => start(systemId, why),
+    nicsUp: (systemId, spec) => nics.up(systemId, spec),
+    vmmStop: (systemId, timeoutMs) => ctx.ref(vmmPath(systemId)).ask({ type: 'vmm.stop', graceful: true, timeoutMs }, { timeoutMs: timeoutMs + 15_000 }),
+  });
+
+  /** A system object deleted while its guest runs here: the guest is stopped, with the reason. */
+  const feed = new CdbFeed(ctx, 'object/system/', (records: readonly RecordView[]) => {
+    for (const record of records) {
+      if (!record.deleted) continue;
+      const systemId = record.key.slice('object/system/'.length);
+      const entry = entryFor(systemId);
+      if (!entry || !['starting', 'running', 'paused'].includes(entry.state)) continue;
+      const why = `its object ${record.key} was deleted`;
+      ctx.log.warn({ system: systemId, reason: why }, 'stopping the guest of a deleted system');
+      void stop(systemId, false, DELETED_STOP_MS, why).catch((error: unknown) => ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'stopping the guest of a deleted system failed'));
+    }
+  });
+
+  const start = async (systemId: string, why?: string): Promise<Message> => {
     const spec = await nics.withMacs(systemId, await readSpec(systemId));
     // A disk this node cannot give (its volume missing, its pool not here) refuses the start, before anything changes.
     const storage = await disks.resolve(systemId, spec);
@@ -256,12 +328,12 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     clearTimeout(entry.retry);
     entry.spec = spec;
     entry.storage = storage;
-    move(systemId, entry, 'start');
+    move(systemId, entry, 'start', why === undefined ? {} : { reason: why });
     await launch(systemId, entry);
     return { type: 'system.started', id: systemId, ...entry.meta };
   };
 
-  const stop = async (systemId: string, force: boolean, timeoutMs: number): Promise<Message> => {
+  const stop = async (systemId: string, force: boolean, timeoutMs: number, why?: string): Promise<Message> => {
     const entry = requireEntry(systemId);
     clearTimeout(entry.retry);
     // A copy still arriving (its source never followed up, say): dropped, as an abort would.
@@ -283,7 +355,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'the VMM did not stop cleanly; its container is stopped');
     }
     await stopVmm(systemId, entry, 'system stopped');
-    move(systemId, entry, 'stopped', { pid: null, vmmPid: null });
+    move(systemId, entry, 'stopped', { pid: null, vmmPid: null, ...(why === undefined ? {} : { reason: why }) });
     return { type: 'system.stopped', id: systemId, ...entry.meta };
   };
 
@@ -294,9 +366,23 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   };
 
   /** The guest ended unasked, or its VMM died: crashed, then the restart policy. */
-  const exited = async (systemId: string, crashed: boolean, reason: string, afterFailedRestart = false): Promise<void> => {
+  const exited = async (systemId: string, crashed: boolean, reason: string, afterFailedRestart = false, vmmDied = false): Promise<void> => {
     const entry = entryFor(systemId);
     if (!entry) return;
+    // A VMM that died leaves its QEMU running (its own session): a new VMM takes it over, and the
+    // guest never notices. Only a QEMU that is gone too is a crash.
+    if (vmmDied && !entry.arriving && entry.spec.driver === 'qemu' && (entry.state === 'running' || entry.state === 'paused') && findGuest(systemId, guestFiles(paths.home, systemId).runDir)?.alive) {
+      await stopVmm(systemId, entry, 'its VMM died', 'release');
+      try {
+        const adopted = await adoptGuest(systemId, entry);
+        entry.meta = { ...entry.meta, pid: adopted.pid, vmmPid: adopted.vmmPid };
+        publish(systemId, entry);
+        ctx.log.warn({ system: systemId, pid: adopted.pid, vmmPid: adopted.vmmPid, reason }, 'its VMM died; a new VMM adopted the running QEMU');
+        return;
+      } catch (error) {
+        ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'could not adopt the QEMU of a VMM that died; it is stopped');
+      }
+    }
     if (afterFailedRestart) {
       if (entry.state !== 'crashed') return;
       scheduleRestart(systemId, entry, reason);
@@ -536,6 +622,9 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     async started() {
       // The VMMs' parent: its own (quiet) mailbox carries the family, not the hypervisor's.
       parent = await system.spawn(vmmParent, () => ({ receive: () => ({ type: 'vmm.parent' }) }));
+      // Not awaited: the watch retries by itself, and the node's boot need not wait for it.
+      void feed.start();
+      ctx.self.tell({ type: 'hypervisor.recover' });
       if (deps.config.statsMs > 0) {
         statsTimer = setInterval(() => void collectStats(), deps.config.statsMs);
         statsTimer.unref();
@@ -543,6 +632,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     },
     async receive(message) {
       clock.handled += 1;
+      const fed = feed.handle(message);
+      if (fed !== false) return fed === true ? undefined : fed;
       const parsed = hypervisorSchema.parse(message);
       switch (parsed.type) {
         case 'service.info':
@@ -624,8 +715,23 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           return replyLater(abandon());
         }
         case 'hypervisor.guest-exited':
-          void exited(parsed.id, parsed.crashed, parsed.reason).catch((error: unknown) => ctx.log.warn({ system: parsed.id, err: errorMessage(error) }, 'handling a guest exit failed'));
+          void exited(parsed.id, parsed.crashed, parsed.reason, false, parsed.vmmDied ?? false).catch((error: unknown) => ctx.log.warn({ system: parsed.id, err: errorMessage(error) }, 'handling a guest exit failed'));
           return undefined;
+        case 'hypervisor.recover':
+          void recovery.recover().catch((error: unknown) => {
+            ctx.log.warn({ err: errorMessage(error) }, 'could not read the systems to recover yet; retrying');
+            setTimeout(() => ctx.self.tell({ type: 'hypervisor.recover' }), RECOVER_RETRY_MS).unref();
+          });
+          return undefined;
+        case 'system.stop-all': {
+          const live = [...systems].filter(([, entry]) => ['starting', 'running', 'paused'].includes(entry.state) && !entry.arriving).map(([systemId]) => systemId);
+          const stopAll = async () => {
+            const results = await Promise.allSettled(live.map((systemId) => stop(systemId, false, parsed.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS, 'stopped with its node (acp down --stop-systems)')));
+            const failed = results.flatMap((result, index) => (result.status === 'rejected' ? [{ id: live[index]!, error: errorMessage(result.reason) }] : []));
+            return { type: 'system.stopped-all', stopped: live.filter((systemId) => !failed.some((failure) => failure.id === systemId)), failed };
+          };
+          return replyLater(stopAll());
+        }
         case 'hypervisor.restart-due': {
           const entry = entryFor(parsed.id);
           if (!entry || entry.attempt !== parsed.attempt || (entry.state !== 'crashed' && entry.state !== 'stopped')) return undefined;
@@ -643,8 +749,19 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     },
     async stopping(reason) {
       clearInterval(statsTimer);
+      feed.stop();
       for (const entry of systems.values()) clearTimeout(entry.retry);
-      await Promise.all([...systems].map(([systemId, entry]) => stopVmm(systemId, entry, reason)));
+      // QEMU guests outlive the daemon (their meta still says where they are; the next daemon
+      // adopts them); a copy still arriving is dropped; simulated guests go with the daemon.
+      await Promise.all(
+        [...systems].map(async ([systemId, entry]) => {
+          const outlives = entry.spec.driver === 'qemu' && !entry.arriving && (entry.state === 'running' || entry.state === 'paused');
+          await stopVmm(systemId, entry, reason, outlives ? 'release' : 'stop');
+          if (entry.spec.driver === 'sim' && (entry.state === 'running' || entry.state === 'paused')) {
+            move(systemId, entry, 'stopped', { reason: 'the daemon stopped; a simulated guest does not outlive it', pid: null, vmmPid: null });
+          }
+        }),
+      );
       await parent?.stop(reason, 10_000);
     },
   };
@@ -672,6 +789,8 @@ export const hypervisorAuthority: AuthorityTable = {
   // A VMM reports its guest's exit; the hypervisor itself, a VMM that died.
   'hypervisor.guest-exited': { internal: [{ service: 'hypervisor/vmm', nodes: 'self', below: true }, thisHypervisor] },
   'hypervisor.restart-due': { internal: [thisHypervisor] },
+  'hypervisor.recover': { internal: [thisHypervisor] },
+  'system.stop-all': 'operate',
 };
 
 export const service: ServiceDefinition<ServiceDeps | undefined> = {

@@ -22,6 +22,8 @@ export const TRANSITIONS = {
   migrated: { from: ['migrating'], to: 'running' },
   /** The guest left: the source after a migration, or the target after one that failed. */
   'migrated-away': { from: ['migrating'], to: 'stopped' },
+  /** A guest that outlived its daemon (or its VMM), taken over by a new VMM: running as it was. */
+  adopted: { from: ['defined'], to: 'running' },
 } as const satisfies Record<string, { from: readonly SystemState[]; to: SystemState }>;
 export type SystemEvent = keyof typeof TRANSITIONS;
 

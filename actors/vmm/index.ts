@@ -52,6 +52,8 @@ export const vmmSchema = z.discriminatedUnion('type', [
   }),
   /** Source of a migration, once the target runs: this copy of the guest goes. */
   z.strictObject({ type: z.literal('vmm.finish-migration') }),
+  /** Takes over this system's QEMU left running by an earlier VMM (found by its pid file and QMP socket). */
+  z.strictObject({ type: z.literal('vmm.adopt') }),
 ]);
 export type VmmMessage = z.input<typeof vmmSchema>;
 
@@ -199,6 +201,13 @@ export function createVmm(ctx: ActorContext, options: VmmOptions): Actor {
           const running = requireGuest();
           return { type: 'vmm.block-stats', id, disks: running.blockStats ? await running.blockStats() : [] };
         }
+        case 'vmm.adopt': {
+          if (guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' already runs in this VMM`);
+          const { adoptQemu } = await import('../../adapters/drivers/qemu.js');
+          const adopted = await adoptQemu(id, prepare(undefined));
+          adopt(adopted.handle);
+          return { type: 'vmm.adopted', id, pid: adopted.handle.pid ?? null, vmmPid: process.pid, accelerator: adopted.handle.accelerator, status: adopted.status };
+        }
         case 'vmm.status':
           return { type: 'vmm.status', id, running: guest !== undefined, pid: guest?.pid ?? null, vmmPid: process.pid, accelerator: guest?.accelerator ?? null };
         default: {
@@ -209,8 +218,12 @@ export function createVmm(ctx: ActorContext, options: VmmOptions): Actor {
     },
     async stopping() {
       stopping = true;
-      // The container going away takes its guest with it: never a guest without its VMM.
-      await guest?.stop(false, 0).catch(() => undefined);
+      // A QEMU outlives its container (the daemon going, the hypervisor restarting): it is let go
+      // of, and adopted by the next VMM. A guest that cannot outlive it (sim) goes with it. The
+      // hypervisor stops a guest that must go (vmm.stop) before it stops this VMM.
+      if (guest?.release) guest.release();
+      else await guest?.stop(false, 0).catch(() => undefined);
+      guest = undefined;
     },
   };
 }
@@ -236,6 +249,7 @@ export const vmmAuthority: AuthorityTable = {
   'vmm.migrate': fromItsHypervisor,
   'vmm.finish-migration': fromItsHypervisor,
   'vmm.block-stats': fromItsHypervisor,
+  'vmm.adopt': fromItsHypervisor,
 };
 
 export const service: ServiceDefinition<unknown> = {

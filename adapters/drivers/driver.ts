@@ -37,6 +37,11 @@ export interface GuestHandle {
   reset(): Promise<void>;
   /** Graceful: the guest is asked to power off, and stopped hard after `timeoutMs`. Resolves once it is gone. */
   stop(graceful: boolean, timeoutMs: number): Promise<void>;
+  /**
+   * Lets go of the guest without stopping it: it goes on in its own session and a later VMM
+   * adopts it (the daemon is going, its guests stay). Absent where a guest cannot outlive its VMM (sim).
+   */
+  release?(): void;
   /** Settles once, when the guest is gone for whatever reason. */
   readonly exited: Promise<GuestExit>;
   /**

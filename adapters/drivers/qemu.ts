@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect, isIP, type Socket } from 'node:net';
 import { release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -29,11 +29,21 @@ class Qmp {
   private readonly waiting = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void; timer: NodeJS.Timeout }>();
   private greeted: (() => void) | undefined;
   private closedError: Error | undefined;
+  private resolveClosed: () => void = () => undefined;
+  /** Settles when the connection closes (QEMU exited, or this end closed it). */
+  readonly closed = new Promise<void>((resolve) => {
+    this.resolveClosed = resolve;
+  });
+  /** QMP's SHUTDOWN event, once QEMU sent it: `guest` when the guest powered itself off. */
+  shutdown: { guest: boolean } | undefined;
 
   private constructor(private readonly socket: Socket) {
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => this.data(chunk));
-    socket.on('close', () => this.fail(new AcpError('ACP_ERR_VMM_FAILED', 'the QMP connection to QEMU closed')));
+    socket.on('close', () => {
+      this.fail(new AcpError('ACP_ERR_VMM_FAILED', 'the QMP connection to QEMU closed'));
+      this.resolveClosed();
+    });
     socket.on('error', (error) => this.fail(new AcpError('ACP_ERR_VMM_FAILED', `QMP: ${error.message}`)));
   }
 
@@ -86,7 +96,7 @@ class Qmp {
       const line = this.buffer.slice(0, newline).trim();
       this.buffer = this.buffer.slice(newline + 1);
       if (!line) continue;
-      let message: { event?: string; return?: unknown; error?: { desc?: string }; QMP?: unknown; id?: unknown };
+      let message: { event?: string; data?: { guest?: unknown }; return?: unknown; error?: { desc?: string }; QMP?: unknown; id?: unknown };
       try {
         message = JSON.parse(line) as typeof message;
       } catch {
@@ -97,6 +107,7 @@ class Qmp {
         this.greeted?.();
         continue;
       }
+      if (message.event === 'SHUTDOWN') this.shutdown = { guest: message.data?.guest === true };
       if (message.event !== undefined || typeof message.id !== 'number') continue;
       const waiter = this.waiting.get(message.id);
       if (!waiter) continue;
@@ -301,7 +312,34 @@ export const qemuDriver: SystemDriver = {
 
 const MIGRATION_POLL_MS = 100;
 
-/** Starts QEMU (for an incoming migration: waiting for it, `-incoming defer`) and connects QMP. */
+/** A guest's files in its run directory: QMP's socket, QEMU's pid file and its stderr. */
+export function guestRunFiles(runDir: string): { qmp: string; pidfile: string; log: string } {
+  return { qmp: join(runDir, 'qmp.sock'), pidfile: join(runDir, 'qemu.pid'), log: join(runDir, 'qemu.log') };
+}
+
+/** The last line QEMU wrote to its stderr (kept in the run dir), for an exit's reason. */
+function lastLogLine(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').trim().split('\n').at(-1)?.slice(0, 500) ?? '';
+  } catch {
+    return '';
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Starts QEMU (for an incoming migration: waiting for it, `-incoming defer`) and connects QMP.
+ * QEMU runs in a session of its own (setsid), with its pid file, QMP socket and stderr in the
+ * guest's run dir: it outlives its VMM container and the daemon, and a later VMM adopts it.
+ */
 async function launch(id: string, spec: SystemObject, paths: GuestPaths, incoming: boolean): Promise<{ handle: GuestHandle; qmp: Qmp }> {
   if (!spec.boot && (paths.disks ?? []).length === 0 && !paths.cdrom) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `system '${id}' has no boot: give it {kernel, initrd, cmdline}, a disk or an iso`);
   const bootFiles = !spec.boot ? [] : 'kernel' in spec.boot ? [spec.boot.kernel, spec.boot.initrd] : spec.boot.disk.startsWith('/') ? [spec.boot.disk] : [];
@@ -309,15 +347,23 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
     if (file !== undefined && !existsSync(file)) throw new AcpError('ACP_ERR_VMM_FAILED', `system '${id}' boots from ${file}, which does not exist on this node`);
   }
   const accelerator = paths.accelerator ?? 'tcg';
-  // A socket left by an earlier QEMU must not be mistaken for this one's.
-  rmSync(join(paths.runDir, 'qmp.sock'), { force: true });
+  const files = guestRunFiles(paths.runDir);
+  // A guest of this id that still runs (left by a daemon that died) is adopted, never doubled.
+  const running = readGuestPid(files.pidfile);
+  if (running !== undefined && isGuestProcess(running, id, files.qmp)) {
+    throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `a QEMU for system '${id}' already runs (pid ${running}); it is adopted, not started again`);
+  }
+  // A socket or pid file left by an earlier QEMU must not be mistaken for this one's.
+  rmSync(files.qmp, { force: true });
+  rmSync(files.pidfile, { force: true });
   rmSync(serialSocket(paths.runDir), { force: true });
-  const child: ChildProcess = spawn(QEMU_BINARY, qemuArgs(id, spec, paths, accelerator, incoming ? 'defer' : undefined), { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', (chunk: string) => {
-    stderr = (stderr + chunk).slice(-2000);
-  });
+  const log = openSync(files.log, 'w', 0o600);
+  let child: ChildProcess;
+  try {
+    child = spawn(QEMU_BINARY, [...qemuArgs(id, spec, paths, accelerator, incoming ? 'defer' : undefined), '-pidfile', files.pidfile], { stdio: ['ignore', 'ignore', log], detached: true });
+  } finally {
+    closeSync(log);
+  }
   let requested = false;
   const exited = new Promise<GuestExit>((resolve) => {
     child.once('error', (error: NodeJS.ErrnoException) =>
@@ -325,7 +371,8 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
     );
     child.once('exit', (code, signal) => {
       const how = signal ? `killed by ${signal}` : `exited with code ${code}`;
-      resolve({ crashed: !requested && (signal !== null || code !== 0), reason: `QEMU ${how}${stderr.trim() ? `: ${stderr.trim().split('\n').at(-1)}` : ''}` });
+      const line = lastLogLine(files.log);
+      resolve({ crashed: !requested && (signal !== null || code !== 0), reason: `QEMU ${how}${line ? `: ${line}` : ''}` });
     });
   });
   const spawnError = await Promise.race([
@@ -341,7 +388,7 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
   let qmp: Qmp;
   try {
     qmp = await Promise.race([
-      Qmp.open(join(paths.runDir, 'qmp.sock'), Date.now() + QMP_CONNECT_MS),
+      Qmp.open(files.qmp, Date.now() + QMP_CONNECT_MS),
       exited.then((exit) => {
         throw new AcpError('ACP_ERR_VMM_FAILED', `${exit.reason}`);
       }),
@@ -350,13 +397,129 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
     child.kill('SIGKILL');
     throw error;
   }
+  const handle = guestHandle(qmp, child.pid!, accelerator, paths, exited, {
+    requested: () => {
+      requested = true;
+    },
+    // Let go of: this VMM no longer waits for its child (which goes on in its own session).
+    released: () => child.unref(),
+  });
+  return { handle, qmp };
+}
+
+/** QEMU's pid from its pid file, if there is one. */
+function readGuestPid(pidfile: string): number | undefined {
+  try {
+    const pid = Number.parseInt(readFileSync(pidfile, 'utf8').trim(), 10);
+    return Number.isInteger(pid) && pid > 1 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `pid` is alive and is this system's QEMU: its command line names the guest and its QMP socket (a reused pid is not). */
+function isGuestProcess(pid: number, id: string, qmpSocket: string): boolean {
+  if (!pidAlive(pid)) return false;
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const named = argv.some((arg, index) => arg === '-name' && argv[index + 1] === `acp-${id}`);
+    return named && argv.some((arg) => arg.includes(optionValue(qmpSocket)));
+  } catch {
+    return false;
+  }
+}
+
+/** A guest found in a run dir: its QEMU's pid, and whether that process is this system's QEMU. */
+export function findGuest(id: string, runDir: string): { pid: number; alive: boolean } | undefined {
+  const files = guestRunFiles(runDir);
+  const pid = readGuestPid(files.pidfile);
+  if (pid === undefined) return undefined;
+  return { pid, alive: isGuestProcess(pid, id, files.qmp) };
+}
+
+/** SIGKILLs this system's QEMU if one runs (a last resort, where a guest must be gone); its pid, or undefined. */
+export function killGuest(id: string, runDir: string): number | undefined {
+  const found = findGuest(id, runDir);
+  if (!found?.alive) return undefined;
+  try {
+    process.kill(found.pid, 'SIGKILL');
+  } catch {
+    return undefined;
+  }
+  return found.pid;
+}
+
+/**
+ * SIGKILLs every QEMU a home's guests left running (checked as killGuest checks): for test and
+ * harness teardown, where guests that outlive their daemon must not outlive the test. Their pids.
+ */
+export function killHomeGuests(home: string): number[] {
+  const dir = join(home, 'run', 'vmm');
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names.filter(isValidName).flatMap((id) => {
+    const pid = killGuest(id, join(dir, id));
+    return pid === undefined ? [] : [pid];
+  });
+}
+
+const ADOPT_QMP_MS = 5000;
+
+/**
+ * Takes over a QEMU that a VMM before this one started (the daemon restarted, or the VMM
+ * died): checked by its pid file, its command line and QMP's `query-name`. Not this VMM's child,
+ * so its end is seen when QMP's socket closes and the pid is gone; a guest that powered itself
+ * off said so (QMP's SHUTDOWN event) and is not counted a crash.
+ */
+export async function adoptQemu(id: string, paths: GuestPaths): Promise<{ handle: GuestHandle; status: 'running' | 'paused' }> {
+  const files = guestRunFiles(paths.runDir);
+  const pid = readGuestPid(files.pidfile);
+  if (pid === undefined) throw new AcpError('ACP_ERR_VMM_FAILED', `system '${id}' has no QEMU pid file in ${paths.runDir}`);
+  if (!isGuestProcess(pid, id, files.qmp)) throw new AcpError('ACP_ERR_VMM_FAILED', `system '${id}''s QEMU (pid ${pid}) is gone`);
+  const qmp = await Qmp.open(files.qmp, Date.now() + ADOPT_QMP_MS);
+  try {
+    const name = (await qmp.execute('query-name')) as { name?: string };
+    if (name.name !== `acp-${id}`) throw new AcpError('ACP_ERR_VMM_FAILED', `the QEMU on ${files.qmp} is '${name.name ?? 'unnamed'}', not acp-${id}`);
+    const kvm = (await qmp.execute('query-kvm')) as { enabled?: boolean };
+    const status = (await qmp.execute('query-status')) as { status?: string };
+    let requested = false;
+    let released = false;
+    const exited = qmp.closed.then(async (): Promise<GuestExit> => {
+      // Let go of (the daemon goes, the guest stays): this handle's guest never ends for it.
+      if (released) return new Promise<GuestExit>(() => undefined);
+      for (let tries = 0; tries < 100 && pidAlive(pid); tries += 1) await new Promise((resolve) => setTimeout(resolve, 50));
+      const line = lastLogLine(files.log);
+      const byGuest = qmp.shutdown?.guest === true;
+      return { crashed: !requested && !byGuest, reason: `QEMU (adopted, pid ${pid}) ${byGuest ? 'powered off' : requested ? 'stopped' : 'ended'}${line ? `: ${line}` : ''}` };
+    });
+    const handle = guestHandle(qmp, pid, kvm.enabled ? 'kvm' : 'tcg', paths, exited, {
+      requested: () => {
+        requested = true;
+      },
+      released: () => {
+        released = true;
+      },
+    });
+    return { handle, status: status.status === 'paused' ? 'paused' : 'running' };
+  } catch (error) {
+    qmp.close();
+    throw error;
+  }
+}
+
+/** The handle on a QEMU, whether started by this VMM or adopted: everything goes through QMP, and the pid only when it hangs. */
+function guestHandle(qmp: Qmp, pid: number, accelerator: string, paths: GuestPaths, exited: Promise<GuestExit>, hooks: { requested: () => void; released: () => void }): GuestHandle {
   const gone = async (timeoutMs: number) => {
     const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), timeoutMs));
     return Promise.race([exited.then(() => 'gone' as const), timer]);
   };
   let migrations = 0;
   const handle: GuestHandle = {
-    pid: child.pid,
+    pid,
     accelerator,
     async migrate(target: MigrationTarget, credentials: MigrationCredentials) {
       if (!target.address) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `a QEMU guest migrates to a host and port; none was named for node '${target.node}'`);
@@ -395,7 +558,7 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
     resume: async () => void (await qmp.execute('cont')),
     reset: async () => void (await qmp.execute('system_reset')),
     async stop(graceful, timeoutMs) {
-      requested = true;
+      hooks.requested();
       if (graceful) {
         await qmp.execute('system_powerdown', undefined, 2000).catch(() => undefined);
         if ((await gone(timeoutMs)) === 'gone') return;
@@ -403,8 +566,16 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
       await qmp.execute('quit', undefined, 2000).catch(() => undefined);
       if ((await gone(2000)) === 'gone') return;
       // Hung or stopped (SIGSTOP): QEMU goes anyway.
-      child.kill('SIGKILL');
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
       await exited;
+      qmp.close();
+    },
+    release() {
+      hooks.released();
       qmp.close();
     },
     exited: exited.then((exit) => {
@@ -412,7 +583,7 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
       return exit;
     }),
   };
-  return { handle, qmp };
+  return handle;
 }
 
 const SERIAL_WRITE_MS = 5000;

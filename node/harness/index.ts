@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initCluster } from '../cluster.js';
+import { killHomeGuests } from '../../adapters/drivers/qemu.js';
 import { connect, type AcpClient } from '../client.js';
 import { homePaths } from '../../runtime/config.js';
 import type { Message } from '../../runtime/messages.js';
@@ -354,6 +355,8 @@ export class Harness {
       }
     }
     for (const ns of this.namespaces) destroyNamespaceSync(ns);
+    // Guests outlive their daemons: none outlives the harness.
+    for (const node of this.nodes) if (node.home) killHomeGuests(node.home);
     for (const node of this.nodes) if (node.home) rmSync(node.home, { recursive: true, force: true });
     this.destroyed = true;
     live.delete(this);
@@ -389,6 +392,8 @@ export class Harness {
     while (this.nodes.some((node) => node.pid > 0 && !isGone(node.pid)) && Date.now() < deadline) await sleep(20);
     // Nodes first: deleting a node's namespace takes its veth pair with it; then the switch.
     for (const ns of this.namespaces) await destroyNamespace(ns);
+    // Guests outlive their daemons: none outlives the harness.
+    for (const node of this.nodes) if (node.home) killHomeGuests(node.home);
     for (const node of this.nodes) if (node.home) rmSync(node.home, { recursive: true, force: true });
     for (const state of this.states.values()) state.status = 'down';
     this.destroyed = true;

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
 import { connect, type AcpClient } from '../../node/client.js';
 import { Daemon } from '../../node/daemon.js';
+import { killHomeGuests } from '../../adapters/drivers/qemu.js';
 import type { LogLevel } from '../../runtime/logger.js';
 import type { NodeStatus } from '../../runtime/services.js';
 
@@ -41,8 +42,9 @@ export function makeHome(t: ExecutionContext, options: HomeOptions = {}): string
   t.teardown(async () => {
     const pid = readPid(home);
     await runCli(['down'], home, 30_000).catch(() => undefined);
-    // Whatever happened in the test, no daemon outlives it.
+    // Whatever happened in the test, no daemon outlives it, and no guest (they outlive daemons).
     if (pid !== undefined && isAlive(pid)) process.kill(pid, 'SIGKILL');
+    killHomeGuests(home);
     rmSync(home, { recursive: true, force: true });
   });
   return home;
