@@ -1,4 +1,6 @@
 import test from 'ava';
+// Serial: each test boots one to three daemons; all at once on two cores starve one another past
+// the connect timeouts, while one after another the file is quicker overall.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer as tlsServer, type TLSSocket } from 'node:tls';
 import { createCa, decodeToken, encodeToken, fingerprint, verifyIssuedBy } from '../adapters/pki.js';
@@ -55,7 +57,7 @@ interface PeerRow {
 // ---------------------------------------------------------------------------------------------
 // init / token / join / up
 
-test('init, token create, join, up: pings cross the agents both ways; peers, secrets and keys are right', async (t) => {
+test.serial('init, token create, join, up: pings cross the agents both ways; peers, secrets and keys are right', async (t) => {
   // Every step through the real command line.
   const n1 = await newNodeHome(t, 'n1');
   const n2 = await newNodeHome(t, 'n2');
@@ -100,7 +102,7 @@ test('init, token create, join, up: pings cross the agents both ways; peers, sec
   t.not(fingerprint(n2Cert), fingerprint(readSecret(n1.home, 'node.crt')));
 });
 
-test('a used join token is refused with ACP_ERR_PKI_TOKEN_USED and the second home gets nothing', async (t) => {
+test.serial('a used join token is refused with ACP_ERR_PKI_TOKEN_USED and the second home gets nothing', async (t) => {
   const ca = await up(await initNode(t, 'n1'));
   const token = await createToken(ca);
   const first = await newNodeHome(t, 'n2');
@@ -113,7 +115,7 @@ test('a used join token is refused with ACP_ERR_PKI_TOKEN_USED and the second ho
   t.false(existsSync(secretPath(second.home, 'api.key')));
 });
 
-test('an expired join token is refused with ACP_ERR_PKI_TOKEN_EXPIRED, by the joiner and by the CA node', async (t) => {
+test.serial('an expired join token is refused with ACP_ERR_PKI_TOKEN_EXPIRED, by the joiner and by the CA node', async (t) => {
   const ca = await up(await initNode(t, 'n1'));
   const created = await cliJson<{ token: string }>(['token', 'create', '--ttl', '1s'], ca.home);
   t.is(created.code, 0, created.stderr);
@@ -134,7 +136,7 @@ test('an expired join token is refused with ACP_ERR_PKI_TOKEN_EXPIRED, by the jo
   t.false(existsSync(secretPath(joiner.home, 'node.crt')));
 });
 
-test("a token naming another CA is refused before anything is sent; the CA node's ledger still takes the genuine token", async (t) => {
+test.serial("a token naming another CA is refused before anything is sent; the CA node's ledger still takes the genuine token", async (t) => {
   const ca = await up(await initNode(t, 'n1'));
   const genuine = await createToken(ca);
   const other = await createCa('lab');
@@ -153,7 +155,7 @@ test("a token naming another CA is refused before anything is sent; the CA node'
   t.is(pong.incarnation, ca.incarnation);
 });
 
-test('joining through a server with another CA (a man in the middle) sends it nothing', async (t) => {
+test.serial('joining through a server with another CA (a man in the middle) sends it nothing', async (t) => {
   const ca = await up(await initNode(t, 'n1'));
   const genuine = await createToken(ca);
   const other = await createCa('lab');
@@ -189,7 +191,7 @@ test('joining through a server with another CA (a man in the middle) sends it no
 // ---------------------------------------------------------------------------------------------
 // Three nodes
 
-test('three nodes: n3 reaches n2 through the peers list of its join, and then n2 reaches n3', async (t) => {
+test.serial('three nodes: n3 reaches n2 through the peers list of its join, and then n2 reaches n3', async (t) => {
   const [, n2, n3] = await startCluster(t, ['n1', 'n2', 'n3']);
   const toN2 = await askVia<Pong>(n3, 'acp://lab/n2/framework', { type: 'ping' });
   t.is(toN2.path, 'acp://lab/n2/framework');
@@ -200,7 +202,7 @@ test('three nodes: n3 reaches n2 through the peers list of its join, and then n2
 });
 
 // Regression (found by this test, fixed since).
-test('three nodes: n2 reaches n3, which joined after it, before n3 ever spoke to n2', async (t) => {
+test.serial('three nodes: n2 reaches n3, which joined after it, before n3 ever spoke to n2', async (t) => {
   const [, n2, n3] = await startCluster(t, ['n1', 'n2', 'n3']);
   const toN3 = await askVia<Pong>(n2, 'acp://lab/n3/framework', { type: 'ping' });
   t.is(toN3.path, 'acp://lab/n3/framework');
@@ -210,7 +212,7 @@ test('three nodes: n2 reaches n3, which joined after it, before n3 ever spoke to
 // ---------------------------------------------------------------------------------------------
 // A peer killed and restarted
 
-test("a peer killed with SIGKILL and restarted: n1's death watch hears node-restarted; asks reach the new incarnation", async (t) => {
+test.serial("a peer killed with SIGKILL and restarted: n1's death watch hears node-restarted; asks reach the new incarnation", async (t) => {
   const [n1, n2] = await startCluster(t, ['n1', 'n2']);
   const client = await localClient(t, n1.home);
   const before = await client.ask<Pong>('acp://lab/n2/framework', { type: 'ping' }, { timeoutMs: ASK_MS });
@@ -244,7 +246,7 @@ test("a peer killed with SIGKILL and restarted: n1's death watch hears node-rest
 // ---------------------------------------------------------------------------------------------
 // Certificate renewal
 
-test('acp cert renew on a joined node: a new certificate from the CA node, links keep working, new connections see it', async (t) => {
+test.serial('acp cert renew on a joined node: a new certificate from the CA node, links keep working, new connections see it', async (t) => {
   const [n1, n2] = await startCluster(t, ['n1', 'n2']);
   t.is((await askVia<Pong>(n1, 'acp://lab/n2/framework', { type: 'ping' })).incarnation, n2.incarnation);
   const oldCert = readSecret(n2.home, 'node.crt');
@@ -285,7 +287,7 @@ test('acp cert renew on a joined node: a new certificate from the CA node, links
 // ---------------------------------------------------------------------------------------------
 // API on local TCP
 
-test('up --api-port serves the API on loopback TCP', async (t) => {
+test.serial('up --api-port serves the API on loopback TCP', async (t) => {
   const home = makeHome(t, { node: 'n1' });
   const port = await freePort();
   await cliOk(['up', '--detach', '--api-port', String(port)], home);
@@ -299,7 +301,7 @@ test('up --api-port serves the API on loopback TCP', async (t) => {
 });
 
 for (const detach of [true, false]) {
-  test(`up --api-bind 0.0.0.0${detach ? ' --detach' : ''} is refused with a message about loopback; no daemon starts`, async (t) => {
+  test.serial(`up --api-bind 0.0.0.0${detach ? ' --detach' : ''} is refused with a message about loopback; no daemon starts`, async (t) => {
     const home = makeHome(t, { node: 'n1' });
     const port = await freePort();
     const result = await runCli(['up', ...(detach ? ['--detach'] : []), '--api-bind', '0.0.0.0', '--api-port', String(port)], home, 30_000);
@@ -314,7 +316,7 @@ for (const detach of [true, false]) {
 // ---------------------------------------------------------------------------------------------
 // Remote script client
 
-test('a remote script with a certificate from the CA asks through n1 agent: pong from n2, status from n1', async (t) => {
+test.serial('a remote script with a certificate from the CA asks through n1 agent: pong from n2, status from n1', async (t) => {
   const [n1, n2] = await startCluster(t, ['n1', 'n2']);
   const caCert = readSecret(n1.home, 'ca.crt');
   const { cert, key } = await issue('script-1', caCert, readSecret(n1.home, 'ca.key'));
@@ -338,7 +340,7 @@ test('a remote script with a certificate from the CA asks through n1 agent: pong
 // Node names
 
 // Regression (found by this test, fixed since).
-test('a second join under the name of an existing (idle) node is refused and does not move its address', async (t) => {
+test.serial('a second join under the name of an existing (idle) node is refused and does not move its address', async (t) => {
   const [n1, n2] = await startCluster(t, ['n1', 'n2']);
   const impostor = await newNodeHome(t, 'n2');
   const token = await createToken(n1);
