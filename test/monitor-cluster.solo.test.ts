@@ -164,7 +164,9 @@ if (!available.ok) {
     try {
       successor = await eventually(() => agreed(others, primary), 10_000, 'the others to elect another primary');
       t.log(`${primary} stopped: ${successor} is primary after ${Date.now() - stoppedAt} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 1000));
+      // Stopped a second past the election, and 3 s at least: well over the 2 s that raises the
+      // event-loop-stall alarm (a quick election alone left the stall at the threshold).
+      await new Promise((resolve) => setTimeout(resolve, Math.max(1000, stoppedAt + 3000 - Date.now())));
     } finally {
       cluster().cont(primary);
     }
