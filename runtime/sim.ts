@@ -52,13 +52,7 @@ export class SimClock implements Clock {
   /** Moves time forward by `ms`, firing every timer due on the way, in order (and those they set). */
   advance(ms: number): void {
     const end = this.current + ms;
-    for (;;) {
-      const next = this.nextDue(end);
-      if (!next) break;
-      this.timers = this.timers.filter((timer) => timer !== next);
-      this.current = next.at;
-      next.fn();
-    }
+    while (this.fireNext(end));
     this.current = end;
   }
 
@@ -66,15 +60,18 @@ export class SimClock implements Clock {
   async advanceSettling(ms: number, settle: () => Promise<void>): Promise<void> {
     const end = this.current + ms;
     await settle();
-    for (;;) {
-      const next = this.nextDue(end);
-      if (!next) break;
-      this.timers = this.timers.filter((timer) => timer !== next);
-      this.current = next.at;
-      next.fn();
-      await settle();
-    }
+    while (this.fireNext(end)) await settle();
     this.current = end;
+  }
+
+  /** Fires the next timer due by `end`, if any; false when none is. */
+  private fireNext(end: number): boolean {
+    const next = this.nextDue(end);
+    if (!next) return false;
+    this.timers = this.timers.filter((timer) => timer !== next);
+    this.current = next.at;
+    next.fn();
+    return true;
   }
 
   private nextDue(end: number): SimTimer | undefined {
