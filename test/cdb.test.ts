@@ -61,7 +61,8 @@ const put = (connection: AcpClient, key: string, value: unknown) => connection.a
 const get = (connection: AcpClient, key: string) => connection.ask<RecordReply>('cdb', { type: 'cdb.get', key }, { timeoutMs: WAIT_MS });
 const list = (connection: AcpClient, prefix: string, limit?: number, cursor?: string) =>
   connection.ask<Records>('cdb', { type: 'cdb.list', prefix, ...(limit === undefined ? {} : { limit }), ...(cursor === undefined ? {} : { cursor }) }, { timeoutMs: WAIT_MS });
-const network = (name: string, vlan?: number) => (vlan === undefined ? { name, type: 'bridge' } : { name, type: 'vlan', vlan });
+// On a node that does not exist, so the daemon under test does not make 2500 real interfaces.
+const network = (name: string, vlan?: number) => (vlan === undefined ? { name, type: 'bridge', nodes: ['elsewhere'] } : { name, type: 'vlan', vlan, nodes: ['elsewhere'] });
 const pad = (n: number) => String(n).padStart(4, '0');
 
 /** A stream over the wire, collecting what arrives. */
@@ -501,7 +502,8 @@ test('the meta/stats table is bounded: a new key past cdb.maxMemoryKeys is ACP_E
   // Existing keys are still written, objects are not bounded by it.
   await put(connection, 'meta/system/last@n1', { up: false });
   t.deepEqual((await get(connection, 'meta/system/last@n1')).record.value, { up: false });
-  await put(connection, 'object/network/lan', network('lan'));
+  // An object no service answers with meta of its own (a network would: its report takes a slot).
+  await put(connection, 'object/alarm-target/hook', { name: 'hook', webhook: 'http://127.0.0.1:9/' });
   // A deleted key frees its slot.
   await connection.ask('cdb', { type: 'cdb.delete', key: 'meta/system/last@n1' }, { timeoutMs: WAIT_MS });
   await put(connection, 'meta/system/more@n1', { up: true });

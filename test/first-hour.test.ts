@@ -25,11 +25,18 @@ const ok = (result: { code: number; stderr: string }, what: string) => {
 
 runsWhen(scriptMissing())('acp up in a terminal prints a summary (node, socket, web address, what next) and readable log lines, not JSON', async (t) => {
   const home = makeHome(t);
-  // `script` gives the daemon a terminal; SIGINT after 4 s stops it as Ctrl-C would.
-  const child = spawn('script', ['-qec', `timeout -s INT 4 ${process.execPath} ${CLI} --home ${home} up`, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // `script` gives the daemon a terminal. Once the summary is out, SIGINT stops it as Ctrl-C
+  // would; `timeout` is only the backstop for a daemon that never gets there.
+  const child = spawn('script', ['-qec', `timeout -s INT 90 ${process.execPath} ${CLI} --home ${home} up`, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
+  let interrupted = false;
   child.stdout.on('data', (chunk: Buffer) => {
     output += chunk.toString('utf8');
+    const pid = /acpd is running: .*\(pid (\d+)\)[^]*Ctrl-C stops it/.exec(output)?.[1];
+    if (pid !== undefined && !interrupted) {
+      interrupted = true;
+      process.kill(Number(pid), 'SIGINT');
+    }
   });
   const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
   // eslint-disable-next-line no-control-regex
