@@ -3,7 +3,9 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, wri
 import { dirname, join } from 'node:path';
 import { defaultConfig, parseConfig, type HomePaths, type NodeConfig } from '../runtime/config.js';
 import { AcpError } from '../runtime/errors.js';
+import type { Logger } from '../runtime/logger.js';
 import { assertName } from '../runtime/path.js';
+import { isDaemonProcess } from './process.js';
 
 /** Creates the home's directories with private modes (run/ and secrets/ are 0700). */
 export function ensureHome(paths: HomePaths): void {
@@ -158,4 +160,20 @@ export function secretExists(file: string): boolean {
 
 export function readSecretFile(file: string): string {
   return readFileSync(file, 'utf8');
+}
+
+/** Refuses a second daemon on a live home; cleans what a killed one left behind. */
+export function checkHomeFree(paths: HomePaths, log?: Logger): void {
+  const pid = readPidfile(paths.pidfile);
+  if (pid !== undefined && pid !== process.pid && isDaemonProcess(pid)) {
+    throw new AcpError('ACP_ERR_DAEMON_RUNNING', `acpd already runs on ${paths.home} (pid ${pid}); stop it with 'acp down --home ${paths.home}'`);
+  }
+  if (pid !== undefined || existsSync(paths.pidfile)) {
+    log?.info({ stalePid: pid }, 'removed the pidfile of a daemon that is gone');
+    removeFile(paths.pidfile);
+  }
+  if (existsSync(paths.socket)) {
+    log?.info({ socket: paths.socket }, 'removed a stale socket');
+    removeFile(paths.socket);
+  }
 }

@@ -20,7 +20,7 @@ import { LOGS_DESCRIPTION, logsOptions, showLogs } from './logs.js';
 import { alarmCommands, health } from './monitor.js';
 import { parseHostPort } from '../adapters/tls.js';
 import { parseMulticast } from '../adapters/multicast.js';
-import { initCluster, joinCluster, parseDuration } from '../node/cluster.js';
+import { parseDuration } from './duration.js';
 import { formatGuestsAtDown, formatUpSummary, guestsBeforeDown, runForeground, startDetached, stopDaemon } from './control.js';
 import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table, type SyncSummary } from './output.js';
 
@@ -240,6 +240,7 @@ const cli = yargs(hideBin(process.argv))
         .option('agent', { type: 'string', describe: 'where this node\'s agent listens, HOST:PORT' }),
     (argv) =>
       run(argv, async () => {
+        const { initCluster } = await import('../node/cluster.js');
         const result = await initCluster(argv.home, { cluster: argv.cluster, ...(argv.node === undefined ? {} : { node: argv.node }), ...(argv.agent === undefined ? {} : { agent: argv.agent }) });
         if (argv.json) printJson(result);
         else process.stdout.write(`cluster ${result.cluster} created; this home is node ${result.node} and holds its CA (fingerprint ${result.caFingerprint})\nnext: acp up --detach${result.agent ? '' : ' --agent HOST:PORT'}, then acp token create for each node to join\n`);
@@ -275,6 +276,7 @@ const cli = yargs(hideBin(process.argv))
         .option('witness', { type: 'boolean', default: false, describe: 'join as a witness: a vote-only member that runs only cdb, agent, api and monitor' }),
     (argv) =>
       run(argv, async () => {
+        const { joinCluster } = await import('../node/cluster.js');
         const result = await joinCluster(argv.home, argv.address, argv.token, { ...(argv.node === undefined ? {} : { node: argv.node }), ...(argv.agent === undefined ? {} : { agent: argv.agent }), witness: argv.witness });
         if (argv.json) printJson(result);
         else process.stdout.write(`joined cluster ${result.cluster} as ${result.witness ? 'witness ' : ''}${result.node} (certificate until ${result.notAfter}); next: acp up --detach\n`);
@@ -292,6 +294,7 @@ const cli = yargs(hideBin(process.argv))
             if (config?.witness !== true || !secretExists(homePaths(argv.home).nodeCert)) {
               if (secretExists(homePaths(argv.home).nodeCert)) throw new AcpError('ACP_ERR_CONFIG_MISMATCH', `${argv.home} is a full node of ${config?.cluster ?? 'a cluster'}, not a witness; use another --home for the witness`);
               if (argv.address === undefined || argv.token === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', 'the first acp witness up needs the address of a member\'s agent and --token (from acp token create on the node holding the CA)');
+              const { joinCluster } = await import('../node/cluster.js');
               const joined = await joinCluster(argv.home, argv.address, argv.token, { ...(argv.node === undefined ? {} : { node: argv.node }), ...(argv.agent === undefined ? {} : { agent: argv.agent }), witness: true });
               if (!argv.json) process.stdout.write(`joined cluster ${joined.cluster} as witness ${joined.node}\n`);
             }

@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ensureHome, readPidfile } from '../adapters/home.js';
+import { checkHomeFree, ensureHome, readPidfile } from '../adapters/home.js';
 import { isDaemonProcess, isProcessAlive } from '../adapters/process.js';
 import { connect } from '../node/client.js';
 import { homePaths } from '../runtime/config.js';
-import { checkHomeFree, Daemon } from '../node/daemon.js';
+import type { Daemon } from '../node/daemon.js';
 import { AcpError } from '../runtime/errors.js';
 import type { LogFormat, LogLevel } from '../runtime/logger.js';
 import type { NodeStatus } from '../runtime/services.js';
@@ -69,6 +69,8 @@ async function summaryOf(daemon: Daemon): Promise<UpSummary> {
 
 /** Runs the daemon in this process until SIGINT/SIGTERM (or `acp down`); returns the exit code. */
 export async function runForeground(options: UpOptions, announce: (summary: UpSummary) => void): Promise<number> {
+  // Loaded here, not at the top: the other commands need none of the daemon's modules.
+  const { Daemon } = await import('../node/daemon.js');
   const daemon = await Daemon.start(options);
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {

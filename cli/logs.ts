@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { homePaths } from '../runtime/config.js';
 import { AcpError } from '../runtime/errors.js';
 import { LOG_LEVELS, prettyLine } from '../runtime/logger.js';
-import { parseDuration } from '../node/cluster.js';
+import { parseDuration } from './duration.js';
 
 interface Global {
   home: string;

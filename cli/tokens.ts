@@ -4,7 +4,7 @@ import type { AcpClient } from '../runtime/client.js';
 import type { Message } from '../runtime/messages.js';
 import { ROLES, type Role } from '../runtime/principal.js';
 import { tokenId } from '../runtime/tokens.js';
-import { parseDuration } from '../node/cluster.js';
+import { parseDuration } from './duration.js';
 import { printJson, table } from './output.js';
 
 interface Global {

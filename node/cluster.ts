@@ -9,14 +9,6 @@ import { AcpError } from '../runtime/errors.js';
 import { silentLogger } from '../runtime/logger.js';
 import { assertName } from '../runtime/path.js';
 
-/** `1h`, `30m`, `90s`, `2d` or plain milliseconds. */
-export function parseDuration(text: string): number {
-  const match = /^(\d+)(ms|s|m|h|d)?$/.exec(text.trim());
-  if (!match) throw new AcpError('ACP_ERR_CLI_USAGE', `'${text}' is not a duration: use a number with ms, s, m, h or d (for example 1h)`);
-  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-  return Number(match[1]) * units[match[2] ?? 'ms']!;
-}
-
 function refuseIfInitialised(paths: HomePaths): void {
   if (secretExists(paths.nodeCert) || secretExists(paths.caCert)) {
     throw new AcpError('ACP_ERR_CONFIG_MISMATCH', `${paths.home} already belongs to a cluster (it has ${paths.nodeCert}); use another --home`);

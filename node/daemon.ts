@@ -1,9 +1,7 @@
-import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createFramework, frameworkAuthority, frameworkSchema } from '../actors/framework/index.js';
-import { claimPidfile, ensureHome, installClusterKeys, loadOrCreateApiKey, loadOrCreateConfig, nextIncarnation, readPidfile, removeFile } from '../adapters/home.js';
-import { isDaemonProcess } from '../adapters/process.js';
+import { checkHomeFree, claimPidfile, ensureHome, installClusterKeys, loadOrCreateApiKey, loadOrCreateConfig, nextIncarnation, readPidfile, removeFile } from '../adapters/home.js';
 import { realClock } from '../runtime/clock.js';
 import { ServiceTree, type ServiceEntry } from '../supervisors/service-tree.js';
 import { bootOrderFor } from './boot-order.js';
@@ -82,22 +80,6 @@ function withFlags(config: NodeConfig, options: DaemonOptions): NodeConfig {
 }
 
 const LOOP_DELAY_RESOLUTION_MS = 10;
-
-/** Refuses a second daemon on a live home; cleans what a killed one left behind. */
-export function checkHomeFree(paths: HomePaths, log?: Logger): void {
-  const pid = readPidfile(paths.pidfile);
-  if (pid !== undefined && pid !== process.pid && isDaemonProcess(pid)) {
-    throw new AcpError('ACP_ERR_DAEMON_RUNNING', `acpd already runs on ${paths.home} (pid ${pid}); stop it with 'acp down --home ${paths.home}'`);
-  }
-  if (pid !== undefined || existsSync(paths.pidfile)) {
-    log?.info({ stalePid: pid }, 'removed the pidfile of a daemon that is gone');
-    removeFile(paths.pidfile);
-  }
-  if (existsSync(paths.socket)) {
-    log?.info({ socket: paths.socket }, 'removed a stale socket');
-    removeFile(paths.socket);
-  }
-}
 
 /** One running acpd: the actor system, the Framework and its service tree. */
 export class Daemon {
