@@ -6,7 +6,7 @@
  */
 import { defaultMonitorConfig } from '../actors/monitor/election.js';
 import { computeHealth, type HealthInput } from '../actors/monitor/health.js';
-import { MonitorSim } from '../test/helpers/monitor-sim.js';
+import { MonitorSim } from '../node/sim/monitor.js';
 import { rate } from './measure.js';
 
 const RUNS = 200;

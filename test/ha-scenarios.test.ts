@@ -9,7 +9,7 @@
 import test from 'ava';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { HaSim, type HaClusterSpec } from './helpers/ha-sim.js';
+import { HaSim, type HaClusterSpec } from '../node/sim/ha.js';
 
 const root = fileURLToPath(new URL('../../test/scenarios/ha/', import.meta.url));
 const update = process.env.ACP_UPDATE_GOLDEN === '1';

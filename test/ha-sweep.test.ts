@@ -1,6 +1,6 @@
 /**
  * A seeded sweep of random fault schedules over the HA managers and the election together
- * (test/helpers/ha-sim.ts). The simulator checks after every step: no HA system ever runs on two
+ * (node/sim/ha.ts). The simulator checks after every step: no HA system ever runs on two
  * nodes, every grant (lease and orders) is sent by the lease-holding primary of the term it
  * carries, no node starts or migrates a system on an order older than the newest term its monitor
  * knows. After each schedule the faults heal, every node is back, and then one node loses power:
@@ -10,8 +10,8 @@
  * failure names the seed of its schedule.
  */
 import test, { type ExecutionContext } from 'ava';
-import { HaSim } from './helpers/ha-sim.js';
-import { randomHaSchedule } from './helpers/ha-schedules.js';
+import { HaSim } from '../node/sim/ha.js';
+import { randomHaSchedule } from '../node/sim/ha-schedules.js';
 
 const schedules = Number(process.env.ACP_HA_SWEEP ?? 1000);
 const baseSeed = Number(process.env.ACP_HA_SEED ?? 20261130);

@@ -9,7 +9,7 @@
 import test from 'ava';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { MonitorSim, type ClusterSpec } from './helpers/monitor-sim.js';
+import { MonitorSim, type ClusterSpec } from '../node/sim/monitor.js';
 
 const root = fileURLToPath(new URL('../../test/scenarios/monitor/', import.meta.url));
 const update = process.env.ACP_UPDATE_GOLDEN === '1';

@@ -9,7 +9,7 @@
  * from another base seed; a failure names the seed of its schedule.
  */
 import test from 'ava';
-import { MonitorSim, seeded, type ClusterSpec } from './helpers/monitor-sim.js';
+import { MonitorSim, seeded, type ClusterSpec } from '../node/sim/monitor.js';
 
 const schedules = Number(process.env.ACP_MONITOR_SWEEP ?? 1000);
 const baseSeed = Number(process.env.ACP_MONITOR_SEED ?? 20261130);

@@ -3,7 +3,7 @@
  * `step(state, event, env) -> { state, effects }`. No clock, randomness, timers or I/O inside:
  * the env gives readings (monotonic and wall clock, random, the cluster's members and open alarms
  * from the CDB), and the effects say what to do (send, persist, raise or clear an alarm, log a
- * transition). The same code runs under the deterministic simulator (test/helpers/monitor-sim.ts)
+ * transition). The same code runs under the deterministic simulator (node/sim/monitor.ts)
  * and in `acpd` (actors/monitor/index.ts).
  *
  * - Terms and votes are Raft's, among the voting members (`votes: 1`, the default). A follower

@@ -1,5 +1,5 @@
 /**
- * The HA managers under the monitors' simulator (monitor-sim.ts): the same clock, queue, network
+ * The HA managers under the monitors' simulator (monitor.ts): the same clock, queue, network
  * and scenario language, plus what HA needs. Each node's election machine is stepped as before;
  * after each tick the node runs its HA manager (only while its monitor holds the primary lease,
  * taking over from what the previous primary persisted) and its local manager, and HA messages
@@ -19,7 +19,7 @@ import { primaryOf } from '../../actors/monitor/election.js';
 import { localStep, initialLocal, type GuestState, type LocalEffect, type LocalEnv, type LocalState } from '../../actors/ha/local.js';
 import { managerStep, takeOver, type ManagerEffect, type ManagerEnv, type ManagerState, type PersistedHa } from '../../actors/ha/manager.js';
 import { defaultHaConfig, haMessageSchema, type HaConfig, type HaMessage, type HaNodeSpec, type HaStatusMessage, type HaSystemSpec } from '../../actors/ha/protocol.js';
-import { MonitorSim, parseDuration, type ClusterSpec, type SimEvent, type SimNode } from './monitor-sim.js';
+import { MonitorSim, parseDuration, type ClusterSpec, type SimEvent, type SimNode } from './monitor.js';
 
 export interface HaClusterSpec extends ClusterSpec {
   nodes: { name: string; votes?: 0 | 1; witness?: boolean; memoryMiB?: number; vcpus?: number }[];

@@ -1,6 +1,6 @@
 /** Random fault schedules for the HA sweep (test/ha-sweep.test.ts), by seed. */
-import { seeded } from './monitor-sim.js';
-import type { HaClusterSpec } from './ha-sim.js';
+import { seeded } from './monitor.js';
+import type { HaClusterSpec } from './ha.js';
 
 const clusters: HaClusterSpec['nodes'][] = [
   [{ name: 'n1' }, { name: 'n2' }, { name: 'n3' }],

@@ -34,7 +34,7 @@ export interface SimNode {
   random: () => number;
 }
 
-/** A monitor event, or one for an extension of the simulator (the HA managers: test/helpers/ha-sim.ts). */
+/** A monitor event, or one for an extension of the simulator (the HA managers: node/sim/ha.ts). */
 export type SimEvent = MonitorEvent | { type: 'ext'; from: string; message: unknown };
 
 interface Queued {
