@@ -81,7 +81,7 @@ export const errorCatalog = {
   ACP_ERR_NETWORK_NOT_CARRIED: { kind: 'bad-request', summary: "A system's NIC names a network this node does not carry (its nodes list leaves the node out); the message names both." },
   ACP_ERR_NETWORK_UNSUPPORTED: { kind: 'bad-request', summary: "A system's NIC asks for what this node does not realize (a VLAN tag or trunk, which need a VLAN-aware bridge; a rate limit); the message names the field and what to use instead." },
   ACP_ERR_NETWORK_IN_USE: { kind: 'conflict', summary: 'A network cannot be removed while systems have NICs on it; the message names the systems.' },
-  ACP_ERR_STORAGE_UNSUPPORTED: { kind: 'failed', summary: "A storage type or share protocol this node cannot provide (lvm-thin without device-mapper, nfs or cifs without the kernel's client or the mount helper); the message names what is missing." },
+  ACP_ERR_STORAGE_UNSUPPORTED: { kind: 'failed', summary: "A storage type or share protocol this node cannot provide (lvm-thin: no device-mapper, or no LVM adapter yet; nfs or cifs without the kernel's client or the mount helper); the message names what is missing." },
   ACP_ERR_STORAGE_TOOL_MISSING: { kind: 'failed', summary: 'A program the Storage service runs (qemu-img, lsblk, btrfs, sshfs, mount) is not installed on this node; the message names the command and the package.' },
   ACP_ERR_STORAGE_COMMAND: { kind: 'failed', summary: 'A storage command (qemu-img, lsblk, btrfs, sshfs, mount) failed or timed out; the message names the command and what it printed.' },
   ACP_ERR_STORAGE_BAD_OUTPUT: { kind: 'failed', summary: 'A storage command printed output that is not the JSON expected; the message names the command.' },

@@ -46,6 +46,16 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   /** What a console's user typed (the web UI's xterm), for the guest's serial port on this node. */
   z.strictObject({ type: z.literal('system.console.input'), id, data: z.string().min(1).max(4096) }),
   z.strictObject({ type: z.literal('system.console'), id, offset: z.number().int().min(0).default(0), maxBytes: z.number().int().min(1).max(1024 * 1024).default(64 * 1024) }),
+  /** From a Storage service: grow a disk of a running guest, or take or drop a qcow2 snapshot of it (QMP). */
+  z.strictObject({
+    type: z.literal('system.disk-change'),
+    id,
+    volume: z.string().max(127),
+    change: z.discriminatedUnion('action', [
+      z.strictObject({ action: z.literal('resize'), sizeBytes: z.number().int().min(1).max(2 ** 53 - 1) }),
+      z.strictObject({ action: z.enum(['snapshot-create', 'snapshot-delete']), snapshot: nameSchema }),
+    ]),
+  }),
   /** Move a running system to another node (live for QEMU, by state transfer for sim). */
   z.strictObject({ type: z.literal('system.migrate'), id, to: nameSchema }),
   /** Migration, target side: get ready for the guest, then see it run (or give up). */
@@ -686,6 +696,11 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           if (entry.state !== 'running' && entry.state !== 'paused') throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `cannot type into system '${parsed.id}': it is ${entry.state} on ${node} (start it first)`);
           return replyLater(ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.console.input', data: parsed.data }, { timeoutMs: 10_000 }).then(() => ({ type: 'system.console.sent', id: parsed.id, node })));
         }
+        case 'system.disk-change': {
+          const entry = requireEntry(parsed.id);
+          if (entry.state !== 'running' && entry.state !== 'paused') throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `cannot change a disk of system '${parsed.id}' while it is ${entry.state} on ${node} (running or paused only)`);
+          return replyLater(ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.disk-change', volume: parsed.volume, change: parsed.change }, { timeoutMs: 70_000 }).then(() => ({ type: 'system.disk-changed', id: parsed.id, node, volume: parsed.volume })));
+        }
         case 'system.migrate':
           return replyLater(migrate(parsed.id, parsed.to));
         case 'system.incoming':
@@ -791,6 +806,8 @@ export const hypervisorAuthority: AuthorityTable = {
   'hypervisor.restart-due': { internal: [thisHypervisor] },
   'hypervisor.recover': { internal: [thisHypervisor] },
   'system.stop-all': 'operate',
+  // A volume's pool may be shared: the Storage service of any node changes a disk where its guest runs.
+  'system.disk-change': { internal: [{ service: 'storage', nodes: 'any' }] },
 };
 
 export const service: ServiceDefinition<ServiceDeps | undefined> = {

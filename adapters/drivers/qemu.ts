@@ -7,12 +7,14 @@ import type { SystemObject } from '../../actors/model.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import { isValidName } from '../../runtime/path.js';
 import { generatedMac, tapName } from '../../actors/network/names.js';
-import { diskArgs, parseBlockStats } from './disks.js';
+import { diskArgs, liveDiskCommand, parseBlockStats } from './disks.js';
 import { isMigrationHost, type GuestExit, type GuestHandle, type GuestPaths, type IncomingGuest, type MigrationAddress, type MigrationCredentials, type MigrationListen, type MigrationTarget, type SystemDriver } from './driver.js';
 
 export const QEMU_BINARY = process.env.ACP_QEMU ?? 'qemu-system-x86_64';
 const QMP_CONNECT_MS = 10_000;
 const QMP_COMMAND_MS = 5000;
+/** A live resize or internal snapshot writes the image's metadata (a snapshot copies its tables): longer than a query. */
+const LIVE_DISK_MS = 60_000;
 
 /** QEMU option values separate with commas: a comma inside a path is written twice. */
 function optionValue(text: string): string {
@@ -553,7 +555,15 @@ function guestHandle(qmp: Qmp, pid: number, accelerator: string, paths: GuestPat
     },
     transferable: () => null,
     consoleInput: (data) => writeSerial(serialSocket(paths.runDir), data),
-    ...(paths.disks && paths.disks.length > 0 ? { blockStats: async () => parseBlockStats(await qmp.execute('query-blockstats'), paths.disks ?? []) } : {}),
+    ...(paths.disks && paths.disks.length > 0
+      ? {
+          blockStats: async () => parseBlockStats(await qmp.execute('query-blockstats'), paths.disks ?? []),
+          changeDisk: async (volume, change) => {
+            const { command, args } = liveDiskCommand(paths.disks ?? [], volume, change);
+            await qmp.execute(command, args, LIVE_DISK_MS);
+          },
+        }
+      : {}),
     pause: async () => void (await qmp.execute('stop')),
     resume: async () => void (await qmp.execute('cont')),
     reset: async () => void (await qmp.execute('system_reset')),
