@@ -18,11 +18,14 @@ import { formatPrincipal, type Principal } from '../runtime/principal.js';
 import type { NodeStatus } from '../runtime/services.js';
 import type { ActorSystem } from '../runtime/system.js';
 import { principalOf, SESSION_COOKIE, statusFor, type WebAuth } from './auth.js';
+import { registerDisplay } from './display.js';
 import { metricsOpen, type WebTls } from './exposure.js';
 import type { NodeMetrics } from './metrics.js';
 
 export interface WebServerOptions {
   system: ActorSystem;
+  /** The node's home (guests' run dirs, for their displays). */
+  home: string;
   auth: WebAuth;
   metrics: NodeMetrics;
   status(): NodeStatus;
@@ -243,6 +246,8 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
       return sendError(reply, error);
     }
   });
+
+  registerDisplay(app, { auth: options.auth, log: options.log, node: self, home: options.home, ask, nodeOf, countRefusal: options.countRefusal });
 
   // The wire protocol over a WebSocket: the same hello (API key or token), frames, limits and checks.
   let nextId = 0;

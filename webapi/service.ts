@@ -69,6 +69,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
         ...(tls ? { tls } : {}),
         metricsAccess: deps.config.webapi.metrics,
         system: deps.system,
+        home: deps.paths.home,
         auth: { apiKey: () => deps.apiKey, tokens: deps.tokens, session: (id) => sessions.check(id).principal },
         sessions: {
           redeem: async (code) => await ctx.self.ask<Message & { id: string; expiresMs: number }>({ type: 'webapi.session.redeem', code }),

@@ -46,6 +46,8 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   /** What a console's user typed (the web UI's xterm), for the guest's serial port on this node. */
   z.strictObject({ type: z.literal('system.console.input'), id, data: z.string().min(1).max(4096) }),
   z.strictObject({ type: z.literal('system.console'), id, offset: z.number().int().min(0).default(0), maxBytes: z.number().int().min(1).max(1024 * 1024).default(64 * 1024) }),
+  /** Whether the web UI may show this system's display here (operator: VNC carries keys and mouse). */
+  z.strictObject({ type: z.literal('system.display'), id }),
   /** From a Storage service: grow a disk of a running guest, or take or drop a qcow2 snapshot of it (QMP). */
   z.strictObject({
     type: z.literal('system.disk-change'),
@@ -696,6 +698,12 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           if (entry.state !== 'running' && entry.state !== 'paused') throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `cannot type into system '${parsed.id}': it is ${entry.state} on ${node} (start it first)`);
           return replyLater(ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.console.input', data: parsed.data }, { timeoutMs: 10_000 }).then(() => ({ type: 'system.console.sent', id: parsed.id, node })));
         }
+        case 'system.display': {
+          const entry = requireEntry(parsed.id);
+          if (entry.spec.display !== 'vnc' || entry.spec.driver !== 'qemu') throw new AcpError('ACP_ERR_SYSTEM_NO_DISPLAY', `system '${parsed.id}' has no display (give it display: 'vnc' and the qemu driver, then restart it)`);
+          if (entry.state !== 'running' && entry.state !== 'paused') throw new AcpError('ACP_ERR_SYSTEM_NO_DISPLAY', `system '${parsed.id}' is ${entry.state} on ${node}: its display shows while it runs`);
+          return { type: 'system.display', id: parsed.id, node, display: 'vnc' };
+        }
         case 'system.disk-change': {
           const entry = requireEntry(parsed.id);
           if (entry.state !== 'running' && entry.state !== 'paused') throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `cannot change a disk of system '${parsed.id}' while it is ${entry.state} on ${node} (running or paused only)`);
@@ -790,6 +798,7 @@ export const hypervisorAuthority: AuthorityTable = {
   'system.status': 'read',
   'system.console': 'read',
   'system.console.input': 'operate',
+  'system.display': 'operate',
   'system.start': 'operate',
   'system.stop': 'operate',
   'system.pause': 'operate',

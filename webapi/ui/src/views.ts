@@ -2,6 +2,7 @@
 import { allows, type Role } from './api.js';
 import { ChartPanel, NODE_CHARTS, SYSTEM_CHARTS } from './charts.js';
 import { SerialConsole } from './console.js';
+import type { GuestDisplay } from './display.js';
 import { bytes, clear, h } from './dom.js';
 import { alarms, nodes, systems, type SystemView } from './model.js';
 import type { Store } from './store.js';
@@ -135,14 +136,18 @@ export class Views {
     );
     const chartsHolder = h('div');
     const consoleHolder = h('div');
-    this.ctx.main.append(title, facts, buttons, h('h2', {}, 'Live'), chartsHolder, h('h2', {}, 'Serial console'), consoleHolder);
+    const displayHolder = h('div');
+    this.ctx.main.append(title, facts, buttons, h('h2', {}, 'Live'), chartsHolder, h('h2', {}, 'Serial console'), consoleHolder, displayHolder);
     let chartNode: string | undefined;
     let panel: ChartPanel | undefined;
     let consoleNode: string | undefined;
     let serial: SerialConsole | undefined;
+    let displayNode: string | undefined;
+    let display: GuestDisplay | undefined;
     this.disposers.push(() => {
       panel?.destroy();
       serial?.destroy();
+      display?.destroy();
     });
     this.live = () => {
       const view = find();
@@ -196,6 +201,25 @@ export class Views {
         consoleNode = consoleAt;
         serial = consoleAt ? new SerialConsole(wire, wire.path(consoleAt, 'hypervisor'), id, this.can('operator'), tasks) : undefined;
         clear(consoleHolder, serial ? serial.element : h('p.hint', {}, 'It has not run yet: its console shows once it starts.'));
+      }
+      // The display (noVNC) while it runs, relayed by the node the page is from (operator role).
+      const showAt = view.spec.display === 'vnc' && view.state === 'running' && this.can('operator') && runningOn === this.ctx.self ? runningOn : undefined;
+      if (showAt !== displayNode || (view.spec.display === 'vnc') !== displayHolder.hasChildNodes()) {
+        display?.destroy();
+        display = undefined;
+        displayNode = showAt;
+        if (view.spec.display !== 'vnc') clear(displayHolder);
+        else {
+          const why = !this.can('operator') ? `needs the operator role (you are ${this.ctx.role})` : runningOn && runningOn !== this.ctx.self ? `it runs on ${runningOn}: open that node's web UI to see it` : 'it shows while the system runs';
+          clear(displayHolder, h('h2', {}, 'Display'), h('p.hint', {}, showAt ? 'Loading the display…' : `Display: ${why}.`));
+          // noVNC is loaded only when a display shows (a chunk of its own).
+          if (showAt)
+            void import('./display.js').then(({ GuestDisplay }) => {
+              if (displayNode !== showAt || display || !displayHolder.isConnected) return;
+              display = new GuestDisplay(id);
+              clear(displayHolder, h('h2', {}, 'Display'), display.element);
+            });
+        }
       }
     };
   }
