@@ -49,7 +49,6 @@ export const errorCatalog = {
   ACP_ERR_SYNC_NO_MULTICAST: { kind: 'failed', summary: 'The multicast group cannot be joined; sync falls back to unicast over the agent.' },
   ACP_ERR_SYNC_NOT_PEER: { kind: 'forbidden', summary: "Sync traffic is accepted only from the cluster's nodes over the agent." },
   ACP_ERR_SYSTEM_NO_DISPLAY: { kind: 'bad-request', summary: "The system has no graphical display to show (its display is not 'vnc', or it is simulated), or it is not running." },
-  ACP_ERR_WEB_DISPLAY_REMOTE: { kind: 'bad-request', summary: "The web UI shows a guest's display only from a management node where the guest runs (VNC is not relayed between nodes yet); open the UI of that node." },
   ACP_ERR_SYSTEM_BAD_STATE: { kind: 'conflict', summary: "A system command that its current state does not allow (the message names the state)." },
   ACP_ERR_SYSTEM_WRONG_NODE: { kind: 'bad-request', summary: 'The system is placed on another node; start it there.' },
   ACP_ERR_SYSTEM_NOT_MIGRATABLE: { kind: 'bad-request', summary: 'The system has a disk on a pool not marked shared, so it cannot migrate.' },

@@ -10,7 +10,7 @@ import WebSocket from 'ws';
 import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
 import { guestImage } from '../adapters/guest-image.js';
 import type { Message } from '../runtime/messages.js';
-import { artifacts, browser, browserMissing, tokenPage } from './helpers/browser.js';
+import { artifacts, browser, browserMissing, displayLit, tokenPage } from './helpers/browser.js';
 import { runsWhen } from './helpers/requires.js';
 import { systemNode } from './helpers/system.js';
 
@@ -42,21 +42,8 @@ runsWhen(missing)(`the UI's display: noVNC shows a QEMU guest's framebuffer; an 
   await page.click('#tree a.system[data-name="v1"]');
   await page.click('button[data-action="start"]:not([disabled])');
   await page.waitForSelector('#tree a.system[data-name="v1"][data-state="running"]', { timeout: 120_000 });
-  await page.waitForSelector('.display[data-connected="true"]', { timeout: 60_000 });
   // The guest's VGA screen (SeaBIOS, then the kernel's text console) reaches the canvas: lit pixels.
-  const lit = await page.waitForFunction(
-    () => {
-      const canvas = (globalThis as unknown as { document: { querySelector(s: string): { width: number; height: number; getContext(kind: '2d'): { getImageData(x: number, y: number, w: number, h: number): { data: Uint8ClampedArray } } | null } | null } }).document.querySelector('.display canvas');
-      if (!canvas || canvas.width < 320) return false;
-      const { data } = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height);
-      let count = 0;
-      for (let at = 0; at < data.length; at += 4) if (data[at]! + data[at + 1]! + data[at + 2]! > 96) count += 1;
-      return count > 100 ? { width: canvas.width, height: canvas.height, lit: count } : false;
-    },
-    undefined,
-    { timeout: 60_000 },
-  );
-  const frame = (await lit.jsonValue()) as { width: number; height: number; lit: number };
+  const frame = await displayLit(page);
   t.log(`framebuffer ${frame.width}x${frame.height}, ${frame.lit} lit pixels`);
   t.true(frame.lit > 100);
   await page.locator('.display').screenshot({ path: join(artifacts, 'display-qemu.png') });

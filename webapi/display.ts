@@ -3,8 +3,11 @@
  * noVNC and the guest's VNC server (a Unix socket in its run dir on this node). The connection
  * speaks for the session's principal (or a bearer token): the hypervisor decides, through the
  * relay's authority checks, whether it may (`system.display`, operator role: VNC carries keys and
- * mouse) and whether the guest has a display running here. Same-origin pages only.
+ * mouse) and whether the guest has a display running there. A guest on this node is joined to
+ * its VNC socket directly; one on another node through the webapi actors (display-relay.ts).
+ * Same-origin pages only.
  */
+import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import { z } from 'zod';
@@ -16,6 +19,7 @@ import type { Message } from '../runtime/messages.js';
 import { NAME_PATTERN } from '../runtime/path.js';
 import { formatPrincipal, type Principal } from '../runtime/principal.js';
 import { principalOf, SESSION_COOKIE, type WebAuth } from './auth.js';
+import type { DisplayRelay } from './display-relay.js';
 
 export interface DisplayRouteOptions {
   auth: WebAuth;
@@ -28,6 +32,8 @@ export interface DisplayRouteOptions {
   /** The node a system runs on (or is placed on). */
   nodeOf(principal: Principal, id: string): Promise<string>;
   countRefusal(): void;
+  /** Displays of guests on other nodes. */
+  relay: DisplayRelay;
 }
 
 const idParam = z.strictObject({ id: z.string().regex(NAME_PATTERN) });
@@ -49,6 +55,70 @@ function refuse(socket: WebSocket, error: unknown): void {
   socket.close(code, `${refusal.code}: ${refusal.message}`.slice(0, 120));
 }
 
+/** Sends the guest's bytes to the browser; resolves when there is room for more. */
+function toBrowser(socket: WebSocket, data: Uint8Array): Promise<void> {
+  return new Promise((resolve) => {
+    socket.send(data, { binary: true }, () => resolve());
+    if (socket.bufferedAmount < HIGH_WATER_BYTES) resolve();
+  });
+}
+
+/** Closes the WebSocket once the principal's web session has ended (checked every few seconds). */
+function watchSession(socket: WebSocket, request: FastifyRequest, auth: WebAuth): () => void {
+  const cookie = request.cookies[SESSION_COOKIE];
+  const check = setInterval(() => {
+    try {
+      if (cookie && !request.headers.authorization) auth.session(cookie);
+    } catch (error) {
+      refuse(socket, error);
+    }
+  }, SESSION_CHECK_MS);
+  return () => clearInterval(check);
+}
+
+/** A guest on this node: the WebSocket and its VNC socket, joined. */
+function pipeLocal(socket: WebSocket, guest: Socket, early: Buffer[]): void {
+  for (const data of early.splice(0)) guest.write(data);
+  socket.on('message', (data: Buffer) => guest.write(data));
+  guest.on('data', (chunk: Buffer) => {
+    guest.pause();
+    void toBrowser(socket, chunk).then(() => guest.resume());
+  });
+  const end = () => {
+    guest.destroy();
+    if (socket.readyState === socket.OPEN) socket.close(1000, 'the guest display closed');
+  };
+  guest.once('close', end);
+  guest.once('error', () => undefined);
+  socket.once('close', end);
+}
+
+/** A guest on another node: the stream through the two nodes' webapi actors (display-relay.ts). */
+async function pipeRemote(socket: WebSocket, relay: DisplayRelay, node: string, id: string, early: Buffer[], log: Logger): Promise<void> {
+  let open = true;
+  const stream = await relay.open(node, id, {
+    write: (data) => (socket.readyState === socket.OPEN ? toBrowser(socket, data) : Promise.reject(new AcpError('ACP_ERR_SYSTEM_NO_DISPLAY', 'the browser went'))),
+    close: (reason) => {
+      open = false;
+      if (socket.readyState === socket.OPEN) socket.close(1000, reason.slice(0, 120));
+    },
+  });
+  if (socket.readyState !== socket.OPEN) return relay.close(stream);
+  // The browser's keys and clicks, in order.
+  let sending: Promise<unknown> = Promise.resolve();
+  const send = (data: Buffer) => {
+    sending = sending.then(() => relay.input(stream, data)).catch((error: unknown) => {
+      log.debug({ system: id, err: errorMessage(error) }, 'display input not delivered');
+      socket.close(1011, 'the display stream broke');
+    });
+  };
+  for (const data of early.splice(0)) send(data);
+  socket.on('message', send);
+  socket.once('close', () => {
+    if (open) relay.close(stream);
+  });
+}
+
 export function registerDisplay(app: FastifyInstance, options: DisplayRouteOptions): void {
   app.get('/ws/display/:id', { websocket: true }, (socket, request) => {
     // Nothing comes from noVNC before the server's greeting, but hold what does until the guest is reached.
@@ -56,9 +126,7 @@ export function registerDisplay(app: FastifyInstance, options: DisplayRouteOptio
     const hold = (data: Buffer) => early.push(data);
     socket.on('message', hold);
     void (async () => {
-      if (!sameOrigin(request)) {
-        throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', 'cross-origin WebSocket refused');
-      }
+      if (!sameOrigin(request)) throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', 'cross-origin WebSocket refused');
       const principal = principalOf(request, options.auth);
       const parsed = idParam.safeParse(request.params);
       if (!parsed.success) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', 'a display is /ws/display/<system id>');
@@ -66,53 +134,22 @@ export function registerDisplay(app: FastifyInstance, options: DisplayRouteOptio
       const node = await options.nodeOf(principal, id);
       // The relay checks the principal's role; the hypervisor, that the guest has a display running there.
       await options.ask(principal, node, 'hypervisor', { type: 'system.display', id });
-      if (node !== options.node) {
-        throw new AcpError('ACP_ERR_WEB_DISPLAY_REMOTE', `system '${id}' runs on node '${node}': open the web UI of ${node} to see its display`);
-      }
-      const guest = await connectDisplay(guestFiles(options.home, id).runDir);
-      return { guest, principal, id };
-    })().then(
-      ({ guest, principal, id }) => {
-        if (socket.readyState !== socket.OPEN) {
-          guest.destroy();
-          return;
-        }
-        options.log.info({ system: id, principal: formatPrincipal(principal) }, 'display opened');
-        socket.off('message', hold);
-        for (const data of early.splice(0)) guest.write(data);
-        socket.on('message', (data: Buffer) => guest.write(data));
-        guest.on('data', (chunk: Buffer) => {
-          socket.send(chunk, { binary: true }, () => {
-            if (guest.isPaused() && socket.bufferedAmount < HIGH_WATER_BYTES / 2) guest.resume();
-          });
-          if (socket.bufferedAmount > HIGH_WATER_BYTES) guest.pause();
-        });
-        const cookie = request.cookies[SESSION_COOKIE];
-        const check = setInterval(() => {
-          try {
-            if (cookie && !request.headers.authorization) options.auth.session(cookie);
-          } catch (error) {
-            refuse(socket, error);
-          }
-        }, SESSION_CHECK_MS);
-        const end = () => {
-          clearInterval(check);
-          guest.destroy();
-          if (socket.readyState === socket.OPEN) socket.close(1000, 'the guest display closed');
-        };
-        guest.once('close', end);
-        guest.once('error', (error) => options.log.debug({ system: id, err: errorMessage(error) }, 'display stream error'));
-        socket.once('close', () => {
-          end();
-          options.log.info({ system: id }, 'display closed');
-        });
-      },
-      (error: unknown) => {
-        const refusal = AcpError.from(error);
-        if (refusal.kind === 'forbidden') options.countRefusal();
-        options.log.info({ code: refusal.code, err: refusal.message }, 'display refused');
-        refuse(socket, refusal);
-      },
-    );
+      if (socket.readyState !== socket.OPEN) return;
+      socket.off('message', hold);
+      const unwatch = watchSession(socket, request, options.auth);
+      socket.once('close', unwatch);
+      if (node === options.node) {
+        const guest = await connectDisplay(guestFiles(options.home, id).runDir);
+        if (socket.readyState !== socket.OPEN) return void guest.destroy();
+        pipeLocal(socket, guest, early);
+      } else await pipeRemote(socket, options.relay, node, id, early, options.log);
+      options.log.info({ system: id, node, principal: formatPrincipal(principal) }, 'display opened');
+      socket.once('close', () => options.log.info({ system: id }, 'display closed'));
+    })().catch((error: unknown) => {
+      const refusal = AcpError.from(error);
+      if (refusal.kind === 'forbidden') options.countRefusal();
+      options.log.info({ code: refusal.code, err: refusal.message }, 'display refused');
+      if (socket.readyState === socket.OPEN) refuse(socket, refusal);
+    });
   });
 }

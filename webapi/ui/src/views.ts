@@ -202,15 +202,15 @@ export class Views {
         serial = consoleAt ? new SerialConsole(wire, wire.path(consoleAt, 'hypervisor'), id, this.can('operator'), tasks) : undefined;
         clear(consoleHolder, serial ? serial.element : h('p.hint', {}, 'It has not run yet: its console shows once it starts.'));
       }
-      // The display (noVNC) while it runs, relayed by the node the page is from (operator role).
-      const showAt = view.spec.display === 'vnc' && view.state === 'running' && this.can('operator') && runningOn === this.ctx.self ? runningOn : undefined;
+      // The display (noVNC) while it runs, on whichever node (operator role).
+      const showAt = view.spec.display === 'vnc' && view.state === 'running' && this.can('operator') ? runningOn : undefined;
       if (showAt !== displayNode || (view.spec.display === 'vnc') !== displayHolder.hasChildNodes()) {
         display?.destroy();
         display = undefined;
         displayNode = showAt;
         if (view.spec.display !== 'vnc') clear(displayHolder);
         else {
-          const why = !this.can('operator') ? `needs the operator role (you are ${this.ctx.role})` : runningOn && runningOn !== this.ctx.self ? `it runs on ${runningOn}: open that node's web UI to see it` : 'it shows while the system runs';
+          const why = this.can('operator') ? 'it shows while the system runs' : `needs the operator role (you are ${this.ctx.role})`;
           clear(displayHolder, h('h2', {}, 'Display'), h('p.hint', {}, showAt ? 'Loading the display…' : `Display: ${why}.`));
           // noVNC is loaded only when a display shows (a chunk of its own).
           if (showAt)
