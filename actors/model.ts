@@ -9,6 +9,7 @@
  * where <type> is node, system, network, storage/<device|pool|share|volume> or service/<sub-type>.
  */
 import { z } from 'zod';
+import { IFNAME_PATTERN } from '../adapters/interface-names.js';
 import { AcpError } from '../runtime/errors.js';
 import { NAME_PATTERN, NAME_RULE, nameSchema } from '../runtime/path.js';
 
@@ -115,7 +116,6 @@ export const systemObjectSchema = z.strictObject({
  * A Linux interface name as iproute2 takes it: at most 15 characters, none of them a slash, a
  * colon or white space (and never `.` or `..`). Only names this pattern accepts reach `ip`.
  */
-export const IFNAME_PATTERN = /^(?!\.{1,2}$)[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$/;
 export const ifnameSchema = z.string().regex(IFNAME_PATTERN, 'must be a Linux interface name: 1-15 characters of A-Z, a-z, 0-9, ., _, @, -');
 const vlanId = z.number().int().min(1).max(4094);
 

@@ -69,9 +69,11 @@ export const GUEST_DISK_READ_PREFIX = 'ACP-GUEST-DISK-READ';
 export const GUEST_DISK_WROTE_PREFIX = 'ACP-GUEST-DISK-WROTE';
 /** With `acp.ddbench=<MiB>`: `ACP-GUEST-DDBENCH <MiB> <uptime before> <uptime after>` once that many MiB are written to the first disk. */
 export const GUEST_DDBENCH_PREFIX = 'ACP-GUEST-DDBENCH';
+/** `ACP-GUEST-NETBENCH <MiB> <start> <end>` (uptime seconds): one TCP send of acp.netsend=<peer>:<port>:<MiB>:<rounds>. */
+export const GUEST_NETBENCH_PREFIX = 'ACP-GUEST-NETBENCH';
 
 /** What an image in the cache can do; an image without every feature listed here is built again. */
-const FEATURES = 'net disk';
+const FEATURES = 'net disk netbench';
 const MODULES = [...NET_MODULES, ...DISK_MODULES];
 
 export interface GuestImage {
@@ -120,7 +122,7 @@ for round in 1 2; do
   for module in ${MODULES.map((module) => module.split('/').at(-1)).join(' ')}; do /bin/busybox insmod /lib/modules/$module 2>/dev/null; done
 done
 /bin/busybox mount -t devtmpfs devtmpfs /dev
-IP=; PING=; DISKS=0; DISKTEST=; DDBENCH=
+IP=; PING=; DISKS=0; DISKTEST=; DDBENCH=; NETSINK=; NETSEND=
 for arg in $(/bin/busybox cat /proc/cmdline); do
   case "$arg" in
     acp.ip=*) IP="\${arg#acp.ip=}" ;;
@@ -128,6 +130,8 @@ for arg in $(/bin/busybox cat /proc/cmdline); do
     acp.disks=*) DISKS="\${arg#acp.disks=}" ;;
     acp.disktest=*) DISKTEST="\${arg#acp.disktest=}" ;;
     acp.ddbench=*) DDBENCH="\${arg#acp.ddbench=}" ;;
+    acp.netsink=*) NETSINK="\${arg#acp.netsink=}" ;;
+    acp.netsend=*) NETSEND="\${arg#acp.netsend=}" ;;
   esac
 done
 # Disks: wait (at most 10 s) for the number acp.disks= says, list them, and with acp.disktest=1
@@ -157,6 +161,25 @@ if [ -n "$IP" ]; then
   # The driver probes the device after insmod returns: wait for eth0 (at most 10 s).
   for wait in 1 2 3 4 5 6 7 8 9 10; do [ -e /sys/class/net/eth0 ] && break; /bin/busybox sleep 1; done
   /bin/busybox ip addr add "$IP" dev eth0 && /bin/busybox ip link set eth0 up && echo "${GUEST_NET_PREFIX} $IP" || echo "${GUEST_NET_PREFIX}-FAILED $IP: $(/bin/busybox ls /sys/class/net)"
+fi
+# bench/network: acp.netsink=<port> swallows every TCP connection to that port; acp.netsend=<peer>:<port>:<MiB>:<rounds>
+# sends MiB of zeros to a sink that many times, each timed by the guest's clock.
+case "$NETSINK" in ''|*[!0-9]*) NETSINK= ;; esac
+if [ -n "$NETSINK" ]; then
+  # Its stdin a FIFO held open for writing, so it never reads EOF there (nc would end the connection).
+  /bin/busybox mkfifo /netsink
+  ( while true; do /bin/busybox nc -l -p "$NETSINK" > /dev/null <> /netsink; done ) &
+fi
+if [ -n "$NETSEND" ]; then
+  PEER=\${NETSEND%%:*}; REST=\${NETSEND#*:}; PORT=\${REST%%:*}; REST=\${REST#*:}; MIB=\${REST%%:*}; ROUNDS=\${REST#*:}
+  (
+    for wait in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do /bin/busybox ping -c 1 -W 1 "$PEER" >/dev/null 2>&1 && break; done
+    for round in $(/bin/busybox seq 1 "$ROUNDS"); do
+      START=$(/bin/busybox cut -d' ' -f1 /proc/uptime)
+      /bin/busybox dd if=/dev/zero bs=1M count="$MIB" 2>/dev/null | /bin/busybox nc "$PEER" "$PORT"
+      echo "${GUEST_NETBENCH_PREFIX} $MIB $START $(/bin/busybox cut -d' ' -f1 /proc/uptime)"
+    done
+  ) &
 fi
 echo ${GUEST_READY_LINE}
 while true; do

@@ -5,10 +5,35 @@
  */
 import { execFile } from 'node:child_process';
 import { z } from 'zod';
-import type { ObservedLink, Operation } from '../actors/network/reconcile.js';
-import { IFNAME_PATTERN } from '../actors/model.js';
-import { provisionalName } from '../actors/network/names.js';
+import { IFNAME_PATTERN, provisionalName } from './interface-names.js';
 import { AcpError } from '../runtime/errors.js';
+
+/** One interface as `ip -j -d link` shows it (parsed into this here). */
+export interface ObservedLink {
+  readonly name: string;
+  /** `linkinfo.info_kind`: bridge, vlan, tun, veth, ... (undefined for a plain device). */
+  readonly kind: string | undefined;
+  readonly alias: string | undefined;
+  readonly master: string | undefined;
+  /** Administratively up (the UP flag). */
+  readonly up: boolean;
+  /** Carrier (LOWER_UP). */
+  readonly carrier: boolean;
+  readonly mtu: number;
+  /** For a vlan link: its parent and id. */
+  readonly parent?: string;
+  readonly vid?: number;
+}
+
+/** What the Network service asks of the host's interfaces (actors/network/reconcile.ts plans them). */
+export type Operation =
+  | { readonly op: 'delete'; readonly name: string; readonly why: string }
+  | { readonly op: 'add-bridge'; readonly name: string; readonly alias: string }
+  | { readonly op: 'add-vlan'; readonly name: string; readonly parent: string; readonly vid: number; readonly alias: string }
+  | { readonly op: 'add-tap'; readonly name: string; readonly alias: string }
+  | { readonly op: 'set-mtu'; readonly name: string; readonly mtu: number }
+  | { readonly op: 'set-master'; readonly name: string; readonly master: string }
+  | { readonly op: 'set-up'; readonly name: string; readonly up: boolean };
 
 const TIMEOUT_MS = 10_000;
 const MAX_BUFFER = 64 * 1024 * 1024;

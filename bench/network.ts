@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- network`: the Network service's reconcile time for 100 bridge networks on a
  * node, against the same interfaces made by one `ip -batch` (the floor: iproute2 alone, one
- * process). Runs in a network namespace of its own (root and iproute2 needed), deleted after.
+ * process); then guest-to-guest throughput through taps beside a host veth (bench/network-guests.ts). Runs in a network namespace of its own (root and iproute2 needed), deleted after.
  */
 import { execFileSync } from 'node:child_process';
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { networkObjectSchema } from '../actors/model.js';
 import { plan } from '../actors/network/reconcile.js';
 import { apply, commandsFor, listLinks } from '../adapters/iproute2.js';
+import { guestThroughput, guestThroughputMissing, throughputLine } from './network-guests.js';
 
 const NETWORKS = 100;
 const SCOPE = 'bench/n1';
@@ -42,7 +43,9 @@ async function inside(): Promise<void> {
   execFileSync('ip', ['-batch', join(dir, 'batch')]);
   const floorMs = Number(process.hrtime.bigint() - start) / 1e6;
   rmSync(dir, { recursive: true, force: true });
-  process.stdout.write(`${JSON.stringify({ create, steady, repair, remove, floorMs })}\n`);
+  const missing = guestThroughputMissing();
+  const throughput = missing === undefined ? throughputLine(await guestThroughput()) : `guest to guest throughput: skipped (${missing})`;
+  process.stdout.write(`${JSON.stringify({ create, steady, repair, remove, floorMs, throughput })}\n`);
 }
 
 export function networkBenchmarks(): string[] {
@@ -51,13 +54,14 @@ export function networkBenchmarks(): string[] {
   execFileSync('ip', ['netns', 'add', ns]);
   try {
     const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, fileURLToPath(import.meta.url), '--inside'], { encoding: 'utf8', timeout: 600_000 });
-    const result = JSON.parse(out.trim().split('\n').at(-1)!) as { create: { ms: number; operations: number }; steady: { ms: number; operations: number }; repair: { ms: number; operations: number }; remove: { ms: number; operations: number }; floorMs: number };
+    const result = JSON.parse(out.trim().split('\n').at(-1)!) as { create: { ms: number; operations: number }; steady: { ms: number; operations: number }; repair: { ms: number; operations: number }; remove: { ms: number; operations: number }; floorMs: number; throughput: string };
     const line = (name: string, measured: { ms: number; operations: number }) => `network reconcile, ${name}: ${measured.ms.toFixed(0)} ms, ${measured.operations} operations`;
     return [
       `${line(`${NETWORKS} bridges from nothing`, result.create)} — ${(result.create.ms / result.floorMs).toFixed(1)}× of one ip -batch making them (${result.floorMs.toFixed(0)} ms)`,
       `${line(`${NETWORKS} bridges already right (a pass every 2 s)`, result.steady)}`,
       line('10 of them deleted by hand', result.repair),
       line(`all ${NETWORKS} removed`, result.remove),
+      result.throughput,
     ];
   } finally {
     execFileSync('ip', ['netns', 'delete', ns]);

@@ -5,7 +5,7 @@
 import { runsWhen } from './helpers/requires.js';
 import test from 'ava';
 import { networkObjectSchema, systemObjectSchema, type NetworkObject } from '../actors/model.js';
-import { bridgeName, generatedMac, ownerAlias, parseOwner, provisionalName, tapName, vlanLinkName } from '../actors/network/names.js';
+import { bridgeName, generatedMac, ownerAlias, parseOwner, provisionalName, tapName, vlanLinkName } from '../adapters/interface-names.js';
 import { plan, type ObservedLink } from '../actors/network/reconcile.js';
 import { execFileSync } from 'node:child_process';
 import { commandsFor, run } from '../adapters/iproute2.js';

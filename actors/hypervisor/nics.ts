@@ -1,7 +1,7 @@
 import type { ActorContext, ActorRef } from '../../runtime/actor.js';
 import { errorMessage } from '../../runtime/errors.js';
 import { objectKey, type SystemObject } from '../model.js';
-import { generatedMac } from '../network/names.js';
+import { generatedMac } from '../../adapters/interface-names.js';
 
 /**
  * A system's NICs, between the hypervisor and this node's Network service: their taps are made

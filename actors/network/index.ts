@@ -12,7 +12,7 @@ import type { RecordView } from '../cdb/index.js';
 import { CdbFeed } from '../cdb-feed.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { metaKey, statsKey, networkObjectSchema, objectKey, parseKey, systemNicSchema, systemObjectSchema, type NetworkObject, type SystemNic } from '../model.js';
-import { bridgeName, generatedMac, tapName } from './names.js';
+import { bridgeName, generatedMac, tapName } from '../../adapters/interface-names.js';
 import { withRates, type LinkStats, type Sample } from './stats.js';
 import { carries, plan, type NetworkReport, type Operation, type TapWant } from './reconcile.js';
 

@@ -4,24 +4,10 @@
  * and applies through adapters/iproute2.ts, and tests run this without root.
  */
 import type { NetworkObject } from '../model.js';
-import { bridgeName, isAcpAlias, ownerAlias, parseOwner, provisionalName, vlanLinkName, type Owner } from './names.js';
+import { bridgeName, isAcpAlias, ownerAlias, parseOwner, provisionalName, vlanLinkName, type Owner } from '../../adapters/interface-names.js';
+import type { ObservedLink, Operation } from '../../adapters/iproute2.js';
 
-/** One interface as `ip -j -d link` shows it (adapters/iproute2.ts parses it into this). */
-export interface ObservedLink {
-  readonly name: string;
-  /** `linkinfo.info_kind`: bridge, vlan, tun, veth, ... (undefined for a plain device). */
-  readonly kind: string | undefined;
-  readonly alias: string | undefined;
-  readonly master: string | undefined;
-  /** Administratively up (the UP flag). */
-  readonly up: boolean;
-  /** Carrier (LOWER_UP). */
-  readonly carrier: boolean;
-  readonly mtu: number;
-  /** For a vlan link: its parent and id. */
-  readonly parent?: string;
-  readonly vid?: number;
-}
+export type { ObservedLink, Operation } from '../../adapters/iproute2.js';
 
 /** A tap a system's NIC needs here (the service keeps these while the system runs or arrives). */
 export interface TapWant {
@@ -44,15 +30,6 @@ interface WantedLink {
   readonly parent?: string;
   readonly vid?: number;
 }
-
-export type Operation =
-  | { readonly op: 'delete'; readonly name: string; readonly why: string }
-  | { readonly op: 'add-bridge'; readonly name: string; readonly alias: string }
-  | { readonly op: 'add-vlan'; readonly name: string; readonly parent: string; readonly vid: number; readonly alias: string }
-  | { readonly op: 'add-tap'; readonly name: string; readonly alias: string }
-  | { readonly op: 'set-mtu'; readonly name: string; readonly mtu: number }
-  | { readonly op: 'set-master'; readonly name: string; readonly master: string }
-  | { readonly op: 'set-up'; readonly name: string; readonly up: boolean };
 
 /** A network's state on this node, as `meta/network/<id>@<node>` carries it. */
 export interface NetworkReport {

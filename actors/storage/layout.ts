@@ -8,16 +8,10 @@
 import { join, relative, isAbsolute } from 'node:path';
 import { AcpError } from '../../runtime/errors.js';
 import { assertName } from '../../runtime/path.js';
+import type { VolumeLayout } from '../../adapters/storage/volumes.js';
 import type { StoragePool, StorageVolume } from '../model.js';
 
-export interface VolumeLayout {
-  /** The image file QEMU opens. */
-  readonly file: string;
-  /** btrfs: the volume's subvolume. */
-  readonly subvolume?: string;
-  /** btrfs: where its snapshots are. */
-  readonly snapshots?: string;
-}
+export type { VolumeLayout } from '../../adapters/storage/volumes.js';
 
 /** Whether `path` is strictly inside `root`. */
 export function inside(root: string, path: string): boolean {

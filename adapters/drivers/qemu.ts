@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import type { SystemObject } from '../../actors/model.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import { isValidName } from '../../runtime/path.js';
-import { generatedMac, tapName } from '../../actors/network/names.js';
+import { generatedMac, tapName } from '../interface-names.js';
 import { diskArgs, liveDiskCommand, parseBlockStats } from './disks.js';
 import { vncSocket } from './vnc.js';
 import { isMigrationHost, type GuestExit, type GuestHandle, type GuestPaths, type IncomingGuest, type MigrationAddress, type MigrationCredentials, type MigrationListen, type MigrationTarget, type SystemDriver } from './driver.js';

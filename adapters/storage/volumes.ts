@@ -4,11 +4,20 @@
  */
 import { copyFile, mkdir, rm, rename, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { VolumeLayout } from '../../actors/storage/layout.js';
 import { AcpError } from '../../runtime/errors.js';
 import { createSubvolume, deleteSubvolume, snapshotSubvolume } from './btrfs.js';
 import { convertImage, createImage, createLinkedClone, imageInfo, resizeImage, snapshotImage, type ImageFormat } from './qemu-img.js';
 import { entries } from './fs.js';
+
+/** Where a volume's image (and, on btrfs, its subvolume and snapshots) is: actors/storage/layout.ts decides it. */
+export interface VolumeLayout {
+  /** The image file QEMU opens. */
+  readonly file: string;
+  /** btrfs: the volume's subvolume. */
+  readonly subvolume?: string;
+  /** btrfs: where its snapshots are. */
+  readonly snapshots?: string;
+}
 
 export type VolumeFormat = ImageFormat | 'iso';
 

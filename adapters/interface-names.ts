@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
-import { IFNAME_PATTERN } from '../model.js';
+
+/** What Linux takes as an interface name (checked again before any `ip` call). */
+export const IFNAME_PATTERN = /^(?!\.{1,2}$)[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$/;
 
 /** Linux refuses interface names longer than this (IFNAMSIZ 16, with its NUL). */
 export const IFNAME_MAX = 15;
