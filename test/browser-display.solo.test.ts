@@ -35,10 +35,20 @@ function closeOf(url: string, headers: Record<string, string>): Promise<{ code: 
 runsWhen(missing)(`the UI's display: noVNC shows a QEMU guest's framebuffer; an auditor and another origin are refused${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
   t.timeout(240_000);
   const { api } = await systemNode(t);
-  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/v1', value: { name: 'v1', driver: 'qemu', memoryMiB: 256, display: 'vnc', boot: { kernel: image!.kernel, initrd: image!.initrd, cmdline: image!.cmdline } } });
   const origin = new URL((await api.ask<Message & { url: string }>('webapi', { type: 'webapi.address' })).url).origin;
   const token = async (role: string) => (await api.ask<Message & { secret: string }>('api', { type: 'api.token.create', role })).secret;
   const page = await tokenPage(await browser(t), origin, await token('operator'));
+  // Made with the UI's form, its display chosen there.
+  await page.click('#tree a[href="#/create"]');
+  await page.fill('#create input[name="name"]', 'v1');
+  await page.fill('#create input[name="memoryMiB"]', '256');
+  await page.fill('#create input[name="kernel"]', image!.kernel);
+  await page.fill('#create input[name="initrd"]', image!.initrd);
+  await page.fill('#create input[name="cmdline"]', image!.cmdline);
+  await page.selectOption('#create select[name="display"]', 'vnc');
+  await page.click('#create button[type=submit]');
+  await page.waitForSelector('#tree a.system[data-name="v1"]');
+  t.is((await api.ask<Message & { record: { value: { display?: string } } }>('cdb', { type: 'cdb.get', key: 'object/system/v1' })).record.value.display, 'vnc');
   await page.click('#tree a.system[data-name="v1"]');
   await page.click('button[data-action="start"]:not([disabled])');
   await page.waitForSelector('#tree a.system[data-name="v1"][data-state="running"]', { timeout: 120_000 });

@@ -29,7 +29,7 @@ try {
 missing ??= !image ? 'the test guest is not built (npm run guest-image)' : !guestHasDisks() ? 'the test guest has no disk drivers yet (npm run guest-image rebuilds it)' : undefined;
 const MiB = 1024 * 1024;
 
-runsWhen(missing)(`a QEMU guest sees its volume at its size; data survives a reboot; a snapshot rollback restores it; a resize is seen after a restart; rm while running is refused${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
+runsWhen(missing)(`a QEMU guest sees its volume at its size; data survives a reboot; a snapshot rollback restores it; a resize is seen live and after a restart; live snapshots; rm and rollback while running are refused${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
   t.timeout(600_000);
   const { api } = await systemNode(t, { statsMs: 1000 });
   const dir = mkdtempSync(join(tmpdir(), 'acp-guest-pool-'));

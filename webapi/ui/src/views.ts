@@ -236,6 +236,7 @@ export class Views {
     const cmdline = h('input', { name: 'cmdline', placeholder: 'console=ttyS0' });
     const disk = h('input', { name: 'disk', placeholder: '/path/to/disk.qcow2 (instead of a kernel)' });
     const ha = h('input', { name: 'ha', type: 'checkbox' });
+    const display = h('select', { name: 'display' }, h('option', { value: 'none' }, 'none (serial only)'), h('option', { value: 'vnc' }, 'vnc (qemu)'));
     const form = h(
       'form#create.card',
       {
@@ -243,6 +244,7 @@ export class Views {
           event.preventDefault();
           const spec: Record<string, unknown> = { name: name.value.trim(), driver: driver.value, vcpus: Number(vcpus.value), memoryMiB: Number(memory.value), ha: ha.checked };
           if (node.value) spec.node = node.value;
+          if (display.value === 'vnc') spec.display = 'vnc';
           if (kernel.value.trim()) spec.boot = { kernel: kernel.value.trim(), ...(initrd.value.trim() ? { initrd: initrd.value.trim() } : {}), ...(cmdline.value.trim() ? { cmdline: cmdline.value.trim() } : {}) };
           else if (disk.value.trim()) spec.boot = { disk: disk.value.trim() };
           void this.ctx.tasks
@@ -261,6 +263,7 @@ export class Views {
       field('Initrd', initrd),
       field('Kernel command line', cmdline),
       field('Disk image', disk),
+      field('Display', display),
       h('label.check', {}, ha, 'High availability'),
       this.button('Create', 'operator', () => undefined, { type: 'submit', class: 'primary' }),
     );
