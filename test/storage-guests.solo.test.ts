@@ -14,9 +14,8 @@ import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
 import type { RecordView } from '../actors/cdb/index.js';
 import type { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
-import { eventually } from './helpers/node.js';
+import { allRunning, client, eventually, makeHome, startDaemon } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';
-import { systemNode } from './helpers/system.js';
 
 const image = guestImage();
 let missing: string | undefined;
@@ -29,9 +28,12 @@ try {
 missing ??= !image ? 'the test guest is not built (npm run guest-image)' : !guestHasDisks() ? 'the test guest has no disk drivers yet (npm run guest-image rebuilds it)' : undefined;
 const MiB = 1024 * 1024;
 
-runsWhen(missing)(`a QEMU guest sees its volume at its size; data survives a reboot; a snapshot rollback restores it; a resize is seen live and after a restart; live snapshots; rm and rollback while running are refused${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
+runsWhen(missing)(`a QEMU guest sees its volume at its size; data survives a reboot; a snapshot rollback restores it; a resize is seen live (also once a new daemon adopted it) and after a restart; live snapshots; rm and rollback while running are refused${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
   t.timeout(600_000);
-  const { api } = await systemNode(t, { statsMs: 1000 });
+  const home = makeHome(t, { statsMs: 1000 });
+  const daemon = await startDaemon(t, home);
+  await allRunning(daemon);
+  let api = await client(t, home);
   const dir = mkdtempSync(join(tmpdir(), 'acp-guest-pool-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const storage = (message: Message) => api.ask<Message>('storage', message, { timeoutMs: 60_000 });
@@ -103,5 +105,13 @@ runsWhen(missing)(`a QEMU guest sees its volume at its size; data survives a reb
   await storage({ type: 'storage.volume-snapshot', pool: 'local', name: 'd1', op: 'rollback', snapshot: 's1' });
   await storage({ type: 'storage.volume-resize', pool: 'local', name: 'd1', sizeBytes: 96 * MiB });
   t.deepEqual(await boot('after rollback and resize'), { size: 96 * MiB, read: 1, wrote: 2 }, 'the rollback brought back the first boot’s mark; the guest sees 96 MiB');
+
+  // A new daemon adopts the running guest with its disks: it still grows live (112 MiB: 229376 sectors).
+  await daemon.stop('restart: the guest stays');
+  await allRunning(await startDaemon(t, home));
+  api = await client(t, home);
+  await eventually(async () => ((await api.ask<Message & { systems: { state: string }[] }>('hypervisor', { type: 'system.status', id: 'g1' })).systems[0]?.state === 'running' ? true : undefined), 60_000, 'g1 adopted by the new daemon');
+  t.like(await storage({ type: 'storage.volume-resize', pool: 'local', name: 'd1', sizeBytes: 112 * MiB }), { live: true });
+  await eventually(async () => /\[vda\] new size: 229376 |vda: detected capacity change from \d+ to 229376/.exec(await console())?.[0], 30_000, 'the adopted guest to see its disk grow');
   await stop();
 });

@@ -282,8 +282,13 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
 
   /** A new VMM takes over the QEMU this system left running (an earlier VMM's or daemon's). */
   const adoptGuest = async (systemId: string, entry: Running): Promise<{ pid: number | null; vmmPid: number; accelerator: string; status: 'running' | 'paused' }> => {
+    // Its disks, so the new VMM reads their counters and changes them live; without them it still adopts.
+    const storage = await disks.resolve(systemId, entry.spec).catch((error: unknown) => {
+      ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'adopting without its disks: no disk stats or live disk changes until it restarts');
+      return {};
+    });
     entry.vmm = await system.spawn(vmmPath(systemId), vmmFactory(systemId, entry), vmmOptions(systemId, entry));
-    return ctx.ref(vmmPath(systemId)).ask<Message & { pid: number | null; vmmPid: number; accelerator: string; status: 'running' | 'paused' }>({ type: 'vmm.adopt' }, { timeoutMs: 30_000 });
+    return ctx.ref(vmmPath(systemId)).ask<Message & { pid: number | null; vmmPid: number; accelerator: string; status: 'running' | 'paused' }>({ type: 'vmm.adopt', ...storage }, { timeoutMs: 30_000 });
   };
 
   const freshEntry = (spec: SystemObject, state: SystemState, meta?: SystemMeta): Running => ({

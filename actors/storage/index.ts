@@ -55,6 +55,8 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
   let timer: NodeJS.Timeout | undefined;
   let devicesTimer: NodeJS.Timeout | undefined;
   let lastFailure: string | undefined;
+  /** The first reconciliation after a start: until it is done no pool is known active here. */
+  let firstPass: Promise<void> = Promise.resolve();
 
   const tick = () => ctx.self.tell({ type: 'storage.tick' });
   // One feed for all of object/storage/ (a CdbFeed takes every cdb.event its actor gets), split by type here.
@@ -210,6 +212,7 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
     async started() {
       await devices.adopt();
       for (const feed of feeds) await feed.start();
+      firstPass = reconcile();
       timer = setInterval(tick, RECONCILE_MS);
       timer.unref();
       void devices.refresh();
@@ -257,7 +260,8 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
         case 'storage.devices':
           return replyLater(listBlockDevices().then((found) => ({ type: 'storage.devices', node, devices: found.map((device) => deviceObject(node, device)) })));
         case 'storage.disks':
-          return replyLater(volumeOps.disks(parsed.system, parsed.disks, parsed.iso, parsed.boot));
+          // Right after a start (a daemon adopting its guests) the pools are checked first.
+          return replyLater(firstPass.then(() => volumeOps.disks(parsed.system, parsed.disks, parsed.iso, parsed.boot)));
         case 'storage.tick':
           void reconcile();
           return undefined;

@@ -59,7 +59,7 @@ export const vmmSchema = z.discriminatedUnion('type', [
   /** Source of a migration, once the target runs: this copy of the guest goes. */
   z.strictObject({ type: z.literal('vmm.finish-migration') }),
   /** Takes over this system's QEMU left running by an earlier VMM (found by its pid file and QMP socket). */
-  z.strictObject({ type: z.literal('vmm.adopt') }),
+  z.strictObject({ type: z.literal('vmm.adopt'), disks, cdrom }),
 ]);
 export type VmmMessage = z.input<typeof vmmSchema>;
 
@@ -209,14 +209,14 @@ export function createVmm(ctx: ActorContext, options: VmmOptions): Actor {
         }
         case 'vmm.disk-change': {
           const running = requireGuest();
-          if (!running.changeDisk) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' has no disks in this VMM (a simulated guest, or one adopted after a restart); stop and start it to change ${parsed.volume} while it runs`);
+          if (!running.changeDisk) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' has no disks in this VMM (a simulated guest, or one adopted when its disks could not be resolved); stop and start it to change ${parsed.volume} while it runs`);
           await running.changeDisk(parsed.volume, parsed.change);
           return { type: 'vmm.disk-changed', id, volume: parsed.volume };
         }
         case 'vmm.adopt': {
           if (guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' already runs in this VMM`);
           const { adoptQemu } = await import('../../adapters/drivers/qemu.js');
-          const adopted = await adoptQemu(id, prepare(undefined));
+          const adopted = await adoptQemu(id, prepare(undefined, parsed));
           adopt(adopted.handle);
           return { type: 'vmm.adopted', id, pid: adopted.handle.pid ?? null, vmmPid: process.pid, accelerator: adopted.handle.accelerator, status: adopted.status };
         }
