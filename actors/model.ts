@@ -91,6 +91,12 @@ export const systemObjectSchema = z.strictObject({
   /** A CD-ROM: an ISO image kept as a volume of a pool whose content includes `iso`. */
   iso: z.strictObject({ pool: name, volume: name }).optional(),
   nics: z.array(systemNicSchema).max(32).default([]),
+  /**
+   * A graphical display: `vnc` gives a QEMU guest a VGA card and a VNC server on a Unix socket in
+   * its run dir, shown in the web UI through noVNC (operator role). Absent or `none`: serial only.
+   * A simulated guest has no display (refused at start).
+   */
+  display: z.enum(['none', 'vnc']).optional(),
   ha: z.boolean().default(false),
   /** Placement: the node the system should run on. */
   node: name.optional(),

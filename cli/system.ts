@@ -53,6 +53,7 @@ interface CreateFlags {
   autostart?: boolean;
   'start-order'?: number;
   'start-delay'?: number;
+  display?: 'none' | 'vnc';
 }
 
 /** A system object from `--spec`/`--file`, with flags laid over it; validated with the CDB's schema. */
@@ -96,6 +97,7 @@ export function systemSpec(id: string, flags: CreateFlags): unknown {
     ...(flags.nic === undefined || flags.nic.length === 0 ? {} : { nics: flags.nic.map(parseNic) }),
     ...(volumes.length === 0 ? {} : { disks: volumes }),
     ...(iso === undefined ? {} : { iso: { pool: iso.pool, volume: iso.name } }),
+    ...(flags.display === undefined ? {} : { display: flags.display }),
     ...(flags.autostart === undefined ? {} : { autostart: flags.autostart }),
     ...(flags['start-order'] === undefined ? {} : { startOrder: flags['start-order'] }),
     ...(flags['start-delay'] === undefined ? {} : { startDelayS: flags['start-delay'] }),
@@ -210,6 +212,7 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           .option('cmdline', { type: 'string' })
           .option('disk', { type: 'string', array: true, describe: 'a disk: POOL/NAME[,bus=virtio|scsi|ide][,cache=..][,readonly] (repeat for more; the first boots), or /path/image.qcow2 to boot from a file' })
           .option('iso', { type: 'string', describe: 'a CD-ROM: POOL/NAME of an ISO volume' })
+          .option('display', { choices: ['none', 'vnc'] as const, describe: "vnc: a VGA card and a VNC server on a Unix socket, shown in the web UI (qemu; default none)" })
           .option('ha', { type: 'boolean' })
           .option('node', { type: 'string', describe: 'the node it runs on' })
           .option('restart', { choices: ['never', 'on-crash', 'always'] as const })

@@ -18,11 +18,17 @@ import { formatPrincipal, type Principal } from '../runtime/principal.js';
 import type { NodeStatus } from '../runtime/services.js';
 import type { ActorSystem } from '../runtime/system.js';
 import { principalOf, SESSION_COOKIE, statusFor, type WebAuth } from './auth.js';
+import { registerDisplay } from './display.js';
+import type { DisplayRelay } from './display-relay.js';
 import { metricsOpen, type WebTls } from './exposure.js';
 import type { NodeMetrics } from './metrics.js';
 
 export interface WebServerOptions {
   system: ActorSystem;
+  /** The node's home (guests' run dirs, for their displays). */
+  home: string;
+  /** Displays of guests on other nodes, through the webapi actors. */
+  relay: DisplayRelay;
   auth: WebAuth;
   metrics: NodeMetrics;
   status(): NodeStatus;
@@ -243,6 +249,8 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
       return sendError(reply, error);
     }
   });
+
+  registerDisplay(app, { auth: options.auth, log: options.log, node: self, home: options.home, relay: options.relay, ask, nodeOf, countRefusal: options.countRefusal });
 
   // The wire protocol over a WebSocket: the same hello (API key or token), frames, limits and checks.
   let nextId = 0;

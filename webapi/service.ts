@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { CdbFeed } from '../actors/cdb-feed.js';
 import { serviceInfoSchema, ServiceClock } from '../actors/kit.js';
-import type { ServiceDefinition } from '../runtime/actor.js';
+import { replyLater, type ServiceDefinition } from '../runtime/actor.js';
 import { wireLimits } from '../runtime/config.js';
 import { AcpError, errorMessage } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
@@ -12,6 +12,11 @@ import { webTls } from './exposure.js';
 import { createWebServer } from './server.js';
 import { WebSessions, type WebSession } from './sessions.js';
 import type { Principal } from '../runtime/principal.js';
+import { nameSchema } from '../runtime/path.js';
+import { DisplayRelay } from './display-relay.js';
+
+const stream = z.string().regex(/^[0-9a-f]{32}$/);
+const displayBytes = z.instanceof(Uint8Array).refine((bytes) => bytes.byteLength <= 256 * 1024, 'at most 256 KiB');
 
 const webapiSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
@@ -24,12 +29,20 @@ const webapiSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('webapi.session.redeem'), code: z.string().max(100) }),
   z.strictObject({ type: z.literal('webapi.session.open'), principal: z.unknown() }),
   z.strictObject({ type: z.literal('webapi.session.close'), id: z.string().max(100) }),
+  // A guest's display relayed between two nodes' webapi actors (webapi/display-relay.ts).
+  z.strictObject({ type: z.literal('webapi.display.open'), id: nameSchema, stream }),
+  z.strictObject({ type: z.literal('webapi.display.input'), stream, data: displayBytes }),
+  z.strictObject({ type: z.literal('webapi.display.close'), stream }),
+  z.strictObject({ type: z.literal('webapi.display.data'), stream, data: displayBytes }),
+  z.strictObject({ type: z.literal('webapi.display.closed'), stream, reason: z.string().max(500) }),
 ]);
 
 /** Ports tried after the configured one when it is taken (and was not asked for exactly). */
 const PORT_TRIES = 20;
 
 const itself = { internal: [{ service: 'webapi', nodes: 'self' }] } as const;
+/** Another node's webapi actor (a display relayed between nodes). */
+const peers = { internal: [{ service: 'webapi', nodes: 'peers' }] } as const;
 
 /** The web API on loopback: the status page, REST under /api/v1, /ws and /metrics. */
 export const service: ServiceDefinition<ServiceDeps | undefined> = {
@@ -45,6 +58,11 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
     'webapi.session.redeem': itself,
     'webapi.session.open': itself,
     'webapi.session.close': itself,
+    'webapi.display.open': peers,
+    'webapi.display.input': peers,
+    'webapi.display.close': peers,
+    'webapi.display.data': peers,
+    'webapi.display.closed': peers,
   },
   isolations: ['inline'],
   create(ctx, deps) {
@@ -56,6 +74,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
     let scheme = 'http';
     const hostInUrl = () => (deps.config.webapi.host.includes(':') ? `[${deps.config.webapi.host}]` : deps.config.webapi.host);
     const sessions = new WebSessions(Date.now);
+    const relay = new DisplayRelay(ctx, deps.paths.home);
     const asSession = (session: WebSession) => ({ type: 'webapi.session', id: session.id, expiresMs: session.expiresMs });
     let management = true;
     let tlsSource: string | null = null;
@@ -69,6 +88,8 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
         ...(tls ? { tls } : {}),
         metricsAccess: deps.config.webapi.metrics,
         system: deps.system,
+        home: deps.paths.home,
+        relay,
         auth: { apiKey: () => deps.apiKey, tokens: deps.tokens, session: (id) => sessions.check(id).principal },
         sessions: {
           redeem: async (code) => await ctx.self.ask<Message & { id: string; expiresMs: number }>({ type: 'webapi.session.redeem', code }),
@@ -161,6 +182,18 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
           case 'webapi.session.close':
             sessions.revoke(parsed.id);
             return { type: 'ok' };
+          case 'webapi.display.open':
+            return replyLater(relay.serve(parsed.id, parsed.stream, sender));
+          case 'webapi.display.input':
+            return relay.write(parsed.stream, parsed.data, sender);
+          case 'webapi.display.close':
+            relay.stop(parsed.stream, sender);
+            return undefined;
+          case 'webapi.display.data':
+            return replyLater(relay.data(parsed.stream, parsed.data));
+          case 'webapi.display.closed':
+            relay.closed(parsed.stream, parsed.reason);
+            return undefined;
           default: {
             const unreachable: never = parsed;
             return unreachable;
@@ -169,6 +202,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
       },
       async stopping() {
         feed.stop();
+        relay.shutdown();
         await changing;
         await close();
       },

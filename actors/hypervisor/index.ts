@@ -46,6 +46,18 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   /** What a console's user typed (the web UI's xterm), for the guest's serial port on this node. */
   z.strictObject({ type: z.literal('system.console.input'), id, data: z.string().min(1).max(4096) }),
   z.strictObject({ type: z.literal('system.console'), id, offset: z.number().int().min(0).default(0), maxBytes: z.number().int().min(1).max(1024 * 1024).default(64 * 1024) }),
+  /** Whether the web UI may show this system's display here (operator: VNC carries keys and mouse). */
+  z.strictObject({ type: z.literal('system.display'), id }),
+  /** From a Storage service: grow a disk of a running guest, or take or drop a qcow2 snapshot of it (QMP). */
+  z.strictObject({
+    type: z.literal('system.disk-change'),
+    id,
+    volume: z.string().max(127),
+    change: z.discriminatedUnion('action', [
+      z.strictObject({ action: z.literal('resize'), sizeBytes: z.number().int().min(1).max(2 ** 53 - 1) }),
+      z.strictObject({ action: z.enum(['snapshot-create', 'snapshot-delete']), snapshot: nameSchema }),
+    ]),
+  }),
   /** Move a running system to another node (live for QEMU, by state transfer for sim). */
   z.strictObject({ type: z.literal('system.migrate'), id, to: nameSchema }),
   /** Migration, target side: get ready for the guest, then see it run (or give up). */
@@ -270,8 +282,13 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
 
   /** A new VMM takes over the QEMU this system left running (an earlier VMM's or daemon's). */
   const adoptGuest = async (systemId: string, entry: Running): Promise<{ pid: number | null; vmmPid: number; accelerator: string; status: 'running' | 'paused' }> => {
+    // Its disks, so the new VMM reads their counters and changes them live; without them it still adopts.
+    const storage = await disks.resolve(systemId, entry.spec).catch((error: unknown) => {
+      ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'adopting without its disks: no disk stats or live disk changes until it restarts');
+      return {};
+    });
     entry.vmm = await system.spawn(vmmPath(systemId), vmmFactory(systemId, entry), vmmOptions(systemId, entry));
-    return ctx.ref(vmmPath(systemId)).ask<Message & { pid: number | null; vmmPid: number; accelerator: string; status: 'running' | 'paused' }>({ type: 'vmm.adopt' }, { timeoutMs: 30_000 });
+    return ctx.ref(vmmPath(systemId)).ask<Message & { pid: number | null; vmmPid: number; accelerator: string; status: 'running' | 'paused' }>({ type: 'vmm.adopt', ...storage }, { timeoutMs: 30_000 });
   };
 
   const freshEntry = (spec: SystemObject, state: SystemState, meta?: SystemMeta): Running => ({
@@ -686,6 +703,17 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           if (entry.state !== 'running' && entry.state !== 'paused') throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `cannot type into system '${parsed.id}': it is ${entry.state} on ${node} (start it first)`);
           return replyLater(ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.console.input', data: parsed.data }, { timeoutMs: 10_000 }).then(() => ({ type: 'system.console.sent', id: parsed.id, node })));
         }
+        case 'system.display': {
+          const entry = requireEntry(parsed.id);
+          if (entry.spec.display !== 'vnc' || entry.spec.driver !== 'qemu') throw new AcpError('ACP_ERR_SYSTEM_NO_DISPLAY', `system '${parsed.id}' has no display (give it display: 'vnc' and the qemu driver, then restart it)`);
+          if (entry.state !== 'running' && entry.state !== 'paused') throw new AcpError('ACP_ERR_SYSTEM_NO_DISPLAY', `system '${parsed.id}' is ${entry.state} on ${node}: its display shows while it runs`);
+          return { type: 'system.display', id: parsed.id, node, display: 'vnc' };
+        }
+        case 'system.disk-change': {
+          const entry = requireEntry(parsed.id);
+          if (entry.state !== 'running' && entry.state !== 'paused') throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `cannot change a disk of system '${parsed.id}' while it is ${entry.state} on ${node} (running or paused only)`);
+          return replyLater(ctx.ref(vmmPath(parsed.id)).ask({ type: 'vmm.disk-change', volume: parsed.volume, change: parsed.change }, { timeoutMs: 70_000 }).then(() => ({ type: 'system.disk-changed', id: parsed.id, node, volume: parsed.volume })));
+        }
         case 'system.migrate':
           return replyLater(migrate(parsed.id, parsed.to));
         case 'system.incoming':
@@ -775,6 +803,7 @@ export const hypervisorAuthority: AuthorityTable = {
   'system.status': 'read',
   'system.console': 'read',
   'system.console.input': 'operate',
+  'system.display': 'operate',
   'system.start': 'operate',
   'system.stop': 'operate',
   'system.pause': 'operate',
@@ -791,6 +820,8 @@ export const hypervisorAuthority: AuthorityTable = {
   'hypervisor.restart-due': { internal: [thisHypervisor] },
   'hypervisor.recover': { internal: [thisHypervisor] },
   'system.stop-all': 'operate',
+  // A volume's pool may be shared: the Storage service of any node changes a disk where its guest runs.
+  'system.disk-change': { internal: [{ service: 'storage', nodes: 'any' }] },
 };
 
 export const service: ServiceDefinition<ServiceDeps | undefined> = {

@@ -1,5 +1,4 @@
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor.js';
 import { replyLater } from '../../runtime/actor.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
@@ -7,16 +6,17 @@ import type { Message } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { listBlockDevices } from '../../adapters/storage/lsblk.js';
 import { FS_MAGIC, probePath, type Capacity } from '../../adapters/storage/fs.js';
-import { hasDeviceMapper, hasMountHelper, kernelFilesystems, listMounts, mountNetwork, mountSshfs, unmount } from '../../adapters/storage/mounts.js';
 import type { RecordView } from '../cdb/index.js';
 import { CdbFeed } from '../cdb-feed.js';
 import { ServiceClock } from '../kit.js';
-import { metaKey, objectKey, parseKey, statsKey, storagePoolSchema, storageShareSchema, storageVolumeSchema, type StoragePool, type StorageShare, type StorageVolume } from '../model.js';
-import { deviceObject } from './devices.js';
+import { metaKey, parseKey, statsKey, storagePoolSchema, storageShareSchema, storageVolumeSchema, type StoragePool, type StorageShare, type StorageVolume } from '../model.js';
+import { createPool, createShare, removePool, removeShare, unsupportedPool, type DefinitionEnv } from './definitions.js';
+import { deviceObject, DevicePublisher } from './devices.js';
 import { volumeId } from './layout.js';
 import { poolStats } from './stats.js';
-import { carriedBy, poolRoot, shareMountpoint, sharesWanted, type PoolReport, type ShareReport } from './pools.js';
+import { carriedBy, poolRoot, type PoolReport } from './pools.js';
 import { storageAuthority, storageSchema } from './schema.js';
+import { knownHostsIn, ShareMounts } from './shares.js';
 import { StorageVolumes } from './volumes.js';
 
 export { storageAuthority, storageSchema } from './schema.js';
@@ -28,11 +28,6 @@ const DEVICES_MS = 30_000;
 /** A pool's path (a share's above all) must answer a probe within this, or it is marked error. */
 const PROBE_MS = 5000;
 const STOP_WAIT_MS = 200;
-
-function badSpec(what: string, error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }): AcpError {
-  const issue = error.issues[0];
-  return new AcpError('ACP_ERR_CDB_BAD_VALUE', `bad ${what}: ${issue && issue.path.length > 0 ? `field '${issue.path.join('.')}'` : 'value'}: ${issue?.message ?? 'invalid'}`);
-}
 
 /**
  * The Storage service: follows `object/storage/{pool,share,volume}/` (CdbFeed); every
@@ -52,16 +47,16 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
   const poolReports = new Map<string, PoolReport>();
   const poolRoots = new Map<string, string>();
   const capacities = new Map<string, Capacity>();
-  const shareReports = new Map<string, ShareReport>();
-  /** Mount points this service mounted (only those are ever unmounted). */
-  const mountedHere = new Map<string, { mountpoint: string; fuse: boolean }>();
+  const shareMounts = new ShareMounts(ctx, node, home, knownHostsIn(deps.paths.secrets), PROBE_MS);
+  const shareReports = shareMounts.reports;
   const published = new Map<string, string>();
-  const devicesPublished = new Map<string, string>();
   let running: Promise<void> | undefined;
   let again = false;
   let timer: NodeJS.Timeout | undefined;
   let devicesTimer: NodeJS.Timeout | undefined;
   let lastFailure: string | undefined;
+  /** The first reconciliation after a start: until it is done no pool is known active here. */
+  let firstPass: Promise<void> = Promise.resolve();
 
   const tick = () => ctx.self.tell({ type: 'storage.tick' });
   // One feed for all of object/storage/ (a CdbFeed takes every cdb.event its actor gets), split by type here.
@@ -104,68 +99,6 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
   };
 
-  /** Mounts what this node should, checks what is mounted, unmounts what it mounted and no longer needs. */
-  const reconcileShares = async (): Promise<void> => {
-    const wanted = sharesWanted(pools.values(), shares, node);
-    const mounts = await listMounts();
-    const mounted = new Map(mounts.map((entry) => [entry.mountpoint, entry]));
-    // After a restart: a share mounted at its mount point by an earlier run of this service is its own.
-    for (const share of shares.values()) {
-      const mountpoint = shareMountpoint(share, home);
-      const entry = mounted.get(mountpoint);
-      if (entry && !mountedHere.has(share.name) && (entry.fstype === 'fuse.sshfs' || entry.fstype === share.type)) mountedHere.set(share.name, { mountpoint, fuse: share.type === 'sshfs' });
-    }
-    for (const id of wanted) {
-      const share = shares.get(id)!;
-      const mountpoint = shareMountpoint(share, home);
-      const base = { type: share.type, mountpoint };
-      try {
-        if (!mounted.has(mountpoint)) {
-          await mountShare(share, mountpoint);
-          ctx.log.info({ share: id, mountpoint }, `mounted share ${id}`);
-        }
-        const probe = await probePath(mountpoint, PROBE_MS);
-        shareReports.set(id, probe.ok ? { ...base, state: 'mounted' } : { ...base, state: 'error', reason: probe.hung ? `hung: ${probe.why}` : probe.why });
-      } catch (error) {
-        shareReports.set(id, { ...base, state: 'error', reason: errorMessage(error) });
-      }
-    }
-    for (const [id, mount] of [...mountedHere].filter(([known]) => !wanted.has(known))) {
-      try {
-        const hung = shareReports.get(id)?.state === 'error';
-        await unmount(mount.mountpoint, mount.fuse, hung);
-        mountedHere.delete(id);
-        ctx.log.info({ share: id, mountpoint: mount.mountpoint }, `unmounted share ${id}`);
-      } catch (error) {
-        ctx.log.warn({ share: id, err: errorMessage(error) }, 'could not unmount a share; the next pass tries again');
-      }
-    }
-    for (const id of [...shareReports.keys()].filter((known) => !wanted.has(known) && !mountedHere.has(known))) shareReports.delete(id);
-  };
-
-  /** Why this node cannot mount shares of this type, or undefined when it can. */
-  const unsupportedShare = async (type: StorageShare['type']): Promise<string | undefined> => {
-    if (type === 'sshfs') return undefined;
-    const kernel = type === 'nfs' ? 'nfs' : 'cifs';
-    if (!(await kernelFilesystems()).has(kernel)) return `this node's kernel has no ${type.toUpperCase()} client ('${kernel}' is not in /proc/filesystems, and modules cannot be loaded here): use an sshfs share`;
-    if (!(await hasMountHelper(type))) return `mount.${type} is not installed on this node (apt-get install ${type === 'nfs' ? 'nfs-common' : 'cifs-utils'})`;
-    return undefined;
-  };
-
-  const mountShare = async (share: StorageShare, mountpoint: string): Promise<void> => {
-    const why = await unsupportedShare(share.type);
-    if (why) throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `share '${share.name}' (${share.type}): ${why}`);
-    await mkdir(mountpoint, { recursive: true, mode: 0o700 });
-    if (share.type === 'sshfs') {
-      await mountSshfs({ server: share.server, path: share.path, mountpoint, knownHosts: join(deps.paths.secrets, 'known_hosts'), ...(share.user ? { user: share.user } : {}), ...(share.port ? { port: share.port } : {}), ...(share.identityFile ? { identityFile: share.identityFile } : {}) });
-    } else if (share.type === 'nfs') {
-      await mountNetwork('nfs', `${share.server}:${share.path}`, mountpoint, ['soft', 'timeo=50', 'retrans=2', ...(share.port ? [`port=${share.port}`] : [])]);
-    } else {
-      await mountNetwork('cifs', `//${share.server}${share.path}`, mountpoint, share.user ? [`username=${share.user}`] : ['guest']);
-    }
-    mountedHere.set(share.name, { mountpoint, fuse: share.type === 'sshfs' });
-  };
-
   /** Each pool carried here: its root probed (made for a dir pool), its type checked, its capacity read. */
   const reconcilePools = async (): Promise<void> => {
     const seen = new Set<string>();
@@ -175,7 +108,7 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
       const base = { type: pool.type, shared: pool.shared, content: [...pool.content] };
       const report = (state: PoolReport['state'], path: string | null, reason?: string): PoolReport => ({ ...base, state, path, ...(reason === undefined ? {} : { reason }) });
       if (pool.type === 'lvm-thin') {
-        poolReports.set(pool.name, report('error', null, (await unsupportedPool(pool.type)) ?? 'lvm-thin pools are not implemented yet; use dir or btrfs'));
+        poolReports.set(pool.name, report('error', null, (await unsupportedPool(pool.type))!));
         continue;
       }
       const root = poolRoot(pool, shares, shareReports, home);
@@ -205,13 +138,6 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
   };
 
-  /** Why this node cannot have a pool of this type (lvm-thin without device-mapper). */
-  const unsupportedPool = async (type: StoragePool['type']): Promise<string | undefined> => {
-    if (type !== 'lvm-thin') return undefined;
-    if (!(await hasDeviceMapper())) return "lvm-thin needs the kernel's device-mapper, which this node does not have (no device-mapper in /proc/misc); use a dir or btrfs pool";
-    return undefined;
-  };
-
   /** The volumes of a pool that live on this node (all of them on a shared pool). */
   const volumesHere = (pool: StoragePool): StorageVolume[] => [...volumes.values()].filter((volume) => volume.pool === pool.name && (pool.shared || volume.node === undefined || volume.node === node));
 
@@ -228,7 +154,7 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
   };
 
   const pass = async (): Promise<void> => {
-    await reconcileShares();
+    await shareMounts.reconcile(pools.values(), shares);
     await reconcilePools();
     const meta = new Map<string, unknown>();
     for (const [id, report] of shareReports) meta.set(metaKey('storage/share', id, node), report);
@@ -261,105 +187,13 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
     return running;
   };
 
-  /** Block devices: published when they change, removed when gone. */
-  const refreshDevices = async (): Promise<void> => {
-    try {
-      const found = (await listBlockDevices()).map((device) => deviceObject(node, device));
-      const wanted = new Map(found.map((device) => [objectKey('storage/device', device.name), device]));
-      for (const [key, device] of wanted) {
-        const text = JSON.stringify(device);
-        if (devicesPublished.get(key) === text) continue;
-        await put(key, device);
-        devicesPublished.set(key, text);
-      }
-      for (const key of [...devicesPublished.keys()].filter((known) => !wanted.has(known))) {
-        await remove(key);
-        devicesPublished.delete(key);
-      }
-    } catch (error) {
-      ctx.log.warn({ err: errorMessage(error) }, 'could not list block devices; trying again later');
-    }
-  };
-
-  /** Devices this node published before a restart: known, so the first refresh removes the gone ones. */
-  const adoptDevices = async (): Promise<void> => {
-    const listed = await cdb.ask<Message & { records: RecordView[] }>({ type: 'cdb.list', prefix: 'object/storage/device/', limit: 10_000 }, { timeoutMs: 10_000 }).catch(() => undefined);
-    for (const record of listed?.records ?? []) {
-      if (!record.deleted && (record.value as { node?: unknown }).node === node) devicesPublished.set(record.key, '');
-    }
-  };
-
-  const createPool = async (spec: unknown): Promise<Message> => {
-    const result = storagePoolSchema.safeParse(spec);
-    if (!result.success) throw badSpec('pool', result.error);
-    const pool = result.data;
-    const why = await unsupportedPool(pool.type);
-    if (why) throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `cannot create ${pool.type} pool '${pool.name}' on node '${node}': ${why}; nothing was changed`);
-    if (pool.share !== undefined) {
-      const share = await cdb.ask({ type: 'cdb.get', key: objectKey('storage/share', pool.share) }, { timeoutMs: 10_000 }).catch(() => undefined);
-      if (!share) throw new AcpError('ACP_ERR_STORAGE_NOT_FOUND', `pool '${pool.name}' is on share '${pool.share}', which does not exist (acp storage share create ${pool.share} ...)`);
-    }
-    try {
-      await cdb.ask({ type: 'cdb.cas', key: objectKey('storage/pool', pool.name), value: pool, expect: null }, { timeoutMs: 10_000 });
-    } catch (error) {
-      if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_CONFLICT') throw new AcpError('ACP_ERR_STORAGE_EXISTS', `pool '${pool.name}' exists already; acp storage pool rm ${pool.name} first, or pick another name`);
-      throw error;
-    }
-    pools.set(pool.name, pool);
-    await reconcile();
-    return { type: 'storage.pool-created', name: pool.name, spec: pool, ...(poolReports.has(pool.name) ? { status: poolReports.get(pool.name) } : {}) };
-  };
-
   const listAll = async (prefix: string): Promise<RecordView[]> => {
     const reply = await cdb.ask<Message & { records: RecordView[] }>({ type: 'cdb.list', prefix, limit: 10_000 }, { timeoutMs: 10_000 });
     return reply.records.filter((record) => !record.deleted);
   };
 
-  const removePool = async (name: string): Promise<Message> => {
-    const inPool = (await listAll(`object/storage/volume/${name}/`)).map((record) => parseKey(record.key).id);
-    if (inPool.length > 0) throw new AcpError('ACP_ERR_STORAGE_IN_USE', `pool '${name}' still has ${inPool.length} volume${inPool.length > 1 ? 's' : ''} (${inPool.slice(0, 5).join(', ')}${inPool.length > 5 ? ', ...' : ''}); remove them first (acp storage volume rm)`);
-    await cdb.ask({ type: 'cdb.get', key: objectKey('storage/pool', name) }, { timeoutMs: 10_000 }).catch((error: unknown) => {
-      if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_STORAGE_NOT_FOUND', `no pool '${name}' (acp storage pool ls)`);
-      throw error;
-    });
-    await cdb.ask({ type: 'cdb.delete', key: objectKey('storage/pool', name) }, { timeoutMs: 10_000 });
-    pools.delete(name);
-    await reconcile();
-    return { type: 'storage.pool-removed', name };
-  };
-
-  const createShare = async (spec: unknown): Promise<Message> => {
-    const result = storageShareSchema.safeParse(spec);
-    if (!result.success) throw badSpec('share', result.error);
-    const share = result.data;
-    const why = await unsupportedShare(share.type);
-    if (why) throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `cannot create ${share.type} share '${share.name}' from node '${node}': ${why}; nothing was changed`);
-    try {
-      await cdb.ask({ type: 'cdb.cas', key: objectKey('storage/share', share.name), value: share, expect: null }, { timeoutMs: 10_000 });
-    } catch (error) {
-      if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_CONFLICT') throw new AcpError('ACP_ERR_STORAGE_EXISTS', `share '${share.name}' exists already; acp storage share rm ${share.name} first, or pick another name`);
-      throw error;
-    }
-    shares.set(share.name, share);
-    await reconcile();
-    return { type: 'storage.share-created', name: share.name, spec: share };
-  };
-
-  const removeShare = async (name: string): Promise<Message> => {
-    const users = (await listAll('object/storage/pool/')).flatMap((record) => {
-      const pool = storagePoolSchema.safeParse(record.value);
-      return pool.success && pool.data.share === name ? [pool.data.name] : [];
-    });
-    if (users.length > 0) throw new AcpError('ACP_ERR_STORAGE_IN_USE', `share '${name}' holds pool${users.length > 1 ? 's' : ''} ${users.join(', ')}; remove ${users.length > 1 ? 'them' : 'it'} first (acp storage pool rm)`);
-    await cdb.ask({ type: 'cdb.get', key: objectKey('storage/share', name) }, { timeoutMs: 10_000 }).catch((error: unknown) => {
-      if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_STORAGE_NOT_FOUND', `no share '${name}' (acp storage share ls)`);
-      throw error;
-    });
-    await cdb.ask({ type: 'cdb.delete', key: objectKey('storage/share', name) }, { timeoutMs: 10_000 });
-    shares.delete(name);
-    await reconcile();
-    return { type: 'storage.share-removed', name };
-  };
+  const definitions: DefinitionEnv = { cdb, node, pools, shares, listAll, reconcile, report: (name) => poolReports.get(name) };
+  const devices = new DevicePublisher(cdb, node, ctx.log);
 
   const volumeOps = new StorageVolumes({
     ctx,
@@ -376,12 +210,13 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
 
   return {
     async started() {
-      await adoptDevices();
+      await devices.adopt();
       for (const feed of feeds) await feed.start();
+      firstPass = reconcile();
       timer = setInterval(tick, RECONCILE_MS);
       timer.unref();
-      void refreshDevices();
-      devicesTimer = setInterval(() => void refreshDevices(), DEVICES_MS);
+      void devices.refresh();
+      devicesTimer = setInterval(() => void devices.refresh(), DEVICES_MS);
       devicesTimer.unref();
     },
     receive(message) {
@@ -395,17 +230,17 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
         case 'service.info':
           return clock.info('storage', DESCRIPTION, ctx);
         case 'storage.pool-create':
-          return replyLater(createPool(parsed.spec));
+          return replyLater(createPool(definitions, parsed.spec));
         case 'storage.pool-rm':
-          return replyLater(removePool(parsed.name));
+          return replyLater(removePool(definitions, parsed.name));
         case 'storage.pool-status': {
           const chosen = [...poolReports].filter(([id]) => parsed.name === undefined || id === parsed.name);
           return { type: 'storage.pool-status', node, pools: Object.fromEntries(chosen.map(([id, report]) => [id, { ...report, capacity: capacities.get(id) ?? null }])) };
         }
         case 'storage.share-create':
-          return replyLater(createShare(parsed.spec));
+          return replyLater(createShare(definitions, parsed.spec));
         case 'storage.share-rm':
-          return replyLater(removeShare(parsed.name));
+          return replyLater(removeShare(definitions, parsed.name));
         case 'storage.share-status':
           return { type: 'storage.share-status', node, shares: Object.fromEntries([...shareReports].filter(([id]) => parsed.name === undefined || id === parsed.name)) };
         case 'storage.volume-create':
@@ -425,7 +260,8 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
         case 'storage.devices':
           return replyLater(listBlockDevices().then((found) => ({ type: 'storage.devices', node, devices: found.map((device) => deviceObject(node, device)) })));
         case 'storage.disks':
-          return replyLater(volumeOps.disks(parsed.system, parsed.disks, parsed.iso, parsed.boot));
+          // Right after a start (a daemon adopting its guests) the pools are checked first.
+          return replyLater(firstPass.then(() => volumeOps.disks(parsed.system, parsed.disks, parsed.iso, parsed.boot)));
         case 'storage.tick':
           void reconcile();
           return undefined;

@@ -23,7 +23,7 @@ export const storageSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('storage.share-status'), name: name.optional() }),
   /** A new empty volume of `sizeBytes` on this node's copy of `pool`. */
   z.strictObject({ type: z.literal('storage.volume-create'), pool: name, name, sizeBytes: size, format: z.enum(['qcow2', 'raw']).default('qcow2') }),
-  /** Grow (or, not attached to any system, shrink) a volume; refused while a system runs on it. */
+  /** Grow (or, not attached to any system, shrink) a volume; a running guest's QEMU grows it live (QMP block_resize). */
   z.strictObject({ type: z.literal('storage.volume-resize'), pool: name, name, sizeBytes: size }),
   z.strictObject({ type: z.literal('storage.volume-snapshot'), pool: name, name, op: z.enum(['create', 'rollback', 'rm']), snapshot: name }),
   /** A copy as volume `target` of the same pool: linked (qcow2 over the source) or full. */

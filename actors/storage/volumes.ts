@@ -35,6 +35,8 @@ interface Users {
   live: string[];
   /** Systems that have it as a disk or CD-ROM, running or not. */
   attached: string[];
+  /** The live ones: where each runs and in what state. */
+  guests: { id: string; node: string; state: string }[];
 }
 
 export class StorageVolumes {
@@ -91,19 +93,32 @@ export class StorageVolumes {
       const uses = spec.data.disks.some((disk) => disk.pool === poolName && disk.volume === name) || (spec.data.iso?.pool === poolName && spec.data.iso.volume === name);
       if (uses) attached.push(spec.data.name);
     }
-    const live: string[] = [];
+    const guests: Users['guests'] = [];
     for (const record of metas) {
       const parsed = parseKey(record.key);
       const state = String((record.value as { state?: unknown }).state);
-      if (attached.includes(parsed.id) && LIVE_STATES.has(state)) live.push(`${parsed.id} (${state} on ${parsed.node})`);
+      if (attached.includes(parsed.id) && LIVE_STATES.has(state) && parsed.node !== undefined) guests.push({ id: parsed.id, node: parsed.node, state });
     }
-    return { live, attached };
+    return { live: guests.map((guest) => `${guest.id} (${guest.state} on ${guest.node})`), attached, guests };
   }
 
   private async refuseLive(poolName: string, name: string, doing: string): Promise<Users> {
     const users = await this.users(poolName, name);
     if (users.live.length > 0) throw new AcpError('ACP_ERR_STORAGE_IN_USE', `cannot ${doing} volume '${poolName}/${name}': system ${users.live.join(', ')} uses it; stop the system first`);
     return users;
+  }
+
+  /**
+   * A change made by the QEMU that holds the volume open (it keeps the image locked): asked of the
+   * hypervisor where the one running guest is. Refused while the guest is between states.
+   */
+  private async changeLive(poolName: string, name: string, users: Users, change: { action: 'resize'; sizeBytes: number } | { action: 'snapshot-create' | 'snapshot-delete'; snapshot: string }): Promise<void> {
+    const guest = users.guests[0]!;
+    if (users.guests.length > 1) throw new AcpError('ACP_ERR_STORAGE_IN_USE', `volume '${poolName}/${name}' is open in ${users.live.join(', ')}; stop all but one to change it`);
+    if (guest.state !== 'running' && guest.state !== 'paused') throw new AcpError('ACP_ERR_STORAGE_IN_USE', `volume '${poolName}/${name}': system ${users.live[0]} is between states; try again once it runs or is stopped`);
+    const hypervisor = this.env.ctx.ref(`acp://${this.env.ctx.node.cluster}/${guest.node}/hypervisor`);
+    await hypervisor.ask({ type: 'system.disk-change', id: guest.id, volume: volumeId(poolName, name), change }, { timeoutMs: 80_000 });
+    this.env.ctx.log.info({ volume: volumeId(poolName, name), system: guest.id, node: guest.node, ...change }, `volume ${change.action} while ${guest.id} runs`);
   }
 
   /** Linked clones made from this volume (they read through to it). */
@@ -158,10 +173,17 @@ export class StorageVolumes {
     return this.serial(volumeId(poolName, name), async () => {
       const { volume, layout } = await this.volume(poolName, name);
       if (volume.format === 'iso') throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `volume '${poolName}/${name}' is an ISO image; it has no size to change`);
-      // QEMU holds a running guest's image locked: the size changes while it is stopped.
-      const users = await this.refuseLive(poolName, name, 'resize');
-      const current = (await imageInfo(layout.file, volume.format)).virtualSize;
+      const users = await this.users(poolName, name);
+      // QEMU holds a running guest's image locked: it grows the disk itself (block_resize), and the guest sees it at once.
+      const current = users.guests.length > 0 ? volume.sizeBytes : (await imageInfo(layout.file, volume.format)).virtualSize;
       const shrink = sizeBytes < current;
+      if (users.guests.length > 0) {
+        if (shrink) throw new AcpError('ACP_ERR_STORAGE_IN_USE', `cannot shrink volume '${poolName}/${name}' (${current} bytes) while system ${users.live.join(', ')} uses it; a disk only grows while attached`);
+        await this.changeLive(poolName, name, users, { action: 'resize', sizeBytes });
+        const updated = { ...volume, sizeBytes };
+        await this.store(updated, false);
+        return { type: 'storage.volume-resized', volume: updated, from: current, live: true };
+      }
       if (shrink && users.attached.length > 0) throw new AcpError('ACP_ERR_STORAGE_IN_USE', `volume '${poolName}/${name}' is a disk of ${users.attached.join(', ')}: it only grows while attached (${current} bytes now); detach it to shrink it`);
       if (shrink && this.clonesOf(poolName, name).length > 0) throw new AcpError('ACP_ERR_STORAGE_IN_USE', `volume '${poolName}/${name}' is the base of linked clones ${this.clonesOf(poolName, name).join(', ')}; it cannot shrink`);
       await resizeVolume(layout, volume.format, sizeBytes, shrink);
@@ -176,13 +198,15 @@ export class StorageVolumes {
       const { pool, volume, layout } = await this.volume(poolName, name);
       if (volume.format === 'iso') throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `volume '${poolName}/${name}' is an ISO image; it has no snapshots`);
       if (pool.type !== 'btrfs' && volume.format !== 'qcow2') throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `volume '${poolName}/${name}' is raw on a ${pool.type} pool: snapshots need qcow2 or a btrfs pool`);
-      // A btrfs snapshot of a running guest's volume is crash-consistent; a qcow2 internal one needs the image to itself.
-      if (op === 'rollback' || pool.type !== 'btrfs') await this.refuseLive(poolName, name, op === 'create' ? 'snapshot' : op === 'rollback' ? 'roll back' : 'delete a snapshot of');
+      // A btrfs snapshot of a running guest's volume is crash-consistent. A qcow2 internal one is
+      // taken or dropped by the guest's QEMU (it holds the image); a rollback needs the guest stopped.
+      const users = op === 'rollback' ? await this.refuseLive(poolName, name, 'roll back') : await this.users(poolName, name);
       const known = volume.snapshots ?? [];
       const has = known.some((entry) => entry.name === snapshot);
       if (op === 'create' && has) throw new AcpError('ACP_ERR_STORAGE_EXISTS', `volume '${poolName}/${name}' has a snapshot '${snapshot}' already`);
       if (op !== 'create' && !has) throw new AcpError('ACP_ERR_STORAGE_NOT_FOUND', `volume '${poolName}/${name}' has no snapshot '${snapshot}' (it has ${known.map((entry) => entry.name).join(', ') || 'none'})`);
-      await snapshotVolume(layout, op === 'rollback' ? 'apply' : op === 'rm' ? 'delete' : 'create', snapshot, layout.snapshots ? snapshotPath(layout, snapshot) : undefined);
+      if (pool.type !== 'btrfs' && users.guests.length > 0) await this.changeLive(poolName, name, users, { action: op === 'create' ? 'snapshot-create' : 'snapshot-delete', snapshot });
+      else await snapshotVolume(layout, op === 'rollback' ? 'apply' : op === 'rm' ? 'delete' : 'create', snapshot, layout.snapshots ? snapshotPath(layout, snapshot) : undefined);
       const snapshots = op === 'create' ? [...known, { name: snapshot, at: new Date().toISOString() }] : op === 'rm' ? known.filter((entry) => entry.name !== snapshot) : known;
       const updated: StorageVolume = { ...volume, snapshots };
       await this.store(updated, false);

@@ -8,7 +8,7 @@ import type { AuthorityTable } from '../../runtime/authority.js';
 import { homePaths } from '../../runtime/config.js';
 import { AcpError } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
-import { assertName, isValidName } from '../../runtime/path.js';
+import { assertName, isValidName, NAME_PATTERN } from '../../runtime/path.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { systemObjectSchema } from '../model.js';
 import { resolvedCdromSchema, resolvedDiskSchema } from '../storage/schema.js';
@@ -19,6 +19,10 @@ const accelerator = z.enum(['kvm', 'tcg']).optional();
 /** The system's disks and CD-ROM, as the node's Storage service resolved them (files checked to be absolute paths). */
 const disks = z.array(resolvedDiskSchema).max(64).optional();
 const cdrom = resolvedCdromSchema.optional();
+const liveDiskChangeSchema = z.discriminatedUnion('action', [
+  z.strictObject({ action: z.literal('resize'), sizeBytes: z.number().int().min(1).max(2 ** 53 - 1) }),
+  z.strictObject({ action: z.enum(['snapshot-create', 'snapshot-delete']), snapshot: z.string().regex(NAME_PATTERN) }),
+]);
 
 /**
  * A VMM's messages name no paths and no URIs: its console log and run directory come from the
@@ -37,6 +41,8 @@ export const vmmSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('vmm.status') }),
   /** Target of a migration: wait for the guest from node `from`, listening on `host`; answers the address to send it to. */
   z.strictObject({ type: z.literal('vmm.incoming'), spec: systemObjectSchema, host: migrationHost, from: nodeName, transferred: z.unknown(), accelerator, disks, cdrom }),
+  /** Grow a disk, or take or drop an internal snapshot of it, while the guest runs (`volume` is `<pool>/<name>`). */
+  z.strictObject({ type: z.literal('vmm.disk-change'), volume: z.string().max(127), change: liveDiskChangeSchema }),
   /** Each disk's I/O counters (query-blockstats). */
   z.strictObject({ type: z.literal('vmm.block-stats') }),
   z.strictObject({ type: z.literal('vmm.await-running'), timeoutMs: z.number().int().min(1).max(600_000).default(60_000) }),
@@ -53,7 +59,7 @@ export const vmmSchema = z.discriminatedUnion('type', [
   /** Source of a migration, once the target runs: this copy of the guest goes. */
   z.strictObject({ type: z.literal('vmm.finish-migration') }),
   /** Takes over this system's QEMU left running by an earlier VMM (found by its pid file and QMP socket). */
-  z.strictObject({ type: z.literal('vmm.adopt') }),
+  z.strictObject({ type: z.literal('vmm.adopt'), disks, cdrom }),
 ]);
 export type VmmMessage = z.input<typeof vmmSchema>;
 
@@ -201,10 +207,16 @@ export function createVmm(ctx: ActorContext, options: VmmOptions): Actor {
           const running = requireGuest();
           return { type: 'vmm.block-stats', id, disks: running.blockStats ? await running.blockStats() : [] };
         }
+        case 'vmm.disk-change': {
+          const running = requireGuest();
+          if (!running.changeDisk) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' has no disks in this VMM (a simulated guest, or one adopted when its disks could not be resolved); stop and start it to change ${parsed.volume} while it runs`);
+          await running.changeDisk(parsed.volume, parsed.change);
+          return { type: 'vmm.disk-changed', id, volume: parsed.volume };
+        }
         case 'vmm.adopt': {
           if (guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' already runs in this VMM`);
           const { adoptQemu } = await import('../../adapters/drivers/qemu.js');
-          const adopted = await adoptQemu(id, prepare(undefined));
+          const adopted = await adoptQemu(id, prepare(undefined, parsed));
           adopt(adopted.handle);
           return { type: 'vmm.adopted', id, pid: adopted.handle.pid ?? null, vmmPid: process.pid, accelerator: adopted.handle.accelerator, status: adopted.status };
         }
@@ -249,6 +261,7 @@ export const vmmAuthority: AuthorityTable = {
   'vmm.migrate': fromItsHypervisor,
   'vmm.finish-migration': fromItsHypervisor,
   'vmm.block-stats': fromItsHypervisor,
+  'vmm.disk-change': fromItsHypervisor,
   'vmm.adopt': fromItsHypervisor,
 };
 

@@ -80,6 +80,24 @@ export function diskArgs(disks: readonly GuestDisk[], cdrom: GuestCdrom | undefi
   return args;
 }
 
+/** A change to a disk of a running guest: grow it, or take or drop an internal (qcow2) snapshot. */
+export type LiveDiskChange = { readonly action: 'resize'; readonly sizeBytes: number } | { readonly action: 'snapshot-create' | 'snapshot-delete'; readonly snapshot: string };
+
+/**
+ * The QMP command for a change to the disk that is volume `volume` (its node `acp-disk<i>`):
+ * block_resize, or blockdev-snapshot-internal-sync / -delete-internal-sync (qcow2 only).
+ */
+export function liveDiskCommand(disks: readonly Pick<GuestDisk, 'volume' | 'format' | 'readonly'>[], volume: string, change: LiveDiskChange): { command: string; args: Record<string, unknown> } {
+  const index = disks.findIndex((disk) => disk.volume === volume);
+  if (index < 0) throw new AcpError('ACP_ERR_VMM_FAILED', `volume ${volume} is not a disk of this guest as its VMM started it (${disks.map((disk) => disk.volume).join(', ') || 'no disks'}); restart the system to change it`);
+  const disk = disks[index]!;
+  if (disk.readonly) throw new AcpError('ACP_ERR_VMM_FAILED', `volume ${volume} is attached read-only; QEMU cannot change it while the guest runs`);
+  const node = `acp-disk${index}`;
+  if (change.action === 'resize') return { command: 'block_resize', args: { 'node-name': node, size: change.sizeBytes } };
+  if (disk.format !== 'qcow2') throw new AcpError('ACP_ERR_VMM_FAILED', `volume ${volume} is ${disk.format}: only a qcow2 image takes internal snapshots while its guest runs`);
+  return { command: change.action === 'snapshot-create' ? 'blockdev-snapshot-internal-sync' : 'blockdev-snapshot-delete-internal-sync', args: { device: node, name: change.snapshot } };
+}
+
 interface BlockStatsEntry {
   'node-name'?: unknown;
   qdev?: unknown;

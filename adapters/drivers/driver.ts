@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import type { SystemObject } from '../../actors/model.js';
-import type { DiskCounters, GuestCdrom, GuestDisk } from './disks.js';
+import type { DiskCounters, GuestCdrom, GuestDisk, LiveDiskChange } from './disks.js';
 
 const HOST_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
@@ -58,6 +58,8 @@ export interface GuestHandle {
   transferable(): unknown;
   /** Each disk's I/O counters (QEMU: query-blockstats); absent for a guest without disks of its own. */
   blockStats?(): Promise<DiskCounters[]>;
+  /** Grows a disk, or takes or drops a snapshot of it, while the guest runs (QEMU: QMP); absent without disks. */
+  changeDisk?(volume: string, change: LiveDiskChange): Promise<void>;
 }
 
 /**

@@ -7,12 +7,15 @@ import type { SystemObject } from '../../actors/model.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import { isValidName } from '../../runtime/path.js';
 import { generatedMac, tapName } from '../interface-names.js';
-import { diskArgs, parseBlockStats } from './disks.js';
+import { diskArgs, liveDiskCommand, parseBlockStats } from './disks.js';
+import { vncSocket } from './vnc.js';
 import { isMigrationHost, type GuestExit, type GuestHandle, type GuestPaths, type IncomingGuest, type MigrationAddress, type MigrationCredentials, type MigrationListen, type MigrationTarget, type SystemDriver } from './driver.js';
 
 export const QEMU_BINARY = process.env.ACP_QEMU ?? 'qemu-system-x86_64';
 const QMP_CONNECT_MS = 10_000;
 const QMP_COMMAND_MS = 5000;
+/** A live resize or internal snapshot writes the image's metadata (a snapshot copies its tables): longer than a query. */
+const LIVE_DISK_MS = 60_000;
 
 /** QEMU option values separate with commas: a comma inside a path is written twice. */
 function optionValue(text: string): string {
@@ -136,7 +139,8 @@ export function serialSocket(runDir: string): string {
 /**
  * The QEMU command line for a system: the serial port on a Unix socket (input from the console's
  * users) with everything the guest prints logged to the console file whether or not anyone is
- * connected, QMP on a Unix socket, no display.
+ * connected, QMP on a Unix socket; no display, or with `display: 'vnc'` a VGA card and a VNC
+ * server on a Unix socket in the run dir (no TCP port: only this node's web API reaches it).
  */
 export function qemuArgs(id: string, spec: SystemObject, paths: GuestPaths, accelerator: 'kvm' | 'tcg', incoming?: string): string[] {
   const args = [
@@ -159,6 +163,7 @@ export function qemuArgs(id: string, spec: SystemObject, paths: GuestPaths, acce
     '-qmp',
     `unix:${optionValue(join(paths.runDir, 'qmp.sock'))},server=on,wait=off`,
   ];
+  if (spec.display === 'vnc') args.push('-device', 'VGA', '-vnc', `unix:${optionValue(vncSocket(paths.runDir))}`);
   if (spec.boot && 'kernel' in spec.boot) {
     args.push('-kernel', spec.boot.kernel);
     if (spec.boot.initrd) args.push('-initrd', spec.boot.initrd);
@@ -357,6 +362,7 @@ async function launch(id: string, spec: SystemObject, paths: GuestPaths, incomin
   rmSync(files.qmp, { force: true });
   rmSync(files.pidfile, { force: true });
   rmSync(serialSocket(paths.runDir), { force: true });
+  rmSync(vncSocket(paths.runDir), { force: true });
   const log = openSync(files.log, 'w', 0o600);
   let child: ChildProcess;
   try {
@@ -553,7 +559,15 @@ function guestHandle(qmp: Qmp, pid: number, accelerator: string, paths: GuestPat
     },
     transferable: () => null,
     consoleInput: (data) => writeSerial(serialSocket(paths.runDir), data),
-    ...(paths.disks && paths.disks.length > 0 ? { blockStats: async () => parseBlockStats(await qmp.execute('query-blockstats'), paths.disks ?? []) } : {}),
+    ...(paths.disks && paths.disks.length > 0
+      ? {
+          blockStats: async () => parseBlockStats(await qmp.execute('query-blockstats'), paths.disks ?? []),
+          changeDisk: async (volume, change) => {
+            const { command, args } = liveDiskCommand(paths.disks ?? [], volume, change);
+            await qmp.execute(command, args, LIVE_DISK_MS);
+          },
+        }
+      : {}),
     pause: async () => void (await qmp.execute('stop')),
     resume: async () => void (await qmp.execute('cont')),
     reset: async () => void (await qmp.execute('system_reset')),

@@ -13,6 +13,7 @@ const BOOT_MS = 20;
 export const simDriver: SystemDriver = {
   name: 'sim',
   async start(id: string, spec: SystemObject, paths: GuestPaths): Promise<GuestHandle> {
+    if (spec.display === 'vnc') throw new AcpError('ACP_ERR_SYSTEM_NO_DISPLAY', `system '${id}' asks for a VNC display, but a simulated guest has none: drop display, or use the qemu driver`);
     await new Promise((resolve) => setTimeout(resolve, BOOT_MS));
     await appendFile(paths.consoleLog, `ACP sim guest ${id} (${spec.vcpus} vcpu, ${spec.memoryMiB} MiB) booted\nACP-GUEST-READY\n`);
     return simGuest(id, paths, Date.now());

@@ -47,3 +47,22 @@ export async function typeInto(page: Page, line: string): Promise<void> {
   );
 }
 
+
+/** Waits for the page's noVNC display to connect and its canvas to show a guest's screen: lit pixels. */
+export async function displayLit(page: Page): Promise<{ width: number; height: number; lit: number }> {
+  await page.waitForSelector('.display[data-connected="true"]', { timeout: 60_000 });
+  const lit = await page.waitForFunction(
+    () => {
+      type Canvas = { width: number; height: number; getContext(kind: '2d'): { getImageData(x: number, y: number, w: number, h: number): { data: Uint8ClampedArray } } | null };
+      const canvas = (globalThis as unknown as { document: { querySelector(s: string): Canvas | null } }).document.querySelector('.display canvas');
+      if (!canvas || canvas.width < 320) return false;
+      const { data } = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height);
+      let count = 0;
+      for (let at = 0; at < data.length; at += 4) if (data[at]! + data[at + 1]! + data[at + 2]! > 96) count += 1;
+      return count > 100 ? { width: canvas.width, height: canvas.height, lit: count } : false;
+    },
+    undefined,
+    { timeout: 60_000 },
+  );
+  return (await lit.jsonValue()) as { width: number; height: number; lit: number };
+}

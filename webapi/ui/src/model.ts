@@ -16,6 +16,7 @@ export interface SystemSpec {
   memoryMiB?: number;
   node?: string;
   ha?: boolean;
+  display?: 'none' | 'vnc';
   boot?: { kernel?: string; initrd?: string; cmdline?: string; disk?: string };
 }
 

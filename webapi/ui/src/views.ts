@@ -2,6 +2,7 @@
 import { allows, type Role } from './api.js';
 import { ChartPanel, NODE_CHARTS, SYSTEM_CHARTS } from './charts.js';
 import { SerialConsole } from './console.js';
+import type { GuestDisplay } from './display.js';
 import { bytes, clear, h } from './dom.js';
 import { alarms, nodes, systems, type SystemView } from './model.js';
 import type { Store } from './store.js';
@@ -135,14 +136,18 @@ export class Views {
     );
     const chartsHolder = h('div');
     const consoleHolder = h('div');
-    this.ctx.main.append(title, facts, buttons, h('h2', {}, 'Live'), chartsHolder, h('h2', {}, 'Serial console'), consoleHolder);
+    const displayHolder = h('div');
+    this.ctx.main.append(title, facts, buttons, h('h2', {}, 'Live'), chartsHolder, h('h2', {}, 'Serial console'), consoleHolder, displayHolder);
     let chartNode: string | undefined;
     let panel: ChartPanel | undefined;
     let consoleNode: string | undefined;
     let serial: SerialConsole | undefined;
+    let displayNode: string | undefined;
+    let display: GuestDisplay | undefined;
     this.disposers.push(() => {
       panel?.destroy();
       serial?.destroy();
+      display?.destroy();
     });
     this.live = () => {
       const view = find();
@@ -197,6 +202,25 @@ export class Views {
         serial = consoleAt ? new SerialConsole(wire, wire.path(consoleAt, 'hypervisor'), id, this.can('operator'), tasks) : undefined;
         clear(consoleHolder, serial ? serial.element : h('p.hint', {}, 'It has not run yet: its console shows once it starts.'));
       }
+      // The display (noVNC) while it runs, on whichever node (operator role).
+      const showAt = view.spec.display === 'vnc' && view.state === 'running' && this.can('operator') ? runningOn : undefined;
+      if (showAt !== displayNode || (view.spec.display === 'vnc') !== displayHolder.hasChildNodes()) {
+        display?.destroy();
+        display = undefined;
+        displayNode = showAt;
+        if (view.spec.display !== 'vnc') clear(displayHolder);
+        else {
+          const why = this.can('operator') ? 'it shows while the system runs' : `needs the operator role (you are ${this.ctx.role})`;
+          clear(displayHolder, h('h2', {}, 'Display'), h('p.hint', {}, showAt ? 'Loading the display…' : `Display: ${why}.`));
+          // noVNC is loaded only when a display shows (a chunk of its own).
+          if (showAt)
+            void import('./display.js').then(({ GuestDisplay }) => {
+              if (displayNode !== showAt || display || !displayHolder.isConnected) return;
+              display = new GuestDisplay(id);
+              clear(displayHolder, h('h2', {}, 'Display'), display.element);
+            });
+        }
+      }
     };
   }
 
@@ -212,6 +236,7 @@ export class Views {
     const cmdline = h('input', { name: 'cmdline', placeholder: 'console=ttyS0' });
     const disk = h('input', { name: 'disk', placeholder: '/path/to/disk.qcow2 (instead of a kernel)' });
     const ha = h('input', { name: 'ha', type: 'checkbox' });
+    const display = h('select', { name: 'display' }, h('option', { value: 'none' }, 'none (serial only)'), h('option', { value: 'vnc' }, 'vnc (qemu)'));
     const form = h(
       'form#create.card',
       {
@@ -219,6 +244,7 @@ export class Views {
           event.preventDefault();
           const spec: Record<string, unknown> = { name: name.value.trim(), driver: driver.value, vcpus: Number(vcpus.value), memoryMiB: Number(memory.value), ha: ha.checked };
           if (node.value) spec.node = node.value;
+          if (display.value === 'vnc') spec.display = 'vnc';
           if (kernel.value.trim()) spec.boot = { kernel: kernel.value.trim(), ...(initrd.value.trim() ? { initrd: initrd.value.trim() } : {}), ...(cmdline.value.trim() ? { cmdline: cmdline.value.trim() } : {}) };
           else if (disk.value.trim()) spec.boot = { disk: disk.value.trim() };
           void this.ctx.tasks
@@ -237,6 +263,7 @@ export class Views {
       field('Initrd', initrd),
       field('Kernel command line', cmdline),
       field('Disk image', disk),
+      field('Display', display),
       h('label.check', {}, ha, 'High availability'),
       this.button('Create', 'operator', () => undefined, { type: 'submit', class: 'primary' }),
     );
