@@ -1,5 +1,4 @@
 import { isIP } from 'node:net';
-import type { SystemObject } from '../../actors/model.js';
 import type { DiskCounters, GuestCdrom, GuestDisk, LiveDiskChange } from './disks.js';
 
 const HOST_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
@@ -99,10 +98,24 @@ export interface IncomingGuest {
   readonly address?: MigrationAddress;
 }
 
+/**
+ * What a driver needs of a system to run it: the part of the system object (actors/model.ts) it
+ * reads, stated here so that drivers need nothing from above them. A parsed system object is one.
+ */
+export interface GuestSpec {
+  readonly vcpus: number;
+  readonly memoryMiB: number;
+  /** A kernel to boot directly, or the disk to boot from (a pool's `POOL/VOLUME`, or an absolute image path). */
+  readonly boot?: { readonly kernel: string; readonly initrd?: string; readonly cmdline?: string } | { readonly disk: string };
+  /** The NICs in order: each becomes the tap the Network service made for its index. */
+  readonly nics: readonly { readonly mac?: string; readonly model: 'virtio' | 'e1000' }[];
+  readonly display?: 'none' | 'vnc';
+}
+
 /** A way to run systems: `qemu` (real virtual machines) or `sim` (simulated guests). */
 export interface SystemDriver {
-  readonly name: SystemObject['driver'];
-  start(id: string, spec: SystemObject, paths: GuestPaths): Promise<GuestHandle>;
+  readonly name: 'qemu' | 'sim';
+  start(id: string, spec: GuestSpec, paths: GuestPaths): Promise<GuestHandle>;
   /** Prepares to receive a migrating guest from `listen.from`, listening on `listen.host` (this node's address). */
-  incoming(id: string, spec: SystemObject, paths: GuestPaths, listen: MigrationListen, credentials: MigrationCredentials, transferred: unknown): Promise<IncomingGuest>;
+  incoming(id: string, spec: GuestSpec, paths: GuestPaths, listen: MigrationListen, credentials: MigrationCredentials, transferred: unknown): Promise<IncomingGuest>;
 }

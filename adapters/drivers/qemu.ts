@@ -3,13 +3,12 @@ import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rea
 import { connect, isIP, type Socket } from 'node:net';
 import { release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import type { SystemObject } from '../../actors/model.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import { isValidName } from '../../runtime/path.js';
 import { generatedMac, tapName } from '../interface-names.js';
 import { diskArgs, liveDiskCommand, parseBlockStats } from './disks.js';
 import { vncSocket } from './vnc.js';
-import { isMigrationHost, type GuestExit, type GuestHandle, type GuestPaths, type IncomingGuest, type MigrationAddress, type MigrationCredentials, type MigrationListen, type MigrationTarget, type SystemDriver } from './driver.js';
+import { isMigrationHost, type GuestExit, type GuestHandle, type GuestSpec, type GuestPaths, type IncomingGuest, type MigrationAddress, type MigrationCredentials, type MigrationListen, type MigrationTarget, type SystemDriver } from './driver.js';
 
 export const QEMU_BINARY = process.env.ACP_QEMU ?? 'qemu-system-x86_64';
 const QMP_CONNECT_MS = 10_000;
@@ -142,7 +141,7 @@ export function serialSocket(runDir: string): string {
  * connected, QMP on a Unix socket; no display, or with `display: 'vnc'` a VGA card and a VNC
  * server on a Unix socket in the run dir (no TCP port: only this node's web API reaches it).
  */
-export function qemuArgs(id: string, spec: SystemObject, paths: GuestPaths, accelerator: 'kvm' | 'tcg', incoming?: string): string[] {
+export function qemuArgs(id: string, spec: GuestSpec, paths: GuestPaths, accelerator: 'kvm' | 'tcg', incoming?: string): string[] {
   const args = [
     '-name',
     `acp-${id}`,
@@ -182,7 +181,7 @@ export function qemuArgs(id: string, spec: SystemObject, paths: GuestPaths, acce
  * Each NIC: the tap the Network service made for it (named from the system's id and the NIC's
  * index, checked there), opened by QEMU with no scripts, and the guest's device with its MAC.
  */
-export function nicArgs(id: string, spec: SystemObject): string[] {
+export function nicArgs(id: string, spec: GuestSpec): string[] {
   return spec.nics.flatMap((nic, index) => [
     '-netdev',
     `tap,id=net${index},ifname=${tapName(id, index)},script=no,downscript=no`,
@@ -345,7 +344,7 @@ function pidAlive(pid: number): boolean {
  * QEMU runs in a session of its own (setsid), with its pid file, QMP socket and stderr in the
  * guest's run dir: it outlives its VMM container and the daemon, and a later VMM adopts it.
  */
-async function launch(id: string, spec: SystemObject, paths: GuestPaths, incoming: boolean): Promise<{ handle: GuestHandle; qmp: Qmp }> {
+async function launch(id: string, spec: GuestSpec, paths: GuestPaths, incoming: boolean): Promise<{ handle: GuestHandle; qmp: Qmp }> {
   if (!spec.boot && (paths.disks ?? []).length === 0 && !paths.cdrom) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `system '${id}' has no boot: give it {kernel, initrd, cmdline}, a disk or an iso`);
   const bootFiles = !spec.boot ? [] : 'kernel' in spec.boot ? [spec.boot.kernel, spec.boot.initrd] : spec.boot.disk.startsWith('/') ? [spec.boot.disk] : [];
   for (const file of bootFiles) {

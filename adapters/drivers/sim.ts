@@ -1,7 +1,6 @@
 import { appendFile } from 'node:fs/promises';
-import type { SystemObject } from '../../actors/model.js';
 import { AcpError } from '../../runtime/errors.js';
-import type { GuestExit, GuestHandle, GuestPaths, IncomingGuest, MigrationCredentials, MigrationListen, SystemDriver } from './driver.js';
+import type { GuestExit, GuestHandle, GuestSpec, GuestPaths, IncomingGuest, MigrationCredentials, MigrationListen, SystemDriver } from './driver.js';
 
 /** How long a simulated guest takes to boot. */
 const BOOT_MS = 20;
@@ -12,13 +11,13 @@ const BOOT_MS = 20;
  */
 export const simDriver: SystemDriver = {
   name: 'sim',
-  async start(id: string, spec: SystemObject, paths: GuestPaths): Promise<GuestHandle> {
+  async start(id: string, spec: GuestSpec, paths: GuestPaths): Promise<GuestHandle> {
     if (spec.display === 'vnc') throw new AcpError('ACP_ERR_SYSTEM_NO_DISPLAY', `system '${id}' asks for a VNC display, but a simulated guest has none: drop display, or use the qemu driver`);
     await new Promise((resolve) => setTimeout(resolve, BOOT_MS));
     await appendFile(paths.consoleLog, `ACP sim guest ${id} (${spec.vcpus} vcpu, ${spec.memoryMiB} MiB) booted\nACP-GUEST-READY\n`);
     return simGuest(id, paths, Date.now());
   },
-  async incoming(id: string, _spec: SystemObject, paths: GuestPaths, _listen: MigrationListen, _credentials: MigrationCredentials, transferred: unknown): Promise<IncomingGuest> {
+  async incoming(id: string, _spec: GuestSpec, paths: GuestPaths, _listen: MigrationListen, _credentials: MigrationCredentials, transferred: unknown): Promise<IncomingGuest> {
     // State transfer: the guest keeps the boot time it had on the source.
     const bootedAt = typeof (transferred as { bootedAt?: unknown } | null)?.bootedAt === 'number' ? (transferred as { bootedAt: number }).bootedAt : Date.now();
     await appendFile(paths.consoleLog, `ACP sim guest ${id} arrived, up ${Date.now() - bootedAt} ms\n`);
