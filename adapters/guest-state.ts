@@ -1,5 +1,5 @@
-import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { isValidName } from '../runtime/path.js';
 
 /**
@@ -31,4 +31,33 @@ export function loadGuestStates(vmmDir: string): Map<string, unknown> {
     }
   }
   return states;
+}
+
+/** Makes a guest's run dir and its console log's dir, private to root. */
+export function prepareGuestDirs(runDir: string, consoleLog: string): void {
+  mkdirSync(dirname(consoleLog), { recursive: true, mode: 0o700 });
+  mkdirSync(runDir, { recursive: true, mode: 0o700 });
+}
+
+/** The ids with a run dir under `vmmDir` (`<home>/run/vmm`), valid names only. */
+export function guestRunDirs(vmmDir: string): string[] {
+  return existsSync(vmmDir) ? readdirSync(vmmDir).filter(isValidName) : [];
+}
+
+/** Up to `maxBytes` of a console log from `offset` (clamped to its size); undefined when there is none. */
+export function readConsole(file: string, offset: number, maxBytes: number): { data: string; offset: number; size: number } | undefined {
+  const size = existsSync(file) ? statSync(file).size : undefined;
+  if (size === undefined) return undefined;
+  const from = Math.min(offset, size);
+  const length = Math.min(maxBytes, size - from);
+  const buffer = Buffer.alloc(length);
+  if (length > 0) {
+    const fd = openSync(file, 'r');
+    try {
+      readSync(fd, buffer, 0, length, from);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return { data: buffer.toString('utf8'), offset: from + length, size };
 }

@@ -4,15 +4,13 @@
  * survive say so (recoveryPlan decides, pure), then the autostart systems start in their order.
  * It acts through the hypervisor's own operations (RecoveryHost), inside its actor.
  */
-import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ActorContext, ActorRef } from '../../runtime/actor.js';
 import { homePaths } from '../../runtime/config.js';
 import { errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
-import { isValidName } from '../../runtime/path.js';
 import { findGuest } from '../../adapters/drivers/qemu.js';
-import { loadGuestStates } from '../../adapters/guest-state.js';
+import { guestRunDirs, loadGuestStates } from '../../adapters/guest-state.js';
 import type { RecordView } from '../cdb/index.js';
 import { metaKey, systemObjectSchema, type SystemObject } from '../model.js';
 import { guestFiles } from '../vmm/index.js';
@@ -54,9 +52,8 @@ export class GuestRecovery {
   private liveGuests(): Set<string> {
     const dir = join(homePaths(this.h.home).run, 'vmm');
     const found = new Set<string>();
-    if (!existsSync(dir)) return found;
-    for (const name of readdirSync(dir)) {
-      if (isValidName(name) && findGuest(name, guestFiles(this.h.home, name).runDir)?.alive) found.add(name);
+    for (const name of guestRunDirs(dir)) {
+      if (findGuest(name, guestFiles(this.h.home, name).runDir)?.alive) found.add(name);
     }
     return found;
   }

@@ -1,4 +1,3 @@
-import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -26,7 +25,7 @@ import { SystemNics } from './nics.js';
 import { SystemDisks, type DiskStats, type SystemStorage } from './disks.js';
 import { GuestRecovery } from './adoption.js';
 import { CdbFeed } from '../cdb-feed.js';
-import { saveGuestState } from '../../adapters/guest-state.js';
+import { readConsole, saveGuestState } from '../../adapters/guest-state.js';
 import type { RecordView } from '../cdb/index.js';
 
 const id = nameSchema;
@@ -682,21 +681,9 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           return { type: 'system.status', systems: [...systems].map(([systemId, entry]) => view(systemId, entry)) };
         }
         case 'system.console': {
-          const file = consoleLog(parsed.id);
-          const size = existsSync(file) ? statSync(file).size : undefined;
-          if (size === undefined) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${parsed.id}' has no console log on node '${node}' (it has not run here)`);
-          const from = Math.min(parsed.offset, size);
-          const length = Math.min(parsed.maxBytes, size - from);
-          const buffer = Buffer.alloc(length);
-          if (length > 0) {
-            const fd = openSync(file, 'r');
-            try {
-              readSync(fd, buffer, 0, length, from);
-            } finally {
-              closeSync(fd);
-            }
-          }
-          return { type: 'system.console', id: parsed.id, node, data: buffer.toString('utf8'), offset: from + length, size };
+          const read = readConsole(consoleLog(parsed.id), parsed.offset, parsed.maxBytes);
+          if (read === undefined) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${parsed.id}' has no console log on node '${node}' (it has not run here)`);
+          return { type: 'system.console', id: parsed.id, node, ...read };
         }
         case 'system.console.input': {
           const entry = requireEntry(parsed.id);

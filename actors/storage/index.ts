@@ -1,11 +1,10 @@
-import { mkdir } from 'node:fs/promises';
 import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor.js';
 import { replyLater } from '../../runtime/actor.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { listBlockDevices } from '../../adapters/storage/lsblk.js';
-import { FS_MAGIC, probePath, type Capacity } from '../../adapters/storage/fs.js';
+import { FS_MAGIC, makeDirectory, probePath, type Capacity } from '../../adapters/storage/fs.js';
 import type { RecordView } from '../cdb/index.js';
 import { CdbFeed } from '../cdb-feed.js';
 import { ServiceClock } from '../kit.js';
@@ -117,7 +116,7 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
         poolRoots.delete(pool.name);
         continue;
       }
-      if (pool.path !== undefined) await mkdir(root.root, { recursive: true }).catch(() => undefined);
+      if (pool.path !== undefined) await makeDirectory(root.root).catch(() => undefined);
       const probe = await probePath(root.root, PROBE_MS);
       if (!probe.ok) {
         poolReports.set(pool.name, report('error', root.root, probe.hung ? `hung: ${probe.why}` : probe.why));

@@ -4,11 +4,10 @@
  * marked error and never blocks the Storage service's loop), and unmounted when no longer wanted
  * (only what this service mounted).
  */
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ActorContext } from '../../runtime/actor.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
-import { probePath } from '../../adapters/storage/fs.js';
+import { makeDirectory, probePath } from '../../adapters/storage/fs.js';
 import { hasMountHelper, kernelFilesystems, listMounts, mountNetwork, mountSshfs, unmount } from '../../adapters/storage/mounts.js';
 import type { StoragePool, StorageShare } from '../model.js';
 import { shareMountpoint, sharesWanted, type ShareReport } from './pools.js';
@@ -79,7 +78,7 @@ export class ShareMounts {
   private async mount(share: StorageShare, mountpoint: string): Promise<void> {
     const why = await unsupportedShare(share.type);
     if (why) throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `share '${share.name}' (${share.type}): ${why}`);
-    await mkdir(mountpoint, { recursive: true, mode: 0o700 });
+    await makeDirectory(mountpoint, 0o700);
     if (share.type === 'sshfs') {
       await mountSshfs({ server: share.server, path: share.path, mountpoint, knownHosts: this.knownHosts, ...(share.user ? { user: share.user } : {}), ...(share.port ? { port: share.port } : {}), ...(share.identityFile ? { identityFile: share.identityFile } : {}) });
     } else if (share.type === 'nfs') {

@@ -1,5 +1,4 @@
-import { mkdirSync } from 'node:fs';
-import { dirname, isAbsolute, join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { z } from 'zod';
 import { isMigrationHost, type GuestHandle, type GuestPaths, type MigrationCredentials, type SystemDriver } from '../../adapters/drivers/driver.js';
 import { simDriver } from '../../adapters/drivers/sim.js';
@@ -12,6 +11,7 @@ import { assertName, isValidName, NAME_PATTERN } from '../../runtime/path.js';
 import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { systemObjectSchema } from '../model.js';
 import { resolvedCdromSchema, resolvedDiskSchema } from '../storage/schema.js';
+import { prepareGuestDirs } from '../../adapters/guest-state.js';
 
 const nodeName = z.string().max(63).refine(isValidName, 'must be a node name: 1-63 characters of a-z, 0-9, ".", "_" or "-"');
 const migrationHost = z.string().max(253).refine(isMigrationHost, 'must be an IPv4 or IPv6 address or a host name');
@@ -125,8 +125,7 @@ export function createVmm(ctx: ActorContext, options: VmmOptions): Actor {
 
   /** The guest's paths (their directories made, private). */
   const prepare = (accelerator: 'kvm' | 'tcg' | undefined, storage: Pick<GuestPaths, 'disks' | 'cdrom'> = {}): GuestPaths => {
-    mkdirSync(dirname(files.consoleLog), { recursive: true, mode: 0o700 });
-    mkdirSync(files.runDir, { recursive: true, mode: 0o700 });
+    prepareGuestDirs(files.runDir, files.consoleLog);
     return { ...files, ...(accelerator ? { accelerator } : {}), ...(storage.disks ? { disks: storage.disks } : {}), ...(storage.cdrom ? { cdrom: storage.cdrom } : {}) };
   };
 

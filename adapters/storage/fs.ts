@@ -4,7 +4,7 @@
  * deadline: a share whose server is gone blocks the syscalls on it, which must never be the
  * daemon's own thread.
  */
-import { statfs, stat, readdir } from 'node:fs/promises';
+import { mkdir, statfs, stat, readdir } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 
 /** statfs f_type values ACP recognises. */
@@ -18,6 +18,11 @@ export interface Capacity {
 }
 
 /** statfs of `path`: total, used and available bytes (available to unprivileged users, like df). */
+/** Makes a directory (and its parents) where a pool keeps volumes or a share is mounted. */
+export async function makeDirectory(path: string, mode?: number): Promise<void> {
+  await mkdir(path, { recursive: true, ...(mode === undefined ? {} : { mode }) });
+}
+
 export async function capacity(path: string): Promise<Capacity> {
   const fs = await statfs(path, { bigint: false });
   const total = fs.blocks * fs.bsize;
