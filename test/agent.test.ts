@@ -3,7 +3,8 @@ import test from 'ava';
 // the connect timeouts, while one after another the file is quicker overall.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer as tlsServer, type TLSSocket } from 'node:tls';
-import { createCa, decodeToken, encodeToken, fingerprint, verifyIssuedBy } from '../adapters/pki.js';
+import { createCa, fingerprint, verifyIssuedBy } from '../adapters/pki.js';
+import { decodeToken, encodeToken } from '../adapters/join-tokens.js';
 import { connect } from '../node/client.js';
 import { PROTOCOL_VERSION } from '../runtime/codec.js';
 import type { Terminated } from '../runtime/messages.js';

@@ -6,22 +6,8 @@ import { join } from 'node:path';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 import test, { type ExecutionContext } from 'ava';
 import forge from 'node-forge';
-import {
-  certificateExpiry,
-  certificateNode,
-  createCa,
-  createCsr,
-  decodeToken,
-  encodeToken,
-  fingerprint,
-  generateKeyPair,
-  mintToken,
-  signCsr,
-  TokenLedger,
-  verifyIssuedBy,
-  writePublic,
-  writeSecret,
-} from '../adapters/pki.js';
+import { certificateExpiry, certificateNode, createCa, createCsr, fingerprint, generateKeyPair, signCsr, verifyIssuedBy, writePublic, writeSecret } from '../adapters/pki.js';
+import { decodeToken, encodeToken, mintToken, TokenLedger } from '../adapters/join-tokens.js';
 import { AcpError } from '../runtime/errors.js';
 
 const DAY_MS = 24 * 60 * 60 * 1000;

@@ -5,16 +5,8 @@
  */
 import type { FrameConnection, FrameHandler } from '../../adapters/frame-listener.js';
 import { readSecretFile, secretExists } from '../../adapters/home.js';
-import {
-  createCsr,
-  encodeToken,
-  fingerprint,
-  certificateExpiry,
-  mintToken,
-  signCsr,
-  TokenLedger,
-  writeSecret,
-} from '../../adapters/pki.js';
+import { createCsr, fingerprint, certificateExpiry, signCsr, writeSecret } from '../../adapters/pki.js';
+import { encodeToken, mintToken, TokenLedger } from '../../adapters/join-tokens.js';
 import { dialTls, parseHostPort, TlsFrameListener, type TlsMaterial, type TlsPeer } from '../../adapters/tls.js';
 import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor.js';
 import { PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';

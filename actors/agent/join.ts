@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import type { FrameConnection, FrameHandler } from '../../adapters/frame-listener.js';
 import { readSecretFile } from '../../adapters/home.js';
-import { decodeToken, signCsr, type TokenLedger } from '../../adapters/pki.js';
+import { signCsr } from '../../adapters/pki.js';
+import { decodeToken, type TokenLedger } from '../../adapters/join-tokens.js';
 import type { TlsPeer } from '../../adapters/tls.js';
 import { PROTOCOL_VERSION } from '../../runtime/codec.js';
 import type { HomePaths } from '../../runtime/config.js';
