@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import yargs, { type Argv } from 'yargs';
+import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { connect, type AcpClient } from '../node/client.js';
 import { readConfig, secretExists } from '../adapters/home.js';
 import { homePaths } from '../runtime/config.js';
 import { AcpError } from '../runtime/errors.js';
-import { LOG_FORMATS, LOG_LEVELS, type LogLevel } from '../runtime/logger.js';
+import { LOG_LEVELS, type LogLevel } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { cdbCommands, printNodes, printServices } from './cdb.js';
@@ -18,9 +18,8 @@ import { apiTokenCommands } from './tokens.js';
 import { clusterCommands, nodeCommands } from './membership.js';
 import { LOGS_DESCRIPTION, logsOptions, showLogs } from './logs.js';
 import { alarmCommands, health } from './monitor.js';
-import { parseHostPort } from '../adapters/tls.js';
-import { parseMulticast } from '../adapters/multicast.js';
 import { parseDuration } from './duration.js';
+import { forwardedUpFlags, upFlags, upOptions, type UpArgv } from './up.js';
 import { formatGuestsAtDown, formatUpSummary, guestsBeforeDown, runForeground, startDetached, stopDaemon } from './control.js';
 import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table, type SyncSummary } from './output.js';
 
@@ -76,88 +75,21 @@ function printReply(argv: Global, reply: unknown): void {
   else process.stdout.write(`${JSON.stringify(reply, null, 2)}\n`);
 }
 
-const upFlags = (y: Argv<Global>) =>
-  y
-    .option('cluster', { type: 'string', describe: "cluster name (first run only; default 'local')" })
-    .option('node', { type: 'string', describe: 'node name (first run only; default: the host name)' })
-    .option('detach', { type: 'boolean', default: false, describe: 'run in the background; return once every service runs' })
-    .option('faults', { type: 'boolean', default: false, describe: 'allow fault injection (acp chaos ...)' })
-    .option('agent', { type: 'string', describe: "this run's agent address HOST:PORT (default: config's, from acp init/join)" })
-    .option('api-port', { type: 'number', describe: 'also serve the API on local TCP at this port' })
-    .option('api-bind', { type: 'string', describe: 'loopback address for --api-port (127.0.0.1 or ::1)' })
-    .option('multicast', { type: 'string', describe: 'GROUP:PORT of the cluster\'s multicast group (default: derived from the cluster name, port 5460)' })
-    .option('multicast-if', { type: 'string', describe: 'interface address to join the multicast group on (default: the agent\'s address)' })
-    .option('peers', { type: 'string', describe: 'unicast sync instead of multicast: comma-separated agent addresses HOST:PORT' })
-    .option('gateway', { type: 'string', describe: 'L3 gateway: forward this domain\'s changes to the gateway agent(s) at HOST:PORT[,HOST:PORT]' })
-    .option('web-port', { type: 'number', describe: "the web UI's port (default: config's, 8480; 0 picks a free one)" })
-    .option('web-bind', { type: 'string', describe: "the web UI's address (default: config's, 127.0.0.1); beyond loopback it serves TLS with webapi.tls or the node certificate" })
-    .option('log-format', { choices: LOG_FORMATS, describe: 'foreground log lines: pretty (default on a terminal) or json' })
-    .option('log-file', { type: 'string', hidden: true });
-
-/** `a:1,b:2` → ['a:1', 'b:2'], each checked as HOST:PORT. */
-function addressList(text: string | undefined, flag: string): string[] | undefined {
-  if (text === undefined) return undefined;
-  const list = text.split(',').map((item) => item.trim()).filter((item) => item.length > 0);
-  for (const item of list) parseHostPort(item, `each address in ${flag}`);
-  return list;
-}
-
-type UpArgv = Awaited<ReturnType<typeof upFlags>['argv']>;
-
 /** `acp up` (and `acp witness up` after its join): starts the daemon from the home's config and this run's flags. */
 function startNode(argv: UpArgv): Promise<void> {
   return run(argv, async () => {
-        const options = {
-          home: argv.home,
-          faults: argv.faults,
-          ...(argv.cluster === undefined ? {} : { cluster: argv.cluster }),
-          ...(argv.node === undefined ? {} : { node: argv.node }),
-          ...(argv['log-level'] === undefined ? {} : { logLevel: argv['log-level'] }),
-          ...(argv['log-file'] === undefined ? {} : { logFile: argv['log-file'] }),
-          ...(argv.agent === undefined ? {} : { agent: argv.agent }),
-          ...(argv['api-port'] === undefined ? {} : { apiPort: argv['api-port'] }),
-          ...(argv['api-bind'] === undefined ? {} : { apiBind: argv['api-bind'] }),
-          ...(argv['web-port'] === undefined ? {} : { webPort: argv['web-port'] }),
-          ...(argv['web-bind'] === undefined ? {} : { webBind: argv['web-bind'] }),
-          logFormat: argv['log-format'] ?? (process.stderr.isTTY ? 'pretty' : 'json'),
-          ...(argv.multicast === undefined ? {} : { multicast: argv.multicast }),
-          ...(argv['multicast-if'] === undefined ? {} : { multicastIf: argv['multicast-if'] }),
-          ...(argv.peers === undefined ? {} : { peers: addressList(argv.peers, '--peers')! }),
-          ...(argv.gateway === undefined ? {} : { gateways: addressList(argv.gateway, '--gateway')! }),
-        };
-        if (argv.multicast !== undefined) parseMulticast(argv.multicast);
-        for (const flag of ['api-port', 'web-port'] as const) {
-          const port = argv[flag];
-          if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
-            throw new AcpError('ACP_ERR_CLI_USAGE', `--${flag} must be a port number (0-65535), not ${port}`);
-          }
-        }
-        if (argv.detach) {
-          const forwarded = [
-            ...(argv.cluster === undefined ? [] : ['--cluster', argv.cluster]),
-            ...(argv.node === undefined ? [] : ['--node', argv.node]),
-            ...(argv.faults ? ['--faults'] : []),
-            ...(argv['log-level'] === undefined ? [] : ['--log-level', argv['log-level']]),
-            ...(argv.agent === undefined ? [] : ['--agent', argv.agent]),
-            ...(argv['api-port'] === undefined ? [] : ['--api-port', String(argv['api-port'])]),
-            ...(argv['api-bind'] === undefined ? [] : ['--api-bind', argv['api-bind']]),
-            ...(argv['web-port'] === undefined ? [] : ['--web-port', String(argv['web-port'])]),
-            ...(argv['web-bind'] === undefined ? [] : ['--web-bind', argv['web-bind']]),
-            ...(argv.multicast === undefined ? [] : ['--multicast', argv.multicast]),
-            ...(argv['multicast-if'] === undefined ? [] : ['--multicast-if', argv['multicast-if']]),
-            ...(argv.peers === undefined ? [] : ['--peers', argv.peers]),
-            ...(argv.gateway === undefined ? [] : ['--gateway', argv.gateway]),
-          ];
-          const status = await startDetached(options, forwarded);
-          const web = await withClient(argv.home, (client) => client.ask<Message & { url: string }>('webapi', { type: 'webapi.address' })).then((reply) => reply.url, () => null);
-          if (argv.json) printJson({ pid: status.pid, socket: status.socket, web, cluster: status.cluster, node: status.node, incarnation: status.incarnation });
-          else process.stdout.write(`acpd running (pid ${status.pid}, node ${status.cluster}/${status.node})\n${status.socket}\n${web ? `web ${web}\n` : ''}`);
-          return EXIT_OK;
-        }
-        return runForeground(options, (summary) => {
-          if (!argv['log-file']) process.stdout.write(formatUpSummary(summary));
-        });
-      });
+    const options = upOptions(argv);
+    if (argv.detach) {
+      const status = await startDetached(options, forwardedUpFlags(argv));
+      const web = await withClient(argv.home, (client) => client.ask<Message & { url: string }>('webapi', { type: 'webapi.address' })).then((reply) => reply.url, () => null);
+      if (argv.json) printJson({ pid: status.pid, socket: status.socket, web, cluster: status.cluster, node: status.node, incarnation: status.incarnation });
+      else process.stdout.write(`acpd running (pid ${status.pid}, node ${status.cluster}/${status.node})\n${status.socket}\n${web ? `web ${web}\n` : ''}`);
+      return EXIT_OK;
+    }
+    return runForeground(options, (summary) => {
+      if (!argv['log-file']) process.stdout.write(formatUpSummary(summary));
+    });
+  });
 }
 
 const cli = yargs(hideBin(process.argv))
