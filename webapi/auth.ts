@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify';
-import { keysMatch } from '../actors/api/session.js';
+import { keysMatch } from '../actors/api/session-options.js';
 import { AcpError } from '../runtime/errors.js';
 import { OPERATOR, type Principal } from '../runtime/principal.js';
 import type { TokenBook } from '../runtime/tokens.js';

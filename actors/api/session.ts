@@ -1,65 +1,12 @@
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { FrameConnection, FrameHandler } from '../../adapters/frame-listener.js';
 import { helloBodySchema, PROTOCOL_VERSION, type Envelope, type HelloBody } from '../../runtime/codec.js';
 import { AcpError, type ErrorCode } from '../../runtime/errors.js';
-import type { Logger } from '../../runtime/logger.js';
 import { messageSchema, type Message } from '../../runtime/messages.js';
 import { childPath, formatPath, isValidName, NAME_RULE, parsePath, type ActorPath } from '../../runtime/path.js';
 import { OPERATOR, relayedBy, type Principal } from '../../runtime/principal.js';
-import type { ActorSystem, LocalActor, Replier } from '../../runtime/system.js';
-import type { TokenBook } from '../../runtime/tokens.js';
-
-export const DEFAULT_CLIENT_ASK_TIMEOUT_MS = 30_000;
-
-/** Per-connection bounds, so one client cannot hold unbounded state in the daemon. */
-export interface SessionLimits {
-  maxWatches: number;
-  maxAsksInFlight: number;
-}
-
-export const DEFAULT_SESSION_LIMITS: SessionLimits = { maxWatches: 256, maxAsksInFlight: 4096 };
-
-export interface SessionOptions {
-  system: ActorSystem;
-  apiKey: string;
-  /** The cluster's API tokens; without it, a hello with a token is refused. */
-  tokens?: TokenBook;
-  limits?: SessionLimits;
-  helloTimeoutMs: number;
-  log: Logger;
-  /** Counts refusals, for `acp status`. */
-  onRefused?(code: ErrorCode): void;
-  /**
-   * Checks a hello beyond the key or token and the cluster (the agent checks the certificate's node
-   * name) and returns the connection's principal, given the one the key or token proved; throws an
-   * AcpError to refuse.
-   */
-  authenticate?(hello: HelloBody & Record<string, unknown>, proven: Principal): Principal;
-  /**
-   * A peer connection carries our own requests too: reply, error, event and pong frames go here
-   * instead of being refused.
-   */
-  peer?: { frame(envelope: Envelope): void };
-  /** The hello already happened (a connection we dialed). */
-  greeted?: boolean;
-  /**
-   * Who the connection speaks for, when known before the hello (a peer we dialed). Otherwise the
-   * hello decides: the API key is `operator`, a token is `token:<id>` with its role, and the agent
-   * makes a peer `node:<name>`. A peer's requests that name their own sender are relayed for it.
-   */
-  principal?: Principal;
-  /** Checked on every request of a connection authenticated outside the hello (a web session): throws when it ended. */
-  stillValid?(): unknown;
-  /** Called once the hello answer has been sent: only then may this side send frames of its own. */
-  onGreeted?(hello: HelloBody & Record<string, unknown>): void;
-}
-
-/** Compares secrets in constant time (hashing first makes the lengths equal). */
-export function keysMatch(given: string, expected: string): boolean {
-  const a = createHash('sha256').update(given).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
-}
+import type { LocalActor, Replier } from '../../runtime/system.js';
+import { DEFAULT_CLIENT_ASK_TIMEOUT_MS, DEFAULT_SESSION_LIMITS, keysMatch, type SessionLimits, type SessionOptions } from './session-options.js';
 
 /**
  * One client connection speaking the wire protocol: hello first (with the API key), then tell, ask,
