@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { QEMU_BINARY, qemuArgs } from '../adapters/drivers/qemu.js';
+import { QEMU_BINARY, qemuArgs } from '../adapters/drivers/qemu-args.js';
 import { guestImage, GUEST_READY_LINE } from '../adapters/guest-image.js';
 import { systemObjectSchema } from '../actors/model.js';
 import { connect, type AcpClient } from '../node/client.js';

@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestImage, GUEST_READY_LINE } from '../adapters/guest-image.js';
 import type { Message } from '../runtime/messages.js';
 import { artifacts, browser, browserMissing, tokenPage, typeInto } from './helpers/browser.js';

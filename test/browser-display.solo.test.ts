@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestImage } from '../adapters/guest-image.js';
 import type { Message } from '../runtime/messages.js';
 import { artifacts, browser, browserMissing, displayLit, tokenPage } from './helpers/browser.js';

@@ -6,7 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestImage } from '../adapters/guest-image.js';
 import type { Message } from '../runtime/messages.js';
 import { askVia, cliOk, startCluster } from './helpers/agent.js';

@@ -6,7 +6,7 @@
  */
 import test from 'ava';
 import WebSocket from 'ws';
-import { qemuArgs } from '../adapters/drivers/qemu.js';
+import { qemuArgs } from '../adapters/drivers/qemu-args.js';
 import { systemObjectSchema } from '../actors/model.js';
 import type { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';

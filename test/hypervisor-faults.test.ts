@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import test from 'ava';
 import type { SystemMeta } from '../actors/hypervisor/index.js';
 import { guestImage } from '../adapters/guest-image.js';
-import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import type { AcpClient } from '../runtime/client.js';
 import type { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';

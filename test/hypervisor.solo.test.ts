@@ -3,7 +3,7 @@ import test from 'ava';
 import type { SystemMeta } from '../actors/hypervisor/index.js';
 import { canHappen, next, SYSTEM_STATES, TRANSITIONS, type SystemEvent } from '../actors/hypervisor/lifecycle.js';
 import { guestImage, GUEST_READY_LINE, GUEST_UPTIME_PREFIX } from '../adapters/guest-image.js';
-import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { isGone } from '../node/harness/net.js';

@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import type { SystemMeta } from '../actors/hypervisor/index.js';
-import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestImage, GUEST_UPTIME_PREFIX } from '../adapters/guest-image.js';
 import type { Message } from '../runtime/messages.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';

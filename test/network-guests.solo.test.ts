@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import type { ExecutionContext } from 'ava';
 import { guestHasNetworking, guestImage, GUEST_PING_PREFIX } from '../adapters/guest-image.js';
-import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
 import { ip } from '../node/harness/net.js';
 import { eventually } from './helpers/node.js';

@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { commandsFor, run } from '../adapters/iproute2.js';
 import { vppAvailable, vppCreateCommands, vppDeleteCommands } from '../adapters/vpp.js';
 import { AcpError } from '../runtime/errors.js';
-import { nicArgs } from '../adapters/drivers/qemu.js';
+import { nicArgs } from '../adapters/drivers/qemu-args.js';
 import { withRates } from '../actors/network/stats.js';
 
 const SCOPE = 'lab/n1';

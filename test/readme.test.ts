@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
-import { killHomeGuests, QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import { killHomeGuests } from '../adapters/drivers/qemu.js';
+import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestImage, guestImageDir } from '../adapters/guest-image.js';
 import { runsWhen } from './helpers/requires.js';
 

@@ -8,7 +8,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestHasDisks, guestImage, GUEST_DISK_READ_PREFIX, GUEST_DISK_WROTE_PREFIX, GUEST_UPTIME_PREFIX } from '../adapters/guest-image.js';
 import type { Message } from '../runtime/messages.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
