@@ -1,17 +1,17 @@
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { initCluster } from '../cluster.js';
 import { killHomeGuests } from '../../adapters/drivers/qemu.js';
 import { connect, type AcpClient } from '../client.js';
 import { homePaths } from '../../runtime/config.js';
 import type { Message } from '../../runtime/messages.js';
-import { assertName } from '../../runtime/path.js';
+import { isClosed, logTail, nodeStates, readPid, runIn } from './daemon-view.js';
+import { resolveOptions, type HarnessCliResult, type HarnessNode, type HarnessOptions, type Resolved } from './options.js';
 import { destroyNamespace, destroyNamespaceSync, harnessAvailable, ip, isGone, PREFIX, removeLeftovers, signal, sysctlIn } from './net.js';
 
 export { harnessAvailable } from './net.js';
+export type { HarnessCliResult, HarnessNode, HarnessOptions } from './options.js';
 
 /**
  * A multi-node harness on real network namespaces: every node is a real `acpd`, started with
@@ -30,55 +30,8 @@ export { harnessAvailable } from './net.js';
  * ```
  */
 
-export interface HarnessOptions {
-  /** node names, default ['n1','n2','n3'] */
-  nodes?: readonly string[];
-  /**
-   * 1: all nodes on one bridge (one L2 domain). 2: two bridges (L2 domains a and b) joined by a
-   * router; nodes alternate a,b,a,b... unless `domainOf` says otherwise; the FIRST node of each
-   * domain is that domain's gateway: it is started with `--gateway <address of the other domain's
-   * gateway agent>`
-   */
-  domains?: 1 | 2;
-  domainOf?: (name: string, index: number) => 'a' | 'b';
-  /** start every daemon with `--peers <every other node's agent address>` (unicast-only sync) */
-  unicast?: boolean;
-  /** default true: daemons run with --faults */
-  faults?: boolean;
-  /** default 'lab' */
-  cluster?: string;
-  /** default 'info' */
-  logLevel?: 'debug' | 'info' | 'warn';
-  /** extra args for every `acp up` */
-  upArgs?: (node: HarnessNode) => string[];
-  /** nodes that join as witnesses (vote-only members), with `acp witness up ADDRESS --token T` */
-  witnesses?: readonly string[];
-}
-
-export interface HarnessNode {
-  name: string;
-  /** Its network namespace (`ip netns exec <ns> ...`). */
-  ns: string;
-  /** Its eth0 address: 10.77.1.x in domain a, 10.77.2.x in domain b. */
-  address: string;
-  /** Its agent, `<address>:7480`. */
-  agent: string;
-  home: string;
-  domain: 'a' | 'b';
-  /** Of its daemon; updated by restart(). */
-  pid: number;
-}
-
-export interface HarnessCliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-const CLI = fileURLToPath(new URL('../../cli/acp.js', import.meta.url));
 const AGENT_PORT = 7480;
 const SUBNET = { a: '10.77.1', b: '10.77.2' } as const;
-const MAX_NODES = 240;
 
 type NodeStatus = 'down' | 'running' | 'stopped' | 'killed';
 
@@ -88,18 +41,6 @@ interface NodeState {
   readonly port: string;
   status: NodeStatus;
   client?: { pid: number; connecting: Promise<AcpClient>; client?: AcpClient };
-}
-
-interface Resolved {
-  names: readonly string[];
-  domains: 1 | 2;
-  domainOf: (name: string, index: number) => 'a' | 'b';
-  unicast: boolean;
-  faults: boolean;
-  cluster: string;
-  logLevel: 'debug' | 'info' | 'warn';
-  upArgs: (node: HarnessNode) => string[];
-  witnesses: readonly string[];
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -124,53 +65,6 @@ function installExitHandlers(): void {
     };
     process.on(name, onSignal);
   }
-}
-
-function resolveOptions(options: HarnessOptions): Resolved {
-  const names = options.nodes ?? ['n1', 'n2', 'n3'];
-  if (names.length === 0) throw new Error('a harness needs at least one node');
-  if (names.length > MAX_NODES) throw new Error(`a harness takes at most ${MAX_NODES} nodes, not ${names.length}`);
-  for (const name of names) assertName(name, 'node');
-  const duplicate = names.find((name, index) => names.indexOf(name) !== index);
-  if (duplicate) throw new Error(`node '${duplicate}' is named twice`);
-  const cluster = options.cluster ?? 'lab';
-  assertName(cluster, 'cluster');
-  const domains = options.domains ?? 1;
-  if (domains !== 1 && domains !== 2) throw new Error(`domains must be 1 or 2, not ${String(domains)}`);
-  const alternate = (_name: string, index: number): 'a' | 'b' => (index % 2 === 0 ? 'a' : 'b');
-  return {
-    names,
-    domains,
-    domainOf: domains === 1 ? () => 'a' : (options.domainOf ?? alternate),
-    unicast: options.unicast ?? false,
-    faults: options.faults ?? true,
-    cluster,
-    logLevel: options.logLevel ?? 'info',
-    upArgs: options.upArgs ?? (() => []),
-    witnesses: options.witnesses ?? [],
-  };
-}
-
-function readPid(home: string): number | undefined {
-  try {
-    const pid = Number.parseInt(readFileSync(homePaths(home).pidfile, 'utf8'), 10);
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function logTail(home: string, lines = 15): string {
-  try {
-    return readFileSync(homePaths(home).logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
-
-/** AcpClient does not say whether its connection has closed; its private field does. */
-function isClosed(client: AcpClient): boolean {
-  return (client as unknown as { closedError?: unknown }).closedError !== undefined;
 }
 
 export class Harness {
@@ -497,27 +391,3 @@ export class Harness {
 }
 
 /** `cdb.nodes`' list (`[{node|name, state}]`) or map (`{name: {state}}`) as name → state. */
-function nodeStates(nodes: unknown): Map<string, string> {
-  const states = new Map<string, string>();
-  if (Array.isArray(nodes)) {
-    for (const entry of nodes as { node?: unknown; name?: unknown; state?: unknown }[]) {
-      const name = typeof entry?.node === 'string' ? entry.node : entry?.name;
-      if (typeof name === 'string' && typeof entry.state === 'string') states.set(name, entry.state);
-    }
-  } else if (nodes && typeof nodes === 'object') {
-    for (const [name, entry] of Object.entries(nodes as Record<string, { state?: unknown } | string>)) {
-      const state = typeof entry === 'string' ? entry : entry?.state;
-      if (typeof state === 'string') states.set(name, state);
-    }
-  }
-  return states;
-}
-
-function runIn(ns: string, home: string, args: readonly string[], timeoutMs: number): Promise<HarnessCliResult> {
-  return new Promise((resolve) => {
-    execFile('ip', ['netns', 'exec', ns, process.execPath, CLI, '--home', home, ...args], { timeout: timeoutMs, env: { ...process.env, ACP_HOME: '' } }, (error, stdout, stderr) => {
-      const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
-      resolve({ code, stdout, stderr: error && !stderr ? error.message : stderr });
-    });
-  });
-}
