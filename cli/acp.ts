@@ -41,6 +41,13 @@ function defaultHome(): string {
   return process.env.ACP_HOME && process.env.ACP_HOME.length > 0 ? process.env.ACP_HOME : join(homedir(), '.acp');
 }
 
+/** `--home DIR`: once, and not empty (an empty one would be the current directory). */
+function homeOption(value: unknown): string {
+  if (Array.isArray(value)) throw new AcpError('ACP_ERR_CLI_USAGE', `--home was given ${value.length} times (${value.map((item) => JSON.stringify(String(item))).join(', ')}); give it once`);
+  if (typeof value !== 'string' || value.trim() === '') throw new AcpError('ACP_ERR_CLI_USAGE', '--home needs a directory (or leave it out for $ACP_HOME, else ~/.acp)');
+  return resolve(value);
+}
+
 function parseMessage(text: string): Message {
   let value: unknown;
   try {
@@ -170,7 +177,7 @@ function startNode(argv: UpArgv): Promise<void> {
 const cli = yargs(hideBin(process.argv))
   .scriptName('acp')
   .usage('$0 <command> [options]')
-  .option('home', { type: 'string', default: defaultHome(), defaultDescription: '$ACP_HOME or ~/.acp', describe: 'home directory of the node', coerce: (value: string) => resolve(value) })
+  .option('home', { type: 'string', default: defaultHome(), defaultDescription: '$ACP_HOME or ~/.acp', describe: 'home directory of the node', coerce: homeOption })
   .option('json', { type: 'boolean', default: false, describe: 'machine-readable output' })
   .option('log-level', { choices: LOG_LEVELS, describe: "daemon log level (default: the config's, 'info')" })
   .option('token', { type: 'string', describe: 'an API token to speak with instead of the home\'s API key (default: $ACP_TOKEN); for acp join, the join token' })

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -230,6 +230,7 @@ test('errors exit 2 for usage and 1 for the node, each as one line without a sta
     { args: ['system', 'stop', 'x', '--timeout', 'abc'], code: 2, includes: 'not "abc"', what: 'a timeout that is no number, quoted' },
     { args: ['up', '--web-port', 'abc'], code: 2, includes: '--web-port must be a port number (0-65535), not "abc"', what: 'a web port that is no number, quoted' },
     { args: ['ui', 'revoke', 'no-such-session'], code: 1, includes: "ACP_ERR_WEB_SESSION_NOT_FOUND", what: 'revoking a web session that does not exist' },
+    { args: ['--home', '/tmp/elsewhere', 'status'], code: 2, includes: '--home was given 2 times', what: '--home twice (runCli gives one)' },
     // Checked before anything stops: the node is still up for the checks below.
     { args: ['down', '--timeout', 'abc'], code: 2, includes: 'nothing was stopped', what: 'down with a bad --timeout' },
   ];
@@ -239,6 +240,9 @@ test('errors exit 2 for usage and 1 for the node, each as one line without a sta
     t.true(result.stderr.includes(includes), `${what}: ${result.stderr}`);
     t.is(result.stdout, '', `${what}: stdout`);
   }
+  const emptyHome = spawnSync(process.execPath, [CLI, '--home', '', 'status'], { encoding: 'utf8', timeout: 60_000 });
+  assertOneLineError(t, { code: emptyHome.status ?? 1, stdout: emptyHome.stdout, stderr: emptyHome.stderr }, 2, 'an empty --home, which would be the current directory');
+  t.true(emptyHome.stderr.includes('--home needs a directory'), emptyHome.stderr);
   // The daemon took none of it badly.
   t.true((await status(t, home)).services.every((service) => service.state === 'running' && service.restarts === 0));
 });
