@@ -21,7 +21,14 @@ import { alarmCommands, health } from './monitor.js';
 import { parseDuration } from './duration.js';
 import { forwardedUpFlags, upFlags, upOptions, type UpArgv } from './up.js';
 import { formatGuestsAtDown, formatUpSummary, guestsBeforeDown, runForeground, startDetached, stopDaemon } from './control.js';
-import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table, type SyncSummary } from './output.js';
+import { EXIT_OK, EXIT_USAGE, formatStatus, givenText, printError, printJson, table, usageMessage, type SyncSummary } from './output.js';
+
+// A reader that goes away (`acp cdb watch meta/ | head`) ends this command quietly, as for any
+// Unix tool, instead of an unhandled EPIPE with a stack trace.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(EXIT_OK);
+  throw error;
+});
 
 interface Global {
   home: string;
@@ -31,6 +38,13 @@ interface Global {
 
 function defaultHome(): string {
   return process.env.ACP_HOME && process.env.ACP_HOME.length > 0 ? process.env.ACP_HOME : join(homedir(), '.acp');
+}
+
+/** `--home DIR`: once, and not empty (an empty one would be the current directory). */
+function homeOption(value: unknown): string {
+  if (Array.isArray(value)) throw new AcpError('ACP_ERR_CLI_USAGE', `--home was given ${value.length} times (${value.map((item) => JSON.stringify(String(item))).join(', ')}); give it once`);
+  if (typeof value !== 'string' || value.trim() === '') throw new AcpError('ACP_ERR_CLI_USAGE', '--home needs a directory (or leave it out for $ACP_HOME, else ~/.acp)');
+  return resolve(value);
 }
 
 function parseMessage(text: string): Message {
@@ -95,7 +109,7 @@ function startNode(argv: UpArgv): Promise<void> {
 const cli = yargs(hideBin(process.argv))
   .scriptName('acp')
   .usage('$0 <command> [options]')
-  .option('home', { type: 'string', default: defaultHome(), defaultDescription: '$ACP_HOME or ~/.acp', describe: 'home directory of the node', coerce: (value: string) => resolve(value) })
+  .option('home', { type: 'string', default: defaultHome(), defaultDescription: '$ACP_HOME or ~/.acp', describe: 'home directory of the node', coerce: homeOption })
   .option('json', { type: 'boolean', default: false, describe: 'machine-readable output' })
   .option('log-level', { choices: LOG_LEVELS, describe: "daemon log level (default: the config's, 'info')" })
   .option('token', { type: 'string', describe: 'an API token to speak with instead of the home\'s API key (default: $ACP_TOKEN); for acp join, the join token' })
@@ -115,6 +129,10 @@ const cli = yargs(hideBin(process.argv))
     (y) => y.option('stop-systems', { type: 'boolean', default: false, describe: "stop this node's systems first (each as acp system stop)" }).option('timeout', { type: 'number', default: 30_000, describe: 'with --stop-systems: ms each guest has to power off' }),
     (argv) =>
       run(argv, async () => {
+        // Checked before anything stops: a bad --timeout must not take the node down.
+        if (!Number.isInteger(argv.timeout) || argv.timeout < 0 || argv.timeout > 600_000) {
+          throw new AcpError('ACP_ERR_CLI_USAGE', `--timeout must be a whole number of milliseconds from 0 to 600000, not ${givenText(argv.timeout, 'timeout')}; nothing was stopped`);
+        }
         const guests = await guestsBeforeDown(argv.home, argv['stop-systems'], argv.timeout);
         const result = await stopDaemon(argv.home);
         if (argv.json) printJson({ stopped: result.wasRunning, pid: result.pid ?? null, ...(guests ? { guests } : {}) });
@@ -140,7 +158,7 @@ const cli = yargs(hideBin(process.argv))
       run(argv, async () => {
         const message = parseMessage(argv.message);
         if (!Number.isInteger(argv.timeout) || argv.timeout < 1 || argv.timeout > 3_600_000) {
-          throw new AcpError('ACP_ERR_CLI_USAGE', `--timeout must be a whole number of milliseconds from 1 to 3600000, not ${argv.timeout}`);
+          throw new AcpError('ACP_ERR_CLI_USAGE', `--timeout must be a whole number of milliseconds from 1 to 3600000, not ${givenText(argv.timeout, 'timeout')}`);
         }
         await withClient(argv.home, async (client) => {
           const target = client.resolve(argv.path);
@@ -279,9 +297,10 @@ const cli = yargs(hideBin(process.argv))
           if (argv.action === 'revoke') {
             if (!argv.id) throw new AcpError('ACP_ERR_CLI_USAGE', 'acp ui revoke needs a session id, as acp ui sessions lists them');
             const reply = await client.ask<Message & { count: number }>('webapi', { type: 'webapi.session.revoke', id: argv.id });
+            if (reply.count === 0) throw new AcpError('ACP_ERR_WEB_SESSION_NOT_FOUND', `no web session '${argv.id}': acp ui sessions lists them`);
             if (argv.json) printJson(reply);
             else process.stdout.write(`${reply.count} session(s) ended\n`);
-            return reply.count > 0 ? 0 : 1;
+            return 0;
           }
           const reply = await client.ask<Message & { url: string; expiresAt: string }>('webapi', { type: 'webapi.login-link' });
           if (argv.json) printJson(reply);
@@ -345,7 +364,7 @@ const cli = yargs(hideBin(process.argv))
   .help()
   .version(false)
   .fail((message, error) => {
-    const acpError = error instanceof AcpError ? error : new AcpError('ACP_ERR_CLI_USAGE', `${message ?? error?.message ?? 'bad usage'}; see 'acp --help'`);
+    const acpError = error instanceof AcpError ? error : new AcpError('ACP_ERR_CLI_USAGE', `${usageMessage(message ?? error?.message ?? 'bad usage')}; see 'acp --help'`);
     process.exitCode = printError(acpError, process.argv.includes('--json'));
     process.exit(process.exitCode ?? EXIT_USAGE);
   });

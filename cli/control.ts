@@ -35,13 +35,18 @@ export interface UpSummary {
   failed: readonly string[];
 }
 
+/** How to run `acp` from another terminal: after `npm start` it is on no PATH yet. */
+const ACP_HINT = `node ${fileURLToPath(new URL('acp.js', import.meta.url))} (or npm link; see README)`;
+
 export function formatUpSummary(summary: UpSummary): string {
   const lines = [
     `acpd is running: node ${summary.node} of cluster ${summary.cluster} (pid ${summary.pid})`,
     `  socket  ${summary.socket}`,
     `  web     ${summary.web ?? 'not running (see the log below)'}`,
     ...(summary.failed.length > 0 ? [`  failed  ${summary.failed.join(', ')}: acp status says why; the daemon retries them`] : []),
-    '  next    in another terminal: acp status, acp system create dev1 --driver sim && acp system start dev1, acp logs --follow',
+    '  next    in another terminal: acp status, acp system create dev1 --driver sim && acp system start dev1',
+    `  acp     ${ACP_HINT}`,
+    "  logs    here, below (acp logs reads the log of a daemon started with acp up --detach)",
     'Ctrl-C stops it.',
   ];
   return `${lines.join('\n')}\n`;

@@ -19,9 +19,30 @@ export function printError(error: unknown, json: boolean): number {
   if (json) {
     process.stdout.write(`${JSON.stringify({ error: acpError.toData() })}\n`);
   } else {
-    process.stderr.write(`acp: ${acpError.message} (${isErrorCode(acpError.code) ? acpError.code : 'ACP_ERR_INTERNAL'})\n`);
+    process.stderr.write(`acp: ${acpError.message.replace(/\s*\n\s*/g, ' ')} (${isErrorCode(acpError.code) ? acpError.code : 'ACP_ERR_INTERNAL'})\n`);
   }
   return exitCodeFor(acpError);
+}
+
+/** A yargs usage message as one line; an unknown flag listed once (yargs adds its camelCase twin). */
+export function usageMessage(text: string): string {
+  const oneLine = text.replace(/\s*\n\s*/g, ' ').trim();
+  const unknown = /^Unknown arguments?: (.*)$/.exec(oneLine);
+  if (!unknown) return oneLine;
+  const names = unknown[1]!.split(', ');
+  const kept = names.filter((name) => !(/[A-Z]/.test(name) && names.includes(name.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`))));
+  return `${kept.length === 1 ? 'Unknown argument' : 'Unknown arguments'}: ${kept.join(', ')}`;
+}
+
+/** What the user typed for a numeric flag, for an error: yargs turns `--timeout abc` into NaN. */
+export function givenText(value: number, flag: string, args: readonly string[] = process.argv): string {
+  if (!Number.isNaN(value)) return String(value);
+  for (let index = 0; index < args.length; index += 1) {
+    const arg = args[index]!;
+    if (arg === `--${flag}` && index + 1 < args.length) return JSON.stringify(args[index + 1]);
+    if (arg.startsWith(`--${flag}=`)) return JSON.stringify(arg.slice(flag.length + 3));
+  }
+  return 'a number';
 }
 
 export function printJson(value: unknown): void {

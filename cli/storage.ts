@@ -22,12 +22,15 @@ function usage(message: string): AcpError {
 
 const UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
 
+const MAX_SIZE_TEXT = `${Math.floor(Number.MAX_SAFE_INTEGER / 1024 ** 4)}T`;
+
 /** `64M`, `8G`, `1.5T`, `4096` (bytes): binary units. */
 export function parseSize(text: string, what = '--size'): number {
   const match = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(text.trim());
   if (!match) throw usage(`${what} ${text}: give a size like 64M, 8G or 1T (binary units) or a number of bytes`);
   const bytes = Math.round(Number(match[1]) * UNITS[match[2]!.toUpperCase()]!);
-  if (!Number.isSafeInteger(bytes) || bytes < 1) throw usage(`${what} ${text}: must be at least 1 byte`);
+  if (bytes < 1) throw usage(`${what} ${text}: must be at least 1 byte`);
+  if (!Number.isSafeInteger(bytes)) throw usage(`${what} ${text}: too large; the most is ${MAX_SIZE_TEXT}`);
   return bytes;
 }
 

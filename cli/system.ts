@@ -9,7 +9,7 @@ import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { assertName } from '../runtime/path.js';
-import { printJson, table } from './output.js';
+import { givenText, printJson, table } from './output.js';
 import { parseNic, systemNicCommands } from './network.js';
 import { parseDisk, parseVolumeRef, systemDiskCommands } from './storage.js';
 
@@ -182,7 +182,7 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
             const node = await nodeOf(client, id);
             const extra = verb === 'stop' ? { force: Boolean((argv as { force?: boolean }).force), timeoutMs: Number((argv as { timeout?: number }).timeout ?? 30_000) } : {};
             const stopMs = 'timeoutMs' in extra ? (extra.timeoutMs ?? 0) : 0;
-            if (!Number.isInteger(stopMs) || stopMs < 0 || stopMs > 600_000) throw new AcpError('ACP_ERR_CLI_USAGE', `--timeout must be a whole number of milliseconds from 0 to 600000, not ${stopMs}`);
+            if (!Number.isInteger(stopMs) || stopMs < 0 || stopMs > 600_000) throw new AcpError('ACP_ERR_CLI_USAGE', `--timeout must be a whole number of milliseconds from 0 to 600000, not ${givenText(stopMs, 'timeout')}`);
             const reply = await client.ask<Message & SystemMeta>(hypervisor(client, node), { type: `system.${verb}`, id, ...extra }, { timeoutMs: 180_000 + stopMs });
             if (argv.json) printJson(reply);
             else process.stdout.write(`${id}: ${reply.state} on ${reply.node}${reply.pid ? ` (pid ${reply.pid})` : ''}\n`);

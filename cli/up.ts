@@ -8,6 +8,7 @@ import { parseHostPort } from '../adapters/tls.js';
 import { AcpError } from '../runtime/errors.js';
 import { LOG_FORMATS, type LogLevel } from '../runtime/logger.js';
 import type { UpOptions } from './control.js';
+import { givenText } from './output.js';
 
 interface Global {
   home: string;
@@ -49,7 +50,7 @@ export function upOptions(argv: UpArgv): UpOptions {
   for (const flag of ['api-port', 'web-port'] as const) {
     const port = argv[flag];
     if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
-      throw new AcpError('ACP_ERR_CLI_USAGE', `--${flag} must be a port number (0-65535), not ${port}`);
+      throw new AcpError('ACP_ERR_CLI_USAGE', `--${flag} must be a port number (0-65535), not ${givenText(port, flag)}`);
     }
   }
   return {

@@ -1,10 +1,11 @@
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { ServiceInfo } from '../actors/kit.js';
 import type { Pong } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
-import { client, eventually, makeHome, runCli, type CliResult, isAlive } from './helpers/node.js';
+import { CLI, client, eventually, makeHome, runCli, type CliResult, isAlive } from './helpers/node.js';
 
 /** The services `acp status` lists, in boot order after the Framework. */
 const SERVICES = ['framework', 'cdb', 'agent', 'api', 'network', 'storage', 'hypervisor', 'monitor', 'webapi'] as const;
@@ -223,6 +224,15 @@ test('errors exit 2 for usage and 1 for the node, each as one line without a sta
     { args: ['ask', 'framework', '{"type":"ping"}', '--timeout', '-1'], code: 2, includes: '--timeout', what: 'negative timeout' },
     { args: ['ask', 'nobody-here', '{"type":"ping"}'], code: 1, includes: 'ACP_ERR_NO_SUCH_ACTOR', what: 'no actor at the path' },
     { args: ['ask', 'framework', '{"type":"status","x":1}'], code: 1, includes: 'ACP_ERR_SCHEMA_REJECTED', what: 'schema rejects' },
+    // yargs writes these over two lines ("Invalid values:\n  Argument: ..."): still one line here.
+    { args: ['system', 'create', 'x', '--driver', 'nope'], code: 2, includes: 'Argument: driver, Given: "nope"', what: 'a value not among the choices' },
+    { args: ['system', 'create', 'x', '--bogus-flag'], code: 2, includes: 'Unknown argument: bogus-flag;', what: 'an unknown flag, named once' },
+    { args: ['ask', 'framework', '{"type":"ping"}', '--timeout', 'abc'], code: 2, includes: 'not "abc"', what: 'a timeout that is no number, quoted' },
+    { args: ['up', '--web-port', 'abc'], code: 2, includes: '--web-port must be a port number (0-65535), not "abc"', what: 'a web port that is no number, quoted' },
+    { args: ['ui', 'revoke', 'no-such-session'], code: 1, includes: "ACP_ERR_WEB_SESSION_NOT_FOUND", what: 'revoking a web session that does not exist' },
+    { args: ['--home', '/tmp/elsewhere', 'status'], code: 2, includes: '--home was given 2 times', what: '--home twice (runCli gives one)' },
+    // Checked before anything stops: the node is still up for the checks below.
+    { args: ['down', '--timeout', 'abc'], code: 2, includes: 'nothing was stopped', what: 'down with a bad --timeout' },
   ];
   for (const { args, code, includes, what } of cases) {
     const result = await runCli(args, home);
@@ -230,6 +240,9 @@ test('errors exit 2 for usage and 1 for the node, each as one line without a sta
     t.true(result.stderr.includes(includes), `${what}: ${result.stderr}`);
     t.is(result.stdout, '', `${what}: stdout`);
   }
+  const emptyHome = spawnSync(process.execPath, [CLI, '--home', '', 'status'], { encoding: 'utf8', timeout: 60_000 });
+  assertOneLineError(t, { code: emptyHome.status ?? 1, stdout: emptyHome.stdout, stderr: emptyHome.stderr }, 2, 'an empty --home, which would be the current directory');
+  t.true(emptyHome.stderr.includes('--home needs a directory'), emptyHome.stderr);
   // The daemon took none of it badly.
   t.true((await status(t, home)).services.every((service) => service.state === 'running' && service.restarts === 0));
 });
@@ -263,4 +276,23 @@ test('down when no daemon runs exits 0 and says it is not running', async (t) =>
   const json = await runCli(['down', '--json'], home);
   t.is(json.code, 0, json.stderr);
   t.deepEqual(JSON.parse(json.stdout) as unknown, { stopped: false, pid: null });
+});
+
+test('a streaming command whose reader goes away (acp cdb watch meta/ | head -1) ends quietly, without a stack trace', async (t) => {
+  const home = makeHome(t);
+  await up(t, home);
+  const child = spawn(process.execPath, [CLI, '--home', home, 'cdb', 'watch', 'meta/'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString('utf8');
+  });
+  // As `head -1` does: read the first chunk, then close the pipe; heartbeats keep the watch writing.
+  child.stdout.once('data', () => child.stdout.destroy());
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (exitCode, exitSignal) => resolve([exitCode, exitSignal])));
+  clearTimeout(timer);
+  t.is(signal, null, `killed: it did not end by itself once its reader left (stderr: ${stderr})`);
+  t.is(code, 0, `exit code (stderr: ${stderr})`);
+  t.false(stderr.includes('EPIPE'), stderr);
+  t.false(stderr.includes('    at '), stderr);
 });

@@ -8,6 +8,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import test from 'ava';
 import { CLI, isAlive, makeHome, runCli } from './helpers/node.js';
+import { formatUpSummary } from '../cli/control.js';
 import { runsWhen } from './helpers/requires.js';
 
 function scriptMissing(): string | undefined {
@@ -49,6 +50,13 @@ runsWhen(scriptMissing())('acp up in a terminal prints a summary (node, socket, 
   t.regex(plain, /\] INFO: cdb: store open/, 'log lines are readable');
   t.false(/^\{"level"/m.test(plain), 'no JSON log lines on a terminal');
   t.regex(plain, /acpd stopped/);
+});
+
+test('the foreground summary says how to run acp from another terminal and does not send you to acp logs, which reads only a detached daemon\'s log', (t) => {
+  const summary = formatUpSummary({ cluster: 'lab', node: 'n1', pid: 42, socket: '/h/run/acp.sock', web: 'http://127.0.0.1:8480/', failed: [] });
+  t.notRegex(summary, /next .*acp logs/);
+  t.regex(summary, /logs {4}here, below \(acp logs reads the log of a daemon started with acp up --detach\)/);
+  t.true(summary.includes(`acp     node ${CLI} (or npm link`), summary);
 });
 
 test('acp up --detach that cannot start exits 1 naming why and leaves no daemon behind', async (t) => {

@@ -79,6 +79,16 @@ test('README marks its user-facing blocks for this test', (t) => {
   t.deepEqual(blocks.map((block) => block.name).sort(), ['cdb', 'chaos', 'first-node', 'logs', 'storage', 'systems', 'tokens', 'two-homes', 'web']);
 });
 
+test('README says which services do their work: every service of the tree, none left as a placeholder', (t) => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const paragraph = /\*\*Services so far\.\*\*([^]*?)\n\n/.exec(readme)?.[1] ?? '';
+  t.not(paragraph, '', 'README has a **Services so far.** paragraph');
+  for (const service of ['Framework', 'API', 'Agent', 'CDB', 'Hypervisor', 'Monitor', 'Network', 'Storage', 'Web API']) {
+    t.true(paragraph.includes(service), `'Services so far' does not name ${service}`);
+  }
+  t.false(/holds its place|arrives with its issue/.test(paragraph), `a working service is described as a placeholder: ${paragraph}`);
+});
+
 for (const block of blocks) {
   const register = block.flags.has('qemu') ? runsWhen(missingQemu) : test;
   register.serial(`README block '${block.name}' runs verbatim: every command exits 0${block.flags.has('qemu') && missingQemu ? ` (skipped: ${missingQemu})` : ''}`, async (t) => {

@@ -18,6 +18,7 @@ import type { Message } from '../runtime/messages.js';
 import { eventually } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';
 import { systemNode } from './helpers/system.js';
+import { parseSize } from '../cli/storage.js';
 
 const hasQemuImg = (() => {
   try {
@@ -43,6 +44,19 @@ test('a volume path never leaves its pool: names are checked, and every path sta
   t.false(inside('/srv/p', '/srv/p'));
   t.false(inside('/srv/p', '/srv/pa/b'));
   t.false(inside('/srv/p', '/srv/p/../q'));
+});
+
+test('--size: binary units; zero is too small and a size past 2^53 bytes says it is too large, not too small', (t) => {
+  t.is(parseSize('64M'), 64 * 1024 ** 2);
+  t.is(parseSize('1.5G'), 1.5 * 1024 ** 3);
+  t.is(parseSize('4096'), 4096);
+  const usage = (text: string) => t.throws(() => parseSize(text), { instanceOf: AcpError })!;
+  t.is(usage('0').code, 'ACP_ERR_CLI_USAGE');
+  t.regex(usage('0').message, /at least 1 byte/);
+  const huge = usage('99999T');
+  t.is(huge.code, 'ACP_ERR_CLI_USAGE');
+  t.regex(huge.message, /--size 99999T: too large; the most is 8191T/);
+  t.regex(usage('abc').message, /give a size like 64M/);
 });
 
 test('volume keys are <pool>/<name>, both names; pool and share paths must be absolute and normalized', (t) => {
