@@ -34,6 +34,8 @@ const id = nameSchema;
 export const hypervisorSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
   z.strictObject({ type: z.literal('system.start'), id }),
+  /** The HA service's start of an HA system here, on an order of its HA manager (any node: the manager places it). */
+  z.strictObject({ type: z.literal('system.ha-start'), id, term: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }),
   z.strictObject({ type: z.literal('system.stop'), id, force: z.boolean().optional(), timeoutMs: z.number().int().min(0).max(600_000).optional() }),
   z.strictObject({ type: z.literal('system.pause'), id }),
   z.strictObject({ type: z.literal('system.resume'), id }),
@@ -160,9 +162,17 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
   };
 
-  const readSpec = async (systemId: string): Promise<SystemObject> => {
+  /** The system's object; an HA system starts only on its HA manager's order (`ha`), wherever the manager placed it. */
+  const readSpec = async (systemId: string, ha = false): Promise<SystemObject> => {
     const reply = await cdb.ask<Message & { record: { value: unknown } }>({ type: 'cdb.get', key: objectKey('system', systemId) });
     const spec = systemObjectSchema.parse(reply.record.value);
+    if (ha) {
+      if (!spec.ha) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${systemId}' is not an HA system; the HA service starts only HA systems`);
+      return spec;
+    }
+    if (spec.ha) {
+      throw new AcpError('ACP_ERR_SYSTEM_HA_MANAGED', `system '${systemId}' is HA: the HA manager places and starts it (acp ha status shows where it runs); its object's haState says whether it runs`);
+    }
     if (spec.node !== undefined && spec.node !== node) {
       throw new AcpError('ACP_ERR_SYSTEM_WRONG_NODE', `system '${systemId}' is placed on node '${spec.node}', not '${node}'; start it there (acp://${ctx.node.cluster}/${spec.node}/hypervisor)`);
     }
@@ -314,8 +324,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
   });
 
-  const start = async (systemId: string, why?: string): Promise<Message> => {
-    const spec = await nics.withMacs(systemId, await readSpec(systemId));
+  const start = async (systemId: string, why?: string, ha = false): Promise<Message> => {
+    const spec = await nics.withMacs(systemId, await readSpec(systemId, ha));
     // A disk this node cannot give (its volume missing, its pool not here) refuses the start, before anything changes.
     const storage = await disks.resolve(systemId, spec);
     // A NIC this node cannot give (its network not carried here) refuses the start, before anything changes.
@@ -401,6 +411,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     if (crashed) move(systemId, entry, 'crashed', { reason, pid: null, vmmPid: null });
     else move(systemId, entry, 'stopped', { reason, pid: null, vmmPid: null });
     const policy = entry.spec.restart;
+    // An HA system is restarted by the HA service (up to its maxRestart), then relocated by its manager.
+    if (entry.spec.ha) return;
     if (policy === 'never' || (policy === 'on-crash' && !crashed)) return;
     scheduleRestart(systemId, entry, reason);
   };
@@ -569,7 +581,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   };
 
   /** This hypervisor itself, or one of its VMMs (their reports). */
-  const view = (systemId: string, entry: Running) => ({ id: systemId, driver: entry.spec.driver, ...entry.meta });
+  const view = (systemId: string, entry: Running) => ({ id: systemId, driver: entry.spec.driver, ha: entry.spec.ha, arriving: entry.arriving === true, ...entry.meta });
 
   /** Node and guest stats, collected in the worker pool, written as stats/ every `statsMs`. */
   let samples: Record<string, CpuSample> = {};
@@ -641,6 +653,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         // Starting and stopping wait on a guest: answered later, so they never hold this mailbox.
         case 'system.start':
           return replyLater(start(parsed.id));
+        case 'system.ha-start':
+          return replyLater(start(parsed.id, `ordered by the HA manager (term ${parsed.term})`, true));
         case 'system.stop':
           return replyLater(stop(parsed.id, parsed.force ?? false, parsed.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS));
         case 'system.pause':
@@ -776,6 +790,7 @@ export const hypervisorAuthority: AuthorityTable = {
   'system.console': 'read',
   'system.console.input': 'operate',
   'system.start': 'operate',
+  'system.ha-start': { internal: [{ service: 'ha', nodes: 'self' }] },
   'system.stop': 'operate',
   'system.pause': 'operate',
   'system.resume': 'operate',
