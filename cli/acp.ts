@@ -18,6 +18,7 @@ import { apiTokenCommands } from './tokens.js';
 import { clusterCommands, nodeCommands } from './membership.js';
 import { LOGS_DESCRIPTION, logsOptions, showLogs } from './logs.js';
 import { alarmCommands, health } from './monitor.js';
+import { haCommands } from './ha.js';
 import { parseHostPort } from '../adapters/tls.js';
 import { parseMulticast } from '../adapters/multicast.js';
 import { initCluster, joinCluster, parseDuration } from '../node/cluster.js';
@@ -358,6 +359,7 @@ const cli = yargs(hideBin(process.argv))
   .command('node', 'manage the cluster\'s nodes (acp node rm NAME, acp node set NAME --management on|off)', (y) => nodeCommands(y, run, withClient))
   .command('cluster', 'cluster-wide operations (acp cluster status, rotate-keys)', (y) => clusterCommands(y, run, withClient))
   .command('alarm', "the cluster's alarms (acp alarm ls, ack)", (y) => alarmCommands(y, run, withClient))
+  .command('ha', 'high availability: where HA systems run and what the HA manager is doing (acp ha status)', (y) => haCommands(y, run, withClient))
   .command('health', "the cluster's health score and what keeps it from 100", (y) => y, (argv) => run(argv, () => withClient(argv.home, (client) => health(client, argv.json))))
   .command('nodes', 'list the nodes the cluster database knows, with their heartbeats', (y) => y, (argv) =>
     run(argv, () => withClient(argv.home, (client) => printNodes(client, argv.json))),

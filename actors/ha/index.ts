@@ -83,13 +83,9 @@ function viewOfMonitor(value: unknown): MonitorView | undefined {
   };
 }
 
-export interface HaOptions {
-  /** Time as the machines see it (monotonic) and the tick timer. */
-  readonly clock?: Clock;
-}
-
-export function createHa(ctx: ActorContext, deps: ServiceDeps, options: HaOptions = {}): Actor {
-  const clock: Clock = options.clock ?? { ...realClock, now: () => performance.now() };
+export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
+  // Monotonic, and the same clock as the hypervisor's (system.ha-fence deadlines are in it).
+  const clock: Clock = { ...realClock, now: () => performance.now() };
   const info = new ServiceClock();
   const self = ctx.node.node;
   const cluster = ctx.node.cluster;
@@ -236,6 +232,8 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps, options: HaOption
           ask(effect.system, 'migrate', { type: 'system.migrate', id: effect.system, to: effect.target }, 700_000);
           break;
         case 'feed':
+          // The hypervisor fences HA guests past this too (same process, same monotonic clock): see system.ha-fence.
+          hypervisor.tell({ type: 'system.ha-fence', until: effect.until });
           try {
             guard.feed(Math.max(100, Math.round(effect.until - clock.now())), guardedPids(views));
           } catch (error) {

@@ -36,6 +36,13 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('system.start'), id }),
   /** The HA service's start of an HA system here, on an order of its HA manager (any node: the manager places it). */
   z.strictObject({ type: z.literal('system.ha-start'), id, term: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }),
+  /**
+   * The HA service fed its fence guard: until `until` (this process's performance.now()) this node
+   * may run HA guests. Past it, every HA guest here is stopped before anything else is answered, as
+   * the guard kills a QEMU guest: a daemon that was frozen never reports an HA guest running once
+   * its lease and fence timeout are over (a simulated guest has no process for the guard to kill).
+   */
+  z.strictObject({ type: z.literal('system.ha-fence'), until: z.number().finite() }),
   z.strictObject({ type: z.literal('system.stop'), id, force: z.boolean().optional(), timeoutMs: z.number().int().min(0).max(600_000).optional() }),
   z.strictObject({ type: z.literal('system.pause'), id }),
   z.strictObject({ type: z.literal('system.resume'), id }),
@@ -277,6 +284,19 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   };
 
   const entryFor = (systemId: string): Running | undefined => systems.get(systemId);
+
+  /** Until when this node may run HA guests (see system.ha-fence); -Infinity: the HA service never fed its guard. */
+  let haFenceUntil = -Infinity;
+  let haFenceSet = false;
+  const fenceHaGuests = () => {
+    if (!haFenceSet || performance.now() < haFenceUntil) return;
+    for (const [systemId, entry] of systems) {
+      if (!entry.spec.ha || entry.arriving || !['starting', 'running', 'paused'].includes(entry.state)) continue;
+      const why = 'fenced: its HA lease and fence timeout are over';
+      ctx.log.warn({ system: systemId, reason: why }, 'stopping an HA guest: this node no longer holds its HA lease');
+      void stop(systemId, true, 0, why).catch((error: unknown) => ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'fencing an HA guest failed'));
+    }
+  };
 
   /** A new VMM takes over the QEMU this system left running (an earlier VMM's or daemon's). */
   const adoptGuest = async (systemId: string, entry: Running): Promise<{ pid: number | null; vmmPid: number; accelerator: string; status: 'running' | 'paused' }> => {
@@ -646,6 +666,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       clock.handled += 1;
       const fed = feed.handle(message);
       if (fed !== false) return fed === true ? undefined : fed;
+      fenceHaGuests();
       const parsed = hypervisorSchema.parse(message);
       switch (parsed.type) {
         case 'service.info':
@@ -653,7 +674,12 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         // Starting and stopping wait on a guest: answered later, so they never hold this mailbox.
         case 'system.start':
           return replyLater(start(parsed.id));
+        case 'system.ha-fence':
+          haFenceSet = true;
+          haFenceUntil = parsed.until;
+          return undefined;
         case 'system.ha-start':
+          if (!haFenceSet || performance.now() >= haFenceUntil) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `cannot start HA system '${parsed.id}' on ${node}: this node holds no HA lease now`);
           return replyLater(start(parsed.id, `ordered by the HA manager (term ${parsed.term})`, true));
         case 'system.stop':
           return replyLater(stop(parsed.id, parsed.force ?? false, parsed.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS));
@@ -791,6 +817,7 @@ export const hypervisorAuthority: AuthorityTable = {
   'system.console.input': 'operate',
   'system.start': 'operate',
   'system.ha-start': { internal: [{ service: 'ha', nodes: 'self' }] },
+  'system.ha-fence': { internal: [{ service: 'ha', nodes: 'self' }] },
   'system.stop': 'operate',
   'system.pause': 'operate',
   'system.resume': 'operate',
