@@ -169,11 +169,25 @@ async function nodeOf(client: AcpClient, id: string): Promise<string> {
     if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no system '${id}' (acp system create ${id} ...)`);
     throw error;
   });
-  const placed = (object.record.value as { node?: string }).node;
+  const value = object.record.value as { node?: string; ha?: boolean };
+  // An HA system runs where its HA manager placed it: the node whose meta says it is live, before the node it was created on.
+  const placed = value.ha === true ? undefined : value.node;
   if (placed) return placed;
-  const live = (await metasOf(client, id)).filter((record) => !['stopped', 'defined'].includes((record.value as SystemMeta).state));
+  const live = (await metasOf(client, id)).filter((record) => !['stopped', 'defined', 'crashed'].includes((record.value as SystemMeta).state));
   const newest = live.sort((a, b) => ((b.value as SystemMeta).since > (a.value as SystemMeta).since ? 1 : -1))[0];
-  return newest ? (newest.value as SystemMeta).node : client.node.node;
+  return newest ? (newest.value as SystemMeta).node : (value.node ?? client.node.node);
+}
+
+/** `acp system start|stop` of an HA system: its object's haState changes, and its HA manager starts or stops it where it placed it. */
+async function setHaState(client: AcpClient, id: string, want: 'started' | 'stopped'): Promise<boolean> {
+  const object = await client.ask<Message & { record: RecordView }>('cdb', { type: 'cdb.get', key: `object/system/${id}` }).catch((error: unknown) => {
+    if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no system '${id}' (acp system create ${id} ...)`);
+    throw error;
+  });
+  const value = object.record.value as Record<string, unknown>;
+  if (value.ha !== true) return false;
+  await client.ask('cdb', { type: 'cdb.cas', key: `object/system/${id}`, value: { ...value, haState: want }, expect: object.record.version });
+  return true;
 }
 
 /**
@@ -205,6 +219,12 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
         run(argv, () =>
           withClient(argv.home, async (client) => {
             const id = checkId(argv.id);
+            if ((verb === 'start' || verb === 'stop') && (await setHaState(client, id, verb === 'start' ? 'started' : 'stopped'))) {
+              const reply = { id, ha: true, haState: verb === 'start' ? 'started' : 'stopped' };
+              if (argv.json) printJson(reply);
+              else process.stdout.write(`${id}: HA system, haState ${reply.haState}; its HA manager ${verb}s it (acp ha status)\n`);
+              return;
+            }
             const node = await nodeOf(client, id);
             const extra = verb === 'stop' ? { force: Boolean((argv as { force?: boolean }).force), timeoutMs: Number((argv as { timeout?: number }).timeout ?? 30_000) } : {};
             const stopMs = 'timeoutMs' in extra ? (extra.timeoutMs ?? 0) : 0;
