@@ -4,9 +4,14 @@
  * (2) cut off (its link set down), (3) frozen with SIGSTOP. Each time the system must run on
  * another node, and a sampler asking every node's hypervisor every 100 ms must never see two
  * nodes reporting it running. The recovery times are logged (bench/failover measures them).
+ * Then an HA QEMU guest (the test guest): kill -9 of its node's daemon alone leaves the fence
+ * guard to kill its QEMU; it boots on another node, and no two QEMU processes for it ever exist.
  */
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import test from 'ava';
+import { QEMU_BINARY } from '../adapters/drivers/qemu.js';
+import { guestImage, GUEST_READY_LINE } from '../adapters/guest-image.js';
 import type { HaView } from '../actors/ha/view.js';
 import type { Message } from '../runtime/messages.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
@@ -26,13 +31,13 @@ const cluster = (): Harness => {
 };
 
 /** The nodes whose hypervisor says the system is running (a node that does not answer within 500 ms says nothing). */
-async function runningOn(nodes: readonly string[] = NODES): Promise<string[]> {
+async function runningOn(nodes: readonly string[] = NODES, system = SYSTEM): Promise<string[]> {
   const answers = await Promise.all(
     nodes.map(async (node) => {
       try {
         const client = await cluster().client(node);
         const reply = await client.ask<Message & { systems: { id: string; state: string }[] }>('hypervisor', { type: 'system.status' }, { timeoutMs: 500 });
-        return reply.systems.some((system) => system.id === SYSTEM && system.state === 'running') ? node : null;
+        return reply.systems.some((listed) => listed.id === system && listed.state === 'running') ? node : null;
       } catch {
         return null;
       }
@@ -42,13 +47,13 @@ async function runningOn(nodes: readonly string[] = NODES): Promise<string[]> {
 }
 
 /** Samples every 100 ms until stopped: every sample in which two nodes reported the system running. */
-function sampler(): { stop: () => Promise<{ samples: number; doubles: string[] }> } {
+function sampler(count: () => Promise<string[]> = () => runningOn()): { stop: () => Promise<{ samples: number; doubles: string[] }> } {
   let samples = 0;
   const doubles: string[] = [];
   const inFlight = new Set<Promise<void>>();
   const timer = setInterval(() => {
     const at = new Date().toISOString();
-    const sample = runningOn().then((nodes) => {
+    const sample = count().then((nodes) => {
       samples += 1;
       if (nodes.length > 1) doubles.push(`${at}: running on ${nodes.join(' and ')}`);
     });
@@ -65,11 +70,11 @@ function sampler(): { stop: () => Promise<{ samples: number; doubles: string[] }
 }
 
 /** The one node running the system, once exactly one does (and it is not `not`). */
-async function runsOnOne(not?: string): Promise<string> {
+async function runsOnOne(not?: string, system = SYSTEM): Promise<string> {
   return eventually(async () => {
-    const nodes = await runningOn();
+    const nodes = await runningOn(NODES, system);
     return nodes.length === 1 && nodes[0] !== not ? nodes[0] : undefined;
-  }, RECOVERY_TIMEOUT_MS, `${SYSTEM} to run on exactly one node${not === undefined ? '' : ` other than ${not}`}`);
+  }, RECOVERY_TIMEOUT_MS, `${system} to run on exactly one node${not === undefined ? '' : ` other than ${not}`}`);
 }
 
 /** The pid of the node's fence guard, from its log (its first line says it started). */
@@ -85,6 +90,37 @@ async function rejoined(node: string): Promise<void> {
     return view?.local?.holding === true ? true : undefined;
   }, 60_000, `${node} to hold its HA lease again`);
 }
+
+/** The QEMU processes on this host for guest `id` of this harness (its home is in QEMU's command line): their pids. */
+function qemuProcesses(id: string): string[] {
+  const pids: string[] = [];
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    const named = argv.some((arg, index) => arg === '-name' && argv[index + 1] === `acp-${id}`);
+    if (named && argv.some((arg) => arg.includes(cluster().id))) pids.push(pid);
+  }
+  return pids;
+}
+
+async function consoleShowsReady(node: string, id: string): Promise<true | undefined> {
+  const reply = await (await cluster().client(node)).ask<Message & { data: string }>('hypervisor', { type: 'system.console', id, maxBytes: 1024 * 1024 }, { timeoutMs: 3000 }).catch(() => undefined);
+  return reply?.data.includes(GUEST_READY_LINE) === true ? true : undefined;
+}
+
+const image = guestImage();
+let qemuMissing: string | undefined;
+try {
+  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
+} catch {
+  qemuMissing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
+}
+const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not built (npm run guest-image)');
 
 if (!available.ok) {
   runsWhen(available.why)(`HA failover in network namespaces: skipped, ${available.why}`, () => undefined);
@@ -119,7 +155,8 @@ if (!available.ok) {
       times.push(`kill -9: ${Date.now() - killedAt} ms (to ${first})`);
       await cluster().restart('n2');
       await rejoined('n2');
-      t.deepEqual(await runningOn(), [first], 'n2 came back and did not start it again');
+      // A node that answers slowly (it is catching up) says nothing: asked until all answer, it runs on one node still.
+      t.is(await runsOnOne(), first, 'n2 came back and did not start it again');
 
       // 2. The link of the node running it set down.
       killedAt = Date.now();
@@ -134,7 +171,7 @@ if (!available.ok) {
         await cluster().heal(first);
       }
       await rejoined(first);
-      t.deepEqual(await runningOn(), [second]);
+      t.is(await runsOnOne(), second);
 
       // 3. SIGSTOP of the daemon running it; continued once the system runs elsewhere.
       killedAt = Date.now();
@@ -147,7 +184,7 @@ if (!available.ok) {
         cluster().cont(second);
       }
       await rejoined(second);
-      t.deepEqual(await runningOn(), [third]);
+      t.is(await runsOnOne(), third);
     } finally {
       const { samples, doubles } = await sampling.stop();
       t.log(`recovery: ${times.join('; ')}; ${samples} samples`);
@@ -157,5 +194,43 @@ if (!available.ok) {
     const status = await cluster().cli('n1', ['ha', 'status']);
     t.is(status.code, 0, status.stderr);
     t.regex(status.stdout, new RegExp(`${SYSTEM}\\s+started`));
+  });
+
+  runsWhen(guestMissing).serial(`an HA QEMU guest whose daemon is killed: the fence guard kills its QEMU, it boots on another node, never two QEMU processes${guestMissing ? ` (skipped: ${guestMissing})` : ''}`, async (t) => {
+    t.timeout(300_000);
+    const id = `hq${process.pid}`;
+    const created = await cluster().cli('n1', ['system', 'create', id, '--driver', 'qemu', '--memory', '128', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline, '--ha', '--node', 'n2']);
+    t.is(created.code, 0, created.stderr);
+    const home = await runsOnOne(undefined, id);
+    await eventually(() => consoleShowsReady(home, id), 180_000, `${id} to boot on ${home}`);
+    const before = qemuProcesses(id);
+    t.is(before.length, 1, `one QEMU for ${id}: ${before.join(',')}`);
+    const sampling = sampler(async () => (qemuProcesses(id).length > 1 ? qemuProcesses(id) : []));
+    const nodeSampling = sampler(() => runningOn(NODES, id));
+    let recovery = '';
+    try {
+      const killedAt = Date.now();
+      // The daemon alone: its guard lives on, not fed, and kills the guest's QEMU.
+      await cluster().kill(home);
+      await eventually(() => (qemuProcesses(id).length === 0 ? true : undefined), 10_000, `the fence guard to kill ${id}'s QEMU`);
+      const fencedMs = Date.now() - killedAt;
+      const guardLog = readFileSync(`${cluster().node(home).home}/log/fence-guard.log`, 'utf8');
+      t.regex(guardLog, new RegExp(`"event":"fired","killed":\\[${before[0]}\\]`));
+      const next = await runsOnOne(home, id);
+      const runningMs = Date.now() - killedAt;
+      await eventually(() => consoleShowsReady(next, id), 180_000, `${id} to boot on ${next}`);
+      recovery = `QEMU killed by the guard after ${fencedMs} ms; running on ${next} after ${runningMs} ms, booted after ${Date.now() - killedAt} ms`;
+      t.is(qemuProcesses(id).length, 1);
+    } finally {
+      // Back, still sampled: the restarted daemon finds its guest gone and does not start it again.
+      await cluster().restart(home);
+      await rejoined(home).catch(() => undefined);
+      const processes = await sampling.stop();
+      const nodes = await nodeSampling.stop();
+      t.log(`${recovery}; ${processes.samples} process samples, ${nodes.samples} node samples`);
+      t.deepEqual(processes.doubles, [], 'never two QEMU processes for the guest');
+      t.deepEqual(nodes.doubles, [], 'never two nodes running the guest');
+    }
+    t.not(await runsOnOne(home, id), home, 'the killed node came back and did not start it again');
   });
 }
