@@ -356,7 +356,7 @@ const cli = yargs(hideBin(process.argv))
         }),
       ),
   )
-  .command('node', 'manage the cluster\'s nodes (acp node rm NAME, acp node set NAME --management on|off)', (y) => nodeCommands(y, run, withClient))
+  .command('node', 'manage the cluster\'s nodes (acp node rm NAME, acp node set NAME --management on|off, acp node maintenance on|off NAME)', (y) => nodeCommands(y, run, withClient))
   .command('cluster', 'cluster-wide operations (acp cluster status, rotate-keys)', (y) => clusterCommands(y, run, withClient))
   .command('alarm', "the cluster's alarms (acp alarm ls, ack)", (y) => alarmCommands(y, run, withClient))
   .command('ha', 'high availability: where HA systems run and what the HA manager is doing (acp ha status)', (y) => haCommands(y, run, withClient))

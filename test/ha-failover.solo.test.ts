@@ -1,7 +1,8 @@
 /**
  * HA failover between real daemons, each in its own network namespace: an HA system placed on n2
  * runs there; then the node running it is (1) killed with kill -9 together with its fence guard,
- * (2) cut off (its link set down), (3) frozen with SIGSTOP. Each time the system must run on
+ * (2) cut off (its link set down), (3) frozen with SIGSTOP, (4) put in maintenance (the system
+ * live-migrates away, and back when maintenance ends). Each time the system must run on
  * another node, and a sampler asking every node's hypervisor every 100 ms must never see two
  * nodes reporting it running. The recovery times are logged (bench/failover measures them).
  * Then an HA QEMU guest (the test guest): kill -9 of its node's daemon alone leaves the fence
@@ -185,6 +186,15 @@ if (!available.ok) {
       }
       await rejoined(second);
       t.is(await runsOnOne(), third);
+
+      // 4. Maintenance of the node running it: live-migrated away, and back when it ends.
+      const on = await cluster().cli('n1', ['node', 'maintenance', 'on', third]);
+      t.is(on.code, 0, on.stderr);
+      const away = await runsOnOne(third);
+      times.push(`maintenance on ${third}: migrated to ${away}`);
+      const off = await cluster().cli('n1', ['node', 'maintenance', 'off', third]);
+      t.is(off.code, 0, off.stderr);
+      await eventually(async () => ((await runningOn()).join() === third ? true : undefined), RECOVERY_TIMEOUT_MS, `${SYSTEM} to move back to ${third}`);
     } finally {
       const { samples, doubles } = await sampling.stop();
       t.log(`recovery: ${times.join('; ')}; ${samples} samples`);

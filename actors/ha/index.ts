@@ -111,6 +111,16 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
   /** Grants held until the manager's state they carry is written (null: nothing being written). */
   let held: { to: string; message: HaMessage }[] | null = null;
   let cancelTick: (() => void) | undefined;
+  /** The deadline of the guard's last feed (-Infinity: never fed). */
+  let fedUntil = -Infinity;
+
+  const feedGuard = (until: number) => {
+    try {
+      guard.feed(Math.max(100, Math.round(until - clock.now())), guardedPids(views));
+    } catch (error) {
+      ctx.log.warn({ err: errorMessage(error) }, 'feeding the fence guard failed; it is restarted at the next feed');
+    }
+  };
 
   const localEnv: LocalEnv = {
     config,
@@ -234,11 +244,8 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
         case 'feed':
           // The hypervisor fences HA guests past this too (same process, same monotonic clock): see system.ha-fence.
           hypervisor.tell({ type: 'system.ha-fence', until: effect.until });
-          try {
-            guard.feed(Math.max(100, Math.round(effect.until - clock.now())), guardedPids(views));
-          } catch (error) {
-            ctx.log.warn({ err: errorMessage(error) }, 'feeding the fence guard failed; it is restarted at the next feed');
-          }
+          fedUntil = effect.until;
+          feedGuard(effect.until);
           break;
         case 'log':
           ctx.log.info(effect.line);
@@ -364,7 +371,11 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
           epoch += 1;
           // The hypervisor's answer carries the system's meta (state, pid); the HA service only ever acts on HA systems.
           const view = hypervisorViewSchema.safeParse({ driver: views.get(parsed.system)?.driver, ...(parsed.view as object), id: parsed.system, ha: true, arriving: false });
-          if (parsed.ok && view.success) views.set(parsed.system, parsed.op === 'migrate' ? { ...view.data, state: 'stopped', pid: null } : view.data);
+          if (parsed.ok && view.success) {
+            views.set(parsed.system, parsed.op === 'migrate' ? { ...view.data, state: 'stopped', pid: null } : view.data);
+            // A QEMU just started is guarded at once, not at the next feed (same deadline, one more pid).
+            if (parsed.op === 'start' && view.data.pid !== null && clock.now() < fedUntil) feedGuard(fedUntil);
+          }
           else if (!parsed.ok) {
             ctx.log.warn({ system: parsed.system, op: parsed.op, err: parsed.error }, `HA ${parsed.op} of ${parsed.system} failed`);
             // What the hypervisor holds now is learned by the next poll; a failed start leaves no guest.
