@@ -77,6 +77,21 @@ test('one daemon: the HA manager starts an HA system, restarts it when it stops 
   const table = await runCli(['ha', 'status'], home);
   t.regex(table.stdout, /web\s+started\s+\S+/);
 
+  // Maintenance: a field of the node object; bad input is a usage error; one node has nowhere to move web to, so it stays.
+  const bad = await runCli(['node', 'maintenance', 'maybe', 'n1'], home);
+  t.is(bad.code, 2, bad.stderr);
+  t.regex(bad.stderr, /on or off.*ACP_ERR_CLI_USAGE/s);
+  const nobody = await runCli(['node', 'maintenance', 'on', 'nosuch'], home);
+  t.regex(nobody.stderr, /no node 'nosuch'.*ACP_ERR_CDB_NOT_FOUND/s);
+  const on = await runCli(['--json', 'node', 'maintenance', 'on', 'n1'], home);
+  t.is(on.code, 0, on.stderr);
+  t.like(JSON.parse(on.stdout), { node: 'n1', maintenance: true });
+  const node = await api.ask<Message & { record: { value: { maintenance?: boolean; name: string } } }>('cdb', { type: 'cdb.get', key: 'object/node/n1' });
+  t.like(node.record.value, { name: 'n1', maintenance: true });
+  await eventually(async () => ((await api.ask<HaView>('ha', { type: 'ha.show' })).manager?.nodes.find((entry) => entry.name === 'n1')?.state === 'maintenance' ? true : undefined), 10_000, 'n1 in maintenance for the HA manager');
+  t.is(await state(), 'running');
+  t.is((await runCli(['node', 'maintenance', 'off', 'n1'], home)).code, 0);
+
   const stopped = await runCli(['system', 'stop', 'web'], home);
   t.is(stopped.code, 0, stopped.stderr);
   t.regex(stopped.stdout, /haState stopped/);
