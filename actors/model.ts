@@ -16,7 +16,7 @@ import { NAME_PATTERN, NAME_RULE, nameSchema } from '../runtime/path.js';
 export const KINDS = ['object', 'meta', 'stats'] as const;
 export type Kind = (typeof KINDS)[number];
 
-export const SERVICE_TYPES = ['framework', 'cdb', 'agent', 'api', 'network', 'storage', 'hypervisor', 'monitor', 'webapi'] as const;
+export const SERVICE_TYPES = ['framework', 'cdb', 'agent', 'api', 'network', 'storage', 'hypervisor', 'monitor', 'ha', 'webapi'] as const;
 export const STORAGE_TYPES = ['device', 'pool', 'share', 'volume'] as const;
 
 export const OBJECT_TYPES = [
@@ -29,6 +29,8 @@ export const OBJECT_TYPES = [
   'alarm-target',
   ...STORAGE_TYPES.map((sub) => `storage/${sub}` as const),
   ...SERVICE_TYPES.map((sub) => `service/${sub}` as const),
+  /** `object/ha/manager`: the HA manager's systems, written by the primary (term-stamped), read by the next one. */
+  'ha',
 ] as const;
 export type ObjectType = (typeof OBJECT_TYPES)[number];
 
@@ -51,6 +53,8 @@ export const nodeObjectSchema = z.strictObject({
   management: z.boolean().optional(),
   /** What this node's shutdown (`acp down`) does with its HA systems: see shutdownPolicyOf. */
   shutdownPolicy: z.enum(['conditional', 'migrate', 'freeze', 'failover']).optional(),
+  /** In maintenance (acp node maintenance on): the HA manager places nothing here and moves its HA systems away. */
+  maintenance: z.boolean().optional(),
 });
 
 /** A system's virtual NIC: a tap on `network`'s bridge (actors/network), untagged or with its VLAN tag or trunk. */
@@ -98,6 +102,18 @@ export const systemObjectSchema = z.strictObject({
    */
   display: z.enum(['none', 'vnc']).optional(),
   ha: z.boolean().default(false),
+  /** HA: preferred nodes with priorities, higher first (acp system create --prefer n1:2,n2:1). */
+  prefer: z.record(name, z.number().int().min(0).max(1000)).optional(),
+  /** HA: only the preferred nodes, never others. */
+  strict: z.boolean().optional(),
+  /** HA: systems this one never shares a node with. */
+  antiAffinity: z.array(name).max(256).optional(),
+  /** HA: restarts on the same node after a crash before it is relocated (default 1). */
+  maxRestart: z.number().int().min(0).max(100).optional(),
+  /** HA: moves to other nodes once the restarts are used up (default 1). */
+  maxRelocate: z.number().int().min(0).max(100).optional(),
+  /** HA: whether the HA manager keeps it running (absent: started). */
+  haState: z.enum(['started', 'stopped']).optional(),
   /** Placement: the node the system should run on. */
   node: name.optional(),
   restart: z.enum(['never', 'on-crash', 'always']).default('on-crash'),
@@ -305,6 +321,26 @@ export const serviceObjectSchema = z.strictObject({
   description: z.string().max(200).optional(),
 });
 
+/** One HA system as the HA manager persists it (actors/ha/state.ts's PersistedHa). */
+export const haSystemRecordSchema = z.strictObject({
+  state: z.enum(['started', 'request-stop', 'stopped', 'fence', 'recovery', 'migrate', 'relocate', 'freeze', 'error']),
+  node: name.nullable(),
+  target: name.nullable(),
+  home: name.nullable(),
+  relocates: z.number().int().min(0).max(1_000_000),
+  tried: z.array(name).max(1024),
+});
+
+/** `object/ha/manager`: the HA manager's systems, stamped with the term of the primary that wrote them. */
+export const haObjectSchema = z.strictObject({
+  /** Always `manager`: the one HA state of the cluster. */
+  name,
+  term: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  by: name,
+  at: z.string().max(64),
+  systems: z.record(name, haSystemRecordSchema),
+});
+
 export const objectSchemas: Readonly<Record<ObjectType, z.ZodType>> = Object.fromEntries(
   OBJECT_TYPES.map((type): [ObjectType, z.ZodType] => {
     switch (type) {
@@ -322,6 +358,8 @@ export const objectSchemas: Readonly<Record<ObjectType, z.ZodType>> = Object.fro
         return [type, alarmObjectSchema];
       case 'alarm-target':
         return [type, alarmTargetObjectSchema];
+      case 'ha':
+        return [type, haObjectSchema];
       case 'storage/device':
         return [type, storageDeviceSchema];
       case 'storage/pool':
@@ -349,6 +387,7 @@ export type TokenObject = z.infer<typeof tokenObjectSchema>;
 export type ServiceObject = z.infer<typeof serviceObjectSchema>;
 export type AlarmObject = z.infer<typeof alarmObjectSchema>;
 export type AlarmTargetObject = z.infer<typeof alarmTargetObjectSchema>;
+export type HaObject = z.infer<typeof haObjectSchema>;
 
 /** Meta and stats values: flat JSON objects, small (they are sent every heartbeat). */
 export const metaValueSchema = z.record(z.string().max(128), z.unknown());

@@ -62,6 +62,16 @@ export class FenceGuard {
     if (this.child !== null) this.write({ type: 'disarm' });
   }
 
+  /**
+   * Lets go of the guard without disarming it (the daemon stops): it fires when its time is up, as
+   * after a crash, since a stopped daemon renews no lease; then it exits.
+   */
+  release(): void {
+    const child = this.child;
+    this.child = null;
+    child?.stdin?.end();
+  }
+
   /** Disarms and lets the guard exit (a clean daemon stop). */
   async stop(): Promise<void> {
     const child = this.child;

@@ -82,3 +82,8 @@ if (!only || only === 'storage') {
   const { storageBenchmarks } = await import('./storage.js');
   for (const line of await storageBenchmarks()) process.stdout.write(`${line}\n`);
 }
+if (only === 'failover') {
+  // Real daemons in namespaces (root), about 20 s a trial: run on its own, `npm run bench -- failover`.
+  const { failoverBenchmarks } = await import('./failover.js');
+  for (const line of await failoverBenchmarks()) process.stdout.write(`${line}\n`);
+}

@@ -20,6 +20,7 @@ import { LOGS_DESCRIPTION, logsOptions, showLogs } from './logs.js';
 import { alarmCommands, health } from './monitor.js';
 import { parseDuration } from './duration.js';
 import { forwardedUpFlags, upFlags, upOptions, type UpArgv } from './up.js';
+import { haCommands } from './ha.js';
 import { formatGuestsAtDown, formatUpSummary, guestsBeforeDown, runForeground, startDetached, stopDaemon } from './control.js';
 import { EXIT_OK, EXIT_USAGE, formatStatus, givenText, printError, printJson, table, usageMessage, type SyncSummary } from './output.js';
 
@@ -309,9 +310,10 @@ const cli = yargs(hideBin(process.argv))
         }),
       ),
   )
-  .command('node', 'manage the cluster\'s nodes (acp node rm NAME, acp node set NAME --management on|off)', (y) => nodeCommands(y, run, withClient))
+  .command('node', 'manage the cluster\'s nodes (acp node rm NAME, acp node set NAME --management on|off, acp node maintenance on|off NAME)', (y) => nodeCommands(y, run, withClient))
   .command('cluster', 'cluster-wide operations (acp cluster status, rotate-keys)', (y) => clusterCommands(y, run, withClient))
   .command('alarm', "the cluster's alarms (acp alarm ls, ack)", (y) => alarmCommands(y, run, withClient))
+  .command('ha', 'high availability: where HA systems run and what the HA manager is doing (acp ha status)', (y) => haCommands(y, run, withClient))
   .command('health', "the cluster's health score and what keeps it from 100", (y) => y, (argv) => run(argv, () => withClient(argv.home, (client) => health(client, argv.json))))
   .command('nodes', 'list the nodes the cluster database knows, with their heartbeats', (y) => y, (argv) =>
     run(argv, () => withClient(argv.home, (client) => printNodes(client, argv.json))),

@@ -15,6 +15,22 @@ type Run = (argv: Global, body: () => Promise<number | void>) => Promise<void>;
 type WithClient = <T>(home: string, work: (client: AcpClient) => Promise<T>) => Promise<T>;
 
 /** `acp node rm NAME`: take a node out of the cluster (admin). */
+/** Read the node object, change some fields, compare-and-set: another writer's fields (votes, witness) stay. */
+async function patchNode(client: AcpClient, name: string, patch: Record<string, unknown>): Promise<string> {
+  for (let attempt = 0; ; attempt += 1) {
+    const current = await client.ask<Message & { record: { value: Record<string, unknown>; version: string } }>('cdb', { type: 'cdb.get', key: `object/node/${name}` }).catch((error: unknown) => {
+      if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no node '${name}' in the cluster (acp nodes lists them)`);
+      throw error;
+    });
+    try {
+      const reply = await client.ask<Message & { version: string }>('cdb', { type: 'cdb.cas', key: `object/node/${name}`, value: { ...current.record.value, ...patch }, expect: current.record.version });
+      return reply.version;
+    } catch (error) {
+      if (!(error instanceof AcpError && error.code === 'ACP_ERR_CDB_CONFLICT') || attempt >= 4) throw error;
+    }
+  }
+}
+
 export function nodeCommands(y: Argv<Global>, run: Run, withClient: WithClient): Argv<Global> {
   return y
     .command(
@@ -41,25 +57,30 @@ export function nodeCommands(y: Argv<Global>, run: Run, withClient: WithClient):
             if (argv.management === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', 'say what to set: acp node set NAME --management on|off');
             if (argv.management !== 'on' && argv.management !== 'off') throw new AcpError('ACP_ERR_CLI_USAGE', `--management is on or off, not '${argv.management}'`);
             const management = argv.management === 'on';
-            // Read, change the one field, compare-and-set: another writer's fields (votes, witness) stay.
-            for (let attempt = 0; ; attempt += 1) {
-              const current = await client.ask<Message & { record: { value: Record<string, unknown>; version: string } }>('cdb', { type: 'cdb.get', key: `object/node/${name}` }).catch((error: unknown) => {
-                if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no node '${name}' in the cluster (acp nodes lists them)`);
-                throw error;
-              });
-              try {
-                const reply = await client.ask<Message & { version: string }>('cdb', { type: 'cdb.cas', key: `object/node/${name}`, value: { ...current.record.value, management }, expect: current.record.version });
-                if (argv.json) printJson({ node: name, management, version: reply.version });
-                else process.stdout.write(`node ${name}: management ${management ? 'on (it serves the web UI)' : 'off (it serves no web port)'}\n`);
-                return;
-              } catch (error) {
-                if (!(error instanceof AcpError && error.code === 'ACP_ERR_CDB_CONFLICT') || attempt >= 4) throw error;
-              }
-            }
+            const version = await patchNode(client, name, { management });
+            if (argv.json) printJson({ node: name, management, version });
+            else process.stdout.write(`node ${name}: management ${management ? 'on (it serves the web UI)' : 'off (it serves no web port)'}\n`);
           }),
         ),
     )
-    .demandCommand(1, 'name a node command: rm, set');
+    .command(
+      'maintenance <state> <name>',
+      'maintenance on: the HA manager places nothing on the node and live-migrates its HA systems away; off: they move back (operator)',
+      (c) => c.positional('state', { type: 'string', demandOption: true, describe: 'on or off' }).positional('name', { type: 'string', demandOption: true }),
+      (argv) =>
+        run(argv, () =>
+          withClient(argv.home, async (client) => {
+            if (argv.state !== 'on' && argv.state !== 'off') throw new AcpError('ACP_ERR_CLI_USAGE', `acp node maintenance takes on or off, not '${argv.state}'`);
+            const name = assertName(argv.name, 'node');
+            const maintenance = argv.state === 'on';
+            // Kept in the node object: it survives a restart of the node.
+            const version = await patchNode(client, name, { maintenance });
+            if (argv.json) printJson({ node: name, maintenance, version });
+            else process.stdout.write(maintenance ? `node ${name}: maintenance on; its HA systems migrate away (acp ha status)\n` : `node ${name}: maintenance off; HA systems that left for it move back\n`);
+          }),
+        ),
+    )
+    .demandCommand(1, 'name a node command: rm, set, maintenance');
 }
 
 /** `acp cluster rotate-keys`: new cluster and API keys on every live node, without a restart (admin). */

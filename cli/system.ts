@@ -8,7 +8,7 @@ import type { RecordView } from '../actors/cdb/index.js';
 import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
-import { assertName } from '../runtime/path.js';
+import { assertName, isValidName } from '../runtime/path.js';
 import { givenText, printJson, table } from './output.js';
 import { parseNic, systemNicCommands } from './network.js';
 import { parseDisk, parseVolumeRef, systemDiskCommands } from './storage.js';
@@ -54,6 +54,25 @@ interface CreateFlags {
   'start-order'?: number;
   'start-delay'?: number;
   display?: 'none' | 'vnc';
+  prefer?: string;
+  strict?: boolean;
+  'anti-affinity'?: string;
+  'max-restart'?: number;
+  'max-relocate'?: number;
+}
+
+/** `--prefer n1:2,n2:1`: node names with priorities (higher first; a name alone has priority 1). */
+export function parsePrefer(text: string): Record<string, number> {
+  const prefer: Record<string, number> = {};
+  for (const part of text.split(',')) {
+    const match = /^([^:]+)(?::(\d{1,4}))?$/.exec(part.trim());
+    if (!match || !isValidName(match[1]!)) throw new AcpError('ACP_ERR_CLI_USAGE', `--prefer takes NODE[:PRIORITY],... like n1:2,n2:1, not '${part}'`);
+    const priority = match[2] === undefined ? 1 : Number(match[2]);
+    if (priority > 1000) throw new AcpError('ACP_ERR_CLI_USAGE', `--prefer: priority ${priority} for ${match[1]} is over 1000`);
+    if (prefer[match[1]!] !== undefined) throw new AcpError('ACP_ERR_CLI_USAGE', `--prefer names ${match[1]} twice`);
+    prefer[match[1]!] = priority;
+  }
+  return prefer;
 }
 
 /** A system object from `--spec`/`--file`, with flags laid over it; validated with the CDB's schema. */
@@ -101,7 +120,16 @@ export function systemSpec(id: string, flags: CreateFlags): unknown {
     ...(flags.autostart === undefined ? {} : { autostart: flags.autostart }),
     ...(flags['start-order'] === undefined ? {} : { startOrder: flags['start-order'] }),
     ...(flags['start-delay'] === undefined ? {} : { startDelayS: flags['start-delay'] }),
+    ...(flags.prefer === undefined ? {} : { prefer: parsePrefer(flags.prefer) }),
+    ...(flags.strict === undefined ? {} : { strict: flags.strict }),
+    ...(flags['anti-affinity'] === undefined ? {} : { antiAffinity: flags['anti-affinity'].split(',').map((other) => other.trim()) }),
+    ...(flags['max-restart'] === undefined ? {} : { maxRestart: flags['max-restart'] }),
+    ...(flags['max-relocate'] === undefined ? {} : { maxRelocate: flags['max-relocate'] }),
   };
+  const placement = spec as { ha?: unknown; prefer?: unknown; strict?: unknown; antiAffinity?: unknown; maxRestart?: unknown; maxRelocate?: unknown; haState?: unknown };
+  const haOnly = (['prefer', 'strict', 'antiAffinity', 'maxRestart', 'maxRelocate', 'haState'] as const).filter((field) => placement[field] !== undefined);
+  if (placement.ha !== true && haOnly.length > 0) throw new AcpError('ACP_ERR_CLI_USAGE', `${haOnly.join(', ')} ${haOnly.length === 1 ? 'is' : 'are'} for HA systems: add --ha`);
+  if (placement.strict === true && placement.prefer === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', '--strict keeps the system on its preferred nodes: name them with --prefer');
   const wanted = spec as { autostart?: unknown; ha?: unknown; node?: unknown; startOrder?: unknown; startDelayS?: unknown };
   if (wanted.autostart === true && wanted.ha === true) throw new AcpError('ACP_ERR_CLI_USAGE', 'autostart is for non-HA systems: an HA system is started by the HA manager; drop --autostart or --ha');
   if (wanted.autostart === true && wanted.node === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', 'an autostart system starts with its node: give it one with --node');
@@ -143,11 +171,25 @@ async function nodeOf(client: AcpClient, id: string): Promise<string> {
     if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no system '${id}' (acp system create ${id} ...)`);
     throw error;
   });
-  const placed = (object.record.value as { node?: string }).node;
+  const value = object.record.value as { node?: string; ha?: boolean };
+  // An HA system runs where its HA manager placed it: the node whose meta says it is live, before the node it was created on.
+  const placed = value.ha === true ? undefined : value.node;
   if (placed) return placed;
-  const live = (await metasOf(client, id)).filter((record) => !['stopped', 'defined'].includes((record.value as SystemMeta).state));
+  const live = (await metasOf(client, id)).filter((record) => !['stopped', 'defined', 'crashed'].includes((record.value as SystemMeta).state));
   const newest = live.sort((a, b) => ((b.value as SystemMeta).since > (a.value as SystemMeta).since ? 1 : -1))[0];
-  return newest ? (newest.value as SystemMeta).node : client.node.node;
+  return newest ? (newest.value as SystemMeta).node : (value.node ?? client.node.node);
+}
+
+/** `acp system start|stop` of an HA system: its object's haState changes, and its HA manager starts or stops it where it placed it. */
+async function setHaState(client: AcpClient, id: string, want: 'started' | 'stopped'): Promise<boolean> {
+  const object = await client.ask<Message & { record: RecordView }>('cdb', { type: 'cdb.get', key: `object/system/${id}` }).catch((error: unknown) => {
+    if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no system '${id}' (acp system create ${id} ...)`);
+    throw error;
+  });
+  const value = object.record.value as Record<string, unknown>;
+  if (value.ha !== true) return false;
+  await client.ask('cdb', { type: 'cdb.cas', key: `object/system/${id}`, value: { ...value, haState: want }, expect: object.record.version });
+  return true;
 }
 
 /**
@@ -179,6 +221,12 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
         run(argv, () =>
           withClient(argv.home, async (client) => {
             const id = checkId(argv.id);
+            if ((verb === 'start' || verb === 'stop') && (await setHaState(client, id, verb === 'start' ? 'started' : 'stopped'))) {
+              const reply = { id, ha: true, haState: verb === 'start' ? 'started' : 'stopped' };
+              if (argv.json) printJson(reply);
+              else process.stdout.write(`${id}: HA system, haState ${reply.haState}; its HA manager ${verb}s it (acp ha status)\n`);
+              return;
+            }
             const node = await nodeOf(client, id);
             const extra = verb === 'stop' ? { force: Boolean((argv as { force?: boolean }).force), timeoutMs: Number((argv as { timeout?: number }).timeout ?? 30_000) } : {};
             const stopMs = 'timeoutMs' in extra ? (extra.timeoutMs ?? 0) : 0;
@@ -213,7 +261,12 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           .option('disk', { type: 'string', array: true, describe: 'a disk: POOL/NAME[,bus=virtio|scsi|ide][,cache=..][,readonly] (repeat for more; the first boots), or /path/image.qcow2 to boot from a file' })
           .option('iso', { type: 'string', describe: 'a CD-ROM: POOL/NAME of an ISO volume' })
           .option('display', { choices: ['none', 'vnc'] as const, describe: "vnc: a VGA card and a VNC server on a Unix socket, shown in the web UI (qemu; default none)" })
-          .option('ha', { type: 'boolean' })
+          .option('ha', { type: 'boolean', describe: 'highly available: the HA manager places it, restarts it, and recovers it on another node when its node fails' })
+          .option('prefer', { type: 'string', describe: 'with --ha: preferred nodes with priorities, NODE[:PRIORITY],... (higher first)' })
+          .option('strict', { type: 'boolean', describe: 'with --ha and --prefer: only ever on the preferred nodes' })
+          .option('anti-affinity', { type: 'string', describe: 'with --ha: systems it never shares a node with, ID,...' })
+          .option('max-restart', { type: 'number', describe: 'with --ha: restarts on the same node before it is relocated (default 1)' })
+          .option('max-relocate', { type: 'number', describe: 'with --ha: moves to other nodes before it is left in error (default 1)' })
           .option('node', { type: 'string', describe: 'the node it runs on' })
           .option('restart', { choices: ['never', 'on-crash', 'always'] as const })
           .option('nic', { type: 'string', array: true, describe: 'a NIC: NETWORK[,vlan=N][,mac=..][,model=virtio|e1000] (repeat for more)' })
@@ -228,6 +281,7 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
             try {
               const reply = await client.ask<Message & { version: string }>('cdb', { type: 'cdb.cas', key: `object/system/${id}`, value, expect: null });
               if (argv.json) printJson({ id, version: reply.version, spec: value });
+              else if ((value as { ha?: boolean }).ha === true) process.stdout.write(`system ${id} created (version ${reply.version}); the HA manager starts it (acp ha status)\n`);
               else process.stdout.write(`system ${id} created (version ${reply.version}); acp system start ${id}\n`);
             } catch (error) {
               if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_CONFLICT') throw new AcpError('ACP_ERR_CDB_CONFLICT', `system '${id}' already exists; acp system rm ${id} first, or pick another id`);

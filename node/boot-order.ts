@@ -4,7 +4,7 @@ const local = (relative: string) => new URL(relative, import.meta.url).href;
 
 /**
  * The node's services in the design's boot order (docs/design.md) (cdb → agent, api → network, storage → hypervisor
- * → monitor → webapi); they stop in the reverse order.
+ * → monitor → ha → webapi); they stop in the reverse order.
  */
 export const BOOT_ORDER: readonly ServiceEntry[] = [
   { name: 'cdb', module: local('../actors/cdb/index.js') },
@@ -14,6 +14,7 @@ export const BOOT_ORDER: readonly ServiceEntry[] = [
   { name: 'storage', module: local('../actors/storage/index.js') },
   { name: 'hypervisor', module: local('../actors/hypervisor/index.js') },
   { name: 'monitor', module: local('../actors/monitor/index.js') },
+  { name: 'ha', module: local('../actors/ha/index.js') },
   { name: 'webapi', module: local('../webapi/service.js') },
 ];
 

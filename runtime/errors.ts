@@ -76,6 +76,8 @@ export const errorCatalog = {
   ACP_ERR_NO_PRIMARY: { kind: 'node-unreachable', summary: 'A message to @primary found no monitor holding the primary lease (no quorum of voters, or an election under way); acp cluster status shows the voters present and needed.' },
   ACP_ERR_MONITOR_WEBHOOK: { kind: 'failed', summary: 'An alarm notification could not be delivered: the webhook did not answer, or answered other than 2xx (the message names the target and what happened).' },
   ACP_ERR_HA_GUARD: { kind: 'failed', summary: 'The fence guard could not be fed: its pipe is closed (it died); it is restarted at the next feed.' },
+  ACP_ERR_SYSTEM_HA_MANAGED: { kind: 'conflict', summary: 'The system is HA: the HA manager decides where it runs and starts it; its object’s haState (started or stopped) says whether it runs; it is not started on a node by hand.' },
+  ACP_ERR_HA_NOT_MANAGER: { kind: 'node-unreachable', summary: 'This node runs no HA manager now (it is not the primary, or took over moments ago); ask acp://<cluster>/@primary/ha.' },
   ACP_ERR_NETWORK_TOOL_MISSING: { kind: 'failed', summary: 'A program the Network service runs (ip or bridge from iproute2, vppctl) is not installed on this node; the message names the command.' },
   ACP_ERR_NETWORK_COMMAND: { kind: 'failed', summary: 'An iproute2 command was refused, failed or timed out; the message names the command and what it printed.' },
   ACP_ERR_NETWORK_BAD_OUTPUT: { kind: 'failed', summary: 'An iproute2 command printed output that is not the JSON expected; the message names the command.' },

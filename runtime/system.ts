@@ -72,6 +72,11 @@ export class ActorSystem {
     this.primaryResolver = resolver;
   }
 
+  /** The node holding the primary lease now, as this node's monitor sees it (undefined: none). */
+  primary(): string | undefined {
+    return this.primaryResolver();
+  }
+
   onEvent(listener: (event: SystemEvent) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);

@@ -11,6 +11,7 @@ import { hypervisorAuthority, service as hypervisorService } from '../actors/hyp
 import { agentAuthority, service as agentService } from '../actors/agent/index.js';
 import { service as vmmService, vmmAuthority } from '../actors/vmm/index.js';
 import { service as monitorService } from '../actors/monitor/index.js';
+import { service as haService } from '../actors/ha/index.js';
 import { networkAuthority, service as networkService } from '../actors/network/index.js';
 import { storageAuthority, service as storageService } from '../actors/storage/index.js';
 import { service as webapiService } from '../webapi/service.js';
@@ -28,6 +29,7 @@ const tables: Record<string, { table: AuthorityTable; schema: ZodType; path: str
   hypervisor: { table: hypervisorAuthority, schema: hypervisorService.schema, path: 'hypervisor' },
   vmm: { table: vmmAuthority, schema: vmmService.schema, path: 'hypervisor/vmm/web1' },
   monitor: { table: monitorService.authority, schema: monitorService.schema, path: 'monitor' },
+  ha: { table: haService.authority, schema: haService.schema, path: 'ha' },
   network: { table: networkAuthority, schema: networkService.schema, path: 'network' },
   storage: { table: storageAuthority, schema: storageService.schema, path: 'storage' },
   webapi: { table: webapiService.authority, schema: webapiService.schema, path: 'webapi' },

@@ -7,7 +7,7 @@ import type { NodeMeta, ServiceMeta } from '../actors/model.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { CLI, eventually, makeHome, runCli, type CliResult } from './helpers/node.js';
 
-const SERVICES = ['framework', 'cdb', 'agent', 'api', 'network', 'storage', 'hypervisor', 'monitor', 'webapi'];
+const SERVICES = ['framework', 'cdb', 'agent', 'api', 'network', 'storage', 'hypervisor', 'monitor', 'ha', 'webapi'];
 
 /** A home with a detached daemon on it (stopped by makeHome's teardown). */
 async function up(t: ExecutionContext, config: Record<string, unknown> = {}, ...flags: string[]): Promise<string> {

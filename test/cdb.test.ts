@@ -486,9 +486,9 @@ test('cdb.statsHistory bounds the history: 20 puts keep the last 5, oldest first
 /** Fills the meta/stats table (cdb.maxMemoryKeys 100) to 99 keys once the Framework's 10 are in. */
 async function fillMemory(t: ExecutionContext, connection: AcpClient): Promise<void> {
   const memoryKeys = async () => (await connection.ask<ServiceInfo & { memoryKeys: number }>('cdb', { type: 'service.info' })).memoryKeys;
-  // The Framework's meta: the node and its 9 services.
-  await eventually(async () => ((await memoryKeys()) === 10 ? true : undefined), WAIT_MS, "the Framework's 10 meta keys");
-  const ops = Array.from({ length: 89 }, (_, i) => ({ op: 'put', key: `stats/system/s${i}@n1`, value: { i } }));
+  // The Framework's meta: the node and its 10 services.
+  await eventually(async () => ((await memoryKeys()) === 11 ? true : undefined), WAIT_MS, "the Framework's 11 meta keys");
+  const ops = Array.from({ length: 88 }, (_, i) => ({ op: 'put', key: `stats/system/s${i}@n1`, value: { i } }));
   await connection.ask('cdb', { type: 'cdb.batch', ops }, { timeoutMs: WAIT_MS });
   t.is(await memoryKeys(), 99);
 }

@@ -8,7 +8,7 @@ import type { NodeStatus } from '../runtime/services.js';
 import { CLI, client, eventually, makeHome, runCli, type CliResult, isAlive } from './helpers/node.js';
 
 /** The services `acp status` lists, in boot order after the Framework. */
-const SERVICES = ['framework', 'cdb', 'agent', 'api', 'network', 'storage', 'hypervisor', 'monitor', 'webapi'] as const;
+const SERVICES = ['framework', 'cdb', 'agent', 'api', 'network', 'storage', 'hypervisor', 'monitor', 'ha', 'webapi'] as const;
 
 
 function parseJson<T>(t: ExecutionContext, result: CliResult, what: string): T {

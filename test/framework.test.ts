@@ -10,7 +10,7 @@ import type { NodeStatus, ServiceStatus } from '../runtime/services.js';
 import type { SystemEvent } from '../runtime/system.js';
 import { allRunning, client, eventually, makeHome, startDaemon, type HomeOptions } from './helpers/node.js';
 
-const BOOT_ORDER = ['cdb', 'agent', 'api', 'network', 'storage', 'hypervisor', 'monitor', 'webapi'] as const;
+const BOOT_ORDER = ['cdb', 'agent', 'api', 'network', 'storage', 'hypervisor', 'monitor', 'ha', 'webapi'] as const;
 const path = (name: string) => `acp://lab/n1/${name}`;
 
 /** A service's restart intensity that a test can exhaust, and a failed-service retry that never comes within a test. */

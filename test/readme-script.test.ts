@@ -41,6 +41,6 @@ test("README's script runs against a live node and prints the pong's incarnation
   const [incarnation, services] = output.trim().split(' ', 2);
   t.is(Number(incarnation), daemon.system.identity.incarnation);
   const states = output.trim().split(' ').slice(1);
-  t.is(states.length, 9, services);
+  t.is(states.length, 10, services);
   for (const state of states) t.regex(state, /^[a-z]+:running$/);
 });

@@ -144,7 +144,7 @@ export class GuestRecovery {
         this.h.systems.set(action.id, entry);
         this.h.move(action.id, entry, action.state, { reason: action.reason, pid: null, vmmPid: null });
         this.h.ctx.log.warn({ system: action.id, state: action.state, reason: action.reason }, 'a guest did not outlive the daemon');
-        if (action.state === 'crashed' && spec.restart !== 'never' && !spec.autostart) this.h.scheduleRestart(action.id, entry, action.reason);
+        if (action.state === 'crashed' && spec.restart !== 'never' && !spec.autostart && !spec.ha) this.h.scheduleRestart(action.id, entry, action.reason);
         return;
       }
     }

@@ -34,6 +34,15 @@ const id = nameSchema;
 export const hypervisorSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
   z.strictObject({ type: z.literal('system.start'), id }),
+  /** The HA service's start of an HA system here, on an order of its HA manager (any node: the manager places it). */
+  z.strictObject({ type: z.literal('system.ha-start'), id, term: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }),
+  /**
+   * The HA service fed its fence guard: until `until` (this process's performance.now()) this node
+   * may run HA guests. Past it, every HA guest here is stopped before anything else is answered, as
+   * the guard kills a QEMU guest: a daemon that was frozen never reports an HA guest running once
+   * its lease and fence timeout are over (a simulated guest has no process for the guard to kill).
+   */
+  z.strictObject({ type: z.literal('system.ha-fence'), until: z.number().finite() }),
   z.strictObject({ type: z.literal('system.stop'), id, force: z.boolean().optional(), timeoutMs: z.number().int().min(0).max(600_000).optional() }),
   z.strictObject({ type: z.literal('system.pause'), id }),
   z.strictObject({ type: z.literal('system.resume'), id }),
@@ -172,9 +181,17 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
   };
 
-  const readSpec = async (systemId: string): Promise<SystemObject> => {
+  /** The system's object; an HA system starts only on its HA manager's order (`ha`), wherever the manager placed it. */
+  const readSpec = async (systemId: string, ha = false): Promise<SystemObject> => {
     const reply = await cdb.ask<Message & { record: { value: unknown } }>({ type: 'cdb.get', key: objectKey('system', systemId) });
     const spec = systemObjectSchema.parse(reply.record.value);
+    if (ha) {
+      if (!spec.ha) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${systemId}' is not an HA system; the HA service starts only HA systems`);
+      return spec;
+    }
+    if (spec.ha) {
+      throw new AcpError('ACP_ERR_SYSTEM_HA_MANAGED', `system '${systemId}' is HA: the HA manager places and starts it (acp ha status shows where it runs); its object's haState says whether it runs`);
+    }
     if (spec.node !== undefined && spec.node !== node) {
       throw new AcpError('ACP_ERR_SYSTEM_WRONG_NODE', `system '${systemId}' is placed on node '${spec.node}', not '${node}'; start it there (acp://${ctx.node.cluster}/${spec.node}/hypervisor)`);
     }
@@ -280,6 +297,19 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
 
   const entryFor = (systemId: string): Running | undefined => systems.get(systemId);
 
+  /** Until when this node may run HA guests (see system.ha-fence); -Infinity: the HA service never fed its guard. */
+  let haFenceUntil = -Infinity;
+  let haFenceSet = false;
+  const fenceHaGuests = () => {
+    if (!haFenceSet || performance.now() < haFenceUntil) return;
+    for (const [systemId, entry] of systems) {
+      if (!entry.spec.ha || entry.arriving || !['starting', 'running', 'paused'].includes(entry.state)) continue;
+      const why = 'fenced: its HA lease and fence timeout are over';
+      ctx.log.warn({ system: systemId, reason: why }, 'stopping an HA guest: this node no longer holds its HA lease');
+      void stop(systemId, true, 0, why).catch((error: unknown) => ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'fencing an HA guest failed'));
+    }
+  };
+
   /** A new VMM takes over the QEMU this system left running (an earlier VMM's or daemon's). */
   const adoptGuest = async (systemId: string, entry: Running): Promise<{ pid: number | null; vmmPid: number; accelerator: string; status: 'running' | 'paused' }> => {
     // Its disks, so the new VMM reads their counters and changes them live; without them it still adopts.
@@ -331,8 +361,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
   });
 
-  const start = async (systemId: string, why?: string): Promise<Message> => {
-    const spec = await nics.withMacs(systemId, await readSpec(systemId));
+  const start = async (systemId: string, why?: string, ha = false): Promise<Message> => {
+    const spec = await nics.withMacs(systemId, await readSpec(systemId, ha));
     // A disk this node cannot give (its volume missing, its pool not here) refuses the start, before anything changes.
     const storage = await disks.resolve(systemId, spec);
     // A NIC this node cannot give (its network not carried here) refuses the start, before anything changes.
@@ -418,6 +448,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
     if (crashed) move(systemId, entry, 'crashed', { reason, pid: null, vmmPid: null });
     else move(systemId, entry, 'stopped', { reason, pid: null, vmmPid: null });
     const policy = entry.spec.restart;
+    // An HA system is restarted by the HA service (up to its maxRestart), then relocated by its manager.
+    if (entry.spec.ha) return;
     if (policy === 'never' || (policy === 'on-crash' && !crashed)) return;
     scheduleRestart(systemId, entry, reason);
   };
@@ -586,7 +618,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
   };
 
   /** This hypervisor itself, or one of its VMMs (their reports). */
-  const view = (systemId: string, entry: Running) => ({ id: systemId, driver: entry.spec.driver, ...entry.meta });
+  const view = (systemId: string, entry: Running) => ({ id: systemId, driver: entry.spec.driver, ha: entry.spec.ha, arriving: entry.arriving === true, ...entry.meta });
 
   /** Node and guest stats, collected in the worker pool, written as stats/ every `statsMs`. */
   let samples: Record<string, CpuSample> = {};
@@ -651,6 +683,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
       clock.handled += 1;
       const fed = feed.handle(message);
       if (fed !== false) return fed === true ? undefined : fed;
+      fenceHaGuests();
       const parsed = hypervisorSchema.parse(message);
       switch (parsed.type) {
         case 'service.info':
@@ -658,6 +691,13 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
         // Starting and stopping wait on a guest: answered later, so they never hold this mailbox.
         case 'system.start':
           return replyLater(start(parsed.id));
+        case 'system.ha-fence':
+          haFenceSet = true;
+          haFenceUntil = parsed.until;
+          return undefined;
+        case 'system.ha-start':
+          if (!haFenceSet || performance.now() >= haFenceUntil) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `cannot start HA system '${parsed.id}' on ${node}: this node holds no HA lease now`);
+          return replyLater(start(parsed.id, `ordered by the HA manager (term ${parsed.term})`, true));
         case 'system.stop':
           return replyLater(stop(parsed.id, parsed.force ?? false, parsed.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS));
         case 'system.pause':
@@ -793,6 +833,8 @@ export const hypervisorAuthority: AuthorityTable = {
   'system.console.input': 'operate',
   'system.display': 'operate',
   'system.start': 'operate',
+  'system.ha-start': { internal: [{ service: 'ha', nodes: 'self' }] },
+  'system.ha-fence': { internal: [{ service: 'ha', nodes: 'self' }] },
   'system.stop': 'operate',
   'system.pause': 'operate',
   'system.resume': 'operate',

@@ -34,7 +34,8 @@ export function recoveryPlan(input: RecoveryInput): RecoveryAction[] {
     const spec = input.objects.get(id);
     if (!spec) actions.push({ id, action: 'orphan', why: `its object object/system/${id} no longer exists` });
     else if (spec.driver !== 'qemu') actions.push({ id, action: 'orphan', why: `system '${id}' is a ${spec.driver} system now` });
-    else if (spec.node !== undefined && spec.node !== input.node) actions.push({ id, action: 'orphan', why: `system '${id}' is placed on node '${spec.node}' now` });
+    // An HA guest runs wherever its manager placed it: adopted, and the HA service stops it unless a grant orders it here.
+    else if (spec.node !== undefined && spec.node !== input.node && !spec.ha) actions.push({ id, action: 'orphan', why: `system '${id}' is placed on node '${spec.node}' now` });
     else actions.push({ id, action: 'adopt' });
   }
   for (const [id, meta] of [...input.metas].sort(([a], [b]) => a.localeCompare(b))) {
