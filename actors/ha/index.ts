@@ -11,77 +11,27 @@
  */
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { FenceGuard } from '../../adapters/fence-guard.js';
 import type { Actor, ActorContext, ServiceDefinition } from '../../runtime/actor.js';
-import type { AuthorityTable } from '../../runtime/authority.js';
 import { realClock, type Clock } from '../../runtime/clock.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
-import { nameSchema, parsePath } from '../../runtime/path.js';
+import { parsePath } from '../../runtime/path.js';
 import type { Principal } from '../../runtime/principal.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { CdbFeed } from '../cdb-feed.js';
-import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import type { MonitorStatus } from '../monitor/index.js';
+import { ServiceClock } from '../kit.js';
 import type { SystemObject } from '../model.js';
-import { capacityOf, guardedPids, guestsOf, haSpecOf, HA_OBJECT_KEY, hypervisorViewSchema, nodeSpecs, parseHaSystem, persistedOf, type HypervisorView } from './inputs.js';
+import { capacityOf, viewOfMonitor, type MonitorView, guardedPids, guestsOf, haSpecOf, HA_OBJECT_KEY, hypervisorViewSchema, nodeSpecs, parseHaSystem, persistedOf, type HypervisorView } from './inputs.js';
 import { initialLocal, localStep, type LocalEffect, type LocalEnv, type LocalState } from './local.js';
 import { managerStep, takeOver, type ManagerEffect, type ManagerEnv, type ManagerState } from './manager.js';
-import { defaultHaConfig, haMessageSchema, HA_MESSAGE_TYPES, type HaMessage } from './protocol.js';
+import { defaultHaConfig, type HaMessage } from './protocol.js';
+import { haAuthority, haSchema } from './schema.js';
 import { haView, type HaView } from './view.js';
 
-const term = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const ORDERED_STOP_MS = 30_000;
 const ASK_MS = 2000;
-
-export const haSchema = z.discriminatedUnion('type', [
-  serviceInfoSchema,
-  /** What this node's HA service knows: its local manager, and the HA manager's view when it is the primary. */
-  z.strictObject({ type: z.literal('ha.show') }),
-  z.strictObject({ type: z.literal('ha.tick') }),
-  z.strictObject({ type: z.literal('ha.monitor'), status: z.unknown() }),
-  z.strictObject({ type: z.literal('ha.guests'), epoch: z.number().int(), systems: z.array(z.unknown()) }),
-  z.strictObject({ type: z.literal('ha.done'), system: nameSchema, op: z.enum(['start', 'stop', 'migrate']), ok: z.boolean(), view: z.unknown().optional(), error: z.string().max(2000).optional() }),
-  z.strictObject({ type: z.literal('ha.loaded'), term, persisted: z.unknown() }),
-  z.strictObject({ type: z.literal('ha.persisted'), term, ok: z.boolean(), error: z.string().max(2000).optional() }),
-  ...haMessageSchema.options,
-]);
-export type HaServiceMessage = z.infer<typeof haSchema>;
-
-const thisHa = { internal: [{ service: 'ha', nodes: 'self' }] } as const;
-/** Reports and grants: from the HA service of any node of the cluster (the primary reports to itself too). */
-const clusterHa = { internal: [{ service: 'ha', nodes: 'any' }] } as const;
-
-export const haAuthority: AuthorityTable = {
-  'service.info': 'read',
-  'ha.show': 'read',
-  'ha.tick': thisHa,
-  'ha.monitor': thisHa,
-  'ha.guests': thisHa,
-  'ha.done': thisHa,
-  'ha.loaded': thisHa,
-  'ha.persisted': thisHa,
-  ...Object.fromEntries(HA_MESSAGE_TYPES.map((type) => [type, clusterHa])),
-};
-
-interface MonitorView {
-  term: number;
-  role: string;
-  primary: string | null;
-  members: string[];
-}
-
-function viewOfMonitor(value: unknown): MonitorView | undefined {
-  const status = value as Partial<MonitorStatus> | null;
-  if (!status || typeof status.term !== 'number' || typeof status.role !== 'string' || !Array.isArray(status.members)) return undefined;
-  return {
-    term: status.term,
-    role: status.role,
-    primary: typeof status.primary === 'string' ? status.primary : null,
-    members: status.members.filter((member) => !member.witness).map((member) => member.name).sort(),
-  };
-}
 
 export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
   // Monotonic, and the same clock as the hypervisor's (system.ha-fence deadlines are in it).

@@ -9,6 +9,7 @@ import { haObjectSchema, systemObjectSchema, type SystemObject } from '../model.
 import type { GuestState } from './local.js';
 import type { HaNodeSpec, HaSystemSpec } from './protocol.js';
 import type { PersistedHa } from './state.js';
+import type { MonitorStatus } from '../monitor/index.js';
 
 export const HA_OBJECT_KEY = 'object/ha/manager';
 
@@ -92,4 +93,23 @@ export function guestsOf(views: ReadonlyMap<string, HypervisorView>, pending: Re
 /** The QEMU pids of the HA guests here: what the fence guard kills when not fed (a simulated guest has none). */
 export function guardedPids(views: ReadonlyMap<string, HypervisorView>): number[] {
   return [...views.values()].filter((view) => view.ha === true && view.driver !== 'sim' && view.pid !== null && view.state !== 'stopped' && view.state !== 'crashed').map((view) => view.pid!);
+}
+
+/** What the HA service needs of its monitor's status: the term, its role, the primary and the voting members. */
+export interface MonitorView {
+  term: number;
+  role: string;
+  primary: string | null;
+  members: string[];
+}
+
+export function viewOfMonitor(value: unknown): MonitorView | undefined {
+  const status = value as Partial<MonitorStatus> | null;
+  if (!status || typeof status.term !== 'number' || typeof status.role !== 'string' || !Array.isArray(status.members)) return undefined;
+  return {
+    term: status.term,
+    role: status.role,
+    primary: typeof status.primary === 'string' ? status.primary : null,
+    members: status.members.filter((member) => !member.witness).map((member) => member.name).sort(),
+  };
 }
