@@ -7,7 +7,7 @@ import test from 'ava';
 import type { HaView } from '../actors/ha/view.js';
 import { guardedPids, guestsOf, haSpecOf, nodeSpecs, type HypervisorView } from '../actors/ha/inputs.js';
 import { systemObjectSchema } from '../actors/model.js';
-import { parsePrefer, systemSpec } from '../cli/system.js';
+import { parsePrefer, systemSpec } from '../cli/system-spec.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { allRunning, client, eventually, makeHome, runCli, startDaemon } from './helpers/node.js';
