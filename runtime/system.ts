@@ -108,7 +108,25 @@ export class ActorSystem {
     const timeoutMs = options.timeoutMs ?? DEFAULT_ASK_TIMEOUT_MS;
     return new Promise<Message>((resolve, reject) => {
       let settled = false;
-      const timer = setTimeout(() => {
+      let timer: NodeJS.Timeout | undefined;
+      const reply: Replier = {
+        resolve: (value) => {
+          if (settled) return;
+          settled = true;
+          if (timer) clearTimeout(timer);
+          resolve(value);
+        },
+        reject: (error) => {
+          if (settled) return;
+          settled = true;
+          if (timer) clearTimeout(timer);
+          reject(error);
+        },
+      };
+      this.send(path, { message, sender: options.sender ?? this.daemonPrincipal(), external: options.external ?? false, reply }, timeoutMs);
+      // Answered already (a read outside the mailbox, a refusal, a dead letter): no timer to arm.
+      if (settled) return;
+      timer = setTimeout(() => {
         if (settled) return;
         settled = true;
         reject(
@@ -119,21 +137,6 @@ export class ActorSystem {
         );
       }, timeoutMs);
       timer.unref?.();
-      const reply: Replier = {
-        resolve: (value) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          resolve(value);
-        },
-        reject: (error) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          reject(error);
-        },
-      };
-      this.send(path, { message, sender: options.sender ?? this.daemonPrincipal(), external: options.external ?? false, reply }, timeoutMs);
     });
   }
 
