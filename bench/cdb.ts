@@ -52,42 +52,43 @@ export async function cdbBenchmarks(): Promise<Comparison[]> {
   try {
     // Durable puts, one at a time: each waits for its own flush.
     results.push(
-      await alternate('cdb durable puts, sequential', 'raw lmdb durable writes, sequential', 5,
-        () => timed(100, async () => { for (let i = 0; i < 100; i += 1) await raw.write([record(`single-${id++}`)]); }),
-        () => timed(100, async () => { for (let i = 0; i < 100; i += 1) await ask(put(`single-${id++}`)); })),
+      await alternate('cdb durable puts, sequential', 'raw lmdb durable writes, sequential', 11,
+        () => timed(50, async () => { for (let i = 0; i < 50; i += 1) await raw.write([record(`single-${id++}`)]); }),
+        () => timed(50, async () => { for (let i = 0; i < 50; i += 1) await ask(put(`single-${id++}`)); })),
     );
 
     // Batched: 100 writes per transaction (cdb.batch vs. one store transaction).
     results.push(
-      await alternate('cdb durable puts, batched 100 per transaction', 'raw lmdb, same batches', 5,
-        () => timed(1000, async () => { for (let k = 0; k < 10; k += 1) await raw.write(Array.from({ length: 100 }, () => record(`batch-${id++}`))); }),
-        () => timed(1000, async () => { for (let k = 0; k < 10; k += 1) await ask({ type: 'cdb.batch', ops: Array.from({ length: 100 }, () => putOp(`batch-${id++}`)) }); })),
+      await alternate('cdb durable puts, batched 100 per transaction', 'raw lmdb, same batches', 11,
+        () => timed(500, async () => { for (let k = 0; k < 5; k += 1) await raw.write(Array.from({ length: 100 }, () => record(`batch-${id++}`))); }),
+        () => timed(500, async () => { for (let k = 0; k < 5; k += 1) await ask({ type: 'cdb.batch', ops: Array.from({ length: 100 }, () => putOp(`batch-${id++}`)) }); })),
     );
 
     // 64 at once on both sides: the CDB does not hold its mailbox on a flush, and lmdb gathers
     // concurrent writes into shared transactions.
     results.push(
-      await alternate('cdb durable puts, 64 concurrent askers', 'raw lmdb durable writes, 64 concurrent writers', 5,
-        () => timed(1000, () => concurrently(64, upTo(1000), () => raw.write([record(`conc-${id++}`)]))),
-        () => timed(1000, () => concurrently(64, upTo(1000), () => ask(put(`conc-${id++}`))))),
+      await alternate('cdb durable puts, 64 concurrent askers', 'raw lmdb durable writes, 64 concurrent writers', 11,
+        () => timed(500, () => concurrently(64, upTo(500), () => raw.write([record(`conc-${id++}`)]))),
+        () => timed(500, () => concurrently(64, upTo(500), () => ask(put(`conc-${id++}`))))),
     );
 
     // Gets, one at a time on both sides, of the same 1,000 keys.
     await raw.write(Array.from({ length: 1000 }, (_, i) => record(`get-${i}`)));
     for (let k = 0; k < 10; k += 1) await ask({ type: 'cdb.batch', ops: Array.from({ length: 100 }, (_, i) => putOp(`get-${k * 100 + i}`)) });
-    const gets = 20_000;
+    // Short rounds, many of them: load from elsewhere on a shared machine comes in bursts.
+    const gets = 4000;
     const rawGets = () => timed(gets, () => { for (let i = 0; i < gets; i += 1) raw.get(`object/network/get-${i % 1000}`); });
     const cdbGets = () => timed(gets, async () => { for (let i = 0; i < gets; i += 1) await ask({ type: 'cdb.get', key: `object/network/get-${i % 1000}` }); });
     await rawGets();
     await cdbGets();
-    results.push(await alternate('cdb gets, sequential local asks', 'raw lmdb gets, sequential', 7, rawGets, cdbGets));
+    results.push(await alternate('cdb gets, sequential local asks', 'raw lmdb gets, sequential', 31, rawGets, cdbGets));
 
     // The same gets while 64 other askers keep putting through the CDB, on both sides: the reads
     // do not queue behind the writes in the CDB's mailbox.
     const writer = system.ref(cdbPath, actorPrincipal('acp://bench/n1/writer'));
     let writing = true;
     const load = concurrently(64, () => writing, () => writer.ask(put(`load-${id++}`), { timeoutMs: 60_000 }));
-    results.push(await alternate('cdb gets, sequential local asks, while 64 other askers put', 'raw lmdb gets under the same put load', 5, rawGets, cdbGets));
+    results.push(await alternate('cdb gets, sequential local asks, while 64 other askers put', 'raw lmdb gets under the same put load', 15, rawGets, cdbGets));
     writing = false;
     await load;
 
@@ -102,7 +103,7 @@ export async function cdbBenchmarks(): Promise<Comparison[]> {
     }
     const batch = (prefix: string) => ({ type: 'cdb.batch', ops: Array.from({ length: 50 }, () => putOp(`${prefix}-${id++}`)) });
     results.push(
-      await alternate(`watch fan-out: 50-put batch until ${subscribers} watchers have every event`, 'the same batch unwatched, until acknowledged', 7,
+      await alternate(`watch fan-out: 50-put batch until ${subscribers} watchers have every event`, 'the same batch unwatched, until acknowledged', 15,
         () => timed(50, async () => { await ask(batch('quiet')); }),
         () => timed(50, async () => {
           const target = delivered + 50 * subscribers;
