@@ -427,6 +427,9 @@ export interface ParsedKey {
 
 const MAX_KEY_LENGTH = 512;
 
+const KIND_SET: ReadonlySet<string> = new Set(KINDS);
+const OBJECT_TYPE_SET: ReadonlySet<string> = new Set(OBJECT_TYPES);
+
 function badKey(key: string, why: string): AcpError {
   return new AcpError('ACP_ERR_CDB_BAD_KEY', `bad key ${JSON.stringify(key)}: ${why}`);
 }
@@ -435,14 +438,20 @@ function badKey(key: string, why: string): AcpError {
 export function parseKey(key: string): ParsedKey {
   if (typeof key !== 'string' || key.length === 0) throw badKey(String(key), 'empty');
   if (key.length > MAX_KEY_LENGTH) throw badKey(key.slice(0, 40) + '…', `longer than ${MAX_KEY_LENGTH} characters`);
-  const [kind, ...rest] = key.split('/');
-  if (!(KINDS as readonly string[]).includes(kind!)) throw badKey(key, `must start with object/, meta/ or stats/`);
-  const typeParts = rest[0] === 'storage' || rest[0] === 'service' ? 2 : 1;
-  const type = rest.slice(0, typeParts).join('/');
-  if (!(OBJECT_TYPES as readonly string[]).includes(type)) {
+  // Cut with indexOf, not split: this runs for every CDB read and write.
+  const kindEnd = key.indexOf('/');
+  const kind = kindEnd < 0 ? key : key.slice(0, kindEnd);
+  if (!KIND_SET.has(kind)) throw badKey(key, `must start with object/, meta/ or stats/`);
+  const rest = kindEnd < 0 ? '' : key.slice(kindEnd + 1);
+  const firstEnd = rest.indexOf('/');
+  const first = firstEnd < 0 ? rest : rest.slice(0, firstEnd);
+  // storage/<kind> and service/<kind> types have two parts.
+  const typeEnd = (first === 'storage' || first === 'service') && firstEnd >= 0 ? rest.indexOf('/', firstEnd + 1) : firstEnd;
+  const type = typeEnd < 0 ? rest : rest.slice(0, typeEnd);
+  if (!OBJECT_TYPE_SET.has(type)) {
     throw badKey(key, `unknown type '${type}'; types are ${OBJECT_TYPES.join(', ')}`);
   }
-  const idPart = rest.slice(typeParts).join('/');
+  const idPart = typeEnd < 0 ? '' : rest.slice(typeEnd + 1);
   if (idPart.length === 0) throw badKey(key, 'the id is missing');
   let id = idPart;
   let node: string | undefined;

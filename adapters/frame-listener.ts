@@ -55,6 +55,13 @@ export function attachFrames(socket: Duplex, id: string, options: FrameSocketOpt
   }
   const maxPending = options.maxPendingWriteBytes ?? 64 * 1024 * 1024;
   let open = true;
+  // Frames sent in one turn of the event loop leave in one write (one TLS record batch, one
+  // syscall): the socket is corked at the turn's first frame and uncorked once the turn is over.
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket.uncork();
+  };
   const connection: FrameConnection = {
     id,
     send: (envelope) => {
@@ -63,6 +70,11 @@ export function attachFrames(socket: Duplex, id: string, options: FrameSocketOpt
         log.warn({ conn: id, pending: socket.writableLength }, 'closing a connection that does not read what it is sent');
         socket.destroy();
         return;
+      }
+      if (!corked) {
+        corked = true;
+        socket.cork();
+        setImmediate(uncork);
       }
       socket.write(encodeOrRefusal(envelope, id, log));
     },

@@ -99,6 +99,8 @@ export class TlsFrameListener {
 
   private onSocket(socket: TLSSocket): void {
     this.sockets.add(socket);
+    // Frames are already gathered per event-loop turn (attachFrames): Nagle would only add delay.
+    socket.setNoDelay(true);
     socket.on('close', () => this.sockets.delete(socket));
     const certificate = socket.getPeerCertificate();
     const hasCertificate = certificate !== null && Object.keys(certificate).length > 0;
@@ -194,6 +196,7 @@ export function dialTls(options: DialOptions, accept: (connection: FrameConnecti
         return;
       }
       socket.removeAllListeners('error');
+      socket.setNoDelay(true);
       const connection = attachFrames(socket, `d-${options.host}:${options.port}`, options, accept);
       if (!connection) {
         reject(new AcpError('ACP_ERR_INTERNAL', 'the connection handler failed'));

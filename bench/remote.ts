@@ -38,22 +38,33 @@ export async function remoteBenchmarks(): Promise<string[]> {
     await client.close();
     await joinCluster(homeB, `127.0.0.1:${agentA}`, token, { node: 'n2', agent: `127.0.0.1:${agentB}` });
     children.push(await startNode(homeB, rawB));
-    const results = await new Promise<Record<string, number & { p50: number; p99: number }>>((resolve, reject) => {
-      children[0]!.once('message', (message: { results?: Record<string, number & { p50: number; p99: number }>; error?: string }) => {
+    type Latency = { p50: number; p99: number };
+    const results = await new Promise<{ series: Record<string, number[]>; latency: Latency; rawLatency: Latency; localLatency: Latency; rate: number }>((resolve, reject) => {
+      children[0]!.once('message', (message: { results?: { series: Record<string, number[]>; latency: Latency; rawLatency: Latency; localLatency: Latency; rate: number }; error?: string }) => {
         if (message.results) resolve(message.results);
         else reject(new Error(message.error));
       });
       children[0]!.send({ cmd: 'measure', peer: 'n2', peerRawPort: rawB });
     });
-    const r = (key: string) => Math.round(results[key] as number);
-    const ratio = (a: string, b: string) => ((results[a] as number) / (results[b] as number)).toFixed(2);
-    const latency = results.latency as unknown as { p50: number; p99: number };
-    const raw = results.rawLatency as unknown as { p50: number; p99: number };
-    const local = results.localLatency as unknown as { p50: number; p99: number };
+    const { series } = results;
+    const median = (values: readonly number[]) => {
+      const sorted = [...values].sort((a, b) => a - b);
+      const middle = Math.floor(sorted.length / 2);
+      return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+    };
+    const r = (key: string) => `${Math.round(median(series[key]!))}/s`;
+    /** The median of the per-round ratios, with their spread. */
+    const ratio = (a: string, b: string) => {
+      const ratios = series[a]!.map((value, round) => value / series[b]![round]!);
+      return `${median(ratios).toFixed(2)}× (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`;
+    };
+    const rounds = series.tellsPerSecond!.length;
+    const { latency, rawLatency: raw, localLatency: local } = results;
     return [
-      `remote tells (100-byte bodies): ${r('tellsPerSecond')}/s — ${ratio('tellsPerSecond', 'rawTellsPerSecond')}× of raw TLS frames (${r('rawTellsPerSecond')}/s)`,
-      `remote asks, 1 asker: ${r('asks1')}/s — ${ratio('asks1', 'rawAsks1')}× of raw TLS round trips (${r('rawAsks1')}/s), ${ratio('asks1', 'localAsks1')}× of a local ask (${r('localAsks1')}/s)`,
-      `remote asks, 64 askers: ${r('asks64')}/s — ${ratio('asks64', 'rawAsks64')}× of raw TLS (${r('rawAsks64')}/s), ${ratio('asks64', 'localAsks64')}× of a local ask (${r('localAsks64')}/s)`,
+      `remote: ${rounds} alternating rounds; medians, and the median per-round ratio (min–max). Both sides write frames the same way: no Nagle, one write per event-loop turn`,
+      `remote tells (100-byte bodies): ${r('tellsPerSecond')} — ${ratio('tellsPerSecond', 'rawTellsPerSecond')} of raw TLS frames (${r('rawTellsPerSecond')})`,
+      `remote asks, 1 asker: ${r('asks1')} — ${ratio('asks1', 'rawAsks1')} of raw TLS round trips (${r('rawAsks1')}), ${ratio('asks1', 'localAsks1')} of a local ask (${r('localAsks1')})`,
+      `remote asks, 64 askers: ${r('asks64')} — ${ratio('asks64', 'rawAsks64')} of raw TLS (${r('rawAsks64')}), ${ratio('asks64', 'localAsks64')} of a local ask (${r('localAsks64')})`,
       `remote ask latency at ${results.rate}/s: p50 ${latency.p50} ms, p99 ${latency.p99} ms — raw TLS p50 ${raw.p50} / p99 ${raw.p99} ms, local p50 ${local.p50} / p99 ${local.p99} ms`,
     ];
   } finally {

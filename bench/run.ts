@@ -64,6 +64,10 @@ if (!only || only === 'hypervisor') {
   const { hypervisorBenchmarks } = await import('./hypervisor.js');
   for (const line of await hypervisorBenchmarks()) process.stdout.write(`${line}\n`);
 }
+if (!only || only === 'stop') {
+  const { daemonStopBenchmarks } = await import('./daemon-stop.js');
+  for (const line of await daemonStopBenchmarks()) process.stdout.write(`${line}\n`);
+}
 if (!only || only === 'sync') {
   const { syncBenchmarks } = await import('./sync.js');
   // `npm run bench -- sync 3` measures one cluster size.

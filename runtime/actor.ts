@@ -78,6 +78,14 @@ export interface Actor {
    * ran): let go at once of what outlives the process otherwise, such as a child process.
    */
   killed?(): void;
+  /**
+   * Answers a message of a type the actor was spawned with in `reads` (SpawnOptions), at once and
+   * outside the mailbox: a pure, synchronous read of state that every `receive` leaves consistent.
+   * The runtime calls it only while the actor runs and only when nothing from the same sender is
+   * still queued or being handled, so a sender's read comes after its own earlier messages. A thrown
+   * AcpError refuses the read; anything else sends the message through the mailbox instead.
+   */
+  read?(message: Message, sender: Principal): Message;
 }
 
 export type ActorFactory = (ctx: ActorContext) => Actor;
@@ -94,5 +102,7 @@ export interface ServiceDefinition<Deps = undefined> {
   readonly authority: AuthorityTable;
   /** Isolation modes this service supports; the first is its default. */
   readonly isolations: readonly Isolation[];
+  /** Message types answered by the actor's `read`, outside its mailbox (inline isolation only). */
+  readonly reads?: ReadonlySet<string>;
   create(ctx: ActorContext, deps: Deps): Actor;
 }

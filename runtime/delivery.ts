@@ -63,6 +63,11 @@ export interface SpawnOptions {
   onCrash?: (error: AcpError) => void;
   /** The actor handles the universal messages itself (a proxy for a thread or process). */
   forwardsUniversal?: boolean;
+  /**
+   * Message types the actor answers with its `read`, outside the mailbox, when nothing from the same
+   * sender is queued ahead (see Actor.read).
+   */
+  reads?: ReadonlySet<string>;
   /** How long `started` may take (default 30 s). */
   startTimeoutMs?: number;
 }

@@ -5,7 +5,7 @@ import { AcpError, errorMessage, isRefusal } from './errors.js';
 import type { Logger } from './logger.js';
 import { ok, UNIVERSAL_TYPES, type Message } from './messages.js';
 import type { Cell } from './nact-cell.js';
-import { actorPrincipal, type Principal } from './principal.js';
+import { actorPrincipal, formatPrincipal, type Principal } from './principal.js';
 import type { ActorSystem } from './system.js';
 import { runUniversal } from './universal.js';
 import { describeIssues } from './validate.js';
@@ -21,6 +21,11 @@ export class LocalActor {
   cell!: Cell<MailItem>;
   private actor: Actor | undefined;
   private readonly inflight = new Set<Delivery>();
+  /**
+   * With `reads`: how many deliveries from each sender are queued or being handled. A read skips
+   * the mailbox only when its sender has none, so it never overtakes that sender's own messages.
+   */
+  private readonly queuedBySender: Map<string, number> | undefined;
   /** Death watches this actor holds; cancelled when it stops or crashes. */
   private readonly watches = new Set<() => void>();
   private readonly log: Logger;
@@ -41,6 +46,7 @@ export class LocalActor {
     this.generation = entry.generation;
     this.log = system.log.child({ path: entry.path });
     this.principal = actorPrincipal(entry.path);
+    if (options.reads) this.queuedBySender = new Map();
   }
 
   get alive(): boolean {
@@ -81,12 +87,46 @@ export class LocalActor {
   /** @internal Queues a delivery; false when the cell is gone. */
   deliver(delivery: Delivery): boolean {
     if (!this.alive) return false;
+    if (this.queuedBySender && this.answerRead(delivery)) return true;
     this.inflight.add(delivery);
+    this.countQueued(delivery, 1);
     if (!this.cell.dispatch(delivery)) {
       this.inflight.delete(delivery);
+      this.countQueued(delivery, -1);
       return false;
     }
     return true;
+  }
+
+  /**
+   * A read (a type in `reads`, asked of a running actor with `read`, from a sender with nothing
+   * queued here) is answered now, outside the mailbox. False: it goes through the mailbox.
+   */
+  private answerRead(delivery: Delivery): boolean {
+    const { message, reply } = delivery;
+    if (!reply || this.state !== 'running' || !this.actor?.read || !this.options.reads!.has(message.type)) return false;
+    const queued = this.queuedBySender!;
+    if (queued.size > 0 && queued.has(formatPrincipal(delivery.sender))) return false;
+    let answer: Message;
+    try {
+      answer = this.actor.read(message, delivery.sender);
+    } catch (caught) {
+      const error = caught instanceof ZodError ? new AcpError('ACP_ERR_SCHEMA_REJECTED', `message rejected by ${this.path}: ${describeIssues(caught.issues)}`) : caught;
+      if (!isRefusal(error)) return false;
+      reply.reject(error);
+      return true;
+    }
+    reply.resolve(answer);
+    return true;
+  }
+
+  private countQueued(delivery: Delivery, change: 1 | -1): void {
+    const counts = this.queuedBySender;
+    if (!counts) return;
+    const sender = formatPrincipal(delivery.sender);
+    const count = (counts.get(sender) ?? 0) + change;
+    if (count > 0) counts.set(sender, count);
+    else counts.delete(sender);
   }
 
   /**
@@ -139,6 +179,15 @@ export class LocalActor {
     }
     const delivery = item;
     this.inflight.delete(delivery);
+    if (!this.queuedBySender) return this.handleDelivery(delivery);
+    try {
+      await this.handleDelivery(delivery);
+    } finally {
+      this.countQueued(delivery, -1);
+    }
+  }
+
+  private async handleDelivery(delivery: Delivery): Promise<void> {
     if (this.state !== 'running') {
       this.system.deadLetter(this.entry.actorPath, delivery, 'actor-stopped', `${this.path} is stopping`);
       return;
@@ -239,6 +288,7 @@ export class LocalActor {
     this.watches.clear();
     const pending = [...this.inflight];
     this.inflight.clear();
+    this.queuedBySender?.clear();
     for (const delivery of pending) {
       if (delivery.reply) delivery.reply.reject(new AcpError(code, message));
       else this.system.deadLetter(this.entry.actorPath, delivery, 'actor-stopped', message);

@@ -34,6 +34,8 @@ export class ActorSystem {
   readonly faultsEnabled: boolean;
   private readonly cells: CellHost;
   private readonly entries = new Map<string, Entry>();
+  /** Parent path → the paths registered directly below it: stopping a subtree reads only that subtree. */
+  private readonly childKeys = new Map<string, Set<string>>();
   private readonly listeners = new Set<(event: SystemEvent) => void>();
   private readonly pool: TaskPool | undefined;
   private deadLetterCount = 0;
@@ -113,7 +115,25 @@ export class ActorSystem {
     const timeoutMs = options.timeoutMs ?? DEFAULT_ASK_TIMEOUT_MS;
     return new Promise<Message>((resolve, reject) => {
       let settled = false;
-      const timer = setTimeout(() => {
+      let timer: NodeJS.Timeout | undefined;
+      const reply: Replier = {
+        resolve: (value) => {
+          if (settled) return;
+          settled = true;
+          if (timer) clearTimeout(timer);
+          resolve(value);
+        },
+        reject: (error) => {
+          if (settled) return;
+          settled = true;
+          if (timer) clearTimeout(timer);
+          reject(error);
+        },
+      };
+      this.send(path, { message, sender: options.sender ?? this.daemonPrincipal(), external: options.external ?? false, reply }, timeoutMs);
+      // Answered already (a read outside the mailbox, a refusal, a dead letter): no timer to arm.
+      if (settled) return;
+      timer = setTimeout(() => {
         if (settled) return;
         settled = true;
         reject(
@@ -124,21 +144,6 @@ export class ActorSystem {
         );
       }, timeoutMs);
       timer.unref?.();
-      const reply: Replier = {
-        resolve: (value) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          resolve(value);
-        },
-        reject: (error) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          reject(error);
-        },
-      };
-      this.send(path, { message, sender: options.sender ?? this.daemonPrincipal(), external: options.external ?? false, reply }, timeoutMs);
     });
   }
 
@@ -210,6 +215,15 @@ export class ActorSystem {
     if (!entry) {
       entry = { path: key, actorPath: path, generation: 0, live: undefined, schema: undefined, authority: undefined, watchers: new Set() };
       this.entries.set(key, entry);
+      if (parentKey) {
+        const parent = formatPath(parentKey);
+        let siblings = this.childKeys.get(parent);
+        if (!siblings) {
+          siblings = new Set();
+          this.childKeys.set(parent, siblings);
+        }
+        siblings.add(key);
+      }
     }
     entry.generation += 1;
     entry.schema = options.schema ? z.union([universalSchema, options.schema]) : universalSchema;
@@ -266,6 +280,13 @@ export class ActorSystem {
     if (!entry) return;
     if (entry.live?.alive) return;
     this.entries.delete(path);
+    const parent = parentPath(entry.actorPath);
+    if (parent) {
+      const parentKey = formatPath(parent);
+      const siblings = this.childKeys.get(parentKey);
+      siblings?.delete(path);
+      if (siblings?.size === 0) this.childKeys.delete(parentKey);
+    }
     this.emit({ type: 'stopped', path, reason });
     const terminated: Terminated = { type: 'terminated', path, reason };
     for (const watcher of entry.watchers) {
@@ -279,11 +300,16 @@ export class ActorSystem {
 
   /** @internal The live actors below a path, deepest first. */
   childrenOf(path: string): LocalActor[] {
-    const prefix = `${path}/`;
-    return [...this.entries.values()]
-      .filter((entry) => entry.path.startsWith(prefix) && entry.live)
-      .sort((a, b) => b.actorPath.segments.length - a.actorPath.segments.length)
-      .map((entry) => entry.live!);
+    const below: Entry[] = [];
+    const pending = [path];
+    for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+      for (const child of this.childKeys.get(next) ?? []) {
+        pending.push(child);
+        const entry = this.entries.get(child);
+        if (entry?.live) below.push(entry);
+      }
+    }
+    return below.sort((a, b) => b.actorPath.segments.length - a.actorPath.segments.length).map((entry) => entry.live!);
   }
 
   /** Paths of every actor registered on this node (live or restarting). */

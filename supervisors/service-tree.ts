@@ -218,6 +218,7 @@ export class ServiceTree {
         record.live = await system.spawn(system.localPath(name), this.factoryFor(record), {
           schema: record.definition.schema,
           authority: record.definition.authority,
+          ...(record.definition.reads && record.isolation === 'inline' ? { reads: record.definition.reads } : {}),
           forwardsUniversal: record.isolation !== 'inline',
           onCrash: (error) => void record.supervisor.childCrashed(name, error),
         });

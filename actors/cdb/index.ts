@@ -1,7 +1,7 @@
 /*
  * Over 400 lines on purpose, for now: one closure over the store, the memory table, the clock, the
  * writes pending commit and the watches, which the write pipeline (apply, merge) and the reads
- * share. The reads leave it when they leave the mailbox (the fast-paths work).
+ * share; the reads run outside the mailbox but over the same state.
  */
 import { join } from 'node:path';
 import { readSecretFile, secretExists } from '../../adapters/home.js';
@@ -18,13 +18,13 @@ import { compareVersions, formatVersion, HybridClock, parseVersion, type Version
 import { MemoryTable, type HistoryPoint } from './memory.js';
 import { createHash } from 'node:crypto';
 import { wins } from './replication.js';
-import { adminOnly, cdbAuthority, cdbSchema, view } from './schema.js';
+import { adminOnly, CDB_READS, cdbAuthority, cdbSchema, view, type CdbMessage } from './schema.js';
 import { WatchTable } from './watches.js';
 import { encodedSize, type SnapshotPage, type SnapshotRequest } from './sync.js';
 import { SyncNode, type SyncSetup } from './sync-node.js';
 import { checkValue, DEFAULT_VALUE_LIMITS, type ValueLimits } from './value.js';
 
-export { cdbAuthority, cdbSchema, type CdbEvent, type CdbMessage, type CdbSnapshot, type RecordView } from './schema.js';
+export { CDB_READS, cdbAuthority, cdbSchema, type CdbEvent, type CdbMessage, type CdbSnapshot, type RecordView } from './schema.js';
 
 export const DEFAULT_MAX_CLOCK_AHEAD_MS = 10_000;
 const DEFAULT_LIST_LIMIT = 1000;
@@ -397,6 +397,36 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   };
 
 
+  /**
+   * The reads (cdb.get, cdb.list, cdb.history; CDB_READS): synchronous over the store's committed
+   * state, this node's writes in flight (`pending`) and the memory table, all of which only
+   * `receive` and the commit pipeline change. The runtime runs them outside the mailbox (see
+   * Actor.read), so they do not wait behind writes queued there.
+   */
+  const read = (parsed: CdbMessage, sender: Principal): Message => {
+    switch (parsed.type) {
+      case 'cdb.get':
+        requireReader(parsed.key, sender);
+        return get(parsed.key);
+      case 'cdb.list': {
+        // A prefix inside the admin-only records is refused outright (an empty answer would mislead); a wider one leaves them out.
+        requireReader(parsed.prefix, sender);
+        const page = list(parsed.prefix, parsed.limit ?? DEFAULT_LIST_LIMIT, parsed.cursor);
+        const admin = hasRole(sender, 'admin');
+        const records = page.records.filter((record) => admin || !adminOnly(record.key));
+        return { type: 'cdb.records', records: records.map(view), ...(page.cursor === undefined ? {} : { cursor: page.cursor }) };
+      }
+      case 'cdb.history': {
+        const target = parseKey(parsed.key);
+        if (target.kind !== 'stats') throw new AcpError('ACP_ERR_CDB_BAD_KEY', `history is kept for stats/ keys only, not ${target.key}`);
+        const points: HistoryPoint[] = memory.history(target.key);
+        return { type: 'cdb.history', key: target.key, points };
+      }
+      default:
+        throw new AcpError('ACP_ERR_INTERNAL', `'${parsed.type}' is not one of the CDB's reads`);
+    }
+  };
+
   return {
     async started() {
       store = ObjectStore.open(options.storePath);
@@ -410,6 +440,11 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         await sync.start();
       }
     },
+    read(message, sender) {
+      info.handled += 1;
+      if (!store) throw new AcpError('ACP_ERR_ACTOR_STOPPED', 'the CDB store is closed');
+      return read(cdbSchema.parse(message), sender);
+    },
     receive(message, sender) {
       info.handled += 1;
       const parsed = cdbSchema.parse(message);
@@ -419,16 +454,9 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         case 'service.info':
           return { ...info.info('cdb', 'Cluster database', ctx), watchers: watches.size, memoryKeys: memory.size, pendingWrites: pending.size, clockAheadRefused };
         case 'cdb.get':
-          requireReader(parsed.key, sender);
-          return get(parsed.key);
-        case 'cdb.list': {
-          // A prefix inside the admin-only records is refused outright (an empty answer would mislead); a wider one leaves them out.
-          requireReader(parsed.prefix, sender);
-          const page = list(parsed.prefix, parsed.limit ?? DEFAULT_LIST_LIMIT, parsed.cursor);
-          const admin = hasRole(sender, 'admin');
-          const records = page.records.filter((record) => admin || !adminOnly(record.key));
-          return { type: 'cdb.records', records: records.map(view), ...(page.cursor === undefined ? {} : { cursor: page.cursor }) };
-        }
+        case 'cdb.list':
+        case 'cdb.history':
+          return read(parsed, sender);
         case 'cdb.put': {
           const write = prepare(parsed.key, parsed.value, false);
           return replyLater(apply([write], true).then(() => written(write.record)));
@@ -498,12 +526,6 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           return { type: 'cdb.nodes', nodes: sync ? sync.members().filter((member) => !removed(member.node)) : [{ node, state: 'up', lastSeenMs: 0, incarnation: ctx.node.incarnation, syncLag: 0, self: true }] };
         case 'cdb.hash':
           return hash(parsed.prefix ?? 'object/');
-        case 'cdb.history': {
-          const target = parseKey(parsed.key);
-          if (target.kind !== 'stats') throw new AcpError('ACP_ERR_CDB_BAD_KEY', `history is kept for stats/ keys only, not ${target.key}`);
-          const points: HistoryPoint[] = memory.history(target.key);
-          return { type: 'cdb.history', key: target.key, points };
-        }
         case 'terminated': {
           const gone = parsed as Terminated;
           watches.dropSubscriber(gone.path);
@@ -532,6 +554,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
   description: 'Cluster database: durable objects, per-node meta and stats, watches',
   schema: cdbSchema,
   authority: cdbAuthority,
+  reads: CDB_READS,
   isolations: ['inline'],
   create(ctx, deps) {
     if (!deps) throw new Error('cdb runs inline only');

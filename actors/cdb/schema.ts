@@ -124,6 +124,9 @@ export function adminOnly(key: string): boolean {
   return ADMIN_ONLY_PREFIXES.some((prefix) => key.startsWith(prefix));
 }
 
+/** Answered by the CDB's `read` outside its mailbox (see Actor.read): they never wait behind writes. */
+export const CDB_READS: ReadonlySet<string> = new Set(['cdb.get', 'cdb.list', 'cdb.history']);
+
 /** Who may send what to the CDB (see runtime/authority.ts); writes to object/token/ also need admin, and ADMIN_ONLY_PREFIXES reads and writes. */
 export const cdbAuthority: AuthorityTable = {
   'service.info': 'read',
