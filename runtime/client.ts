@@ -149,13 +149,41 @@ export class AcpClient {
     const client = new AcpClient(socket, { cluster: body.cluster, node: body.node, incarnation: body.incarnation ?? 0 });
     socket.removeAllListeners('close');
     socket.removeAllListeners('error');
+    // Frames are handed on in the order the node sent them. A reply settles its ask's promise, whose
+    // continuation runs later; an event right behind it in the same read would reach its listener
+    // first. So once a reply has been settled, what follows waits for the next turn of the loop.
+    const backlog: Envelope[] = [];
+    let draining = false;
+    const drain = () => {
+      draining = false;
+      let settled = false;
+      while (backlog.length > 0) {
+        if (settled && backlog[0]!.k === 'event') {
+          draining = true;
+          setImmediate(drain);
+          return;
+        }
+        const envelope = backlog.shift()!;
+        try {
+          client.onFrame(envelope);
+        } catch (error) {
+          backlog.length = 0;
+          client.fail(AcpError.from(error, 'ACP_ERR_WIRE_BAD_FRAME'));
+          socket.destroy();
+          return;
+        }
+        if (envelope.k === 'reply' || envelope.k === 'pong' || envelope.k === 'error') settled = true;
+      }
+    };
     socket.on('data', (chunk: Buffer) => {
       try {
-        for (const envelope of decoder.push(chunk)) client.onFrame(envelope);
+        backlog.push(...decoder.push(chunk));
       } catch (error) {
         client.fail(AcpError.from(error, 'ACP_ERR_WIRE_BAD_FRAME'));
         socket.destroy();
+        return;
       }
+      if (!draining) drain();
     });
     socket.on('error', (error) => client.fail(new AcpError('ACP_ERR_WIRE_CLOSED', `connection error: ${error.message}`)));
     socket.on('close', () => client.fail(new AcpError('ACP_ERR_WIRE_CLOSED', 'the node closed the connection')));
