@@ -1,4 +1,7 @@
 /**
+ * Over 400 lines, knowingly: the package's `acp/model` is this one module, every object type's
+ * schema beside the key grammar that picks it, so that scripts import one thing.
+ *
  * The cluster data model, in one place for the daemon, the CLI, the web UI and scripts
  * (`import { parseKey, objectSchemas } from 'acp/model'`).
  *

@@ -1,4 +1,8 @@
 /**
+ * Over 400 lines, knowingly: one class (Replicator) whose send, receive and repair paths share the
+ * per-origin receiver state and the pending flush; the wire protocol (sync-protocol.ts) and
+ * membership (membership.ts) are already apart.
+ *
  * CDB sync: how a node's changes reach every other node, and how a node that missed some gets
  * them back. Written against `SyncEnv` (no sockets, no timers) so a simulator can drive many
  * nodes over a lossy fake network with a fake clock; the CDB actor runs it for real over
