@@ -39,6 +39,8 @@ export const errorCatalog = {
   ACP_ERR_WEB_NOT_MANAGEMENT: { kind: 'bad-request', summary: 'The node is not a management node and serves no web UI (acp node set NAME --management on).' },
   ACP_ERR_WEB_NEEDS_TLS: { kind: 'bad-request', summary: 'The web UI was asked to listen beyond loopback with no certificate to serve TLS with (webapi.tls, or the node certificate from acp init/join).' },
   ACP_ERR_WEB_SESSION_NOT_FOUND: { kind: 'not-found', summary: 'No web session has the id given to acp ui revoke (acp ui sessions lists them).' },
+  ACP_ERR_WEB_BAD_BODY: { kind: 'bad-request', summary: 'A REST request body is not JSON, is too large, or has a content type the API does not take (send application/json, at most 1 MiB).' },
+  ACP_ERR_WEB_NO_ROUTE: { kind: 'not-found', summary: 'No REST route has this method and path (GET /api/v1/openapi.json lists them).' },
   ACP_ERR_CLI_BAD_JSON: { kind: 'bad-request', summary: 'A command-line JSON argument did not parse.' },
   ACP_ERR_CDB_BAD_KEY: { kind: 'bad-request', summary: 'A CDB key or prefix does not follow the key grammar (object/<type>/<id>, meta|stats/<type>/<id>@<node>).' },
   ACP_ERR_CDB_BAD_VALUE: { kind: 'rejected-by-schema', summary: "A CDB value does not match its type's schema, or is not plain JSON-like data (acyclic, finite numbers, within cdb.maxValueDepth and cdb.maxValueBytes); the message names the field." },

@@ -66,6 +66,14 @@ test('REST: no credentials is 401; an auditor reads systems but may not start on
   t.is(again.status, 409, 'an existing system is not replaced');
   const openapi = await call(node, 'GET', '/api/v1/openapi.json');
   t.truthy((openapi.json.paths as Record<string, unknown>)['/api/v1/systems/{id}/start']);
+  // What fastify refuses itself is answered in the API's shape too.
+  const notJson = await fetch(`${node.base}/api/v1/systems`, { method: 'POST', headers: { authorization: `Bearer ${node.operator}`, 'content-type': 'application/json' }, body: '{"name": ' });
+  t.is(notJson.status, 400);
+  t.is(code((await notJson.json()) as Record<string, unknown>), 'ACP_ERR_WEB_BAD_BODY');
+  const noRoute = await call(node, 'GET', '/api/v1/nothing-here', node.auditor);
+  t.is(noRoute.status, 404);
+  t.is(code(noRoute.json), 'ACP_ERR_WEB_NO_ROUTE');
+  t.regex(String((noRoute.json.error as { message: string }).message), /openapi\.json/);
 });
 
 test('REST: cluster status, health, networks, storage and alarms; an alarm id is checked and an auditor may not acknowledge', async (t) => {

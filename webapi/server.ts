@@ -93,6 +93,20 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
     ? Fastify({ logger: false, bodyLimit: 1024 * 1024, https: { cert: options.tls.cert, key: options.tls.key } })
     : Fastify({ logger: false, bodyLimit: 1024 * 1024 })) as unknown as FastifyInstance;
   await app.register(fastifyCookie);
+  // What fastify refuses by itself (a body that is not JSON or too large, an unknown route) is
+  // answered in the API's own shape too, with a code and what to do.
+  app.setErrorHandler((error: { statusCode?: number; code?: string; message: string }, _request, reply) => {
+    if (error instanceof AcpError) return sendError(reply, error);
+    if (typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
+      const refusal = new AcpError('ACP_ERR_WEB_BAD_BODY', `the request was refused: ${error.message} (send a JSON body with content-type application/json, at most 1 MiB)`);
+      return reply.code(error.statusCode).send({ error: refusal.toData() });
+    }
+    return sendError(reply, error);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const refusal = new AcpError('ACP_ERR_WEB_NO_ROUTE', `no route ${request.method} ${request.url.split('?')[0]}; GET /api/v1/openapi.json lists the API's routes`);
+    return reply.code(404).send({ error: refusal.toData() });
+  });
   await app.register(fastifyWebsocket, { options: { maxPayload: options.wire.maxFrameBytes + 4 } });
   // The session cookie: not readable by scripts, never sent by another site's page.
   const setSession = (reply: FastifyReply, session: { id: string; expiresMs: number }) =>
