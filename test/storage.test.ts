@@ -5,7 +5,7 @@
  * the pure parts (paths never leave their pool, volume keys).
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -77,7 +77,7 @@ test('volume keys are <pool>/<name>, both names; pool and share paths must be ab
 
 runsWhen(hasQemuImg)(`a dir pool: active with stats; volumes made, resized, snapshotted, cloned and removed with qemu-img; in-use and bad requests refused${hasQemuImg ? ` (skipped: ${hasQemuImg})` : ''}`, async (t) => {
   t.timeout(120_000);
-  const { api } = await systemNode(t);
+  const { api, home } = await systemNode(t);
   const dir = mkdtempSync(join(tmpdir(), 'acp-pool-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const root = join(dir, 'images');
@@ -144,6 +144,16 @@ runsWhen(hasQemuImg)(`a dir pool: active with stats; volumes made, resized, snap
   await api.ask('hypervisor', { type: 'system.stop', id: 'vm1' });
   await refused({ type: 'storage.volume-rm', pool: 'local', name: 'f1' }, 'ACP_ERR_STORAGE_IN_USE', /is a disk of vm1; detach it first/);
   await api.ask('cdb', { type: 'cdb.delete', key: 'object/system/vm1' });
+
+  // Import takes files from the node's import directories only, links followed: the daemon is root.
+  mkdirSync(join(home, 'import'), { recursive: true });
+  execFileSync('qemu-img', ['create', '-q', '-f', 'raw', join(home, 'import', 'disk.raw'), '1M']);
+  const imported = await api.ask<Message & { volume: { sizeBytes: number; format: string } }>('storage', { type: 'storage.volume-import', pool: 'local', name: 'i1', file: join(home, 'import', 'disk.raw') }, { timeoutMs: 60_000 });
+  t.like(imported.volume, { sizeBytes: 1024 * 1024, format: 'qcow2' });
+  await refused({ type: 'storage.volume-import', pool: 'local', name: 'i2', file: '/etc/passwd', format: 'raw' }, 'ACP_ERR_STORAGE_BAD_PATH', /not in an import directory .*copy the image into/);
+  symlinkSync('/etc/passwd', join(home, 'import', 'sneaky.raw'));
+  await refused({ type: 'storage.volume-import', pool: 'local', name: 'i2', file: join(home, 'import', 'sneaky.raw'), format: 'raw' }, 'ACP_ERR_STORAGE_BAD_PATH', /not in an import directory/);
+  await api.ask('storage', { type: 'storage.volume-rm', pool: 'local', name: 'i1' });
 
   await refused({ type: 'storage.pool-rm', name: 'local' }, 'ACP_ERR_STORAGE_IN_USE', /still has 3 volumes/);
   for (const name of ['c1', 'f1', 'd1']) await api.ask('storage', { type: 'storage.volume-rm', pool: 'local', name });

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor.js';
 import { replyLater } from '../../runtime/actor.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
@@ -205,6 +206,7 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
     forget: (pool, name) => volumes.delete(volumeId(pool, name)),
     remember: (volume) => volumes.set(volumeId(volume.pool, volume.name), volume),
     listAll,
+    importDirs: [join(home, 'import'), '/var/lib/acp/import'],
   });
 
   return {

@@ -28,6 +28,8 @@ export interface VolumeEnv {
   forget(pool: string, name: string): void;
   remember(volume: StorageVolume): void;
   listAll(prefix: string): Promise<RecordView[]>;
+  /** Where `volume import` takes files from (the node home's import/ and /var/lib/acp/import). */
+  readonly importDirs: readonly string[];
 }
 
 interface Users {
@@ -237,7 +239,7 @@ export class StorageVolumes {
       await this.refuseTaken(poolName, name);
       const probe = this.fresh(pool, name, 0, format);
       const layout = volumeLayout(pool, root, probe);
-      await importVolume(file, layout, format);
+      await importVolume(file, layout, format, this.env.importDirs);
       const sizeBytes = format === 'iso' ? ((await imageInfo(layout.file, 'raw')).virtualSize) : (await imageInfo(layout.file, format)).virtualSize;
       const volume = { ...probe, sizeBytes };
       await this.storeNew(volume, layout);

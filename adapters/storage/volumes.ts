@@ -2,8 +2,8 @@
  * Volume files, made and changed as the Storage service decided: qemu-img for images, btrfs for
  * subvolumes and their snapshots. Paths come from actors/storage/layout.ts (checked there).
  */
-import { copyFile, mkdir, rm, rename, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { copyFile, mkdir, realpath, rm, rename, stat } from 'node:fs/promises';
+import { dirname, isAbsolute, relative } from 'node:path';
 import { AcpError } from '../../runtime/errors.js';
 import { createSubvolume, deleteSubvolume, snapshotSubvolume } from './btrfs.js';
 import { convertImage, createImage, createLinkedClone, imageInfo, resizeImage, snapshotImage, type ImageFormat } from './qemu-img.js';
@@ -108,9 +108,19 @@ export async function cloneVolume(source: VolumeLayout, sourceFormat: ImageForma
   }
 }
 
-/** A host file made a volume: an ISO copied as it is, an image converted (its format probed once, by qemu-img). */
-export async function importVolume(file: string, target: VolumeLayout, format: VolumeFormat): Promise<void> {
+/**
+ * A host file made a volume: an ISO copied as it is, an image converted (its format probed once, by
+ * qemu-img). Only files inside `importDirs` (after following links) are taken: the daemon runs as
+ * root, and an import must not turn any file of the host (/etc/shadow) into a volume someone reads.
+ */
+export async function importVolume(file: string, target: VolumeLayout, format: VolumeFormat, importDirs: readonly string[]): Promise<void> {
   if (!(await exists(file))) throw new AcpError('ACP_ERR_STORAGE_NOT_FOUND', `${file} does not exist on this node`);
+  const real = await realpath(file);
+  const allowed = await Promise.all(importDirs.map((dir) => realpath(dir).catch(() => undefined)));
+  if (!allowed.some((dir) => dir !== undefined && isInside(dir, real))) {
+    throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `${file} is not in an import directory of this node: copy the image into ${importDirs.join(' or ')} first`);
+  }
+  file = real;
   if (await exists(target.subvolume ?? target.file)) throw new AcpError('ACP_ERR_STORAGE_EXISTS', `${target.subvolume ?? target.file} exists already; pick another name`);
   if (target.subvolume) await createSubvolume(target.subvolume);
   try {
@@ -124,4 +134,9 @@ export async function importVolume(file: string, target: VolumeLayout, format: V
     await removeVolume(target).catch(() => undefined);
     throw error;
   }
+}
+
+function isInside(dir: string, path: string): boolean {
+  const rel = relative(dir, path);
+  return rel.length > 0 && !rel.startsWith('..') && !isAbsolute(rel);
 }
