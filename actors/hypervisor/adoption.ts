@@ -14,7 +14,7 @@ import { guestRunDirs, loadGuestStates } from '../../adapters/guest-state.js';
 import type { RecordView } from '../cdb/index.js';
 import { metaKey, systemObjectSchema, type SystemObject } from '../model.js';
 import { guestFiles } from '../vmm/index.js';
-import type { Running, SystemMeta } from './index.js';
+import type { Running, SystemMeta } from './schema.js';
 import type { SystemEvent, SystemState } from './lifecycle.js';
 import { autostartOrder, LIVE_STATES, recoveryPlan, type RecoveryAction } from './recovery.js';
 
