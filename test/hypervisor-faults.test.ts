@@ -16,6 +16,15 @@ import { eventually, makeHome, runCli } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';
 
 
+function qemuMissingNow(): string | undefined {
+  try {
+    execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return `${QEMU_BINARY} is not installed`;
+  }
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function simRunning(api: AcpClient, id: string, extra: Record<string, unknown> = {}): Promise<void> {
@@ -33,6 +42,18 @@ test('migrate --to with a bad node name is refused and leaves the system running
   t.is(after.state, 'running', 'a refused migrate must leave the system running');
   // And it can still be stopped.
   await t.notThrowsAsync(api.ask('hypervisor', { type: 'system.stop', id: 's1' }));
+});
+
+runsWhen(qemuMissingNow())('a start refused for a kernel that does not exist leaves the system stopped with the reason, not crashed (no crash alarm, no restarts)', async (t) => {
+  const { api } = await systemNode(t);
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/nok', value: { name: 'nok', driver: 'qemu', memoryMiB: 64, boot: { kernel: '/nonexistent/vmlinuz' } } });
+  const refused = await t.throwsAsync(api.ask('hypervisor', { type: 'system.start', id: 'nok' }, { timeoutMs: 60_000 }));
+  t.regex(refused!.message, /vmlinuz/);
+  const after = await systemMeta(api, 'nok');
+  t.is(after.state, 'stopped');
+  t.regex(String(after.reason), /^start failed: /);
+  t.is(after.restarts, 0);
+  t.deepEqual(after.history?.map((step) => step.event), ['start', 'start-failed']);
 });
 
 const image = guestImage();

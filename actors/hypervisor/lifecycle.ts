@@ -12,6 +12,8 @@ export type SystemState = (typeof SYSTEM_STATES)[number];
 export const TRANSITIONS = {
   start: { from: ['defined', 'stopped', 'crashed'], to: 'starting' },
   started: { from: ['starting'], to: 'running' },
+  /** The start was refused (a missing kernel, binary or disk): the caller was told why; nothing ran, so nothing crashed. */
+  'start-failed': { from: ['starting'], to: 'stopped' },
   pause: { from: ['running'], to: 'paused' },
   resume: { from: ['paused'], to: 'running' },
   stop: { from: ['starting', 'running', 'paused'], to: 'stopping' },

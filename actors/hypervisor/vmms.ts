@@ -110,7 +110,7 @@ export class GuestVmms {
     entry.vmm = await this.h.deps.system.spawn(this.path(systemId), this.factory(systemId, entry), this.options(systemId, entry));
   }
 
-  /** Spawns the VMM and starts the guest in it; the state ends running, or crashed with the reason. */
+  /** Spawns the VMM and starts the guest in it; the state ends running, or stopped with the reason (a refused start is not a crash). */
   async launch(systemId: string, entry: Running): Promise<void> {
     const { ctx, move } = this.h;
     try {
@@ -129,7 +129,7 @@ export class GuestVmms {
       const reason = errorMessage(error);
       ctx.log.warn({ system: systemId, err: reason }, 'system failed to start');
       await this.stop(systemId, entry, 'start failed', 'stop');
-      if (entry.state === 'starting') move(systemId, entry, 'crashed', { reason: `start failed: ${reason}`, pid: null, vmmPid: null });
+      if (entry.state === 'starting') move(systemId, entry, 'start-failed', { reason: `start failed: ${reason}`, pid: null, vmmPid: null });
       else if (entry.state === 'stopping' || entry.state === 'stopped') {
         throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${systemId}' was stopped while it was starting; it is ${entry.state}`);
       }
