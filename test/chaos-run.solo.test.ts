@@ -68,7 +68,7 @@ test('acp chaos run with a bad scenario names the step and starts nothing', asyn
     writeFileSync(file, JSON.stringify({ name: 'bad', systems: [{ id: 'web', ha: true, driver: 'sim' }], steps: ['kill n9'] }));
     const result = await acp(['chaos', 'run', file, '--harness', '3']);
     t.not(result.code, 0);
-    t.regex(result.stderr + result.stdout, /ACP_ERR_CHAOS_SCENARIO.*step 1 \('kill n9'\): no node 'n9'/);
+    t.regex(result.stderr + result.stdout, /step 1 \('kill n9'\): no node 'n9'.*ACP_ERR_CHAOS_SCENARIO/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -85,14 +85,13 @@ export class ChaosRun {
     const started = Date.now();
     const log = this.options.log ?? (() => undefined);
     await this.createSystems();
-    let stopping = false;
-    const sampling = (async () => {
-      while (!stopping) {
-        const next = Date.now() + (this.options.sampleMs ?? 200);
-        await this.sample();
-        await sleep(Math.max(0, next - Date.now()));
-      }
-    })();
+    // A sample every 200 ms whether or not the last one is back: a frozen node makes asks wait 500 ms.
+    const inFlight = new Set<Promise<void>>();
+    const timer = setInterval(() => {
+      const sample = this.sample().catch((error: unknown) => log(`a sample failed: ${(error as Error).message}`));
+      inFlight.add(sample);
+      void sample.finally(() => inFlight.delete(sample));
+    }, this.options.sampleMs ?? 200);
     try {
       for (const [index, step] of this.scenario.steps.entries()) {
         log(`step ${index + 1}: ${step.text}`);
@@ -101,8 +100,8 @@ export class ChaosRun {
       // The last faults get their bound to recover in.
       while (this.pending.some((fault) => fault.recovery.recoveryMs === null && !fault.reported)) await sleep(100);
     } finally {
-      stopping = true;
-      await sampling;
+      clearInterval(timer);
+      await Promise.all(inFlight);
     }
     return {
       scenario: this.scenario.name,
@@ -192,7 +191,8 @@ export class ChaosRun {
   }
 
   private fault(step: Step, index: number, node: string): void {
-    if (!FAULT_OPS.has(step.op)) return;
+    // `drop N 0%` repairs a link: not a fault.
+    if (!FAULT_OPS.has(step.op) || (step.op === 'drop' && step.rate === 0)) return;
     const recovery: Recovery = { step: index + 1, text: step.text, node, recoveryMs: null };
     const fault = { recovery, at: Date.now(), reported: false };
     this.recoveries.push(recovery);
