@@ -21,8 +21,8 @@ export function formatReport(report: ChaosReport): string {
     lines.push(`VIOLATION ${violation.at} ${violation.invariant}: ${violation.message}`);
     lines.push(`  evidence: ${JSON.stringify(violation.evidence)}`);
   }
-  const rows = report.recoveries.map((recovery) => [String(recovery.step), recovery.text, recovery.node ?? '-', recovery.recoveryMs === null ? `not within ${report.boundMs} ms` : `${recovery.recoveryMs} ms`]);
-  lines.push(table([['STEP', 'FAULT', 'NODE', 'RECOVERY'], ...rows]).trimEnd());
+  const rows = report.recoveries.map((recovery) => [String(recovery.step), recovery.text, recovery.node ?? '-', recovery.recoveryMs === null ? `not within ${report.boundMs} ms` : `${recovery.recoveryMs} ms`, recovery.runningOn === null ? '-' : Object.entries(recovery.runningOn).map(([id, node]) => `${id}@${node}`).join(' ')]);
+  lines.push(table([['STEP', 'FAULT', 'NODE', 'RECOVERY', 'RUNNING'], ...rows]).trimEnd());
   lines.push(`${report.scenario}: ${report.passed ? 'passed' : `${report.violations.length} violation(s)`} (${report.samples} samples over ${report.durationMs} ms, bound ${report.boundMs} ms)`);
   return `${lines.join('\n')}\n`;
 }

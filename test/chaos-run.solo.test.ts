@@ -36,7 +36,7 @@ runsWhen(available.ok ? undefined : available.why)('acp chaos run scenarios/kill
     const out = join(dir, 'report.json');
     const result = await acp(['chaos', 'run', 'scenarios/kill-primary.json', '--harness', '3', '--report', out]);
     t.is(result.code, 0, `${result.stdout}\n${result.stderr}`);
-    t.regex(result.stdout, /STEP\s+FAULT\s+NODE\s+RECOVERY/);
+    t.regex(result.stdout, /STEP\s+FAULT\s+NODE\s+RECOVERY\s+RUNNING/);
     t.regex(result.stdout, /kill-primary: passed/);
     const report = JSON.parse(readFileSync(out, 'utf8')) as ChaosReport;
     t.true(report.passed);
@@ -48,6 +48,7 @@ runsWhen(available.ok ? undefined : available.why)('acp chaos run scenarios/kill
     t.true(['n1', 'n2', 'n3'].includes(kill!.node ?? ''), `the primary killed: ${kill!.node}`);
     // The system ran on the primary: it had to fail over, which takes a lease and a fence timeout.
     t.true(kill!.recoveryMs !== null && kill!.recoveryMs > 1000 && kill!.recoveryMs <= report.boundMs, `recovered in ${kill!.recoveryMs} ms`);
+    t.not(kill!.runningOn?.web, kill!.node, 'web ran elsewhere once recovered');
     t.true(report.samples > 20, `${report.samples} samples`);
     t.log(`kill primary ${kill!.node}: recovered in ${kill!.recoveryMs} ms; ${report.samples} samples`);
   } finally {

@@ -25,6 +25,8 @@ export interface Recovery {
   node: string | null;
   /** ms from the fault until every HA system ran again on one node; null: not within the bound. */
   recoveryMs: number | null;
+  /** Where each HA system ran in the sample that saw it recovered. */
+  runningOn: Record<string, string> | null;
 }
 
 export interface ChaosReport {
@@ -193,7 +195,7 @@ export class ChaosRun {
   private fault(step: Step, index: number, node: string): void {
     // `drop N 0%` repairs a link: not a fault.
     if (!FAULT_OPS.has(step.op) || (step.op === 'drop' && step.rate === 0)) return;
-    const recovery: Recovery = { step: index + 1, text: step.text, node, recoveryMs: null };
+    const recovery: Recovery = { step: index + 1, text: step.text, node, recoveryMs: null, runningOn: null };
     const fault = { recovery, at: Date.now(), reported: false };
     this.recoveries.push(recovery);
     this.pending.push(fault);
@@ -290,7 +292,10 @@ export class ChaosRun {
     for (const fault of this.pending) {
       if (fault.recovery.recoveryMs !== null || fault.reported) continue;
       // Only a sample asked after the fault says anything about recovering from it.
-      if (recovered && asked >= fault.at) fault.recovery.recoveryMs = now - fault.at;
+      if (recovered && asked >= fault.at) {
+        fault.recovery.recoveryMs = now - fault.at;
+        fault.recovery.runningOn = Object.fromEntries(this.haSystems.map((id) => [id, this.runningOn(answers, id)[0]!]));
+      }
       else if (now - fault.at > this.options.boundMs) {
         fault.reported = true;
         const where = Object.fromEntries(this.haSystems.map((id) => [id, this.runningOn(answers, id)]));
