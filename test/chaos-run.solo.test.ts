@@ -68,7 +68,7 @@ test('acp chaos run with a bad scenario names the step and starts nothing', asyn
     const file = join(dir, 'bad.json');
     writeFileSync(file, JSON.stringify({ name: 'bad', systems: [{ id: 'web', ha: true, driver: 'sim' }], steps: ['kill n9'] }));
     const result = await acp(['chaos', 'run', file, '--harness', '3']);
-    t.not(result.code, 0);
+    t.is(result.code, 2, 'a bad file is a usage error (2), not a violation (1)');
     t.regex(result.stderr + result.stdout, /step 1 \('kill n9'\): no node 'n9'.*ACP_ERR_CHAOS_SCENARIO/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
