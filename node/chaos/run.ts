@@ -41,6 +41,9 @@ export interface ChaosReport {
   passed: boolean;
 }
 
+/** What a run needs of the harness (a unit test gives a fake one). */
+export type ChaosTarget = Pick<Harness, 'nodes' | 'node' | 'cli' | 'client' | 'kill' | 'stop' | 'cont' | 'partition' | 'heal' | 'restart' | 'dropRate'>;
+
 export interface RunOptions {
   boundMs: number;
   sampleMs?: number;
@@ -74,7 +77,7 @@ export class ChaosRun {
   private lastPrimary: string | undefined;
   private samples = 0;
 
-  constructor(private readonly harness: Harness, private readonly scenario: Scenario, private readonly options: RunOptions) {
+  constructor(private readonly harness: ChaosTarget, private readonly scenario: Scenario, private readonly options: RunOptions) {
     this.haSystems = scenario.systems.filter((system) => system.ha).map((system) => system.id);
   }
 
