@@ -321,7 +321,7 @@ const cli = yargs(hideBin(process.argv))
   .command('services', "list every node's services from the cluster database", (y) => y, (argv) =>
     run(argv, () => withClient(argv.home, (client) => printServices(client, argv.json))),
   )
-  .command('chaos', 'inject faults (the daemon must run with --faults)', (y) =>
+  .command('chaos', 'inject faults (the daemon must run with --faults), or run a chaos scenario', (y) =>
     y
       .command(
         'crash <path>',
@@ -359,7 +359,22 @@ const cli = yargs(hideBin(process.argv))
             }),
           ),
       )
-      .demandCommand(1, 'name a fault: crash or stall'),
+      .command(
+        'run <file>',
+        'run a scenario file against nodes in network namespaces (--harness N), checking the HA invariants',
+        (c) =>
+          c
+            .positional('file', { type: 'string', demandOption: true, describe: 'the scenario (JSON: name, systems, steps)' })
+            .option('report', { type: 'string', describe: 'write the report (violations, recovery times) as JSON here' })
+            .option('harness', { type: 'number', describe: 'run on N fresh nodes in network namespaces (needs root)' })
+            .option('bound', { type: 'string', default: '10s', describe: 'how soon after each fault every HA system must run again' }),
+        (argv) =>
+          run(argv, async () => {
+            const { chaosRun } = await import('./chaos-run.js');
+            return chaosRun({ file: argv.file, bound: argv.bound, json: argv.json, ...(argv.report === undefined ? {} : { report: argv.report }), ...(argv.harness === undefined ? {} : { harness: argv.harness }) });
+          }),
+      )
+      .demandCommand(1, 'name a fault: crash, stall or run'),
   )
   .demandCommand(1, 'name a command')
   .strict()

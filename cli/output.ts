@@ -7,7 +7,7 @@ export const EXIT_OK = 0;
 export const EXIT_NODE_ERROR = 1;
 export const EXIT_USAGE = 2;
 
-const USAGE_CODES = new Set(['ACP_ERR_CLI_USAGE', 'ACP_ERR_CLI_BAD_JSON', 'ACP_ERR_PATH_INVALID', 'ACP_ERR_NAME_INVALID']);
+const USAGE_CODES = new Set(['ACP_ERR_CLI_USAGE', 'ACP_ERR_CLI_BAD_JSON', 'ACP_ERR_PATH_INVALID', 'ACP_ERR_NAME_INVALID', 'ACP_ERR_CHAOS_SCENARIO']);
 
 export function exitCodeFor(error: AcpError): number {
   return USAGE_CODES.has(error.code) ? EXIT_USAGE : EXIT_NODE_ERROR;

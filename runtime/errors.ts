@@ -16,6 +16,7 @@ export const errorCatalog = {
   ACP_ERR_UNKNOWN_MESSAGE: { kind: 'rejected-by-schema', summary: 'The actor does not handle this message type.' },
   ACP_ERR_FAULTS_DISABLED: { kind: 'forbidden', summary: 'Fault injection was asked for but the daemon runs without --faults.' },
   ACP_ERR_CHAOS_CRASH: { kind: 'actor-crashed', summary: 'A crash injected on purpose by `acp chaos crash`.' },
+  ACP_ERR_CHAOS_SCENARIO: { kind: 'bad-request', summary: 'An `acp chaos run` scenario file is not valid (the message names the field or step).' },
   ACP_ERR_WIRE_FRAME_TOO_LARGE: { kind: 'bad-frame', summary: 'A frame announced more bytes than the listener allows (before a good hello: api.maxHelloFrameBytes, 64 KiB).' },
   ACP_ERR_WIRE_BAD_FRAME: { kind: 'bad-frame', summary: 'A frame could not be decoded, is not a valid envelope, or uses CBOR the protocol does not (tags such as bignums or shared references, nesting beyond api.maxFrameDepth, more items than api.maxFrameItems); the message names what was found and its offset.' },
   ACP_ERR_WIRE_NO_HELLO: { kind: 'bad-frame', summary: 'A connection sent something other than hello first, or nothing in time.' },
