@@ -32,6 +32,16 @@ const sumNics = (field: string) => (sample: Sample): number | null => {
   return (list as Sample[]).reduce((sum, nic) => sum + (num(nic[field]) ?? 0), 0);
 };
 
+/** Network bytes per second, summed over the NICs: the same chart for a node and for a system. */
+const NETWORK_CHART: ChartSpec = {
+  title: 'Network',
+  unit: 'rate',
+  series: [
+    { label: 'rx', stroke: '#10b981', value: rate(sumNics('rxBytes')) },
+    { label: 'tx', stroke: '#f59e0b', value: rate(sumNics('txBytes')) },
+  ],
+};
+
 export const NODE_CHARTS: ChartSpec[] = [
   { title: 'CPU', unit: 'percent', series: [{ label: 'cpu %', stroke: '#3b82f6', value: (s) => num(s.cpuPercent) }] },
   {
@@ -42,14 +52,7 @@ export const NODE_CHARTS: ChartSpec[] = [
       { label: 'total', stroke: '#94a3b8', value: (s) => num((s.memory as Sample | undefined)?.totalBytes) },
     ],
   },
-  {
-    title: 'Network',
-    unit: 'rate',
-    series: [
-      { label: 'rx', stroke: '#10b981', value: rate(sumNics('rxBytes')) },
-      { label: 'tx', stroke: '#f59e0b', value: rate(sumNics('txBytes')) },
-    ],
-  },
+  NETWORK_CHART,
   {
     title: 'Disk I/O',
     unit: 'ops',
@@ -63,14 +66,7 @@ export const NODE_CHARTS: ChartSpec[] = [
 export const SYSTEM_CHARTS: ChartSpec[] = [
   { title: 'CPU', unit: 'percent', series: [{ label: 'cpu %', stroke: '#3b82f6', value: (s) => num(s.cpuPercent) }] },
   { title: 'Memory', unit: 'bytes', series: [{ label: 'rss', stroke: '#a855f7', value: (s) => num(s.rssBytes) }] },
-  {
-    title: 'Network',
-    unit: 'rate',
-    series: [
-      { label: 'rx', stroke: '#10b981', value: rate(sumNics('rxBytes')) },
-      { label: 'tx', stroke: '#f59e0b', value: rate(sumNics('txBytes')) },
-    ],
-  },
+  NETWORK_CHART,
   {
     title: 'Disk I/O',
     unit: 'rate',
