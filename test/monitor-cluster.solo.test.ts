@@ -110,7 +110,9 @@ if (!available.ok) {
     const alarmId = `node-down.${primary}`;
     await eventually(async () => ((await statusOf(successor)).openAlarms.some((alarm) => alarm.id === alarmId) ? true : undefined), 5000, `${alarmId} to be raised`);
     t.log(`${alarmId} raised after ${Date.now() - killedAt} ms`);
-    const alarm = await (await cluster().client(others.find((node) => node !== successor)!)).ask<Message & { record: { value: { open: boolean; by: string; term: number } } }>('cdb', { type: 'cdb.get', key: `object/alarm/${alarmId}` });
+    // Read on the other node: the record reaches it by sync, a moment after the successor wrote it.
+    const reader = await cluster().client(others.find((node) => node !== successor)!);
+    const alarm = await eventually(() => reader.ask<Message & { record: { value: { open: boolean; by: string; term: number } } }>('cdb', { type: 'cdb.get', key: `object/alarm/${alarmId}` }).catch(() => undefined), 5000, `${alarmId} to reach the other node`);
     t.true(alarm.record.value.open);
     t.is(alarm.record.value.by, successor);
     const pong = await (await cluster().client(others[0]!)).ask<Message & { path: string }>('acp://lab/@primary/monitor', { type: 'ping' });
