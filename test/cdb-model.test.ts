@@ -19,7 +19,7 @@ const key = (text: string): ParsedKey => parseKey(text);
 // ---------------------------------------------------------------- parseKey
 
 test('parseKey: every object type parses, with its id and no node', (t) => {
-  t.is(OBJECT_TYPES.length, 8 + STORAGE_TYPES.length + SERVICE_TYPES.length);
+  t.is(OBJECT_TYPES.length, 9 + STORAGE_TYPES.length + SERVICE_TYPES.length);
   for (const type of OBJECT_TYPES) {
     // A volume's id is its pool and its name.
     const id = type === 'storage/volume' ? 'pool-1/web-1.a_b' : 'web-1.a_b';

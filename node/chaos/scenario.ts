@@ -154,3 +154,25 @@ export function checkNodes(scenario: Scenario, nodes: readonly string[]): void {
     }
   });
 }
+
+/**
+ * On a live cluster a killed node cannot restart itself when the `restart` step comes: its `kill`
+ * arranges it (node/chaos/live.ts). So every `restart` must follow a `kill` of the same target
+ * (`restart primary`: a `kill primary`, with no other step naming `primary` between them).
+ */
+export function checkLiveRestarts(scenario: Scenario): void {
+  scenario.steps.forEach((step, index) => {
+    if (step.op !== 'restart') return;
+    const before = scenario.steps.slice(0, index);
+    const killed =
+      step.target.kind === 'node'
+        ? before.some((earlier) => earlier.op === 'kill')
+        : (() => {
+            const last = before.findLast((earlier) => 'target' in earlier && earlier.target.kind === 'primary');
+            return last?.op === 'kill';
+          })();
+    if (!killed) {
+      throw bad(`step ${index + 1} ('${step.text}'): on a live cluster (--cluster) a node comes back only after a 'kill' of it earlier in the scenario, which arranges the restart${step.target.kind === 'primary' ? " (the last step naming 'primary' before it must be 'kill primary')" : ''}`);
+    }
+  });
+}
