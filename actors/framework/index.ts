@@ -167,7 +167,7 @@ export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
     },
     receive(message) {
       clock.handled += 1;
-      // Refused before the fields are read, like the universal chaos messages.
+      // The runtime checked the fields against the schema; without --faults nothing more is read.
       if (isFaultMessage(message.type)) requireFaults(deps.faults.faults);
       const parsed = frameworkSchema.parse(message);
       switch (parsed.type) {
