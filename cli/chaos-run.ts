@@ -29,7 +29,7 @@ export function formatReport(report: ChaosReport): string {
   lines.push(table([['STEP', 'FAULT', 'NODE', 'RECOVERY', 'RUNNING'], ...rows]).trimEnd());
   const writes = report.writes;
   lines.push(
-    `cdb writes: ${writes.made} made, ${writes.acked} acknowledged, ${writes.indeterminate} indeterminate; checked on ${writes.checkedOn.join(', ') || 'no node'}, ${writes.convergedMs === null ? 'which did not agree within the bound' : `agreeing ${writes.convergedMs} ms after the last write`}`,
+    `cdb writes: ${writes.made} made, ${writes.acked} acknowledged, ${writes.indeterminate} indeterminate; checked on ${writes.checkedOn.join(', ') || 'no node'}, ${writes.convergedMs === null ? 'which did not agree within the bound' : `agreeing ${writes.convergedMs} ms after the writes stopped`}`,
   );
   if (report.leftDown.length > 0) lines.push(`left down (killed, not restarted by the scenario): ${report.leftDown.join(', ')}${report.mode === 'cluster' ? '; start them again with acp up on each' : ''}`);
   lines.push(`${report.scenario}: ${report.passed ? 'passed' : `${report.violations.length} violation(s)`} (${report.samples} samples over ${report.durationMs} ms, bound ${report.boundMs} ms)`);

@@ -10,9 +10,11 @@ import { AcpError } from '../../runtime/errors.js';
  *   "steps": ["kill primary", "wait 10s", "restart primary"] }
  * ```
  *
- * Steps: `kill NODE` (kill -9 of its daemon and fence guard), `restart NODE`, `stop NODE DURATION`
- * (SIGSTOP, SIGCONT after DURATION), `partition NODE` (its link down), `heal` (every cut link up),
- * `drop NODE P%` (its CDB sync drops P% of what it receives), `wait DURATION`. NODE is a node name
+ * Steps: `kill NODE` (kill -9 of its daemon; on the harness of its fence guard too), `restart NODE`,
+ * `stop NODE DURATION` (SIGSTOP, SIGCONT after DURATION), `partition NODE` (the harness: its link
+ * down; a live cluster: its daemon drops all cluster traffic), `heal` (every partition undone),
+ * `drop NODE P%` (its CDB sync drops P% of what it sends), `wait DURATION`. On a live cluster a
+ * `restart` must follow a `kill` of the same node (checkLiveRestarts). NODE is a node name
  * or `primary`: the monitor primary at the time (for `restart`, the node `primary` last named).
  * A system's `node` (where it is created) may be `primary` too: the primary when the run starts.
  */
