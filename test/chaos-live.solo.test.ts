@@ -3,27 +3,43 @@
  * starts them in network namespaces, but the run does not use its namespace tools: it is run as a
  * node's own `acp`, inside that node's namespace, and every fault travels as a message to the
  * faulted node's daemon). The scenario kills the node running an HA system and has it restarted,
- * partitions a node and heals it, freezes one, and makes one drop sync traffic: the run must pass,
+ * partitions a node and heals it, freezes one, and makes one drop sync traffic, with an HA sim system
+ * and an HA QEMU guest (the test guest) on the node killed: the run must pass,
  * report a recovery time for each fault, check its CDB writes on all three nodes, and leave the
  * cluster as it found it (its system and writes removed).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
+import { guestImage } from '../adapters/guest-image.js';
 import type { ChaosReport } from '../node/chaos/run.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
 import type { Message } from '../runtime/messages.js';
 import { runsWhen } from './helpers/requires.js';
 
 const available = harnessAvailable();
+const image = guestImage();
+let qemuMissing: string | undefined;
+try {
+  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
+} catch {
+  qemuMissing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
+}
+const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not built (npm run guest-image)');
 
 const scenario = {
   name: 'live-mix',
-  systems: [{ id: 'web', ha: true, driver: 'sim', node: 'n2' }],
+  // An HA sim system and an HA QEMU guest (the test guest), both on n2.
+  systems: [
+    { id: 'web', ha: true, driver: 'sim', node: 'n2' },
+    { id: 'vm', ha: true, driver: 'qemu', node: 'n2', kernel: image?.kernel, initrd: image?.initrd, cmdline: image?.cmdline, memoryMiB: 128 },
+  ],
   steps: ['kill n2', 'wait 9s', 'restart n2', 'wait 2s', 'partition n1', 'wait 9s', 'heal', 'wait 3s', 'stop n3 3s', 'wait 1s', 'drop n2 30%', 'wait 3s', 'drop n2 0%', 'wait 2s'],
 };
 
-runsWhen(available.ok ? undefined : available.why)('acp chaos run --cluster injects each fault through the node\'s own daemon and passes, with recovery times and every acknowledged write found', async (t) => {
+runsWhen(available.ok ? guestMissing : available.why)('acp chaos run --cluster injects each fault through the node\'s own daemon and passes, with recovery times and every acknowledged write found', async (t) => {
   t.timeout(240_000);
   const dir = mkdtempSync(join(tmpdir(), 'acp-chaos-live-'));
   const h = await Harness.start({ nodes: ['n1', 'n2', 'n3'] });
@@ -45,11 +61,16 @@ runsWhen(available.ok ? undefined : available.why)('acp chaos run --cluster inje
     t.deepEqual(report.recoveries.map((recovery) => recovery.text), ['kill n2', 'partition n1', 'stop n3 3s', 'drop n2 30%']);
     // 15 s: a partitioned node that was primary and ran the system costs an election, the lease and the fence timeout (about 9 s seen); the failover tests and bench hold the 10 s goal.
     for (const recovery of report.recoveries) t.true(recovery.recoveryMs !== null && recovery.recoveryMs <= report.boundMs, `${recovery.text}: ${recovery.recoveryMs} ms`);
-    // web ran on n2: the kill had to fail it over.
+    // Both ran on n2: the kill had to fail them over (vm's QEMU killed by n2's fence guard first).
     t.not(report.recoveries[0]!.runningOn?.web, 'n2');
+    t.not(report.recoveries[0]!.runningOn?.vm, 'n2');
+    // The QEMU count ran all along: vm's QEMU seen on n2, then elsewhere, never two at once (no violation).
+    t.true(report.qemu.vm!.samples > 50, JSON.stringify(report.qemu));
+    t.true(report.qemu.vm!.nodes.includes('n2') && report.qemu.vm!.nodes.length >= 2, JSON.stringify(report.qemu));
     t.true(report.writes.acked > 20, JSON.stringify(report.writes));
     t.deepEqual(report.writes.checkedOn, ['n1', 'n2', 'n3']);
     t.true(report.writes.convergedMs !== null);
+    t.log(`vm's QEMU seen in ${report.qemu.vm!.samples} of ${report.samples} samples, on ${report.qemu.vm!.nodes.join(', ')}`);
     t.log(report.recoveries.map((recovery) => `${recovery.text}: ${recovery.recoveryMs} ms`).join('; '), `writes ${JSON.stringify(report.writes)}`);
 
     // The faults went through the daemons: their own helpers and logs say so.

@@ -6,7 +6,7 @@ import type { Message } from '../../runtime/messages.js';
 import { AcpClient, connect } from '../client.js';
 import { isClosed } from '../harness/daemon-view.js';
 import { listPrefix } from './writes.js';
-import type { ChaosCluster, ChaosSystemSpec } from './target.js';
+import { systemObject, type ChaosCluster, type ChaosSystemSpec } from './target.js';
 
 /**
  * A live cluster as a chaos cluster (`acp chaos run FILE --cluster`), seen from one node's home:
@@ -114,7 +114,7 @@ export class LiveCluster implements ChaosCluster {
   }
 
   async createSystem(system: ChaosSystemSpec): Promise<void> {
-    const value = { name: system.id, driver: system.driver, ha: system.ha, ...(system.node ? { node: system.node } : {}) };
+    const value = systemObject(system);
     const client = await this.client(this.self);
     try {
       await client.ask('cdb', { type: 'cdb.cas', key: `object/system/${system.id}`, value, expect: null }, { timeoutMs: 10_000 });

@@ -56,6 +56,8 @@ export interface ChaosReport {
   samples: number;
   recoveries: Recovery[];
   writes: WritesReport;
+  /** Per system: in how many samples a QEMU process of it was seen, and on which nodes. */
+  qemu: Record<string, { samples: number; nodes: string[] }>;
   /** Nodes killed and not restarted by the scenario: down when the run ended. */
   leftDown: string[];
   violations: Violation[];
@@ -122,6 +124,7 @@ export class ChaosRun {
   private readonly violations: Violation[] = [];
   private readonly recoveries: Recovery[] = [];
   private readonly writes: ChaosWrite[] = [];
+  private readonly qemuSeen = new Map<string, { samples: number; nodes: Set<string> }>();
   private readonly haSystems: string[];
   private readonly runId: string;
   private lastPrimary: string | undefined;
@@ -196,6 +199,7 @@ export class ChaosRun {
       samples: this.samples,
       recoveries: this.recoveries,
       writes: writesReport,
+      qemu: Object.fromEntries([...this.qemuSeen].sort(([a], [b]) => a.localeCompare(b)).map(([system, seen]) => [system, { samples: seen.samples, nodes: [...seen.nodes].sort() }])),
       leftDown: [...this.killed].sort(),
       violations: this.violations,
       passed: this.violations.length === 0,
@@ -205,7 +209,8 @@ export class ChaosRun {
   private async createSystems(created: string[]): Promise<void> {
     for (const system of this.scenario.systems) {
       const node = system.node === 'primary' ? await this.resolve({ kind: 'primary' }, `system ${system.id} on the primary`) : system.node;
-      await this.cluster.createSystem({ id: system.id, ha: system.ha, driver: system.driver, ...(node ? { node } : {}) });
+      const { node: _named, ...rest } = system;
+      await this.cluster.createSystem({ ...rest, ...(node ? { node } : {}) });
       created.push(system.id);
     }
     // Every HA system running on exactly one node before the first step.
@@ -448,6 +453,10 @@ export class ChaosRun {
       for (const process of answer.qemu ?? []) copies.set(process.system, [...(copies.get(process.system) ?? []), { node, pid: process.pid }]);
     }
     for (const [system, found] of copies) {
+      const seen = this.qemuSeen.get(system) ?? { samples: 0, nodes: new Set<string>() };
+      seen.samples += 1;
+      for (const copy of found) seen.nodes.add(copy.node);
+      this.qemuSeen.set(system, seen);
       if (found.length > 1) {
         const nodes = [...new Set(found.map((copy) => copy.node))];
         this.violations.push({ at, invariant: 'two-qemu', message: `${found.length} QEMU processes ran for ${system}: ${found.map((copy) => `pid ${copy.pid} on ${copy.node}`).join(', ')}`, evidence: said(nodes) });

@@ -33,8 +33,13 @@ export type Step =
 export interface ScenarioSystem {
   id: string;
   ha: boolean;
-  driver: 'sim';
+  driver: 'sim' | 'qemu';
   node?: string;
+  /** A QEMU system's direct kernel boot (paths on every node) and memory. */
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  memoryMiB?: number;
 }
 
 export interface Scenario {
@@ -53,12 +58,25 @@ const fileSchema = z.strictObject({
   name: z.string().regex(NAME, 'a scenario name is lower-case letters, digits and dashes'),
   systems: z
     .array(
-      z.strictObject({
-        id: z.string().regex(NAME, 'a system id is lower-case letters, digits and dashes'),
-        ha: z.boolean(),
-        driver: z.literal('sim', { error: "only driver 'sim' is supported by acp chaos run" }),
-        node: z.string().regex(NAME, 'a node name is lower-case letters, digits and dashes').optional(),
-      }),
+      z
+        .strictObject({
+          id: z.string().regex(NAME, 'a system id is lower-case letters, digits and dashes'),
+          ha: z.boolean(),
+          driver: z.enum(['sim', 'qemu'], { error: "a system's driver is 'sim' or 'qemu'" }),
+          node: z.string().regex(NAME, 'a node name is lower-case letters, digits and dashes').optional(),
+          kernel: z.string().regex(/^\/[^\0]{0,4095}$/, 'an absolute path').optional(),
+          initrd: z.string().regex(/^\/[^\0]{0,4095}$/, 'an absolute path').optional(),
+          cmdline: z.string().max(1024).optional(),
+          memoryMiB: z.number().int().min(64).max(65_536).optional(),
+        })
+        .superRefine((system, ctx) => {
+          const boot = ['kernel', 'initrd', 'cmdline', 'memoryMiB'] as const;
+          if (system.driver === 'sim') {
+            for (const field of boot) if (system[field] !== undefined) ctx.addIssue({ code: 'custom', path: [field], message: `only a qemu system takes ${field}` });
+          } else if (system.kernel === undefined) {
+            ctx.addIssue({ code: 'custom', path: ['kernel'], message: 'a qemu system boots a kernel: give its absolute path (the same on every node), with initrd and cmdline as needed' });
+          }
+        }),
     )
     .min(1, 'list at least one system')
     .max(20),

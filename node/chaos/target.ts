@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { qemuProcesses, type QemuProcess } from '../../adapters/qemu-processes.js';
 import type { Message } from '../../runtime/messages.js';
+import { killHomeGuests } from '../../adapters/drivers/qemu.js';
 import type { Harness } from '../harness/index.js';
+import type { ScenarioSystem } from './scenario.js';
 
 /**
  * What a chaos run needs of a cluster: its nodes, a connection to each, and the faults. Two kinds:
@@ -14,12 +16,7 @@ export interface ChaosAsker {
   ask<Reply extends Message = Message>(to: string, message: Message, options?: { timeoutMs?: number }): Promise<Reply>;
 }
 
-export interface ChaosSystemSpec {
-  id: string;
-  ha: boolean;
-  driver: 'sim';
-  node?: string;
-}
+export type ChaosSystemSpec = ScenarioSystem;
 
 export interface ChaosCluster {
   readonly mode: 'harness' | 'cluster';
@@ -59,19 +56,42 @@ function guardPid(home: string): number | undefined {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** The harness as a chaos cluster: faults from outside (SIGKILL of daemon and guard, SIGSTOP, a link down). */
+function qemuFlags(system: ScenarioSystem): string[] {
+  if (system.driver !== 'qemu') return [];
+  const flags: [string, string | number | undefined][] = [['--kernel', system.kernel], ['--initrd', system.initrd], ['--cmdline', system.cmdline], ['--memory', system.memoryMiB ?? 128]];
+  return flags.flatMap(([flag, value]) => (value === undefined ? [] : [flag, String(value)]));
+}
+
+/** The system object a scenario system makes (what `acp system create` writes for the same flags). */
+export function systemObject(system: ScenarioSystem): Record<string, unknown> {
+  const boot = system.kernel === undefined ? undefined : { kernel: system.kernel, ...(system.initrd ? { initrd: system.initrd } : {}), ...(system.cmdline ? { cmdline: system.cmdline } : {}) };
+  return {
+    name: system.id,
+    driver: system.driver,
+    ha: system.ha,
+    ...(system.node ? { node: system.node } : {}),
+    ...(system.driver === 'qemu' ? { memoryMiB: system.memoryMiB ?? 128 } : {}),
+    ...(boot ? { boot } : {}),
+  };
+}
+
+/**
+ * The harness as a chaos cluster: faults from outside. Its kill is a node's power loss: the
+ * daemon, its fence guard and its guests' QEMU processes, all SIGKILLed.
+ */
 export function harnessCluster(harness: Harness): ChaosCluster {
   return {
     mode: 'harness',
     names: harness.nodes.map((node) => node.name),
     client: (name) => harness.client(name),
     async createSystem(system) {
-      const args = ['system', 'create', system.id, '--driver', system.driver, ...(system.ha ? ['--ha'] : []), ...(system.node ? ['--node', system.node] : [])];
+      const args = ['system', 'create', system.id, '--driver', system.driver, ...(system.ha ? ['--ha'] : []), ...(system.node ? ['--node', system.node] : []), ...qemuFlags(system)];
       const created = await harness.cli(harness.nodes[0]!.name, args);
       if (created.code !== 0) throw new Error(`acp ${args.join(' ')} exited ${created.code}: ${created.stderr.trim()}`);
     },
     async kill(name) {
-      const guard = guardPid(harness.node(name).home);
+      const { home } = harness.node(name);
+      const guard = guardPid(home);
       await harness.kill(name);
       if (guard !== undefined) {
         try {
@@ -80,6 +100,7 @@ export function harnessCluster(harness: Harness): ChaosCluster {
           // Already gone with its daemon.
         }
       }
+      killHomeGuests(home);
     },
     restart: (name) => harness.restart(name),
     async stop(name, ms) {
