@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import type { QemuProcess } from '../../adapters/qemu-processes.js';
-import type { Message } from '../../runtime/messages.js';
-import { FAULT_OPS, type Scenario, type Step, type Target } from './scenario.js';
+import { askNodes, InvariantChecker, runningOn, type NodeAnswer, type Recovery, type Violation } from './invariants.js';
+import { FAULT_OPS, restartDelay, type Scenario, type Step, type Target } from './scenario.js';
 import type { ChaosCluster } from './target.js';
 import { chaosValue, checkWrites, converged, listPrefix, viewOf, type ChaosWrite, type NodeView } from './writes.js';
 
@@ -15,24 +14,8 @@ import { chaosValue, checkWrites, converged, listPrefix, viewOf, type ChaosWrite
  * (node/chaos/writes.ts).
  */
 
-export interface Violation {
-  /** ISO time of the sample that saw it. */
-  at: string;
-  invariant: 'two-running' | 'two-qemu' | 'two-primaries' | 'not-recovered' | 'write-lost';
-  message: string;
-  /** What the nodes said. */
-  evidence: Record<string, unknown>;
-}
-
-export interface Recovery {
-  step: number;
-  text: string;
-  node: string | null;
-  /** ms from the fault until every HA system ran again on one node; null: not within the bound. */
-  recoveryMs: number | null;
-  /** Where each HA system ran in the sample that saw it recovered. */
-  runningOn: Record<string, string> | null;
-}
+export type { Recovery, Violation } from './invariants.js';
+export { restartDelay } from './scenario.js';
 
 export interface WritesReport {
   /** The run's keys: `object/chaos/<run>-<slot>`. */
@@ -75,42 +58,8 @@ export interface RunOptions {
   log?: (line: string) => void;
 }
 
-const ASK_MS = 500;
 const WRITE_TIMEOUT_MS = 2000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-interface NodeAnswer {
-  systems?: { id: string; state: string }[];
-  monitor?: { role: string; term: number; primary: string | null };
-  /** Its guests' QEMU processes; `seenFromHost`: the node did not answer, this host's /proc did. */
-  qemu?: QemuProcess[];
-  seenFromHost?: true;
-}
-
-interface PendingFault {
-  recovery: Recovery;
-  at: number;
-  reported: boolean;
-}
-
-/** Sums of wait and stop durations from the kill at `from` to the restart of the same node; undefined: none restarts it. */
-export function restartDelay(steps: readonly Step[], from: number, node: string, lastPrimary: string | undefined): number | undefined {
-  const killed = steps[from]!;
-  let primaryNamed: string | undefined = 'target' in killed && killed.target.kind === 'primary' ? node : lastPrimary;
-  let ms = 0;
-  for (const step of steps.slice(from + 1)) {
-    if (step.op === 'restart') {
-      const name = step.target.kind === 'node' ? step.target.name : primaryNamed;
-      if (name === node) return ms;
-      continue;
-    }
-    if (step.op === 'kill' && step.target.kind === 'node' && step.target.name === node) return undefined;
-    // A later step naming `primary` resolves at run time: a `restart primary` after it names whoever that was.
-    if ('target' in step && step.target.kind === 'primary') primaryNamed = undefined;
-    if (step.op === 'wait' || step.op === 'stop') ms += step.ms;
-  }
-  return undefined;
-}
 
 export class ChaosRun {
   private readonly killed = new Set<string>();
@@ -119,22 +68,18 @@ export class ChaosRun {
   private readonly dropping = new Set<string>();
   /** Nodes about to be killed: the writer leaves them alone. */
   private readonly faulting = new Set<string>();
-  private readonly primaries = new Map<number, Set<string>>();
-  private readonly pending: PendingFault[] = [];
-  private readonly violations: Violation[] = [];
-  private readonly recoveries: Recovery[] = [];
   private readonly writes: ChaosWrite[] = [];
-  private readonly qemuSeen = new Map<string, { samples: number; nodes: Set<string> }>();
   private readonly haSystems: string[];
+  private readonly checker: InvariantChecker;
   private readonly runId: string;
   private lastPrimary: string | undefined;
-  private samples = 0;
   private writing: { via: string; done: Promise<void> } | undefined;
   private started = 0;
 
   constructor(private readonly cluster: ChaosCluster, private readonly scenario: Scenario, private readonly options: RunOptions) {
     this.haSystems = scenario.systems.filter((system) => system.ha).map((system) => system.id);
     this.runId = `run-${randomBytes(4).toString('hex')}`;
+    this.checker = new InvariantChecker(this.haSystems, options.boundMs);
   }
 
   private get names(): readonly string[] {
@@ -172,7 +117,7 @@ export class ChaosRun {
         await this.runStep(step, index);
       }
       // The last faults get their bound to recover in.
-      while (this.pending.some((fault) => fault.recovery.recoveryMs === null && !fault.reported)) await sleep(100);
+      while (this.checker.waiting) await sleep(100);
       stopWriting = true;
       await writer;
       clearInterval(timer);
@@ -196,13 +141,13 @@ export class ChaosRun {
       boundMs: this.options.boundMs,
       startedAt: new Date(this.started).toISOString(),
       durationMs: Date.now() - this.started,
-      samples: this.samples,
-      recoveries: this.recoveries,
+      samples: this.checker.samples,
+      recoveries: this.checker.recoveries,
       writes: writesReport,
-      qemu: Object.fromEntries([...this.qemuSeen].sort(([a], [b]) => a.localeCompare(b)).map(([system, seen]) => [system, { samples: seen.samples, nodes: [...seen.nodes].sort() }])),
+      qemu: this.checker.qemuReport(),
       leftDown: [...this.killed].sort(),
-      violations: this.violations,
-      passed: this.violations.length === 0,
+      violations: this.checker.violations,
+      passed: this.checker.violations.length === 0,
     };
   }
 
@@ -217,7 +162,7 @@ export class ChaosRun {
     const deadline = Date.now() + 60_000;
     for (;;) {
       const answers = await this.askAll();
-      const ready = this.haSystems.every((id) => this.runningOn(answers, id).length === 1);
+      const ready = this.haSystems.every((id) => runningOn(answers, id, this.killed).length === 1);
       if (ready) return;
       if (Date.now() > deadline) throw new Error(`the HA systems did not all start within 60 s: ${JSON.stringify(Object.fromEntries(answers))}`);
       await sleep(200);
@@ -302,9 +247,7 @@ export class ChaosRun {
   private fault(step: Step, index: number, node: string): void {
     // `drop N 0%` repairs a link: not a fault.
     if (!FAULT_OPS.has(step.op) || (step.op === 'drop' && step.rate === 0)) return;
-    const recovery: Recovery = { step: index + 1, text: step.text, node, recoveryMs: null, runningOn: null };
-    this.recoveries.push(recovery);
-    this.pending.push({ recovery, at: Date.now(), reported: false });
+    this.checker.fault(index + 1, step.text, node, Date.now());
   }
 
   private resolveRestart(target: Target, text: string): string {
@@ -391,7 +334,7 @@ export class ChaosRun {
     }
     const at = new Date().toISOString();
     if (convergedMs === null) this.log(`the live nodes did not agree within ${boundMs} ms: checking what each holds`);
-    for (const violation of checkWrites(this.writes, views)) this.violations.push({ at, ...violation });
+    for (const violation of checkWrites(this.writes, views)) this.checker.violations.push({ at, ...violation });
     return {
       prefix: this.prefix,
       made: this.writes.length,
@@ -402,97 +345,13 @@ export class ChaosRun {
     };
   }
 
-  /** Every live node's hypervisor, monitor and QEMU processes (a node that does not answer within 500 ms says nothing, but its QEMU processes may be seen from this host). */
-  private async askAll(): Promise<Map<string, NodeAnswer>> {
-    const answers = await Promise.all(
-      this.names.map(async (name): Promise<[string, NodeAnswer]> => {
-        const answer: NodeAnswer = {};
-        if (!this.killed.has(name)) {
-          try {
-            const client = await this.cluster.client(name);
-            const [hv, monitor, qemu] = await Promise.all([
-              client.ask<Message & { systems: { id: string; state: string }[] }>('hypervisor', { type: 'system.status' }, { timeoutMs: ASK_MS }).catch(() => undefined),
-              client.ask<Message & { role: string; term: number; primary: string | null }>('monitor', { type: 'monitor.status' }, { timeoutMs: ASK_MS }).catch(() => undefined),
-              client.ask<Message & { processes: QemuProcess[] }>('framework', { type: 'framework.qemu' }, { timeoutMs: ASK_MS }).catch(() => undefined),
-            ]);
-            if (hv && Array.isArray(hv.systems)) answer.systems = hv.systems.map((system) => ({ id: system.id, state: system.state }));
-            if (monitor) answer.monitor = { role: monitor.role, term: monitor.term, primary: monitor.primary };
-            if (qemu && Array.isArray(qemu.processes)) answer.qemu = qemu.processes;
-          } catch {
-            // Not answering: says nothing.
-          }
-        }
-        if (answer.qemu === undefined && this.cluster.localQemu) {
-          answer.qemu = await this.cluster.localQemu(name).catch(() => undefined);
-          if (answer.qemu) answer.seenFromHost = true;
-        }
-        return [name, answer];
-      }),
-    );
-    return new Map(answers.filter(([name, answer]) => !this.killed.has(name) || answer.qemu !== undefined));
-  }
-
-  private runningOn(answers: Map<string, NodeAnswer>, id: string): string[] {
-    return [...answers].filter(([name, answer]) => !this.killed.has(name) && answer.systems?.some((system) => system.id === id && system.state === 'running')).map(([node]) => node);
+  private askAll(): Promise<Map<string, NodeAnswer>> {
+    return askNodes(this.cluster, this.killed);
   }
 
   private async sample(): Promise<void> {
     const asked = Date.now();
     const answers = await this.askAll();
-    const now = Date.now();
-    const at = new Date(now).toISOString();
-    this.samples += 1;
-    const said = (nodes: string[]) => Object.fromEntries(nodes.map((node) => [node, answers.get(node)]));
-    for (const id of this.haSystems) {
-      const on = this.runningOn(answers, id);
-      if (on.length > 1) this.violations.push({ at, invariant: 'two-running', message: `${id} reported running on ${on.join(' and ')}`, evidence: said(on) });
-    }
-    // Every system's QEMU processes, counted over every node: more than one is two copies.
-    const copies = new Map<string, { node: string; pid: number }[]>();
-    for (const [node, answer] of answers) {
-      for (const process of answer.qemu ?? []) copies.set(process.system, [...(copies.get(process.system) ?? []), { node, pid: process.pid }]);
-    }
-    for (const [system, found] of copies) {
-      const seen = this.qemuSeen.get(system) ?? { samples: 0, nodes: new Set<string>() };
-      seen.samples += 1;
-      for (const copy of found) seen.nodes.add(copy.node);
-      this.qemuSeen.set(system, seen);
-      if (found.length > 1) {
-        const nodes = [...new Set(found.map((copy) => copy.node))];
-        this.violations.push({ at, invariant: 'two-qemu', message: `${found.length} QEMU processes ran for ${system}: ${found.map((copy) => `pid ${copy.pid} on ${copy.node}`).join(', ')}`, evidence: said(nodes) });
-      }
-    }
-    for (const [node, answer] of answers) {
-      if (answer.monitor?.role !== 'primary') continue;
-      const holders = this.primaries.get(answer.monitor.term) ?? new Set<string>();
-      const before = holders.size;
-      holders.add(node);
-      this.primaries.set(answer.monitor.term, holders);
-      if (holders.size > 1 && holders.size > before) {
-        this.violations.push({ at, invariant: 'two-primaries', message: `term ${answer.monitor.term} had primaries ${[...holders].join(' and ')}`, evidence: said([...holders].filter((n) => answers.has(n))) });
-      }
-    }
-    const faulted = new Set([...this.killed, ...this.stopped, ...this.partitioned]);
-    const recovered = this.haSystems.every((id) => {
-      const on = this.runningOn(answers, id);
-      return on.length === 1 && !faulted.has(on[0]!);
-    });
-    for (const fault of this.pending) {
-      if (fault.recovery.recoveryMs !== null || fault.reported) continue;
-      // Only a sample asked after the fault says anything about recovering from it.
-      if (recovered && asked >= fault.at) {
-        fault.recovery.recoveryMs = now - fault.at;
-        fault.recovery.runningOn = Object.fromEntries(this.haSystems.map((id) => [id, this.runningOn(answers, id)[0]!]));
-      } else if (now - fault.at > this.options.boundMs) {
-        fault.reported = true;
-        const where = Object.fromEntries(this.haSystems.map((id) => [id, this.runningOn(answers, id)]));
-        this.violations.push({
-          at,
-          invariant: 'not-recovered',
-          message: `step ${fault.recovery.step} ('${fault.recovery.text}'): the HA systems did not all run again within ${this.options.boundMs} ms (faulted now: ${[...faulted].join(', ') || 'none'})`,
-          evidence: { runningOn: where, said: Object.fromEntries(answers) },
-        });
-      }
-    }
+    this.checker.observe(answers, this.killed, new Set([...this.killed, ...this.stopped, ...this.partitioned]), asked, Date.now());
   }
 }

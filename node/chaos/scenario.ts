@@ -196,3 +196,22 @@ export function checkLiveRestarts(scenario: Scenario): void {
     }
   });
 }
+
+/** Sums of wait and stop durations from the kill at `from` to the restart of the same node; undefined: none restarts it. */
+export function restartDelay(steps: readonly Step[], from: number, node: string, lastPrimary: string | undefined): number | undefined {
+  const killed = steps[from]!;
+  let primaryNamed: string | undefined = 'target' in killed && killed.target.kind === 'primary' ? node : lastPrimary;
+  let ms = 0;
+  for (const step of steps.slice(from + 1)) {
+    if (step.op === 'restart') {
+      const name = step.target.kind === 'node' ? step.target.name : primaryNamed;
+      if (name === node) return ms;
+      continue;
+    }
+    if (step.op === 'kill' && step.target.kind === 'node' && step.target.name === node) return undefined;
+    // A later step naming `primary` resolves at run time: a `restart primary` after it names whoever that was.
+    if ('target' in step && step.target.kind === 'primary') primaryNamed = undefined;
+    if (step.op === 'wait' || step.op === 'stop') ms += step.ms;
+  }
+  return undefined;
+}
