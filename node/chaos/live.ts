@@ -128,7 +128,7 @@ export class LiveCluster implements ChaosCluster {
 
   async kill(name: string, restartAfterMs: number | undefined): Promise<void> {
     const client = await this.client(name);
-    const incarnation = client.node.incarnation;
+    const { incarnation } = await client.ask<Message & { incarnation: number }>('framework', { type: 'status' }, { timeoutMs: FAULT_MS });
     const killedAt = Date.now();
     await client.ask('framework', { type: 'faults.kill', ...(restartAfterMs === undefined ? {} : { restartAfterMs }) }, { timeoutMs: FAULT_MS });
     if (restartAfterMs !== undefined) this.comingBack.set(name, { incarnation, dueAt: killedAt + restartAfterMs });
