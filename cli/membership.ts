@@ -5,6 +5,8 @@ import type { MonitorStatus } from '../actors/monitor/index.js';
 import { printJson } from './output.js';
 import { AcpError } from '../runtime/errors.js';
 import { assertName } from '../runtime/path.js';
+import { SHUTDOWN_POLICIES } from '../actors/ha/protocol.js';
+import { SHUTDOWN_POLICY_MEANING } from '../actors/model.js';
 
 interface Global {
   home: string;
@@ -48,18 +50,28 @@ export function nodeCommands(y: Argv<Global>, run: Run, withClient: WithClient):
     )
     .command(
       'set <name>',
-      "change a node's settings: --management on|off (whether it serves the web UI and REST; operator)",
-      (c) => c.positional('name', { type: 'string', demandOption: true }).option('management', { type: 'string', describe: 'on: the node serves the web UI; off: it serves no web port' }),
+      "change a node's settings: --management on|off (whether it serves the web UI and REST), --shutdown-policy (what its clean shutdown does with HA systems) (operator)",
+      (c) =>
+        c
+          .positional('name', { type: 'string', demandOption: true })
+          .option('management', { type: 'string', describe: 'on: the node serves the web UI; off: it serves no web port' })
+          .option('shutdown-policy', { type: 'string', describe: `what acp down on the node does with its HA systems: ${SHUTDOWN_POLICIES.join(', ')} (default conditional)` }),
       (argv) =>
         run(argv, () =>
           withClient(argv.home, async (client) => {
             const name = assertName(argv.name, 'node');
-            if (argv.management === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', 'say what to set: acp node set NAME --management on|off');
-            if (argv.management !== 'on' && argv.management !== 'off') throw new AcpError('ACP_ERR_CLI_USAGE', `--management is on or off, not '${argv.management}'`);
-            const management = argv.management === 'on';
-            const version = await patchNode(client, name, { management });
-            if (argv.json) printJson({ node: name, management, version });
-            else process.stdout.write(`node ${name}: management ${management ? 'on (it serves the web UI)' : 'off (it serves no web port)'}\n`);
+            const policyGiven = argv['shutdown-policy'];
+            if (argv.management === undefined && policyGiven === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', `say what to set: acp node set NAME --management on|off, or --shutdown-policy ${SHUTDOWN_POLICIES.join('|')}`);
+            if (argv.management !== undefined && argv.management !== 'on' && argv.management !== 'off') throw new AcpError('ACP_ERR_CLI_USAGE', `--management is on or off, not '${argv.management}'`);
+            const shutdownPolicy = SHUTDOWN_POLICIES.find((policy) => policy === policyGiven);
+            if (policyGiven !== undefined && shutdownPolicy === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', `--shutdown-policy is one of ${SHUTDOWN_POLICIES.join(', ')}, not '${String(policyGiven)}'`);
+            const management = argv.management === undefined ? undefined : argv.management === 'on';
+            const version = await patchNode(client, name, { ...(management === undefined ? {} : { management }), ...(shutdownPolicy === undefined ? {} : { shutdownPolicy }) });
+            if (argv.json) printJson({ node: name, ...(management === undefined ? {} : { management }), ...(shutdownPolicy === undefined ? {} : { shutdownPolicy }), version });
+            else {
+              if (management !== undefined) process.stdout.write(`node ${name}: management ${management ? 'on (it serves the web UI)' : 'off (it serves no web port)'}\n`);
+              if (shutdownPolicy !== undefined) process.stdout.write(`node ${name}: shutdown policy ${shutdownPolicy}: ${SHUTDOWN_POLICY_MEANING[shutdownPolicy]}\n`);
+            }
           }),
         ),
     )
