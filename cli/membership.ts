@@ -7,6 +7,7 @@ import { AcpError } from '../runtime/errors.js';
 import { assertName } from '../runtime/path.js';
 import { SHUTDOWN_POLICIES } from '../actors/ha/protocol.js';
 import { SHUTDOWN_POLICY_MEANING } from '../actors/model.js';
+import { moveNonHaAway } from './maintenance.js';
 
 interface Global {
   home: string;
@@ -77,7 +78,7 @@ export function nodeCommands(y: Argv<Global>, run: Run, withClient: WithClient):
     )
     .command(
       'maintenance <state> <name>',
-      'maintenance on: the HA manager places nothing on the node and live-migrates its HA systems away; off: they move back (operator)',
+      'maintenance on: the HA manager places nothing on the node and live-migrates its HA systems away, and its other running systems are live-migrated where a node can take them; off: HA systems move back (operator)',
       (c) => c.positional('state', { type: 'string', demandOption: true, describe: 'on or off' }).positional('name', { type: 'string', demandOption: true }),
       (argv) =>
         run(argv, () =>
@@ -87,8 +88,11 @@ export function nodeCommands(y: Argv<Global>, run: Run, withClient: WithClient):
             const maintenance = argv.state === 'on';
             // Kept in the node object: it survives a restart of the node.
             const version = await patchNode(client, name, { maintenance });
-            if (argv.json) printJson({ node: name, maintenance, version });
-            else process.stdout.write(maintenance ? `node ${name}: maintenance on; its HA systems migrate away (acp ha status)\n` : `node ${name}: maintenance off; HA systems that left for it move back\n`);
+            if (!argv.json) process.stdout.write(maintenance ? `node ${name}: maintenance on; its HA systems migrate away (acp ha status)\n` : `node ${name}: maintenance off; HA systems that left for it move back\n`);
+            // The HA manager moves HA systems; the others are migrated from here, where a node can take them.
+            const moves = maintenance ? await moveNonHaAway(client, name, (line) => argv.json || process.stdout.write(`${line}\n`)) : undefined;
+            if (argv.json) printJson({ node: name, maintenance, version, ...(moves ? { moved: moves.moved, stayed: moves.failed } : {}) });
+            else for (const stayed of moves?.failed ?? []) process.stdout.write(`${stayed.id} stays on ${name}: ${stayed.error}\n`);
           }),
         ),
     )

@@ -3,7 +3,7 @@
  * system): `migrate` moves it to another node before the daemon exits; `failover` stops it and the
  * primary recovers it elsewhere at once (no fence wait: the node said it stopped it); `freeze` stops
  * it and nobody runs it until its node is back, where it starts again. Sampled every 100 ms
- * throughout: never two nodes running it.
+ * throughout: never two nodes running it. And maintenance mode moves the node's non-HA systems.
  */
 import test from 'ava';
 import { readFileSync } from 'node:fs';
@@ -48,7 +48,8 @@ async function downAndBack(node: string, whileDown: (stdout: string) => Promise<
 async function primaryView(): Promise<NonNullable<HaView['manager']>> {
   return eventually(async () => {
     for (const node of NODES) {
-      const view = await (await cluster().client(node)).ask<HaView>('ha', { type: 'ha.show' }, { timeoutMs: 2000 }).catch(() => undefined);
+      // A node that is down does not answer: the primary is among the others.
+      const view = await cluster().client(node).then((client) => client.ask<HaView>('ha', { type: 'ha.show' }, { timeoutMs: 2000 })).catch(() => undefined);
       if (view?.manager) return view.manager;
     }
     return undefined;
@@ -64,6 +65,26 @@ if (!available.ok) {
   });
   test.after.always(async () => {
     await h?.teardown();
+  });
+
+  test.serial('maintenance on a node live-migrates its non-HA systems to another node too, naming each move', async (t) => {
+    t.timeout(120_000);
+    const created = await cluster().cli('n1', ['system', 'create', 'plain', '--driver', 'sim', '--node', 'n3']);
+    t.is(created.code, 0, created.stderr);
+    const started = await cluster().cli('n1', ['system', 'start', 'plain']);
+    t.is(started.code, 0, started.stderr);
+    t.deepEqual(await runningOn(cluster(), 'plain'), ['n3']);
+    const on = await cluster().cli('n1', ['node', 'maintenance', 'on', 'n3']);
+    try {
+      t.is(on.code, 0, on.stderr);
+      const to = /migrating plain from n3 to (n\d)/.exec(on.stdout)?.[1];
+      t.truthy(to, on.stdout);
+      t.deepEqual(await runningOn(cluster(), 'plain'), [to!], 'running on the node it was moved to, and only there');
+    } finally {
+      const off = await cluster().cli('n1', ['node', 'maintenance', 'off', 'n3']);
+      t.is(off.code, 0, off.stderr);
+      await cluster().cli('n1', ['system', 'stop', 'plain']);
+    }
   });
 
   test.serial('acp down carries out the node’s shutdown policy: migrate, failover and freeze, never two nodes running the system', async (t) => {
