@@ -15,7 +15,10 @@ import type { OpenLoopLatency } from './measure.js';
 import { freePort } from '../test/helpers/agent.js';
 
 function startNode(home: string, rawPort: number): Promise<ChildProcess> {
-  const child = fork(fileURLToPath(new URL('./remote-node.js', import.meta.url)), [home, String(rawPort)], { stdio: 'inherit' });
+  // ACP_BENCH_CPU_PROF=DIR writes a V8 CPU profile of each node into DIR (open it in Chrome's DevTools).
+  const profile = process.env.ACP_BENCH_CPU_PROF;
+  const execArgv = profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [];
+  const child = fork(fileURLToPath(new URL('./remote-node.js', import.meta.url)), [home, String(rawPort)], { stdio: 'inherit', execArgv });
   return new Promise((resolve, reject) => {
     child.once('message', () => resolve(child));
     child.once('exit', (code) => reject(new Error(`bench node exited with ${code}`)));
