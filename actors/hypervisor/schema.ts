@@ -145,4 +145,12 @@ export const hypervisorAuthority: AuthorityTable = {
 };
 
 /** What the hypervisor answers about one of its systems. */
-export const viewOf = (systemId: string, entry: Running) => ({ id: systemId, driver: entry.spec.driver, ha: entry.spec.ha, arriving: entry.arriving === true, ...entry.meta });
+export const viewOf = (systemId: string, entry: Running) => ({
+  id: systemId,
+  driver: entry.spec.driver,
+  ha: entry.spec.ha,
+  arriving: entry.arriving === true,
+  ...entry.meta,
+  // The migration this node takes part in, and its phase (migration-table.ts).
+  ...(entry.migration ? { migration: { role: entry.migration.role, phase: entry.migration.phase, peer: entry.migration.peer } } : {}),
+});
