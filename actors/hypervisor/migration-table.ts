@@ -44,7 +44,7 @@ export const PHASE_DEADLINES_MS: Partial<Record<MigrationPhase, number>> = {
   preparing: 150_000,
   transferring: 620_000,
   confirming: 150_000,
-  incoming: 90_000,
+  incoming: 150_000,
   /** A source that never follows up (it died, say) must not leave the copy waiting for ever. */
   waiting: 15 * 60_000,
   arriving: 90_000,

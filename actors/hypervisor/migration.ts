@@ -292,6 +292,7 @@ export class Migration {
         return asker?.fail(new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${systemId}' was dropped on ${node} while it got ready to arrive: ${entry.meta.reason ?? 'dropped'}`));
       }
       if (!prepared.ok) {
+        this.replies.delete(record);
         this.drop(systemId, entry, `arrival from ${from} failed: ${errorMessage(prepared.error)}`, { ok: () => undefined, fail: () => undefined });
         return asker?.fail(prepared.error);
       }
@@ -317,6 +318,7 @@ export class Migration {
         return reply.fail(new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${systemId}' was dropped on ${this.h.node} while it arrived: ${entry.meta.reason ?? 'dropped'}`));
       }
       if (!running.ok) {
+        this.replies.delete(record);
         this.drop(systemId, entry, `the guest from ${record.peer} did not run here: ${errorMessage(running.error)}`, { ok: () => undefined, fail: () => undefined });
         return reply.fail(running.error);
       }

@@ -65,11 +65,6 @@ export class GuestOperations {
    */
   start(systemId: string, reply: Reply, why?: string, ha = false): void {
     const { entries, io, nics, disks } = this.h;
-    const before = entries.get(systemId);
-    if (before && !canHappen(before.state, 'start')) {
-      reply.fail(catching(() => entries.check(systemId, before, 'start')));
-      return;
-    }
     const prepare = async (): Promise<{ spec: SystemObject; storage: SystemStorage }> => {
       const spec = await nics.withMacs(systemId, await this.readSpec(systemId, ha));
       // A disk this node cannot give (its volume missing, its pool not here) refuses the start, before anything changes.
