@@ -98,6 +98,7 @@ test.serial('a stop during a migration is refused naming its phase; the migratio
   const migrate = api.ask('hypervisor', { type: 'system.migrate', id: 'm1', to: 'n9' }, { timeoutMs: 60_000 });
   await held.reached;
   t.is((await stateOf(api, 'm1')).migration?.phase, 'preparing');
+  await eventually(async () => ((await systemMeta(api, 'm1')).migration?.phase === 'preparing' ? true : undefined), 10_000, 'the published meta to name the phase');
   const refused = await t.throwsAsync(api.ask('hypervisor', { type: 'system.stop', id: 'm1' }));
   t.is((refused as AcpError).code, 'ACP_ERR_SYSTEM_BAD_STATE');
   t.regex(refused!.message, /it is migrating .*in phase preparing/);
@@ -108,6 +109,7 @@ test.serial('a stop during a migration is refused naming its phase; the migratio
   const after = await stateOf(api, 'm1');
   t.is(after.state, 'running');
   t.is(after.migration, undefined);
+  t.is((await systemMeta(api, 'm1')).migration, undefined, 'the phase leaves the meta with the migration');
 });
 
 test.serial('an arrival the VMM confirms after a stop dropped it is answered as dropped; the copy is gone and a late abort finds nothing running', async (t) => {

@@ -19,7 +19,7 @@ import { objectKey, type SystemObject } from '../model.js';
 import type { SystemDisks, SystemStorage } from './disks.js';
 import type { SystemEntries } from './entries.js';
 import type { GuestIo, Reply } from './io.js';
-import { nextPhase, PHASE_DEADLINES_MS, type MigrationPhase, type MigrationRecord, type MigrationStep } from './migration-table.js';
+import { FINAL_PHASES, nextPhase, PHASE_DEADLINES_MS, type MigrationPhase, type MigrationRecord, type MigrationStep } from './migration-table.js';
 import type { SystemNics } from './nics.js';
 import { viewOf, type Running, type SystemMeta } from './schema.js';
 import type { GuestVmms } from './vmms.js';
@@ -59,10 +59,13 @@ export class Migration {
     this.arm(systemId, entry, record);
   }
 
-  /** The deadline of the phase the migration is in now (none for a phase without one). */
+  /** The deadline of the phase the migration is in now (none for a phase without one); the phase published in the meta. */
   private arm(systemId: string, entry: Running, record: MigrationRecord): void {
     record.cancelDeadline?.();
     record.cancelDeadline = undefined;
+    if (FINAL_PHASES.includes(record.phase)) return;
+    entry.meta = { ...entry.meta, migration: { role: record.role, phase: record.phase, peer: record.peer } };
+    this.h.entries.publish(systemId, entry);
     const deadline = PHASE_DEADLINES_MS[record.phase];
     if (deadline === undefined) return;
     const { phase } = record;
@@ -75,11 +78,14 @@ export class Migration {
     return entry.migration === record && record.phase === phase;
   }
 
-  /** The migration is over (either way): its record gone, its deadline off. */
+  /** The migration is over (either way): its record gone, its deadline off, its phase out of the meta (published by the move that follows). */
   private end(entry: Running, record: MigrationRecord): void {
     record.cancelDeadline?.();
     record.cancelDeadline = undefined;
-    if (entry.migration === record) delete entry.migration;
+    if (entry.migration !== record) return;
+    delete entry.migration;
+    const { migration: _over, ...meta } = entry.meta;
+    entry.meta = meta;
     this.replies.delete(record);
   }
 
@@ -216,6 +222,7 @@ export class Migration {
       this.step(systemId, entry, record, 'finished');
       this.end(entry, record);
       if (entry.state === 'migrating') entries.move(systemId, entry, 'migrated-away', { reason: `migrated to ${to}`, pid: null, vmmPid: null });
+      else entries.publish(systemId, entry);
       const { type: _arrived, ...there } = arrived;
       reply?.ok({ ...there, type: 'system.migrated', id: systemId, from: node, to });
     });
@@ -245,7 +252,10 @@ export class Migration {
       const targetClear = answer !== undefined && (answer.dropped || answer.running === false);
       this.step(systemId, entry, record, 'aborted');
       this.end(entry, record);
-      if (entry.state !== 'migrating') return reply?.fail(new AcpError('ACP_ERR_VMM_FAILED', `${reason}; ${systemId} is ${entry.state} on ${node}`));
+      if (entry.state !== 'migrating') {
+        entries.publish(systemId, entry);
+        return reply?.fail(new AcpError('ACP_ERR_VMM_FAILED', `${reason}; ${systemId} is ${entry.state} on ${node}`));
+      }
       if (record.moved && !targetClear) {
         entries.move(systemId, entry, 'migrated', { reason: `${reason}; ${to} did not confirm it dropped its copy, so this one is left paused` });
         entries.move(systemId, entry, 'pause', { reason: entry.meta.reason });
@@ -271,7 +281,6 @@ export class Migration {
     const record: MigrationRecord = { role: 'target', phase: 'incoming', peer: from, moved: false };
     const here = { ...spec, ...(spec.node === undefined ? {} : { node }) };
     const entry = entries.add(systemId, here, 'migrating', { state: 'migrating', node, pid: null, vmmPid: null, accelerator: null, since: new Date().toISOString(), restarts: 0, reason: `arriving from ${from}` }, { arriving: true, migration: record });
-    entries.publish(systemId, entry);
     this.replies.set(record, reply);
     this.arm(systemId, entry, record);
     const prepare = async () => {
@@ -358,6 +367,7 @@ export class Migration {
       this.end(entry, record);
       waiting?.fail(new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${systemId}' was dropped on ${this.h.node} while it arrived: ${reason}`));
       if (entry.state === 'migrating') entries.move(systemId, entry, 'migrated-away', { reason, pid: null, vmmPid: null });
+      else entries.publish(systemId, entry);
       reply.ok({ type: 'ok', dropped: true });
     });
   }

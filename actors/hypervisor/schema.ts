@@ -81,6 +81,8 @@ export interface SystemMeta {
   reason?: string;
   /** The last lifecycle steps here, oldest first (acp system log). */
   history?: SystemStep[];
+  /** While a migration runs: this node's side of it, its phase (migration-table.ts) and the other node. */
+  migration?: { role: 'source' | 'target'; phase: string; peer: string };
 }
 
 /** One lifecycle step of a system on a node. */
@@ -151,6 +153,4 @@ export const viewOf = (systemId: string, entry: Running) => ({
   ha: entry.spec.ha,
   arriving: entry.arriving === true,
   ...entry.meta,
-  // The migration this node takes part in, and its phase (migration-table.ts).
-  ...(entry.migration ? { migration: { role: entry.migration.role, phase: entry.migration.phase, peer: entry.migration.peer } } : {}),
 });
