@@ -40,10 +40,15 @@ export function noReply(onFail: (error: unknown) => void = () => undefined): Rep
   return { ok: () => undefined, fail: onFail };
 }
 
+/**
+ * Tokens are unique in the process, not per hypervisor: a report from the I/O of a hypervisor that
+ * crashed, reaching the one its supervisor started in its place, matches nothing there.
+ */
+let tokens = 0;
+
 export class GuestIo {
   private readonly chains = new Map<string, Promise<void>>();
   private readonly waiting = new Map<number, (fresh: boolean) => void>();
-  private token = 0;
 
   constructor(
     private readonly self: ActorRef,
@@ -55,7 +60,7 @@ export class GuestIo {
    * I/O spawned), then reports back; `done` runs inside `receive` when the report is handled.
    */
   run<T>(op: IoOp, id: string, task: () => Promise<T>, done: (result: Settled<T>, fresh: boolean) => void): void {
-    const token = ++this.token;
+    const token = ++tokens;
     const epoch = this.epochOf(id) ?? -1;
     const before = this.chains.get(id) ?? Promise.resolve();
     const ran = before.then(task).then(
