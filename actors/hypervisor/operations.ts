@@ -51,7 +51,7 @@ export class GuestOperations {
       return spec;
     }
     if (spec.ha) {
-      throw new AcpError('ACP_ERR_SYSTEM_HA_MANAGED', `system '${systemId}' is HA: the HA manager places and starts it (acp ha status shows where it runs); its object's haState says whether it runs`);
+      throw haManaged(systemId);
     }
     if (spec.node !== undefined && spec.node !== node) {
       throw new AcpError('ACP_ERR_SYSTEM_WRONG_NODE', `system '${systemId}' is placed on node '${spec.node}', not '${node}'; start it there (acp://${ctx.node.cluster}/${spec.node}/hypervisor)`);
@@ -65,6 +65,14 @@ export class GuestOperations {
    */
   start(systemId: string, reply: Reply, why?: string, ha = false): void {
     const { entries, io, nics, disks } = this.h;
+    // Refused at once where the state says so (its I/O would wait behind the system's, a migration's say).
+    const before = entries.get(systemId);
+    if (before && !canHappen(before.state, 'start')) {
+      if (before.spec.ha && !ha) {
+        return reply.fail(haManaged(systemId));
+      }
+      return reply.fail(catching(() => entries.check(systemId, before, 'start')));
+    }
     const prepare = async (): Promise<{ spec: SystemObject; storage: SystemStorage }> => {
       const spec = await nics.withMacs(systemId, await this.readSpec(systemId, ha));
       // A disk this node cannot give (its volume missing, its pool not here) refuses the start, before anything changes.
@@ -235,6 +243,11 @@ export class GuestOperations {
     const spec = entry.spec;
     this.h.io.run('cleanup', systemId, () => this.h.vmms.stop(systemId, spec, reason), () => undefined);
   }
+}
+
+/** The refusal of a hand start of an HA system. */
+function haManaged(systemId: string): AcpError {
+  return new AcpError('ACP_ERR_SYSTEM_HA_MANAGED', `system '${systemId}' is HA: the HA manager places and starts it (acp ha status shows where it runs); its object's haState says whether it runs`);
 }
 
 /** The AcpError `check` throws, as a value. */
