@@ -129,3 +129,13 @@ test('the policy leaves alone: never, on-crash after a clean exit, and HA system
     t.is(entry.state, crashed ? 'crashed' : 'stopped');
   }
 });
+
+test('a guest that powers off before its start was answered (still starting) is crashed, as the state table allows, and a clean exit is not restarted on-crash', (t) => {
+  const { clock, starts, entry, policy } = world({ restart: 'on-crash' });
+  entry.state = 'starting';
+  policy.gone('r1', false, 'powered off');
+  t.is(entry.state, 'crashed');
+  t.is(entry.meta.reason, 'powered off');
+  clock.advance(WITHIN_MS);
+  t.is(starts.length, 0);
+});

@@ -9,7 +9,7 @@ import type { Clock } from '../../runtime/clock.js';
 import { errorMessage } from '../../runtime/errors.js';
 import { checkIntensity } from '../../supervisors/intensity.js';
 import { restartDelay } from '../../supervisors/backoff.js';
-import type { SystemEvent } from './lifecycle.js';
+import { canHappen, type SystemEvent } from './lifecycle.js';
 import type { Running, SystemMeta } from './schema.js';
 import type { Reply } from './io.js';
 
@@ -50,7 +50,8 @@ export class RestartPolicy {
       return;
     }
     this.h.cleanUp(systemId, entry, 'guest gone');
-    move(systemId, entry, crashed ? 'crashed' : 'stopped', { reason, pid: null, vmmPid: null });
+    // A guest that powered off while starting (its start's answer not in yet) or migrating went where the table allows: crashed.
+    move(systemId, entry, crashed || !canHappen(entry.state, 'stopped') ? 'crashed' : 'stopped', { reason, pid: null, vmmPid: null });
     const policy = entry.spec.restart;
     // An HA system is restarted by the HA service (up to its maxRestart), then relocated by its manager.
     if (entry.spec.ha) return;
