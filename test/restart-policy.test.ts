@@ -134,7 +134,7 @@ test('a guest that powers off before its start was answered (still starting) is 
   const { clock, starts, entry, policy } = world({ restart: 'on-crash' });
   entry.state = 'starting';
   policy.gone('r1', false, 'powered off');
-  t.is(entry.state, 'crashed');
+  t.is(entry.state as string, 'crashed');
   t.is(entry.meta.reason, 'powered off');
   clock.advance(WITHIN_MS);
   t.is(starts.length, 0);
