@@ -178,9 +178,10 @@ export class GuestOperations {
     this.stop(systemId, false, stopTimeoutMs, { ok: () => this.start(systemId, reply), fail: (error) => reply.fail(error) });
   }
 
-  /** Every system running here stopped, each as system.stop would; answered once all are. */
+  /** Every non-HA system running here stopped, each as system.stop would; answered once all are. */
   stopAll(timeoutMs: number, why: string): Promise<Message> {
-    const live = [...this.h.entries].filter(([, entry]) => LIVE.includes(entry.state) && !entry.arriving).map(([systemId]) => systemId);
+    // HA systems are left to the HA service: they go by the node's shutdown policy when it stops (actors/ha/drain.ts).
+    const live = [...this.h.entries].filter(([, entry]) => LIVE.includes(entry.state) && !entry.arriving && entry.spec.ha !== true).map(([systemId]) => systemId);
     const stops = live.map((systemId) => {
       const answer = deferred();
       try {
