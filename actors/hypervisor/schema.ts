@@ -2,11 +2,12 @@
 import { z } from 'zod';
 import type { AuthorityTable } from '../../runtime/authority.js';
 import { nameSchema } from '../../runtime/path.js';
-import type { LocalActor } from '../../runtime/system.js';
 import { serviceInfoSchema } from '../kit.js';
 import { systemObjectSchema, type SystemObject } from '../model.js';
 import type { SystemStorage } from './disks.js';
 import type { SystemEvent, SystemState } from './lifecycle.js';
+import { IO_OPS } from './io.js';
+import type { MigrationRecord } from './migration-table.js';
 
 const id = nameSchema;
 
@@ -59,6 +60,12 @@ export const hypervisorSchema = z.discriminatedUnion('type', [
   /** After the daemon starts: adopt the guests that outlived it, settle the rest, then autostart. */
   z.strictObject({ type: z.literal('hypervisor.recover') }),
   z.strictObject({ type: z.literal('hypervisor.restart-due'), id, attempt: z.number().int() }),
+  /** A migration phase's deadline passed (migration-table.ts); stale once the phase moved on. */
+  z.strictObject({ type: z.literal('hypervisor.migration-deadline'), id, epoch: z.number().int(), phase: z.string().max(32) }),
+  /** The autostart systems, one after the other (after the recovery at boot). */
+  z.strictObject({ type: z.literal('hypervisor.autostart-next') }),
+  // The I/O of an operation is over (io.ts): its continuation runs in receive.
+  ...IO_OPS.map((op) => z.strictObject({ type: z.literal(`hypervisor.${op}-done` as const), id: z.string().max(128), epoch: z.number().int(), token: z.number().int() })),
 ]);
 
 /** A system's meta (`meta/system/<id>@<node>`): where its state machine is. */
@@ -74,6 +81,8 @@ export interface SystemMeta {
   reason?: string;
   /** The last lifecycle steps here, oldest first (acp system log). */
   history?: SystemStep[];
+  /** While a migration runs: this node's side of it, its phase (migration-table.ts) and the other node. */
+  migration?: { role: 'source' | 'target'; phase: string; peer: string };
 }
 
 /** One lifecycle step of a system on a node. */
@@ -92,11 +101,15 @@ export interface Running {
   spec: SystemObject;
   /** Its disks' files here, resolved by the Storage service before the guest starts or arrives. */
   storage?: SystemStorage;
-  vmm: LocalActor | undefined;
   meta: SystemMeta;
   restarts: number[];
   attempt: number;
-  retry: NodeJS.Timeout | undefined;
+  /** Cancels the restart the policy has scheduled, if any. */
+  retry: (() => void) | undefined;
+  /** Moves on with every state change: an I/O result from an older epoch is stale (io.ts). */
+  epoch: number;
+  /** The migration this node takes part in for the system, source or target side. */
+  migration?: MigrationRecord;
 }
 
 const thisHypervisor = { service: 'hypervisor', nodes: 'self' } as const;
@@ -125,10 +138,19 @@ export const hypervisorAuthority: AuthorityTable = {
   'hypervisor.guest-exited': { internal: [{ service: 'hypervisor/vmm', nodes: 'self', below: true }, thisHypervisor] },
   'hypervisor.restart-due': { internal: [thisHypervisor] },
   'hypervisor.recover': { internal: [thisHypervisor] },
+  'hypervisor.migration-deadline': { internal: [thisHypervisor] },
+  'hypervisor.autostart-next': { internal: [thisHypervisor] },
+  ...Object.fromEntries(IO_OPS.map((op) => [`hypervisor.${op}-done`, { internal: [thisHypervisor] }])),
   'system.stop-all': 'operate',
   // A volume's pool may be shared: the Storage service of any node changes a disk where its guest runs.
   'system.disk-change': { internal: [{ service: 'storage', nodes: 'any' }] },
 };
 
 /** What the hypervisor answers about one of its systems. */
-export const viewOf = (systemId: string, entry: Running) => ({ id: systemId, driver: entry.spec.driver, ha: entry.spec.ha, arriving: entry.arriving === true, ...entry.meta });
+export const viewOf = (systemId: string, entry: Running) => ({
+  id: systemId,
+  driver: entry.spec.driver,
+  ha: entry.spec.ha,
+  arriving: entry.arriving === true,
+  ...entry.meta,
+});

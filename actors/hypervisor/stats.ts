@@ -17,7 +17,7 @@ export interface StatsHost {
   readonly ctx: ActorContext;
   readonly node: string;
   readonly cdb: ActorRef;
-  readonly systems: Map<string, Running>;
+  readonly systems: Iterable<[string, Running]>;
   readonly vmms: GuestVmms;
   readonly disks: SystemDisks;
 }
