@@ -43,7 +43,8 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
   const cdb = ctx.ref(`acp://${cluster}/${self}/cdb`);
   const hypervisor = ctx.ref(`acp://${cluster}/${self}/hypervisor`);
   const monitor = ctx.ref(`acp://${cluster}/${self}/monitor`);
-  const guard = new FenceGuard({ logFile: join(deps.paths.log, 'fence-guard.log') });
+  // Given the run dir, the guard also starts this node's HA QEMU guests (as its children: they die with it).
+  const guard = new FenceGuard({ logFile: join(deps.paths.log, 'fence-guard.log'), runDir: deps.paths.run });
 
   const specs = new Map<string, SystemObject>();
   const capacity = new Map<string, { memoryMiB: number; vcpus: number }>();
@@ -179,6 +180,8 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
           sendHa(effect.to, effect.message);
           break;
         case 'start':
+          // The guard starts an HA QEMU: one that died is replaced first (a no-op while it runs).
+          guard.start();
           ask(effect.system, 'start', { type: 'system.ha-start', id: effect.system, term: effect.term }, 130_000);
           break;
         case 'stop': {
@@ -285,6 +288,8 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
       deps.setNodeFact('haMemoryMiB', Math.floor(totalmem() / 1024 / 1024));
       deps.setNodeFact('haVcpus', cpus().length);
       for (const feed of feeds) await feed.start();
+      // Up before any HA start here, an arriving HA guest's included (the guard starts their QEMU).
+      guard.start();
       scheduleTick();
     },
     receive(message, sender) {

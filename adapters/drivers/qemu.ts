@@ -7,6 +7,8 @@ import { isValidName } from '../../runtime/path.js';
 import { liveDiskCommand, parseBlockStats } from './disks.js';
 import { optionValue, QEMU_BINARY, qemuArgs, serialSocket } from './qemu-args.js';
 import { Qmp } from './qmp.js';
+import { spawnUnderGuard } from '../fence-guard-client.js';
+import { parentOf } from '../proc-stat.js';
 import { vncSocket } from './vnc.js';
 import { isMigrationHost, type GuestExit, type GuestHandle, type GuestSpec, type GuestPaths, type IncomingGuest, type MigrationAddress, type MigrationCredentials, type MigrationListen, type MigrationTarget, type SystemDriver } from './driver.js';
 
@@ -100,10 +102,22 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/** How a QEMU was started: its pid, when it ends, and the handle's hooks. */
+interface Started {
+  readonly pid: number;
+  readonly exited: Promise<GuestExit>;
+  /** Connects QMP, racing QEMU's end (a QEMU that fails to start says why on its stderr). */
+  connect(): Promise<Qmp>;
+  /** The QEMU could not be set up: it goes. */
+  abandon(): void;
+  readonly hooks: { requested: () => void; released: () => void };
+}
+
 /**
  * Starts QEMU (for an incoming migration: waiting for it, `-incoming defer`) and connects QMP.
  * QEMU runs in a session of its own (setsid), with its pid file, QMP socket and stderr in the
- * guest's run dir: it outlives its VMM container and the daemon, and a later VMM adopts it.
+ * guest's run dir: it outlives its VMM container and the daemon, and a later VMM adopts it. An HA
+ * guest's QEMU is started by the node's fence guard instead, as its child, and dies with it.
  */
 async function launch(id: string, spec: GuestSpec, paths: GuestPaths, incoming: boolean): Promise<{ handle: GuestHandle; qmp: Qmp }> {
   if (!spec.boot && (paths.disks ?? []).length === 0 && !paths.cdrom) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `system '${id}' has no boot: give it {kernel, initrd, cmdline}, a disk or an iso`);
@@ -123,10 +137,24 @@ async function launch(id: string, spec: GuestSpec, paths: GuestPaths, incoming: 
   rmSync(files.pidfile, { force: true });
   rmSync(serialSocket(paths.runDir), { force: true });
   rmSync(vncSocket(paths.runDir), { force: true });
+  const argv = [...qemuArgs(id, spec, paths, accelerator, incoming ? 'defer' : undefined), '-pidfile', files.pidfile];
+  const started = spec.ha === true ? await startUnderGuard(id, argv, paths, files) : await startDirect(argv, files);
+  let qmp: Qmp;
+  try {
+    qmp = await started.connect();
+  } catch (error) {
+    started.abandon();
+    throw error;
+  }
+  return { handle: guestHandle(qmp, started.pid, accelerator, paths, started.exited, started.hooks), qmp };
+}
+
+/** QEMU as this VMM's child. */
+async function startDirect(argv: string[], files: ReturnType<typeof guestRunFiles>): Promise<Started> {
   const log = openSync(files.log, 'w', 0o600);
   let child: ChildProcess;
   try {
-    child = spawn(QEMU_BINARY, [...qemuArgs(id, spec, paths, accelerator, incoming ? 'defer' : undefined), '-pidfile', files.pidfile], { stdio: ['ignore', 'ignore', log], detached: true });
+    child = spawn(QEMU_BINARY, argv, { stdio: ['ignore', 'ignore', log], detached: true });
   } finally {
     closeSync(log);
   }
@@ -151,26 +179,81 @@ async function launch(id: string, spec: GuestSpec, paths: GuestPaths, incoming: 
     }
     throw new AcpError('ACP_ERR_VMM_FAILED', `QEMU did not start: ${spawnError.message}`);
   }
-  let qmp: Qmp;
-  try {
-    qmp = await Promise.race([
-      Qmp.open(files.qmp, Date.now() + QMP_CONNECT_MS),
-      exited.then((exit) => {
-        throw new AcpError('ACP_ERR_VMM_FAILED', `${exit.reason}`);
-      }),
-    ]);
-  } catch (error) {
-    child.kill('SIGKILL');
-    throw error;
-  }
-  const handle = guestHandle(qmp, child.pid!, accelerator, paths, exited, {
-    requested: () => {
-      requested = true;
+  return {
+    pid: child.pid!,
+    exited,
+    connect: () =>
+      Promise.race([
+        Qmp.open(files.qmp, Date.now() + QMP_CONNECT_MS),
+        exited.then((exit) => {
+          throw new AcpError('ACP_ERR_VMM_FAILED', `${exit.reason}`);
+        }),
+      ]),
+    abandon: () => void child.kill('SIGKILL'),
+    hooks: {
+      requested: () => {
+        requested = true;
+      },
+      // Let go of: this VMM no longer waits for its child (which goes on in its own session).
+      released: () => child.unref(),
     },
-    // Let go of: this VMM no longer waits for its child (which goes on in its own session).
-    released: () => child.unref(),
+  };
+}
+
+/**
+ * QEMU as the node's fence guard's child (an HA guest): the guard runs it under
+ * `setpriv --pdeathsig KILL`, so it dies the moment the guard does. Not this VMM's child: its end
+ * is seen as an adopted QEMU's is (QMP closes, the pid goes). Once QMP answers, QEMU's parent must
+ * still be that guard (a guard that died before setpriv armed the signal would leave it unguarded).
+ */
+async function startUnderGuard(id: string, argv: string[], paths: GuestPaths, files: ReturnType<typeof guestRunFiles>): Promise<Started> {
+  if (paths.guardSocket === undefined) throw new AcpError('ACP_ERR_HA_GUARD_DOWN', `system '${id}' is HA, and its VMM knows no fence guard socket to start its QEMU through`);
+  const { pid, guard } = await spawnUnderGuard(paths.guardSocket, { system: id, argv });
+  let watch: ReturnType<typeof watchQemu> | undefined;
+  let settled = false;
+  const gone = (async () => {
+    while (!settled && pidAlive(pid)) await new Promise((resolve) => setTimeout(resolve, 50));
+  })();
+  const ended = (): GuestExit => ({ crashed: true, reason: `QEMU (pid ${pid}, started by the fence guard) ended${lastLogLine(files.log) ? `: ${lastLogLine(files.log)}` : ''}` });
+  let exitedLater: (exit: Promise<GuestExit>) => void = () => undefined;
+  const exited = new Promise<GuestExit>((resolve) => {
+    exitedLater = resolve;
   });
-  return { handle, qmp };
+  return {
+    pid,
+    exited,
+    async connect() {
+      try {
+        const qmp = await Promise.race([
+          Qmp.open(files.qmp, Date.now() + QMP_CONNECT_MS),
+          gone.then(() => {
+            throw new AcpError('ACP_ERR_VMM_FAILED', ended().reason);
+          }),
+        ]);
+        if (parentOf(pid) !== guard) {
+          qmp.close();
+          throw new AcpError('ACP_ERR_HA_GUARD_DOWN', `the fence guard (pid ${guard}) that started system '${id}''s QEMU (pid ${pid}) is gone: it would run unguarded, so it is stopped; the HA service starts a new guard`);
+        }
+        watch = watchQemu(qmp, pid, files, 'started by the fence guard');
+        exitedLater(watch.exited);
+        return qmp;
+      } finally {
+        settled = true;
+      }
+    },
+    abandon() {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+      exitedLater(Promise.resolve(ended()));
+    },
+    hooks: {
+      requested: () => watch?.requested(),
+      released: () => watch?.released(),
+    },
+  };
 }
 
 /** QEMU's pid from its pid file, if there is one. */
@@ -252,29 +335,40 @@ export async function adoptQemu(id: string, paths: GuestPaths): Promise<{ handle
     if (name.name !== `acp-${id}`) throw new AcpError('ACP_ERR_VMM_FAILED', `the QEMU on ${files.qmp} is '${name.name ?? 'unnamed'}', not acp-${id}`);
     const kvm = (await qmp.execute('query-kvm')) as { enabled?: boolean };
     const status = (await qmp.execute('query-status')) as { status?: string };
-    let requested = false;
-    let released = false;
-    const exited = qmp.closed.then(async (): Promise<GuestExit> => {
-      // Let go of (the daemon goes, the guest stays): this handle's guest never ends for it.
-      if (released) return new Promise<GuestExit>(() => undefined);
-      for (let tries = 0; tries < 100 && pidAlive(pid); tries += 1) await new Promise((resolve) => setTimeout(resolve, 50));
-      const line = lastLogLine(files.log);
-      const byGuest = qmp.shutdown?.guest === true;
-      return { crashed: !requested && !byGuest, reason: `QEMU (adopted, pid ${pid}) ${byGuest ? 'powered off' : requested ? 'stopped' : 'ended'}${line ? `: ${line}` : ''}` };
-    });
-    const handle = guestHandle(qmp, pid, kvm.enabled ? 'kvm' : 'tcg', paths, exited, {
-      requested: () => {
-        requested = true;
-      },
-      released: () => {
-        released = true;
-      },
-    });
+    const watch = watchQemu(qmp, pid, files, 'adopted');
+    const handle = guestHandle(qmp, pid, kvm.enabled ? 'kvm' : 'tcg', paths, watch.exited, watch);
     return { handle, status: status.status === 'paused' ? 'paused' : 'running' };
   } catch (error) {
     qmp.close();
     throw error;
   }
+}
+
+/**
+ * The end of a QEMU that is not this VMM's child (adopted, or started by the fence guard): seen when
+ * QMP's socket closes and the pid is gone; a guest that powered itself off said so (QMP's SHUTDOWN
+ * event) and is not counted a crash. Once released (the daemon goes, the guest stays), it never ends
+ * for this VMM.
+ */
+function watchQemu(qmp: Qmp, pid: number, files: ReturnType<typeof guestRunFiles>, how: string): { exited: Promise<GuestExit>; requested: () => void; released: () => void } {
+  let requested = false;
+  let released = false;
+  const exited = qmp.closed.then(async (): Promise<GuestExit> => {
+    if (released) return new Promise<GuestExit>(() => undefined);
+    for (let tries = 0; tries < 100 && pidAlive(pid); tries += 1) await new Promise((resolve) => setTimeout(resolve, 50));
+    const line = lastLogLine(files.log);
+    const byGuest = qmp.shutdown?.guest === true;
+    return { crashed: !requested && !byGuest, reason: `QEMU (${how}, pid ${pid}) ${byGuest ? 'powered off' : requested ? 'stopped' : 'ended'}${line ? `: ${line}` : ''}` };
+  });
+  return {
+    exited,
+    requested: () => {
+      requested = true;
+    },
+    released: () => {
+      released = true;
+    },
+  };
 }
 
 /** The handle on a QEMU, whether started by this VMM or adopted: everything goes through QMP, and the pid only when it hangs. */
