@@ -52,7 +52,8 @@ export class FenceGuard {
       closeSync(log);
     }
     const remaining = this.last === null ? 0 : Math.round(this.last.until - performance.now());
-    if (this.last !== null && remaining >= 100) this.write({ type: 'feed', timeoutMs: remaining, guests: this.last.guests });
+    const stdin = this.child?.stdin;
+    if (this.last !== null && remaining >= 100 && stdin && !stdin.destroyed) stdin.write(`${JSON.stringify({ type: 'feed', timeoutMs: remaining, guests: this.last.guests })}\n`);
   }
 
   /** Feeds the guard: unless fed again within `timeoutMs`, it kills `pids` (those still the same processes). */

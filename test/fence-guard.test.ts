@@ -10,9 +10,9 @@
  * kills them when it fires; a guard whose daemon is gone hands the socket to the next one.
  */
 import test, { type ExecutionContext } from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -292,4 +292,38 @@ runsWhen(qemuMissing ?? setprivMissing)('a guard whose daemon is gone takes no m
   t.true(existsSync(old.socket), "the old guard took the new guard's socket with it");
   t.false(gone(answered.pid), "the old guard killed the new guard's child");
   t.regex(readFileSync(old.log, 'utf8'), new RegExp(`"pid":${oldPid},"event":"fired","killed":\\[${child.pid}\\]`));
+});
+
+test('without setpriv, or without QEMU, it refuses an HA start saying what to install', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'acp-guard-path-'));
+  const run = join(dir, 'run');
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  mkdirSync(run, { mode: 0o700 });
+  const children: ChildProcess[] = [];
+  t.teardown(() => {
+    for (const child of children) child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const main = fileURLToPath(new URL('../adapters/fence-guard-main.js', import.meta.url));
+  /** A guard whose PATH is `bin` only (and whose QEMU is `qemu`): fed, its socket up. */
+  const guardWith = async (qemu: string) => {
+    rmSync(fenceGuardSocket(run), { force: true });
+    const child = spawn(process.execPath, [main, '--run', run], { stdio: ['pipe', 'ignore', 'ignore'], env: { PATH: bin, ACP_QEMU: qemu } });
+    children.push(child);
+    child.stdin!.write(`${JSON.stringify({ type: 'feed', timeoutMs: 60_000, guests: [] })}\n`);
+    t.true(await until(() => existsSync(fenceGuardSocket(run)), 10_000), 'the guard never opened its socket');
+    return child;
+  };
+  const first = await guardWith('qemu-system-x86_64');
+  const noSetpriv = await refusedWith(spawnUnderGuard(fenceGuardSocket(run), { system: 'vm', argv: idleQemu(run, 'vm') }));
+  t.is(noSetpriv.code, 'ACP_ERR_HA_SETPRIV_MISSING');
+  t.regex(noSetpriv.message, /install util-linux/);
+  first.kill('SIGKILL');
+  const setpriv = findProgram('setpriv');
+  if (setpriv !== null) symlinkSync(setpriv, join(bin, 'setpriv'));
+  await guardWith('no-such-qemu');
+  const noQemu = await refusedWith(spawnUnderGuard(fenceGuardSocket(run), { system: 'vm', argv: idleQemu(run, 'vm') }));
+  t.is(noQemu.code, setpriv === null ? 'ACP_ERR_HA_SETPRIV_MISSING' : 'ACP_ERR_DRIVER_MISSING');
+  if (setpriv !== null) t.regex(noQemu.message, /no-such-qemu is not installed on this node: install qemu-system-x86/);
 });

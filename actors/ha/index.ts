@@ -65,6 +65,13 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
   /** The deadline of the guard's last feed (-Infinity: never fed). */
   let fedUntil = -Infinity;
 
+  const startGuard = () => {
+    try {
+      guard.start();
+    } catch (error) {
+      ctx.log.warn({ err: errorMessage(error) }, 'starting the fence guard failed; it is started again at the next feed');
+    }
+  };
   const feedGuard = (until: number) => {
     try {
       guard.feed(Math.max(100, Math.round(until - clock.now())), guardedPids(views));
@@ -181,7 +188,7 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
           break;
         case 'start':
           // The guard starts an HA QEMU: one that died is replaced first (a no-op while it runs).
-          guard.start();
+          startGuard();
           ask(effect.system, 'start', { type: 'system.ha-start', id: effect.system, term: effect.term }, 130_000);
           break;
         case 'stop': {
@@ -289,7 +296,7 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
       deps.setNodeFact('haVcpus', cpus().length);
       for (const feed of feeds) await feed.start();
       // Up before any HA start here, an arriving HA guest's included (the guard starts their QEMU).
-      guard.start();
+      startGuard();
       scheduleTick();
     },
     receive(message, sender) {
