@@ -33,10 +33,19 @@ export class FenceGuard {
     return this.child?.pid ?? null;
   }
 
-  /** Starts the guard (a no-op while one runs): also before an HA start, so a guard that died is replaced before it is needed. */
+  /**
+   * Starts the guard (a no-op while one runs): also before an HA start, so a guard that died is
+   * replaced before it is needed. Never throws: a guard that cannot start now (its log unwritable,
+   * no process to be had) is tried again at the next call, and a feed meanwhile says it failed.
+   */
   start(): void {
     if (this.child !== null && this.child.exitCode === null && this.child.signalCode === null) return;
-    const log = openSync(this.options.logFile, 'a');
+    let log: number;
+    try {
+      log = openSync(this.options.logFile, 'a');
+    } catch {
+      return;
+    }
     try {
       const args = [MAIN, ...(this.options.watchdog !== undefined ? ['--watchdog', this.options.watchdog] : []), ...(this.options.runDir !== undefined ? ['--run', this.options.runDir] : [])];
       // detached: a session and process group of its own, so it survives the daemon and signals to the daemon's group.
@@ -48,6 +57,9 @@ export class FenceGuard {
       // A dead guard must not crash the daemon on write; the next feed restarts it.
       child.stdin?.on('error', () => undefined);
       this.child = child;
+    } catch {
+      this.child = null;
+      return;
     } finally {
       closeSync(log);
     }

@@ -43,7 +43,6 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
   const cdb = ctx.ref(`acp://${cluster}/${self}/cdb`);
   const hypervisor = ctx.ref(`acp://${cluster}/${self}/hypervisor`);
   const monitor = ctx.ref(`acp://${cluster}/${self}/monitor`);
-  // Given the run dir, the guard also starts this node's HA QEMU guests (as its children: they die with it).
   const guard = new FenceGuard({ logFile: join(deps.paths.log, 'fence-guard.log'), runDir: deps.paths.run });
 
   const specs = new Map<string, SystemObject>();
@@ -65,13 +64,6 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
   /** The deadline of the guard's last feed (-Infinity: never fed). */
   let fedUntil = -Infinity;
 
-  const startGuard = () => {
-    try {
-      guard.start();
-    } catch (error) {
-      ctx.log.warn({ err: errorMessage(error) }, 'starting the fence guard failed; it is started again at the next feed');
-    }
-  };
   const feedGuard = (until: number) => {
     try {
       guard.feed(Math.max(100, Math.round(until - clock.now())), guardedPids(views));
@@ -188,7 +180,7 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
           break;
         case 'start':
           // The guard starts an HA QEMU: one that died is replaced first (a no-op while it runs).
-          startGuard();
+          guard.start();
           ask(effect.system, 'start', { type: 'system.ha-start', id: effect.system, term: effect.term }, 130_000);
           break;
         case 'stop': {
@@ -296,7 +288,7 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
       deps.setNodeFact('haVcpus', cpus().length);
       for (const feed of feeds) await feed.start();
       // Up before any HA start here, an arriving HA guest's included (the guard starts their QEMU).
-      startGuard();
+      guard.start();
       scheduleTick();
     },
     receive(message, sender) {

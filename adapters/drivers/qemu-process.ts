@@ -123,8 +123,10 @@ export async function startUnderGuard(id: string, argv: string[], paths: GuestPa
             throw new AcpError('ACP_ERR_VMM_FAILED', ended().reason);
           }),
         ]);
-        if (parentOf(pid) !== guard) {
+        const parent = parentOf(pid);
+        if (parent !== guard) {
           qmp.close();
+          if (parent === null) throw new AcpError('ACP_ERR_VMM_FAILED', ended().reason);
           throw new AcpError('ACP_ERR_HA_GUARD_DOWN', `the fence guard (pid ${guard}) that started system '${id}''s QEMU (pid ${pid}) is gone: it would run unguarded, so it is stopped; the HA service starts a new guard`);
         }
         watch = watchQemu(qmp, pid, files, 'started by the fence guard');
