@@ -11,10 +11,14 @@ import { fileURLToPath } from 'node:url';
 import { initCluster, joinCluster } from '../node/cluster.js';
 import { connect } from '../node/client.js';
 import type { Message } from '../runtime/messages.js';
+import type { OpenLoopLatency } from './measure.js';
 import { freePort } from '../test/helpers/agent.js';
 
 function startNode(home: string, rawPort: number): Promise<ChildProcess> {
-  const child = fork(fileURLToPath(new URL('./remote-node.js', import.meta.url)), [home, String(rawPort)], { stdio: 'inherit' });
+  // ACP_BENCH_CPU_PROF=DIR writes a V8 CPU profile of each node into DIR (open it in Chrome's DevTools).
+  const profile = process.env.ACP_BENCH_CPU_PROF;
+  const execArgv = profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [];
+  const child = fork(fileURLToPath(new URL('./remote-node.js', import.meta.url)), [home, String(rawPort)], { stdio: 'inherit', execArgv });
   return new Promise((resolve, reject) => {
     child.once('message', () => resolve(child));
     child.once('exit', (code) => reject(new Error(`bench node exited with ${code}`)));
@@ -38,7 +42,7 @@ export async function remoteBenchmarks(): Promise<string[]> {
     await client.close();
     await joinCluster(homeB, `127.0.0.1:${agentA}`, token, { node: 'n2', agent: `127.0.0.1:${agentB}` });
     children.push(await startNode(homeB, rawB));
-    type Latency = { p50: number; p99: number };
+    type Latency = OpenLoopLatency;
     const results = await new Promise<{ series: Record<string, number[]>; latency: Latency; rawLatency: Latency; localLatency: Latency; rate: number }>((resolve, reject) => {
       children[0]!.once('message', (message: { results?: { series: Record<string, number[]>; latency: Latency; rawLatency: Latency; localLatency: Latency; rate: number }; error?: string }) => {
         if (message.results) resolve(message.results);
@@ -65,7 +69,7 @@ export async function remoteBenchmarks(): Promise<string[]> {
       `remote tells (100-byte bodies): ${r('tellsPerSecond')} — ${ratio('tellsPerSecond', 'rawTellsPerSecond')} of raw TLS frames (${r('rawTellsPerSecond')})`,
       `remote asks, 1 asker: ${r('asks1')} — ${ratio('asks1', 'rawAsks1')} of raw TLS round trips (${r('rawAsks1')}), ${ratio('asks1', 'localAsks1')} of a local ask (${r('localAsks1')})`,
       `remote asks, 64 askers: ${r('asks64')} — ${ratio('asks64', 'rawAsks64')} of raw TLS (${r('rawAsks64')}), ${ratio('asks64', 'localAsks64')} of a local ask (${r('localAsks64')})`,
-      `remote ask latency at ${results.rate}/s: p50 ${latency.p50} ms, p99 ${latency.p99} ms — raw TLS p50 ${raw.p50} / p99 ${raw.p99} ms, local p50 ${local.p50} / p99 ${local.p99} ms`,
+      `remote ask latency, open loop at ${results.rate}/s for 3 s (from each request's scheduled time; the second of two runs): p50 ${latency.p50} / p99 ${latency.p99} / max ${latency.max} ms — p99 ${(latency.p99 / raw.p99).toFixed(2)}× raw TLS's (p50 ${raw.p50} / p99 ${raw.p99} / max ${raw.max} ms); local ask p50 ${local.p50} / p99 ${local.p99} ms; sent late by the generator: ${latency.late}, ${raw.late}, ${local.late}`,
     ];
   } finally {
     for (const child of children) {

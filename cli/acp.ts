@@ -127,7 +127,7 @@ const cli = yargs(hideBin(process.argv))
   .command(
     'down',
     'stop the node and wait until its process is gone; its QEMU guests keep running (adopted when it starts again) unless --stop-systems',
-    (y) => y.option('stop-systems', { type: 'boolean', default: false, describe: "stop this node's systems first (each as acp system stop)" }).option('timeout', { type: 'number', default: 30_000, describe: 'with --stop-systems: ms each guest has to power off' }),
+    (y) => y.option('stop-systems', { type: 'boolean', default: false, describe: "stop this node's systems first (each as acp system stop); HA systems go by the node's shutdown policy instead (acp node set NAME --shutdown-policy)" }).option('timeout', { type: 'number', default: 30_000, describe: 'with --stop-systems: ms each guest has to power off' }),
     (argv) =>
       run(argv, async () => {
         // Checked before anything stops: a bad --timeout must not take the node down.
@@ -135,6 +135,9 @@ const cli = yargs(hideBin(process.argv))
           throw new AcpError('ACP_ERR_CLI_USAGE', `--timeout must be a whole number of milliseconds from 0 to 600000, not ${givenText(argv.timeout, 'timeout')}; nothing was stopped`);
         }
         const guests = await guestsBeforeDown(argv.home, argv['stop-systems'], argv.timeout);
+        if (!argv.json && guests !== undefined && guests.ha.length > 0 && guests.shutdownPolicy !== 'conditional') {
+          process.stdout.write(`draining ${guests.ha.length} HA system${guests.ha.length === 1 ? '' : 's'} first (shutdown policy ${guests.shutdownPolicy}; up to 2 min)\n`);
+        }
         const result = await stopDaemon(argv.home);
         if (argv.json) printJson({ stopped: result.wasRunning, pid: result.pid ?? null, ...(guests ? { guests } : {}) });
         else process.stdout.write(`${result.wasRunning ? `acpd (pid ${result.pid}) stopped` : `acpd is not running on ${argv.home}`}\n${guests ? formatGuestsAtDown(guests, argv['stop-systems']) : ''}`);

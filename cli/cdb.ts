@@ -23,7 +23,8 @@ function parseValue(text: string): unknown {
   }
 }
 
-async function listAll(client: AcpClient, prefix: string, limit = Number.POSITIVE_INFINITY): Promise<RecordView[]> {
+/** Every record under a prefix, page by page (up to `limit`). */
+export async function listAll(client: AcpClient, prefix: string, limit = Number.POSITIVE_INFINITY): Promise<RecordView[]> {
   const records: RecordView[] = [];
   let cursor: string | undefined;
   do {

@@ -156,8 +156,11 @@ async function tryStatus(home: string): Promise<NodeStatus | undefined> {
   }
 }
 
+/** How long `acp down` waits for the process: a clean stop first drains HA systems (up to 2 min for migrations). */
+const STOP_WAIT_MS = 180_000;
+
 /** Asks the daemon to stop and waits until its process is gone; false when none was running. */
-export async function stopDaemon(home: string, timeoutMs = 30_000): Promise<{ wasRunning: boolean; pid?: number }> {
+export async function stopDaemon(home: string, timeoutMs = STOP_WAIT_MS): Promise<{ wasRunning: boolean; pid?: number }> {
   const paths = homePaths(home);
   const pid = readPidfile(paths.pidfile);
   if (pid === undefined || !isDaemonProcess(pid)) {
@@ -191,7 +194,7 @@ export interface GuestsAtDown {
   guests: string[];
   /** Simulated systems: they stop with the daemon. */
   simulated: string[];
-  /** Of the guests, those marked HA: the shutdown policy is about them. */
+  /** Of the live systems (guests and simulated), those marked HA: the shutdown policy is about them. */
   ha: string[];
   stopped: string[];
   failed: { id: string; error: string }[];
@@ -220,7 +223,7 @@ export async function guestsBeforeDown(home: string, stopSystems: boolean, stopT
     const specs = await client.ask<Message & { records: { key: string; value: { ha?: boolean } }[] }>('cdb', { type: 'cdb.list', prefix: 'object/system/', limit: 10_000 }, { timeoutMs: 10_000 });
     const haIds = new Set(specs.records.filter((record) => record.value?.ha === true).map((record) => record.key.slice('object/system/'.length)));
     const guests = live.filter((system) => system.driver === 'qemu').map((system) => system.id);
-    const result: GuestsAtDown = { guests, simulated: live.filter((system) => system.driver !== 'qemu').map((system) => system.id), ha: guests.filter((id) => haIds.has(id)), stopped: [], failed: [], shutdownPolicy: shutdownPolicyOf(nodeObject) };
+    const result: GuestsAtDown = { guests, simulated: live.filter((system) => system.driver !== 'qemu').map((system) => system.id), ha: live.map((system) => system.id).filter((id) => haIds.has(id)), stopped: [], failed: [], shutdownPolicy: shutdownPolicyOf(nodeObject) };
     if (stopSystems && live.length > 0) {
       const reply = await client.ask<Message & { stopped: string[]; failed: { id: string; error: string }[] }>('hypervisor', { type: 'system.stop-all', timeoutMs: stopTimeoutMs }, { timeoutMs: stopTimeoutMs + 30_000 });
       result.stopped = reply.stopped;
@@ -245,7 +248,7 @@ export function formatGuestsAtDown(at: GuestsAtDown, stopSystems: boolean): stri
   } else {
     if (at.guests.length > 0) lines.push(`${count(at.guests.length, 'guest')} keep${at.guests.length === 1 ? 's' : ''} running (${at.guests.join(', ')}); \`acp down --stop-systems\` stops them`);
     if (at.simulated.length > 0) lines.push(`${count(at.simulated.length, 'simulated system')} stopped with the daemon (${at.simulated.join(', ')}): simulated guests do not outlive it`);
-    if (at.ha.length > 0) lines.push(`shutdown policy ${at.shutdownPolicy} for ${count(at.ha.length, 'HA system')}: ${SHUTDOWN_POLICY_MEANING[at.shutdownPolicy]}`);
   }
+  if (at.ha.length > 0) lines.push(`shutdown policy ${at.shutdownPolicy} for ${count(at.ha.length, 'HA system')} (${at.ha.join(', ')}): ${SHUTDOWN_POLICY_MEANING[at.shutdownPolicy]}; \`acp logs\` says what was done`);
   return lines.map((line) => `${line}\n`).join('');
 }

@@ -5,6 +5,9 @@ import type { MonitorStatus } from '../actors/monitor/index.js';
 import { printJson } from './output.js';
 import { AcpError } from '../runtime/errors.js';
 import { assertName } from '../runtime/path.js';
+import { SHUTDOWN_POLICIES } from '../actors/ha/protocol.js';
+import { SHUTDOWN_POLICY_MEANING } from '../actors/model.js';
+import { moveNonHaAway } from './maintenance.js';
 
 interface Global {
   home: string;
@@ -48,24 +51,34 @@ export function nodeCommands(y: Argv<Global>, run: Run, withClient: WithClient):
     )
     .command(
       'set <name>',
-      "change a node's settings: --management on|off (whether it serves the web UI and REST; operator)",
-      (c) => c.positional('name', { type: 'string', demandOption: true }).option('management', { type: 'string', describe: 'on: the node serves the web UI; off: it serves no web port' }),
+      "change a node's settings: --management on|off (whether it serves the web UI and REST), --shutdown-policy (what its clean shutdown does with HA systems) (operator)",
+      (c) =>
+        c
+          .positional('name', { type: 'string', demandOption: true })
+          .option('management', { type: 'string', describe: 'on: the node serves the web UI; off: it serves no web port' })
+          .option('shutdown-policy', { type: 'string', describe: `what acp down on the node does with its HA systems: ${SHUTDOWN_POLICIES.join(', ')} (default conditional)` }),
       (argv) =>
         run(argv, () =>
           withClient(argv.home, async (client) => {
             const name = assertName(argv.name, 'node');
-            if (argv.management === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', 'say what to set: acp node set NAME --management on|off');
-            if (argv.management !== 'on' && argv.management !== 'off') throw new AcpError('ACP_ERR_CLI_USAGE', `--management is on or off, not '${argv.management}'`);
-            const management = argv.management === 'on';
-            const version = await patchNode(client, name, { management });
-            if (argv.json) printJson({ node: name, management, version });
-            else process.stdout.write(`node ${name}: management ${management ? 'on (it serves the web UI)' : 'off (it serves no web port)'}\n`);
+            const policyGiven = argv['shutdown-policy'];
+            if (argv.management === undefined && policyGiven === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', `say what to set: acp node set NAME --management on|off, or --shutdown-policy ${SHUTDOWN_POLICIES.join('|')}`);
+            if (argv.management !== undefined && argv.management !== 'on' && argv.management !== 'off') throw new AcpError('ACP_ERR_CLI_USAGE', `--management is on or off, not '${argv.management}'`);
+            const shutdownPolicy = SHUTDOWN_POLICIES.find((policy) => policy === policyGiven);
+            if (policyGiven !== undefined && shutdownPolicy === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', `--shutdown-policy is one of ${SHUTDOWN_POLICIES.join(', ')}, not '${String(policyGiven)}'`);
+            const management = argv.management === undefined ? undefined : argv.management === 'on';
+            const version = await patchNode(client, name, { ...(management === undefined ? {} : { management }), ...(shutdownPolicy === undefined ? {} : { shutdownPolicy }) });
+            if (argv.json) printJson({ node: name, ...(management === undefined ? {} : { management }), ...(shutdownPolicy === undefined ? {} : { shutdownPolicy }), version });
+            else {
+              if (management !== undefined) process.stdout.write(`node ${name}: management ${management ? 'on (it serves the web UI)' : 'off (it serves no web port)'}\n`);
+              if (shutdownPolicy !== undefined) process.stdout.write(`node ${name}: shutdown policy ${shutdownPolicy}: ${SHUTDOWN_POLICY_MEANING[shutdownPolicy]}\n`);
+            }
           }),
         ),
     )
     .command(
       'maintenance <state> <name>',
-      'maintenance on: the HA manager places nothing on the node and live-migrates its HA systems away; off: they move back (operator)',
+      'maintenance on: the HA manager places nothing on the node and live-migrates its HA systems away, and its other running systems are live-migrated where a node can take them; off: HA systems move back (operator)',
       (c) => c.positional('state', { type: 'string', demandOption: true, describe: 'on or off' }).positional('name', { type: 'string', demandOption: true }),
       (argv) =>
         run(argv, () =>
@@ -75,8 +88,11 @@ export function nodeCommands(y: Argv<Global>, run: Run, withClient: WithClient):
             const maintenance = argv.state === 'on';
             // Kept in the node object: it survives a restart of the node.
             const version = await patchNode(client, name, { maintenance });
-            if (argv.json) printJson({ node: name, maintenance, version });
-            else process.stdout.write(maintenance ? `node ${name}: maintenance on; its HA systems migrate away (acp ha status)\n` : `node ${name}: maintenance off; HA systems that left for it move back\n`);
+            if (!argv.json) process.stdout.write(maintenance ? `node ${name}: maintenance on; its HA systems migrate away (acp ha status)\n` : `node ${name}: maintenance off; HA systems that left for it move back\n`);
+            // The HA manager moves HA systems; the others are migrated from here, where a node can take them.
+            const moves = maintenance ? await moveNonHaAway(client, name, (line) => argv.json || process.stdout.write(`${line}\n`)) : undefined;
+            if (argv.json) printJson({ node: name, maintenance, version, ...(moves ? { moved: moves.moved, stayed: moves.failed } : {}) });
+            else for (const stayed of moves?.failed ?? []) process.stdout.write(`${stayed.id} stays on ${name}: ${stayed.error}\n`);
           }),
         ),
     )

@@ -31,6 +31,7 @@ export const upFlags = <T extends Global>(y: Argv<T>) =>
     .option('gateway', { type: 'string', describe: 'L3 gateway: forward this domain\'s changes to the gateway agent(s) at HOST:PORT[,HOST:PORT]' })
     .option('web-port', { type: 'number', describe: "the web UI's port (default: config's, 8480; 0 picks a free one)" })
     .option('web-bind', { type: 'string', describe: "the web UI's address (default: config's, 127.0.0.1); beyond loopback it serves TLS with webapi.tls or the node certificate" })
+    .option('watchdog', { type: 'string', describe: 'a hardware watchdog (e.g. /dev/watchdog) the fence guard keeps alive while it guards HA guests (default: config\'s ha.watchdog, off)' })
     .option('log-format', { choices: LOG_FORMATS, describe: 'foreground log lines: pretty (default on a terminal) or json' })
     .option('log-file', { type: 'string', hidden: true });
 
@@ -65,6 +66,7 @@ export function upOptions(argv: UpArgv): UpOptions {
     ...(argv['api-bind'] === undefined ? {} : { apiBind: argv['api-bind'] }),
     ...(argv['web-port'] === undefined ? {} : { webPort: argv['web-port'] }),
     ...(argv['web-bind'] === undefined ? {} : { webBind: argv['web-bind'] }),
+    ...(argv.watchdog === undefined ? {} : { watchdog: argv.watchdog }),
     logFormat: argv['log-format'] ?? (process.stderr.isTTY ? 'pretty' : 'json'),
     ...(argv.multicast === undefined ? {} : { multicast: argv.multicast }),
     ...(argv['multicast-if'] === undefined ? {} : { multicastIf: argv['multicast-if'] }),
@@ -88,6 +90,7 @@ export function forwardedUpFlags(argv: UpArgv): string[] {
     ['--multicast-if', argv['multicast-if']],
     ['--peers', argv.peers],
     ['--gateway', argv.gateway],
+    ['--watchdog', argv.watchdog],
   ];
   return [...(argv.faults ? ['--faults'] : []), ...given.flatMap(([flag, value]) => (value === undefined ? [] : [flag, String(value)]))];
 }

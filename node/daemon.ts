@@ -1,6 +1,8 @@
+import { statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createFramework, frameworkAuthority, frameworkSchema } from '../actors/framework/index.js';
+import { hostShutdown } from '../adapters/host-shutdown.js';
 import { checkHomeFree, claimPidfile, ensureHome, installClusterKeys, loadOrCreateApiKey, loadOrCreateConfig, nextIncarnation, readPidfile, removeFile } from '../adapters/home.js';
 import { realClock } from '../runtime/clock.js';
 import { ServiceTree, type ServiceEntry } from '../supervisors/service-tree.js';
@@ -10,11 +12,15 @@ import type { NodeIdentity } from '../runtime/actor.js';
 import { homePaths, type HomePaths, type NodeConfig } from '../runtime/config.js';
 import { AcpError, errorMessage } from '../runtime/errors.js';
 import { createLogger, type LogFormat, type Logger, type LogLevel } from '../runtime/logger.js';
+import type { Message } from '../runtime/messages.js';
 import { formatPath } from '../runtime/path.js';
 import { TaskPool } from '../runtime/pool.js';
 import type { NodeStatus, ServiceDeps, ServiceState, ServiceStatus } from '../runtime/services.js';
 import { ActorSystem, type LocalActor } from '../runtime/system.js';
 import { TokenBook } from '../runtime/tokens.js';
+
+/** Over the longest drain (actors/ha/drain.ts's DRAIN_MS), so the HA service's own answer says what was left. */
+const HA_DRAIN_ASK_MS = 130_000;
 
 export interface DaemonOptions {
   home: string;
@@ -26,6 +32,8 @@ export interface DaemonOptions {
   logFile?: string;
   /** Replaces the boot order (tests). */
   services?: readonly ServiceEntry[];
+  /** The fence guard keeps this hardware watchdog alive (over config.json's ha.watchdog). */
+  watchdog?: string;
   /** Overrides config.json's agent address (HOST:PORT) for this run. */
   agent?: string;
   /** Also serves the API on local TCP at this port (loopback only). */
@@ -48,6 +56,7 @@ const LOOPBACK = ['127.0.0.1', '::1', 'localhost'] as const;
 
 /** Applies the run's flags over the stored config; refuses an API bind address off loopback. */
 function withFlags(config: NodeConfig, options: DaemonOptions): NodeConfig {
+  const watchdog = checkedWatchdog(options.watchdog ?? config.ha.watchdog);
   const bind = options.apiBind;
   if (bind !== undefined && !(LOOPBACK as readonly string[]).includes(bind)) {
     throw new AcpError('ACP_ERR_CLI_USAGE', `the API listens on loopback only (127.0.0.1, ::1 or localhost), not '${bind}'; other nodes and remote scripts use the agent (--agent)`);
@@ -76,7 +85,22 @@ function withFlags(config: NodeConfig, options: DaemonOptions): NodeConfig {
       ...(options.webPort === undefined ? {} : { port: options.webPort, exactPort: true }),
       ...(options.webBind === undefined ? {} : { host: options.webBind }),
     },
+    ha: { ...config.ha, ...(watchdog === undefined ? {} : { watchdog }) },
   };
+}
+
+/** The watchdog the fence guard is to keep alive: checked here, so a wrong path stops the start with a clear error. */
+function checkedWatchdog(path: string | undefined): string | undefined {
+  if (path === undefined) return undefined;
+  if (!path.startsWith('/') || path.split('/').includes('..')) throw new AcpError('ACP_ERR_CLI_USAGE', `the watchdog must be an absolute path without '..', not '${path}'`);
+  let stats;
+  try {
+    stats = statSync(path);
+  } catch {
+    throw new AcpError('ACP_ERR_CLI_USAGE', `no watchdog device at ${path}: load the host's watchdog driver (e.g. softdog) or leave the watchdog off`);
+  }
+  if (!stats.isCharacterDevice() && !stats.isFIFO()) throw new AcpError('ACP_ERR_CLI_USAGE', `${path} is not a watchdog: give a character device such as /dev/watchdog, or a watchdog multiplexer's FIFO`);
+  return path;
 }
 
 const LOOP_DELAY_RESOLUTION_MS = 10;
@@ -203,6 +227,18 @@ export class Daemon {
     return daemon;
   }
 
+  /** Asks the HA service to drain this node (while every service still runs); logs what it did. */
+  private async drainHa(): Promise<void> {
+    if (!this.tree.status().some((service) => service.name === 'ha' && service.state === 'running')) return;
+    try {
+      const host = await hostShutdown();
+      const reply = await this.system.ref(this.system.localPath('ha')).ask<Message & { why?: string; left?: string[] }>({ type: 'ha.drain', host }, { timeoutMs: HA_DRAIN_ASK_MS });
+      this.log.info({ host, ...reply }, `HA drain: ${reply.why ?? 'done'}`);
+    } catch (error) {
+      this.log.warn({ err: errorMessage(error) }, 'the HA drain did not finish; stopping anyway (the fence guard ends HA guests left here)');
+    }
+  }
+
   /** The event loop's delay since the last call (percentiles in milliseconds). */
   eventLoopDelay(): { p50: number; p99: number; max: number } {
     // The histogram's samples include its own 10 ms sampling interval: what is left is the delay.
@@ -241,10 +277,14 @@ export class Daemon {
     };
   }
 
-  /** Stops the services in reverse boot order, then the Framework, and removes the pidfile. */
+  /**
+   * Stops the services in reverse boot order, then the Framework, and removes the pidfile. A clean
+   * stop (code 0) first drains the node's HA systems by its shutdown policy (actors/ha/drain.ts).
+   */
   stop(reason = 'shutdown', code = 0): Promise<void> {
     this.stopping ??= (async () => {
       this.log.info({ reason }, 'acpd stopping');
+      if (code === 0) await this.drainHa();
       this.system.windingDown();
       try {
         await this.tree.shutdown(reason);

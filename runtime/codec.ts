@@ -78,6 +78,27 @@ export function encodeFrame(envelope: Envelope): Buffer {
   return frame;
 }
 
+const ENVELOPE_KEYS = new Set(['v', 'k', 'id', 'to', 'from', 'body', 'err', 't']);
+const KINDS = new Set<string>(FRAME_KINDS);
+const optionalText = (value: unknown, max: number) => value === undefined || (typeof value === 'string' && value.length <= max);
+
+/**
+ * The common envelope, checked by hand: every frame passes here, and envelopeSchema's parse was a
+ * good part of a frame's cost. Undefined for anything it does not vouch for (an unknown key, an
+ * error, a bad field): envelopeSchema then decides, and names what is wrong.
+ */
+function plainEnvelope(value: unknown): Envelope | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const envelope = value as Record<string, unknown>;
+  for (const key in envelope) if (!ENVELOPE_KEYS.has(key)) return undefined;
+  if (envelope.v !== PROTOCOL_VERSION || typeof envelope.k !== 'string' || !KINDS.has(envelope.k) || envelope.err !== undefined) return undefined;
+  const { id, t } = envelope;
+  if (id !== undefined && !(typeof id === 'string' ? id.length <= 128 : Number.isSafeInteger(id))) return undefined;
+  if (!optionalText(envelope.to, 1024) || !optionalText(envelope.from, 1024)) return undefined;
+  if (t !== undefined && !(Number.isSafeInteger(t) && (t as number) >= 1 && (t as number) <= 3_600_000)) return undefined;
+  return envelope as unknown as Envelope;
+}
+
 /**
  * Decodes and validates one envelope payload (without its length prefix). The bytes are scanned
  * first (cbor-guard.ts): CBOR the protocol does not use is refused before cbor-x decodes anything.
@@ -90,6 +111,8 @@ export function decodeEnvelope(payload: Uint8Array, limits: CborLimits = DEFAULT
   } catch (error) {
     throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', `frame is not valid CBOR: ${(error as Error).message}`);
   }
+  const plain = plainEnvelope(value);
+  if (plain !== undefined) return plain;
   const parsed = envelopeSchema.safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -106,6 +129,8 @@ export function decodeEnvelope(payload: Uint8Array, limits: CborLimits = DEFAULT
  */
 export class FrameDecoder {
   private chunks: Buffer[] = [];
+  /** Where the unread bytes of chunks[0] begin. */
+  private offset = 0;
   private buffered = 0;
   private readonly limits: CborLimits;
   /** Why the limit is what it is, for the refusal (e.g. "before a hello"). */
@@ -151,7 +176,7 @@ export class FrameDecoder {
       throw new AcpError('ACP_ERR_WIRE_FRAME_TOO_LARGE', `frame of ${length} bytes exceeds ${this.limitReason} of ${this.maxFrameBytes} bytes`);
     }
     if (this.buffered < HEADER_BYTES + length) return undefined;
-    this.consume(HEADER_BYTES);
+    this.advance(HEADER_BYTES);
     return decodeEnvelope(this.consume(length), this.limits);
   }
 
@@ -162,40 +187,53 @@ export class FrameDecoder {
 
   private peekLength(): number {
     const first = this.chunks[0]!;
-    if (first.length >= HEADER_BYTES) return first.readUInt32BE(0);
+    if (first.length - this.offset >= HEADER_BYTES) return first.readUInt32BE(this.offset);
     return this.consume(HEADER_BYTES, true).readUInt32BE(0);
   }
 
-  /** Takes `count` bytes off the front (or only looks, with `peek`), copying only when they span chunks. */
+  /**
+   * Takes `count` bytes off the front (or only looks, with `peek`), copying only when they span
+   * chunks. The front chunk is read from `offset` on, so taking a frame allocates nothing but the
+   * view of its payload.
+   */
   private consume(count: number, peek = false): Buffer {
     if (count === 0) return Buffer.alloc(0);
     const first = this.chunks[0]!;
-    if (first.length >= count) {
-      const out = first.subarray(0, count);
-      if (!peek) {
-        if (first.length === count) this.chunks.shift();
-        else this.chunks[0] = first.subarray(count);
-        this.buffered -= count;
-      }
+    if (first.length - this.offset >= count) {
+      const out = first.subarray(this.offset, this.offset + count);
+      if (!peek) this.advance(count);
       return out;
     }
     const out = Buffer.allocUnsafe(count);
     let filled = 0;
     let index = 0;
+    let from = this.offset;
     while (filled < count) {
       const chunk = this.chunks[index]!;
-      const take = Math.min(chunk.length, count - filled);
-      chunk.copy(out, filled, 0, take);
+      const take = Math.min(chunk.length - from, count - filled);
+      chunk.copy(out, filled, from, from + take);
       filled += take;
-      if (peek) {
-        index += 1;
-      } else if (take === chunk.length) {
-        this.chunks.shift();
-      } else {
-        this.chunks[0] = chunk.subarray(take);
-      }
+      index += 1;
+      from = 0;
     }
-    if (!peek) this.buffered -= count;
+    if (!peek) this.advance(count);
     return out;
+  }
+
+  /** Drops `count` bytes off the front. */
+  private advance(count: number): void {
+    this.buffered -= count;
+    let left = count;
+    while (left > 0) {
+      const first = this.chunks[0]!;
+      const rest = first.length - this.offset;
+      if (rest > left) {
+        this.offset += left;
+        return;
+      }
+      left -= rest;
+      this.chunks.shift();
+      this.offset = 0;
+    }
   }
 }

@@ -112,6 +112,16 @@ export const nodeConfigSchema = z.strictObject({
       repairKeep: z.number().int().min(100).max(10_000_000).default(20_000),
     })
     .default({ peers: [], gateways: [], digestMs: 1000, suspectAfterMs: 1500, downAfterMs: 2500, repairKeep: 20_000 }),
+  ha: z
+    .strictObject({
+      /**
+       * A hardware watchdog the fence guard keeps alive while it guards HA guests (off unless set):
+       * a host whose guard cannot run (killed, hung) is reset by the hardware. A character device
+       * such as /dev/watchdog, or the FIFO of a watchdog multiplexer.
+       */
+      watchdog: z.string().min(1).max(4096).refine((path) => path.startsWith('/') && !path.split('/').includes('..'), 'must be an absolute path without ..').optional(),
+    })
+    .default({}),
   /** How often node and system stats are collected (in the worker pool) and written to the CDB; 0: never. */
   statsMs: z.number().int().min(0).max(3_600_000).default(1000),
   /** How often the Framework publishes node and service meta to the CDB. */

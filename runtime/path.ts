@@ -35,8 +35,27 @@ function invalid(input: string, part: string, why: string): AcpError {
   return new AcpError('ACP_ERR_PATH_INVALID', `invalid actor path ${JSON.stringify(input)}: ${part} ${why}`);
 }
 
+/**
+ * Paths parsed before, each once: every frame names its target (and often its sender) as a string,
+ * and a node talks to few distinct actors. Bounded: emptied when full. The entries are frozen, so
+ * sharing one among callers is safe.
+ */
+const parsed = new Map<string, ActorPath>();
+const PARSED_MAX = 4096;
+const formatted = new WeakMap<ActorPath, string>();
+
 /** Parses `acp://<cluster>/<node>/<service>[/<child>...]`; the error names the offending part. */
 export function parsePath(input: string): ActorPath {
+  const known = parsed.get(input);
+  if (known !== undefined) return known;
+  const path = parseUncached(input);
+  if (parsed.size >= PARSED_MAX) parsed.clear();
+  parsed.set(input, path);
+  formatted.set(path, input);
+  return path;
+}
+
+function parseUncached(input: string): ActorPath {
   if (typeof input !== 'string') throw invalid(String(input), 'the path', 'is not a string');
   if (!input.startsWith(SCHEME)) throw invalid(input, 'the scheme', "must be 'acp://'");
   const parts = input.slice(SCHEME.length).split('/');
@@ -52,11 +71,11 @@ export function parsePath(input: string): ActorPath {
       throw invalid(input, `${what} ${JSON.stringify(segment)}`, 'is not a valid name');
     }
   });
-  return { cluster, node, segments };
+  return Object.freeze({ cluster, node, segments: Object.freeze(segments) });
 }
 
 export function formatPath(path: ActorPath): string {
-  return `${SCHEME}${path.cluster}/${path.node}/${path.segments.join('/')}`;
+  return formatted.get(path) ?? `${SCHEME}${path.cluster}/${path.node}/${path.segments.join('/')}`;
 }
 
 /** Builds a path from names, each checked on its own (a '/' inside a name is an error, not a split). */

@@ -248,3 +248,28 @@ test('binary Buffer bodies survive the round trip', (t) => {
   t.is(second.parts[1]?.length, 0);
   t.deepEqual(out, envelopes);
 });
+
+test('frames cut at random points decode to the same envelopes, whatever the cuts (seeded)', (t) => {
+  let seed = 7;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  for (let trial = 0; trial < 500; trial += 1) {
+    const envelopes: Envelope[] = Array.from({ length: 1 + Math.floor(random() * 20) }, (_, id) => ({ v: 1, k: 'tell', id, to: 'acp://c/n/s', body: { type: 'x', pad: 'y'.repeat(Math.floor(random() * 300)) } }));
+    const bytes = Buffer.concat(envelopes.map((envelope) => encodeFrame(envelope)));
+    const decoder = new FrameDecoder();
+    const out: Envelope[] = [];
+    for (let at = 0; at < bytes.length; ) {
+      const cut = 1 + Math.floor(random() * 200);
+      out.push(...decoder.push(bytes.subarray(at, at + cut)));
+      at += cut;
+    }
+    t.deepEqual(out, envelopes, `trial ${trial}`);
+    t.is(decoder.pendingBytes, 0);
+  }
+});
+
+test('an envelope with a key the protocol does not know loses it; a bad field is still named', (t) => {
+  const decoder = new FrameDecoder();
+  const [extra] = decoder.push(encodeFrame({ v: 1, k: 'tell', to: 'acp://c/n/s', body: { type: 'x' }, extra: 1 } as unknown as Envelope));
+  t.deepEqual(extra, { v: 1, k: 'tell', to: 'acp://c/n/s', body: { type: 'x' } });
+  t.throws(() => new FrameDecoder().push(encodeFrame({ v: 1, k: 'tell', t: 0 } as unknown as Envelope)), { message: /field 't'/ });
+});

@@ -322,7 +322,8 @@ export class Replicator {
       const from = Math.min(...gaps.map((gap) => gap.from));
       const to = Math.max(...gaps.map((gap) => gap.to));
       const incarnation = Math.max(...gaps.map((gap) => gap.incarnation));
-      let complete = this.membership.state(origin, this.env.now()) !== 'down' || this.peers.size === 0;
+      // A gap longer than an origin keeps (repairKeep, the same on every node by default) cannot be repaired from its stream: straight to a snapshot.
+      let complete = (this.membership.state(origin, this.env.now()) !== 'down' || this.peers.size === 0) && to - from + 1 <= this.timings.repairKeep;
       for (let start = from; complete && start <= to && !this.stopped; ) {
         this.counters.repairsAsked += 1;
         const end = Math.min(to, start + REPAIR_CHUNK - 1);

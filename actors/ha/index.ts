@@ -12,18 +12,19 @@
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { FenceGuard } from '../../adapters/fence-guard.js';
-import type { Actor, ActorContext, ServiceDefinition } from '../../runtime/actor.js';
+import { replyLater, type Actor, type ActorContext, type ServiceDefinition } from '../../runtime/actor.js';
 import { realClock, type Clock } from '../../runtime/clock.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import { parsePath } from '../../runtime/path.js';
 import type { Principal } from '../../runtime/principal.js';
 import type { ServiceDeps } from '../../runtime/services.js';
-import { CdbFeed } from '../cdb-feed.js';
+import { HaClusterFeeds } from './feeds.js';
 import type { MonitorStatus } from '../monitor/index.js';
 import { ServiceClock } from '../kit.js';
-import type { SystemObject } from '../model.js';
-import { capacityOf, viewOfMonitor, type MonitorView, guardedPids, guestsOf, haSpecOf, HA_OBJECT_KEY, hypervisorViewSchema, nodeSpecs, parseHaSystem, persistedOf, type HypervisorView } from './inputs.js';
+import { shutdownPolicyOf } from '../model.js';
+import { drainOutcome, drainPolicyOf, reported, startDrain, type Drain, type HaDrained } from './drain.js';
+import { viewOfMonitor, type MonitorView, guardedPids, guestsOf, haSpecOf, HA_OBJECT_KEY, hypervisorViewSchema, nodeSpecs, persistedOf, type HypervisorView } from './inputs.js';
 import { initialLocal, localStep, type LocalEffect, type LocalEnv, type LocalState } from './local.js';
 import { managerStep, takeOver, type ManagerEffect, type ManagerEnv, type ManagerState } from './manager.js';
 import { defaultHaConfig, type HaMessage } from './protocol.js';
@@ -43,11 +44,8 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
   const cdb = ctx.ref(`acp://${cluster}/${self}/cdb`);
   const hypervisor = ctx.ref(`acp://${cluster}/${self}/hypervisor`);
   const monitor = ctx.ref(`acp://${cluster}/${self}/monitor`);
-  const guard = new FenceGuard({ logFile: join(deps.paths.log, 'fence-guard.log'), runDir: deps.paths.run });
+  const guard = new FenceGuard({ logFile: join(deps.paths.log, 'fence-guard.log'), watchdog: deps.config.ha.watchdog, runDir: deps.paths.run });
 
-  const specs = new Map<string, SystemObject>();
-  const capacity = new Map<string, { memoryMiB: number; vcpus: number }>();
-  const nodeObjects = new Map<string, { witness?: boolean; maintenance?: boolean }>();
   let monitorView: MonitorView | undefined;
   let views = new Map<string, HypervisorView>();
   let viewsKnown = false;
@@ -63,6 +61,8 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
   let cancelTick: (() => void) | undefined;
   /** The deadline of the guard's last feed (-Infinity: never fed). */
   let fedUntil = -Infinity;
+  /** A clean shutdown under way (ha.drain), and who waits for its answer. */
+  let drain: { state: Drain; answer: (reply: HaDrained) => void } | null = null;
 
   const feedGuard = (until: number) => {
     try {
@@ -78,8 +78,7 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
     leader: () => monitorView?.primary ?? null,
     term: () => monitorView?.term ?? 0,
     guests: () => guestsOf(views, pending),
-    // A clean shutdown's policy for HA systems is not carried out by the daemon yet: a stopping node simply stops renewing its lease.
-    shutdown: () => null,
+    shutdown: () => drain?.state.policy ?? null, // told to the primary while a clean shutdown drains this node
   };
   const managerEnv: ManagerEnv = {
     config,
@@ -92,34 +91,7 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
   /** This node holds the primary lease now, in the term its monitor last told. */
   const leading = (): boolean => monitorView !== undefined && monitorView.role === 'primary' && monitorView.primary === self && deps.system.primary() === self;
 
-  const systemFeed = new CdbFeed(ctx, 'object/system/', (records) => {
-    for (const record of records) {
-      if (!record.key.startsWith('object/system/')) continue;
-      const id = record.key.slice('object/system/'.length);
-      const spec = record.deleted ? undefined : parseHaSystem(record.value);
-      if (spec) specs.set(id, spec);
-      else specs.delete(id);
-    }
-  });
-  const nodeFeed = new CdbFeed(ctx, 'object/node/', (records) => {
-    for (const record of records) {
-      if (!record.key.startsWith('object/node/')) continue;
-      const name = record.key.slice('object/node/'.length);
-      const value = record.value as { witness?: unknown; maintenance?: unknown } | null;
-      if (record.deleted || !value) nodeObjects.delete(name);
-      else nodeObjects.set(name, { witness: value.witness === true, maintenance: value.maintenance === true });
-    }
-  });
-  const metaFeed = new CdbFeed(ctx, 'meta/node/', (records) => {
-    for (const record of records) {
-      const match = /^meta\/node\/([^@]+)@([^@]+)$/.exec(record.key);
-      if (!match || match[1] !== match[2]) continue;
-      const cap = record.deleted ? undefined : capacityOf(record.value);
-      if (cap) capacity.set(match[1]!, cap);
-      else capacity.delete(match[1]!);
-    }
-  });
-  const feeds = [systemFeed, nodeFeed, metaFeed];
+  const { specs, capacity, nodeObjects, feeds } = new HaClusterFeeds(ctx);
 
   const sendHa = (to: string, message: HaMessage) => ctx.ref(`acp://${cluster}/${to}/ha`).tell(message);
 
@@ -176,16 +148,15 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
     for (const effect of effects) {
       switch (effect.kind) {
         case 'send':
+          if (drain !== null && effect.message.type === 'ha.status') reported(drain.state, Object.keys(guestsOf(views, pending)));
           sendHa(effect.to, effect.message);
           break;
         case 'start':
-          // The guard starts an HA QEMU: one that died is replaced first (a no-op while it runs).
-          guard.start();
           ask(effect.system, 'start', { type: 'system.ha-start', id: effect.system, term: effect.term }, 130_000);
           break;
         case 'stop': {
-          // Self-fencing stops at once (the guard fires soon anyway); an ordered stop lets the guest shut down.
-          const force = effect.why !== 'ordered';
+          // Self-fencing stops at once (the guard fires soon anyway); an ordered stop, or one for a clean shutdown, lets the guest shut down.
+          const force = effect.why.startsWith('self-fence');
           ctx.log.info({ system: effect.system, why: effect.why }, `stopping HA system ${effect.system}`);
           ask(effect.system, 'stop', { type: 'system.stop', id: effect.system, force, timeoutMs: force ? 0 : ORDERED_STOP_MS }, force ? 20_000 : ORDERED_STOP_MS + 20_000);
           break;
@@ -250,6 +221,37 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
     const result = localStep(local, { type: 'tick' }, localEnv);
     local = result.state;
     applyLocal(result.effects);
+    if (drain !== null) {
+      const others = (monitorView?.members ?? []).some((member) => member !== self);
+      const outcome = drainOutcome(drain.state, Object.keys(guestsOf(views, pending)), clock.now(), others);
+      if (outcome !== null) finishDrain(outcome);
+    }
+  };
+
+  const finishDrain = (outcome: HaDrained) => {
+    ctx.log.info({ policy: outcome.policy, had: outcome.had, left: outcome.left, ms: outcome.ms }, `HA drain done: ${outcome.why}`);
+    drain?.answer(outcome);
+    drain = null;
+  };
+
+  /** ha.drain: the node shuts down cleanly; its HA systems go by its shutdown policy (drain.ts). A second one while it runs gets the same answer. */
+  const beginDrain = (host: 'reboot' | 'poweroff' | null) => {
+    const configured = shutdownPolicyOf(nodeObjects.get(self));
+    const policy = drainPolicyOf(configured, host);
+    const had = Object.keys(guestsOf(views, pending));
+    if (policy === null) {
+      const why = had.length === 0 ? 'no HA system runs here' : `policy conditional${host === null ? ' and only acpd stops' : ''}: HA guests run on until the fence guard ends them, then the primary recovers them`;
+      return { type: 'ha.drained', configured, policy, had, left: had, ms: 0, why } satisfies HaDrained;
+    }
+    const running = drain;
+    if (running !== null) {
+      const previous = running.answer;
+      return replyLater(new Promise<HaDrained>((resolve) => (running.answer = (reply) => { previous(reply); resolve(reply); })));
+    }
+    ctx.log.info({ policy, configured, host, systems: had }, `clean shutdown: HA systems ${policy === 'migrate' ? 'migrate away' : policy === 'freeze' ? 'are stopped and frozen' : 'are stopped and recovered elsewhere'}`);
+    return replyLater(new Promise<HaDrained>((resolve) => {
+      drain = { state: startDrain(configured, policy, clock.now(), had), answer: resolve };
+    }));
   };
 
   const senderNode = (sender: Principal): string => {
@@ -287,8 +289,6 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
       deps.setNodeFact('haMemoryMiB', Math.floor(totalmem() / 1024 / 1024));
       deps.setNodeFact('haVcpus', cpus().length);
       for (const feed of feeds) await feed.start();
-      // Up before any HA start here, an arriving HA guest's included (the guard starts their QEMU).
-      guard.start();
       scheduleTick();
     },
     receive(message, sender) {
@@ -304,6 +304,8 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
         case 'ha.tick':
           tick();
           return undefined;
+        case 'ha.drain':
+          return beginDrain(parsed.host);
         case 'ha.monitor': {
           const view = viewOfMonitor(parsed.status);
           if (view) monitorView = view;

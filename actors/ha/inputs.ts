@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { nameSchema } from '../../runtime/path.js';
 import { haObjectSchema, systemObjectSchema, type SystemObject } from '../model.js';
 import type { GuestState } from './local.js';
-import type { HaNodeSpec, HaSystemSpec } from './protocol.js';
+import { SHUTDOWN_POLICIES, type HaNodeSpec, type HaSystemSpec, type ShutdownPolicy } from './protocol.js';
 import type { PersistedHa } from './state.js';
 import type { MonitorStatus } from '../monitor/index.js';
 
@@ -40,6 +40,11 @@ const nodeFactsSchema = z.object({ haMemoryMiB: z.number().int().min(0), haVcpus
 export function capacityOf(value: unknown): { memoryMiB: number; vcpus: number } | undefined {
   const parsed = nodeFactsSchema.safeParse(value);
   return parsed.success ? { memoryMiB: parsed.data.haMemoryMiB, vcpus: parsed.data.haVcpus } : undefined;
+}
+
+/** A node object's shutdown policy (conditional when it names none, or none known). */
+export function shutdownPolicyIn(value: unknown): ShutdownPolicy {
+  return SHUTDOWN_POLICIES.find((policy) => policy === value) ?? 'conditional';
 }
 
 /** Nodes the manager may place on: known capacity, not a witness. */

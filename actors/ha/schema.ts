@@ -12,6 +12,8 @@ export const haSchema = z.discriminatedUnion('type', [
   /** What this node's HA service knows: its local manager, and the HA manager's view when it is the primary. */
   z.strictObject({ type: z.literal('ha.show') }),
   z.strictObject({ type: z.literal('ha.tick') }),
+  /** The node shuts down cleanly (sent by the daemon): drain its HA systems by its shutdown policy; `host` says whether the host reboots or powers off too. */
+  z.strictObject({ type: z.literal('ha.drain'), host: z.enum(['reboot', 'poweroff']).nullable() }),
   z.strictObject({ type: z.literal('ha.monitor'), status: z.unknown() }),
   z.strictObject({ type: z.literal('ha.guests'), epoch: z.number().int(), systems: z.array(z.unknown()) }),
   z.strictObject({ type: z.literal('ha.done'), system: nameSchema, op: z.enum(['start', 'stop', 'migrate']), ok: z.boolean(), view: z.unknown().optional(), error: z.string().max(2000).optional() }),
@@ -29,6 +31,7 @@ export const haAuthority: AuthorityTable = {
   'service.info': 'read',
   'ha.show': 'read',
   'ha.tick': thisHa,
+  'ha.drain': { internal: [{ service: 'framework', nodes: 'self' }] },
   'ha.monitor': thisHa,
   'ha.guests': thisHa,
   'ha.done': thisHa,

@@ -292,7 +292,8 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps): Actor {
           });
           return undefined;
         case 'system.stop-all': {
-          const live = [...systems].filter(([, entry]) => ['starting', 'running', 'paused'].includes(entry.state) && !entry.arriving).map(([systemId]) => systemId);
+          // HA systems are left to the HA service: they go by the node's shutdown policy when it stops (actors/ha/drain.ts).
+          const live = [...systems].filter(([, entry]) => ['starting', 'running', 'paused'].includes(entry.state) && !entry.arriving && entry.spec.ha !== true).map(([systemId]) => systemId);
           const stopAll = async () => {
             const results = await Promise.allSettled(live.map((systemId) => stop(systemId, false, parsed.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS, 'stopped with its node (acp down --stop-systems)')));
             const failed = results.flatMap((result, index) => (result.status === 'rejected' ? [{ id: live[index]!, error: errorMessage(result.reason) }] : []));

@@ -8,7 +8,8 @@ import { homePaths } from '../../runtime/config.js';
 import type { Message } from '../../runtime/messages.js';
 import { isClosed, logTail, nodeStates, readPid, runIn } from './daemon-view.js';
 import { resolveOptions, type HarnessCliResult, type HarnessNode, type HarnessOptions, type Resolved } from './options.js';
-import { destroyNamespace, destroyNamespaceSync, harnessAvailable, ip, isGone, PREFIX, removeLeftovers, signal, sysctlIn } from './net.js';
+import { destroyNamespace, destroyNamespaceSync, harnessAvailable, ip, isGone, PREFIX, removeLeftovers, signal } from './net.js';
+import { buildSwitchedNetwork, SUBNET } from './topology.js';
 
 export { harnessAvailable } from './net.js';
 export type { HarnessCliResult, HarnessNode, HarnessOptions } from './options.js';
@@ -31,7 +32,6 @@ export type { HarnessCliResult, HarnessNode, HarnessOptions } from './options.js
  */
 
 const AGENT_PORT = 7480;
-const SUBNET = { a: '10.77.1', b: '10.77.2' } as const;
 
 type NodeStatus = 'down' | 'running' | 'stopped' | 'killed';
 
@@ -179,6 +179,15 @@ export class Harness {
     }
   }
 
+  /** `acp down` on the node: a clean stop (its HA systems drained by its shutdown policy); restart() starts it again. */
+  async down(name: string, timeoutMs = 200_000): Promise<HarnessCliResult> {
+    const state = this.state(name);
+    this.dropClient(state);
+    const result = await this.cli(name, ['down'], timeoutMs);
+    if (result.code === 0) state.status = 'down';
+    return result;
+  }
+
   /** SIGSTOP: the daemon freezes, its sockets stay open. */
   stop(name: string): void {
     const state = this.state(name);
@@ -303,29 +312,8 @@ export class Harness {
   }
 
   private async buildNetwork(): Promise<void> {
-    const sw = this.switchNs;
-    await this.addNamespace(sw);
-    const domains: ('a' | 'b')[] = this.options.domains === 2 ? ['a', 'b'] : ['a'];
-    for (const domain of domains) {
-      // No IGMP snooping: without a querier the bridge would stop flooding the group after a while.
-      await ip(['-n', sw, 'link', 'add', `br-${domain}`, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0', 'mcast_snooping', '0']);
-      await ip(['-n', sw, 'link', 'set', `br-${domain}`, 'up']);
-      if (this.options.domains === 2) await ip(['-n', sw, 'addr', 'add', `${SUBNET[domain]}.1/24`, 'dev', `br-${domain}`]);
-    }
-    if (this.options.domains === 2) await sysctlIn(sw, 'net.ipv4.ip_forward', '1');
-    for (const node of this.nodes) {
-      const { port } = this.state(node.name);
-      await this.addNamespace(node.ns);
-      // Made from inside the switch namespace, the pair never appears in the host's namespace.
-      await ip(['-n', sw, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', node.ns]);
-      await ip(['-n', sw, 'link', 'set', port, 'master', `br-${node.domain}`]);
-      await ip(['-n', sw, 'link', 'set', port, 'up']);
-      await ip(['-n', node.ns, 'addr', 'add', `${node.address}/24`, 'dev', 'eth0']);
-      await ip(['-n', node.ns, 'link', 'set', 'eth0', 'up']);
-      // Multicast goes out eth0 whether or not the sender names the interface.
-      await ip(['-n', node.ns, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0']);
-      if (this.options.domains === 2) await ip(['-n', node.ns, 'route', 'add', 'default', 'via', `${SUBNET[node.domain]}.1`]);
-    }
+    const ports = this.nodes.map((node) => ({ node, port: this.state(node.name).port }));
+    await buildSwitchedNetwork(this.switchNs, this.options.domains === 2, ports, (ns) => this.addNamespace(ns));
   }
 
   private makeHome(node: HarnessNode): void {
