@@ -223,23 +223,65 @@ if (!available.ok) {
     t.regex(status.stdout, new RegExp(`${SYSTEM}\\s+started`));
   });
 
-  runsWhen(guestMissing).serial(`an HA QEMU guest runs under its node's fence guard (arriving ones too) and survives kill -9 of its daemon with its guard, a cut link and SIGSTOP: it boots on another node each time, never two QEMU processes${guestMissing ? ` (skipped: ${guestMissing})` : ''}`, async (t) => {
-    t.timeout(290_000);
-    const id = `hq${process.pid}`;
+  /** The HA QEMU guest of the tests below, and the node it runs on (each test leaves it running, on one node). */
+  const hq = { id: `hq${process.pid}`, on: 'n2' };
+  const skipped = guestMissing ? ` (skipped: ${guestMissing})` : '';
+
+  /**
+   * One fault of the node running the HA QEMU guest: it must run on another node, its console there
+   * must show it booted, its QEMU must be that node's guard's child, and samplers (every 100 ms)
+   * must never see two QEMU processes for it nor two nodes running it. `restore` runs in `finally`.
+   */
+  async function qemuFault(t: ExecutionContext, what: string, fault: (node: string) => Promise<void> | void, restore: (node: string) => Promise<void> | void, after?: (node: string) => void): Promise<void> {
+    t.timeout(240_000);
+    const from = hq.on;
+    t.is((await runningOn(NODES, hq.id)).join(), from, `${hq.id} runs on ${from} before the fault`);
+    const processes = sampler(async () => (qemuProcesses(hq.id).length > 1 ? qemuProcesses(hq.id) : []));
+    const nodes = sampler(() => runningOn(NODES, hq.id));
+    let line = '';
+    let completed = false;
+    try {
+      const at = Date.now();
+      try {
+        await fault(from);
+        const to = await runsOnOne(from, hq.id);
+        const runningMs = Date.now() - at;
+        await eventually(() => consoleShowsReady(to, hq.id), 180_000, `${hq.id} to boot on ${to}`);
+        line = `${what} of ${from}: running on ${to} after ${runningMs} ms, booted after ${Date.now() - at} ms`;
+        underGuard(t, hq.id, to);
+        after?.(from);
+        hq.on = to;
+      } finally {
+        await restore(from);
+      }
+      await rejoined(from);
+      t.is(await runsOnOne(undefined, hq.id), hq.on, `${from} came back and did not start it again`);
+      completed = true;
+    } finally {
+      const p = await processes.stop();
+      const n = await nodes.stop();
+      t.log(`${line}; ${p.samples} process samples, ${n.samples} node samples`);
+      t.deepEqual(p.doubles, [], 'never two QEMU processes for the guest');
+      t.deepEqual(n.doubles, [], 'never two nodes running the guest');
+      if (completed) t.true(p.samples > 50 && n.samples > 50, `sampled ${p.samples} and ${n.samples} times`);
+    }
+    t.is(qemuProcesses(hq.id).length, 1);
+  }
+
+  runsWhen(guestMissing).serial(`an HA QEMU guest runs as its node's fence guard's child, and an arriving one as its new node's: created on n2, live-migrated away and back${skipped}`, async (t) => {
+    t.timeout(240_000);
+    const { id } = hq;
     const created = await cluster().cli('n1', ['system', 'create', id, '--driver', 'qemu', '--memory', '128', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline, '--ha', '--node', 'n2']);
     t.is(created.code, 0, created.stderr);
     t.is(await runsOnOne(undefined, id), 'n2');
     await eventually(() => consoleShowsReady('n2', id), 180_000, `${id} to boot on n2`);
     underGuard(t, id, 'n2');
-    const times: string[] = [];
-    const nodeSampling = sampler(() => runningOn(NODES, id));
-    let processSampling: ReturnType<typeof sampler> | undefined;
-    let completed = false;
+    const nodes = sampler(() => runningOn(NODES, id));
+    let away = '';
     try {
-      // Live-migrated away (maintenance) and back: each arriving QEMU is its target's guard's child.
+      // Maintenance: live-migrated away, and back when it ends; each arriving QEMU is its target's guard's child.
       const on = await cluster().cli('n1', ['node', 'maintenance', 'on', 'n2']);
       t.is(on.code, 0, on.stderr);
-      let away: string;
       try {
         away = await runsOnOne('n2', id);
         await eventually(() => (qemuProcesses(id).length === 1 ? true : undefined), 30_000, `the source QEMU of ${id} to go once it arrived on ${away}`);
@@ -251,77 +293,55 @@ if (!available.ok) {
       await eventually(async () => ((await runningOn(NODES, id)).join() === 'n2' ? true : undefined), RECOVERY_TIMEOUT_MS, `${id} to move back to n2`);
       await eventually(() => (qemuProcesses(id).length === 1 ? true : undefined), 30_000, `the source QEMU of ${id} on ${away} to go`);
       underGuard(t, id, 'n2');
-      times.push(`migrated to ${away} and back`);
-
-      // From here no migration: never two QEMU processes for it, at any sample.
-      processSampling = sampler(async () => (qemuProcesses(id).length > 1 ? qemuProcesses(id) : []));
-
-      // 1. kill -9 of n2's daemon and its fence guard: the kernel kills the guard's QEMU at once.
-      const guard = guardPid('n2')!;
-      const qemu = qemuProcesses(id);
-      const guardLog = `${cluster().node('n2').home}/log/fence-guard.log`;
-      const logged = readFileSync(guardLog, 'utf8').length;
-      let killedAt = Date.now();
-      let first: string;
-      try {
-        await cluster().kill('n2');
-        process.kill(guard, 'SIGKILL');
-        await eventually(() => (qemuProcesses(id).length === 0 ? true : undefined), 10_000, `${id}'s QEMU (${qemu.join(',')}) to die with its guard`);
-        const goneMs = Date.now() - killedAt;
-        t.notRegex(readFileSync(guardLog, 'utf8').slice(logged), new RegExp(`"pid":${guard},"event":"fired"`), 'the guard fired: it was not killed');
-        first = await runsOnOne('n2', id);
-        const runningMs = Date.now() - killedAt;
-        await eventually(() => consoleShowsReady(first, id), 180_000, `${id} to boot on ${first}`);
-        times.push(`kill -9 of daemon and guard: QEMU gone after ${goneMs} ms, running on ${first} after ${runningMs} ms, booted after ${Date.now() - killedAt} ms`);
-        underGuard(t, id, first);
-      } finally {
-        await cluster().restart('n2');
-      }
-      await rejoined('n2');
-
-      // 2. The link of the node running it set down: it stops its copy itself (or its guard does).
-      killedAt = Date.now();
-      await cluster().partition(first);
-      let second: string;
-      try {
-        second = await runsOnOne(first, id);
-        const runningMs = Date.now() - killedAt;
-        await eventually(() => consoleShowsReady(second, id), 180_000, `${id} to boot on ${second}`);
-        times.push(`link of ${first} down: running on ${second} after ${runningMs} ms, booted after ${Date.now() - killedAt} ms`);
-        underGuard(t, id, second);
-      } finally {
-        await cluster().heal(first);
-      }
-      await rejoined(first);
-
-      // 3. SIGSTOP of the daemon running it: its guard, not fed, kills the QEMU.
-      const stoppedGuard = guardPid(second)!;
-      const stoppedLog = `${cluster().node(second).home}/log/fence-guard.log`;
-      const stoppedLogged = readFileSync(stoppedLog, 'utf8').length;
-      killedAt = Date.now();
-      cluster().stop(second);
-      let third: string;
-      try {
-        third = await runsOnOne(second, id);
-        const runningMs = Date.now() - killedAt;
-        await eventually(() => consoleShowsReady(third, id), 180_000, `${id} to boot on ${third}`);
-        times.push(`SIGSTOP of ${second}: running on ${third} after ${runningMs} ms, booted after ${Date.now() - killedAt} ms`);
-        t.regex(readFileSync(stoppedLog, 'utf8').slice(stoppedLogged), new RegExp(`"pid":${stoppedGuard},"event":"fired","killed":\\[\\d+\\]`), "the stopped daemon's guard fired on its QEMU");
-        underGuard(t, id, third);
-      } finally {
-        cluster().cont(second);
-      }
-      await rejoined(second);
-      t.is(await runsOnOne(undefined, id), third, `${second} came back and did not start it again`);
-      completed = true;
     } finally {
-      const processes = await processSampling?.stop();
-      const nodes = await nodeSampling.stop();
-      t.log(`${times.join('; ')}; ${processes?.samples ?? 0} process samples, ${nodes.samples} node samples`);
-      t.deepEqual(processes?.doubles ?? [], [], 'never two QEMU processes for the guest');
-      t.deepEqual(nodes.doubles, [], 'never two nodes running the guest');
-      if (completed) t.true((processes?.samples ?? 0) > 100 && nodes.samples > 100, 'sampled fewer than 100 times');
+      const { samples, doubles } = await nodes.stop();
+      t.log(`migrated to ${away} and back; ${samples} node samples`);
+      t.deepEqual(doubles, [], 'never two nodes running the guest');
     }
-    t.is(qemuProcesses(id).length, 1);
+  });
+
+  runsWhen(guestMissing).serial(`the HA QEMU guest: kill -9 of n2's daemon and its fence guard kills its QEMU at once (the kernel, not the guard firing); it boots on another node, never two QEMU processes${skipped}`, async (t) => {
+    const guardLog = `${cluster().node('n2').home}/log/fence-guard.log`;
+    let guard = 0;
+    let logged = 0;
+    await qemuFault(
+      t,
+      'kill -9 of daemon and guard',
+      async (node) => {
+        t.is(node, 'n2');
+        guard = guardPid(node)!;
+        logged = readFileSync(guardLog, 'utf8').length;
+        const qemu = qemuProcesses(hq.id);
+        const at = Date.now();
+        await cluster().kill(node);
+        process.kill(guard, 'SIGKILL');
+        await eventually(() => (qemuProcesses(hq.id).length === 0 ? true : undefined), 10_000, `${hq.id}'s QEMU (${qemu.join(',')}) to die with its guard`);
+        t.log(`QEMU gone ${Date.now() - at} ms after the kill`);
+      },
+      (node) => cluster().restart(node),
+      () => t.notRegex(readFileSync(guardLog, 'utf8').slice(logged), new RegExp(`"pid":${guard},"event":"fired"`), 'the guard fired: it was not killed'),
+    );
+  });
+
+  runsWhen(guestMissing).serial(`the HA QEMU guest: the link of its node set down; it boots on another node, never two QEMU processes${skipped}`, async (t) => {
+    await qemuFault(t, 'link down', (node) => cluster().partition(node), (node) => cluster().heal(node));
+  });
+
+  runsWhen(guestMissing).serial(`the HA QEMU guest: SIGSTOP of its node's daemon; its guard, not fed, kills the QEMU; it boots on another node, never two QEMU processes${skipped}`, async (t) => {
+    let guard = 0;
+    let log = '';
+    let logged = 0;
+    await qemuFault(
+      t,
+      'SIGSTOP',
+      (node) => {
+        guard = guardPid(node)!;
+        log = `${cluster().node(node).home}/log/fence-guard.log`;
+        logged = readFileSync(log, 'utf8').length;
+        cluster().stop(node);
+      },
+      (node) => cluster().cont(node),
+      () => t.regex(readFileSync(log, 'utf8').slice(logged), new RegExp(`"pid":${guard},"event":"fired","killed":\\[\\d+\\]`), "the stopped daemon's guard fired on its QEMU"),
+    );
   });
 }
