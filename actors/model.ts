@@ -34,6 +34,8 @@ export const OBJECT_TYPES = [
   ...SERVICE_TYPES.map((sub) => `service/${sub}` as const),
   /** `object/ha/manager`: the HA manager's systems, written by the primary (term-stamped), read by the next one. */
   'ha',
+  /** `object/chaos/<run>-<slot>`: the writes an `acp chaos run` makes to check that none acknowledged is lost. */
+  'chaos',
 ] as const;
 export type ObjectType = (typeof OBJECT_TYPES)[number];
 
@@ -289,6 +291,14 @@ export const revocationObjectSchema = z.strictObject({
   by: z.string().max(300).optional(),
 });
 
+/** `object/chaos/<run>-<slot>`: one of the writes of an `acp chaos run` (run id, slot, its sequence number in the run, the node written through). */
+export const chaosObjectSchema = z.strictObject({
+  name,
+  run: name,
+  seq: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+  via: name,
+});
+
 /**
  * `object/alarm/<id>` (id `<rule>.<subject>`): raised and cleared only by the primary monitor,
  * stamped with its term; `history` keeps the last transitions.
@@ -363,6 +373,8 @@ export const objectSchemas: Readonly<Record<ObjectType, z.ZodType>> = Object.fro
         return [type, alarmTargetObjectSchema];
       case 'ha':
         return [type, haObjectSchema];
+      case 'chaos':
+        return [type, chaosObjectSchema];
       case 'storage/device':
         return [type, storageDeviceSchema];
       case 'storage/pool':

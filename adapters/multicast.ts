@@ -57,6 +57,7 @@ export class MulticastChannel {
   private socket: Socket | undefined;
   private seq = 0;
   private dropRate = 0;
+  private partitioned = false;
   private key: Buffer;
   private readonly windows = new Map<string, OriginWindow>();
 
@@ -104,6 +105,11 @@ export class MulticastChannel {
     this.dropRate = Math.min(1, Math.max(0, rate));
   }
 
+  /** A fault-injection knob: while partitioned, nothing is sent and everything received is dropped. */
+  setPartitioned(on: boolean): void {
+    this.partitioned = on;
+  }
+
   /** Sends one payload; the caller chunks so that each fits one datagram. */
   send(payload: unknown): Promise<void> {
     const socket = this.socket;
@@ -114,7 +120,7 @@ export class MulticastChannel {
       this.seq -= 1;
       return Promise.reject(new AcpError('ACP_ERR_WIRE_FRAME_TOO_LARGE', `a ${HEADER_BYTES + body.length}-byte datagram exceeds ${MAX_DATAGRAM_BYTES} bytes; send fewer changes per datagram`));
     }
-    if (this.dropRate > 0 && randomInt(1_000_000) < this.dropRate * 1_000_000) {
+    if (this.partitioned || (this.dropRate > 0 && randomInt(1_000_000) < this.dropRate * 1_000_000)) {
       this.stats.droppedByFault += 1;
       return Promise.resolve();
     }
@@ -133,6 +139,10 @@ export class MulticastChannel {
 
   /** @internal Exposed for tests: handles one datagram as received. */
   receive(datagram: Buffer): void {
+    if (this.partitioned) {
+      this.stats.droppedByFault += 1;
+      return;
+    }
     if (datagram.length <= HEADER_BYTES || !datagram.subarray(0, MAGIC.length).equals(MAGIC)) {
       this.stats.garbage += 1;
       return;

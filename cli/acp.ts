@@ -364,17 +364,23 @@ const cli = yargs(hideBin(process.argv))
       )
       .command(
         'run <file>',
-        'run a scenario file against nodes in network namespaces (--harness N), checking the HA invariants',
+        'run a scenario file against fresh nodes in network namespaces (--harness N) or this live cluster (--cluster), checking the HA invariants',
         (c) =>
           c
             .positional('file', { type: 'string', demandOption: true, describe: 'the scenario (JSON: name, systems, steps)' })
             .option('report', { type: 'string', describe: 'write the report (violations, recovery times) as JSON here' })
             .option('harness', { type: 'number', describe: 'run on N fresh nodes in network namespaces (needs root)' })
+            .option('cluster', {
+              type: 'boolean',
+              default: false,
+              describe:
+                "run on this node's live cluster, every fault asked of the node's own daemon (each node must run with acp up --faults): kill (the daemon dies as by kill -9; its guests outlive it, HA ones until the fence guard fires), stop, partition (no agent or multicast traffic in or out), heal, drop and wait as in the harness; restart only after a kill of the same node, which arranges it (the killed daemon is started again with its own command line when the restart is due). The run's systems and writes are removed at the end.",
+            })
             .option('bound', { type: 'string', default: '10s', describe: 'how soon after each fault every HA system must run again' }),
         (argv) =>
           run(argv, async () => {
             const { chaosRun } = await import('./chaos-run.js');
-            return chaosRun({ file: argv.file, bound: argv.bound, json: argv.json, ...(argv.report === undefined ? {} : { report: argv.report }), ...(argv.harness === undefined ? {} : { harness: argv.harness }) });
+            return chaosRun({ file: argv.file, bound: argv.bound, json: argv.json, cluster: argv.cluster, home: argv.home, ...(argv.report === undefined ? {} : { report: argv.report }), ...(argv.harness === undefined ? {} : { harness: argv.harness }) });
           }),
       )
       .demandCommand(1, 'name a fault: crash, stall or run'),

@@ -1,7 +1,9 @@
 import { statSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createFramework, frameworkAuthority, frameworkSchema } from '../actors/framework/index.js';
+import { FaultHelper } from '../adapters/fault-helper.js';
 import { hostShutdown } from '../adapters/host-shutdown.js';
 import { checkHomeFree, claimPidfile, ensureHome, installClusterKeys, loadOrCreateApiKey, loadOrCreateConfig, nextIncarnation, readPidfile, removeFile } from '../adapters/home.js';
 import { realClock } from '../runtime/clock.js';
@@ -163,6 +165,8 @@ export class Daemon {
     };
     this.tree = new ServiceTree({ system: this.system, config, deps, log, logFile: options.logFile, entries: options.services ?? bootOrderFor(config) });
     const frameworkPath = this.system.localPath('framework');
+    // A restarted daemon's output goes where this one's does: its log file, or the home's.
+    const faultHelper = new FaultHelper({ helperLog: join(paths.log, 'fault-helper.log'), daemonLog: options.logFile ?? paths.logFile });
     // The Framework's own actor is restarted like any service; if it cannot stay up, the node stops.
     this.root = new Supervisor(
       {
@@ -181,6 +185,12 @@ export class Daemon {
                 heartbeatMs: config.heartbeatMs,
                 ...(config.witness === true ? { witness: true } : {}),
                 ...(config.agent.listen ? { agentAddress: config.agent.listen } : {}),
+                faults: {
+                  faults: this.system.faultsEnabled,
+                  home: paths.home,
+                  stopSelf: (ms) => faultHelper.stopSelf(ms),
+                  killSelf: (restartAfterMs) => faultHelper.killSelf(restartAfterMs),
+                },
               }),
             { schema: frameworkSchema, authority: frameworkAuthority, onCrash: (error) => void this.root.childCrashed('framework', error) },
           );

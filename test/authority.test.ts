@@ -108,3 +108,15 @@ test('the VMM refuses vmm.migrate from everyone but its hypervisor, the admin ke
   t.is(authorize({ kind: 'actor', path: 'acp://lab/n1/cdb' }, target, vmmAuthority, 'vmm.migrate')?.code, 'ACP_ERR_AUTH_FORBIDDEN');
   t.is(authorize(actor('n1', 'hypervisor'), target, vmmAuthority, 'vmm.migrate'), undefined);
 });
+
+test('the Framework\'s fault messages need the admin role: an admin token may send them, an operator token may not', (t) => {
+  const target = { ...self, path: 'acp://lab/n1/framework' };
+  for (const type of ['faults.kill', 'faults.stop', 'faults.partition', 'faults.drop']) {
+    t.is(frameworkAuthority[type], 'admin', type);
+    t.is(authorize(token('admin'), target, frameworkAuthority, type), undefined, type);
+    t.is(authorize(token('operator'), target, frameworkAuthority, type)?.code, 'ACP_ERR_AUTH_FORBIDDEN', type);
+    // Over the agent too (a chaos run reaches other nodes so): admin, not local-admin.
+    t.is(authorize({ kind: 'operator', via: 'agent' }, target, frameworkAuthority, type), undefined, type);
+  }
+  t.is(frameworkAuthority['framework.qemu'], 'read');
+});

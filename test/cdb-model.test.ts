@@ -19,7 +19,7 @@ const key = (text: string): ParsedKey => parseKey(text);
 // ---------------------------------------------------------------- parseKey
 
 test('parseKey: every object type parses, with its id and no node', (t) => {
-  t.is(OBJECT_TYPES.length, 8 + STORAGE_TYPES.length + SERVICE_TYPES.length);
+  t.is(OBJECT_TYPES.length, 9 + STORAGE_TYPES.length + SERVICE_TYPES.length);
   for (const type of OBJECT_TYPES) {
     // A volume's id is its pool and its name.
     const id = type === 'storage/volume' ? 'pool-1/web-1.a_b' : 'web-1.a_b';
@@ -111,6 +111,7 @@ test('validateObject: a valid value of every type passes', (t) => {
     revocation: { name: 'a', revokedAt: '2026-11-30T00:00:00.000Z' },
     'alarm-target': { name: 'a', webhook: 'http://127.0.0.1:9000/hook', minSeverity: 'critical', bearer: 'x' },
     ha: { name: 'a', term: 3, by: 'n2', at: '2026-11-30T00:00:00.000Z', systems: { web: { state: 'started', node: 'n1', target: null, home: null, relocates: 0, tried: [] } } },
+    chaos: { name: 'a', run: 'run-0a1b2c3d', seq: 7, via: 'n2' },
     alarm: { name: 'a', ...{ rule: 'node-down', subject: 'n3', severity: 'critical', open: true, term: 3, by: 'n2', raisedAt: '2026-11-30T00:00:00.000Z', clearedAt: null, detail: 'silent 1100 ms', history: [] } },
   };
   for (const type of OBJECT_TYPES) {
@@ -165,6 +166,7 @@ test('validateObject: a name (or, for services, a node) that differs from the ke
       'storage/volume': { pool: 'p', sizeBytes: 1 },
       revocation: { revokedAt: '2026-11-30T00:00:00.000Z' },
       ha: { term: 1, by: 'n1', at: '2026-11-30T00:00:00.000Z', systems: {} },
+      chaos: { run: 'run-0a1b2c3d', seq: 1, via: 'n1' },
       'alarm-target': { webhook: 'https://example.org/hook' },
       alarm: { rule: 'node-down', subject: 'n3', severity: 'critical', open: true, term: 3, by: 'n2', raisedAt: '2026-11-30T00:00:00.000Z', clearedAt: null, detail: 'silent 1100 ms', history: [] },
     };

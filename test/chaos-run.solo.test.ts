@@ -56,10 +56,12 @@ runsWhen(available.ok ? undefined : available.why)('acp chaos run scenarios/kill
   }
 });
 
-test('acp chaos run without --harness says the live-cluster mode is not built', async (t) => {
-  const result = await acp(['chaos', 'run', 'scenarios/kill-primary.json']);
-  t.not(result.code, 0);
-  t.regex(result.stderr + result.stdout, /only the harness mode is built: pass --harness N/);
+test('acp chaos run with neither --harness nor --cluster, or both, is a usage error saying which to give', async (t) => {
+  for (const extra of [[], ['--harness', '3', '--cluster']]) {
+    const result = await acp(['chaos', 'run', 'scenarios/kill-primary.json', ...extra]);
+    t.is(result.code, 2);
+    t.regex(result.stderr + result.stdout, /say where to run it: --harness N .* or --cluster/);
+  }
 });
 
 test('acp chaos run with a bad scenario names the step and starts nothing', async (t) => {

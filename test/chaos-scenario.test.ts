@@ -37,7 +37,11 @@ test('bad files are refused with ACP_ERR_CHAOS_SCENARIO naming the field or step
   rejects(t, text({ ...good, steps: ['drop n1 120%'] }), /step 1 .*'120%' is not a percentage/);
   rejects(t, text({ ...good, steps: ['kill ../etc'] }), /step 1 .*name a node/);
   rejects(t, text({ ...good, steps: [] }), /steps: list at least one step/);
-  rejects(t, text({ ...good, systems: [{ id: 'web', ha: true, driver: 'qemu' }] }), /systems\.0\.driver: only driver 'sim'/);
+  rejects(t, text({ ...good, systems: [{ id: 'web', ha: true, driver: 'xen' }] }), /systems\.0\.driver: a system's driver is 'sim' or 'qemu'/);
+  rejects(t, text({ ...good, systems: [{ id: 'web', ha: true, driver: 'qemu' }] }), /systems\.0\.kernel: a qemu system boots a kernel/);
+  rejects(t, text({ ...good, systems: [{ id: 'web', ha: true, driver: 'qemu', kernel: 'vmlinuz' }] }), /systems\.0\.kernel: an absolute path/);
+  rejects(t, text({ ...good, systems: [{ id: 'web', ha: true, driver: 'sim', kernel: '/boot/vmlinuz' }] }), /systems\.0\.kernel: only a qemu system takes kernel/);
+  t.like(parseScenario(text({ ...good, systems: [{ id: 'vm', ha: true, driver: 'qemu', kernel: '/k', initrd: '/i', cmdline: 'console=ttyS0', memoryMiB: 128 }] })).systems[0], { driver: 'qemu', kernel: '/k', memoryMiB: 128 });
   rejects(t, text({ ...good, systems: [{ id: 'web', ha: true, driver: 'sim', cpu: 2 }] }), /systems\.0/);
   rejects(t, text({ ...good, systems: [good.systems[0], good.systems[0]] }), /'web' is listed twice/);
   rejects(t, text({ ...good, extra: 1 }), /the file|extra/);

@@ -25,6 +25,7 @@ import { identifyAgent } from './identify.js';
 import { joinSession, type JoinEnv } from './join.js';
 import { PeerLink } from './link.js';
 import { Membership } from './membership.js';
+import { PartitionGate } from './partition.js';
 import { agentAuthority, agentSchema, type PeerInfo } from './schema.js';
 
 export { agentAuthority, agentSchema, type AgentMessage, type PeerInfo } from './schema.js';
@@ -34,6 +35,10 @@ const LOOKUP_MISS_MS = 5000;
 
 function revokedError(node: string | undefined): AcpError {
   return new AcpError('ACP_ERR_AGENT_BAD_CERT', `the certificate of '${node ?? '?'}' was revoked: the node was removed from the cluster (acp node rm); to bring it back, join it again with a new token`);
+}
+
+function partitionedError(): AcpError {
+  return new AcpError('ACP_ERR_NODE_UNREACHABLE', 'this node is cut off from its peers by an injected partition (acp chaos); heal it to reconnect');
 }
 
 function refusal(connection: FrameConnection, error: AcpError): FrameHandler {
@@ -57,6 +62,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   const misses = new Map<string, number>();
   const addresses = new Map<string, string>();
   const revocations = new Revocations();
+  const gate = new PartitionGate();
   let material: TlsMaterial | undefined;
   let listener: TlsFrameListener | undefined;
   const selfAddress = config.agent.listen;
@@ -115,6 +121,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   const dial = async (target: PeerLink): Promise<void> => {
     if (!material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', 'this node has no cluster certificate; run acp init or acp join');
     if (revocations.isRemoved(target.node)) throw new AcpError('ACP_ERR_NODE_UNREACHABLE', `node '${target.node}' was removed from the cluster (acp node rm)`);
+    if (gate.partitioned) throw partitionedError();
     const address = addresses.get(target.node) ?? (await lookup(target.node));
     if (!address) {
       // A name nobody knows keeps no link (names come from the network: the map must stay bounded).
@@ -134,8 +141,11 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     });
     const { connection } = await dialTls({ host, port, material, expectNode: target.node, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, maxDepth: config.api.maxFrameDepth, maxItems: config.api.maxFrameItems }, (conn) => {
       let session: ApiSession | undefined;
+      // A connection we dialed is always to a peer: a partition drops its frames both ways.
+      const gated = gate.wrap(conn, () => true);
       return {
         frame(envelope) {
+          if (gate.dropsInbound(true, envelope)) return;
           target.seen();
           if (session) {
             session.frame(envelope);
@@ -153,8 +163,8 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
             conn.close();
             return;
           }
-          session = serving(conn, { kind: 'node', node: target.node }, target);
-          target.attach(conn, body.incarnation);
+          session = serving(gated, { kind: 'node', node: target.node }, target);
+          target.attach(gated, body.incarnation);
           answered(body.incarnation);
         },
         badFrame(error) {
@@ -163,7 +173,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         },
         closed() {
           session?.closed();
-          target.detach(conn, 'closed');
+          target.detach(gated, 'closed');
           failed(new AcpError('ACP_ERR_WIRE_CLOSED', `'${target.node}' closed the connection`));
         },
       };
@@ -231,7 +241,8 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       return refusal(connection, revokedError(peer.commonName));
     }
     let target: PeerLink | undefined;
-    const session = new ApiSession(connection, {
+    const gated = gate.wrap(connection, () => target !== undefined);
+    const session = new ApiSession(gated, {
       system,
       apiKey: deps.apiKey,
       helloTimeoutMs: config.api.helloTimeoutMs,
@@ -256,20 +267,21 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         if (hello.role === 'peer' && typeof hello.node === 'string' && typeof hello.incarnation === 'number') {
           remember(hello.node, typeof hello.agent === 'string' ? hello.agent : undefined);
           target = link(hello.node);
-          target.attach(connection, hello.incarnation);
+          target.attach(gated, hello.incarnation);
         }
       },
       peer: { frame: (envelope) => target?.frame(envelope) },
     });
     return {
       frame: (envelope) => {
+        if (gate.dropsInbound(target !== undefined, envelope)) return;
         target?.seen();
         session.frame(envelope);
       },
       badFrame: (error) => session.badFrame(error),
       closed: () => {
         session.closed();
-        target?.detach(connection, 'closed');
+        target?.detach(gated, 'closed');
       },
     };
   };
@@ -293,6 +305,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   const identify = async (address: string): Promise<string> => {
     for (const [node, known] of addresses) if (known === address) return node;
     if (!material) throw new AcpError('ACP_ERR_AGENT_NO_PKI', 'this node has no cluster certificate; run acp init or acp join');
+    if (gate.partitioned) throw partitionedError();
     const node = await identifyAgent(address, { cluster, self, incarnation: ctx.node.incarnation, apiKey: deps.apiKey, material, log: ctx.log, maxFrameBytes: config.api.maxFrameBytes, timeoutMs: config.api.helloTimeoutMs });
     remember(node, address);
     return node;
@@ -400,7 +413,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       const parsed = agentSchema.parse(message);
       switch (parsed.type) {
         case 'service.info':
-          return { ...info.info('agent', 'TLS agent', ctx), listening: selfAddress ?? null, peers: links.size };
+          return { ...info.info('agent', 'TLS agent', ctx), listening: selfAddress ?? null, peers: links.size, partitioned: gate.partitioned };
         case 'agent.peers': {
           const peers: PeerInfo[] = [...new Set([...links.keys(), ...addresses.keys()])].sort().map((node) => {
             const peerLink = links.get(node);
@@ -442,6 +455,11 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
           return membership.rotateKeys();
         case 'agent.install-keys':
           return membership.install({ clusterKey: parsed.clusterKey, apiKey: parsed.apiKey });
+        case 'agent.partition':
+          if (!system.faultsEnabled) throw new AcpError('ACP_ERR_FAULTS_DISABLED', 'fault injection is disabled on this node; restart it with `acp up --faults` to allow chaos commands');
+          gate.set(parsed.on);
+          ctx.log.warn({ partitioned: parsed.on }, parsed.on ? 'partitioned by a fault: no traffic to or from the peers until healed' : 'partition healed');
+          return { type: 'agent.partition', on: parsed.on };
         default: {
           const unreachable: never = parsed;
           return unreachable;

@@ -17,6 +17,8 @@ export const agentSchema = z.discriminatedUnion('type', [
   /** Which node's agent listens at HOST:PORT? Dials it when not known (for --peers and --gateway). */
   z.strictObject({ type: z.literal('agent.identify'), address: z.string().max(300) }),
   ...membershipMessages,
+  /** Fault injection (daemon with --faults), from this node's Framework: cut or restore all peer traffic. */
+  z.strictObject({ type: z.literal('agent.partition'), on: z.boolean() }),
 ]);
 
 export type AgentMessage = z.input<typeof agentSchema>;
@@ -47,4 +49,6 @@ export const agentAuthority: AuthorityTable = {
   'agent.rotate-keys': 'admin',
   // The agent that rotates the keys hands them to every other.
   'agent.install-keys': { internal: [{ service: 'agent', nodes: 'peers' }] },
+  // The Framework's faults.partition (admin, --faults) sets it.
+  'agent.partition': { internal: [{ service: 'framework', nodes: 'self' }] },
 };

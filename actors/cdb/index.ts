@@ -522,6 +522,9 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         case 'cdb.sync.faults':
           requireSync().setDropRate(parsed.dropRate);
           return { type: 'cdb.sync.faults', dropRate: parsed.dropRate };
+        case 'cdb.sync.partition':
+          requireSync().setPartitioned(parsed.on);
+          return { type: 'cdb.sync.partition', on: parsed.on };
         case 'cdb.nodes':
           return { type: 'cdb.nodes', nodes: sync ? sync.members().filter((member) => !removed(member.node)) : [{ node, state: 'up', lastSeenMs: 0, incarnation: ctx.node.incarnation, syncLag: 0, self: true }] };
         case 'cdb.hash':

@@ -64,6 +64,8 @@ export const cdbSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('cdb.sync.identified'), address: z.string().max(300), node: nameSchema }),
   /** Fault injection (daemon with --faults): drop this share of outgoing sync sends. */
   z.strictObject({ type: z.literal('cdb.sync.faults'), dropRate: z.number().min(0).max(1) }),
+  /** Fault injection (daemon with --faults), from this node's Framework: no sync traffic in or out. */
+  z.strictObject({ type: z.literal('cdb.sync.partition'), on: z.boolean() }),
   /** Membership: every node known, classified up, suspect or down, with its sync lag. */
   z.strictObject({ type: z.literal('cdb.nodes') }),
   /** A digest of the records under a prefix (default: every object), to compare nodes. */
@@ -143,6 +145,8 @@ export const cdbAuthority: AuthorityTable = {
   'cdb.cas': 'operate',
   'cdb.batch': 'operate',
   'cdb.sync.faults': 'local-admin',
+  // The Framework's faults.partition (admin, --faults) sets it.
+  'cdb.sync.partition': { internal: [{ service: 'framework', nodes: 'self' }] },
   'cdb.sync.rekey': { internal: [{ service: 'agent', nodes: 'self' }] },
   // The sync machinery's datagrams, timers and findings, told by this CDB to itself.
   'cdb.sync.datagram': ownCdb,

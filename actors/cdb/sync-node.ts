@@ -65,6 +65,8 @@ export interface SyncStatus extends Message {
   gateways: { address: string; node: string | null }[];
   synced: boolean;
   dropRate: number;
+  /** An injected partition (acp chaos) is on: no sync traffic in or out. */
+  partitioned: boolean;
   counters: SyncCounters;
   datagrams: MulticastStats | null;
 }
@@ -83,6 +85,7 @@ export class SyncNode {
   private readonly outbox: StoredRecord[] = [];
   private repairTimer: NodeJS.Timeout | undefined;
   private dropRate = 0;
+  private partitioned = false;
   private stopped = false;
 
   constructor(
@@ -253,6 +256,7 @@ export class SyncNode {
   }
 
   private dropped(): boolean {
+    if (this.partitioned) return true;
     return this.dropRate > 0 && randomInt(1_000_000) < this.dropRate * 1_000_000;
   }
 
@@ -295,6 +299,13 @@ export class SyncNode {
     this.channel?.setDropRate(this.dropRate);
   }
 
+  /** An injected partition: no datagram out or in, no unicast send (the agent cuts the rest). */
+  setPartitioned(on: boolean): void {
+    if (!this.setup.faults) throw new AcpError('ACP_ERR_FAULTS_DISABLED', 'fault injection needs a daemon started with --faults');
+    this.partitioned = on;
+    this.channel?.setPartitioned(on);
+  }
+
   serveRepair(gap: Gap): Message & RepairAnswer {
     return { type: 'cdb.sync.repaired', ...this.replicator.serveRepair(gap) };
   }
@@ -313,6 +324,7 @@ export class SyncNode {
       gateways: [...this.gatewayNames].map(([address, node]) => ({ address, node })),
       synced: this.replicator.synced,
       dropRate: this.dropRate,
+      partitioned: this.partitioned,
       counters: { ...this.replicator.counters },
       datagrams: this.channel ? { ...this.channel.stats } : null,
     };

@@ -6,6 +6,7 @@ import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { errorMessage } from '../../runtime/errors.js';
 import { upsertNodeObject } from '../node-object.js';
 import { metaKey, objectKey, SERVICE_TYPES, type NodeMeta, type ObjectType, type ServiceMeta } from '../model.js';
+import { faultAuthority, faultMessages, handleFault, isFaultMessage, requireFaults, type FaultDeps } from './faults.js';
 
 export const frameworkSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
@@ -13,6 +14,7 @@ export const frameworkSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('shutdown'), reason: z.string().max(200).optional() }),
   z.strictObject({ type: z.literal('framework.heartbeat') }),
   z.strictObject({ type: z.literal('framework.service-changed'), service: z.string().max(63) }),
+  ...faultMessages,
 ]);
 export type FrameworkMessage = z.infer<typeof frameworkSchema>;
 
@@ -24,6 +26,7 @@ export const frameworkAuthority: AuthorityTable = {
   // Its own timer and the service tree's notices.
   'framework.heartbeat': { internal: [{ service: 'framework', nodes: 'self' }] },
   'framework.service-changed': { internal: [{ service: 'framework', nodes: 'self' }] },
+  ...faultAuthority,
 };
 
 export interface FrameworkDeps {
@@ -42,6 +45,8 @@ export interface FrameworkDeps {
   agentAddress?: string;
   /** This node is a witness (a vote-only member), published in its node object. */
   witness?: boolean;
+  /** Fault injection (acp up --faults) and the QEMU process scan: faults.ts. */
+  faults: FaultDeps;
 }
 
 /** Every this many heartbeats the node checks its own object and puts its fields back if a writer dropped them. */
@@ -162,6 +167,8 @@ export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
     },
     receive(message) {
       clock.handled += 1;
+      // The runtime checked the fields against the schema; without --faults nothing more is read.
+      if (isFaultMessage(message.type)) requireFaults(deps.faults.faults);
       const parsed = frameworkSchema.parse(message);
       switch (parsed.type) {
         case 'service.info':
@@ -186,6 +193,12 @@ export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
           if (service && cdbRunning(status)) publish(changedServiceOps([service]));
           return undefined;
         }
+        case 'faults.kill':
+        case 'faults.stop':
+        case 'faults.partition':
+        case 'faults.drop':
+        case 'framework.qemu':
+          return handleFault(ctx, deps.faults, parsed);
         default: {
           const unreachable: never = parsed;
           return unreachable;

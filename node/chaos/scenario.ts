@@ -10,9 +10,11 @@ import { AcpError } from '../../runtime/errors.js';
  *   "steps": ["kill primary", "wait 10s", "restart primary"] }
  * ```
  *
- * Steps: `kill NODE` (kill -9 of its daemon and fence guard), `restart NODE`, `stop NODE DURATION`
- * (SIGSTOP, SIGCONT after DURATION), `partition NODE` (its link down), `heal` (every cut link up),
- * `drop NODE P%` (its CDB sync drops P% of what it receives), `wait DURATION`. NODE is a node name
+ * Steps: `kill NODE` (kill -9 of its daemon; on the harness of its fence guard too), `restart NODE`,
+ * `stop NODE DURATION` (SIGSTOP, SIGCONT after DURATION), `partition NODE` (the harness: its link
+ * down; a live cluster: its daemon drops all cluster traffic), `heal` (every partition undone),
+ * `drop NODE P%` (its CDB sync drops P% of what it sends), `wait DURATION`. On a live cluster a
+ * `restart` must follow a `kill` of the same node (checkLiveRestarts). NODE is a node name
  * or `primary`: the monitor primary at the time (for `restart`, the node `primary` last named).
  * A system's `node` (where it is created) may be `primary` too: the primary when the run starts.
  */
@@ -31,8 +33,13 @@ export type Step =
 export interface ScenarioSystem {
   id: string;
   ha: boolean;
-  driver: 'sim';
+  driver: 'sim' | 'qemu';
   node?: string;
+  /** A QEMU system's direct kernel boot (paths on every node) and memory. */
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  memoryMiB?: number;
 }
 
 export interface Scenario {
@@ -51,12 +58,25 @@ const fileSchema = z.strictObject({
   name: z.string().regex(NAME, 'a scenario name is lower-case letters, digits and dashes'),
   systems: z
     .array(
-      z.strictObject({
-        id: z.string().regex(NAME, 'a system id is lower-case letters, digits and dashes'),
-        ha: z.boolean(),
-        driver: z.literal('sim', { error: "only driver 'sim' is supported by acp chaos run" }),
-        node: z.string().regex(NAME, 'a node name is lower-case letters, digits and dashes').optional(),
-      }),
+      z
+        .strictObject({
+          id: z.string().regex(NAME, 'a system id is lower-case letters, digits and dashes'),
+          ha: z.boolean(),
+          driver: z.enum(['sim', 'qemu'], { error: "a system's driver is 'sim' or 'qemu'" }),
+          node: z.string().regex(NAME, 'a node name is lower-case letters, digits and dashes').optional(),
+          kernel: z.string().regex(/^\/[^\0]{0,4095}$/, 'an absolute path').optional(),
+          initrd: z.string().regex(/^\/[^\0]{0,4095}$/, 'an absolute path').optional(),
+          cmdline: z.string().max(1024).optional(),
+          memoryMiB: z.number().int().min(64).max(65_536).optional(),
+        })
+        .superRefine((system, ctx) => {
+          const boot = ['kernel', 'initrd', 'cmdline', 'memoryMiB'] as const;
+          if (system.driver === 'sim') {
+            for (const field of boot) if (system[field] !== undefined) ctx.addIssue({ code: 'custom', path: [field], message: `only a qemu system takes ${field}` });
+          } else if (system.kernel === undefined) {
+            ctx.addIssue({ code: 'custom', path: ['kernel'], message: 'a qemu system boots a kernel: give its absolute path (the same on every node), with initrd and cmdline as needed' });
+          }
+        }),
     )
     .min(1, 'list at least one system')
     .max(20),
@@ -153,4 +173,45 @@ export function checkNodes(scenario: Scenario, nodes: readonly string[]): void {
       throw bad(`step ${index + 1} ('${step.text}'): no node '${step.target.name}' (the nodes are ${nodes.join(', ')})`);
     }
   });
+}
+
+/**
+ * On a live cluster a killed node cannot restart itself when the `restart` step comes: its `kill`
+ * arranges it (node/chaos/live.ts). So every `restart` must follow a `kill` of the same target
+ * (`restart primary`: a `kill primary`, with no other step naming `primary` between them).
+ */
+export function checkLiveRestarts(scenario: Scenario): void {
+  scenario.steps.forEach((step, index) => {
+    if (step.op !== 'restart') return;
+    const before = scenario.steps.slice(0, index);
+    const killed =
+      step.target.kind === 'node'
+        ? before.some((earlier) => earlier.op === 'kill')
+        : (() => {
+            const last = before.findLast((earlier) => 'target' in earlier && earlier.target.kind === 'primary');
+            return last?.op === 'kill';
+          })();
+    if (!killed) {
+      throw bad(`step ${index + 1} ('${step.text}'): on a live cluster (--cluster) a node comes back only after a 'kill' of it earlier in the scenario, which arranges the restart${step.target.kind === 'primary' ? " (the last step naming 'primary' before it must be 'kill primary')" : ''}`);
+    }
+  });
+}
+
+/** Sums of wait and stop durations from the kill at `from` to the restart of the same node; undefined: none restarts it. */
+export function restartDelay(steps: readonly Step[], from: number, node: string, lastPrimary: string | undefined): number | undefined {
+  const killed = steps[from]!;
+  let primaryNamed: string | undefined = 'target' in killed && killed.target.kind === 'primary' ? node : lastPrimary;
+  let ms = 0;
+  for (const step of steps.slice(from + 1)) {
+    if (step.op === 'restart') {
+      const name = step.target.kind === 'node' ? step.target.name : primaryNamed;
+      if (name === node) return ms;
+      continue;
+    }
+    if (step.op === 'kill' && step.target.kind === 'node' && step.target.name === node) return undefined;
+    // A later step naming `primary` resolves at run time: a `restart primary` after it names whoever that was.
+    if ('target' in step && step.target.kind === 'primary') primaryNamed = undefined;
+    if (step.op === 'wait' || step.op === 'stop') ms += step.ms;
+  }
+  return undefined;
 }
