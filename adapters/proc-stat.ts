@@ -11,3 +11,14 @@ export function startTimeOf(pid: number): string | null {
     return null;
   }
 }
+
+/** A process's parent pid (field 4 of /proc/<pid>/stat), or null when it is gone. */
+export function parentOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return Number.isInteger(ppid) ? ppid : null;
+  } catch {
+    return null;
+  }
+}

@@ -5,14 +5,19 @@
  * live-migrates away, and back when maintenance ends). Each time the system must run on
  * another node, and a sampler asking every node's hypervisor every 100 ms must never see two
  * nodes reporting it running. The recovery times are logged (bench/failover measures them).
- * Then an HA QEMU guest (the test guest): kill -9 of its node's daemon alone leaves the fence
- * guard to kill its QEMU; it boots on another node, and no two QEMU processes for it ever exist.
+ * Then an HA QEMU guest (the test guest), whose QEMU is its node's fence guard's child: live-
+ * migrated away from n2 and back (maintenance), the arriving QEMU is its new node's guard's child
+ * each time; then kill -9 of n2's daemon and its guard (the kernel kills the QEMU with the guard),
+ * its node's link set down, SIGSTOP of its node's daemon (the guard, not fed, kills it): each time
+ * it boots on another node (its console there shows it), and a sampler reading /proc every 100 ms
+ * never finds two QEMU processes for it, nor one asking the nodes two that run it.
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestImage, GUEST_READY_LINE } from '../adapters/guest-image.js';
+import { parentOf } from '../adapters/proc-stat.js';
 import type { HaView } from '../actors/ha/view.js';
 import type { Message } from '../runtime/messages.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
@@ -109,6 +114,15 @@ function qemuProcesses(id: string): string[] {
   return pids;
 }
 
+/** The guest's one QEMU process is the child of `node`'s current fence guard (so it dies with it). */
+function underGuard(t: ExecutionContext, id: string, node: string): void {
+  const pids = qemuProcesses(id);
+  t.is(pids.length, 1, `one QEMU for ${id}: ${pids.join(',')}`);
+  const guard = guardPid(node);
+  t.truthy(guard, `${node} started a fence guard`);
+  t.is(parentOf(Number(pids[0])), guard ?? null, `${id}'s QEMU on ${node} is its guard's child`);
+}
+
 async function consoleShowsReady(node: string, id: string): Promise<true | undefined> {
   const reply = await (await cluster().client(node)).ask<Message & { data: string }>('hypervisor', { type: 'system.console', id, maxBytes: 1024 * 1024 }, { timeoutMs: 3000 }).catch(() => undefined);
   return reply?.data.includes(GUEST_READY_LINE) === true ? true : undefined;
@@ -141,6 +155,7 @@ if (!available.ok) {
     t.is(await runsOnOne(), 'n2');
     const times: string[] = [];
     const sampling = sampler();
+    let completed = false;
     try {
       // 1. kill -9 of the daemon and its fence guard.
       const guard = guardPid('n2');
@@ -195,52 +210,138 @@ if (!available.ok) {
       const off = await cluster().cli('n1', ['node', 'maintenance', 'off', third]);
       t.is(off.code, 0, off.stderr);
       await eventually(async () => ((await runningOn()).join() === third ? true : undefined), RECOVERY_TIMEOUT_MS, `${SYSTEM} to move back to ${third}`);
+      completed = true;
     } finally {
       const { samples, doubles } = await sampling.stop();
       t.log(`recovery: ${times.join('; ')}; ${samples} samples`);
       t.deepEqual(doubles, [], 'never two nodes running it');
-      t.true(samples > 100, `sampled ${samples} times`);
+      // Only once it went through (else this would hide why it did not).
+      if (completed) t.true(samples > 100, `sampled ${samples} times`);
     }
     const status = await cluster().cli('n1', ['ha', 'status']);
     t.is(status.code, 0, status.stderr);
     t.regex(status.stdout, new RegExp(`${SYSTEM}\\s+started`));
   });
 
-  runsWhen(guestMissing).serial(`an HA QEMU guest whose daemon is killed: the fence guard kills its QEMU, it boots on another node, never two QEMU processes${guestMissing ? ` (skipped: ${guestMissing})` : ''}`, async (t) => {
-    t.timeout(300_000);
-    const id = `hq${process.pid}`;
+  /** The HA QEMU guest of the tests below, and the node it runs on (each test leaves it running, on one node). */
+  const hq = { id: `hq${process.pid}`, on: 'n2' };
+  const skipped = guestMissing ? ` (skipped: ${guestMissing})` : '';
+
+  /**
+   * One fault of the node running the HA QEMU guest: it must run on another node, its console there
+   * must show it booted, its QEMU must be that node's guard's child, and samplers (every 100 ms)
+   * must never see two QEMU processes for it nor two nodes running it. `restore` runs in `finally`.
+   */
+  async function qemuFault(t: ExecutionContext, what: string, fault: (node: string) => Promise<void> | void, restore: (node: string) => Promise<void> | void, after?: (node: string) => void): Promise<void> {
+    t.timeout(240_000);
+    const from = hq.on;
+    t.is((await runningOn(NODES, hq.id)).join(), from, `${hq.id} runs on ${from} before the fault`);
+    const processes = sampler(async () => (qemuProcesses(hq.id).length > 1 ? qemuProcesses(hq.id) : []));
+    const nodes = sampler(() => runningOn(NODES, hq.id));
+    let line = '';
+    let completed = false;
+    try {
+      const at = Date.now();
+      try {
+        await fault(from);
+        const to = await runsOnOne(from, hq.id);
+        const runningMs = Date.now() - at;
+        await eventually(() => consoleShowsReady(to, hq.id), 180_000, `${hq.id} to boot on ${to}`);
+        line = `${what} of ${from}: running on ${to} after ${runningMs} ms, booted after ${Date.now() - at} ms`;
+        underGuard(t, hq.id, to);
+        after?.(from);
+        hq.on = to;
+      } finally {
+        await restore(from);
+      }
+      await rejoined(from);
+      t.is(await runsOnOne(undefined, hq.id), hq.on, `${from} came back and did not start it again`);
+      completed = true;
+    } finally {
+      const p = await processes.stop();
+      const n = await nodes.stop();
+      t.log(`${line}; ${p.samples} process samples, ${n.samples} node samples`);
+      t.deepEqual(p.doubles, [], 'never two QEMU processes for the guest');
+      t.deepEqual(n.doubles, [], 'never two nodes running the guest');
+      if (completed) t.true(p.samples > 50 && n.samples > 50, `sampled ${p.samples} and ${n.samples} times`);
+    }
+    t.is(qemuProcesses(hq.id).length, 1);
+  }
+
+  runsWhen(guestMissing).serial(`an HA QEMU guest runs as its node's fence guard's child, and an arriving one as its new node's: created on n2, live-migrated away and back${skipped}`, async (t) => {
+    t.timeout(240_000);
+    const { id } = hq;
     const created = await cluster().cli('n1', ['system', 'create', id, '--driver', 'qemu', '--memory', '128', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline, '--ha', '--node', 'n2']);
     t.is(created.code, 0, created.stderr);
-    const home = await runsOnOne(undefined, id);
-    await eventually(() => consoleShowsReady(home, id), 180_000, `${id} to boot on ${home}`);
-    const before = qemuProcesses(id);
-    t.is(before.length, 1, `one QEMU for ${id}: ${before.join(',')}`);
-    const sampling = sampler(async () => (qemuProcesses(id).length > 1 ? qemuProcesses(id) : []));
-    const nodeSampling = sampler(() => runningOn(NODES, id));
-    let recovery = '';
+    t.is(await runsOnOne(undefined, id), 'n2');
+    await eventually(() => consoleShowsReady('n2', id), 180_000, `${id} to boot on n2`);
+    underGuard(t, id, 'n2');
+    const nodes = sampler(() => runningOn(NODES, id));
+    let away = '';
     try {
-      const killedAt = Date.now();
-      // The daemon alone: its guard lives on, not fed, and kills the guest's QEMU.
-      await cluster().kill(home);
-      await eventually(() => (qemuProcesses(id).length === 0 ? true : undefined), 10_000, `the fence guard to kill ${id}'s QEMU`);
-      const fencedMs = Date.now() - killedAt;
-      const guardLog = readFileSync(`${cluster().node(home).home}/log/fence-guard.log`, 'utf8');
-      t.regex(guardLog, new RegExp(`"event":"fired","killed":\\[${before[0]}\\]`));
-      const next = await runsOnOne(home, id);
-      const runningMs = Date.now() - killedAt;
-      await eventually(() => consoleShowsReady(next, id), 180_000, `${id} to boot on ${next}`);
-      recovery = `QEMU killed by the guard after ${fencedMs} ms; running on ${next} after ${runningMs} ms, booted after ${Date.now() - killedAt} ms`;
-      t.is(qemuProcesses(id).length, 1);
+      // Maintenance: live-migrated away, and back when it ends; each arriving QEMU is its target's guard's child.
+      const on = await cluster().cli('n1', ['node', 'maintenance', 'on', 'n2']);
+      t.is(on.code, 0, on.stderr);
+      try {
+        away = await runsOnOne('n2', id);
+        await eventually(() => (qemuProcesses(id).length === 1 ? true : undefined), 30_000, `the source QEMU of ${id} to go once it arrived on ${away}`);
+        underGuard(t, id, away);
+      } finally {
+        const off = await cluster().cli('n1', ['node', 'maintenance', 'off', 'n2']);
+        t.is(off.code, 0, off.stderr);
+      }
+      await eventually(async () => ((await runningOn(NODES, id)).join() === 'n2' ? true : undefined), RECOVERY_TIMEOUT_MS, `${id} to move back to n2`);
+      await eventually(() => (qemuProcesses(id).length === 1 ? true : undefined), 30_000, `the source QEMU of ${id} on ${away} to go`);
+      underGuard(t, id, 'n2');
     } finally {
-      // Back, still sampled: the restarted daemon finds its guest gone and does not start it again.
-      await cluster().restart(home);
-      await rejoined(home).catch(() => undefined);
-      const processes = await sampling.stop();
-      const nodes = await nodeSampling.stop();
-      t.log(`${recovery}; ${processes.samples} process samples, ${nodes.samples} node samples`);
-      t.deepEqual(processes.doubles, [], 'never two QEMU processes for the guest');
-      t.deepEqual(nodes.doubles, [], 'never two nodes running the guest');
+      const { samples, doubles } = await nodes.stop();
+      t.log(`migrated to ${away} and back; ${samples} node samples`);
+      t.deepEqual(doubles, [], 'never two nodes running the guest');
     }
-    t.not(await runsOnOne(home, id), home, 'the killed node came back and did not start it again');
+  });
+
+  runsWhen(guestMissing).serial(`the HA QEMU guest: kill -9 of n2's daemon and its fence guard kills its QEMU at once (the kernel, not the guard firing); it boots on another node, never two QEMU processes${skipped}`, async (t) => {
+    const guardLog = `${cluster().node('n2').home}/log/fence-guard.log`;
+    let guard = 0;
+    let logged = 0;
+    await qemuFault(
+      t,
+      'kill -9 of daemon and guard',
+      async (node) => {
+        t.is(node, 'n2');
+        guard = guardPid(node)!;
+        logged = readFileSync(guardLog, 'utf8').length;
+        const qemu = qemuProcesses(hq.id);
+        const at = Date.now();
+        await cluster().kill(node);
+        process.kill(guard, 'SIGKILL');
+        await eventually(() => (qemuProcesses(hq.id).length === 0 ? true : undefined), 10_000, `${hq.id}'s QEMU (${qemu.join(',')}) to die with its guard`);
+        t.log(`QEMU gone ${Date.now() - at} ms after the kill`);
+      },
+      (node) => cluster().restart(node),
+      () => t.notRegex(readFileSync(guardLog, 'utf8').slice(logged), new RegExp(`"pid":${guard},"event":"fired"`), 'the guard fired: it was not killed'),
+    );
+  });
+
+  runsWhen(guestMissing).serial(`the HA QEMU guest: the link of its node set down; it boots on another node, never two QEMU processes${skipped}`, async (t) => {
+    await qemuFault(t, 'link down', (node) => cluster().partition(node), (node) => cluster().heal(node));
+  });
+
+  runsWhen(guestMissing).serial(`the HA QEMU guest: SIGSTOP of its node's daemon; its guard, not fed, kills the QEMU; it boots on another node, never two QEMU processes${skipped}`, async (t) => {
+    let guard = 0;
+    let log = '';
+    let logged = 0;
+    await qemuFault(
+      t,
+      'SIGSTOP',
+      (node) => {
+        guard = guardPid(node)!;
+        log = `${cluster().node(node).home}/log/fence-guard.log`;
+        logged = readFileSync(log, 'utf8').length;
+        cluster().stop(node);
+      },
+      (node) => cluster().cont(node),
+      () => t.regex(readFileSync(log, 'utf8').slice(logged), new RegExp(`"pid":${guard},"event":"fired","killed":\\[\\d+\\]`), "the stopped daemon's guard fired on its QEMU"),
+    );
   });
 }

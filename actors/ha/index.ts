@@ -44,7 +44,7 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
   const cdb = ctx.ref(`acp://${cluster}/${self}/cdb`);
   const hypervisor = ctx.ref(`acp://${cluster}/${self}/hypervisor`);
   const monitor = ctx.ref(`acp://${cluster}/${self}/monitor`);
-  const guard = new FenceGuard({ logFile: join(deps.paths.log, 'fence-guard.log'), watchdog: deps.config.ha.watchdog });
+  const guard = new FenceGuard({ logFile: join(deps.paths.log, 'fence-guard.log'), watchdog: deps.config.ha.watchdog, runDir: deps.paths.run });
 
   let monitorView: MonitorView | undefined;
   let views = new Map<string, HypervisorView>();

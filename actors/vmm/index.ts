@@ -12,6 +12,7 @@ import { serviceInfoSchema, ServiceClock } from '../kit.js';
 import { systemObjectSchema } from '../model.js';
 import { resolvedCdromSchema, resolvedDiskSchema } from '../storage/schema.js';
 import { prepareGuestDirs } from '../../adapters/guest-state.js';
+import { fenceGuardSocket } from '../../adapters/fence-guard-protocol.js';
 
 const nodeName = z.string().max(63).refine(isValidName, 'must be a node name: 1-63 characters of a-z, 0-9, ".", "_" or "-"');
 const migrationHost = z.string().max(253).refine(isMigrationHost, 'must be an IPv4 or IPv6 address or a host name');
@@ -126,7 +127,7 @@ export function createVmm(ctx: ActorContext, options: VmmOptions): Actor {
   /** The guest's paths (their directories made, private). */
   const prepare = (accelerator: 'kvm' | 'tcg' | undefined, storage: Pick<GuestPaths, 'disks' | 'cdrom'> = {}): GuestPaths => {
     prepareGuestDirs(files.runDir, files.consoleLog);
-    return { ...files, ...(accelerator ? { accelerator } : {}), ...(storage.disks ? { disks: storage.disks } : {}), ...(storage.cdrom ? { cdrom: storage.cdrom } : {}) };
+    return { ...files, guardSocket: fenceGuardSocket(home.run), ...(accelerator ? { accelerator } : {}), ...(storage.disks ? { disks: storage.disks } : {}), ...(storage.cdrom ? { cdrom: storage.cdrom } : {}) };
   };
 
   /** This VMM's guest from now on; when it ends unasked, the hypervisor hears of it. */

@@ -17,6 +17,8 @@ export interface GuestPaths {
   /** The system's disks and CD-ROM, as the node's Storage service resolved them. */
   readonly disks?: readonly GuestDisk[];
   readonly cdrom?: GuestCdrom;
+  /** The node's fence guard's socket (fence-guard-protocol.ts): an HA guest's QEMU is started through it. */
+  readonly guardSocket?: string;
 }
 
 /** How a guest ended: asked to stop, powered off by itself, or crashed (killed, failed). */
@@ -110,6 +112,8 @@ export interface GuestSpec {
   /** The NICs in order: each becomes the tap the Network service made for its index. */
   readonly nics: readonly { readonly mac?: string; readonly model: 'virtio' | 'e1000' }[];
   readonly display?: 'none' | 'vnc';
+  /** An HA system: its QEMU is started by the node's fence guard (paths.guardSocket) and dies with it. */
+  readonly ha?: boolean;
 }
 
 /** A way to run systems: `qemu` (real virtual machines) or `sim` (simulated guests). */

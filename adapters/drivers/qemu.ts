@@ -1,16 +1,17 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import { connect, isIP } from 'node:net';
 import { join } from 'node:path';
 import { AcpError } from '../../runtime/errors.js';
 import { isValidName } from '../../runtime/path.js';
 import { liveDiskCommand, parseBlockStats } from './disks.js';
-import { optionValue, QEMU_BINARY, qemuArgs, serialSocket } from './qemu-args.js';
+import { qemuArgs, serialSocket } from './qemu-args.js';
 import { Qmp } from './qmp.js';
+import { guestRunFiles, isGuestProcess, readGuestPid, startDirect, startUnderGuard, watchQemu } from './qemu-process.js';
 import { vncSocket } from './vnc.js';
 import { isMigrationHost, type GuestExit, type GuestHandle, type GuestSpec, type GuestPaths, type IncomingGuest, type MigrationAddress, type MigrationCredentials, type MigrationListen, type MigrationTarget, type SystemDriver } from './driver.js';
 
-const QMP_CONNECT_MS = 10_000;
+export { findGuest, guestRunFiles, killGuest, killHomeGuests } from './qemu-process.js';
+
 /** A live resize or internal snapshot writes the image's metadata (a snapshot copies its tables): longer than a query. */
 const LIVE_DISK_MS = 60_000;
 
@@ -77,33 +78,11 @@ export const qemuDriver: SystemDriver = {
 
 const MIGRATION_POLL_MS = 100;
 
-/** A guest's files in its run directory: QMP's socket, QEMU's pid file and its stderr. */
-export function guestRunFiles(runDir: string): { qmp: string; pidfile: string; log: string } {
-  return { qmp: join(runDir, 'qmp.sock'), pidfile: join(runDir, 'qemu.pid'), log: join(runDir, 'qemu.log') };
-}
-
-/** The last line QEMU wrote to its stderr (kept in the run dir), for an exit's reason. */
-function lastLogLine(file: string): string {
-  try {
-    return readFileSync(file, 'utf8').trim().split('\n').at(-1)?.slice(0, 500) ?? '';
-  } catch {
-    return '';
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Starts QEMU (for an incoming migration: waiting for it, `-incoming defer`) and connects QMP.
  * QEMU runs in a session of its own (setsid), with its pid file, QMP socket and stderr in the
- * guest's run dir: it outlives its VMM container and the daemon, and a later VMM adopts it.
+ * guest's run dir: it outlives its VMM container and the daemon, and a later VMM adopts it. An HA
+ * guest's QEMU is started by the node's fence guard instead, as its child, and dies with it.
  */
 async function launch(id: string, spec: GuestSpec, paths: GuestPaths, incoming: boolean): Promise<{ handle: GuestHandle; qmp: Qmp }> {
   if (!spec.boot && (paths.disks ?? []).length === 0 && !paths.cdrom) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', `system '${id}' has no boot: give it {kernel, initrd, cmdline}, a disk or an iso`);
@@ -123,114 +102,16 @@ async function launch(id: string, spec: GuestSpec, paths: GuestPaths, incoming: 
   rmSync(files.pidfile, { force: true });
   rmSync(serialSocket(paths.runDir), { force: true });
   rmSync(vncSocket(paths.runDir), { force: true });
-  const log = openSync(files.log, 'w', 0o600);
-  let child: ChildProcess;
-  try {
-    child = spawn(QEMU_BINARY, [...qemuArgs(id, spec, paths, accelerator, incoming ? 'defer' : undefined), '-pidfile', files.pidfile], { stdio: ['ignore', 'ignore', log], detached: true });
-  } finally {
-    closeSync(log);
-  }
-  let requested = false;
-  const exited = new Promise<GuestExit>((resolve) => {
-    child.once('error', (error: NodeJS.ErrnoException) =>
-      resolve({ crashed: true, reason: error.code === 'ENOENT' ? `${QEMU_BINARY} is not installed` : error.message }),
-    );
-    child.once('exit', (code, signal) => {
-      const how = signal ? `killed by ${signal}` : `exited with code ${code}`;
-      const line = lastLogLine(files.log);
-      resolve({ crashed: !requested && (signal !== null || code !== 0), reason: `QEMU ${how}${line ? `: ${line}` : ''}` });
-    });
-  });
-  const spawnError = await Promise.race([
-    new Promise<NodeJS.ErrnoException>((resolve) => child.once('error', resolve)),
-    new Promise<undefined>((resolve) => child.once('spawn', () => resolve(undefined))),
-  ]);
-  if (spawnError) {
-    if (spawnError.code === 'ENOENT') {
-      throw new AcpError('ACP_ERR_DRIVER_MISSING', `${QEMU_BINARY} is not installed on this node: install qemu-system-x86 (apt-get install qemu-system-x86), or give the system driver 'sim'`);
-    }
-    throw new AcpError('ACP_ERR_VMM_FAILED', `QEMU did not start: ${spawnError.message}`);
-  }
+  const argv = [...qemuArgs(id, spec, paths, accelerator, incoming ? 'defer' : undefined), '-pidfile', files.pidfile];
+  const started = spec.ha === true ? await startUnderGuard(id, argv, paths, files) : await startDirect(argv, files);
   let qmp: Qmp;
   try {
-    qmp = await Promise.race([
-      Qmp.open(files.qmp, Date.now() + QMP_CONNECT_MS),
-      exited.then((exit) => {
-        throw new AcpError('ACP_ERR_VMM_FAILED', `${exit.reason}`);
-      }),
-    ]);
+    qmp = await started.connect();
   } catch (error) {
-    child.kill('SIGKILL');
+    started.abandon();
     throw error;
   }
-  const handle = guestHandle(qmp, child.pid!, accelerator, paths, exited, {
-    requested: () => {
-      requested = true;
-    },
-    // Let go of: this VMM no longer waits for its child (which goes on in its own session).
-    released: () => child.unref(),
-  });
-  return { handle, qmp };
-}
-
-/** QEMU's pid from its pid file, if there is one. */
-function readGuestPid(pidfile: string): number | undefined {
-  try {
-    const pid = Number.parseInt(readFileSync(pidfile, 'utf8').trim(), 10);
-    return Number.isInteger(pid) && pid > 1 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Whether `pid` is alive and is this system's QEMU: its command line names the guest and its QMP socket (a reused pid is not). */
-function isGuestProcess(pid: number, id: string, qmpSocket: string): boolean {
-  if (!pidAlive(pid)) return false;
-  try {
-    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    const named = argv.some((arg, index) => arg === '-name' && argv[index + 1] === `acp-${id}`);
-    return named && argv.some((arg) => arg.includes(optionValue(qmpSocket)));
-  } catch {
-    return false;
-  }
-}
-
-/** A guest found in a run dir: its QEMU's pid, and whether that process is this system's QEMU. */
-export function findGuest(id: string, runDir: string): { pid: number; alive: boolean } | undefined {
-  const files = guestRunFiles(runDir);
-  const pid = readGuestPid(files.pidfile);
-  if (pid === undefined) return undefined;
-  return { pid, alive: isGuestProcess(pid, id, files.qmp) };
-}
-
-/** SIGKILLs this system's QEMU if one runs (a last resort, where a guest must be gone); its pid, or undefined. */
-export function killGuest(id: string, runDir: string): number | undefined {
-  const found = findGuest(id, runDir);
-  if (!found?.alive) return undefined;
-  try {
-    process.kill(found.pid, 'SIGKILL');
-  } catch {
-    return undefined;
-  }
-  return found.pid;
-}
-
-/**
- * SIGKILLs every QEMU a home's guests left running (checked as killGuest checks): for test and
- * harness teardown, where guests that outlive their daemon must not outlive the test. Their pids.
- */
-export function killHomeGuests(home: string): number[] {
-  const dir = join(home, 'run', 'vmm');
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return [];
-  }
-  return names.filter(isValidName).flatMap((id) => {
-    const pid = killGuest(id, join(dir, id));
-    return pid === undefined ? [] : [pid];
-  });
+  return { handle: guestHandle(qmp, started.pid, accelerator, paths, started.exited, started.hooks), qmp };
 }
 
 const ADOPT_QMP_MS = 5000;
@@ -252,24 +133,8 @@ export async function adoptQemu(id: string, paths: GuestPaths): Promise<{ handle
     if (name.name !== `acp-${id}`) throw new AcpError('ACP_ERR_VMM_FAILED', `the QEMU on ${files.qmp} is '${name.name ?? 'unnamed'}', not acp-${id}`);
     const kvm = (await qmp.execute('query-kvm')) as { enabled?: boolean };
     const status = (await qmp.execute('query-status')) as { status?: string };
-    let requested = false;
-    let released = false;
-    const exited = qmp.closed.then(async (): Promise<GuestExit> => {
-      // Let go of (the daemon goes, the guest stays): this handle's guest never ends for it.
-      if (released) return new Promise<GuestExit>(() => undefined);
-      for (let tries = 0; tries < 100 && pidAlive(pid); tries += 1) await new Promise((resolve) => setTimeout(resolve, 50));
-      const line = lastLogLine(files.log);
-      const byGuest = qmp.shutdown?.guest === true;
-      return { crashed: !requested && !byGuest, reason: `QEMU (adopted, pid ${pid}) ${byGuest ? 'powered off' : requested ? 'stopped' : 'ended'}${line ? `: ${line}` : ''}` };
-    });
-    const handle = guestHandle(qmp, pid, kvm.enabled ? 'kvm' : 'tcg', paths, exited, {
-      requested: () => {
-        requested = true;
-      },
-      released: () => {
-        released = true;
-      },
-    });
+    const watch = watchQemu(qmp, pid, files, 'adopted');
+    const handle = guestHandle(qmp, pid, kvm.enabled ? 'kvm' : 'tcg', paths, watch.exited, watch);
     return { handle, status: status.status === 'paused' ? 'paused' : 'running' };
   } catch (error) {
     qmp.close();
