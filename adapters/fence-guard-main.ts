@@ -18,15 +18,16 @@
  * with a live child otherwise.
  *
  * `--watchdog PATH` (off by default) also keeps a hardware watchdog device (/dev/watchdog) alive
- * while fed, so a host whose guard itself cannot run is reset by the hardware; a disarm closes it
- * with the magic 'V'. Each event is one JSON line on stdout.
+ * while armed (adapters/watchdog.ts), so a host whose guard itself cannot run is reset by the
+ * hardware; a disarm, or its firing, closes it with the magic 'V'. Each event is one JSON line on
+ * stdout.
  */
-import { closeSync, openSync, writeSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { GuardSpawner } from './fence-guard-spawner.js';
 import { startTimeOf } from './proc-stat.js';
+import { Watchdog } from './watchdog.js';
 
 const guestSchema = z.strictObject({ pid: z.number().int().min(2).max(4_194_304), start: z.string().regex(/^\d{1,20}$/) });
 const lineSchema = z.discriminatedUnion('type', [
@@ -59,11 +60,7 @@ function options(args: readonly string[]): { watchdog?: string; run?: string } {
 
 async function main(): Promise<void> {
   const { watchdog: watchdogPath, run } = options(process.argv.slice(2));
-  let watchdog: number | null = null;
-  if (watchdogPath !== undefined) {
-    watchdog = openSync(watchdogPath, 'w');
-    say({ event: 'watchdog', path: watchdogPath });
-  }
+  const watchdog = watchdogPath === undefined ? null : new Watchdog(watchdogPath, say);
   let deadline = Infinity;
   let guests: Guest[] = [];
   let inputOpen = true;
@@ -85,11 +82,12 @@ async function main(): Promise<void> {
     say({ event: 'fired', killed: [...new Set([...killed, ...children])], guests: guests.map((guest) => guest.pid), why });
     deadline = Infinity;
     guests = [];
+    watchdog?.release('fired: its guests are dead');
   };
   const timer = setInterval(() => {
     const now = performance.now();
     if (now >= deadline) fire('not fed in time');
-    else if (watchdog !== null && deadline !== Infinity) writeSync(watchdog, '\0');
+    else if (deadline !== Infinity) watchdog?.keepAlive();
     if (inputOpen) return;
     if (exitBy === null && deadline === Infinity) {
       // Its daemon is gone and it is not armed: nothing feeds it again; none of its guests stays.
@@ -127,15 +125,12 @@ async function main(): Promise<void> {
     if (line.data.type === 'feed') {
       deadline = performance.now() + line.data.timeoutMs;
       guests = line.data.guests;
+      watchdog?.keepAlive();
       return;
     }
     deadline = Infinity;
     guests = [];
-    if (watchdog !== null) {
-      writeSync(watchdog, 'V');
-      closeSync(watchdog);
-      watchdog = null;
-    }
+    watchdog?.release('disarmed');
     say({ event: 'disarmed' });
   });
   input.on('close', () => {

@@ -5,6 +5,7 @@
 import type { Argv } from 'yargs';
 import { parseMulticast } from '../adapters/multicast.js';
 import { parseHostPort } from '../adapters/tls.js';
+import { checkWatchdogPath } from '../adapters/watchdog.js';
 import { AcpError } from '../runtime/errors.js';
 import { LOG_FORMATS, type LogLevel } from '../runtime/logger.js';
 import type { UpOptions } from './control.js';
@@ -48,6 +49,7 @@ function addressList(text: string | undefined, flag: string): string[] | undefin
 /** The daemon's options from this run's flags; a flag out of range is ACP_ERR_CLI_USAGE. */
 export function upOptions(argv: UpArgv): UpOptions {
   if (argv.multicast !== undefined) parseMulticast(argv.multicast);
+  checkWatchdogPath(argv.watchdog);
   for (const flag of ['api-port', 'web-port'] as const) {
     const port = argv[flag];
     if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {

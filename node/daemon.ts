@@ -1,10 +1,10 @@
-import { statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createFramework, frameworkAuthority, frameworkSchema } from '../actors/framework/index.js';
 import { FaultHelper } from '../adapters/fault-helper.js';
 import { hostShutdown } from '../adapters/host-shutdown.js';
+import { checkWatchdogPath } from '../adapters/watchdog.js';
 import { checkHomeFree, claimPidfile, ensureHome, installClusterKeys, loadOrCreateApiKey, loadOrCreateConfig, nextIncarnation, readPidfile, removeFile } from '../adapters/home.js';
 import { realClock } from '../runtime/clock.js';
 import { ServiceTree, type ServiceEntry } from '../supervisors/service-tree.js';
@@ -58,7 +58,7 @@ const LOOPBACK = ['127.0.0.1', '::1', 'localhost'] as const;
 
 /** Applies the run's flags over the stored config; refuses an API bind address off loopback. */
 function withFlags(config: NodeConfig, options: DaemonOptions): NodeConfig {
-  const watchdog = checkedWatchdog(options.watchdog ?? config.ha.watchdog);
+  const watchdog = checkWatchdogPath(options.watchdog ?? config.ha.watchdog);
   const bind = options.apiBind;
   if (bind !== undefined && !(LOOPBACK as readonly string[]).includes(bind)) {
     throw new AcpError('ACP_ERR_CLI_USAGE', `the API listens on loopback only (127.0.0.1, ::1 or localhost), not '${bind}'; other nodes and remote scripts use the agent (--agent)`);
@@ -91,19 +91,6 @@ function withFlags(config: NodeConfig, options: DaemonOptions): NodeConfig {
   };
 }
 
-/** The watchdog the fence guard is to keep alive: checked here, so a wrong path stops the start with a clear error. */
-function checkedWatchdog(path: string | undefined): string | undefined {
-  if (path === undefined) return undefined;
-  if (!path.startsWith('/') || path.split('/').includes('..')) throw new AcpError('ACP_ERR_CLI_USAGE', `the watchdog must be an absolute path without '..', not '${path}'`);
-  let stats;
-  try {
-    stats = statSync(path);
-  } catch {
-    throw new AcpError('ACP_ERR_CLI_USAGE', `no watchdog device at ${path}: load the host's watchdog driver (e.g. softdog) or leave the watchdog off`);
-  }
-  if (!stats.isCharacterDevice() && !stats.isFIFO()) throw new AcpError('ACP_ERR_CLI_USAGE', `${path} is not a watchdog: give a character device such as /dev/watchdog, or a watchdog multiplexer's FIFO`);
-  return path;
-}
 
 const LOOP_DELAY_RESOLUTION_MS = 10;
 

@@ -11,7 +11,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -44,12 +44,12 @@ async function until(check: () => boolean, ms: number): Promise<boolean> {
   return check();
 }
 
-function setup(t: { teardown(fn: () => void | Promise<void>): void }, options: { run?: boolean } = {}): { guard: FenceGuard; log: string; run: string } {
+function setup(t: { teardown(fn: () => void | Promise<void>): void }, options: { run?: boolean; watchdog?: string } = {}): { guard: FenceGuard; log: string; run: string } {
   const dir = mkdtempSync(join(tmpdir(), 'acp-guard-'));
   const log = join(dir, 'guard.log');
   const run = join(dir, 'run');
   mkdirSync(run, { mode: 0o700 });
-  const guard = new FenceGuard({ logFile: log, ...(options.run ? { runDir: run } : {}) });
+  const guard = new FenceGuard({ logFile: log, ...(options.run ? { runDir: run } : {}), watchdog: options.watchdog });
   t.teardown(async () => {
     const pid = guard.pid;
     await Promise.race([guard.stop(), sleep(2000)]);
@@ -326,4 +326,41 @@ test('without setpriv, or without QEMU, it refuses an HA start saying what to in
   const noQemu = await refusedWith(spawnUnderGuard(fenceGuardSocket(run), { system: 'vm', argv: idleQemu(run, 'vm') }));
   t.is(noQemu.code, setpriv === null ? 'ACP_ERR_HA_SETPRIV_MISSING' : 'ACP_ERR_DRIVER_MISSING');
   if (setpriv !== null) t.regex(noQemu.message, /no-such-qemu is not installed on this node: install qemu-system-x86/);
+});
+
+test('a watchdog is opened when the guard is armed, kept alive while it is, and closed with the magic V on a disarm and when it fires', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'acp-watchdog-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // A file stands in for the device: every keep-alive is a byte, the magic close a 'V'.
+  const device = join(dir, 'watchdog');
+  writeFileSync(device, '');
+  const { guard, log } = setup(t, { watchdog: device });
+  const a = guest(t);
+  guard.start();
+  await sleep(500);
+  t.is(readFileSync(device, 'utf8'), '', 'not armed: the watchdog is not touched');
+  for (let i = 0; i < 5; i += 1) {
+    guard.feed(2000, [a.pid]);
+    await sleep(200);
+  }
+  t.true(readFileSync(device, 'utf8').length >= 5, 'kept alive while armed');
+  t.false(readFileSync(device, 'utf8').includes('V'));
+  guard.disarm();
+  t.true(await until(() => readFileSync(device, 'utf8').endsWith('V'), 3000), 'a disarm closes it with V');
+  const afterDisarm = readFileSync(device, 'utf8').length;
+  await sleep(400);
+  t.is(readFileSync(device, 'utf8').length, afterDisarm, 'nothing written once disarmed');
+  // Armed again, then not fed: it fires, kills the guest and closes the watchdog.
+  guard.feed(400, [a.pid]);
+  t.true(await until(() => exited(a), 3000));
+  t.true(await until(() => readFileSync(device, 'utf8').length > afterDisarm + 1 && readFileSync(device, 'utf8').endsWith('V'), 3000), 'fired: closed with V');
+  t.regex(readFileSync(log, 'utf8'), /"event":"watchdog-closed".*"why":"fired/);
+});
+
+test('a watchdog that cannot be opened is reported, and the guard still fires', async (t) => {
+  const { guard, log } = setup(t, { watchdog: '/nonexistent/watchdog' });
+  const a = guest(t);
+  guard.feed(400, [a.pid]);
+  t.true(await until(() => exited(a), 3000));
+  t.regex(readFileSync(log, 'utf8'), /"event":"watchdog-unavailable","path":"\/nonexistent\/watchdog","error":"ENOENT"/);
 });

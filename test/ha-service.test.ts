@@ -4,6 +4,9 @@
  * system on its own. The failover between nodes is test/ha-failover.solo.test.ts.
  */
 import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, openSync, readFileSync, readSync } from 'node:fs';
+import { join } from 'node:path';
 import type { HaView } from '../actors/ha/view.js';
 import { guardedPids, guestsOf, haSpecOf, nodeSpecs, type HypervisorView } from '../actors/ha/inputs.js';
 import { systemObjectSchema } from '../actors/model.js';
@@ -102,4 +105,39 @@ test('one daemon: the HA manager starts an HA system, restarts it when it stops 
     return shown.manager?.systems.find((system) => system.id === 'web')?.state === 'stopped' ? shown : undefined;
   }, 10_000, 'the HA manager to say web is stopped');
   t.true(view.local?.holding);
+});
+
+test('acp up --watchdog: a path that is not there, or not a device or FIFO, stops the start with what to do', async (t) => {
+  const home = makeHome(t);
+  const missing = await runCli(['up', '--detach', '--watchdog', '/nonexistent/watchdog'], home);
+  t.is(missing.code, 2, missing.stderr);
+  t.regex(missing.stderr, /no watchdog device at \/nonexistent\/watchdog: load the host's watchdog driver/);
+  const plain = await runCli(['up', '--detach', '--watchdog', '/etc/hostname'], home);
+  t.is(plain.code, 2, plain.stderr);
+  t.regex(plain.stderr, /\/etc\/hostname is not a watchdog/);
+  const relative = await runCli(['up', '--detach', '--watchdog', 'watchdog'], home);
+  t.regex(relative.stderr, /absolute path/);
+});
+
+test('a daemon given a watchdog FIFO keeps it alive through its fence guard while it holds its HA lease', async (t) => {
+  t.timeout(60_000);
+  const home = makeHome(t);
+  const fifo = join(home, 'watchdog.fifo');
+  execFileSync('mkfifo', [fifo]);
+  // The reader first: the guard opens it without blocking, and a FIFO with no reader cannot be opened for writing.
+  const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  t.teardown(() => closeSync(reader));
+  await allRunning(await startDaemon(t, home, { watchdog: fifo }));
+  const bytes = Buffer.alloc(4096);
+  const read = () => {
+    try {
+      return readSync(reader, bytes, 0, bytes.length, null);
+    } catch {
+      return 0;
+    }
+  };
+  let received = 0;
+  await eventually(() => ((received += read()) >= 3 ? true : undefined), 30_000, 'the fence guard to write to the watchdog');
+  t.true(received >= 3);
+  t.regex(readFileSync(join(home, 'log', 'fence-guard.log'), 'utf8'), /"event":"watchdog-open"/);
 });

@@ -86,8 +86,8 @@ export function runCli(args: readonly string[], home: string, timeoutMs = 60_000
 }
 
 /** Starts a daemon inside the test process (faster than a detached one); stopped after the test. */
-export async function startDaemon(t: ExecutionContext, home: string, options: { faults?: boolean; logLevel?: LogLevel } = {}): Promise<Daemon> {
-  const daemon = await Daemon.start({ home, faults: options.faults ?? false, logLevel: options.logLevel ?? 'silent' });
+export async function startDaemon(t: ExecutionContext, home: string, options: { faults?: boolean; logLevel?: LogLevel; watchdog?: string } = {}): Promise<Daemon> {
+  const daemon = await Daemon.start({ home, faults: options.faults ?? false, logLevel: options.logLevel ?? 'silent', ...(options.watchdog === undefined ? {} : { watchdog: options.watchdog }) });
   t.teardown(() => daemon.stop('test over'));
   return daemon;
 }
