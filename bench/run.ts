@@ -74,6 +74,12 @@ if (!only || only === 'sync') {
   const sizes = process.argv.slice(3).map(Number);
   for (const line of await syncBenchmarks(sizes.length > 0 ? sizes : undefined)) process.stdout.write(`${line}\n`);
 }
+if (!only || only === 'sync-sim') {
+  const { syncSimBenchmarks } = await import('./sync-sim.js');
+  // `npm run bench -- sync-sim 10 100` simulates chosen cluster sizes (default 10, 100, 1,000).
+  const sizes = process.argv.slice(3).map(Number);
+  for (const line of await syncSimBenchmarks(sizes.length > 0 ? sizes : undefined)) process.stdout.write(`${line}\n`);
+}
 if (!only || only === 'monitor') {
   const { monitorBenchmarks } = await import('./monitor.js');
   for (const line of await monitorBenchmarks()) process.stdout.write(`${line}\n`);

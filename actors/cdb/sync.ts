@@ -239,13 +239,16 @@ export class Replicator {
         const known = this.peers.get(payload.node);
         // A digest carries a slice of the sender's `seen`: merged into what earlier slices said, unless the sender restarted.
         const seen = known && known.incarnation === payload.incarnation ? known.seen : (Object.create(null) as PeerView['seen']);
-        for (const [origin, mark] of Object.entries(payload.seen)) seen[origin] = { incarnation: mark.incarnation, highWater: mark.highWater };
+        for (const [origin, mark] of Object.entries(payload.seen)) {
+          seen[origin] = { incarnation: mark.incarnation, highWater: mark.highWater };
+          this.noteFurthest(origin, mark);
+        }
         this.peers.set(payload.node, { incarnation: payload.incarnation, highWater: payload.highWater, seen, heardAt: this.env.now() });
         this.membership.hear(payload.node, payload.incarnation, this.env.now());
-        const says: Digest = { ...payload.seen, [payload.node]: { incarnation: payload.incarnation, highWater: payload.highWater } };
-        for (const [origin, mark] of Object.entries(says)) this.noteFurthest(origin, mark);
+        const own = { incarnation: payload.incarnation, highWater: payload.highWater };
+        this.noteFurthest(payload.node, own);
         // What this digest newly says (gaps in what arrived were reported when it arrived, and all are weighed at every tick).
-        return this.receiver.missingFrom(says).length > 0;
+        return this.receiver.missingFrom(payload.seen).length > 0 || this.receiver.missingFrom({ [payload.node]: own }).length > 0;
       }
       default: {
         const unreachable: never = payload;
@@ -357,7 +360,7 @@ export class Replicator {
    * older incarnation's records by snapshot).
    */
   private missing(): Gap[] {
-    return [...this.receiver.openGaps(), ...this.receiver.missingFrom(Object.fromEntries(this.furthest))];
+    return [...this.receiver.openGaps(), ...this.receiver.missingFrom(this.furthest)];
   }
 
   /** Starts a repair for every origin with a gap and none in flight. */
