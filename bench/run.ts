@@ -72,7 +72,7 @@ if (!only || only === 'sync') {
   const { syncBenchmarks } = await import('./sync.js');
   // `npm run bench -- sync 3` measures one cluster size.
   const sizes = process.argv.slice(3).map(Number);
-  for (const line of await syncBenchmarks(sizes.length > 0 ? sizes : undefined)) process.stdout.write(`${line}\n`);
+  await syncBenchmarks(sizes.length > 0 ? sizes : undefined, (line) => process.stdout.write(`${line}\n`));
 }
 if (!only || only === 'sync-sim') {
   const { syncSimBenchmarks } = await import('./sync-sim.js');

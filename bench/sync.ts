@@ -9,6 +9,7 @@
  * node to call a kill -9'd node down (beside the configured downAfterMs), and each daemon's RSS.
  */
 import { readFileSync, readdirSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { difference, total, type SyncTraffic } from '../actors/cdb/sync-traffic.js';
 import type { SyncStatus } from '../actors/cdb/sync-node.js';
 import type { MonitorStatus } from '../actors/monitor/index.js';
@@ -270,25 +271,46 @@ async function failureDetection(h: Harness, clients: readonly AcpClient[], label
   );
 }
 
-export async function syncBenchmarks(sizes: readonly number[] = [3, 5]): Promise<string[]> {
+/**
+ * Each line is handed to `emit` as soon as it is measured (a 32-node run takes a while); a
+ * measurement that fails is reported as such and the next one runs.
+ */
+export async function syncBenchmarks(sizes: readonly number[] = [3, 5], emit: (line: string) => void = () => undefined): Promise<string[]> {
   if (sizes.some((size) => !Number.isInteger(size) || size < 2 || size > 50)) throw new Error(`cluster sizes must be whole numbers from 2 to 50, not ${sizes.join(', ')}`);
   const available = harnessAvailable();
   if (!available.ok) return [`sync: skipped (${available.why})`];
   const lines: string[] = [];
+  const say = (line: string) => {
+    lines.push(line);
+    emit(line);
+  };
   for (const size of sizes) {
+    const label = `${size} nodes`;
+    const tag = `s${size}`;
+    const started = performance.now();
     const h = await Harness.start({ nodes: Array.from({ length: size }, (_, index) => `n${index + 1}`), logLevel: 'warn' });
     try {
-      await h.waitSynced(120_000);
+      // Nodes join and start one after another; a large cluster on two shared cores takes a while to settle.
+      await h.waitSynced(60_000 + size * 10_000);
+      say(`${label}: started and synced in ${((performance.now() - started) / 1000).toFixed(0)} s (load average ${loadavg().map((load) => load.toFixed(1)).join(' ')})`);
       const clients = await Promise.all(h.nodes.map((node) => h.client(node.name)));
-      const label = `${size} nodes`;
-      const tag = `s${size}`;
-      lines.push(await traffic(clients, label, 'idle', TRAFFIC_WINDOW_MS));
-      lines.push(await traffic(clients, label, `${LIGHT_WRITES_PER_SECOND} writes/s across the cluster`, TRAFFIC_WINDOW_MS, tag));
-      lines.push(await throughput(clients, label, tag));
-      lines.push(await latency(clients, label, tag));
-      lines.push(await partitionHeal(h, clients, label, tag));
-      lines.push(memory(h, label));
-      lines.push(await failureDetection(h, clients, label));
+      const steps: [string, () => Promise<string> | string][] = [
+        ['idle traffic', () => traffic(clients, label, 'idle', TRAFFIC_WINDOW_MS)],
+        ['traffic under load', () => traffic(clients, label, `${LIGHT_WRITES_PER_SECOND} writes/s across the cluster`, TRAFFIC_WINDOW_MS, tag)],
+        ['throughput', () => throughput(clients, label, tag)],
+        ['latency', () => latency(clients, label, tag)],
+        ['partition heal', () => partitionHeal(h, clients, label, tag)],
+        ['memory', () => memory(h, label)],
+        ['failure detection', () => failureDetection(h, clients, label)],
+      ];
+      for (const [name, step] of steps) {
+        try {
+          say(await step());
+        } catch (error) {
+          say(`${label}: ${name} failed: ${(error as Error).message}`);
+        }
+      }
+      say(`${label}: load average after the runs ${loadavg().map((load) => load.toFixed(1)).join(' ')}`);
     } finally {
       await h.teardown();
     }

@@ -1,6 +1,7 @@
 /** The sync traffic counters (actors/cdb/sync-traffic.ts) shown in `cdb.sync.status`. */
 import test from 'ava';
 import { difference, emptyTraffic, total, TrafficMeter } from '../actors/cdb/sync-traffic.js';
+import { syncTrafficLine } from '../cli/output.js';
 
 test('payloads are counted by channel, direction and kind; exchanges by direction', (t) => {
   const meter = new TrafficMeter();
@@ -42,4 +43,16 @@ test('a byte count that is negative or not a number is refused', (t) => {
   t.throws(() => meter.sent('multicast', 'digest', -1), { instanceOf: RangeError });
   t.throws(() => meter.received('unicast', 'batch', Number.NaN), { instanceOf: RangeError });
   t.deepEqual(meter.view(), emptyTraffic());
+});
+
+test('acp status prints the traffic in one line: both channels each way, and repairs and snapshots', (t) => {
+  const meter = new TrafficMeter();
+  meter.sent('multicast', 'digest', 512);
+  meter.sent('multicast', 'batch', 1024);
+  meter.received('multicast', 'batch', 2048);
+  meter.exchange('snapshot', 'received', 3 * 1024 * 1024);
+  t.is(
+    syncTrafficLine(meter.view()),
+    'multicast sent 2 (1.5 KiB), received 1 (2.0 KiB); unicast sent 0 (0.0 KiB), received 0 (0.0 KiB); repair in 0.0 KiB, out 0.0 KiB; snapshot in 3.0 MiB, out 0.0 KiB',
+  );
 });
