@@ -74,6 +74,12 @@ if (!only || only === 'sync') {
   const sizes = process.argv.slice(3).map(Number);
   await syncBenchmarks(sizes.length > 0 ? sizes : undefined, (line) => process.stdout.write(`${line}\n`));
 }
+if (only === 'sync-detect') {
+  // Only each daemon's memory and failure detection after kill -9, on fresh clusters: `npm run bench -- sync-detect 3 32`.
+  const { syncBenchmarks } = await import('./sync.js');
+  const sizes = process.argv.slice(3).map(Number);
+  await syncBenchmarks(sizes.length > 0 ? sizes : undefined, (line) => process.stdout.write(`${line}\n`), ['memory', 'memory after', 'failure detection']);
+}
 if (!only || only === 'sync-sim') {
   const { syncSimBenchmarks } = await import('./sync-sim.js');
   // `npm run bench -- sync-sim 10 100` simulates chosen cluster sizes (default 10, 100, 1,000).

@@ -228,7 +228,7 @@ function memory(h: Harness, label: string): string {
   const daemon = h.nodes.map((node) => rssKib(node.pid) / 1024);
   const withChildren = h.nodes.map((node) => processTree(node.pid).reduce((sum, pid) => sum + rssKib(pid), 0) / 1024);
   const mib = (value: number) => `${value.toFixed(0)} MiB`;
-  return `${label}: each daemon's memory (VmRSS after the runs above): acpd ${spread(daemon, mib)}, with its service processes ${spread(withChildren, mib)}; all ${h.nodes.length} together ${mib(withChildren.reduce((sum, value) => sum + value, 0))}`;
+  return `${label}: each daemon's memory (VmRSS): acpd ${spread(daemon, mib)}, with its service processes ${spread(withChildren, mib)}; all ${h.nodes.length} together ${mib(withChildren.reduce((sum, value) => sum + value, 0))}`;
 }
 
 /**
@@ -236,11 +236,28 @@ function memory(h: Harness, label: string): string {
  * 100 ms), and until the monitor primary's view does. Beside the configured downAfterMs.
  */
 async function failureDetection(h: Harness, clients: readonly AcpClient[], label: string): Promise<string> {
-  const victim = h.nodes.at(-1)!.name;
-  const others = clients.slice(0, -1);
-  const primaryView = await others[0]!.ask<MonitorStatus>('monitor', { type: 'monitor.status' }, { timeoutMs: 10_000 }).catch(() => undefined);
-  const primaryIndex = h.nodes.findIndex((node) => node.name === primaryView?.primary);
-  const primary = primaryIndex >= 0 && primaryIndex < others.length ? others[primaryIndex] : undefined;
+  // The last node that is not the monitor primary: a follower's failure, seen by the primary (the primary's own is a failover, bench/failover).
+  const primaryName = (await clients[0]!.ask<MonitorStatus>('monitor', { type: 'monitor.status' }, { timeoutMs: 10_000 }).catch(() => undefined))?.primary ?? null;
+  const victimIndex = h.nodes.map((node) => node.name).findLastIndex((name) => name !== primaryName);
+  const victim = h.nodes[victimIndex]!.name;
+  const others = clients.filter((_, index) => index !== victimIndex);
+  const primaryIndex = h.nodes.findIndex((node) => node.name === primaryName);
+  const primary = primaryIndex >= 0 ? clients[primaryIndex] : undefined;
+  // From a steady state: every other node heard the victim within the last second (a CDB busy
+  // hashing 100,000 records just before may have been silent a while), so the time counts from the kill.
+  const lastHeard = async () =>
+    Promise.all(
+      others.map(async (client) => {
+        const reply = await client.ask<Message & { nodes: { node: string; lastSeenMs: number | null }[] }>('cdb', { type: 'cdb.nodes' }, { timeoutMs: 5000 }).catch(() => undefined);
+        return reply?.nodes.find((member) => member.node === victim)?.lastSeenMs ?? Number.POSITIVE_INFINITY;
+      }),
+    );
+  const settleBy = performance.now() + 60_000;
+  let heard = await lastHeard();
+  while (Math.max(...heard) > 1000 && performance.now() < settleBy) {
+    await sleep(100);
+    heard = await lastHeard();
+  }
   const killedAt = performance.now();
   await h.kill(victim);
   const downAt: (number | undefined)[] = others.map(() => undefined);
@@ -266,7 +283,7 @@ async function failureDetection(h: Harness, clients: readonly AcpClient[], label
   const missing = others.length - seen.length;
   return (
     `${label}: failure detection after kill -9 of ${victim}: every other node's cdb.nodes says down after ${seen.length > 0 ? `first ${s(seen[0]!)}, median ${s(seen[Math.floor(seen.length / 2)]!)}, last ${s(seen.at(-1)!)}` : 'never'}` +
-    `${missing > 0 ? ` (${missing} of ${others.length} never within 60 s)` : ''}; the monitor primary's view ${monitorDownAt === undefined ? 'n/a' : s(monitorDownAt)} — ` +
+    `${missing > 0 ? ` (${missing} of ${others.length} never within 60 s)` : ''} (last heard at most ${Math.max(...heard)} ms before the kill); the monitor primary's view ${monitorDownAt === undefined ? 'n/a' : s(monitorDownAt)} — ` +
     `${seen.length > 0 ? (seen.at(-1)! / configured).toFixed(2) : 'n/a'}× of the configured downAfterMs (${s(configured)}; polled every 100 ms)`
   );
 }
@@ -275,7 +292,7 @@ async function failureDetection(h: Harness, clients: readonly AcpClient[], label
  * Each line is handed to `emit` as soon as it is measured (a 32-node run takes a while); a
  * measurement that fails is reported as such and the next one runs.
  */
-export async function syncBenchmarks(sizes: readonly number[] = [3, 5], emit: (line: string) => void = () => undefined): Promise<string[]> {
+export async function syncBenchmarks(sizes: readonly number[] = [3, 5], emit: (line: string) => void = () => undefined, only?: readonly string[]): Promise<string[]> {
   if (sizes.some((size) => !Number.isInteger(size) || size < 2 || size > 50)) throw new Error(`cluster sizes must be whole numbers from 2 to 50, not ${sizes.join(', ')}`);
   const available = harnessAvailable();
   if (!available.ok) return [`sync: skipped (${available.why})`];
@@ -297,13 +314,15 @@ export async function syncBenchmarks(sizes: readonly number[] = [3, 5], emit: (l
       const steps: [string, () => Promise<string> | string][] = [
         ['idle traffic', () => traffic(clients, label, 'idle', TRAFFIC_WINDOW_MS)],
         ['traffic under load', () => traffic(clients, label, `${LIGHT_WRITES_PER_SECOND} writes/s across the cluster`, TRAFFIC_WINDOW_MS, tag)],
-        ['throughput', () => throughput(clients, label, tag)],
-        ['latency', () => latency(clients, label, tag)],
-        ['partition heal', () => partitionHeal(h, clients, label, tag)],
         ['memory', () => memory(h, label)],
+        ['latency', () => latency(clients, label, tag)],
+        ['throughput', () => throughput(clients, label, tag)],
+        ['partition heal', () => partitionHeal(h, clients, label, tag)],
+        ['memory after', () => memory(h, `${label}, after the partition`)],
         ['failure detection', () => failureDetection(h, clients, label)],
       ];
       for (const [name, step] of steps) {
+        if (only && !only.includes(name)) continue;
         try {
           say(await step());
         } catch (error) {
