@@ -82,7 +82,7 @@ if (only === 'sync-detect') {
 }
 if (!only || only === 'sync-sim') {
   const { syncSimBenchmarks } = await import('./sync-sim.js');
-  // `npm run bench -- sync-sim 10 100` simulates chosen cluster sizes (default 10, 100, 1,000).
+  // `npm run bench -- sync-sim 10 100` simulates chosen cluster sizes (default 10, 100, 300; 1,000 needs node --max-old-space-size=14000).
   const sizes = process.argv.slice(3).map(Number);
   for (const line of await syncSimBenchmarks(sizes.length > 0 ? sizes : undefined)) process.stdout.write(`${line}\n`);
 }
