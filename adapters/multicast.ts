@@ -43,7 +43,7 @@ export interface MulticastOptions {
   origin: string;
   incarnation: number;
   log: Logger;
-  onPayload(payload: unknown, from: { origin: string; incarnation: number; seq: number }): void;
+  onPayload(payload: unknown, from: { origin: string; incarnation: number; seq: number; bytes: number }): void;
 }
 
 interface OriginWindow {
@@ -110,8 +110,8 @@ export class MulticastChannel {
     this.partitioned = on;
   }
 
-  /** Sends one payload; the caller chunks so that each fits one datagram. */
-  send(payload: unknown): Promise<void> {
+  /** Sends one payload; the caller chunks so that each fits one datagram. Resolves with the datagram's size in bytes. */
+  send(payload: unknown): Promise<number> {
     const socket = this.socket;
     if (!socket) return Promise.reject(new AcpError('ACP_ERR_NODE_UNREACHABLE', 'the multicast channel is not open'));
     this.seq += 1;
@@ -122,12 +122,12 @@ export class MulticastChannel {
     }
     if (this.partitioned || (this.dropRate > 0 && randomInt(1_000_000) < this.dropRate * 1_000_000)) {
       this.stats.droppedByFault += 1;
-      return Promise.resolve();
+      return Promise.resolve(0);
     }
     const datagram = Buffer.concat([MAGIC, this.mac(body), body]);
     this.stats.sent += 1;
     return new Promise((resolve, reject) => {
-      socket.send(datagram, this.options.port, this.options.group, (error) => (error ? reject(new AcpError('ACP_ERR_NODE_UNREACHABLE', `multicast send failed: ${error.message}`)) : resolve()));
+      socket.send(datagram, this.options.port, this.options.group, (error) => (error ? reject(new AcpError('ACP_ERR_NODE_UNREACHABLE', `multicast send failed: ${error.message}`)) : resolve(datagram.length)));
     });
   }
 
@@ -169,7 +169,7 @@ export class MulticastChannel {
     }
     this.stats.accepted += 1;
     try {
-      this.options.onPayload(parsed.p, { origin: parsed.o, incarnation: parsed.i, seq: parsed.s });
+      this.options.onPayload(parsed.p, { origin: parsed.o, incarnation: parsed.i, seq: parsed.s, bytes: datagram.length });
     } catch (error) {
       this.options.log.warn({ origin: parsed.o, err: errorMessage(error) }, 'multicast payload handler failed');
     }

@@ -72,7 +72,19 @@ if (!only || only === 'sync') {
   const { syncBenchmarks } = await import('./sync.js');
   // `npm run bench -- sync 3` measures one cluster size.
   const sizes = process.argv.slice(3).map(Number);
-  for (const line of await syncBenchmarks(sizes.length > 0 ? sizes : undefined)) process.stdout.write(`${line}\n`);
+  await syncBenchmarks(sizes.length > 0 ? sizes : undefined, (line) => process.stdout.write(`${line}\n`));
+}
+if (only === 'sync-detect') {
+  // Only each daemon's memory and failure detection after kill -9, on fresh clusters: `npm run bench -- sync-detect 3 32`.
+  const { syncBenchmarks } = await import('./sync.js');
+  const sizes = process.argv.slice(3).map(Number);
+  await syncBenchmarks(sizes.length > 0 ? sizes : undefined, (line) => process.stdout.write(`${line}\n`), ['memory', 'memory after', 'failure detection']);
+}
+if (!only || only === 'sync-sim') {
+  const { syncSimBenchmarks } = await import('./sync-sim.js');
+  // `npm run bench -- sync-sim 10 100` simulates chosen cluster sizes (default 10, 100, 300; 1,000 needs node --max-old-space-size=14000).
+  const sizes = process.argv.slice(3).map(Number);
+  for (const line of await syncSimBenchmarks(sizes.length > 0 ? sizes : undefined)) process.stdout.write(`${line}\n`);
 }
 if (!only || only === 'monitor') {
   const { monitorBenchmarks } = await import('./monitor.js');

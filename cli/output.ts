@@ -1,6 +1,7 @@
 import { AcpError, isErrorCode } from '../runtime/errors.js';
 import type { NodeStatus } from '../runtime/services.js';
 import type { SyncStatus } from '../actors/cdb/sync-node.js';
+import { total, type SyncTraffic } from '../actors/cdb/sync-traffic.js';
 
 /** Exit codes: 0 ok, 1 an error from the node (or reaching it), 2 a usage error. */
 export const EXIT_OK = 0;
@@ -64,7 +65,19 @@ export function formatDuration(ms: number): string {
 }
 
 /** What `acp status` says about sync (the CDB's `cdb.sync.status`), or null on a node in no cluster. */
-export type SyncSummary = Pick<SyncStatus, 'mode' | 'multicast' | 'fallbackReason' | 'peers' | 'gateways' | 'synced'>;
+export type SyncSummary = Pick<SyncStatus, 'mode' | 'multicast' | 'fallbackReason' | 'peers' | 'gateways' | 'synced'> & { traffic?: SyncTraffic };
+
+/** Sync traffic since the daemon started, one line: payloads and bytes each way, and what repairs and snapshots moved. */
+export function syncTrafficLine(traffic: SyncTraffic): string {
+  const size = (bytes: number) => (bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`);
+  const flows = (channel: 'multicast' | 'unicast') => {
+    const sent = total(traffic[channel].sent);
+    const received = total(traffic[channel].received);
+    return `${channel} sent ${sent.count} (${size(sent.bytes)}), received ${received.count} (${size(received.bytes)})`;
+  };
+  const exchange = (what: 'repair' | 'snapshot') => `${what} in ${size(traffic[what].received.bytes)}, out ${size(traffic[what].served.bytes)}`;
+  return `${flows('multicast')}; ${flows('unicast')}; ${exchange('repair')}; ${exchange('snapshot')}`;
+}
 
 function syncLine(sync: SyncSummary | null): string {
   if (!sync) return 'off (this node belongs to no cluster)';
@@ -86,6 +99,7 @@ export function formatStatus(status: NodeStatus, sync: SyncSummary | null = null
     `faults       ${status.faults ? 'enabled (--faults)' : 'disabled'}`,
     `socket       ${status.socket}`,
     `sync         ${syncLine(sync)}`,
+    ...(sync?.traffic ? [`sync traffic ${syncTrafficLine(sync.traffic)}`] : []),
   ];
   const rows = [
     ['SERVICE', 'STATE', 'RESTARTS', 'ISOLATION', 'PID', 'PATH'],

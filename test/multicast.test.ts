@@ -17,6 +17,7 @@ interface Received {
 
 async function channel(t: import('ava').ExecutionContext, port: number, origin: string, options: { key?: string; incarnation?: number } = {}) {
   const received: Received[] = [];
+  const sizes: number[] = [];
   const opened = new MulticastChannel({
     group: GROUP,
     port,
@@ -25,11 +26,14 @@ async function channel(t: import('ava').ExecutionContext, port: number, origin: 
     origin,
     incarnation: options.incarnation ?? 1,
     log: silentLogger(),
-    onPayload: (payload, from) => received.push({ payload, origin: from.origin, incarnation: from.incarnation }),
+    onPayload: (payload, from) => {
+      received.push({ payload, origin: from.origin, incarnation: from.incarnation });
+      sizes.push(from.bytes);
+    },
   });
   await opened.open();
   t.teardown(() => opened.close());
-  return { channel: opened, received };
+  return { channel: opened, received, sizes };
 }
 
 /** A plain socket on the group: sees every datagram as sent (to replay or to send garbage). */
@@ -50,8 +54,10 @@ test('an authenticated datagram reaches the other nodes, not its sender', async 
   const p = port();
   const n1 = await channel(t, p, 'n1');
   const n2 = await channel(t, p, 'n2');
-  await n1.channel.send({ type: 'changes', keys: ['object/network/lan'] });
+  const bytes = await n1.channel.send({ type: 'changes', keys: ['object/network/lan'] });
   await eventually(() => (n2.received.length === 1 ? true : undefined), 5000, 'the datagram at n2');
+  t.is(n2.sizes[0], bytes, 'the receiver is told the size the sender sent');
+  t.true(bytes > 36 && bytes < 200, `a small payload makes a small datagram (${bytes} bytes)`);
   t.deepEqual(n2.received[0], { payload: { type: 'changes', keys: ['object/network/lan'] }, origin: 'n1', incarnation: 1 });
   t.is(n1.received.length, 0);
   t.is(n2.channel.stats.accepted, 1);

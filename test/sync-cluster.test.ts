@@ -47,6 +47,15 @@ if (!available.ok) {
     const common = await converged(cluster(), NODES);
     t.is(common.records, 25);
     for (const node of NODES) await assertNoAcknowledgedWriteLost(t, cluster(), node, acknowledged);
+    // The traffic counters: every node sent and received digests and batches over multicast, none over unicast.
+    for (const node of NODES) {
+      const { traffic } = await syncStatus(cluster(), node);
+      for (const kind of ['digest', 'batch'] as const) {
+        t.true(traffic.multicast.sent[kind].count > 0 && traffic.multicast.received[kind].count > 0, `${node} sent and received ${kind}s`);
+        t.true(traffic.multicast.sent[kind].bytes > traffic.multicast.sent[kind].count * 36, `${node}: ${kind} bytes counted with the datagram header`);
+        t.is(traffic.unicast.sent[kind].count, 0);
+      }
+    }
   });
 
   test.serial('a write on one node is readable on the others within moments', async (t) => {

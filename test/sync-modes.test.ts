@@ -27,6 +27,8 @@ if (!available.ok) {
       t.is(status.multicast, null);
       t.is(status.datagrams, null, `${node} sends no datagrams`);
       t.deepEqual(status.peers, nodes.filter((other) => other !== node));
+      t.true(status.traffic.unicast.sent.digest.count > 0 && status.traffic.unicast.received.digest.bytes > 0, `${node} counts digests sent and received over the agent`);
+      t.is(status.traffic.multicast.sent.digest.count, 0);
     }
     const writes = (await Promise.all(nodes.map(async (node) => {
       const done = [];

@@ -1,191 +1,13 @@
 /**
- * The sync logic (Replicator) driven by a simulator: many nodes on a fake network that drops,
- * partitions and restarts, with a fake clock. Fast and deterministic per seed; the same code runs
- * for real between daemons in network namespaces (sync-cluster.test.ts).
+ * The sync logic (Replicator) driven by a simulator (node/sim/sync.ts): many nodes on a fake
+ * network that drops, partitions and restarts, with a fake clock. Fast and deterministic per seed;
+ * the same code runs for real between daemons in network namespaces (sync-cluster.test.ts).
  */
 import test from 'ava';
+import { encode } from 'cbor-x';
 import type { StoredRecord } from '../adapters/store.js';
-import { HybridClock } from '../actors/cdb/hlc.js';
 import { ReceiverState, wins } from '../actors/cdb/replication.js';
-import { Replicator, type SnapshotPage, type SnapshotRequest, type SyncPayload, type Via } from '../actors/cdb/sync.js';
-import { silentLogger } from '../runtime/logger.js';
-import { seeded } from '../runtime/sim.js';
-
-const DIGEST_MS = 1000;
-const STEP_MS = 10;
-
-interface SimNode {
-  name: string;
-  domain: string;
-  gateway: boolean;
-  incarnation: number;
-  store: Map<string, StoredRecord>;
-  clock: HybridClock;
-  replicator: Replicator;
-  up: boolean;
-  dropRate: number;
-  /** Merges that fail (a full disk, say) before they work again. */
-  failMerges: number;
-}
-
-class Sim {
-  now = 1_000_000;
-  readonly nodes = new Map<string, SimNode>();
-  private queue: { at: number; to: string; payload: SyncPayload; via: Via }[] = [];
-  /** Nodes cut off from everyone (a link down). */
-  readonly partitioned = new Set<string>();
-  readonly rand: () => number;
-  /** Every write acknowledged to a client: key → the versions written. */
-  readonly acknowledged: StoredRecord[] = [];
-
-  constructor(seed: number) {
-    this.rand = seeded(seed);
-  }
-
-  add(name: string, options: { domain?: string; gateway?: boolean } = {}): SimNode {
-    const node: SimNode = {
-      name,
-      domain: options.domain ?? 'a',
-      gateway: options.gateway ?? false,
-      incarnation: this.now,
-      store: this.nodes.get(name)?.store ?? new Map(),
-      clock: new HybridClock(name, () => this.now),
-      replicator: undefined as unknown as Replicator,
-      up: true,
-      dropRate: this.nodes.get(name)?.dropRate ?? 0,
-      failMerges: 0,
-    };
-    for (const record of node.store.values()) node.clock.observe(record.version);
-    node.replicator = this.replicatorFor(node);
-    this.nodes.set(name, node);
-    return node;
-  }
-
-  private reachable(from: string, to: string): boolean {
-    const target = this.nodes.get(to);
-    return target !== undefined && target.up && !this.partitioned.has(from) && !this.partitioned.has(to);
-  }
-
-  private send(from: SimNode, to: SimNode, payload: SyncPayload, via: Via): void {
-    if (!this.reachable(from.name, to.name) || this.rand() < from.dropRate) return;
-    this.queue.push({ at: this.now + 1 + Math.floor(this.rand() * 3), to: to.name, payload: structuredClone(payload), via });
-  }
-
-  private replicatorFor(node: SimNode): Replicator {
-    const incarnation = node.incarnation;
-    const alive = () => this.nodes.get(node.name) === node && node.up;
-    return new Replicator(
-      {
-        self: node.name,
-        incarnation,
-        log: silentLogger(),
-        now: () => this.now,
-        payloadBytes: 1300,
-        isGateway: node.gateway,
-        broadcast: (payload) => {
-          if (!alive()) return;
-          for (const other of this.nodes.values()) if (other !== node && other.domain === node.domain) this.send(node, other, payload, 'domain');
-        },
-        forward: (payload) => {
-          if (!alive()) return;
-          for (const other of this.nodes.values()) if (other.gateway && other.domain !== node.domain) this.send(node, other, payload, 'gateway');
-        },
-        repair: async (origin, gap) => {
-          if (!this.reachable(node.name, origin)) throw new Error(`${origin} unreachable`);
-          return structuredClone(this.nodes.get(origin)!.replicator.serveRepair(gap));
-        },
-        snapshot: async (source, request) => {
-          if (!this.reachable(node.name, source)) throw new Error(`${source} unreachable`);
-          return structuredClone(snapshotOf(this.nodes.get(source)!, request));
-        },
-        merge: async (records) => {
-          if (node.failMerges > 0) {
-            node.failMerges -= 1;
-            throw new Error('the store refused the write');
-          }
-          for (const record of records) {
-            node.clock.observe(record.version);
-            if (wins(record, node.store.get(record.key))) node.store.set(record.key, record);
-          }
-        },
-        knownNodes: () => [...this.nodes.keys()].filter((name) => name !== node.name),
-      },
-      { suspectAfterMs: 1500, downAfterMs: 2500, repairKeep: 200 },
-    );
-  }
-
-  /** A client's write on `name`, acknowledged once in its store. */
-  write(name: string, key: string, value: unknown, deleted = false): StoredRecord {
-    const node = this.nodes.get(name)!;
-    const record: StoredRecord = { key, value: deleted ? null : value, version: node.clock.tick(), origin: name, ...(deleted ? { deleted: true } : {}) };
-    node.store.set(key, record);
-    node.replicator.local([record]);
-    this.acknowledged.push(record);
-    return record;
-  }
-
-  /** Runs the network and the timers for `ms` of simulated time. */
-  async run(ms: number): Promise<void> {
-    const end = this.now + ms;
-    while (this.now < end) {
-      this.now += STEP_MS;
-      for (const node of this.nodes.values()) if (node.up) node.replicator.flush();
-      const due = this.queue.filter((item) => item.at <= this.now);
-      this.queue = this.queue.filter((item) => item.at > this.now);
-      for (const item of due) {
-        const target = this.nodes.get(item.to);
-        if (target?.up) target.replicator.receive(item.payload, item.via);
-      }
-      if (this.now % 100 === 0) for (const node of this.nodes.values()) if (node.up) node.replicator.repairAll();
-      if (this.now % DIGEST_MS === 0) {
-        for (const node of this.nodes.values()) {
-          if (!node.up) continue;
-          // The Framework's heartbeat: a meta record like any other change.
-          const heartbeat: StoredRecord = { key: `meta/node/${node.name}@${node.name}`, value: { incarnation: node.incarnation }, version: node.clock.tick(), origin: node.name };
-          node.store.set(heartbeat.key, heartbeat);
-          node.replicator.local([heartbeat]);
-          node.replicator.tick();
-        }
-      }
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-  }
-
-  kill(name: string): void {
-    const node = this.nodes.get(name)!;
-    node.up = false;
-    node.replicator.stop();
-  }
-
-  restart(name: string): SimNode {
-    return this.add(name, { domain: this.nodes.get(name)!.domain, gateway: this.nodes.get(name)!.gateway });
-  }
-
-  fingerprint(name: string): string {
-    const store = this.nodes.get(name)!.store;
-    // Heartbeats change every second (one may be in flight): objects are what must agree.
-    return [...store.keys()]
-      .filter((key) => key.startsWith('object/'))
-      .sort()
-      .map((key) => `${key}=${JSON.stringify(store.get(key)!.version)}`)
-      .join('\n');
-  }
-}
-
-function snapshotOf(node: SimNode, request: SnapshotRequest): SnapshotPage {
-  const digest = node.replicator.digest();
-  const keys = [...node.store.keys()].sort().filter((key) => request.cursor === undefined || key > request.cursor);
-  const records: StoredRecord[] = [];
-  for (const key of keys) {
-    const record = node.store.get(key)!;
-    if (request.origin !== undefined && record.origin !== request.origin) continue;
-    if (request.since !== undefined && record.version.wall < request.since) continue;
-    records.push(record);
-    if (records.length >= request.limit) return { records, cursor: key, digest };
-  }
-  return { records, digest };
-}
-
+import { Sim } from '../node/sim/sync.js';
 /** Every node holds the same records, and every acknowledged write is there unless a later version replaced it. */
 function assertConverged(t: import('ava').ExecutionContext, sim: Sim, names: readonly string[]): void {
   const [first, ...rest] = names;
@@ -408,4 +230,25 @@ test('a digest claiming a huge high-water mark costs no more than a small one', 
   const ms = performance.now() - started;
   // 2**53 would take years; every peer's digest repeats this each second.
   t.true(ms < 20, `one digest with highWater 3e7 took ${ms.toFixed(0)} ms of event loop`);
+});
+
+test('in a cluster too large for one digest, each digest is a slice that fits a datagram; 60 nodes with drops still converge', async (t) => {
+  const sim = new Sim(31);
+  const names = Array.from({ length: 60 }, (_, index) => `n${index + 1}`);
+  for (const name of names) sim.add(name).dropRate = 0.05;
+  await sim.run(3000);
+  for (let i = 0; i < 120; i += 1) {
+    sim.write(names[i % names.length]!, `object/system/k${i % 40}`, { i });
+    if (i % 12 === 0) await sim.run(20);
+  }
+  await sim.run(8000);
+  assertConverged(t, sim, names);
+  // What a whole digest would take, against what was sent (the channel's limit is 1,400 bytes).
+  const whole = encode(sim.nodes.get('n1')!.replicator.digest()).length;
+  t.true(whole > 1400, `a whole digest of 60 nodes would be ${whole} bytes`);
+  t.true(sim.largestDigest <= 1400, `the largest digest sent was ${sim.largestDigest} bytes`);
+  // One digest per node per second, counted at both ends.
+  const n1 = sim.nodes.get('n1')!.traffic.view();
+  t.true(n1.multicast.sent.digest.count >= 10 && n1.multicast.sent.digest.count <= 12, `n1 sent ${n1.multicast.sent.digest.count} digests in 11.2 s`);
+  t.true(n1.multicast.received.digest.count > 50 * 10, `n1 heard ${n1.multicast.received.digest.count} digests`);
 });

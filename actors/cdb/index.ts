@@ -505,7 +505,12 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           return requireSync().serveRepair({ origin: parsed.origin, incarnation: parsed.incarnation, from: parsed.from, to: parsed.to });
         case 'cdb.sync.snapshot': {
           const { type: _type, ...request } = parsed;
-          return replyLater(snapshotPage(request));
+          return replyLater(
+            snapshotPage(request).then((page) => {
+              sync?.servedSnapshot(page);
+              return page;
+            }),
+          );
         }
         case 'cdb.sync.status':
           return requireSync().status();

@@ -175,9 +175,9 @@ export class ReceiverState {
   }
 
   /** Compared with a peer's digest (its own stream included): the ranges this node lacks. */
-  missingFrom(peer: Digest): Gap[] {
+  missingFrom(peer: Digest | ReadonlyMap<string, { readonly incarnation: number; readonly highWater: number }>): Gap[] {
     const gaps: Gap[] = [];
-    for (const [origin, theirs] of Object.entries(peer)) {
+    for (const [origin, theirs] of peer instanceof Map ? peer : Object.entries(peer)) {
       if (origin === this.self) continue;
       const mine = this.origins.get(origin);
       if (!mine || theirs.incarnation > mine.incarnation) {

@@ -57,7 +57,7 @@ export const cdbSchema = z.discriminatedUnion('type', [
   }),
   snapshotRequestSchema.extend({ type: z.literal('cdb.sync.snapshot') }),
   z.strictObject({ type: z.literal('cdb.sync.status') }),
-  z.strictObject({ type: z.literal('cdb.sync.datagram'), payload: z.unknown() }),
+  z.strictObject({ type: z.literal('cdb.sync.datagram'), payload: z.unknown(), bytes: z.number().int().min(0) }),
   z.strictObject({ type: z.literal('cdb.sync.tick') }),
   z.strictObject({ type: z.literal('cdb.sync.flush') }),
   z.strictObject({ type: z.literal('cdb.sync.repair-due') }),

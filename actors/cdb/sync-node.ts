@@ -15,7 +15,9 @@ import type { ActorContext } from '../../runtime/actor.js';
 import type { NodeConfig } from '../../runtime/config.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
+import { encode } from 'cbor-x';
 import type { Gap } from './replication.js';
+import { TrafficMeter, type SyncTraffic } from './sync-traffic.js';
 import {
   repairAnswerSchema,
   Replicator,
@@ -49,7 +51,7 @@ export interface SyncSetup {
 
 /** What the sync machinery tells its own CDB; accepted from that CDB alone. */
 export type SyncSelfMessage =
-  | { type: 'cdb.sync.datagram'; payload: unknown }
+  | { type: 'cdb.sync.datagram'; payload: unknown; bytes: number }
   | { type: 'cdb.sync.tick' }
   | { type: 'cdb.sync.flush' }
   | { type: 'cdb.sync.repair-due' }
@@ -69,10 +71,13 @@ export interface SyncStatus extends Message {
   partitioned: boolean;
   counters: SyncCounters;
   datagrams: MulticastStats | null;
+  /** Payloads and bytes sent and received by kind, and repair and snapshot exchanges over the agent. */
+  traffic: SyncTraffic;
 }
 
 export class SyncNode {
   readonly replicator: Replicator;
+  readonly traffic = new TrafficMeter();
   private channel: MulticastChannel | undefined;
   private mode: 'multicast' | 'unicast' = 'unicast';
   private fallbackReason: string | null = null;
@@ -109,8 +114,16 @@ export class SyncNode {
         get isGateway() {
           return sync.gatewayNames.size > 0;
         },
-        repair: async (origin, gap): Promise<RepairAnswer> => repairAnswerSchema.parse(await this.remote(origin).ask({ type: 'cdb.sync.repair', ...gap }, { timeoutMs: 10_000 })),
-        snapshot: async (node, request): Promise<SnapshotPage> => snapshotPageSchema.parse(await this.remote(node).ask({ type: 'cdb.sync.snapshot', ...request }, { timeoutMs: 30_000 })),
+        repair: async (origin, gap): Promise<RepairAnswer> => {
+          const answer = repairAnswerSchema.parse(await this.remote(origin).ask({ type: 'cdb.sync.repair', ...gap }, { timeoutMs: 10_000 }));
+          this.traffic.exchange('repair', 'received', encode(answer).length);
+          return answer;
+        },
+        snapshot: async (node, request): Promise<SnapshotPage> => {
+          const page = snapshotPageSchema.parse(await this.remote(node).ask({ type: 'cdb.sync.snapshot', ...request }, { timeoutMs: 30_000 }));
+          this.traffic.exchange('snapshot', 'received', encode(page).length);
+          return page;
+        },
         merge: (records) => setup.merge(records),
         knownNodes: () => this.knownNodes(),
       },
@@ -144,7 +157,7 @@ export class SyncNode {
         origin: this.ctx.node.node,
         incarnation: this.ctx.node.incarnation,
         log: this.ctx.log,
-        onPayload: (payload) => this.tellSelf({ type: 'cdb.sync.datagram', payload }),
+        onPayload: (payload, from) => this.tellSelf({ type: 'cdb.sync.datagram', payload, bytes: from.bytes }),
       });
       try {
         await channel.open();
@@ -173,7 +186,7 @@ export class SyncNode {
     if (this.stopped) return;
     switch (message.type) {
       case 'cdb.sync.datagram':
-        return this.fromNetwork(message.payload, 'domain');
+        return this.fromNetwork(message.payload, 'domain', message.bytes);
       case 'cdb.sync.tick':
         return this.tick();
       case 'cdb.sync.flush':
@@ -243,14 +256,19 @@ export class SyncNode {
     this.replicator.flush();
   }
 
-  /** A payload from the multicast group, or from a peer or gateway over the agent. */
-  fromNetwork(raw: unknown, via: 'domain' | 'gateway'): void {
+  /**
+   * A payload from the multicast group (`bytes`: the datagram's size), or from a peer or gateway
+   * over the agent (counted at the size of its CBOR encoding).
+   */
+  fromNetwork(raw: unknown, via: 'domain' | 'gateway', bytes?: number): void {
     const parsed = syncPayloadSchema.safeParse(raw);
     if (!parsed.success) {
       this.replicator.counters.errors += 1;
       this.ctx.log.debug({ via }, 'cdb sync: malformed payload dropped');
       return;
     }
+    if (bytes !== undefined) this.traffic.received('multicast', parsed.data.k, bytes);
+    else this.traffic.received('unicast', parsed.data.k, encode(raw).length);
     const gap = this.replicator.receive(parsed.data, via);
     if (gap && !this.repairTimer) this.repairTimer = setTimeout(() => this.tellSelf({ type: 'cdb.sync.repair-due' }), REORDER_GRACE_MS);
   }
@@ -263,7 +281,9 @@ export class SyncNode {
   private broadcast(payload: SyncPayload): void {
     if (this.stopped) return;
     if (this.channel) {
-      this.channel.send(payload).catch((error: unknown) => {
+      this.channel.send(payload).then((bytes) => {
+        if (bytes > 0) this.traffic.sent('multicast', payload.k, bytes);
+      }, (error: unknown) => {
         this.replicator.counters.errors += 1;
         this.ctx.log.debug({ err: errorMessage(error) }, 'cdb sync: multicast send failed');
       });
@@ -288,6 +308,7 @@ export class SyncNode {
   /** Unicast over the agent: an ask, so an unreachable peer costs a timeout, not a dead letter per send. */
   private sendTo(node: string, payload: SyncPayload, relay: boolean): void {
     if (this.dropped()) return;
+    this.traffic.sent('unicast', payload.k, encode(payload).length);
     this.remote(node)
       .ask({ type: 'cdb.sync', payload, ...(relay ? { relay: true } : {}) }, { timeoutMs: SEND_TIMEOUT_MS })
       .catch((error: unknown) => this.ctx.log.debug({ peer: node, err: errorMessage(error) }, 'cdb sync: unicast send failed'));
@@ -307,7 +328,14 @@ export class SyncNode {
   }
 
   serveRepair(gap: Gap): Message & RepairAnswer {
-    return { type: 'cdb.sync.repaired', ...this.replicator.serveRepair(gap) };
+    const answer = this.replicator.serveRepair(gap);
+    this.traffic.exchange('repair', 'served', encode(answer).length);
+    return { type: 'cdb.sync.repaired', ...answer };
+  }
+
+  /** A snapshot page served to a peer (encoded by the agent; counted at its CBOR size). */
+  servedSnapshot(page: SnapshotPage): void {
+    this.traffic.exchange('snapshot', 'served', encode(page).length);
   }
 
   members(): MemberView[] {
@@ -327,6 +355,7 @@ export class SyncNode {
       partitioned: this.partitioned,
       counters: { ...this.replicator.counters },
       datagrams: this.channel ? { ...this.channel.stats } : null,
+      traffic: this.traffic.view(),
     };
   }
 

@@ -23,6 +23,7 @@
  */
 import type { StoredRecord } from '../../adapters/store.js';
 import { errorMessage } from '../../runtime/errors.js';
+import { encode } from 'cbor-x';
 import { ChangeStream, ReceiverState, type ChangeBatch, type Digest, type Gap } from './replication.js';
 import { Membership } from './membership.js';
 import {
@@ -52,11 +53,14 @@ const REPAIR_BYTES = 1024 * 1024;
 const SNAPSHOT_PAGE = 5000;
 /** Payload fields around the records (origin, incarnation, firstSeq, keys). */
 const BATCH_OVERHEAD = 120;
+/** Payload fields around a digest's `seen` (kind, node, incarnation, high-water mark, keys). */
+const DIGEST_OVERHEAD = 120;
 
 interface PeerView {
   incarnation: number;
   highWater: number;
-  seen: Digest;
+  /** What it has of every origin, gathered from its digests' slices (this incarnation of it). */
+  seen: Record<string, { incarnation: number; highWater: number }>;
   heardAt: number;
 }
 
@@ -82,12 +86,20 @@ export class Replicator {
   private readonly receiver: ReceiverState;
   private outbox: StoredRecord[] = [];
   private readonly peers = new Map<string, PeerView>();
+  /**
+   * Per origin, the furthest any peer's digest has said it got (the highest incarnation with
+   * changes, then the highest mark): what `missing` compares with, so a tick costs one pass over
+   * the origins, not one per peer.
+   */
+  private readonly furthest = new Map<string, { incarnation: number; highWater: number }>();
   /** Per origin: a wall time at or below every version of its changes not yet received in order. */
   private readonly sinceWall = new Map<string, { incarnation: number; wall: number }>();
   private readonly repairing = new Set<string>();
   private readonly resync = new Map<string, number>();
   private readonly announcesRelayed = new Map<string, { incarnation: number; upTo: number }>();
   private initial: 'pending' | 'running' | 'done' = 'pending';
+  /** The last origin in the previous digest's slice of `seen`: the next slice starts after it. */
+  private digestCursor = '';
   private readonly startedAt: number;
   private stopped = false;
 
@@ -159,9 +171,37 @@ export class Replicator {
     return { k: 'digest', node: this.env.self, incarnation: this.env.incarnation, highWater: this.stream.highWater, seen: this.receiver.digest() };
   }
 
+  /**
+   * The digest sent every `digestMs`: this node's own stream position, and as much of what it has
+   * of the others as fits one payload (a datagram on multicast). In a cluster too large for all of
+   * `seen` in one datagram (about 28 origins), successive digests carry successive slices in
+   * origin order, wrapping around: each digest stays one datagram and a peer's view of this
+   * node's `seen` is whole after ceil(origins / slice) digests. Gaps are found sooner by sequence
+   * numbers (the next batch, at the latest the next heartbeat) and by each origin's own digest.
+   */
+  digestSlice(): DigestPayload {
+    const seen = this.receiver.digest();
+    const origins = Object.keys(seen).sort();
+    const budget = this.env.payloadBytes - DIGEST_OVERHEAD;
+    const slice: Record<string, { incarnation: number; highWater: number }> = {};
+    let bytes = 0;
+    const first = origins.findIndex((origin) => origin > this.digestCursor);
+    const start = first < 0 ? 0 : first;
+    for (let index = 0; index < origins.length; index += 1) {
+      const origin = origins[(start + index) % origins.length]!;
+      const mark = seen[origin]!;
+      const size = encode([origin, mark.incarnation, mark.highWater]).length + 24;
+      if (bytes + size > budget && index > 0) break;
+      slice[origin] = { incarnation: mark.incarnation, highWater: mark.highWater };
+      bytes += size;
+      this.digestCursor = index + 1 === origins.length ? '' : origin;
+    }
+    return { k: 'digest', node: this.env.self, incarnation: this.env.incarnation, highWater: this.stream.highWater, seen: slice };
+  }
+
   /** Every `digestMs`: send the digest, start repairs for what peers have that this node lacks, and the initial snapshot. */
   tick(): void {
-    const digest = this.digest();
+    const digest = this.digestSlice();
     this.env.broadcast(digest);
     if (this.env.isGateway) this.env.forward(digest);
     // Once a peer is heard (or, if none, after the time it takes to call one down), so a dead node is not tried first.
@@ -196,9 +236,19 @@ export class Replicator {
       }
       case 'digest': {
         if (payload.node === this.env.self) return false;
-        this.peers.set(payload.node, { incarnation: payload.incarnation, highWater: payload.highWater, seen: payload.seen, heardAt: this.env.now() });
+        const known = this.peers.get(payload.node);
+        // A digest carries a slice of the sender's `seen`: merged into what earlier slices said, unless the sender restarted.
+        const seen = known && known.incarnation === payload.incarnation ? known.seen : (Object.create(null) as PeerView['seen']);
+        for (const [origin, mark] of Object.entries(payload.seen)) {
+          seen[origin] = { incarnation: mark.incarnation, highWater: mark.highWater };
+          this.noteFurthest(origin, mark);
+        }
+        this.peers.set(payload.node, { incarnation: payload.incarnation, highWater: payload.highWater, seen, heardAt: this.env.now() });
         this.membership.hear(payload.node, payload.incarnation, this.env.now());
-        return this.missing().length > 0;
+        const own = { incarnation: payload.incarnation, highWater: payload.highWater };
+        this.noteFurthest(payload.node, own);
+        // What this digest newly says (gaps in what arrived were reported when it arrived, and all are weighed at every tick).
+        return this.receiver.missingFrom(payload.seen).length > 0 || this.receiver.missingFrom({ [payload.node]: own }).length > 0;
       }
       default: {
         const unreachable: never = payload;
@@ -296,13 +346,21 @@ export class Replicator {
     }
   }
 
-  /** Gaps against the latest digest of every peer, and below out-of-order arrivals. */
-  private missing(): Gap[] {
-    const gaps = [...this.receiver.openGaps()];
-    for (const [node, peer] of this.peers) {
-      gaps.push(...this.receiver.missingFrom({ ...peer.seen, [node]: { incarnation: peer.incarnation, highWater: peer.highWater } }));
+  private noteFurthest(origin: string, mark: { incarnation: number; highWater: number }): void {
+    if (origin === this.env.self || mark.highWater === 0) return;
+    const known = this.furthest.get(origin);
+    if (!known || mark.incarnation > known.incarnation || (mark.incarnation === known.incarnation && mark.highWater > known.highWater)) {
+      this.furthest.set(origin, { incarnation: mark.incarnation, highWater: mark.highWater });
     }
-    return gaps;
+  }
+
+  /**
+   * Gaps against what the peers' digests said, and below out-of-order arrivals. Per origin only
+   * its latest incarnation counts (a repair asks for that one; an origin's restart brings its
+   * older incarnation's records by snapshot).
+   */
+  private missing(): Gap[] {
+    return [...this.receiver.openGaps(), ...this.receiver.missingFrom(this.furthest)];
   }
 
   /** Starts a repair for every origin with a gap and none in flight. */
