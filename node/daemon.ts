@@ -130,6 +130,7 @@ export class Daemon {
     let currentApiKey = apiKey;
     const deps: ServiceDeps = {
       system: this.system,
+      gateway: this.system,
       config,
       paths,
       get apiKey() {

@@ -67,7 +67,7 @@ export interface ProcessActorOptions {
  * or the child exiting, crashes the proxy, so the supervisor restarts it (and with it a fresh
  * child). Asks in flight when the child dies fail at once with ACP_ERR_PROCESS_EXITED.
  */
-export function processActor(system: ActorSystem, options: ProcessActorOptions): ActorFactory {
+export function processActor(system: Pick<ActorSystem, 'faultsEnabled'>, options: ProcessActorOptions): ActorFactory {
   return (ctx: ActorContext): Actor => {
     const nonce = randomBytes(8).toString('hex');
     let child: ChildProcess | undefined;

@@ -38,9 +38,27 @@ export interface NodeStatus extends Message {
   readonly services: readonly ServiceStatus[];
 }
 
+/**
+ * What a service may do with the actor system beyond its own context: narrow capabilities, not the
+ * system. Its node's identity and whether faults are on, paths of local services, the primary (the
+ * monitor sets who it is; the HA service reads it), and children spawned and released outside the
+ * service's own tree (the hypervisor's VMMs).
+ */
+export type ServiceSystem = Pick<ActorSystem, 'identity' | 'faultsEnabled' | 'localPath' | 'primary' | 'setPrimaryResolver' | 'spawn' | 'release'>;
+
+/**
+ * What a listener needs on top (the API's sockets, the agent and the web API): relaying a request
+ * as its external principal, death watches and lifecycle events for the watches it serves, and for
+ * the agent the route to other nodes and dead letters for what it cannot deliver. No other service
+ * uses it (test/layers.test.ts checks).
+ */
+export type GatewaySystem = ServiceSystem & Pick<ActorSystem, 'ask' | 'send' | 'watch' | 'onEvent' | 'deadLetter' | 'daemonPrincipal' | 'setRemoteRouter'>;
+
 /** What the Framework hands to the inline services it starts. */
 export interface ServiceDeps {
-  readonly system: ActorSystem;
+  readonly system: ServiceSystem;
+  /** Only for the API and the web API: see GatewaySystem. */
+  readonly gateway: GatewaySystem;
   readonly config: NodeConfig;
   readonly paths: HomePaths;
   /** The API key (the cluster's, on a node that joined one); changes when the keys are rotated. */

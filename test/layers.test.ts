@@ -80,3 +80,16 @@ test('a production file over 400 lines says at its top why it is one file', (t) 
   }
   t.deepEqual(long, []);
 });
+
+test('services get narrow capabilities: only the listeners (agent, API, web API) use the gateway, and no service imports the ActorSystem class', (t) => {
+  const listeners = /^(actors\/agent\/|actors\/api\/|webapi\/)/;
+  const wrong: string[] = [];
+  for (const layer of ['actors', 'webapi']) {
+    for (const file of sources(layer)) {
+      const text = readFileSync(join(root, file), 'utf8');
+      if (/deps\.gateway|gateway:/.test(text) && !listeners.test(file)) wrong.push(`${file} uses the gateway`);
+      if (/import[^;]*\bActorSystem\b[^;]*from/.test(text)) wrong.push(`${file} imports ActorSystem`);
+    }
+  }
+  t.deepEqual(wrong, []);
+});

@@ -17,7 +17,7 @@ import type { Message } from '../runtime/messages.js';
 import { NAME_PATTERN } from '../runtime/path.js';
 import { formatPrincipal, type Principal } from '../runtime/principal.js';
 import type { NodeStatus } from '../runtime/services.js';
-import type { ActorSystem } from '../runtime/system.js';
+import type { GatewaySystem } from '../runtime/services.js';
 import { principalOf, SESSION_COOKIE, statusFor, type WebAuth } from './auth.js';
 import { registerDisplay } from './display.js';
 import type { DisplayRelay } from './display-relay.js';
@@ -25,7 +25,7 @@ import { metricsOpen, type WebTls } from './exposure.js';
 import type { NodeMetrics } from './metrics.js';
 
 export interface WebServerOptions {
-  system: ActorSystem;
+  system: GatewaySystem;
   /** The node's home (guests' run dirs, for their displays). */
   home: string;
   /** Displays of guests on other nodes, through the webapi actors. */

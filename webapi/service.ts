@@ -87,7 +87,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
       const server = await createWebServer({
         ...(tls ? { tls } : {}),
         metricsAccess: deps.config.webapi.metrics,
-        system: deps.system,
+        system: deps.gateway,
         home: deps.paths.home,
         relay,
         auth: { apiKey: () => deps.apiKey, tokens: deps.tokens, session: (id) => sessions.check(id).principal },

@@ -53,7 +53,7 @@ function refusal(connection: FrameConnection, error: AcpError): FrameHandler {
  * joining nodes (one-time tokens) and renewals.
  */
 export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
-  const { system, config, paths } = deps;
+  const { gateway: system, config, paths } = deps;
   const self = ctx.node.node;
   const cluster = ctx.node.cluster;
   const info = new ServiceClock();

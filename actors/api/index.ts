@@ -34,7 +34,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
     const { api } = deps.config;
     const accept = (connection: FrameConnection) =>
       new ApiSession(connection, {
-        system: deps.system,
+        system: deps.gateway,
         apiKey: deps.apiKey,
         tokens: deps.tokens,
         limits: { maxWatches: api.maxWatches, maxAsksInFlight: api.maxAsksInFlight },

@@ -4,7 +4,7 @@ import type { HelloBody, Envelope } from '../../runtime/codec.js';
 import type { ErrorCode } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
 import type { Principal } from '../../runtime/principal.js';
-import type { ActorSystem } from '../../runtime/system.js';
+import type { GatewaySystem } from '../../runtime/services.js';
 import type { TokenBook } from '../../runtime/tokens.js';
 
 export const DEFAULT_CLIENT_ASK_TIMEOUT_MS = 30_000;
@@ -18,7 +18,7 @@ export interface SessionLimits {
 export const DEFAULT_SESSION_LIMITS: SessionLimits = { maxWatches: 256, maxAsksInFlight: 4096 };
 
 export interface SessionOptions {
-  system: ActorSystem;
+  system: GatewaySystem;
   apiKey: string;
   /** The cluster's API tokens; without it, a hello with a token is refused. */
   tokens?: TokenBook;
