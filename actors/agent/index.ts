@@ -19,6 +19,7 @@ import type { ServiceDeps } from '../../runtime/services.js';
 import type { RemoteRouter } from '../../runtime/system.js';
 import { ApiSession } from '../api/session.js';
 import { ServiceClock } from '../kit.js';
+import { realClock, type Clock } from '../../runtime/clock.js';
 import { CdbFeed } from '../cdb-feed.js';
 import { upsertNodeObject } from '../node-object.js';
 import { identifyAgent } from './identify.js';
@@ -57,6 +58,8 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   const self = ctx.node.node;
   const cluster = ctx.node.cluster;
   const info = new ServiceClock();
+  // The hello deadline and the lookup cache, like the links' heartbeats, on the runtime Clock.
+  const clock: Clock = realClock;
   const links = new Map<string, PeerLink>();
   /** Nodes nobody knew an address for, and when: not asked about again for a while. */
   const misses = new Map<string, number>();
@@ -183,14 +186,14 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       k: 'hello',
       body: { cluster, node: self, incarnation: ctx.node.incarnation, apiKey: deps.apiKey, proto: PROTOCOL_VERSION, role: 'peer', ...(selfAddress ? { agent: selfAddress } : {}) },
     });
-    const timer = setTimeout(() => {
+    const cancel = clock.setTimer(config.api.helloTimeoutMs, () => {
       failed(new AcpError('ACP_ERR_NODE_UNREACHABLE', `'${target.node}' did not answer the hello within ${config.api.helloTimeoutMs} ms`));
       connection.close();
-    }, config.api.helloTimeoutMs);
+    });
     try {
       await hello;
     } finally {
-      clearTimeout(timer);
+      cancel();
     }
   };
 
@@ -200,7 +203,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
    */
   const lookup = async (node: string): Promise<string | undefined> => {
     const missedAt = misses.get(node);
-    if (missedAt !== undefined && Date.now() - missedAt < LOOKUP_MISS_MS) return undefined;
+    if (missedAt !== undefined && clock.now() - missedAt < LOOKUP_MISS_MS) return undefined;
     const known = [...addresses.keys()].filter((peer) => peer !== node);
     const caNode = config.agent.caNode;
     const order = caNode && known.includes(caNode) ? [caNode, ...known.filter((peer) => peer !== caNode)] : known;
@@ -217,7 +220,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
     // Bounded: names come from the network.
     if (misses.size >= 1000) misses.clear();
-    misses.set(node, Date.now());
+    misses.set(node, clock.now());
     return undefined;
   };
 
