@@ -19,8 +19,8 @@ export interface ServiceInfo extends Message {
   threadId: number;
 }
 
-/** Tracks what every service reports about itself. */
-export class ServiceClock {
+/** What every service reports about itself (service.info): when it started and how many messages it handled. */
+export class ServiceCounters {
   readonly startedAt = new Date().toISOString();
   handled = 0;
 
@@ -51,12 +51,12 @@ export function placeholderService(name: string, description: string, isolations
     authority: { 'service.info': 'read' },
     isolations,
     create(ctx) {
-      const clock = new ServiceClock();
+      const counters = new ServiceCounters();
       return {
         receive(message) {
-          clock.handled += 1;
+          counters.handled += 1;
           const parsed = serviceInfoSchema.parse(message);
-          return clock.info(name, description, ctx) satisfies Message & { type: typeof parsed.type };
+          return counters.info(name, description, ctx) satisfies Message & { type: typeof parsed.type };
         },
       };
     },

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { CdbFeed } from '../actors/cdb-feed.js';
-import { serviceInfoSchema, ServiceClock } from '../actors/kit.js';
+import { serviceInfoSchema, ServiceCounters } from '../actors/kit.js';
 import { replyLater, type ServiceDefinition } from '../runtime/actor.js';
 import { wireLimits } from '../runtime/config.js';
 import { AcpError, errorMessage } from '../runtime/errors.js';
@@ -67,7 +67,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
   isolations: ['inline'],
   create(ctx, deps) {
     if (!deps) throw new Error('webapi runs inline only');
-    const clock = new ServiceClock();
+    const counters = new ServiceCounters();
     const cdb = ctx.ref(deps.system.localPath('cdb'));
     let app: FastifyInstance | undefined;
     let port = 0;
@@ -157,12 +157,12 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
       receive(message, sender) {
         const fed = feed.handle(message);
         if (fed !== false) return fed === true ? undefined : fed;
-        clock.handled += 1;
+        counters.handled += 1;
         const parsed = webapiSchema.parse(message);
         const base = `${scheme}://${hostInUrl()}:${port}/`;
         switch (parsed.type) {
           case 'service.info':
-            return clock.info('webapi', 'Web API and UI on loopback', ctx);
+            return counters.info('webapi', 'Web API and UI on loopback', ctx);
           case 'webapi.address':
             return { type: 'webapi.address', url: app ? base : null, management };
           case 'webapi.login-link': {

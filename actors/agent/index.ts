@@ -18,7 +18,7 @@ import type { Principal } from '../../runtime/principal.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import type { RemoteRouter } from '../../runtime/system.js';
 import { ApiSession } from '../api/session.js';
-import { ServiceClock } from '../kit.js';
+import { ServiceCounters } from '../kit.js';
 import { realClock, type Clock } from '../../runtime/clock.js';
 import { CdbFeed } from '../cdb-feed.js';
 import { upsertNodeObject } from '../node-object.js';
@@ -57,7 +57,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   const { gateway: system, config, paths } = deps;
   const self = ctx.node.node;
   const cluster = ctx.node.cluster;
-  const info = new ServiceClock();
+  const info = new ServiceCounters();
   // The hello deadline and the lookup cache, like the links' heartbeats, on the runtime Clock.
   const clock: Clock = realClock;
   const links = new Map<string, PeerLink>();

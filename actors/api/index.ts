@@ -5,7 +5,7 @@ import type { AuthorityTable } from '../../runtime/authority.js';
 import { wireLimits } from '../../runtime/config.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { CdbFeed } from '../cdb-feed.js';
-import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { serviceInfoSchema, ServiceCounters } from '../kit.js';
 import { ApiSession } from './session.js';
 import { applyTokenRecords, TOKEN_PREFIX, TokenAdmin, tokenMessages } from './tokens.js';
 
@@ -30,7 +30,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
   isolations: ['inline'],
   create(ctx, deps) {
     if (!deps) throw new Error('api runs inline only');
-    const clock = new ServiceClock();
+    const counters = new ServiceCounters();
     const { api } = deps.config;
     const accept = (connection: FrameConnection) =>
       new ApiSession(connection, {
@@ -66,13 +66,13 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
         }
       },
       receive(message, sender) {
-        clock.handled += 1;
+        counters.handled += 1;
         const fed = tokenFeed.handle(message);
         if (fed !== false) return fed === true ? undefined : fed;
         const parsed = apiSchema.parse(message);
         switch (parsed.type) {
           case 'service.info':
-            return clock.info('api', 'Local API on a Unix socket', ctx);
+            return counters.info('api', 'Local API on a Unix socket', ctx);
           case 'api.connections':
             return { type: 'api.connections', count: listener.connections + (tcp?.connections ?? 0), tcpPort: tcp?.port ?? null };
           case 'api.token.create':

@@ -12,7 +12,7 @@ import { AcpError } from '../../runtime/errors.js';
 import { formatPrincipal, type Principal } from '../../runtime/principal.js';
 import type { Message, Terminated } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
-import { ServiceClock } from '../kit.js';
+import { ServiceCounters } from '../kit.js';
 import { checkPrefix, parseKey, SERVICE_TYPES, validateMeta, validateObject, type ParsedKey } from '../model.js';
 import { compareVersions, formatVersion, HybridClock, parseVersion, type Version } from './hlc.js';
 import { MemoryTable, type HistoryPoint } from './memory.js';
@@ -59,7 +59,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   const clock = new HybridClock(node, options.now ?? (() => Date.now()));
   const valueLimits = options.valueLimits ?? DEFAULT_VALUE_LIMITS;
   const memory = new MemoryTable(options.maxMemoryKeys, options.statsHistory);
-  const info = new ServiceClock();
+  const info = new ServiceCounters();
   const wallNow = options.now ?? (() => Date.now());
   const maxClockAheadMs = options.maxClockAheadMs ?? DEFAULT_MAX_CLOCK_AHEAD_MS;
   /** Records refused because their clock was too far ahead of ours (a bad clock or a poisoning attempt). */

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { ActorContext, Actor } from '../../runtime/actor.js';
 import type { AuthorityTable } from '../../runtime/authority.js';
 import type { NodeStatus, ServiceStatus } from '../../runtime/services.js';
-import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { serviceInfoSchema, ServiceCounters } from '../kit.js';
 import { errorMessage } from '../../runtime/errors.js';
 import { upsertNodeObject } from '../node-object.js';
 import { metaKey, objectKey, SERVICE_TYPES, type NodeMeta, type ObjectType, type ServiceMeta } from '../model.js';
@@ -65,7 +65,7 @@ function serviceType(name: string): ObjectType | undefined {
  * meta on every change and every heartbeat.
  */
 export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
-  const clock = new ServiceClock();
+  const counters = new ServiceCounters();
   const node = ctx.node.node;
   const cdb = ctx.ref(ctx.self.path.replace(/\/framework$/, '/cdb'));
   let heartbeat: NodeJS.Timeout | undefined;
@@ -166,13 +166,13 @@ export function createFramework(ctx: ActorContext, deps: FrameworkDeps): Actor {
       unsubscribe = deps.onServiceChange((service) => ctx.self.tell({ type: 'framework.service-changed', service: service.name }));
     },
     receive(message) {
-      clock.handled += 1;
+      counters.handled += 1;
       // The runtime checked the fields against the schema; without --faults nothing more is read.
       if (isFaultMessage(message.type)) requireFaults(deps.faults.faults);
       const parsed = frameworkSchema.parse(message);
       switch (parsed.type) {
         case 'service.info':
-          return clock.info('framework', 'Root supervisor of the node', ctx);
+          return counters.info('framework', 'Root supervisor of the node', ctx);
         case 'status':
           return deps.status();
         case 'shutdown': {

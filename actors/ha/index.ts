@@ -21,7 +21,7 @@ import type { Principal } from '../../runtime/principal.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { HaClusterFeeds } from './feeds.js';
 import type { MonitorStatus } from '../monitor/index.js';
-import { ServiceClock } from '../kit.js';
+import { ServiceCounters } from '../kit.js';
 import { shutdownPolicyOf } from '../model.js';
 import { drainOutcome, drainPolicyOf, reported, startDrain, type Drain, type HaDrained } from './drain.js';
 import { viewOfMonitor, type MonitorView, guardedPids, guestsOf, haSpecOf, HA_OBJECT_KEY, hypervisorViewSchema, nodeSpecs, persistedOf, type HypervisorView } from './inputs.js';
@@ -37,7 +37,7 @@ const ASK_MS = 2000;
 export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
   // Monotonic, and the same clock as the hypervisor's (system.ha-fence deadlines are in it).
   const clock: Clock = { ...realClock, now: () => performance.now() };
-  const info = new ServiceClock();
+  const info = new ServiceCounters();
   const self = ctx.node.node;
   const cluster = ctx.node.cluster;
   const config = defaultHaConfig;

@@ -2,7 +2,7 @@ import { replyLater, type ActorContext, type Actor, type ServiceDefinition } fro
 import { realClock, type Clock } from '../../runtime/clock.js';
 import { AcpError } from '../../runtime/errors.js';
 import type { ServiceDeps } from '../../runtime/services.js';
-import { ServiceClock } from '../kit.js';
+import { ServiceCounters } from '../kit.js';
 import { SystemNics } from './nics.js';
 import { SystemDisks } from './disks.js';
 import { GuestRecovery } from './adoption.js';
@@ -46,7 +46,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps, options: 
   const { paths } = deps;
   const node = ctx.node.node;
   const clock = options.clock ?? realClock;
-  const info = new ServiceClock();
+  const info = new ServiceCounters();
   const cdb = ctx.ref(ctx.self.path.replace(/\/hypervisor$/, '/cdb'));
   const entries = new SystemEntries(ctx, paths.home, cdb);
   const io = new GuestIo(ctx.self, (systemId) => entries.epochOf(systemId));

@@ -17,7 +17,7 @@ import { formatPrincipal, type Principal } from '../../runtime/principal.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import type { RecordView } from '../cdb/index.js';
 import { CdbFeed } from '../cdb-feed.js';
-import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { serviceInfoSchema, ServiceCounters } from '../kit.js';
 import { alarmObjectSchema, objectKey, type AlarmObject } from '../model.js';
 import { alarmRules, type AlarmEffect, type AlarmRuleName, type AlarmView } from './alarms.js';
 import { computeHealth, type Health } from './health.js';
@@ -101,7 +101,7 @@ function membersFrom(records: Map<string, RecordView>, self: string, selfWitness
 }
 
 function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
-  const clock = new ServiceClock();
+  const counters = new ServiceCounters();
   const self = ctx.node.node;
   const config = defaultMonitorConfig;
   const votes = new VoteStore(deps.paths.data);
@@ -325,14 +325,14 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
       timer.unref();
     },
     receive(message, sender) {
-      clock.handled += 1;
+      counters.handled += 1;
       // Every feed sees every feed message (a CdbFeed takes any cdb.event as its own); each keeps to its prefix.
       const fed = [nodeFeed, alarmFeed, targetFeed].map((feed) => feed.handle(message));
       if (fed.some((result) => result !== false)) return Promise.all(fed.filter((result): result is Promise<void> => result instanceof Promise)).then(() => undefined);
       const parsed = monitorSchema.parse(message);
       switch (parsed.type) {
         case 'service.info':
-          return clock.info('monitor', 'Monitor: primary election, failure detection and alarms', ctx);
+          return counters.info('monitor', 'Monitor: primary election, failure detection and alarms', ctx);
         case 'monitor.status':
           return status();
         case 'monitor.tick':

@@ -10,7 +10,7 @@ import { apply, linkCounters, listLinks } from '../../adapters/iproute2.js';
 import { vppAvailable, type VppAvailability } from '../../adapters/vpp.js';
 import type { RecordView } from '../cdb/index.js';
 import { CdbFeed } from '../cdb-feed.js';
-import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { serviceInfoSchema, ServiceCounters } from '../kit.js';
 import { metaKey, statsKey, networkObjectSchema, objectKey, parseKey, systemNicSchema, systemObjectSchema, type NetworkObject, type SystemNic } from '../model.js';
 import { bridgeName, generatedMac, tapName } from '../../adapters/interface-names.js';
 import { withRates, type LinkStats, type Sample } from './stats.js';
@@ -91,7 +91,7 @@ function tapWants(system: string, nics: readonly SystemNic[]): TapWant[] {
 export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
   const node = ctx.node.node;
   const scope = `${ctx.node.cluster}/${node}`;
-  const clock = new ServiceClock();
+  const counters = new ServiceCounters();
   const cdb = ctx.ref(`acp://${ctx.node.cluster}/${node}/cdb`);
   const networks = new Map<string, NetworkObject>();
   const taps = new Map<string, TapWant[]>();
@@ -330,13 +330,13 @@ export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
       }
     },
     receive(message) {
-      clock.handled += 1;
+      counters.handled += 1;
       const fed = feed.handle(message);
       if (fed !== false) return fed === true ? undefined : fed;
       const parsed = networkSchema.parse(message);
       switch (parsed.type) {
         case 'service.info':
-          return clock.info('network', DESCRIPTION, ctx);
+          return counters.info('network', DESCRIPTION, ctx);
         case 'network.create':
           return replyLater(create(parsed.spec));
         case 'network.rm':

@@ -8,7 +8,7 @@ import { listBlockDevices } from '../../adapters/storage/lsblk.js';
 import { FS_MAGIC, makeDirectory, probePath, type Capacity } from '../../adapters/storage/fs.js';
 import type { RecordView } from '../cdb/index.js';
 import { CdbFeed } from '../cdb-feed.js';
-import { ServiceClock } from '../kit.js';
+import { ServiceCounters } from '../kit.js';
 import { metaKey, parseKey, statsKey, storagePoolSchema, storageShareSchema, storageVolumeSchema, type StoragePool, type StorageShare, type StorageVolume } from '../model.js';
 import { createPool, createShare, removePool, removeShare, unsupportedPool, type DefinitionEnv } from './definitions.js';
 import { deviceObject, DevicePublisher } from './devices.js';
@@ -39,7 +39,7 @@ const STOP_WAIT_MS = 200;
 export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
   const node = ctx.node.node;
   const home = deps.paths.home;
-  const clock = new ServiceClock();
+  const counters = new ServiceCounters();
   const cdb = ctx.ref(`acp://${ctx.node.cluster}/${node}/cdb`);
   const pools = new Map<string, StoragePool>();
   const shares = new Map<string, StorageShare>();
@@ -221,7 +221,7 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
       devicesTimer.unref();
     },
     receive(message) {
-      clock.handled += 1;
+      counters.handled += 1;
       for (const feed of feeds) {
         const fed = feed.handle(message);
         if (fed !== false) return fed === true ? undefined : fed;
@@ -229,7 +229,7 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
       const parsed = storageSchema.parse(message);
       switch (parsed.type) {
         case 'service.info':
-          return clock.info('storage', DESCRIPTION, ctx);
+          return counters.info('storage', DESCRIPTION, ctx);
         case 'storage.pool-create':
           return replyLater(createPool(definitions, parsed.spec));
         case 'storage.pool-rm':

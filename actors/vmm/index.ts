@@ -8,7 +8,7 @@ import { homePaths } from '../../runtime/config.js';
 import { AcpError } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import { assertName, isValidName, NAME_PATTERN } from '../../runtime/path.js';
-import { serviceInfoSchema, ServiceClock } from '../kit.js';
+import { serviceInfoSchema, ServiceCounters } from '../kit.js';
 import { systemObjectSchema } from '../model.js';
 import { resolvedCdromSchema, resolvedDiskSchema } from '../storage/schema.js';
 import { prepareGuestDirs } from '../../adapters/guest-state.js';
@@ -117,7 +117,7 @@ export interface VmmOptions {
 export function createVmm(ctx: ActorContext, options: VmmOptions): Actor {
   const id = assertName(ctx.path.segments.at(-1) ?? '', 'system');
   const hypervisor = ctx.ref(ctx.self.path.replace(/\/vmm\/[^/]+$/, ''));
-  const clock = new ServiceClock();
+  const counters = new ServiceCounters();
   const files = guestFiles(options.home, id);
   const home = homePaths(options.home);
   const credentials: MigrationCredentials = { node: ctx.node.node, caCert: home.caCert, cert: home.nodeCert, key: home.nodeKey };
@@ -148,11 +148,11 @@ export function createVmm(ctx: ActorContext, options: VmmOptions): Actor {
 
   return {
     async receive(message) {
-      clock.handled += 1;
+      counters.handled += 1;
       const parsed = vmmSchema.parse(message);
       switch (parsed.type) {
         case 'service.info':
-          return clock.info(`vmm/${id}`, `VMM of system ${id}`, ctx);
+          return counters.info(`vmm/${id}`, `VMM of system ${id}`, ctx);
         case 'vmm.start': {
           if (guest) throw new AcpError('ACP_ERR_SYSTEM_BAD_STATE', `system '${id}' already runs in this VMM`);
           const driver = await driverFor(parsed.spec.driver);
