@@ -6,6 +6,7 @@
  * answer within the timeout, is taken as not going down (only acpd stops).
  */
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 
 export type HostShutdown = 'reboot' | 'poweroff' | null;
 
@@ -22,8 +23,9 @@ export function hostShutdownOf(listing: string): HostShutdown {
   return null;
 }
 
-/** Asks systemd whether the host is rebooting or powering off now. */
+/** Asks systemd whether the host is rebooting or powering off now (at once null where systemd is not init, as sd_booted() tells). */
 export function hostShutdown(): Promise<HostShutdown> {
+  if (!existsSync('/run/systemd/system')) return Promise.resolve(null);
   return new Promise((resolve) => {
     execFile('systemctl', ['list-jobs', '--no-legend', '--no-pager'], { timeout: TIMEOUT_MS, maxBuffer: 1024 * 1024 }, (error, stdout) => {
       resolve(error ? null : hostShutdownOf(stdout));

@@ -9,7 +9,7 @@ export function validateMessage(schema: ZodType | undefined, message: Message, t
   if (result.success) return undefined;
   const accepted = messageTypes(schema);
   if (accepted.length > 0 && !accepted.includes(message.type)) {
-    return new AcpError('ACP_ERR_SCHEMA_REJECTED', `${target} does not handle messages of type '${message.type}'; it accepts: ${accepted.join(', ')}`, { accepted });
+    return new AcpError('ACP_ERR_UNKNOWN_MESSAGE', `${target} does not handle messages of type '${message.type}'; it accepts: ${accepted.join(', ')}`, { accepted });
   }
   return new AcpError('ACP_ERR_SCHEMA_REJECTED', `message rejected by ${target}: ${describeIssues(result.error.issues)}`, {
     issues: result.error.issues.slice(0, 5).map((issue) => ({ path: issue.path.map(String), message: issue.message })),

@@ -263,7 +263,7 @@ test('tell answers 0 once accepted; a tell of an unknown type exits 1 naming the
 
   const refused = await runCli(['tell', 'cdb', '{"type":"cdb.frobnicate"}'], home);
   assertOneLineError(t, refused, 1, 'tell of an unknown type');
-  t.true(refused.stderr.includes('ACP_ERR_SCHEMA_REJECTED'), refused.stderr);
+  t.true(refused.stderr.includes('ACP_ERR_UNKNOWN_MESSAGE'), refused.stderr);
   t.true(refused.stderr.includes('cdb.frobnicate'), refused.stderr);
   for (const accepted of ['service.info', 'ping']) t.true(refused.stderr.includes(accepted), `does not name '${accepted}': ${refused.stderr}`);
 });

@@ -20,7 +20,7 @@ async function rejection(t: ExecutionContext, promise: Promise<unknown>): Promis
   return error;
 }
 
-test('tell resolves for a valid tell and rejects with ACP_ERR_SCHEMA_REJECTED for an unknown type', async (t) => {
+test('tell resolves for a valid tell and rejects with ACP_ERR_UNKNOWN_MESSAGE for an unknown type', async (t) => {
   const { home } = await bootDaemon(t);
   const connection = await client(t, home);
   // The api service counts what it handles (and, unlike cdb, gets no traffic of its own).
@@ -29,7 +29,7 @@ test('tell resolves for a valid tell and rejects with ACP_ERR_SCHEMA_REJECTED fo
   const after = await connection.ask<{ type: string; handled: number }>('api', { type: 'service.info' }, { timeoutMs: WAIT_MS });
   t.true(after.handled >= before.handled + 2, `the tell was delivered (and handled before the next ask): ${before.handled} then ${after.handled}`);
   const error = await rejection(t, connection.tell('framework', { type: 'no.such.type' }));
-  t.is(error.code, 'ACP_ERR_SCHEMA_REJECTED');
+  t.is(error.code, 'ACP_ERR_UNKNOWN_MESSAGE');
   t.regex(error.message, /no\.such\.type/);
   // The refusal answered that one tell; the connection still works.
   const status = await connection.ask<NodeStatus>('framework', { type: 'status' }, { timeoutMs: WAIT_MS });
