@@ -33,6 +33,17 @@ async function agreed(nodes: readonly string[], not?: string): Promise<string | 
   return first !== null && first !== undefined && first !== not && views.every((view) => view === first) ? first : undefined;
 }
 
+/** The monitor's and agent's log lines of `node` from `since` on (time, level and message), at most the last 60. */
+function monitorLines(node: string, since: number): string[] {
+  const lines: string[] = [];
+  for (const line of readFileSync(`${cluster().node(node).home}/log/acpd.log`, 'utf8').split('\n')) {
+    if (!line.includes('/monitor"') && !line.includes('/agent"')) continue;
+    const entry = JSON.parse(line) as { time: string; level: number | string; msg: string };
+    if (Date.parse(entry.time) >= since) lines.push(`${entry.time} ${entry.level} ${line.includes('/agent"') ? 'agent: ' : ''}${entry.msg}`);
+  }
+  return lines.slice(-60);
+}
+
 /** Every "term N: X becomes primary" and every term-stamped alarm command in the three logs. */
 function history(): { elected: { at: number; node: string; term: number }[]; commands: { at: number; node: string; term: number; what: string }[] } {
   const elected: { at: number; node: string; term: number }[] = [];
@@ -94,7 +105,11 @@ if (!available.ok) {
       await cluster().kill(primary);
       try {
         // The bound is generous: a failover takes 1.4-1.9 s, but a loaded CI machine once took over 10 s.
-        const successor = await eventually(() => agreed([other, 'w'], primary), 20_000, `${other} and w to agree on a new primary`);
+        const successor = await eventually(() => agreed([other, 'w'], primary), 20_000, `${other} and w to agree on a new primary`).catch((error: unknown) => {
+          // What the survivors' monitors and agents said meanwhile: the only record of a failover that did not happen.
+          for (const node of [other, 'w']) t.log(`${node}'s monitor since the kill:\n${monitorLines(node, killedAt).join('\n')}`);
+          throw error;
+        });
         failovers.push(Date.now() - killedAt);
         t.is(successor, other);
         const pong = await (await cluster().client('w')).ask<Message & { path: string }>('acp://lab/@primary/monitor', { type: 'ping' });
