@@ -80,6 +80,12 @@ if (only === 'sync-detect') {
   const sizes = process.argv.slice(3).map(Number);
   await syncBenchmarks(sizes.length > 0 ? sizes : undefined, (line) => process.stdout.write(`${line}\n`), ['memory', 'memory after', 'failure detection']);
 }
+if (only === 'sync-heal') {
+  // Only the partition heal of 100,000 keys: `npm run bench -- sync-heal 3 5`.
+  const { syncBenchmarks } = await import('./sync.js');
+  const sizes = process.argv.slice(3).map(Number);
+  await syncBenchmarks(sizes.length > 0 ? sizes : undefined, (line) => process.stdout.write(`${line}\n`), ['partition heal']);
+}
 if (!only || only === 'sync-sim') {
   const { syncSimBenchmarks } = await import('./sync-sim.js');
   // `npm run bench -- sync-sim 10 100` simulates chosen cluster sizes (default 10, 100, 300; 1,000 needs node --max-old-space-size=14000).
