@@ -1,7 +1,7 @@
 import type { ActorContext } from '../runtime/actor.js';
 import { errorMessage } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
-import type { CdbEvent, CdbSnapshot, RecordView } from './cdb/index.js';
+import type { CdbEvents, CdbSnapshot, RecordView } from './cdb/index.js';
 
 const RESUBSCRIBE = 'cdb-feed.resubscribe';
 const RETRY_MS = 1000;
@@ -40,8 +40,8 @@ export class CdbFeed {
         if (this.watch === undefined || snapshot.watch === this.watch) this.apply(snapshot.records);
         return true;
       }
-      case 'cdb.event':
-        this.apply([(message as CdbEvent).record]);
+      case 'cdb.events':
+        this.apply((message as CdbEvents).records);
         return true;
       case 'watch.ended':
         this.watch = undefined;

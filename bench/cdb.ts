@@ -98,7 +98,7 @@ export async function cdbBenchmarks(): Promise<Comparison[]> {
     let delivered = 0;
     for (let s = 0; s < subscribers; s += 1) {
       const path = system.localPath(`sub-${s}`);
-      await system.spawn(path, () => ({ receive: (message) => { if (message.type === 'cdb.event') delivered += 1; } }));
+      await system.spawn(path, () => ({ receive: (message) => { if (message.type === 'cdb.events') delivered += (message.records as unknown[]).length; } }));
       await ask({ type: 'cdb.watch', prefix: 'object/network/fan-', subscriber: `acp://bench/n1/sub-${s}` });
     }
     const batch = (prefix: string) => ({ type: 'cdb.batch', ops: Array.from({ length: 50 }, () => putOp(`${prefix}-${id++}`)) });

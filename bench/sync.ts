@@ -57,12 +57,13 @@ function visibility(others: readonly AcpClient[], prefix: string): { seen(key: s
   const arrived = new Map<string, number>();
   const cancels = others.map((client) =>
     client.watch(`object/system/${prefix}`, (event) => {
-      const record = (event as Message & { record?: { key: string } }).record;
-      if (event.type !== 'cdb.event' || !record) return;
-      const count = (arrived.get(record.key) ?? 0) + 1;
-      arrived.set(record.key, count);
-      const waiter = waiting.get(record.key);
-      if (waiter && count >= others.length) waiter.resolve(performance.now());
+      if (event.type !== 'cdb.events') return;
+      for (const record of (event as Message & { records: { key: string }[] }).records) {
+        const count = (arrived.get(record.key) ?? 0) + 1;
+        arrived.set(record.key, count);
+        const waiter = waiting.get(record.key);
+        if (waiter && count >= others.length) waiter.resolve(performance.now());
+      }
     }),
   );
   return {

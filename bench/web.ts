@@ -55,8 +55,8 @@ async function wsWatcher(url: string, cluster: string, token: string, prefix: st
   let watching = false;
   socket.on('message', (data: Buffer) => {
     for (const envelope of decoder.push(data)) {
-      const body = envelope.body as { type?: string } | undefined;
-      if (envelope.k === 'event' && body?.type === 'cdb.event') events += 1;
+      const body = envelope.body as { type?: string; records?: unknown[] } | undefined;
+      if (envelope.k === 'event' && body?.type === 'cdb.events') events += body.records?.length ?? 0;
       if (envelope.k === 'event' && body?.type === 'cdb.watching') watching = true;
       if (envelope.k === 'error') throw new Error(`bench/web: /ws refused: ${envelope.err?.message ?? 'an error'}`);
     }
@@ -72,7 +72,7 @@ async function fanOut(client: AcpClient, url: string, token: string): Promise<Co
   // The baseline: one subscriber on the API socket, the same number of events.
   let seen = 0;
   const watch = client.subscribe('cdb', { type: 'cdb.watch', prefix: 'object/system/base' }, (event) => {
-    if (event.type === 'cdb.event') seen += 1;
+    if (event.type === 'cdb.events') seen += (event.records as unknown[]).length;
   });
   await new Promise((resolve) => setTimeout(resolve, 200));
   let started = Date.now();

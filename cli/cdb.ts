@@ -152,9 +152,11 @@ async function watchPrefix(home: string, prefix: string, json: boolean, withClie
               case 'cdb.snapshot':
                 for (const record of (event as Message & { records: RecordView[] }).records) print(`= ${record.key} ${compact(record.value)}`, { event: 'snapshot', ...record });
                 return;
-              case 'cdb.event': {
-                const record = (event as Message & { record: RecordView }).record;
-                print(record.deleted ? `- ${record.key}` : `~ ${record.key} ${compact(record.value)}`, { event: record.deleted ? 'delete' : 'put', seq: event.seq, ...record });
+              case 'cdb.events': {
+                const { seq, records } = event as Message & { seq: number; records: RecordView[] };
+                records.forEach((record, index) => {
+                  print(record.deleted ? `- ${record.key}` : `~ ${record.key} ${compact(record.value)}`, { event: record.deleted ? 'delete' : 'put', seq: seq + index, ...record });
+                });
                 return;
               }
               case 'watch.ended':

@@ -9,7 +9,7 @@ import type { CdbMessage } from '../actors/cdb/index.js';
 import type { FrameworkMessage } from '../actors/framework/index.js';
 import type { Message as AnyMessage } from '../runtime/messages.js';
 export type { AgentMessage, ApiMessage, CdbMessage, FrameworkMessage };
-export type { RecordView, CdbEvent, CdbSnapshot } from '../actors/cdb/index.js';
+export type { RecordView, CdbEvents, CdbSnapshot } from '../actors/cdb/index.js';
 
 /** What each service accepts, for `client.ref<ServiceMessages['cdb']>('cdb')`; every actor also takes ping and chaos.*. */
 export interface ServiceMessages {

@@ -230,7 +230,7 @@ export class AcpClient {
 
   /**
    * `watch('meta/')` (a CDB key prefix: '', or starting with object/, meta/ or stats/) streams the
-   * records under it, then every change, to `listener` (cdb.snapshot, cdb.event, and watch.ended
+   * records under it, then every change, to `listener` (cdb.snapshot, cdb.events, and watch.ended
    * if the CDB restarts). `watch(path)` (an actor path) is a death watch: `listener` is told once,
    * with `{type:'terminated'}`. Both return the cancel function.
    */

@@ -88,9 +88,9 @@ for (const [service, { table, schema, path }] of Object.entries(tables)) {
 
 test('a type no table names is private to actors: an actor may send it, the operator may not', (t) => {
   const target = { ...self, path: 'acp://lab/n1/api/watch-1' };
-  t.is(authorize({ kind: 'actor', path: 'acp://lab/n1/cdb' }, target, undefined, 'cdb.event'), undefined);
-  t.is(authorize(relayedBy('n2', 'actor:acp://lab/n2/cdb'), target, undefined, 'cdb.event'), undefined);
-  t.is(authorize({ kind: 'operator' }, target, undefined, 'cdb.event')?.code, 'ACP_ERR_AUTH_FORBIDDEN');
+  t.is(authorize({ kind: 'actor', path: 'acp://lab/n1/cdb' }, target, undefined, 'cdb.events'), undefined);
+  t.is(authorize(relayedBy('n2', 'actor:acp://lab/n2/cdb'), target, undefined, 'cdb.events'), undefined);
+  t.is(authorize({ kind: 'operator' }, target, undefined, 'cdb.events')?.code, 'ACP_ERR_AUTH_FORBIDDEN');
 });
 
 test('a node vouches only for its own actors, and relays one hop', (t) => {

@@ -1,11 +1,12 @@
 import test, { type ExecutionContext } from 'ava';
 import { compareVersions, parseVersion, type Version } from '../actors/cdb/hlc.js';
-import type { CdbEvent, CdbSnapshot, RecordView } from '../actors/cdb/index.js';
+import type { CdbSnapshot, RecordView } from '../actors/cdb/index.js';
 import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { FakePeer, initNode, localClient, up } from './helpers/agent.js';
 import { eventually } from './helpers/node.js';
+import { changesOf } from './helpers/watch.js';
 
 type Written = Message & { type: 'cdb.written'; key: string; version: string };
 type RecordReply = Message & { type: 'cdb.record'; record: RecordView };
@@ -182,7 +183,7 @@ test('merge: an invalid meta value (not a JSON object) is skipped like an invali
   await notFound(t, connection, key);
 });
 
-test('merge: applied changes reach a watcher as cdb.event; skipped ones do not', async (t) => {
+test('merge: applied changes reach a watcher as cdb.events; skipped ones do not', async (t) => {
   const connection = await boot(t);
   const events: Message[] = [];
   const unwatch = connection.watch('object/network/', (event) => events.push(event));
@@ -199,14 +200,14 @@ test('merge: applied changes reach a watcher as cdb.event; skipped ones do not',
   t.like(await merge(connection, [{ key: 'object/network/w1', value: null, version: second, origin: 'n3', deleted: true }]), { applied: 1 });
 
   const received = await eventually(() => {
-    const found = events.filter((event): event is CdbEvent => event.type === 'cdb.event');
+    const found = changesOf(events);
     return found.length >= 2 ? found : undefined;
-  }, WAIT_MS, 'two cdb.event');
+  }, WAIT_MS, 'two changes');
   // A marker written after every merge: events come in commit order, so once the marker's is in,
   // a stray event (the skipped merge, or the other prefix) would have come before it.
   await put(connection, 'object/network/marker', { name: 'marker', type: 'bridge' });
   const all = await eventually(() => {
-    const found = events.filter((event): event is CdbEvent => event.type === 'cdb.event');
+    const found = changesOf(events);
     return found.some((event) => event.record.key === 'object/network/marker') ? found : undefined;
   }, WAIT_MS, 'the marker');
   t.deepEqual(all.map((event) => event.record.key), ['object/network/w1', 'object/network/w1', 'object/network/marker']);

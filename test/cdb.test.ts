@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { OPERATOR } from '../runtime/principal.js';
 import test, { type ExecutionContext } from 'ava';
 import { compareVersions, parseVersion } from '../actors/cdb/hlc.js';
-import { createCdb, type CdbEvent, type CdbSnapshot, type RecordView } from '../actors/cdb/index.js';
+import { createCdb, type CdbEvents, type CdbSnapshot, type RecordView } from '../actors/cdb/index.js';
 import type { HistoryPoint } from '../actors/cdb/memory.js';
 import type { ServiceInfo } from '../actors/kit.js';
 import type { NodeMeta } from '../actors/model.js';
@@ -18,6 +18,7 @@ import type { Message } from '../runtime/messages.js';
 import { formatPath, parsePath } from '../runtime/path.js';
 import type { ServiceStatus } from '../runtime/services.js';
 import { allRunning, client, eventually, makeHome, startDaemon } from './helpers/node.js';
+import { changesOf } from './helpers/watch.js';
 
 type Written = Message & { type: 'cdb.written'; key: string; version: string };
 type RecordReply = Message & { type: 'cdb.record'; record: RecordView };
@@ -321,13 +322,13 @@ test('watch: 3 concurrent writers x 200 puts reach the watcher as snapshot, then
   );
   const total = perWriter * writers.length;
   const events = await eventually(() => {
-    const received = watch.events.filter((event): event is CdbEvent => event.type === 'cdb.event');
+    const received = changesOf(watch.events);
     return received.length >= total ? received : undefined;
   }, 30_000, `${total} events`);
   // Nothing more trails in: once a marker written after everything is in, nothing else came.
   await put(connection, 'object/network/zz-marker', network('zz-marker'));
   const all = await eventually(() => {
-    const received = watch.events.filter((event): event is CdbEvent => event.type === 'cdb.event');
+    const received = changesOf(watch.events);
     return received.some((event) => event.record.key === 'object/network/zz-marker') ? received : undefined;
   }, 30_000, 'the marker');
   t.is(all.length, total + 1);
@@ -338,7 +339,7 @@ test('watch: 3 concurrent writers x 200 puts reach the watcher as snapshot, then
   t.true(events.every((event) => event.watch === watching.watch));
   // The snapshot came before every event.
   const lastSnapshot = watch.events.findIndex((event) => event.type === 'cdb.snapshot' && (event as CdbSnapshot).done);
-  const firstEvent = watch.events.findIndex((event) => event.type === 'cdb.event');
+  const firstEvent = watch.events.findIndex((event) => event.type === 'cdb.events');
   t.true(lastSnapshot < firstEvent);
   for (let w = 0; w < writers.length; w += 1) {
     const mine = events.filter((event) => event.record.key.startsWith(`object/network/w${w}-`)).map((event) => event.record.key);
@@ -407,7 +408,7 @@ test('a supervised restart of the CDB ends a watch with an explicit watch.ended 
   // New writes after the restart get versions above the ones before it.
   const later = await put(connection, 'object/network/lan', network('lan', 8));
   t.is(compareVersions(parseVersion(before.version)!, parseVersion(later.version)!), -1);
-  const event = await eventually(() => again.events.find((item): item is CdbEvent => item.type === 'cdb.event'), WAIT_MS, 'an event after resubscribing');
+  const event = await eventually(() => changesOf(again.events)[0], WAIT_MS, 'an event after resubscribing');
   t.like(event, { seq: 1, record: { key: 'object/network/lan', version: later.version } });
   again.cancel();
 });
@@ -416,27 +417,26 @@ test("the Framework's heartbeat shows in a watch on meta/: node and cdb service 
   const { connection } = await bootNode(t, { config: { heartbeatMs: 200 } });
   const watch = subscribe(connection, 'meta/');
   const nodeBeats = () =>
-    watch.events
-      .filter((event): event is CdbEvent => event.type === 'cdb.event' && (event as CdbEvent).record.key === 'meta/node/n1@n1')
-      .map((event) => (event.record.value as NodeMeta).heartbeatAt);
+    changesOf(watch.events)
+      .filter((change) => change.record.key === 'meta/node/n1@n1')
+      .map((change) => (change.record.value as NodeMeta).heartbeatAt);
   const beats = await eventually(() => (nodeBeats().length >= 3 ? nodeBeats() : undefined), WAIT_MS, 'three node heartbeats');
   const times = beats.map((beat) => Date.parse(beat));
   for (let i = 1; i < times.length; i += 1) t.true(times[i - 1]! < times[i]!, `heartbeatAt ${beats[i - 1]} then ${beats[i]}`);
   // A service's meta changes rarely: it is in the snapshot (or an event, if the watch came first).
   const cdbMeta = watch.events
-    .flatMap((event) => (event.type === 'cdb.snapshot' ? (event as CdbSnapshot).records : event.type === 'cdb.event' ? [(event as CdbEvent).record] : []))
+    .flatMap((event) => (event.type === 'cdb.snapshot' ? (event as CdbSnapshot).records : event.type === 'cdb.events' ? (event as CdbEvents).records : []))
     .find((record) => record.key === 'meta/service/cdb/n1@n1');
   t.truthy(cdbMeta, 'meta/service/cdb/n1@n1 arrived');
   t.like(cdbMeta, { origin: 'n1', value: { state: 'running', restarts: 0, isolation: 'inline' } });
-  const nodeMeta = watch.events.find((event): event is CdbEvent => event.type === 'cdb.event' && (event as CdbEvent).record.key === 'meta/node/n1@n1');
+  const nodeMeta = changesOf(watch.events).find((change) => change.record.key === 'meta/node/n1@n1');
   t.like(nodeMeta?.record.value as NodeMeta, { state: 'running', pid: process.pid });
   // The watch sees meta only: no objects.
   t.true(
-    watch.events
-      .filter((event): event is CdbEvent => event.type === 'cdb.event')
+    changesOf(watch.events)
       .every((event) => event.record.key.startsWith('meta/')),
   );
-  const seqs = watch.events.filter((event): event is CdbEvent => event.type === 'cdb.event').map((event) => event.seq);
+  const seqs = changesOf(watch.events).map((event) => event.seq);
   t.deepEqual(
     seqs,
     Array.from({ length: seqs.length }, (_, i) => i + 1),
@@ -466,7 +466,7 @@ test('a cancelled watch and the watches of a closed connection are dropped by th
   const live = subscribe(connection, 'object/');
   await eventually(() => (snapshotDone(live.events) ? true : undefined), WAIT_MS, 'the live snapshot');
   await put(connection, 'object/network/after', network('after'));
-  await eventually(() => (live.events.some((event) => event.type === 'cdb.event' && (event as CdbEvent).record.key === 'object/network/after') ? true : undefined), WAIT_MS, 'the live watch to see the change');
+  await eventually(() => (changesOf(live.events).some((change) => change.record.key === 'object/network/after') ? true : undefined), WAIT_MS, 'the live watch to see the change');
   live.cancel();
   t.is(first.events.length, seen);
 });
@@ -532,7 +532,7 @@ test('a batch refused with ACP_ERR_CDB_FULL applies none of its ops (atomic batc
   // A marker in the table's one free slot: events come in order, so the marker's event is the first.
   await put(connection, 'meta/system/marker@n1', { marker: true });
   const events = await eventually(() => {
-    const found = watch.events.filter((event): event is CdbEvent => event.type === 'cdb.event');
+    const found = changesOf(watch.events);
     return found.some((event) => event.record.key === 'meta/system/marker@n1') ? found : undefined;
   }, WAIT_MS, 'the marker');
   t.deepEqual(
@@ -641,6 +641,6 @@ test('a watch opened while writes are pending gets each change once: in the snap
   await new Promise((resolve) => setTimeout(resolve, 50));
   const messages = cdb.told.map((entry) => entry.message);
   const inSnapshot = messages.filter((message): message is CdbSnapshot => message.type === 'cdb.snapshot').flatMap((chunk) => chunk.records.map((record) => record.key));
-  const asEvents = messages.filter((message): message is CdbEvent => message.type === 'cdb.event').map((event) => event.record.key);
+  const asEvents = changesOf(messages).map((event) => event.record.key);
   t.deepEqual([...inSnapshot, ...asEvents].sort(), ops.map((op) => op.key));
 });

@@ -23,7 +23,7 @@ test('a reply and an event in one read: the caller sees the reply before the lis
         else if (frame.k === 'watch' && typeof frame.id === 'number') watchId = frame.id;
         else if (frame.k === 'ask' && typeof frame.id === 'number' && watchId !== undefined) {
           // One write: the reply, then an event of the stream.
-          socket.write(Buffer.concat([encodeFrame({ v: PROTOCOL_VERSION, k: 'reply', id: frame.id, body: { type: 'pong' } }), encodeFrame({ v: PROTOCOL_VERSION, k: 'event', id: watchId, body: { type: 'cdb.event' } })]));
+          socket.write(Buffer.concat([encodeFrame({ v: PROTOCOL_VERSION, k: 'reply', id: frame.id, body: { type: 'pong' } }), encodeFrame({ v: PROTOCOL_VERSION, k: 'event', id: watchId, body: { type: 'cdb.events' } })]));
         }
       }
     });
@@ -41,5 +41,5 @@ test('a reply and an event in one read: the caller sees the reply before the lis
   })();
   await asked;
   await new Promise((resolve) => setTimeout(resolve, 50));
-  t.deepEqual(order, ['reply', 'cdb.event']);
+  t.deepEqual(order, ['reply', 'cdb.events']);
 });

@@ -101,13 +101,13 @@ test('watch(prefix) streams the records under a CDB prefix, then every change', 
   await connection.ask('cdb', { type: 'cdb.put', key: 'object/network/before', value: { name: 'before', type: 'bridge' } });
   const events: { type: string; keys: string[] }[] = [];
   const cancel = connection.watch('object/network/', (event) => {
-    const keys = event.type === 'cdb.snapshot' ? (event.records as { key: string }[]).map((record) => record.key) : event.type === 'cdb.event' ? [(event.record as { key: string }).key] : [];
+    const keys = event.type === 'cdb.snapshot' ? (event.records as { key: string }[]).map((record) => record.key) : event.type === 'cdb.events' ? (event.records as { key: string }[]).map((record) => record.key) : [];
     events.push({ type: event.type, keys });
   });
   t.teardown(cancel);
   await eventually(() => (events.some((event) => event.type === 'cdb.snapshot') ? true : undefined), 10_000, 'the snapshot');
   await connection.ask('cdb', { type: 'cdb.put', key: 'object/network/after', value: { name: 'after', type: 'bridge' } });
-  await eventually(() => (events.some((event) => event.type === 'cdb.event') ? true : undefined), 10_000, 'the change');
+  await eventually(() => (events.some((event) => event.type === 'cdb.events') ? true : undefined), 10_000, 'the change');
   t.deepEqual(events.find((event) => event.type === 'cdb.snapshot')?.keys, ['object/network/before']);
-  t.deepEqual(events.find((event) => event.type === 'cdb.event')?.keys, ['object/network/after']);
+  t.deepEqual(events.find((event) => event.type === 'cdb.events')?.keys, ['object/network/after']);
 });

@@ -236,7 +236,7 @@ test('an idle node is quiet on meta/: after the snapshot, only its heartbeat (on
   let snapshotDone = false;
   const cancel = connection.watch('meta/', (event) => {
     if (event.type === 'cdb.snapshot' && (event as Message & { done: boolean }).done) snapshotDone = true;
-    if (event.type === 'cdb.event' && snapshotDone) keys.push((event as Message & { record: { key: string } }).record.key);
+    if (event.type === 'cdb.events' && snapshotDone) keys.push(...(event as Message & { records: { key: string }[] }).records.map((record) => record.key));
   });
   t.teardown(cancel);
   await new Promise((resolve) => setTimeout(resolve, 3000));

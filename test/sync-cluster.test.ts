@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
-import type { CdbEvent } from '../actors/cdb/index.js';
+import type { CdbEvents } from '../actors/cdb/index.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
 import { eventually } from './helpers/node.js';
 import { assertNoAcknowledgedWriteLost, converged, members, objectHash, put, syncStatus } from './helpers/sync.js';
@@ -156,7 +156,7 @@ if (!available.ok) {
     const key = 'object/system/mailbox-order';
     const order: string[] = [];
     const unwatch = n2.watch('object/system/', (event) => {
-      if (event.type === 'cdb.event' && (event as CdbEvent).record.key === key) order.push('merged');
+      if (event.type === 'cdb.events' && (event as CdbEvents).records.some((record) => record.key === key)) order.push('merged');
     });
     t.teardown(unwatch);
     await n2.ask('cdb', { type: 'chaos.stall', ms: 2000 });

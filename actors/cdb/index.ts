@@ -24,7 +24,7 @@ import { encodedSize, type SnapshotPage, type SnapshotRequest } from './sync.js'
 import { SyncNode, type SyncSetup } from './sync-node.js';
 import { checkValue, DEFAULT_VALUE_LIMITS, type ValueLimits } from './value.js';
 
-export { CDB_READS, cdbAuthority, cdbSchema, type CdbEvent, type CdbMessage, type CdbSnapshot, type RecordView } from './schema.js';
+export { CDB_READS, cdbAuthority, cdbSchema, type CdbEvents, type CdbMessage, type CdbSnapshot, type RecordView } from './schema.js';
 
 export const DEFAULT_MAX_CLOCK_AHEAD_MS = 10_000;
 const DEFAULT_LIST_LIMIT = 1000;
@@ -78,7 +78,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     return pending.get(parsed.key) ?? store!.get(parsed.key);
   };
 
-  const publish = (record: StoredRecord) => watches.publish(record);
+  const publish = (records: readonly StoredRecord[]) => watches.publish(records);
 
   const checkOwner = (parsed: ParsedKey) => {
     if (parsed.kind !== 'object' && parsed.node !== node) {
@@ -112,9 +112,9 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         if (!wins(write.record, memory.get(write.record.key))) continue;
         // A delete stays as a tombstone, so an older write replicated late cannot bring the key back.
         memory.put(write.record);
-        publish(write.record);
         applied.push(write.record);
       }
+      publish(applied);
       return applied;
     };
     if (objects.length === 0) {
@@ -127,10 +127,8 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     const written = store!.write(objects);
     const committed = commits.then(() => written).then(
       () => {
-        for (const record of objects) {
-          if (pending.get(record.key) === record) pending.delete(record.key);
-          publish(record);
-        }
+        for (const record of objects) if (pending.get(record.key) === record) pending.delete(record.key);
+        publish(objects);
         // In a mixed batch, meta and stats take effect only once the objects are durable: all or none.
         const applied = applyMemory();
         // Only durable changes go out: a node never sends what it could lose in a crash.
@@ -366,12 +364,12 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           if (request.since !== undefined && record.version.wall < request.since) continue;
           records.push(record);
           bytes += encodedSize(record);
-          if (records.length >= request.limit || bytes >= SNAPSHOT_PAGE_BYTES) return { type: 'cdb.sync.snapshot', records, cursor: record.key, digest };
+          if (records.length >= request.limit || bytes >= SNAPSHOT_PAGE_BYTES) return { type: 'cdb.sync.snapshot', records, bytes, cursor: record.key, digest };
         }
         if (page.length < PAGE) break;
       }
     }
-    return { type: 'cdb.sync.snapshot', records, digest };
+    return { type: 'cdb.sync.snapshot', records, bytes, digest };
   };
 
   const hash = (rawPrefix: string): Message => {

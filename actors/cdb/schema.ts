@@ -83,19 +83,26 @@ export interface RecordView {
   deleted?: true;
 }
 
-export interface CdbEvent extends Message {
-  type: 'cdb.event';
+/**
+ * Changes under a watch's prefix, in commit order: one message per commit (a write, a batch, a
+ * merge of replicated records), split into chunks of at most WATCH_CHUNK records.
+ */
+export interface CdbEvents extends Message {
+  type: 'cdb.events';
   watch: number;
-  /** 1, 2, 3, ... per watch, with no gap: the watcher can tell that nothing was missed. */
+  /**
+   * The number of the first record; the others follow it. Records are numbered 1, 2, 3, ... per
+   * watch with no gap, so a watcher can tell that nothing was missed.
+   */
   seq: number;
-  record: RecordView;
+  records: RecordView[];
 }
 
 export interface CdbSnapshot extends Message {
   type: 'cdb.snapshot';
   watch: number;
   records: RecordView[];
-  /** The last snapshot chunk: changes follow as cdb.event. */
+  /** The last snapshot chunk: changes follow as cdb.events. */
   done: boolean;
 }
 

@@ -121,7 +121,7 @@ export class SyncNode {
         },
         snapshot: async (node, request): Promise<SnapshotPage> => {
           const page = snapshotPageSchema.parse(await this.remote(node).ask({ type: 'cdb.sync.snapshot', ...request }, { timeoutMs: 30_000 }));
-          this.traffic.exchange('snapshot', 'received', encode(page).length);
+          this.traffic.exchange('snapshot', 'received', page.bytes);
           return page;
         },
         merge: (records) => setup.merge(records),
@@ -333,9 +333,9 @@ export class SyncNode {
     return { type: 'cdb.sync.repaired', ...answer };
   }
 
-  /** A snapshot page served to a peer (encoded by the agent; counted at its CBOR size). */
+  /** A snapshot page served to a peer (encoded by the agent; counted at its records' CBOR size). */
   servedSnapshot(page: SnapshotPage): void {
-    this.traffic.exchange('snapshot', 'served', encode(page).length);
+    this.traffic.exchange('snapshot', 'served', page.bytes);
   }
 
   members(): MemberView[] {

@@ -40,6 +40,7 @@ export const repairAnswerSchema = z.object({
 });
 export const snapshotPageSchema = z.object({
   records: z.array(storedRecordSchema).max(10_000),
+  bytes: z.number().int().min(0).max(1 << 30),
   cursor: z.string().max(512).optional(),
   digest: z.strictObject({ k: z.literal('digest'), node: name, incarnation: z.number().int().min(0), highWater: z.number().int().min(0), seen: digestSchema }),
 });
@@ -57,6 +58,11 @@ export type SnapshotRequest = z.infer<typeof snapshotRequestSchema>;
 
 export interface SnapshotPage {
   records: StoredRecord[];
+  /**
+   * The records' CBOR size as the server measured it (it sizes each to cap the page): what both
+   * sides count as snapshot traffic, so neither encodes a page again just to count it.
+   */
+  bytes: number;
   /** Absent on the last page. */
   cursor?: string;
   /** What the sender had when the snapshot began: everything it counts is in the pages. */

@@ -438,6 +438,9 @@ export class Replicator {
       };
       let cursor: string | undefined;
       let digest: DigestPayload | undefined;
+      // The newest version of each origin in the pages: its writes are ordered (HLC), so what the
+      // snapshot did not cover is newer, and a later snapshot of that origin starts there.
+      const newest = new Map<string, number>();
       let next = request(undefined);
       do {
         const page = await next;
@@ -447,6 +450,7 @@ export class Replicator {
         // The next page travels while this one is written.
         if (cursor !== undefined) next = request(cursor);
         this.counters.recordsMerged += page.records.length;
+        for (const record of page.records) if ((newest.get(record.origin) ?? -1) < record.version.wall) newest.set(record.origin, record.version.wall);
         // A failed merge fails the pull (retried later): the marks below must not claim what is not here.
         await Promise.resolve().then(() => this.env.merge(page.records));
       } while (cursor !== undefined && !this.stopped);
@@ -457,6 +461,9 @@ export class Replicator {
       for (const [covers, mark] of Object.entries(covered)) {
         if (covers === this.env.self || (origin !== undefined && covers !== origin)) continue;
         this.receiver.fastForward(covers, mark.incarnation, mark.highWater);
+        const wall = newest.get(covers);
+        const known = this.sinceWall.get(covers);
+        if (wall !== undefined && (!known || known.incarnation !== mark.incarnation || wall > known.wall)) this.sinceWall.set(covers, { incarnation: mark.incarnation, wall });
       }
       return true;
     } catch (error) {

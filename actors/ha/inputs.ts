@@ -31,6 +31,8 @@ export function haSpecOf(id: string, spec: SystemObject): HaSystemSpec {
 
 /** An HA system object, or undefined for anything else (not HA, deleted, malformed). */
 export function parseHaSystem(value: unknown): SystemObject | undefined {
+  // Most systems are not HA: they are passed over without a parse (a heal brings 100,000 at once).
+  if (typeof value !== 'object' || value === null || (value as { ha?: unknown }).ha !== true) return undefined;
   const parsed = systemObjectSchema.safeParse(value);
   return parsed.success && parsed.data.ha ? parsed.data : undefined;
 }

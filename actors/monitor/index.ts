@@ -326,7 +326,7 @@ function createMonitor(ctx: ActorContext, deps: ServiceDeps): Actor {
     },
     receive(message, sender) {
       counters.handled += 1;
-      // Every feed sees every feed message (a CdbFeed takes any cdb.event as its own); each keeps to its prefix.
+      // Every feed sees every feed message (a CdbFeed takes any cdb.events as its own); each keeps to its prefix.
       const fed = [nodeFeed, alarmFeed, targetFeed].map((feed) => feed.handle(message));
       if (fed.some((result) => result !== false)) return Promise.all(fed.filter((result): result is Promise<void> => result instanceof Promise)).then(() => undefined);
       const parsed = monitorSchema.parse(message);

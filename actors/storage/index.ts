@@ -59,7 +59,7 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
   let firstPass: Promise<void> = Promise.resolve();
 
   const tick = () => ctx.self.tell({ type: 'storage.tick' });
-  // One feed for all of object/storage/ (a CdbFeed takes every cdb.event its actor gets), split by type here.
+  // One feed for all of object/storage/ (a CdbFeed takes every cdb.events its actor gets), split by type here.
   const feeds = [
     new CdbFeed(ctx, 'object/storage/', (records) => {
       const byType = (type: string) => records.filter((record) => parseKey(record.key).type === type);

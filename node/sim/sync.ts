@@ -12,7 +12,7 @@ import { encode } from 'cbor-x';
 import type { StoredRecord } from '../../adapters/store.js';
 import { HybridClock } from '../../actors/cdb/hlc.js';
 import { wins } from '../../actors/cdb/replication.js';
-import { Replicator, type SnapshotPage, type SnapshotRequest, type SyncPayload, type SyncTimings, type Via } from '../../actors/cdb/sync.js';
+import { encodedSize, Replicator, type SnapshotPage, type SnapshotRequest, type SyncPayload, type SyncTimings, type Via } from '../../actors/cdb/sync.js';
 import { TrafficMeter } from '../../actors/cdb/sync-traffic.js';
 import { silentLogger } from '../../runtime/logger.js';
 import { seeded } from '../../runtime/sim.js';
@@ -61,6 +61,8 @@ export class Sim {
   readonly rand: () => number;
   /** Every write acknowledged to a client: key → the versions written. */
   readonly acknowledged: StoredRecord[] = [];
+  /** Every snapshot page asked for: by whom, of whom, and the request. */
+  readonly snapshotsAsked: { by: string; source: string; request: SnapshotRequest }[] = [];
 
   /** The largest digest datagram any node sent, in bytes. */
   largestDigest = 0;
@@ -142,10 +144,10 @@ export class Sim {
         snapshot: async (source, request) => {
           if (!this.reachable(node.name, source)) throw new Error(`${source} unreachable`);
           const from = this.nodes.get(source)!;
+          this.snapshotsAsked.push({ by: node.name, source, request });
           const page = snapshotOf(from, request);
-          const bytes = encode(page).length;
-          from.traffic.exchange('snapshot', 'served', bytes);
-          node.traffic.exchange('snapshot', 'received', bytes);
+          from.traffic.exchange('snapshot', 'served', page.bytes);
+          node.traffic.exchange('snapshot', 'received', page.bytes);
           return structuredClone(page);
         },
         merge: async (records) => {
@@ -228,13 +230,15 @@ export function snapshotOf(node: SimNode, request: SnapshotRequest): SnapshotPag
   const digest = node.replicator.digest();
   const keys = [...node.store.keys()].sort().filter((key) => request.cursor === undefined || key > request.cursor);
   const records: StoredRecord[] = [];
+  let bytes = 0;
   for (const key of keys) {
     const record = node.store.get(key)!;
     if (request.origin !== undefined && record.origin !== request.origin) continue;
     if (request.since !== undefined && record.version.wall < request.since) continue;
     records.push(record);
-    if (records.length >= request.limit) return { records, cursor: key, digest };
+    bytes += encodedSize(record);
+    if (records.length >= request.limit) return { records, bytes, cursor: key, digest };
   }
-  return { records, digest };
+  return { records, bytes, digest };
 }
 

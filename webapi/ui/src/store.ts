@@ -55,7 +55,7 @@ export class Store {
 
   private take(event: Message): void {
     if (event.type === 'cdb.snapshot') for (const record of event.records as RecordView[]) this.apply(record);
-    else if (event.type === 'cdb.event') this.apply(event.record as RecordView);
+    else if (event.type === 'cdb.events') for (const record of event.records as RecordView[]) this.apply(record);
     else return;
     if (!this.pendingRender) {
       this.pendingRender = true;
