@@ -46,6 +46,12 @@ export interface CdbOptions {
 }
 
 const SNAPSHOT_PAGE_BYTES = 1024 * 1024;
+/** Snapshot pages read ahead for pullers, at most, and how long one waits to be asked for. */
+const READ_AHEAD_PAGES = 4;
+const READ_AHEAD_MS = 30_000;
+
+/** What identifies a snapshot page: the same request reads the same page. */
+const snapshotKey = (request: SnapshotRequest): string => JSON.stringify([request.origin ?? null, request.since ?? null, request.cursor ?? null, request.limit]);
 const KNOWN_NODES_TTL_MS = 1000;
 
 /**
@@ -67,6 +73,8 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   /** Object writes issued but not yet durable: read-your-writes for gets, lists and CAS. */
   const pending = new Map<string, StoredRecord>();
   const watches = new WatchTable();
+  /** Snapshot pages read ahead (cdb.sync.snapshot-ahead), by request, oldest first. */
+  const readAhead = new Map<string, { page: Promise<Message & SnapshotPage>; at: number }>();
   let store: ObjectStore | undefined;
   /** Commit order: watch events go out in the order writes were issued. */
   let commits: Promise<void> = Promise.resolve();
@@ -347,9 +355,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
    * the pages are read, so the pages hold all it says.
    */
   const snapshotPage = async (request: SnapshotRequest): Promise<Message & SnapshotPage> => {
-    const replicator = requireSync().replicator;
-    const digest = replicator.digest();
-    replicator.counters.snapshotPagesServed += 1;
+    const digest = requireSync().replicator.digest();
     await commits;
     const records: StoredRecord[] = [];
     let bytes = 0;
@@ -503,12 +509,32 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           return requireSync().serveRepair({ origin: parsed.origin, incarnation: parsed.incarnation, from: parsed.from, to: parsed.to });
         case 'cdb.sync.snapshot': {
           const { type: _type, ...request } = parsed;
+          const key = snapshotKey(request);
+          const ready = readAhead.get(key);
+          readAhead.delete(key);
+          const { counters } = requireSync().replicator;
+          counters.snapshotPagesServed += 1;
+          if (ready) counters.snapshotPagesReadAhead += 1;
           return replyLater(
-            snapshotPage(request).then((page) => {
+            (ready ? ready.page.catch(() => snapshotPage(request)) : snapshotPage(request)).then((page) => {
               sync?.servedSnapshot(page);
+              // Pages come one after another (each asks from the last key of the one before): the
+              // next is read while this one travels and is decoded and merged over there.
+              if (page.cursor !== undefined) ctx.self.tell({ type: 'cdb.sync.snapshot-ahead', ...request, cursor: page.cursor });
               return page;
             }),
           );
+        }
+        case 'cdb.sync.snapshot-ahead': {
+          const { type: _type, ...request } = parsed;
+          const now = Date.now();
+          for (const [key, entry] of readAhead) if (now - entry.at > READ_AHEAD_MS) readAhead.delete(key);
+          // A few pullers at once at most: the oldest page read ahead makes room.
+          if (readAhead.size >= READ_AHEAD_PAGES) readAhead.delete(readAhead.keys().next().value!);
+          const page = snapshotPage(request);
+          page.catch(() => undefined); // a page that cannot be read is read again, and fails, when it is asked for
+          readAhead.set(snapshotKey(request), { page, at: now });
+          return undefined;
         }
         case 'cdb.sync.status':
           return requireSync().status();

@@ -56,6 +56,8 @@ export const cdbSchema = z.discriminatedUnion('type', [
     to: z.number().int().min(1),
   }),
   snapshotRequestSchema.extend({ type: z.literal('cdb.sync.snapshot') }),
+  // The page after one just served, read ahead while that one travels (only from itself).
+  snapshotRequestSchema.extend({ type: z.literal('cdb.sync.snapshot-ahead') }),
   z.strictObject({ type: z.literal('cdb.sync.status') }),
   z.strictObject({ type: z.literal('cdb.sync.datagram'), payload: z.unknown(), bytes: z.number().int().min(0) }),
   z.strictObject({ type: z.literal('cdb.sync.tick') }),
@@ -165,4 +167,5 @@ export const cdbAuthority: AuthorityTable = {
   'cdb.sync': fromPeerCdbs,
   'cdb.sync.repair': fromPeerCdbs,
   'cdb.sync.snapshot': fromPeerCdbs,
+  'cdb.sync.snapshot-ahead': ownCdb,
 };

@@ -132,6 +132,8 @@ export interface SyncCounters {
   repairsServed: number;
   snapshotsPulled: number;
   snapshotPagesServed: number;
+  /** Of those, pages read ahead while the page before them travelled. */
+  snapshotPagesReadAhead: number;
   errors: number;
 }
 

@@ -79,6 +79,7 @@ export class Replicator {
     repairsServed: 0,
     snapshotsPulled: 0,
     snapshotPagesServed: 0,
+    snapshotPagesReadAhead: 0,
     errors: 0,
   };
   readonly membership: Membership;
