@@ -75,6 +75,11 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   const watches = new WatchTable();
   /** Snapshot pages read ahead (cdb.sync.snapshot-ahead), by request, oldest first. */
   const readAhead = new Map<string, { page: Promise<Message & SnapshotPage>; at: number }>();
+  /** Pages nobody asked for within READ_AHEAD_MS (a puller gave up) are let go; run on every sync tick too. */
+  const dropStaleReadAhead = () => {
+    const now = Date.now();
+    for (const [key, entry] of readAhead) if (now - entry.at > READ_AHEAD_MS) readAhead.delete(key);
+  };
   let store: ObjectStore | undefined;
   /** Commit order: watch events go out in the order writes were issued. */
   let commits: Promise<void> = Promise.resolve();
@@ -356,6 +361,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
    */
   const snapshotPage = async (request: SnapshotRequest): Promise<Message & SnapshotPage> => {
     const digest = requireSync().replicator.digest();
+    const takenAt = clock.tick().wall;
     await commits;
     const records: StoredRecord[] = [];
     let bytes = 0;
@@ -370,12 +376,12 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           if (request.since !== undefined && record.version.wall < request.since) continue;
           records.push(record);
           bytes += encodedSize(record);
-          if (records.length >= request.limit || bytes >= SNAPSHOT_PAGE_BYTES) return { type: 'cdb.sync.snapshot', records, bytes, cursor: record.key, digest };
+          if (records.length >= request.limit || bytes >= SNAPSHOT_PAGE_BYTES) return { type: 'cdb.sync.snapshot', records, bytes, takenAt, cursor: record.key, digest };
         }
         if (page.length < PAGE) break;
       }
     }
-    return { type: 'cdb.sync.snapshot', records, bytes, digest };
+    return { type: 'cdb.sync.snapshot', records, bytes, takenAt, digest };
   };
 
   const hash = (rawPrefix: string): Message => {
@@ -519,7 +525,10 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
             (ready ? ready.page.catch(() => snapshotPage(request)) : snapshotPage(request)).then((page) => {
               sync?.servedSnapshot(page);
               // Pages come one after another (each asks from the last key of the one before): the
-              // next is read while this one travels and is decoded and merged over there.
+              // next is read while this one travels and is decoded and merged over there. Told
+              // before the reply leaves, so the read-ahead is in the mailbox ahead of the request
+              // for that page, and is read after the digest its puller holds (the first page's):
+              // the pages still hold all that digest counts.
               if (page.cursor !== undefined) ctx.self.tell({ type: 'cdb.sync.snapshot-ahead', ...request, cursor: page.cursor });
               return page;
             }),
@@ -527,13 +536,14 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         }
         case 'cdb.sync.snapshot-ahead': {
           const { type: _type, ...request } = parsed;
-          const now = Date.now();
-          for (const [key, entry] of readAhead) if (now - entry.at > READ_AHEAD_MS) readAhead.delete(key);
+          const key = snapshotKey(request);
+          dropStaleReadAhead();
+          readAhead.delete(key);
           // A few pullers at once at most: the oldest page read ahead makes room.
           if (readAhead.size >= READ_AHEAD_PAGES) readAhead.delete(readAhead.keys().next().value!);
           const page = snapshotPage(request);
           page.catch(() => undefined); // a page that cannot be read is read again, and fails, when it is asked for
-          readAhead.set(snapshotKey(request), { page, at: now });
+          readAhead.set(key, { page, at: Date.now() });
           return undefined;
         }
         case 'cdb.sync.status':
@@ -541,8 +551,11 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         case 'cdb.sync.rekey':
           if (sync && secretExists(options.clusterKeyFile ?? '')) sync.rekey(readSecretFile(options.clusterKeyFile ?? '').trim());
           return { type: 'ok' };
-        case 'cdb.sync.datagram':
         case 'cdb.sync.tick':
+          dropStaleReadAhead();
+          sync?.handle(parsed);
+          return undefined;
+        case 'cdb.sync.datagram':
         case 'cdb.sync.flush':
         case 'cdb.sync.repair-due':
         case 'cdb.sync.identified':

@@ -87,7 +87,8 @@ export interface RecordView {
 
 /**
  * Changes under a watch's prefix, in commit order: one message per commit (a write, a batch, a
- * merge of replicated records), split into chunks of at most WATCH_CHUNK records.
+ * merge of replicated records; a batch mixing objects with meta or stats: one for each, objects
+ * first), split into chunks of at most 500 records.
  */
 export interface CdbEvents extends Message {
   type: 'cdb.events';

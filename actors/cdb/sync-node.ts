@@ -121,7 +121,8 @@ export class SyncNode {
         },
         snapshot: async (node, request): Promise<SnapshotPage> => {
           const page = snapshotPageSchema.parse(await this.remote(node).ask({ type: 'cdb.sync.snapshot', ...request }, { timeoutMs: 30_000 }));
-          this.traffic.exchange('snapshot', 'received', page.bytes);
+          // Counted at the records' size the server measured (a node from before it did: encoded here).
+          this.traffic.exchange('snapshot', 'received', page.bytes ?? encode(page).length);
           return page;
         },
         merge: (records) => setup.merge(records),
@@ -335,7 +336,7 @@ export class SyncNode {
 
   /** A snapshot page served to a peer (encoded by the agent; counted at its records' CBOR size). */
   servedSnapshot(page: SnapshotPage): void {
-    this.traffic.exchange('snapshot', 'served', page.bytes);
+    this.traffic.exchange('snapshot', 'served', page.bytes ?? encode(page).length);
   }
 
   members(): MemberView[] {

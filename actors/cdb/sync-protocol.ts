@@ -40,7 +40,9 @@ export const repairAnswerSchema = z.object({
 });
 export const snapshotPageSchema = z.object({
   records: z.array(storedRecordSchema).max(10_000),
-  bytes: z.number().int().min(0).max(1 << 30),
+  // Both optional: a node from before they were added leaves them out.
+  bytes: z.number().int().min(0).max(1 << 30).optional(),
+  takenAt: z.number().int().min(0).optional(),
   cursor: z.string().max(512).optional(),
   digest: z.strictObject({ k: z.literal('digest'), node: name, incarnation: z.number().int().min(0), highWater: z.number().int().min(0), seen: digestSchema }),
 });
@@ -62,7 +64,9 @@ export interface SnapshotPage {
    * The records' CBOR size as the server measured it (it sizes each to cap the page): what both
    * sides count as snapshot traffic, so neither encodes a page again just to count it.
    */
-  bytes: number;
+  bytes?: number;
+  /** The wall of the server's hybrid clock, ticked when it took the digest: its later changes are newer (the first page's is the one used). */
+  takenAt?: number;
   /** Absent on the last page. */
   cursor?: string;
   /** What the sender had when the snapshot began: everything it counts is in the pages. */

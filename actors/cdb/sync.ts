@@ -439,19 +439,19 @@ export class Replicator {
       };
       let cursor: string | undefined;
       let digest: DigestPayload | undefined;
-      // The newest version of each origin in the pages: its writes are ordered (HLC), so what the
-      // snapshot did not cover is newer, and a later snapshot of that origin starts there.
-      const newest = new Map<string, number>();
+      let takenAt: number | undefined;
       let next = request(undefined);
       do {
         const page = await next;
         if (page.digest.node !== source) throw new Error(`the snapshot from ${source} carries ${page.digest.node}'s digest`);
-        digest ??= page.digest;
+        if (digest === undefined) {
+          digest = page.digest;
+          takenAt = page.takenAt;
+        }
         cursor = page.cursor;
         // The next page travels while this one is written.
         if (cursor !== undefined) next = request(cursor);
         this.counters.recordsMerged += page.records.length;
-        for (const record of page.records) if ((newest.get(record.origin) ?? -1) < record.version.wall) newest.set(record.origin, record.version.wall);
         // A failed merge fails the pull (retried later): the marks below must not claim what is not here.
         await Promise.resolve().then(() => this.env.merge(page.records));
       } while (cursor !== undefined && !this.stopped);
@@ -462,9 +462,15 @@ export class Replicator {
       for (const [covers, mark] of Object.entries(covered)) {
         if (covers === this.env.self || (origin !== undefined && covers !== origin)) continue;
         this.receiver.fastForward(covers, mark.incarnation, mark.highWater);
-        const wall = newest.get(covers);
-        const known = this.sinceWall.get(covers);
-        if (wall !== undefined && (!known || known.incarnation !== mark.incarnation || wall > known.wall)) this.sinceWall.set(covers, { incarnation: mark.incarnation, wall });
+      }
+      // The source's own changes that the snapshot did not cover were made after its digest was
+      // taken, when its hybrid clock stood at `takenAt`, so their versions are later: a later
+      // snapshot of the source starts there (less the margin) instead of at the first gap again. Of other origins a peer's pages say no such thing (it may hold their newer
+      // changes past a gap): their marks stay.
+      const mark = covered[source];
+      const known = this.sinceWall.get(source);
+      if (takenAt !== undefined && mark && (origin === undefined || origin === source) && (!known || known.incarnation !== mark.incarnation || takenAt > known.wall)) {
+        this.sinceWall.set(source, { incarnation: mark.incarnation, wall: takenAt });
       }
       return true;
     } catch (error) {

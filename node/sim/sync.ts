@@ -146,8 +146,8 @@ export class Sim {
           const from = this.nodes.get(source)!;
           this.snapshotsAsked.push({ by: node.name, source, request });
           const page = snapshotOf(from, request);
-          from.traffic.exchange('snapshot', 'served', page.bytes);
-          node.traffic.exchange('snapshot', 'received', page.bytes);
+          from.traffic.exchange('snapshot', 'served', page.bytes ?? 0);
+          node.traffic.exchange('snapshot', 'received', page.bytes ?? 0);
           return structuredClone(page);
         },
         merge: async (records) => {
@@ -228,6 +228,7 @@ export class Sim {
 
 export function snapshotOf(node: SimNode, request: SnapshotRequest): SnapshotPage {
   const digest = node.replicator.digest();
+  const takenAt = node.clock.tick().wall;
   const keys = [...node.store.keys()].sort().filter((key) => request.cursor === undefined || key > request.cursor);
   const records: StoredRecord[] = [];
   let bytes = 0;
@@ -237,8 +238,8 @@ export function snapshotOf(node: SimNode, request: SnapshotRequest): SnapshotPag
     if (request.since !== undefined && record.version.wall < request.since) continue;
     records.push(record);
     bytes += encodedSize(record);
-    if (records.length >= request.limit) return { records, bytes, cursor: key, digest };
+    if (records.length >= request.limit) return { records, bytes, takenAt, cursor: key, digest };
   }
-  return { records, bytes, digest };
+  return { records, bytes, takenAt, digest };
 }
 
