@@ -374,3 +374,19 @@ test.serial("a script certificate cannot get another node's certificate, mint a 
   t.is(renew?.code, 'ACP_ERR_AUTH_FORBIDDEN');
   await assertHealthy(t, n1);
 });
+
+test.serial("a node this agent has not met is found by its object in the CDB, not only by asking the CA node (which may be the node that is down)", async (t) => {
+  // A node n2 never talked to, which n1 (the CA node) does not know either: only the CDB has its address.
+  const port = await freePort();
+  await askVia(n2, 'cdb', { type: 'cdb.put', key: 'object/node/ghost', value: { name: 'ghost', cluster: 'lab', agent: `127.0.0.1:${port}` } });
+  const error = await askVia(n2, 'acp://lab/ghost/framework', { type: 'ping' }, 10_000).then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
+  t.true(error instanceof AcpError, `not an AcpError: ${String(error)}`);
+  t.is((error as AcpError).code, 'ACP_ERR_NODE_UNREACHABLE');
+  // It dialled the address from the CDB (nothing listens there) instead of knowing no address.
+  t.regex((error as AcpError).message, new RegExp(`127\\.0\\.0\\.1:${port}`));
+  t.notRegex((error as AcpError).message, /no agent address is known/);
+  await askVia(n2, 'cdb', { type: 'cdb.delete', key: 'object/node/ghost' });
+});

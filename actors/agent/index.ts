@@ -198,10 +198,20 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
   };
 
   /**
-   * A node this one has not met (it joined through another): ask the nodes we know, the CA node
-   * first, whether they know where its agent listens.
+   * A node this one has not met (it joined through another): its object in the CDB, or else ask
+   * the nodes we know, the CA node first, whether they know where its agent listens.
    */
   const lookup = async (node: string): Promise<string | undefined> => {
+    // First this node's own CDB: every node's object (object/node/<name>, with its agent address)
+    // reaches every node, so a node that joined after this agent started is found here even when
+    // the CA node, which this agent would ask next, is the one that is down.
+    const recorded = await cdb
+      .ask<Message & { record: { value: { agent?: unknown } | null } }>({ type: 'cdb.get', key: `object/node/${node}` }, { timeoutMs: 2000 })
+      .then((reply) => (typeof reply.record.value?.agent === 'string' ? reply.record.value.agent : undefined), () => undefined);
+    if (recorded !== undefined && node !== self) {
+      addresses.set(node, recorded);
+      return recorded;
+    }
     const missedAt = misses.get(node);
     if (missedAt !== undefined && clock.now() - missedAt < LOOKUP_MISS_MS) return undefined;
     const known = [...addresses.keys()].filter((peer) => peer !== node);
