@@ -11,23 +11,15 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestImage } from '../adapters/guest-image.js';
 import type { ChaosReport } from '../node/chaos/run.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
 import type { Message } from '../runtime/messages.js';
-import { runsWhen } from './helpers/requires.js';
+import { qemuMissing, runsWhen } from './helpers/requires.js';
 
 const available = harnessAvailable();
 const image = guestImage();
-let qemuMissing: string | undefined;
-try {
-  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-} catch {
-  qemuMissing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
-}
-const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not built (npm run guest-image)');
+const guestMissing = qemuMissing() ?? (image ? undefined : 'the test guest is not built (npm run guest-image)');
 
 const scenario = {
   name: 'live-mix',

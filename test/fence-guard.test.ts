@@ -10,7 +10,7 @@
  * kills them when it fires; a guard whose daemon is gone hands the socket to the next one.
  */
 import test, { type ExecutionContext } from 'ava';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { connect } from 'node:net';
@@ -24,7 +24,7 @@ import { fenceGuardSocket, guardedGuestDir } from '../adapters/fence-guard-proto
 import { findProgram } from '../adapters/fence-guard-spawner.js';
 import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { AcpError } from '../runtime/errors.js';
-import { runsWhen } from './helpers/requires.js';
+import { qemuMissing, runsWhen } from './helpers/requires.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -171,12 +171,7 @@ async function refusedWith(request: Promise<unknown>): Promise<{ code: string; m
 
 const gone = (pid: number) => startTimeOf(pid) === null;
 
-let qemuMissing: string | undefined;
-try {
-  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-} catch {
-  qemuMissing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
-}
+const qemuAbsent = qemuMissing();
 const setprivMissing = findProgram('setpriv') === null ? 'setpriv is not installed (apt-get install util-linux)' : undefined;
 
 test('its spawn channel refuses bad requests, each with a code and a reason, and the guard carries on', async (t) => {
@@ -233,7 +228,7 @@ test('unarmed (no HA lease), it starts no guest; a guard started anew gets the l
   t.regex(missing.message, /-daemonize/, 'the new guard answered as an armed one');
 });
 
-runsWhen(qemuMissing ?? setprivMissing)('it starts only QEMU, as its own child under a parent-death signal: killed with the guard, reaped when it ends, killed when it fires', async (t) => {
+runsWhen(qemuAbsent ?? setprivMissing)('it starts only QEMU, as its own child under a parent-death signal: killed with the guard, reaped when it ends, killed when it fires', async (t) => {
   const { guard, log, run, socket } = await channel(t);
   const spawned: number[] = [];
   t.teardown(() => {
@@ -269,7 +264,7 @@ runsWhen(qemuMissing ?? setprivMissing)('it starts only QEMU, as its own child u
   t.true(await until(() => gone(third.pid), 5000), 'QEMU outlived its guard');
 });
 
-runsWhen(qemuMissing ?? setprivMissing)('a guard whose daemon is gone takes no more guests, leaves the socket to the next guard, fires at its time and exits once its child is reaped', async (t) => {
+runsWhen(qemuAbsent ?? setprivMissing)('a guard whose daemon is gone takes no more guests, leaves the socket to the next guard, fires at its time and exits once its child is reaped', async (t) => {
   const old = await channel(t);
   const spawned: number[] = [];
   t.teardown(() => {

@@ -12,8 +12,8 @@ import type { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import type { Principal } from '../runtime/principal.js';
 import { Daemon } from '../node/daemon.js';
-import { clock, gatedBootOrder, gates, resetClock } from './helpers/gated-hypervisor.js';
-import { allRunning, client, eventually, makeHome } from './helpers/node.js';
+import { clock, gates, startGatedNode } from './helpers/gated-hypervisor.js';
+import { client, eventually } from './helpers/node.js';
 import { systemMeta } from './helpers/system.js';
 
 type Status = Message & { systems: (SystemMeta & { id: string; arriving: boolean; migration?: { phase: string } })[] };
@@ -21,14 +21,7 @@ type Status = Message & { systems: (SystemMeta & { id: string; arriving: boolean
 type Hypervisor = (message: Message, from?: string) => Promise<Message>;
 
 async function gatedNode(t: ExecutionContext): Promise<{ daemon: Daemon; api: AcpClient; hypervisor: Hypervisor }> {
-  resetClock();
-  const home = makeHome(t);
-  const daemon = await Daemon.start({ home, logLevel: 'silent', services: gatedBootOrder() });
-  t.teardown(async () => {
-    gates.clear();
-    await daemon.stop('test over');
-  });
-  await allRunning(daemon);
+  const { daemon, home } = await startGatedNode(t);
   const api = await client(t, home);
   // As another node's hypervisor would (the migration messages are hypervisor to hypervisor), or this one's VMM.
   const hypervisor: Hypervisor = (message, from = 'acp://lab/n2/hypervisor') => {

@@ -8,23 +8,15 @@ import test, { type ExecutionContext } from 'ava';
 import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
-import { Daemon } from '../node/daemon.js';
-import { clock, gatedBootOrder, gates, resetClock } from './helpers/gated-hypervisor.js';
-import { allRunning, client, eventually, makeHome } from './helpers/node.js';
+import { clock, gates, startGatedNode } from './helpers/gated-hypervisor.js';
+import { client, eventually } from './helpers/node.js';
 import { systemMeta } from './helpers/system.js';
 
 type Script = Partial<Record<string, (message: Message) => Message | AcpError>>;
 
 /** One node, a sim system running on it, and n9: a target hypervisor that answers as `script` says, recording what it got. */
 async function sourceNode(t: ExecutionContext, script: Script): Promise<{ api: AcpClient; got: string[] }> {
-  resetClock();
-  const home = makeHome(t);
-  const daemon = await Daemon.start({ home, logLevel: 'silent', services: gatedBootOrder() });
-  t.teardown(async () => {
-    gates.clear();
-    await daemon.stop('test over');
-  });
-  await allRunning(daemon);
+  const { daemon, home } = await startGatedNode(t);
   const got: string[] = [];
   daemon.system.setRemoteRouter({
     deliver: (node, path, delivery) => {

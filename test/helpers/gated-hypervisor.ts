@@ -5,6 +5,9 @@
  * A daemon loads it by module URL (`gatedBootOrder`) in this same process, so the test and the
  * daemon share `gates` and `clock`. Tests using it run serially.
  */
+import type { ExecutionContext } from 'ava';
+import { allRunning, makeHome } from './node.js';
+import { Daemon } from '../../node/daemon.js';
 import type { Actor, ActorContext, ServiceDefinition } from '../../runtime/actor.js';
 import type { Message } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
@@ -88,4 +91,17 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
 export function gatedBootOrder(): ServiceEntry[] {
   const module = new URL(import.meta.url).href;
   return BOOT_ORDER.map((entry) => (entry.name === 'hypervisor' ? { name: 'hypervisor', module } : entry));
+}
+
+/** A daemon whose hypervisor runs behind the gates on a fresh sim clock, every service running; stopped, gates opened, after the test. */
+export async function startGatedNode(t: ExecutionContext): Promise<{ daemon: Daemon; home: string }> {
+  resetClock();
+  const home = makeHome(t);
+  const daemon = await Daemon.start({ home, logLevel: 'silent', services: gatedBootOrder() });
+  t.teardown(async () => {
+    gates.clear();
+    await daemon.stop('test over');
+  });
+  await allRunning(daemon);
+  return { daemon, home };
 }

@@ -1,4 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import test from 'ava';
+import { QEMU_BINARY } from '../../adapters/drivers/qemu-args.js';
 
 /** CI sets CI=true: there every test must run, so one that would skip fails instead, saying why. */
 export const IN_CI = process.env.CI === 'true' || process.env.CI === '1';
@@ -25,4 +27,14 @@ export function runsWhen(missing: string | undefined | false): typeof test {
  */
 export function unlessKernelLacks(missing: string | undefined): typeof test {
   return missing ? (test.skip as unknown as typeof test) : test;
+}
+
+/** Why QEMU cannot run here (its binary does not answer --version), or undefined when it can. */
+export function qemuMissing(): string | undefined {
+  try {
+    execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
+  }
 }
