@@ -21,6 +21,7 @@ import { parentOf } from '../adapters/proc-stat.js';
 import type { HaView } from '../actors/ha/view.js';
 import type { Message } from '../runtime/messages.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
+import { logEntries } from './helpers/log.js';
 import { eventually } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';
 
@@ -83,11 +84,13 @@ async function runsOnOne(not?: string, system = SYSTEM): Promise<string> {
   }, RECOVERY_TIMEOUT_MS, `${system} to run on exactly one node${not === undefined ? '' : ` other than ${not}`}`);
 }
 
-/** The pid of the node's fence guard, from its log (its first line says it started). */
-function guardPid(node: string): number | undefined {
-  const lines = readFileSync(`${cluster().node(node).home}/log/fence-guard.log`, 'utf8').trim().split('\n');
-  const started = lines.map((line) => JSON.parse(line) as { event: string; pid: number }).filter((entry) => entry.event === 'started');
-  return started.at(-1)?.pid;
+/** The pid of the node's fence guard, from its log (its first line says it started), once it has said so. */
+async function guardPid(node: string): Promise<number> {
+  return eventually(
+    () => logEntries<{ event: string; pid: number }>(`${cluster().node(node).home}/log/fence-guard.log`).filter((entry) => entry.event === 'started').at(-1)?.pid,
+    10_000,
+    `${node}'s fence guard to log that it started`,
+  );
 }
 
 async function rejoined(node: string): Promise<void> {
@@ -115,12 +118,11 @@ function qemuProcesses(id: string): string[] {
 }
 
 /** The guest's one QEMU process is the child of `node`'s current fence guard (so it dies with it). */
-function underGuard(t: ExecutionContext, id: string, node: string): void {
+async function underGuard(t: ExecutionContext, id: string, node: string): Promise<void> {
   const pids = qemuProcesses(id);
   t.is(pids.length, 1, `one QEMU for ${id}: ${pids.join(',')}`);
-  const guard = guardPid(node);
-  t.truthy(guard, `${node} started a fence guard`);
-  t.is(parentOf(Number(pids[0])), guard ?? null, `${id}'s QEMU on ${node} is its guard's child`);
+  const guard = await guardPid(node);
+  t.is(parentOf(Number(pids[0])), guard, `${id}'s QEMU on ${node} is its guard's child`);
 }
 
 async function consoleShowsReady(node: string, id: string): Promise<true | undefined> {
@@ -158,12 +160,11 @@ if (!available.ok) {
     let completed = false;
     try {
       // 1. kill -9 of the daemon and its fence guard.
-      const guard = guardPid('n2');
-      t.truthy(guard, 'n2 started a fence guard');
+      const guard = await guardPid('n2');
       let killedAt = Date.now();
       await cluster().kill('n2');
       try {
-        process.kill(guard!, 'SIGKILL');
+        process.kill(guard, 'SIGKILL');
       } catch {
         // Already gone.
       }
@@ -248,7 +249,7 @@ if (!available.ok) {
         const runningMs = Date.now() - at;
         await eventually(() => consoleShowsReady(to, hq.id), 180_000, `${hq.id} to boot on ${to}`);
         line = `${what} of ${from}: running on ${to} after ${runningMs} ms, booted after ${Date.now() - at} ms`;
-        underGuard(t, hq.id, to);
+        await underGuard(t, hq.id, to);
         after?.(from);
         hq.on = to;
       } finally {
@@ -275,7 +276,7 @@ if (!available.ok) {
     t.is(created.code, 0, created.stderr);
     t.is(await runsOnOne(undefined, id), 'n2');
     await eventually(() => consoleShowsReady('n2', id), 180_000, `${id} to boot on n2`);
-    underGuard(t, id, 'n2');
+    await underGuard(t, id, 'n2');
     const nodes = sampler(() => runningOn(NODES, id));
     let away = '';
     try {
@@ -285,14 +286,14 @@ if (!available.ok) {
       try {
         away = await runsOnOne('n2', id);
         await eventually(() => (qemuProcesses(id).length === 1 ? true : undefined), 30_000, `the source QEMU of ${id} to go once it arrived on ${away}`);
-        underGuard(t, id, away);
+        await underGuard(t, id, away);
       } finally {
         const off = await cluster().cli('n1', ['node', 'maintenance', 'off', 'n2']);
         t.is(off.code, 0, off.stderr);
       }
       await eventually(async () => ((await runningOn(NODES, id)).join() === 'n2' ? true : undefined), RECOVERY_TIMEOUT_MS, `${id} to move back to n2`);
       await eventually(() => (qemuProcesses(id).length === 1 ? true : undefined), 30_000, `the source QEMU of ${id} on ${away} to go`);
-      underGuard(t, id, 'n2');
+      await underGuard(t, id, 'n2');
     } finally {
       const { samples, doubles } = await nodes.stop();
       t.log(`migrated to ${away} and back; ${samples} node samples`);
@@ -309,7 +310,7 @@ if (!available.ok) {
       'kill -9 of daemon and guard',
       async (node) => {
         t.is(node, 'n2');
-        guard = guardPid(node)!;
+        guard = await guardPid(node);
         logged = readFileSync(guardLog, 'utf8').length;
         const qemu = qemuProcesses(hq.id);
         const at = Date.now();
@@ -334,8 +335,8 @@ if (!available.ok) {
     await qemuFault(
       t,
       'SIGSTOP',
-      (node) => {
-        guard = guardPid(node)!;
+      async (node) => {
+        guard = await guardPid(node);
         log = `${cluster().node(node).home}/log/fence-guard.log`;
         logged = readFileSync(log, 'utf8').length;
         cluster().stop(node);

@@ -4,11 +4,11 @@
  * (the time is reported) and a node-down alarm that clears when the node is back.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import test from 'ava';
 import type { MonitorStatus } from '../actors/monitor/index.js';
 import type { Message } from '../runtime/messages.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
+import { logEntries } from './helpers/log.js';
 import { eventually } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';
 
@@ -45,9 +45,8 @@ function monitorHistory(nodes: readonly string[]): { elected: Action[]; commands
   const elected: Action[] = [];
   const commands: Action[] = [];
   for (const node of nodes) {
-    for (const line of readFileSync(`${cluster().node(node).home}/log/acpd.log`, 'utf8').split('\n')) {
-      if (!line.includes('/monitor"')) continue;
-      const entry = JSON.parse(line) as { time: string; msg: string; term?: number };
+    for (const entry of logEntries<{ time: string; msg: string; term?: number; path?: string }>(`${cluster().node(node).home}/log/acpd.log`)) {
+      if (entry.path?.endsWith('/monitor') !== true) continue;
       const at = Date.parse(entry.time);
       const won = / term (\d+): \S+ becomes primary/.exec(entry.msg);
       if (won) elected.push({ at, node, term: Number(won[1]), what: entry.msg });

@@ -4,12 +4,12 @@
  * becomes primary; with its vote the cluster keeps a primary when either node dies (kill -9), and
  * the logs never show two nodes winning one term, nor a command of a term after a newer one won.
  */
-import { readFileSync } from 'node:fs';
 import test from 'ava';
 import type { MonitorStatus } from '../actors/monitor/index.js';
 import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
+import { logEntries } from './helpers/log.js';
 import { eventually } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';
 
@@ -36,10 +36,10 @@ async function agreed(nodes: readonly string[], not?: string): Promise<string | 
 /** The monitor's and agent's log lines of `node` from `since` on (time, level and message), at most the last 60. */
 function monitorLines(node: string, since: number): string[] {
   const lines: string[] = [];
-  for (const line of readFileSync(`${cluster().node(node).home}/log/acpd.log`, 'utf8').split('\n')) {
-    if (!line.includes('/monitor"') && !line.includes('/agent"')) continue;
-    const entry = JSON.parse(line) as { time: string; level: number | string; msg: string };
-    if (Date.parse(entry.time) >= since) lines.push(`${entry.time} ${entry.level} ${line.includes('/agent"') ? 'agent: ' : ''}${entry.msg}`);
+  for (const entry of logEntries<{ time: string; level: number | string; msg: string; path?: string }>(`${cluster().node(node).home}/log/acpd.log`)) {
+    const agent = entry.path?.endsWith('/agent') === true;
+    if (!agent && entry.path?.endsWith('/monitor') !== true) continue;
+    if (Date.parse(entry.time) >= since) lines.push(`${entry.time} ${entry.level} ${agent ? 'agent: ' : ''}${entry.msg}`);
   }
   return lines.slice(-60);
 }
@@ -49,9 +49,8 @@ function history(): { elected: { at: number; node: string; term: number }[]; com
   const elected: { at: number; node: string; term: number }[] = [];
   const commands: { at: number; node: string; term: number; what: string }[] = [];
   for (const node of NODES) {
-    for (const line of readFileSync(`${cluster().node(node).home}/log/acpd.log`, 'utf8').split('\n')) {
-      if (!line.includes('/monitor"')) continue;
-      const entry = JSON.parse(line) as { time: string; msg: string; term?: number };
+    for (const entry of logEntries<{ time: string; msg: string; term?: number; path?: string }>(`${cluster().node(node).home}/log/acpd.log`)) {
+      if (entry.path?.endsWith('/monitor') !== true) continue;
       const won = / term (\d+): (\S+) becomes primary/.exec(entry.msg);
       if (won && won[2] === node) elected.push({ at: Date.parse(entry.time), node, term: Number(won[1]) });
       if (entry.msg.startsWith('alarm ') && entry.term !== undefined) commands.push({ at: Date.parse(entry.time), node, term: entry.term, what: entry.msg });
