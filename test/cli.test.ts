@@ -5,6 +5,7 @@ import test, { type ExecutionContext } from 'ava';
 import type { ServiceInfo } from '../actors/kit.js';
 import type { Pong } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
+import { logEntries } from './helpers/log.js';
 import { CLI, client, eventually, makeHome, runCli, type CliResult, isAlive } from './helpers/node.js';
 
 /** The services `acp status` lists, in boot order after the Framework. */
@@ -152,10 +153,7 @@ test('a detached daemon logs JSON lines to log/acpd.log', async (t) => {
   const node = await up(t, home);
   const file = join(home, 'log', 'acpd.log');
   t.true(existsSync(file));
-  const lines = readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((line) => line.trim().length > 0)
-    .map((line) => JSON.parse(line) as { msg?: string; pid?: number; incarnation?: number });
+  const lines = logEntries<{ msg?: string; pid?: number; incarnation?: number }>(file);
   const started = lines.find((line) => line.msg === 'acpd started');
   t.truthy(started, 'no "acpd started" line');
   t.is(started?.pid, node.pid);
