@@ -1,9 +1,11 @@
 import test, { type ExecutionContext } from 'ava';
 import { compareVersions, formatVersion, HybridClock, parseVersion, type Version } from '../actors/cdb/hlc.js';
 import { MemoryTable } from '../actors/cdb/memory.js';
+import { cdbSchema, parseCdbMessage } from '../actors/cdb/schema.js';
 import { checkPrefix, OBJECT_TYPES, parseKey, SERVICE_TYPES, STORAGE_TYPES, validateObject, type ParsedKey } from '../actors/model.js';
 import type { StoredRecord } from '../adapters/store.js';
 import { AcpError, type ErrorCode } from '../runtime/errors.js';
+import type { Message } from '../runtime/messages.js';
 
 /** A call that must throw an AcpError with `code` whose message matches every pattern. */
 function throwsAcp(t: ExecutionContext, work: () => unknown, code: ErrorCode, ...patterns: RegExp[]): AcpError {
@@ -324,4 +326,24 @@ test('MemoryTable: a history of length 1 keeps only the latest point', (t) => {
   const table = new MemoryTable(10, 1);
   for (let i = 1; i <= 5; i += 1) table.put(record('stats/node/x@n1', i));
   t.deepEqual(table.history('stats/node/x@n1'), [{ at: 5, value: { v: 5 } }]);
+});
+
+test('parseCdbMessage: a plain get passes as it is; any other get goes to the schema, which refuses it as the schema alone would', (t) => {
+  const plain: Message = { type: 'cdb.get', key: 'object/network/a' };
+  t.is<Message, Message>(parseCdbMessage(plain), plain);
+  const refusals: [Message, RegExp][] = [
+    [{ type: 'cdb.get', key: 'object/network/a', extra: 1 }, /extra/],
+    [{ type: 'cdb.get', key: 7 }, /key/],
+    [{ type: 'cdb.get' }, /key/],
+    [{ type: 'cdb.get', key: '' }, /key/],
+    [{ type: 'cdb.get', key: 'k'.repeat(513) }, /key/],
+  ];
+  for (const [message, names] of refusals) {
+    const fast = t.throws(() => parseCdbMessage(message));
+    const schema = t.throws(() => cdbSchema.parse(message));
+    t.is(fast?.message, schema?.message);
+    t.regex(fast?.message ?? '', names);
+  }
+  const inherited = Object.assign(Object.create({ extra: 1 }) as Message, { type: 'cdb.get', key: 'object/network/a' });
+  t.is(t.throws(() => parseCdbMessage(inherited))?.message, t.throws(() => cdbSchema.parse(inherited))?.message, 'an inherited field is refused as the schema refuses it');
 });

@@ -18,7 +18,7 @@ import { compareVersions, formatVersion, HybridClock, parseVersion, type Version
 import { MemoryTable, type HistoryPoint } from './memory.js';
 import { createHash } from 'node:crypto';
 import { wins } from './replication.js';
-import { adminOnly, CDB_READS, cdbAuthority, cdbSchema, view, type CdbMessage } from './schema.js';
+import { adminOnly, CDB_READS, cdbAuthority, cdbSchema, parseCdbMessage, view, type CdbMessage } from './schema.js';
 import { WatchTable } from './watches.js';
 import { encodedSize, type SnapshotPage, type SnapshotRequest } from './sync.js';
 import { SyncNode, type SyncSetup } from './sync-node.js';
@@ -453,11 +453,11 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     read(message, sender) {
       info.handled += 1;
       if (!store) throw new AcpError('ACP_ERR_ACTOR_STOPPED', 'the CDB store is closed');
-      return read(cdbSchema.parse(message), sender);
+      return read(parseCdbMessage(message), sender);
     },
     receive(message, sender) {
       info.handled += 1;
-      const parsed = cdbSchema.parse(message);
+      const parsed = parseCdbMessage(message);
       if (parsed.type === 'cdb.put' || parsed.type === 'cdb.delete' || parsed.type === 'cdb.cas') requireWriter(parsed.key, sender);
       if (parsed.type === 'cdb.batch') for (const op of parsed.ops) requireWriter(op.key, sender);
       switch (parsed.type) {
