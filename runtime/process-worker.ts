@@ -9,7 +9,7 @@ import type { Envelope } from './codec.js';
 import { actorPrincipal, parsePrincipal, type Principal } from './principal.js';
 import { AcpError, errorMessage } from './errors.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './logger.js';
-import { messageSchema, type Message } from './messages.js';
+import { isMessage, type Message } from './messages.js';
 import { formatPath, parsePath, type ActorPath } from './path.js';
 import { TaskPool } from './pool.js';
 import { childErrorData, PROCESS_WORKER_ENV, ProcessChannel, START_ID, type ProcessReply, type ProcessWorkerData } from './process-channel.js';
@@ -182,8 +182,8 @@ function onFrame(envelope: Envelope): void {
       return;
     case 'ask': {
       if (envelope.id === undefined) return;
-      const parsed = messageSchema.safeParse(envelope.body);
-      if (!parsed.success) {
+      const body = envelope.body;
+      if (!isMessage(body)) {
         answer(envelope.id, { ok: false, error: new AcpError('ACP_ERR_SCHEMA_REJECTED', 'the daemon sent a frame with no message').toData(), crash: false });
         return;
       }
@@ -194,7 +194,7 @@ function onFrame(envelope: Envelope): void {
         answer(envelope.id, { ok: false, error: AcpError.from(error).toData(), crash: false });
         return;
       }
-      receive(envelope.id, parsed.data as Message, sender);
+      receive(envelope.id, body, sender);
       return;
     }
     case 'reply':

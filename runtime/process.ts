@@ -8,7 +8,7 @@ import type { Actor, ActorContext, ActorFactory } from './actor.js';
 import type { Envelope } from './codec.js';
 import { formatPrincipal } from './principal.js';
 import { AcpError, errorMessage } from './errors.js';
-import { messageSchema, type Message } from './messages.js';
+import { isMessage, type Message } from './messages.js';
 import type { ActorSystem } from './system.js';
 import { isolatedActorData } from './isolated-mailbox.js';
 import { fromChildError, PROCESS_WORKER_ENV, ProcessChannel, START_ID, type ProcessReply, type ProcessWorkerData } from './process-channel.js';
@@ -132,11 +132,11 @@ export function processActor(system: Pick<ActorSystem, 'faultsEnabled'>, options
     const serveAsk = (envelope: Envelope): void => {
       const id = envelope.id;
       if (typeof id !== 'number') return;
-      const parsed = messageSchema.safeParse(envelope.body);
+      const body = envelope.body;
       let answer: Promise<Message>;
       try {
-        if (!parsed.success || envelope.to === undefined) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', 'an ask from the child process has no target or no message');
-        answer = ctx.ref(envelope.to).ask(parsed.data as Message, envelope.t === undefined ? {} : { timeoutMs: envelope.t });
+        if (!isMessage(body) || envelope.to === undefined) throw new AcpError('ACP_ERR_SCHEMA_REJECTED', 'an ask from the child process has no target or no message');
+        answer = ctx.ref(envelope.to).ask(body, envelope.t === undefined ? {} : { timeoutMs: envelope.t });
       } catch (error) {
         answer = Promise.reject(error);
       }
@@ -147,14 +147,14 @@ export function processActor(system: Pick<ActorSystem, 'faultsEnabled'>, options
     };
 
     const serveTell = (envelope: Envelope): void => {
-      const parsed = messageSchema.safeParse(envelope.body);
-      if (!parsed.success || envelope.to === undefined) {
+      const body = envelope.body;
+      if (!isMessage(body) || envelope.to === undefined) {
         ctx.log.warn({ to: envelope.to }, 'dropped a malformed tell from the child process');
         return;
       }
       try {
         // Stamped with the child's path by us, whatever the child wrote: it speaks only for itself.
-        ctx.ref(envelope.to).tell(parsed.data as Message);
+        ctx.ref(envelope.to).tell(body);
       } catch (error) {
         ctx.log.warn({ to: envelope.to, err: errorMessage(error) }, 'a tell from the child process was refused');
       }

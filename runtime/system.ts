@@ -166,7 +166,8 @@ export class ActorSystem {
       }
       return;
     }
-    const key = formatPath({ ...path, node });
+    // The path as given keeps its formatted text (formatPath's cache); a copy would be formatted anew.
+    const key = formatPath(path.node === node ? path : { ...path, node });
     const entry = this.entries.get(key);
     const live = entry?.live;
     if (!entry || !live) {

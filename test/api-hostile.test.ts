@@ -341,17 +341,25 @@ test('an ask failing its schema gets ACP_ERR_SCHEMA_REJECTED naming the field; t
   await assertHealthy(t, home, daemon, refused, 0);
 });
 
-test('an ask whose body is not a message gets ACP_ERR_SCHEMA_REJECTED; the connection stays open', async (t) => {
+test('an ask or tell whose body is not a message (not an object, an array, no type, a type too long or not a string) gets ACP_ERR_SCHEMA_REJECTED; the connection stays open', async (t) => {
   const { home, daemon } = await bootDaemon(t);
   const refused = daemon.status().refusedConnections;
   const connection = await greeted(home);
   t.teardown(() => connection.destroy());
-  connection.send({ v: PROTOCOL_VERSION, k: 'ask', id: 2, to: 'acp://lab/n1/framework', body: 42 });
-  const error = await connection.frame((frame) => frame.id === 2);
-  t.is(error.k, 'error');
-  t.is(error.err?.code, 'ACP_ERR_SCHEMA_REJECTED');
-  connection.send({ v: PROTOCOL_VERSION, k: 'ping', id: 3 });
-  t.is((await connection.frame((frame) => frame.id === 3)).k, 'pong');
+  const bodies: unknown[] = [42, null, 'framework.status', [{ type: 'ping' }], {}, { type: '' }, { type: 7 }, { type: 'x'.repeat(129) }];
+  let id = 2;
+  for (const kind of ['ask', 'tell'] as const) {
+    for (const body of bodies) {
+      id += 1;
+      connection.send({ v: PROTOCOL_VERSION, k: kind, id, to: 'acp://lab/n1/framework', body });
+      const error = await connection.frame((frame) => frame.id === id);
+      t.is(error.k, 'error', `${kind} of ${JSON.stringify(body)}`);
+      t.is(error.err?.code, 'ACP_ERR_SCHEMA_REJECTED');
+      t.regex(error.err?.message ?? '', /an object with a string 'type'/);
+    }
+  }
+  connection.send({ v: PROTOCOL_VERSION, k: 'ping', id: 1000 });
+  t.is((await connection.frame((frame) => frame.id === 1000)).k, 'pong');
   t.false(connection.closed);
   await assertHealthy(t, home, daemon, refused, 0);
 });

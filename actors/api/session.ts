@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { FrameConnection, FrameHandler } from '../../adapters/frame-listener.js';
 import { helloBodySchema, PROTOCOL_VERSION, type Envelope, type HelloBody } from '../../runtime/codec.js';
 import { AcpError, type ErrorCode } from '../../runtime/errors.js';
-import { messageSchema, type Message } from '../../runtime/messages.js';
+import { isMessage, type Message } from '../../runtime/messages.js';
 import { childPath, formatPath, isValidName, NAME_RULE, parsePath, type ActorPath } from '../../runtime/path.js';
 import { OPERATOR, relayedBy, type Principal } from '../../runtime/principal.js';
 import type { LocalActor, Replier } from '../../runtime/system.js';
@@ -329,11 +329,10 @@ export class ApiSession implements FrameHandler {
     try {
       if (typeof envelope.to !== 'string') throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', `a ${envelope.k} needs a 'to' path`);
       const path = parsePath(envelope.to);
-      const message = messageSchema.safeParse(envelope.body);
-      if (!message.success) {
-        throw new AcpError('ACP_ERR_SCHEMA_REJECTED', "the body must be a message: an object with a string 'type'");
+      if (!isMessage(envelope.body)) {
+        throw new AcpError('ACP_ERR_SCHEMA_REJECTED', "the body must be a message: an object with a string 'type' of 1 to 128 characters");
       }
-      return { path, message: message.data as Message };
+      return { path, message: envelope.body };
     } catch (error) {
       this.sendError(envelope.id, AcpError.from(error));
       return undefined;
