@@ -314,3 +314,29 @@ test('seeded sweep: 4 nodes writing faster than a stream is kept, with drops, pa
   t.log(`${seeds.length} seeds, ${snapshots} snapshots pulled in all`);
   t.true(snapshots > seeds.length, 'the sweep hardly needed a snapshot: it does not test catch-up');
 });
+
+test('an origin that died is repaired from the peers that have its changes; each node keeps at most 4 of them per origin, not every peer\'s view', async (t) => {
+  const sim = new Sim(29);
+  const names = ['n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7'];
+  for (const name of names) sim.add(name);
+  await sim.run(2000);
+  sim.partitioned.add('n7');
+  for (let i = 0; i < 300; i += 1) {
+    sim.write('n1', `object/system/k${i}`, { i });
+    if (i % 50 === 0) await sim.run(20);
+  }
+  await sim.run(2000);
+  sim.kill('n1');
+  sim.partitioned.delete('n7');
+  await sim.run(8000);
+  const alive = names.filter((name) => name !== 'n1');
+  assertConverged(t, sim, alive);
+  t.is(sim.fingerprint('n7').split('\n').filter((line) => line.startsWith('object/system/')).length, 300, "n7 has all of n1's 300 records");
+  const fromPeers = sim.snapshotsAsked.filter((asked) => asked.by === 'n7' && asked.source !== 'n1');
+  t.true(fromPeers.length > 0, "n7 pulled n1's records from a peer while n1 was down");
+  for (const name of alive) {
+    const holders = sim.nodes.get(name)!.replicator.holdersOf('n1');
+    t.true(holders.length >= 1 && holders.length <= 4, `${name} keeps ${holders.length} holders of n1`);
+    t.false(holders.includes(name));
+  }
+});

@@ -19,6 +19,7 @@ import { encode } from 'cbor-x';
 import type { Gap } from './replication.js';
 import { TrafficMeter, type SyncTraffic } from './sync-traffic.js';
 import {
+  REORDER_GRACE_MS,
   repairAnswerSchema,
   Replicator,
   snapshotPageSchema,
@@ -35,7 +36,6 @@ import {
 const DATAGRAM_PAYLOAD_BYTES = MAX_DATAGRAM_BYTES - 36 - 96;
 /** Unicast rides the agent's frames: far larger sends are fine. */
 const UNICAST_PAYLOAD_BYTES = 256 * 1024;
-const REORDER_GRACE_MS = 100;
 const SEND_TIMEOUT_MS = 3000;
 
 export interface SyncSetup {

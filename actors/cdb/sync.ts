@@ -51,6 +51,8 @@ const SINCE_MARGIN_MS = 5000;
 /** A repair answer stays well inside the agent's 4 MiB frames. */
 const REPAIR_BYTES = 1024 * 1024;
 const SNAPSHOT_PAGE = 5000;
+/** How long after a gap shows before it is repaired: a gap from datagrams arriving out of order fills on its own. */
+export const REORDER_GRACE_MS = 100;
 /** Payload fields around the records (origin, incarnation, firstSeq, keys). */
 const BATCH_OVERHEAD = 120;
 /** Payload fields around a digest's `seen` (kind, node, incarnation, high-water mark, keys). */
@@ -59,9 +61,18 @@ const DIGEST_OVERHEAD = 120;
 interface PeerView {
   incarnation: number;
   highWater: number;
-  /** What it has of every origin, gathered from its digests' slices (this incarnation of it). */
-  seen: Record<string, { incarnation: number; highWater: number }>;
   heardAt: number;
+}
+
+/** How many peers are kept per origin as the places to repair it from while it is down. */
+const HOLDERS_KEPT = 4;
+
+/** A peer that said (in a digest of its incarnation `peerIncarnation`) how much of an origin it has. */
+interface Holder {
+  node: string;
+  peerIncarnation: number;
+  incarnation: number;
+  highWater: number;
 }
 
 /** One node's side of CDB sync. */
@@ -93,6 +104,13 @@ export class Replicator {
    * the origins, not one per peer.
    */
   private readonly furthest = new Map<string, { incarnation: number; highWater: number }>();
+  /**
+   * Per origin, the peers whose digests said they have the most of it, best first, at most
+   * HOLDERS_KEPT: where to repair from while the origin is down. Kept per origin rather than as
+   * every peer's view of every origin, so a node's memory grows with nodes × HOLDERS_KEPT, not
+   * with nodes² (1,000 nodes: 4,000 entries instead of a million).
+   */
+  private readonly holders = new Map<string, Holder[]>();
   /** Per origin: a wall time at or below every version of its changes not yet received in order. */
   private readonly sinceWall = new Map<string, { incarnation: number; wall: number }>();
   private readonly repairing = new Set<string>();
@@ -237,14 +255,12 @@ export class Replicator {
       }
       case 'digest': {
         if (payload.node === this.env.self) return false;
-        const known = this.peers.get(payload.node);
-        // A digest carries a slice of the sender's `seen`: merged into what earlier slices said, unless the sender restarted.
-        const seen = known && known.incarnation === payload.incarnation ? known.seen : (Object.create(null) as PeerView['seen']);
+        // A digest carries a slice of the sender's `seen`: each origin in it may make the sender one of its holders.
+        this.peers.set(payload.node, { incarnation: payload.incarnation, highWater: payload.highWater, heardAt: this.env.now() });
         for (const [origin, mark] of Object.entries(payload.seen)) {
-          seen[origin] = { incarnation: mark.incarnation, highWater: mark.highWater };
+          this.noteHolder(origin, payload.node, payload.incarnation, mark);
           this.noteFurthest(origin, mark);
         }
-        this.peers.set(payload.node, { incarnation: payload.incarnation, highWater: payload.highWater, seen, heardAt: this.env.now() });
         this.membership.hear(payload.node, payload.incarnation, this.env.now());
         const own = { incarnation: payload.incarnation, highWater: payload.highWater };
         this.noteFurthest(payload.node, own);
@@ -417,11 +433,45 @@ export class Replicator {
   private sourceFor(origin: string, incarnation: number, upTo: number): string | undefined {
     const now = this.env.now();
     if (this.membership.state(origin, now) === 'up') return origin;
-    for (const [node, peer] of this.peers) {
-      const theirs = peer.seen[origin];
-      if (this.membership.state(node, now) === 'up' && theirs && theirs.incarnation === incarnation && theirs.highWater >= upTo) return node;
+    for (const holder of this.holders.get(origin) ?? []) {
+      const current = this.peers.get(holder.node)?.incarnation === holder.peerIncarnation;
+      if (current && this.membership.state(holder.node, now) === 'up' && holder.incarnation === incarnation && holder.highWater >= upTo) return holder.node;
     }
     return undefined;
+  }
+
+  /** The peers this node would repair `origin` from while it is down, best first (for status and tests). */
+  holdersOf(origin: string): string[] {
+    return (this.holders.get(origin) ?? []).map((holder) => holder.node);
+  }
+
+  /**
+   * `node` (as of its incarnation `peerIncarnation`) has `mark` of `origin`: it takes its place among
+   * the origin's holders, best first (newest incarnation, then highest mark). Its older entry goes;
+   * when the list is full, so do those of peers that restarted since (their claims were of an old
+   * incarnation) or are down, so that live holders are not crowded out by dead ones.
+   */
+  private noteHolder(origin: string, node: string, peerIncarnation: number, mark: { incarnation: number; highWater: number }): void {
+    let list = this.holders.get(origin);
+    if (!list) {
+      list = [];
+      this.holders.set(origin, list);
+    }
+    const previous = list.findIndex((holder) => holder.node === node);
+    if (previous >= 0) list.splice(previous, 1);
+    if (list.length >= HOLDERS_KEPT) {
+      // Full: room is made first from peers that restarted since they said it, or are down.
+      const now = this.env.now();
+      for (let index = list.length - 1; index >= 0; index -= 1) {
+        const holder = list[index]!;
+        if (this.peers.get(holder.node)?.incarnation !== holder.peerIncarnation || this.membership.state(holder.node, now) === 'down') list.splice(index, 1);
+      }
+    }
+    let at = 0;
+    while (at < list.length && (list[at]!.incarnation > mark.incarnation || (list[at]!.incarnation === mark.incarnation && list[at]!.highWater >= mark.highWater))) at += 1;
+    if (at >= HOLDERS_KEPT) return;
+    list.splice(at, 0, { node, peerIncarnation, incarnation: mark.incarnation, highWater: mark.highWater });
+    if (list.length > HOLDERS_KEPT) list.length = HOLDERS_KEPT;
   }
 
   /** Pulls `origin`'s records since `wall` (all records when origin is undefined) from `source`. */

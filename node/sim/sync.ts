@@ -12,7 +12,7 @@ import { encode } from 'cbor-x';
 import type { StoredRecord } from '../../adapters/store.js';
 import { HybridClock } from '../../actors/cdb/hlc.js';
 import { wins } from '../../actors/cdb/replication.js';
-import { encodedSize, Replicator, type SnapshotPage, type SnapshotRequest, type SyncPayload, type SyncTimings, type Via } from '../../actors/cdb/sync.js';
+import { encodedSize, REORDER_GRACE_MS, Replicator, type SnapshotPage, type SnapshotRequest, type SyncPayload, type SyncTimings, type Via } from '../../actors/cdb/sync.js';
 import { TrafficMeter } from '../../actors/cdb/sync-traffic.js';
 import { silentLogger } from '../../runtime/logger.js';
 import { seeded } from '../../runtime/sim.js';
@@ -36,6 +36,8 @@ export interface SimNode {
   traffic: TrafficMeter;
   /** Its multicast channel's sequence number (part of each datagram's envelope). */
   seq: number;
+  /** When a gap it saw is repaired (as acpd does, REORDER_GRACE_MS after the gap shows), if one is due. */
+  repairDueAt: number | undefined;
 }
 
 /** The multicast channel's fixed part of a datagram: `ACP1` and an HMAC-SHA256 (adapters/multicast.ts). */
@@ -88,6 +90,7 @@ export class Sim {
       failMerges: 0,
       traffic: new TrafficMeter(),
       seq: 0,
+      repairDueAt: undefined,
     };
     for (const record of node.store.values()) node.clock.observe(record.version);
     node.replicator = this.replicatorFor(node);
@@ -188,9 +191,13 @@ export class Sim {
         const target = this.nodes.get(item.to);
         if (!target?.up) continue;
         target.traffic.received('multicast', item.payload.k, item.bytes);
-        target.replicator.receive(item.payload, item.via);
+        if (target.replicator.receive(item.payload, item.via)) target.repairDueAt ??= this.now + REORDER_GRACE_MS;
       }
-      if (this.now % 100 === 0) for (const node of this.nodes.values()) if (node.up) node.replicator.repairAll();
+      for (const node of this.nodes.values()) {
+        if (!node.up || node.repairDueAt === undefined || node.repairDueAt > this.now) continue;
+        node.repairDueAt = undefined;
+        node.replicator.repairAll();
+      }
       if (this.now % DIGEST_MS === 0) {
         for (const node of this.nodes.values()) {
           if (!node.up) continue;
