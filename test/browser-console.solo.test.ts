@@ -3,24 +3,15 @@
  * ready line shows, and a line typed into the console reaches the guest's serial port and comes
  * back as the guest's echo. Solo: a TCG guest boot and a browser beside the suite would crowd it.
  */
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestImage, GUEST_READY_LINE } from '../adapters/guest-image.js';
 import type { Message } from '../runtime/messages.js';
 import { artifacts, browser, browserMissing, tokenPage, typeInto } from './helpers/browser.js';
-import { runsWhen } from './helpers/requires.js';
+import { guestMissing, runsWhen } from './helpers/requires.js';
 import { systemNode } from './helpers/system.js';
 
 const image = guestImage();
-let missing: string | undefined;
-try {
-  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-} catch {
-  missing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
-}
-missing ??= !image ? 'the test guest is not built (npm run guest-image)' : undefined;
-missing ??= browserMissing();
+const missing = guestMissing() ?? browserMissing();
 
 runsWhen(missing)(`the UI's serial console: a QEMU guest's ready line shows, and a typed line is echoed by the guest${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
   t.timeout(240_000);

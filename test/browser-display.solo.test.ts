@@ -4,24 +4,16 @@
  * connects over /ws/display/<id> and its canvas receives the guest's framebuffer (lit pixels).
  * An auditor and a page from another origin are refused. Solo: a TCG guest and a browser.
  */
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestImage } from '../adapters/guest-image.js';
 import type { Message } from '../runtime/messages.js';
 import { artifacts, browser, browserMissing, displayLit, tokenPage } from './helpers/browser.js';
-import { runsWhen } from './helpers/requires.js';
+import { guestMissing, runsWhen } from './helpers/requires.js';
 import { systemNode } from './helpers/system.js';
 
 const image = guestImage();
-let missing: string | undefined;
-try {
-  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-} catch {
-  missing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
-}
-missing ??= !image ? 'the test guest is not built (npm run guest-image)' : browserMissing();
+const missing = guestMissing() ?? browserMissing();
 
 /** How a WebSocket to the display ends: its close code and reason. */
 function closeOf(url: string, headers: Record<string, string>): Promise<{ code: number; reason: string }> {

@@ -4,23 +4,15 @@
  * agents (both ways: noVNC's requests reach the guest's VNC server, and its framebuffer comes back).
  * Solo: a TCG guest, two daemons and a browser.
  */
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestImage } from '../adapters/guest-image.js';
 import type { Message } from '../runtime/messages.js';
 import { askVia, cliOk, startCluster } from './helpers/agent.js';
 import { artifacts, browser, browserMissing, displayLit, tokenPage } from './helpers/browser.js';
-import { runsWhen } from './helpers/requires.js';
+import { guestMissing, runsWhen } from './helpers/requires.js';
 
 const image = guestImage();
-let missing: string | undefined;
-try {
-  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-} catch {
-  missing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
-}
-missing ??= !image ? 'the test guest is not built (npm run guest-image)' : browserMissing();
+const missing = guestMissing() ?? browserMissing();
 
 runsWhen(missing)(`n1's UI shows the display of a QEMU guest running on n2, relayed through the agents${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
   t.timeout(240_000);

@@ -1,25 +1,17 @@
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { SystemMeta } from '../actors/hypervisor/index.js';
 import { systemObjectSchema } from '../actors/model.js';
 import { guestFiles } from '../actors/vmm/index.js';
 import { guestImage, GUEST_READY_LINE, GUEST_UPTIME_PREFIX } from '../adapters/guest-image.js';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { qemuDriver } from '../adapters/drivers/qemu.js';
 import { homePaths } from '../runtime/config.js';
 import { isGone } from '../node/harness/net.js';
 import { eventually, makeHome, runCli } from './helpers/node.js';
-import { runsWhen } from './helpers/requires.js';
+import { guestMissing, runsWhen } from './helpers/requires.js';
 
 const image = guestImage();
-let qemuMissing: string | undefined;
-try {
-  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-} catch {
-  qemuMissing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
-}
-const missing = qemuMissing ?? (image ? undefined : 'the test guest is not built (npm run guest-image)');
+const missing = guestMissing();
 const skipped = missing ? ` (skipped: ${missing})` : '';
 
 const daemonPid = (home: string): number => Number(readFileSync(homePaths(home).pidfile, 'utf8'));

@@ -12,10 +12,8 @@
  * it boots on another node (its console there shows it), and a sampler reading /proc every 100 ms
  * never finds two QEMU processes for it, nor one asking the nodes two that run it.
  */
-import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestImage, GUEST_READY_LINE } from '../adapters/guest-image.js';
 import { parentOf } from '../adapters/proc-stat.js';
 import type { HaView } from '../actors/ha/view.js';
@@ -23,7 +21,7 @@ import type { Message } from '../runtime/messages.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
 import { logEntries } from './helpers/log.js';
 import { eventually } from './helpers/node.js';
-import { runsWhen } from './helpers/requires.js';
+import { guestMissing, runsWhen } from './helpers/requires.js';
 
 const available = harnessAvailable();
 const NODES = ['n1', 'n2', 'n3'] as const;
@@ -131,13 +129,7 @@ async function consoleShowsReady(node: string, id: string): Promise<true | undef
 }
 
 const image = guestImage();
-let qemuMissing: string | undefined;
-try {
-  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-} catch {
-  qemuMissing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
-}
-const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not built (npm run guest-image)');
+const guestAbsent = guestMissing();
 
 if (!available.ok) {
   runsWhen(available.why)(`HA failover in network namespaces: skipped, ${available.why}`, () => undefined);
@@ -226,7 +218,7 @@ if (!available.ok) {
 
   /** The HA QEMU guest of the tests below, and the node it runs on (each test leaves it running, on one node). */
   const hq = { id: `hq${process.pid}`, on: 'n2' };
-  const skipped = guestMissing ? ` (skipped: ${guestMissing})` : '';
+  const skipped = guestAbsent ? ` (skipped: ${guestAbsent})` : '';
 
   /**
    * One fault of the node running the HA QEMU guest: it must run on another node, its console there
@@ -269,7 +261,7 @@ if (!available.ok) {
     t.is(qemuProcesses(hq.id).length, 1);
   }
 
-  runsWhen(guestMissing).serial(`an HA QEMU guest runs as its node's fence guard's child, and an arriving one as its new node's: created on n2, live-migrated away and back${skipped}`, async (t) => {
+  runsWhen(guestAbsent).serial(`an HA QEMU guest runs as its node's fence guard's child, and an arriving one as its new node's: created on n2, live-migrated away and back${skipped}`, async (t) => {
     t.timeout(240_000);
     const { id } = hq;
     const created = await cluster().cli('n1', ['system', 'create', id, '--driver', 'qemu', '--memory', '128', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline, '--ha', '--node', 'n2']);
@@ -301,7 +293,7 @@ if (!available.ok) {
     }
   });
 
-  runsWhen(guestMissing).serial(`the HA QEMU guest: kill -9 of n2's daemon and its fence guard kills its QEMU at once (the kernel, not the guard firing); it boots on another node, never two QEMU processes${skipped}`, async (t) => {
+  runsWhen(guestAbsent).serial(`the HA QEMU guest: kill -9 of n2's daemon and its fence guard kills its QEMU at once (the kernel, not the guard firing); it boots on another node, never two QEMU processes${skipped}`, async (t) => {
     const guardLog = `${cluster().node('n2').home}/log/fence-guard.log`;
     let guard = 0;
     let logged = 0;
@@ -324,11 +316,11 @@ if (!available.ok) {
     );
   });
 
-  runsWhen(guestMissing).serial(`the HA QEMU guest: the link of its node set down; it boots on another node, never two QEMU processes${skipped}`, async (t) => {
+  runsWhen(guestAbsent).serial(`the HA QEMU guest: the link of its node set down; it boots on another node, never two QEMU processes${skipped}`, async (t) => {
     await qemuFault(t, 'link down', (node) => cluster().partition(node), (node) => cluster().heal(node));
   });
 
-  runsWhen(guestMissing).serial(`the HA QEMU guest: SIGSTOP of its node's daemon; its guard, not fed, kills the QEMU; it boots on another node, never two QEMU processes${skipped}`, async (t) => {
+  runsWhen(guestAbsent).serial(`the HA QEMU guest: SIGSTOP of its node's daemon; its guard, not fed, kills the QEMU; it boots on another node, never two QEMU processes${skipped}`, async (t) => {
     let guard = 0;
     let log = '';
     let logged = 0;

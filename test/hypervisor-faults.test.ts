@@ -6,24 +6,13 @@ import { execFileSync } from 'node:child_process';
 import test from 'ava';
 import type { SystemMeta } from '../actors/hypervisor/index.js';
 import { guestImage } from '../adapters/guest-image.js';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import type { AcpClient } from '../runtime/client.js';
 import type { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { isGone } from '../node/harness/net.js';
 import { systemMeta, systemNode } from './helpers/system.js';
 import { eventually, makeHome, runCli } from './helpers/node.js';
-import { runsWhen } from './helpers/requires.js';
-
-
-function qemuMissingNow(): string | undefined {
-  try {
-    execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    return `${QEMU_BINARY} is not installed`;
-  }
-}
+import { guestMissing, qemuMissing, runsWhen } from './helpers/requires.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -44,7 +33,7 @@ test('migrate --to with a bad node name is refused and leaves the system running
   await t.notThrowsAsync(api.ask('hypervisor', { type: 'system.stop', id: 's1' }));
 });
 
-runsWhen(qemuMissingNow())('a start refused for a kernel that does not exist leaves the system stopped with the reason, not crashed (no crash alarm, no restarts)', async (t) => {
+runsWhen(qemuMissing())('a start refused for a kernel that does not exist leaves the system stopped with the reason, not crashed (no crash alarm, no restarts)', async (t) => {
   const { api } = await systemNode(t);
   await api.ask('cdb', { type: 'cdb.put', key: 'object/system/nok', value: { name: 'nok', driver: 'qemu', memoryMiB: 64, boot: { kernel: '/nonexistent/vmlinuz' } } });
   const refused = await t.throwsAsync(api.ask('hypervisor', { type: 'system.start', id: 'nok' }, { timeoutMs: 60_000 }));
@@ -57,14 +46,9 @@ runsWhen(qemuMissingNow())('a start refused for a kernel that does not exist lea
 });
 
 const image = guestImage();
-let qemuMissing = false;
-try {
-  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-} catch {
-  qemuMissing = true;
-}
+const guestAbsent = guestMissing();
 
-runsWhen(qemuMissing ? 'qemu-system-x86_64 is not installed' : !image && 'the test guest is not built (npm run guest-image)')('stopping a hung QEMU leaves neither QEMU nor its VMM container behind', async (t) => {
+runsWhen(guestAbsent)('stopping a hung QEMU leaves neither QEMU nor its VMM container behind', async (t) => {
   t.timeout(120_000);
   const { home, api } = await systemNode(t);
   const created = await runCli(['system', 'create', 'g1', '--driver', 'qemu', '--memory', '128', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline], home);
@@ -90,7 +74,7 @@ runsWhen(qemuMissing ? 'qemu-system-x86_64 is not installed' : !image && 'the te
   t.true(gone && isGone(vmmPid) && isGone(qemuPid));
 });
 
-runsWhen(qemuMissing ? 'qemu-system-x86_64 is not installed' : !image && 'the test guest is not built (npm run guest-image)')('a daemon that dies (kill -9) takes its VMM containers with it and leaves its QEMU guests running', async (t) => {
+runsWhen(guestAbsent)('a daemon that dies (kill -9) takes its VMM containers with it and leaves its QEMU guests running', async (t) => {
   t.timeout(120_000);
   const home = makeHome(t);
   const up = await runCli(['up', '--detach'], home);
@@ -118,7 +102,7 @@ runsWhen(qemuMissing ? 'qemu-system-x86_64 is not installed' : !image && 'the te
   t.false(isGone(qemuPid!), 'the guest outlives the daemon');
 });
 
-runsWhen(qemuMissing ? 'qemu-system-x86_64 is not installed' : !image && 'the test guest is not built (npm run guest-image)')('pausing a hung QEMU does not hold the hypervisor mailbox (other systems stay answerable)', async (t) => {
+runsWhen(guestAbsent)('pausing a hung QEMU does not hold the hypervisor mailbox (other systems stay answerable)', async (t) => {
   t.timeout(120_000);
   const { home, api } = await systemNode(t);
   const created = await runCli(['system', 'create', 'g3', '--driver', 'qemu', '--memory', '128', '--kernel', image!.kernel, '--initrd', image!.initrd, '--cmdline', image!.cmdline], home);

@@ -1,15 +1,13 @@
-import { execFileSync } from 'node:child_process';
 import test from 'ava';
 import type { SystemMeta } from '../actors/hypervisor/index.js';
 import { canHappen, next, SYSTEM_STATES, TRANSITIONS, type SystemEvent } from '../actors/hypervisor/lifecycle.js';
 import { guestImage, GUEST_READY_LINE, GUEST_UPTIME_PREFIX } from '../adapters/guest-image.js';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { isGone } from '../node/harness/net.js';
 import { systemMeta, systemNode } from './helpers/system.js';
 import { eventually, runCli } from './helpers/node.js';
-import { runsWhen } from './helpers/requires.js';
+import { guestMissing, runsWhen } from './helpers/requires.js';
 
 test('lifecycle: every event happens only from its states; anything else is refused naming the current state', (t) => {
   for (const state of SYSTEM_STATES) {
@@ -69,15 +67,9 @@ test('500 sim systems start and stop on one node', async (t) => {
 });
 
 const image = guestImage();
-let qemuMissing: string | undefined;
-try {
-  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-} catch {
-  qemuMissing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
-}
-const guestMissing = qemuMissing ?? (image ? undefined : 'the test guest is not built (npm run guest-image)');
+const guestAbsent = guestMissing();
 
-runsWhen(guestMissing)(`a real QEMU guest boots and prints its ready line; pause, resume; kill -9 of QEMU restarts it; kill -9 of its VMM container leaves it running, adopted by a new VMM${guestMissing ? ` (skipped: ${guestMissing})` : ''}`, async (t) => {
+runsWhen(guestAbsent)(`a real QEMU guest boots and prints its ready line; pause, resume; kill -9 of QEMU restarts it; kill -9 of its VMM container leaves it running, adopted by a new VMM${guestAbsent ? ` (skipped: ${guestAbsent})` : ''}`, async (t) => {
   t.timeout(300_000);
   const { home, api } = await systemNode(t);
   const created = await runCli(

@@ -5,7 +5,6 @@
  * is refused while the real source still gets through, and a listener that is not the named node
  * never gets the guest: the source refuses it and keeps running.
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as connectTcp, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -14,7 +13,6 @@ import { connect as connectTls, createServer as createTlsServer } from 'node:tls
 import test from 'ava';
 import type { GuestHandle, MigrationCredentials } from '../adapters/drivers/driver.js';
 import { migrationUri, qemuDriver } from '../adapters/drivers/qemu.js';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestImage, GUEST_UPTIME_PREFIX } from '../adapters/guest-image.js';
 import { createCa, createCsr, signCsr } from '../adapters/pki.js';
 import { systemObjectSchema } from '../actors/model.js';
@@ -23,16 +21,10 @@ import { homePaths } from '../runtime/config.js';
 import { AcpError } from '../runtime/errors.js';
 import { eventually } from './helpers/node.js';
 import { systemNode } from './helpers/system.js';
-import { runsWhen } from './helpers/requires.js';
+import { guestMissing, runsWhen } from './helpers/requires.js';
 
 const image = guestImage();
-let missing: string | undefined;
-try {
-  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-} catch {
-  missing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
-}
-missing ??= image ? undefined : 'the test guest is not built (npm run guest-image)';
+const missing = guestMissing();
 
 /** QEMU's migration stream starts with this magic ('QEVM') when it is not encrypted. */
 const QEMU_MAGIC = Buffer.from('QEVM', 'latin1');

@@ -6,7 +6,6 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import type { SystemMeta } from '../actors/hypervisor/index.js';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { guestImage, GUEST_UPTIME_PREFIX } from '../adapters/guest-image.js';
 import type { Message } from '../runtime/messages.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
@@ -14,15 +13,7 @@ import { eventually } from './helpers/node.js';
 
 const available = harnessAvailable();
 const image = guestImage();
-let missing: string | undefined = available.ok ? undefined : available.why;
-if (!missing) {
-  try {
-    execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-  } catch {
-    missing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
-  }
-}
-missing ??= image ? undefined : 'the test guest is not built (npm run guest-image)';
+const missing = available.ok ? guestMissing() : available.why;
 
 /**
  * A packet capture on a namespace's eth0 (AF_PACKET, Python's standard library: no tcpdump
@@ -53,7 +44,7 @@ while True:
     f[0] += len(payload)
     if len(f[1]) < 65536: f[1] += payload
 `;
-import { runsWhen } from './helpers/requires.js';
+import { guestMissing, runsWhen } from './helpers/requires.js';
 
 interface Flow {
   flow: string;

@@ -7,25 +7,16 @@
 import { execFileSync } from 'node:child_process';
 import type { ExecutionContext } from 'ava';
 import { guestHasNetworking, guestImage, GUEST_PING_PREFIX } from '../adapters/guest-image.js';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
 import { ip } from '../node/harness/net.js';
 import { eventually } from './helpers/node.js';
-import { runsWhen, unlessKernelLacks } from './helpers/requires.js';
+import { guestMissing, runsWhen, unlessKernelLacks } from './helpers/requires.js';
 import type { RecordView } from '../actors/cdb/index.js';
 import type { Message } from '../runtime/messages.js';
 
 const available = harnessAvailable();
 const image = guestImage();
-let missing: string | undefined = available.ok ? undefined : available.why;
-if (!missing) {
-  try {
-    execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-  } catch {
-    missing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
-  }
-}
-missing ??= image ? undefined : 'the test guest is not built (npm run guest-image)';
+let missing = available.ok ? guestMissing() : available.why;
 missing ??= guestHasNetworking() ? undefined : 'the test guest has no networking yet (npm run guest-image builds it again)';
 
 /** The last `ACP-GUEST-PING <address> ok|fail` results in a console log, oldest first. */

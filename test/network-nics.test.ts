@@ -2,28 +2,18 @@
  * Systems' NICs as taps on their network's bridge, on a daemon inside a network namespace: made
  * before the guest starts, removed after it stops, refused on a network the node does not carry.
  */
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { guestImage } from '../adapters/guest-image.js';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
 import { ip } from '../node/harness/net.js';
 import { eventually } from './helpers/node.js';
-import { runsWhen } from './helpers/requires.js';
+import { guestMissing, runsWhen } from './helpers/requires.js';
 import type { Message } from '../runtime/messages.js';
 
 const available = harnessAvailable();
 const missing = !available.ok && available.why;
 const image = guestImage();
-let qemuMissing: string | undefined = missing || undefined;
-if (!qemuMissing) {
-  try {
-    execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-  } catch {
-    qemuMissing = `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
-  }
-}
-qemuMissing ??= image ? undefined : 'the test guest is not built (npm run guest-image)';
+const qemuMissing = missing || guestMissing();
 
 interface Link {
   ifname: string;

@@ -12,9 +12,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { killHomeGuests } from '../adapters/drivers/qemu.js';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
-import { guestImage, guestImageDir } from '../adapters/guest-image.js';
-import { runsWhen } from './helpers/requires.js';
+import { guestImageDir } from '../adapters/guest-image.js';
+import { guestMissing, runsWhen } from './helpers/requires.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = join(root, 'dist', 'cli', 'acp.js');
@@ -44,15 +43,6 @@ function prepare(script: string): string {
     .join('\n');
 }
 
-function qemuMissing(): string | undefined {
-  try {
-    execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-  } catch {
-    return `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
-  }
-  return guestImage() ? undefined : 'the test guest is not built (npm run guest-image)';
-}
-
 /** Every home under `dir` with a daemon: stopped with its guests, whatever the block did. */
 function stopAll(dir: string): void {
   const walk = (at: string, depth: number): string[] => {
@@ -73,7 +63,7 @@ function stopAll(dir: string): void {
 }
 
 const blocks = readmeBlocks();
-const missingQemu = qemuMissing();
+const missingQemu = guestMissing();
 
 test('README marks its user-facing blocks for this test', (t) => {
   t.deepEqual(blocks.map((block) => block.name).sort(), ['cdb', 'chaos', 'first-node', 'logs', 'storage', 'systems', 'tokens', 'two-homes', 'web']);

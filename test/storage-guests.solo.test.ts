@@ -10,20 +10,20 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { guestHasDisks, guestImage, GUEST_DISK_PREFIX, GUEST_DISK_READ_PREFIX, GUEST_DISK_WROTE_PREFIX } from '../adapters/guest-image.js';
-import { QEMU_BINARY } from '../adapters/drivers/qemu-args.js';
 import type { RecordView } from '../actors/cdb/index.js';
 import type { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { allRunning, client, eventually, makeHome, startDaemon } from './helpers/node.js';
-import { runsWhen } from './helpers/requires.js';
+import { qemuMissing, runsWhen } from './helpers/requires.js';
 
 const image = guestImage();
-let missing: string | undefined;
-try {
-  execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-  execFileSync('qemu-img', ['--version'], { stdio: 'ignore' });
-} catch {
-  missing = `${QEMU_BINARY} or qemu-img is not installed (apt-get install qemu-system-x86 qemu-utils)`;
+let missing = qemuMissing();
+if (!missing) {
+  try {
+    execFileSync('qemu-img', ['--version'], { stdio: 'ignore' });
+  } catch {
+    missing = 'qemu-img is not installed (apt-get install qemu-utils)';
+  }
 }
 missing ??= !image ? 'the test guest is not built (npm run guest-image)' : !guestHasDisks() ? 'the test guest has no disk drivers yet (npm run guest-image rebuilds it)' : undefined;
 const MiB = 1024 * 1024;

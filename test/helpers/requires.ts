@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import test from 'ava';
 import { QEMU_BINARY } from '../../adapters/drivers/qemu-args.js';
+import { guestImage } from '../../adapters/guest-image.js';
 
 /** CI sets CI=true: there every test must run, so one that would skip fails instead, saying why. */
 export const IN_CI = process.env.CI === 'true' || process.env.CI === '1';
@@ -37,4 +38,9 @@ export function qemuMissing(): string | undefined {
   } catch {
     return `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`;
   }
+}
+
+/** Why a QEMU test guest cannot run here (no QEMU, or the test guest not built), or undefined when it can. */
+export function guestMissing(): string | undefined {
+  return qemuMissing() ?? (guestImage() ? undefined : 'the test guest is not built (npm run guest-image)');
 }
