@@ -88,7 +88,7 @@ if (only === 'sync-heal') {
 }
 if (!only || only === 'sync-sim') {
   const { syncSimBenchmarks } = await import('./sync-sim.js');
-  // `npm run bench -- sync-sim 10 100` simulates chosen cluster sizes (default 10, 100, 300; 1,000 needs node --max-old-space-size=14000).
+  // `npm run bench -- sync-sim 10 100` simulates chosen cluster sizes (default 10, 100, 300; 1,000 needs node --max-old-space-size=8000 and about 11 minutes).
   const sizes = process.argv.slice(3).map(Number);
   for (const line of await syncSimBenchmarks(sizes.length > 0 ? sizes : undefined)) process.stdout.write(`${line}\n`);
 }

@@ -87,9 +87,9 @@ function describe(load: PerNode): string {
 }
 
 /**
- * The default sizes fit node's default heap and a few minutes; 1,000 nodes needs about 10 GB of heap
- * (`node --max-old-space-size=14000 dist/bench/run.js sync-sim 1000`: every node keeps a view of
- * every other) and more than 13 CPU minutes (a run on a loaded machine was stopped unfinished there).
+ * The default sizes take a minute or so. 1,000 nodes takes about 11 minutes of one core and 3.3 GB
+ * (`node --max-old-space-size=8000 dist/bench/run.js sync-sim 1000`): the simulator delivers about
+ * 2 million payloads a simulated second, and holds all 1,000 nodes' stores in one process.
  */
 export async function syncSimBenchmarks(sizes: readonly number[] = [10, 100, 300]): Promise<string[]> {
   if (sizes.some((size) => !Number.isInteger(size) || size < 2 || size > 2000)) throw new Error(`simulated cluster sizes must be whole numbers from 2 to 2,000, not ${sizes.join(', ')}`);
