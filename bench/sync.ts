@@ -238,7 +238,13 @@ function memory(h: Harness, label: string): string {
  */
 async function failureDetection(h: Harness, clients: readonly AcpClient[], label: string): Promise<string> {
   // The last node that is not the monitor primary: a follower's failure, seen by the primary (the primary's own is a failover, bench/failover).
-  const primaryName = (await clients[0]!.ask<MonitorStatus>('monitor', { type: 'monitor.status' }, { timeoutMs: 10_000 }).catch(() => undefined))?.primary ?? null;
+  // Right after the partition heal an election may be under way: wait up to 15 s for a primary.
+  const giveUpAt = performance.now() + 15_000;
+  let primaryName: string | null = null;
+  while (primaryName === null && performance.now() < giveUpAt) {
+    primaryName = (await clients[0]!.ask<MonitorStatus>('monitor', { type: 'monitor.status' }, { timeoutMs: 5000 }).catch(() => undefined))?.primary ?? null;
+    if (primaryName === null) await sleep(200);
+  }
   const victimIndex = h.nodes.map((node) => node.name).findLastIndex((name) => name !== primaryName);
   const victim = h.nodes[victimIndex]!.name;
   const others = clients.filter((_, index) => index !== victimIndex);
@@ -253,9 +259,12 @@ async function failureDetection(h: Harness, clients: readonly AcpClient[], label
         return reply?.nodes.find((member) => member.node === victim)?.lastSeenMs ?? Number.POSITIVE_INFINITY;
       }),
     );
+  // ...and the primary's monitor counts it up (a node that joined last is down there until first heard).
+  const primarySeesUp = async () =>
+    !primary || (await primary.ask<MonitorStatus>('monitor', { type: 'monitor.status' }, { timeoutMs: 5000 }).catch(() => undefined))?.members.find((member) => member.name === victim)?.state === 'up';
   const settleBy = performance.now() + 60_000;
   let heard = await lastHeard();
-  while (Math.max(...heard) > 1000 && performance.now() < settleBy) {
+  while ((Math.max(...heard) > 1000 || !(await primarySeesUp())) && performance.now() < settleBy) {
     await sleep(100);
     heard = await lastHeard();
   }
