@@ -260,6 +260,9 @@ runsWhen(qemuAbsent ?? setprivMissing)('it starts only QEMU, as its own child un
   guard.feed(60_000, []);
   const third = await spawnUnderGuard(socket, { system: 'vm1', argv: idleQemu(run, 'vm1') });
   spawned.push(third.pid);
+  // setpriv sets the parent-death signal and then execs QEMU: a guard killed before that (a few
+  // ms on a loaded machine) would leave the child without it. Kill it once QEMU runs.
+  t.true(await until(() => readlinkSync(`/proc/${third.pid}/exe`) === qemuExe, 5000), 'setpriv exec’d QEMU');
   process.kill(guard.pid!, 'SIGKILL');
   t.true(await until(() => gone(third.pid), 5000), 'QEMU outlived its guard');
 });
