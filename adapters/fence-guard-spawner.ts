@@ -9,7 +9,7 @@
  * are reaped as they end (node's child_process waits for them) and each end is logged.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, chmodSync, closeSync, constants, lstatSync, openSync, rmSync, statSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants, lstatSync, openSync, readlinkSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { QEMU_BINARY } from './drivers/qemu-args.js';
@@ -21,6 +21,23 @@ const REQUEST_MS = 5000;
 const FORBIDDEN = new Set(['-daemonize']);
 
 /** The program a bare name resolves to on PATH (or the path itself, when it names one), if executable. */
+/** How long setpriv may take to exec QEMU (a loaded machine: well under a second). */
+const EXEC_WAIT_MS = 5000;
+
+/** Whether process `pid` (setpriv, at `setprivPath`) has exec'd something else while still alive, within EXEC_WAIT_MS. */
+async function execedFrom(setprivPath: string, pid: number, child: ChildProcess): Promise<boolean> {
+  const giveUpAt = Date.now() + EXEC_WAIT_MS;
+  while (child.exitCode === null && child.signalCode === null && Date.now() < giveUpAt) {
+    try {
+      if (readlinkSync(`/proc/${pid}/exe`) !== setprivPath) return true;
+    } catch {
+      return false;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  return false;
+}
+
 export function findProgram(name: string): string | null {
   const candidates = name.includes('/') ? [name] : (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(delimiter).filter((dir) => dir !== '').map((dir) => join(dir, name));
   for (const candidate of candidates) {
@@ -202,6 +219,12 @@ export class GuardSpawner {
       this.children.delete(pid);
       this.events.say({ event: 'child-exited', system: request.system, child: pid, code, signal });
     });
+    // setpriv sets the parent-death signal, then execs QEMU: answer once it has, so that a guest
+    // reported started is one that dies with this guard.
+    if (!(await execedFrom(realpathSync(setpriv), pid, child))) {
+      child.kill('SIGKILL');
+      throw new Refused('ACP_ERR_VMM_FAILED', `QEMU did not start under setpriv within ${EXEC_WAIT_MS} ms (see ${join(dir, 'qemu.log')})`);
+    }
     this.events.say({ event: 'spawned', system: request.system, child: pid });
     return { ok: true, pid, guard: process.pid };
   }

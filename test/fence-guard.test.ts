@@ -238,9 +238,9 @@ runsWhen(qemuAbsent ?? setprivMissing)('it starts only QEMU, as its own child un
   spawned.push(pid);
   t.is<number | null, number | null>(guardPid, guard.pid);
   t.is(parentOf(pid), guard.pid, "QEMU is the guard's child");
-  // setpriv runs first and then execs QEMU in the same process: wait for the exec.
+  // setpriv sets the parent-death signal and then execs QEMU in the same process; the guard answers only after that exec.
   const qemuExe = realpathSync(findProgram(QEMU_BINARY)!);
-  t.true(await until(() => readlinkSync(`/proc/${pid}/exe`) === qemuExe, 5000), 'what runs is QEMU itself (setpriv exec’d it)');
+  t.is(readlinkSync(`/proc/${pid}/exe`), qemuExe, 'what runs when the guard answers is QEMU itself (setpriv exec’d it)');
   t.true(await until(() => existsSync(join(guardedGuestDir(run, 'vm1'), 'qemu.pid')), 10_000), 'QEMU wrote its pid file');
   t.is(Number(readFileSync(join(guardedGuestDir(run, 'vm1'), 'qemu.pid'), 'utf8').trim()), pid);
 
@@ -260,9 +260,8 @@ runsWhen(qemuAbsent ?? setprivMissing)('it starts only QEMU, as its own child un
   guard.feed(60_000, []);
   const third = await spawnUnderGuard(socket, { system: 'vm1', argv: idleQemu(run, 'vm1') });
   spawned.push(third.pid);
-  // setpriv sets the parent-death signal and then execs QEMU: a guard killed before that (a few
-  // ms on a loaded machine) would leave the child without it. Kill it once QEMU runs.
-  t.true(await until(() => readlinkSync(`/proc/${third.pid}/exe`) === qemuExe, 5000), 'setpriv exec’d QEMU');
+  // Answered after setpriv exec'd QEMU, so the parent-death signal is set: killing the guard right away must take QEMU with it.
+  t.is(readlinkSync(`/proc/${third.pid}/exe`), qemuExe);
   process.kill(guard.pid!, 'SIGKILL');
   t.true(await until(() => gone(third.pid), 5000), 'QEMU outlived its guard');
 });
