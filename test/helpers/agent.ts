@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { connect as netConnect, createServer as netServer } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
@@ -12,17 +13,22 @@ import { homePaths } from '../../runtime/config.js';
 import type { ErrorData } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import type { NodeStatus } from '../../runtime/services.js';
-import { makeHome, runCli, type CliResult, type HomeOptions } from './node.js';
+import { isAlive, makeHome, runCli, type CliResult, type HomeOptions } from './node.js';
 import { RawFrames, type RawFramesResult } from './raw-frames.js';
 
 /**
  * A free TCP port on loopback: the agent's address must be known before it listens (peers and
  * join tokens name it), so port 0 will not do. Taken below the kernel's ephemeral range
  * (32768+), where the nodes' own outgoing connections take theirs: bound, released, then used.
+ * Test files run in parallel processes, and a port is free only until its daemon binds it, so each
+ * pick is also claimed in a file naming the process that holds it; a claim whose process is gone
+ * is taken over.
  */
 export async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt += 1) {
+  mkdirSync(PORT_CLAIMS, { recursive: true });
+  for (let attempt = 0; attempt < 200; attempt += 1) {
     const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (!claimPort(port)) continue;
     const free = await new Promise<boolean>((resolve) => {
       const server = netServer();
       server.once('error', () => resolve(false));
@@ -30,7 +36,28 @@ export async function freePort(): Promise<number> {
     });
     if (free) return port;
   }
-  throw new Error('no free port between 20000 and 32000 on 127.0.0.1');
+  throw new Error(`no free, unclaimed port between 20000 and 32000 on 127.0.0.1 (claims in ${PORT_CLAIMS})`);
+}
+
+const PORT_CLAIMS = join(tmpdir(), 'acp-test-ports');
+
+function claimPort(port: number): boolean {
+  const file = join(PORT_CLAIMS, String(port));
+  try {
+    writeFileSync(file, String(process.pid), { flag: 'wx' });
+    return true;
+  } catch {
+    let holder: string;
+    try {
+      holder = readFileSync(file, 'utf8');
+    } catch {
+      return false;
+    }
+    // An empty claim is one being written: held.
+    if (holder === '' || isAlive(Number(holder))) return false;
+    rmSync(file, { force: true });
+    return claimPort(port);
+  }
 }
 
 export function secretPath(home: string, name: string): string {
@@ -52,7 +79,11 @@ export async function cliOk(args: readonly string[], home: string, timeoutMs = 6
   return result;
 }
 
-/** Runs `acp --json ...` and parses its single line of output. */
+/**
+ * Runs `acp --json ...` and parses its single line of output. `stderr` also carries that line when
+ * the command failed (with --json the error is printed on stdout), so `t.is(r.code, 0, r.stderr)`
+ * names why.
+ */
 export async function cliJson<T>(args: readonly string[], home: string, timeoutMs = 60_000): Promise<{ code: number; value: T; stderr: string }> {
   const result = await runCli(['--json', ...args], home, timeoutMs);
   let value: T;
@@ -61,7 +92,7 @@ export async function cliJson<T>(args: readonly string[], home: string, timeoutM
   } catch {
     throw new Error(`acp --json ${args.join(' ')} printed no JSON (exit ${result.code}): ${result.stdout.trim()} ${result.stderr.trim()}`);
   }
-  return { code: result.code, value, stderr: result.stderr };
+  return { code: result.code, value, stderr: result.code === 0 ? result.stderr : `${result.stderr}${result.stdout}`.trim() };
 }
 
 /** The error code of a failed `acp --json` command. */
