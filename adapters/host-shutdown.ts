@@ -5,7 +5,7 @@
  * poweroff.target or halt.target a power-off. A host without systemd, or whose systemctl does not
  * answer within the timeout, is taken as not going down (only acpd stops).
  */
-import { execFile } from 'node:child_process';
+import { execProgram } from './exec.js';
 import { existsSync } from 'node:fs';
 
 export type HostShutdown = 'reboot' | 'poweroff' | null;
@@ -26,9 +26,7 @@ export function hostShutdownOf(listing: string): HostShutdown {
 /** Asks systemd whether the host is rebooting or powering off now (at once null where systemd is not init, as sd_booted() tells). */
 export function hostShutdown(): Promise<HostShutdown> {
   if (!existsSync('/run/systemd/system')) return Promise.resolve(null);
-  return new Promise((resolve) => {
-    execFile('systemctl', ['list-jobs', '--no-legend', '--no-pager'], { timeout: TIMEOUT_MS, maxBuffer: 1024 * 1024 }, (error, stdout) => {
-      resolve(error ? null : hostShutdownOf(stdout));
-    });
-  });
+  return execProgram('systemctl', ['list-jobs', '--no-legend', '--no-pager'], { timeoutMs: TIMEOUT_MS, maxBuffer: 1024 * 1024 }).then((result) =>
+    result.outcome === 'ok' ? hostShutdownOf(result.stdout) : null,
+  );
 }

@@ -1,10 +1,10 @@
 /**
  * Every iproute2 call ACP makes: `ip -j` and `bridge -j`, run with execFile (never a shell) and a
- * timeout, off the event loop; JSON output parsed and checked. A missing binary, a refused
+ * timeout, by the exec helper (adapters/exec.ts); JSON output parsed and checked. A missing binary, a refused
  * operation, a timeout or output that does not parse is an AcpError naming the command.
  */
-import { execFile } from 'node:child_process';
 import { z } from 'zod';
+import { execProgram } from './exec.js';
 import { IFNAME_PATTERN, provisionalName } from './interface-names.js';
 import { AcpError } from '../runtime/errors.js';
 
@@ -40,25 +40,20 @@ const MAX_BUFFER = 64 * 1024 * 1024;
 
 export type Tool = 'ip' | 'bridge';
 
-/** Runs `tool ...args`; resolves with stdout. The error says which command failed and why. */
-export function run(tool: Tool | 'vppctl', args: readonly string[], timeoutMs = TIMEOUT_MS): Promise<string> {
+/** Runs `tool ...args` (through the exec helper: adapters/exec.ts); resolves with stdout. The error says which command failed and why. */
+export async function run(tool: Tool | 'vppctl', args: readonly string[], timeoutMs = TIMEOUT_MS): Promise<string> {
   const command = `${tool} ${args.join(' ')}`;
-  return new Promise((resolve, reject) => {
-    execFile(tool, args, { timeout: timeoutMs, maxBuffer: MAX_BUFFER, encoding: 'utf8' }, (error, stdout, stderr) => {
-      if (!error) {
-        resolve(stdout);
-        return;
-      }
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') {
-        reject(new AcpError('ACP_ERR_NETWORK_TOOL_MISSING', `'${tool}' is not installed or not on PATH (needed for: ${command}); install iproute2`, { command }));
-      } else if ((error as { killed?: boolean }).killed) {
-        reject(new AcpError('ACP_ERR_NETWORK_COMMAND', `${command} did not finish within ${timeoutMs} ms`, { command }));
-      } else {
-        reject(new AcpError('ACP_ERR_NETWORK_COMMAND', `${command} failed: ${stderr.trim() || error.message}`, { command, stderr: stderr.trim() }));
-      }
-    });
-  });
+  const result = await execProgram(tool, args, { timeoutMs, maxBuffer: MAX_BUFFER });
+  switch (result.outcome) {
+    case 'ok':
+      return result.stdout;
+    case 'missing':
+      throw new AcpError('ACP_ERR_NETWORK_TOOL_MISSING', `'${tool}' is not installed or not on PATH (needed for: ${command}); install iproute2`, { command });
+    case 'timeout':
+      throw new AcpError('ACP_ERR_NETWORK_COMMAND', `${command} did not finish within ${timeoutMs} ms`, { command });
+    default:
+      throw new AcpError('ACP_ERR_NETWORK_COMMAND', `${command} failed: ${result.stderr.trim() || result.message}`, { command, stderr: result.stderr.trim() });
+  }
 }
 
 function parseJson<T>(command: string, text: string, schema: z.ZodType<T>): T {

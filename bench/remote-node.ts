@@ -10,7 +10,7 @@ import { homePaths } from '../runtime/config.js';
 import { Daemon } from '../node/daemon.js';
 import { messageSchema, type Message } from '../runtime/messages.js';
 import { makePath } from '../runtime/path.js';
-import { openLoop } from './measure.js';
+import { openLoop, type OpenLoopLatency } from './measure.js';
 
 const [home = '', rawPortText = '0'] = process.argv.slice(2);
 const rawPort = Number(rawPortText);
@@ -145,13 +145,19 @@ async function measure(peer: string, peerRawPort: number): Promise<Record<string
     }
   }
   results.series = series;
-  // Open loop at 1,000/s (latency from each request's scheduled time), the three sides in turn, twice.
+  // Open loop at 1,000/s (latency from each request's scheduled time): raw TLS, the agent and a
+  // local ask in turn, round after round, so a burst of load from elsewhere falls on one round of
+  // each rather than on the one run that is reported.
   const rate = 1000;
-  for (let round = 0; round < 2; round += 1) {
-    results.rawLatency = await openLoop(rate, 3000, () => rawPeer.request({ v: 1, k: 'ask', id: id++, body }));
-    results.latency = await openLoop(rate, 3000, () => remoteEcho.ask(body, { timeoutMs: 30_000 }));
-    results.localLatency = await openLoop(rate, 3000, () => localEcho.ask(body, { timeoutMs: 30_000 }));
+  const latencyRounds = 5;
+  const latencies: { raw: OpenLoopLatency[]; agent: OpenLoopLatency[]; local: OpenLoopLatency[] } = { raw: [], agent: [], local: [] };
+  await openLoop(rate, 1000, () => remoteEcho.ask(body, { timeoutMs: 30_000 })); // warm-up, not counted
+  for (let round = 0; round < latencyRounds; round += 1) {
+    latencies.raw.push(await openLoop(rate, 2000, () => rawPeer.request({ v: 1, k: 'ask', id: id++, body })));
+    latencies.agent.push(await openLoop(rate, 2000, () => remoteEcho.ask(body, { timeoutMs: 30_000 })));
+    latencies.local.push(await openLoop(rate, 2000, () => localEcho.ask(body, { timeoutMs: 30_000 })));
   }
+  results.latencies = latencies;
   results.rate = rate;
   rawPeer.close();
   return results;

@@ -52,6 +52,10 @@ if (!only || only === 'remote') {
   const { remoteBenchmarks } = await import('./remote.js');
   for (const line of await remoteBenchmarks()) process.stdout.write(`${line}\n`);
 }
+if (!only || only === 'exec') {
+  const { execBenchmarks } = await import('./exec.js');
+  for (const line of await execBenchmarks()) process.stdout.write(`${line}\n`);
+}
 if (!only || only === 'web') {
   const { webBenchmarks } = await import('./web.js');
   for (const result of await webBenchmarks()) report(result);

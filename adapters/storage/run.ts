@@ -1,11 +1,11 @@
 /**
  * How the Storage service's adapters run a program: execFile (never a shell) with an argv array,
- * a timeout and a bounded output, off the event loop. A missing program, a failure or a timeout is
+ * a timeout and a bounded output, by the exec helper (adapters/exec.ts). A missing program, a failure or a timeout is
  * an AcpError naming the command (and, for a missing program, the Debian package that has it).
  */
-import { execFile } from 'node:child_process';
 import { z } from 'zod';
 import { AcpError } from '../../runtime/errors.js';
+import { execProgram } from '../exec.js';
 
 const MAX_BUFFER = 64 * 1024 * 1024;
 
@@ -31,31 +31,24 @@ export interface RunOptions {
   readonly env?: Readonly<Record<string, string>>;
 }
 
-/** Runs `tool ...args`; resolves with stdout. */
-export function runTool(tool: string, args: readonly string[], options: RunOptions): Promise<string> {
+/** Runs `tool ...args` (through the exec helper: adapters/exec.ts); resolves with stdout. */
+export async function runTool(tool: string, args: readonly string[], options: RunOptions): Promise<string> {
   const command = `${tool} ${args.join(' ')}`;
-  return new Promise((resolve, reject) => {
-    execFile(
-      tool,
-      args,
-      { timeout: options.timeoutMs, killSignal: 'SIGKILL', maxBuffer: MAX_BUFFER, encoding: 'utf8', ...(options.env ? { env: { ...process.env, ...options.env } } : {}) },
-      (error, stdout, stderr) => {
-        if (!error) {
-          resolve(stdout);
-          return;
-        }
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') {
-          const pkg = PACKAGES[tool];
-          reject(new AcpError('ACP_ERR_STORAGE_TOOL_MISSING', `'${tool}' is not installed or not on PATH (needed for: ${command})${pkg ? `; install ${pkg} (apt-get install ${pkg})` : ''}`, { command }));
-        } else if ((error as { killed?: boolean }).killed) {
-          reject(new AcpError('ACP_ERR_STORAGE_COMMAND', `${command} did not finish within ${options.timeoutMs} ms`, { command }));
-        } else {
-          reject(new AcpError('ACP_ERR_STORAGE_COMMAND', `${command} failed: ${stderr.trim().split('\n').slice(-3).join(' ') || error.message}`, { command, stderr: stderr.trim().slice(-2000) }));
-        }
-      },
-    );
-  });
+  const result = await execProgram(tool, args, { timeoutMs: options.timeoutMs, killSignal: 'SIGKILL', maxBuffer: MAX_BUFFER, ...(options.env ? { env: options.env } : {}) });
+  switch (result.outcome) {
+    case 'ok':
+      return result.stdout;
+    case 'missing': {
+      const pkg = PACKAGES[tool];
+      throw new AcpError('ACP_ERR_STORAGE_TOOL_MISSING', `'${tool}' is not installed or not on PATH (needed for: ${command})${pkg ? `; install ${pkg} (apt-get install ${pkg})` : ''}`, { command });
+    }
+    case 'timeout':
+      throw new AcpError('ACP_ERR_STORAGE_COMMAND', `${command} did not finish within ${options.timeoutMs} ms`, { command });
+    default: {
+      const stderr = result.stderr.trim();
+      throw new AcpError('ACP_ERR_STORAGE_COMMAND', `${command} failed: ${stderr.split('\n').slice(-3).join(' ') || result.message}`, { command, stderr: stderr.slice(-2000) });
+    }
+  }
 }
 
 /** Parses a command's JSON output against its expected shape; the error names the command. */

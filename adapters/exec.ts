@@ -1,0 +1,147 @@
+/**
+ * How ACP runs a short-lived program (ip, bridge, lsblk, btrfs, qemu-img, ...): execFile, never a
+ * shell, with a timeout and a bounded output, and *not from this process*. fork() copies the
+ * calling process's page tables, so a spawn from a daemon of 300 MB holds its event loop for about
+ * 20 ms (3 ms at 100 MB); the Network service's pass every 2 s was the largest stall an idle
+ * daemon had, and it set the p99 of every remote ask. So the programs are run by a small helper
+ * process (exec-helper-main.ts), forked once and asked over its IPC channel. Should the helper be
+ * gone, what it had in hand and what comes next run here, as before, and a new helper is tried
+ * on the next call (not more often than once a second).
+ */
+import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export interface ExecOptions {
+  readonly timeoutMs: number;
+  readonly maxBuffer: number;
+  readonly killSignal?: NodeJS.Signals;
+  /** Extra environment over this process's (fixed names and values, never a message's input). */
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+/** ok; missing: no such program (ENOENT); timeout: killed at timeoutMs (or past maxBuffer); failed: a non-zero exit or a signal. */
+export type ExecOutcome = 'ok' | 'missing' | 'timeout' | 'failed';
+
+export interface ExecResult {
+  readonly outcome: ExecOutcome;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** Node's error message when not ok. */
+  readonly message: string;
+}
+
+/** The helper's protocol. */
+export interface ExecRequest {
+  readonly id: number;
+  readonly tool: string;
+  readonly args: readonly string[];
+  readonly timeoutMs: number;
+  readonly maxBuffer: number;
+  readonly killSignal: NodeJS.Signals;
+  readonly env?: Readonly<Record<string, string>>;
+}
+export interface ExecReply extends ExecResult {
+  readonly id: number;
+}
+
+const HELPER_MAIN = fileURLToPath(new URL('./exec-helper-main.js', import.meta.url));
+const RETRY_HELPER_MS = 1000;
+
+interface Pending {
+  readonly request: ExecRequest;
+  readonly resolve: (result: ExecResult) => void;
+}
+
+let helper: ChildProcess | undefined;
+let helperFailedAt = Number.NEGATIVE_INFINITY;
+let nextId = 1;
+const pending = new Map<number, Pending>();
+
+/** Runs `tool ...args` (off this process when it can) and says how it went; never rejects. */
+export function execProgram(tool: string, args: readonly string[], options: ExecOptions): Promise<ExecResult> {
+  const request: ExecRequest = {
+    id: nextId++,
+    tool,
+    args: [...args],
+    timeoutMs: options.timeoutMs,
+    maxBuffer: options.maxBuffer,
+    killSignal: options.killSignal ?? 'SIGTERM',
+    // The caller's PATH as it is now, not as it was when the helper was forked.
+    env: { ...(process.env.PATH === undefined ? {} : { PATH: process.env.PATH }), ...options.env },
+  };
+  return new Promise((resolve) => {
+    const channel = helperChannel();
+    if (!channel) {
+      runDirect(request, resolve);
+      return;
+    }
+    pending.set(request.id, { request, resolve });
+    channel.channel?.ref();
+    channel.send(request, (error) => {
+      if (error) takeBack(request.id);
+    });
+  });
+}
+
+/** The pid of the helper that runs programs now, if there is one (for tests and diagnostics). */
+export function execHelperPid(): number | undefined {
+  return helper?.pid;
+}
+
+function helperChannel(): ChildProcess | undefined {
+  if (helper?.connected) return helper;
+  if (Date.now() - helperFailedAt < RETRY_HELPER_MS) return undefined;
+  try {
+    const child = fork(HELPER_MAIN, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'advanced', execArgv: [] });
+    child.on('message', (reply: ExecReply) => {
+      const waiting = pending.get(reply.id);
+      if (!waiting) return;
+      pending.delete(reply.id);
+      if (pending.size === 0) child.channel?.unref();
+      waiting.resolve({ outcome: reply.outcome, stdout: reply.stdout, stderr: reply.stderr, message: reply.message });
+    });
+    const gone = () => {
+      if (helper !== child) return;
+      helper = undefined;
+      helperFailedAt = Date.now();
+      for (const id of [...pending.keys()]) takeBack(id);
+    };
+    child.on('exit', gone);
+    child.on('disconnect', gone);
+    child.on('error', gone);
+    child.unref();
+    child.channel?.unref();
+    helper = child;
+    return child;
+  } catch {
+    helperFailedAt = Date.now();
+    return undefined;
+  }
+}
+
+/** A request the helper will not answer: run here instead. */
+function takeBack(id: number): void {
+  const waiting = pending.get(id);
+  if (!waiting) return;
+  pending.delete(id);
+  runDirect(waiting.request, waiting.resolve);
+}
+
+/** Runs the request from this process; the helper's way too. Returns the child, if one started. */
+export function runDirect(request: ExecRequest, resolve: (result: ExecResult) => void): ChildProcess | undefined {
+  const { tool, args, timeoutMs, maxBuffer, killSignal, env } = request;
+  try {
+    return execFile(tool, args, { timeout: timeoutMs, maxBuffer, killSignal, encoding: 'utf8', ...(env ? { env: { ...process.env, ...env } } : {}) }, (error, stdout, stderr) => {
+      if (!error) {
+        resolve({ outcome: 'ok', stdout, stderr, message: '' });
+        return;
+      }
+      const code = (error as NodeJS.ErrnoException).code;
+      const outcome: ExecOutcome = code === 'ENOENT' ? 'missing' : (error as { killed?: boolean }).killed ? 'timeout' : 'failed';
+      resolve({ outcome, stdout: String(stdout ?? ''), stderr: String(stderr ?? ''), message: error.message });
+    });
+  } catch (error) {
+    resolve({ outcome: 'failed', stdout: '', stderr: '', message: (error as Error).message });
+    return undefined;
+  }
+}
