@@ -9,6 +9,7 @@
 import { readdirSync, readFileSync, statfsSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import si from 'systeminformation';
+import { counterRate } from '../runtime/rate.js';
 
 export interface GuestProcess {
   readonly id: string;
@@ -78,8 +79,7 @@ const previousCounters = new Map<string, { value: number; at: number }>();
 function perSecond(name: string, value: number, at: number): number | null {
   const before = previousCounters.get(name);
   previousCounters.set(name, { value, at });
-  if (!before || at <= before.at || value < before.value) return null;
-  return Math.round(((value - before.value) / ((at - before.at) / 1000)) * 100) / 100;
+  return before ? counterRate(value, before.value, (at - before.at) / 1000, 2) : null;
 }
 
 /** Filesystem types that need no block device (proc, tmpfs, overlay, fuse, nfs...): /proc/filesystems marks them nodev. */
@@ -108,6 +108,9 @@ function filesystemUsage(): NodeStats['filesystems'] {
     const mount = encodedMount.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
     try {
       const fs = statfsSync(mount);
+      // No blocks: a pseudo filesystem /proc/filesystems does not list (nsfs, a network namespace
+      // bound at /run/netns/NAME), which df leaves out too.
+      if (fs.blocks === 0) continue;
       result.push({ mount, sizeBytes: fs.blocks * fs.bsize, usedBytes: (fs.blocks - fs.bfree) * fs.bsize });
     } catch {
       // Unmounted meanwhile, or not ours to read: left out.

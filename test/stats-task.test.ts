@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import test from 'ava';
 import { collect } from '../adapters/stats-task.js';
+import { runsWhen } from './helpers/requires.js';
 
 test('filesystems, disks and interfaces come from /proc and statfs, rates from the second sample on', async (t) => {
   const interfaces = () => readFileSync('/proc/net/dev', 'utf8').split('\n').slice(2).map((line) => line.split(':')[0]!.trim()).filter((name) => name !== '' && name !== 'lo');
@@ -40,4 +41,19 @@ test('filesystems, disks and interfaces come from /proc and statfs, rates from t
     t.true(typeof node.disks.writeOpsPerSec === 'number', 'a rate from the second sample on');
   }
   t.true(node.memory.totalBytes > 0 && node.cpuPercent >= 0);
+});
+
+const cannotMakeNamespaces = process.getuid?.() !== 0 ? 'making a network namespace needs root' : undefined;
+
+runsWhen(cannotMakeNamespaces)('a network namespace bound at /run/netns (nsfs, no blocks) is not reported as a filesystem', async (t) => {
+  const name = `acp-stats-${process.pid}`;
+  execFileSync('ip', ['netns', 'add', name]);
+  try {
+    t.true(readFileSync('/proc/self/mounts', 'utf8').includes(`/run/netns/${name} nsfs`), 'the namespace is mounted');
+    const { node } = await collect({ guests: [], previous: {} });
+    t.false(node.filesystems.some((fs) => fs.mount.startsWith('/run/netns/')), node.filesystems.map((fs) => fs.mount).join(', '));
+    t.true(node.filesystems.every((fs) => fs.sizeBytes > 0));
+  } finally {
+    execFileSync('ip', ['netns', 'del', name]);
+  }
 });

@@ -1,3 +1,4 @@
+import { counterRate } from '../../runtime/rate.js';
 import type { ActorContext, ActorRef } from '../../runtime/actor.js';
 import type { Message } from '../../runtime/messages.js';
 import type { DiskCounters } from '../../adapters/drivers/disks.js';
@@ -48,8 +49,7 @@ export class SystemDisks {
     return disks.map((disk) => {
       const before = previous?.disks.find((candidate) => candidate.index === disk.index);
       const seconds = previous ? (at - previous.at) / 1000 : 0;
-      const rate = (now: number, then: number | undefined) => (then === undefined || seconds <= 0 || now < then ? null : Math.round((now - then) / seconds));
-      return { ...disk, readBytesPerSec: rate(disk.readBytes, before?.readBytes), writeBytesPerSec: rate(disk.writeBytes, before?.writeBytes) };
+      return { ...disk, readBytesPerSec: counterRate(disk.readBytes, before?.readBytes, seconds, 0), writeBytesPerSec: counterRate(disk.writeBytes, before?.writeBytes, seconds, 0) };
     });
   }
 

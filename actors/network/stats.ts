@@ -1,3 +1,4 @@
+import { counterRate } from '../../runtime/rate.js';
 import type { LinkCounters } from '../../adapters/iproute2.js';
 
 /** An interface's counters and per-second rates since the previous sample (null on the first). */
@@ -13,15 +14,9 @@ export interface Sample {
   readonly at: number;
 }
 
-function rate(now: number, before: number, seconds: number): number | null {
-  // A counter that went down was reset (the interface was made again): no rate this once.
-  if (seconds <= 0 || now < before) return null;
-  return Math.round(((now - before) / seconds) * 10) / 10;
-}
-
 /** Counters with rates from the previous sample of the same interface. */
 export function withRates(counters: LinkCounters, previous: Sample | undefined, at: number): LinkStats {
   const seconds = previous ? (at - previous.at) / 1000 : 0;
-  const of = (field: keyof LinkCounters) => (previous ? rate(counters[field], previous.counters[field], seconds) : null);
+  const of = (field: keyof LinkCounters) => counterRate(counters[field], previous?.counters[field], seconds, 1);
   return { ...counters, rxBytesPerSec: of('rxBytes'), txBytesPerSec: of('txBytes'), rxPacketsPerSec: of('rxPackets'), txPacketsPerSec: of('txPackets') };
 }
