@@ -1,11 +1,51 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import { dirname } from 'node:path';
 import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HELLO_FRAME_BYTES, encodeFrame, FrameDecoder, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
 import type { CborLimits } from '../runtime/cbor-guard.js';
 import { AcpError, errorMessage } from '../runtime/errors.js';
 import type { Logger } from '../runtime/logger.js';
+
+/** How many more turns a corked socket may wait while frames keep coming, and how much it may gather. */
+const MAX_TURNS_CORKED = 16;
+const FLUSH_BYTES = 64 * 1024;
+
+/**
+ * Writes to `socket` gathered into few writes (one TLS record batch, one syscall each): the socket
+ * is corked at the first write and uncorked after the turn of the event loop is over, or, while
+ * writes keep coming turn after turn, a few turns later (at most MAX_TURNS_CORKED, or once
+ * FLUSH_BYTES wait). An actor's mailbox takes one message a turn, so the answers to a burst of
+ * asks to one actor leave one a turn: each was its own TLS record and syscall, a third of the
+ * answering daemon's time. A turn in which nothing more was written ends the wait, so a lone
+ * frame waits one turn more than it did.
+ */
+export function gatheredWriter(socket: Writable): (bytes: Buffer) => void {
+  let corked = false;
+  let writtenSinceCheck = 0;
+  let turnsWaited = 0;
+  const check = () => {
+    if (writtenSinceCheck > 0 && turnsWaited < MAX_TURNS_CORKED && socket.writableLength < FLUSH_BYTES) {
+      writtenSinceCheck = 0;
+      turnsWaited += 1;
+      setImmediate(check);
+      return;
+    }
+    corked = false;
+    writtenSinceCheck = 0;
+    turnsWaited = 0;
+    socket.uncork();
+  };
+  return (bytes) => {
+    if (!corked) {
+      corked = true;
+      socket.cork();
+      setImmediate(check);
+    }
+    writtenSinceCheck += 1;
+    socket.write(bytes);
+  };
+}
 
 /** One connection, as the protocol logic sees it. */
 export interface FrameConnection {
@@ -55,13 +95,7 @@ export function attachFrames(socket: Duplex, id: string, options: FrameSocketOpt
   }
   const maxPending = options.maxPendingWriteBytes ?? 64 * 1024 * 1024;
   let open = true;
-  // Frames sent in one turn of the event loop leave in one write (one TLS record batch, one
-  // syscall): the socket is corked at the turn's first frame and uncorked once the turn is over.
-  let corked = false;
-  const uncork = () => {
-    corked = false;
-    socket.uncork();
-  };
+  const writeGathered = gatheredWriter(socket);
   const connection: FrameConnection = {
     id,
     send: (envelope) => {
@@ -71,12 +105,7 @@ export function attachFrames(socket: Duplex, id: string, options: FrameSocketOpt
         socket.destroy();
         return;
       }
-      if (!corked) {
-        corked = true;
-        socket.cork();
-        setImmediate(uncork);
-      }
-      socket.write(encodeOrRefusal(envelope, id, log));
+      writeGathered(encodeOrRefusal(envelope, id, log));
     },
     close: (last) => {
       if (!open) return;

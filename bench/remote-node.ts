@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createServer, connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { gatheredWriter } from '../adapters/frame-listener.js';
 import { encodeFrame, FrameDecoder, type Envelope } from '../runtime/codec.js';
 import { homePaths } from '../runtime/config.js';
 import { Daemon } from '../node/daemon.js';
@@ -32,21 +33,11 @@ await daemon.system.spawn(daemon.system.localPath('counter'), () => ({
   },
 }), { schema: messageSchema });
 
-/** Writes frames as the agent's connections do (attachFrames): no Nagle, one write per event-loop turn. */
+/** Writes frames as the agent's connections do (attachFrames): no Nagle, the same gathered writes. */
 function coalescing(socket: TLSSocket): (envelope: Envelope) => void {
   socket.setNoDelay(true);
-  let corked = false;
-  return (envelope) => {
-    if (!corked) {
-      corked = true;
-      socket.cork();
-      setImmediate(() => {
-        corked = false;
-        socket.uncork();
-      });
-    }
-    socket.write(encodeFrame(envelope));
-  };
+  const write = gatheredWriter(socket);
+  return (envelope) => write(encodeFrame(envelope));
 }
 
 // Raw TLS: echoes every frame (ask) and answers a ping with the number of frames seen (tells).
