@@ -15,10 +15,10 @@ const FLUSH_BYTES = 64 * 1024;
  * Writes to `socket` gathered into few writes (one TLS record batch, one syscall each): the socket
  * is corked at the first write and uncorked after the turn of the event loop is over, or, while
  * writes keep coming turn after turn, a few turns later (at most MAX_TURNS_CORKED, or once
- * FLUSH_BYTES wait). An actor's mailbox takes one message a turn, so the answers to a burst of
- * asks to one actor leave one a turn: each was its own TLS record and syscall, a third of the
- * answering daemon's time. A turn in which nothing more was written ends the wait, so a lone
- * frame waits one turn more than it did.
+ * FLUSH_BYTES wait). Answers that come a turn apart (a mailbox that took one message a turn, asks
+ * answered by different actors, replies after I/O) were each their own TLS record and syscall: a
+ * third of the answering daemon's time under 64 askers. A turn in which nothing more was written
+ * ends the wait, so a lone frame waits one turn more than it did.
  */
 export function gatheredWriter(socket: Writable): (bytes: Buffer) => void {
   let corked = false;

@@ -361,3 +361,39 @@ test.serial('a stopped host refuses new cells', (t) => {
   host.stop();
   t.throws(() => host.spawn(undefined, 'late', echoProbe().callbacks), { message: /host is stopped/ });
 });
+
+// Cost 8. nact handles one message per setImmediate; the cell drains a run of queued deliveries in
+// one. Without the drain, the 64 deliveries below would take 64 turns.
+test.serial('cost 8: a burst of deliveries is handled in order within a turn or two, not one per turn', async (t) => {
+  const p = probe<number>();
+  const cell = host.spawn(undefined, 'burst', p.callbacks);
+  for (let i = 0; i < 64; i += 1) t.true(cell.dispatch(i));
+  await turns(2);
+  t.deepEqual(p.handled, Array.from({ length: 64 }, (_, i) => i));
+});
+
+test.serial('cost 8: a run of slow deliveries yields to the event loop every few milliseconds', async (t) => {
+  const p = probe<number>(() => {
+    const until = performance.now() + 1;
+    while (performance.now() < until);
+  });
+  const cell = host.spawn(undefined, 'slow', p.callbacks);
+  for (let i = 0; i < 20; i += 1) cell.dispatch(i);
+  await turns(1);
+  t.true(p.handled.length >= 1 && p.handled.length <= 4, `${p.handled.length} of 1 ms each in the first turn`);
+  await turns(20);
+  t.is(p.handled.length, 20);
+});
+
+test.serial('cost 8: a crash in the middle of a run reports that delivery; what was queued behind it is not handled', async (t) => {
+  const p = probe<number>((delivery) => {
+    if (delivery === 3) throw new Error('three');
+  });
+  const cell = host.spawn(undefined, 'midrun', p.callbacks);
+  for (let i = 0; i < 10; i += 1) cell.dispatch(i);
+  await within(p.crashed, 'the crashed callback');
+  await turns();
+  t.deepEqual(p.handled, [0, 1, 2, 3]);
+  t.is(p.crashes[0]!.delivery, 3);
+  t.false(cell.dispatch(11));
+});
