@@ -71,7 +71,7 @@ export async function remoteBenchmarks(): Promise<string[]> {
     const late = (side: keyof Latencies) => latencies[side].reduce((sum, latency) => sum + latency.late, 0);
     const sent = latencies.agent.reduce((sum, latency) => sum + latency.sent, 0);
     return [
-      `remote: ${rounds} alternating rounds; medians, and the median per-round ratio (min–max). Both sides write frames the same way: no Nagle, one write per event-loop turn`,
+      `remote: ${rounds} alternating rounds; medians, and the median per-round ratio (min–max). Both sides write frames the same way: no Nagle, gathered writes (gatheredWriter)`,
       `remote tells (100-byte bodies): ${r('tellsPerSecond')} — ${ratio('tellsPerSecond', 'rawTellsPerSecond')} of raw TLS frames (${r('rawTellsPerSecond')})`,
       `remote asks, 1 asker: ${r('asks1')} — ${ratio('asks1', 'rawAsks1')} of raw TLS round trips (${r('rawAsks1')}), ${ratio('asks1', 'localAsks1')} of a local ask (${r('localAsks1')})`,
       `remote asks, 64 askers: ${r('asks64')} — ${ratio('asks64', 'rawAsks64')} of raw TLS (${r('rawAsks64')}), ${ratio('asks64', 'localAsks64')} of a local ask (${r('localAsks64')})`,
