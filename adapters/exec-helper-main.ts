@@ -18,6 +18,10 @@ process.on('message', (request: ExecRequest) => {
   if (child) running.add(child);
 });
 
+// Ctrl-C or systemd's SIGTERM reaches the whole process group: the daemon then stops cleanly and
+// may still run programs on its way down, so the helper goes only when its parent does.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => undefined);
+
 process.on('disconnect', () => {
   for (const child of running) child.kill('SIGKILL');
   process.exit(0);

@@ -5,8 +5,11 @@
  * 20 ms (3 ms at 100 MB); the Network service's pass every 2 s was the largest stall an idle
  * daemon had, and it set the p99 of every remote ask. So the programs are run by a small helper
  * process (exec-helper-main.ts), forked once and asked over its IPC channel. Should the helper be
- * gone, what it had in hand and what comes next run here, as before, and a new helper is tried
- * on the next call (not more often than once a second).
+ * gone, what comes next runs here, as before, and a new helper is tried on the next call (not
+ * more often than once a second). What it had in hand is answered as failed, saying the outcome
+ * is unknown: it may have run (`ip link add`, `qemu-img create`), so it is not run a second time;
+ * a request the helper never received runs here. The helper runs with the environment it was
+ * forked with, the caller's PATH at each call, and a request's own `env`.
  */
 import { execFile, fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -19,7 +22,7 @@ export interface ExecOptions {
   readonly env?: Readonly<Record<string, string>>;
 }
 
-/** ok; missing: no such program (ENOENT); timeout: killed at timeoutMs (or past maxBuffer); failed: a non-zero exit or a signal. */
+/** ok; missing: no such program (ENOENT); timeout: killed at timeoutMs; failed: a non-zero exit, a signal, output past maxBuffer, or a helper gone while running it. */
 export type ExecOutcome = 'ok' | 'missing' | 'timeout' | 'failed';
 
 export interface ExecResult {
@@ -50,6 +53,8 @@ const RETRY_HELPER_MS = 1000;
 interface Pending {
   readonly request: ExecRequest;
   readonly resolve: (result: ExecResult) => void;
+  /** The helper it was sent to. */
+  readonly helper: ChildProcess;
 }
 
 let helper: ChildProcess | undefined;
@@ -75,7 +80,7 @@ export function execProgram(tool: string, args: readonly string[], options: Exec
       runDirect(request, resolve);
       return;
     }
-    pending.set(request.id, { request, resolve });
+    pending.set(request.id, { request, resolve, helper: channel });
     channel.channel?.ref();
     channel.send(request, (error) => {
       if (error) takeBack(request.id);
@@ -104,11 +109,20 @@ function helperChannel(): ChildProcess | undefined {
       if (helper !== child) return;
       helper = undefined;
       helperFailedAt = Date.now();
-      for (const id of [...pending.keys()]) takeBack(id);
     };
     child.on('exit', gone);
-    child.on('disconnect', gone);
     child.on('error', gone);
+    // The channel closes once every answer sent on it has been read: what is still waiting was
+    // received and may have run.
+    child.on('disconnect', () => {
+      gone();
+      for (const [id, waiting] of [...pending]) {
+        if (waiting.helper !== child) continue;
+        pending.delete(id);
+        const command = [waiting.request.tool, ...waiting.request.args].join(' ');
+        waiting.resolve({ outcome: 'failed', stdout: '', stderr: '', message: `the exec helper (pid ${child.pid}) exited while running ${command}; whether it ran is unknown` });
+      }
+    });
     child.unref();
     child.channel?.unref();
     helper = child;
@@ -119,7 +133,7 @@ function helperChannel(): ChildProcess | undefined {
   }
 }
 
-/** A request the helper will not answer: run here instead. */
+/** A request the helper never received (its send failed): run here instead. */
 function takeBack(id: number): void {
   const waiting = pending.get(id);
   if (!waiting) return;

@@ -63,6 +63,8 @@ const DRAIN: Drain = { drain: true };
 const DRAIN_BUDGET = 64;
 /** ...and for how long (milliseconds) it goes on taking them: a mailbox of slow messages still yields often. */
 const DRAIN_MS = 2;
+/** Taken slots at the queue's front are dropped once there are this many and they are half of it. */
+const QUEUE_TRIM = 1024;
 
 export class CellHost {
   private readonly system: NactRef;
@@ -98,7 +100,7 @@ export class Cell<D> {
   /** @internal This cell's live children (defect 7: nact will not stop them for us). */
   readonly children = new Set<Cell<unknown>>();
   /** Deliveries not yet taken, in order: while any wait, a Drain is queued in nact's mailbox or being handled. */
-  private readonly queue: D[] = [];
+  private readonly queue: (D | undefined)[] = [];
   private queueHead = 0;
   /** The delivery being handled (what a crash is reported against). */
   private current: D | undefined;
@@ -123,8 +125,14 @@ export class Cell<D> {
       this.draining = true;
       const started = performance.now();
       for (let taken = 0; taken < DRAIN_BUDGET && this.alive && this.queueHead < this.queue.length && performance.now() - started < DRAIN_MS; taken += 1) {
-        const delivery = this.queue[this.queueHead]!;
+        const delivery = this.queue[this.queueHead] as D;
+        // Taken: the slot lets go of it, and a queue that never empties is trimmed as it goes.
+        this.queue[this.queueHead] = undefined;
         this.queueHead += 1;
+        if (this.queueHead >= QUEUE_TRIM && this.queueHead * 2 >= this.queue.length) {
+          this.queue.splice(0, this.queueHead);
+          this.queueHead = 0;
+        }
         this.current = delivery;
         await this.callbacks.handle(delivery);
         this.current = undefined;
@@ -169,6 +177,8 @@ export class Cell<D> {
     for (const child of [...this.children]) child.stop();
     if (!this.alive) return;
     this.alive = false;
+    this.queue.length = 0;
+    this.queueHead = 0;
     nact.stop(this.ref);
   }
 

@@ -1,5 +1,11 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { execHelperPid, execProgram } from '../adapters/exec.js';
+import { isAlive } from './helpers/node.js';
 
 const options = { timeoutMs: 5000, maxBuffer: 1024 * 1024 };
 
@@ -29,19 +35,42 @@ test.serial('a missing program, a failing one and one past its timeout are told 
   t.is(slow.outcome, 'timeout');
 });
 
-test.serial('when the helper dies, what it had in hand is run here instead, and the next call gets a new helper', async (t) => {
+test.serial('when the helper dies, what it had in hand is answered as failed (it may have run), never run twice; the next call gets a new helper', async (t) => {
   await execProgram('true', [], options);
   const first = execHelperPid()!;
-  const inHand = execProgram('sh', ['-c', 'sleep 0.3; echo done'], options);
+  const marker = join(mkdtempSync(join(tmpdir(), 'acp-exec-')), 'runs');
+  const inHand = execProgram('sh', ['-c', `echo run >> ${marker}; sleep 0.3`], options);
   await new Promise((resolve) => setTimeout(resolve, 100));
   process.kill(first, 'SIGKILL');
   const result = await inHand;
-  t.is(result.outcome, 'ok');
-  t.is(result.stdout, 'done\n', 'run again, here');
+  t.is(result.outcome, 'failed');
+  t.regex(result.message, new RegExp(`exec helper \\(pid ${first}\\) exited while running sh -c .*; whether it ran is unknown`));
   await new Promise((resolve) => setTimeout(resolve, 1100));
+  t.is(readFileSync(marker, 'utf8'), 'run\n', 'it ran once, in the helper, and not again here');
   const again = await execProgram('sh', ['-c', 'echo $PPID'], options);
   const second = execHelperPid();
   t.truthy(second);
   t.not(second, first);
   t.is(Number(again.stdout.trim()), second ?? -1);
+});
+
+test.serial('the helper outlives a SIGTERM to it (the process group gets one at a clean stop)', async (t) => {
+  await execProgram('true', [], options);
+  const helper = execHelperPid()!;
+  process.kill(helper, 'SIGTERM');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const result = await execProgram('sh', ['-c', 'echo $PPID'], options);
+  t.is(Number(result.stdout.trim()), helper, 'the same helper answers');
+});
+
+test.serial('the helper goes when its parent is killed (kill -9)', async (t) => {
+  const exec = fileURLToPath(new URL('../adapters/exec.js', import.meta.url));
+  const script = `import(${JSON.stringify(exec)}).then(async (m) => { await m.execProgram('true', [], { timeoutMs: 5000, maxBuffer: 1e6 }); console.log(m.execHelperPid()); setInterval(() => undefined, 1000); });`;
+  const parent = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const helper = await new Promise<number>((resolve) => parent.stdout.once('data', (chunk: Buffer) => resolve(Number(chunk.toString().trim()))));
+  t.true(isAlive(helper));
+  parent.kill('SIGKILL');
+  const deadline = Date.now() + 5000;
+  while (isAlive(helper) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  t.false(isAlive(helper), `helper ${helper} is gone`);
 });
