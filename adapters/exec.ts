@@ -2,8 +2,8 @@
  * How ACP runs a short-lived program (ip, bridge, lsblk, btrfs, qemu-img, ...): execFile, never a
  * shell, with a timeout and a bounded output, and *not from this process*. fork() copies the
  * calling process's page tables, so a spawn from a daemon of 300 MB holds its event loop for about
- * 20 ms (3 ms at 100 MB); the Network service's pass every 2 s was the largest stall an idle
- * daemon had, and it set the p99 of every remote ask. So the programs are run by a small helper
+ * 20 ms (3 ms at 100 MB), and the Network service's pass spawns `ip` every 2 s: the longest
+ * recurring stall in a profile of an idle daemon. So the programs are run by a small helper
  * process (exec-helper-main.ts), forked once and asked over its IPC channel. Should the helper be
  * gone, what comes next runs here, as before, and a new helper is tried on the next call (not
  * more often than once a second). What it had in hand is answered as failed, saying the outcome

@@ -20,7 +20,6 @@ const REQUEST_MS = 5000;
 /** Options QEMU must never get from the guard: -daemonize forks away from it (its guard would no longer be its parent). */
 const FORBIDDEN = new Set(['-daemonize']);
 
-/** The program a bare name resolves to on PATH (or the path itself, when it names one), if executable. */
 /** How long setpriv may take to exec QEMU (a loaded machine: well under a second). */
 const EXEC_WAIT_MS = 5000;
 
@@ -38,6 +37,7 @@ async function execedFrom(setprivPath: string, pid: number, child: ChildProcess)
   return false;
 }
 
+/** The program a bare name resolves to on PATH (or the path itself, when it names one), if executable. */
 export function findProgram(name: string): string | null {
   const candidates = name.includes('/') ? [name] : (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(delimiter).filter((dir) => dir !== '').map((dir) => join(dir, name));
   for (const candidate of candidates) {
