@@ -32,6 +32,7 @@ export function formatReport(report: ChaosReport): string {
     `cdb writes: ${writes.made} made, ${writes.acked} acknowledged, ${writes.indeterminate} indeterminate; checked on ${writes.checkedOn.join(', ') || 'no node'}, ${writes.convergedMs === null ? 'which did not agree within the bound' : `agreeing ${writes.convergedMs} ms after the writes stopped`}`,
   );
   for (const [system, seen] of Object.entries(report.qemu)) lines.push(`qemu: ${system}'s QEMU seen in ${seen.samples} of ${report.samples} samples, on ${seen.nodes.join(', ')}`);
+  if (report.apartSamples > 0) lines.push(`${report.apartSamples} sample(s) had two nodes each saying an HA system runs, about moments that did not overlap (a move in between): not doubles`);
   if (report.leftDown.length > 0) lines.push(`left down (killed, not restarted by the scenario): ${report.leftDown.join(', ')}${report.mode === 'cluster' ? '; start them again with acp up on each' : ''}`);
   lines.push(`${report.scenario}: ${report.passed ? 'passed' : `${report.violations.length} violation(s)`} (${report.samples} samples over ${report.durationMs} ms, bound ${report.boundMs} ms)`);
   return `${lines.join('\n')}\n`;

@@ -1,4 +1,6 @@
 import test from 'ava';
+import { InvariantChecker, type NodeAnswer } from '../node/chaos/invariants.js';
+import { ranTogether } from '../node/chaos/running.js';
 import { ChaosRun, restartDelay } from '../node/chaos/run.js';
 import { checkLiveRestarts, parseScenario } from '../node/chaos/scenario.js';
 import type { ChaosCluster } from '../node/chaos/target.js';
@@ -104,6 +106,37 @@ test('two QEMU processes for one system on two nodes are a violation naming the 
   t.regex(doubles[0]!.message, /2 QEMU processes ran for web: pid 101 on n1, pid 202 on n2/);
   t.deepEqual(Object.keys(doubles[0]!.evidence).sort(), ['n1', 'n2']);
   t.false(report.violations.some((violation) => violation.invariant === 'two-running'), 'only one node said running: the QEMU count caught it');
+});
+
+test('two reports of running count as a double only when the runs they belong to overlap: a move in between is not one, a run seen again later is; a report without times always counts', (t) => {
+  const answer = (since: number | undefined, at: number | undefined): NodeAnswer => ({ systems: [{ id: 'web', state: 'running', ...(since === undefined ? {} : { since }) }], ...(at === undefined ? {} : { at }) });
+  const checker = (skewMs = 0) => new InvariantChecker(['web'], 10_000, skewMs);
+  const observe = (into: InvariantChecker, said: Record<string, NodeAnswer>) => into.observe(new Map(Object.entries(said)), new Set(), new Set(), 0, 0);
+  // The source said it runs (since 1000) at 5000; the target's copy runs since 5200, said at 5300: it moved between the two answers.
+  const moved = checker();
+  observe(moved, { n1: answer(1000, 5000), n2: answer(5200, 5300) });
+  t.deepEqual(moved.violations, []);
+  t.is(moved.apart, 1);
+  // The next sample finds the source's same run still going at 5400: both ran over 5200..5300, whichever samples said so.
+  observe(moved, { n1: answer(1000, 5400) });
+  t.is(moved.violations.length, 1);
+  t.regex(moved.violations[0]!.message, /web reported running on n1 and n2 at once: n1 running since .* \(said at .*\); n2 running since/);
+  observe(moved, { n1: answer(1000, 5500), n2: answer(5200, 5600) });
+  t.is(moved.violations.length, 1, 'each pair of runs once');
+  // A new run on n1 (since 9000) after n2's copy ended (last seen at 5600): not a double.
+  observe(moved, { n1: answer(9000, 9100) });
+  t.is(moved.violations.length, 1);
+  // Clocks that may differ by 300 ms: the move above could hide an overlap, so it counts.
+  const skewed = checker(300);
+  observe(skewed, { n1: answer(1000, 5000), n2: answer(5200, 5300) });
+  t.is(skewed.violations.length, 1);
+  // A node that does not say when: counted with any other report in its sample.
+  const untimed = checker();
+  observe(untimed, { n1: answer(undefined, undefined), n2: answer(5200, 5300) });
+  t.is(untimed.violations.length, 1);
+  t.regex(untimed.violations[0]!.message, /it did not say since when/);
+  t.true(ranTogether({ node: 'n1', since: 0, at: 10 }, { node: 'n2', since: 5, at: 6 }, 0));
+  t.false(ranTogether({ node: 'n1', since: 0, at: 10 }, { node: 'n2', since: 10, at: 20 }, 0), 'one ending as the other begins');
 });
 
 test('a killed node is not asked, but its QEMU processes seen from this host still count', async (t) => {

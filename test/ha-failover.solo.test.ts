@@ -4,7 +4,9 @@
  * (2) cut off (its link set down), (3) frozen with SIGSTOP, (4) put in maintenance (the system
  * live-migrates away, and back when maintenance ends). Each time the system must run on
  * another node, and a sampler asking every node's hypervisor every 100 ms must never see two
- * nodes reporting it running. The recovery times are logged (bench/failover measures them).
+ * nodes reporting it running at one moment (each answer says since when it ran there and when it
+ * was said; the nodes share this host's clock, so two answers about moments apart, a move in
+ * between, are told from two copies and logged). The recovery times are logged (bench/failover measures them).
  * Then an HA QEMU guest (the test guest), whose QEMU is its node's fence guard's child: live-
  * migrated away from n2 and back (maintenance), the arriving QEMU is its new node's guard's child
  * each time; then kill -9 of n2's daemon and its guard (the kernel kills the QEMU with the guard),
@@ -16,10 +18,10 @@ import { readdirSync, readFileSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
 import { guestImage, GUEST_READY_LINE } from '../adapters/guest-image.js';
 import { parentOf } from '../adapters/proc-stat.js';
-import type { HaView } from '../actors/ha/view.js';
 import type { Message } from '../runtime/messages.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
 import { logEntries } from './helpers/log.js';
+import { doubleRunSampler, holdsLease, runningOn as runningOnOf, runningSampler, runsOnOne as runsOnOneOf } from './helpers/ha-cluster.js';
 import { eventually } from './helpers/node.js';
 import { guestMissing, runsWhen } from './helpers/requires.js';
 
@@ -35,51 +37,15 @@ const cluster = (): Harness => {
   return h;
 };
 
-/** The nodes whose hypervisor says the system is running (a node that does not answer within 500 ms says nothing). */
-async function runningOn(nodes: readonly string[] = NODES, system = SYSTEM): Promise<string[]> {
-  const answers = await Promise.all(
-    nodes.map(async (node) => {
-      try {
-        const client = await cluster().client(node);
-        const reply = await client.ask<Message & { systems: { id: string; state: string }[] }>('hypervisor', { type: 'system.status' }, { timeoutMs: 500 });
-        return reply.systems.some((listed) => listed.id === system && listed.state === 'running') ? node : null;
-      } catch {
-        return null;
-      }
-    }),
-  );
-  return answers.filter((node): node is string => node !== null);
-}
-
-/** Samples every 100 ms until stopped: every sample in which two nodes reported the system running. */
-function sampler(count: () => Promise<string[]> = () => runningOn()): { stop: () => Promise<{ samples: number; doubles: string[] }> } {
-  let samples = 0;
-  const doubles: string[] = [];
-  const inFlight = new Set<Promise<void>>();
-  const timer = setInterval(() => {
-    const at = new Date().toISOString();
-    const sample = count().then((nodes) => {
-      samples += 1;
-      if (nodes.length > 1) doubles.push(`${at}: running on ${nodes.join(' and ')}`);
-    });
-    inFlight.add(sample);
-    void sample.finally(() => inFlight.delete(sample));
-  }, 100);
-  return {
-    stop: async () => {
-      clearInterval(timer);
-      await Promise.all(inFlight);
-      return { samples, doubles };
-    },
-  };
-}
+/** The nodes whose hypervisor says the system is running. */
+const runningOn = (nodes: readonly string[] = NODES, system = SYSTEM): Promise<string[]> => runningOnOf(cluster(), system, nodes);
 
 /** The one node running the system, once exactly one does (and it is not `not`). */
-async function runsOnOne(not?: string, system = SYSTEM): Promise<string> {
-  return eventually(async () => {
-    const nodes = await runningOn(NODES, system);
-    return nodes.length === 1 && nodes[0] !== not ? nodes[0] : undefined;
-  }, RECOVERY_TIMEOUT_MS, `${system} to run on exactly one node${not === undefined ? '' : ` other than ${not}`}`);
+const runsOnOne = (not?: string, system = SYSTEM): Promise<string> => runsOnOneOf(cluster(), system, RECOVERY_TIMEOUT_MS, not);
+
+/** Samples in which two nodes each said it runs, about moments that did not overlap (a move in between): logged, not doubles. */
+function logApart(t: ExecutionContext, apart: readonly string[]): void {
+  if (apart.length > 0) t.log(`${apart.length} sample(s) with two reports of running about moments apart (not doubles): ${apart.join(' | ')}`);
 }
 
 /** The pid of the node's fence guard, from its log (its first line says it started), once it has said so. */
@@ -91,12 +57,7 @@ async function guardPid(node: string): Promise<number> {
   );
 }
 
-async function rejoined(node: string): Promise<void> {
-  await eventually(async () => {
-    const view = await (await cluster().client(node)).ask<HaView>('ha', { type: 'ha.show' }, { timeoutMs: 2000 }).catch(() => undefined);
-    return view?.local?.holding === true ? true : undefined;
-  }, 60_000, `${node} to hold its HA lease again`);
-}
+const rejoined = (node: string): Promise<void> => holdsLease(cluster(), node);
 
 /** The QEMU processes on this host for guest `id` of this harness (its home is in QEMU's command line): their pids. */
 function qemuProcesses(id: string): string[] {
@@ -148,7 +109,7 @@ if (!available.ok) {
     t.is(created.code, 0, created.stderr);
     t.is(await runsOnOne(), 'n2');
     const times: string[] = [];
-    const sampling = sampler();
+    const sampling = doubleRunSampler(runningSampler(cluster(), SYSTEM));
     let completed = false;
     try {
       // 1. kill -9 of the daemon and its fence guard.
@@ -205,8 +166,9 @@ if (!available.ok) {
       await eventually(async () => ((await runningOn()).join() === third ? true : undefined), RECOVERY_TIMEOUT_MS, `${SYSTEM} to move back to ${third}`);
       completed = true;
     } finally {
-      const { samples, doubles } = await sampling.stop();
+      const { samples, doubles, apart } = await sampling.stop();
       t.log(`recovery: ${times.join('; ')}; ${samples} samples`);
+      logApart(t, apart);
       t.deepEqual(doubles, [], 'never two nodes running it');
       // Only once it went through (else this would hide why it did not).
       if (completed) t.true(samples > 100, `sampled ${samples} times`);
@@ -229,8 +191,11 @@ if (!available.ok) {
     t.timeout(240_000);
     const from = hq.on;
     t.is((await runningOn(NODES, hq.id)).join(), from, `${hq.id} runs on ${from} before the fault`);
-    const processes = sampler(async () => (qemuProcesses(hq.id).length > 1 ? qemuProcesses(hq.id) : []));
-    const nodes = sampler(() => runningOn(NODES, hq.id));
+    const processes = doubleRunSampler(async () => {
+      const pids = qemuProcesses(hq.id);
+      return pids.length > 1 ? { double: `QEMU processes ${pids.join(', ')}` } : {};
+    });
+    const nodes = doubleRunSampler(runningSampler(cluster(), hq.id));
     let line = '';
     let completed = false;
     try {
@@ -253,6 +218,7 @@ if (!available.ok) {
     } finally {
       const p = await processes.stop();
       const n = await nodes.stop();
+      logApart(t, n.apart);
       t.log(`${line}; ${p.samples} process samples, ${n.samples} node samples`);
       t.deepEqual(p.doubles, [], 'never two QEMU processes for the guest');
       t.deepEqual(n.doubles, [], 'never two nodes running the guest');
@@ -269,7 +235,7 @@ if (!available.ok) {
     t.is(await runsOnOne(undefined, id), 'n2');
     await eventually(() => consoleShowsReady('n2', id), 180_000, `${id} to boot on n2`);
     await underGuard(t, id, 'n2');
-    const nodes = sampler(() => runningOn(NODES, id));
+    const nodes = doubleRunSampler(runningSampler(cluster(), id));
     let away = '';
     try {
       // Maintenance: live-migrated away, and back when it ends; each arriving QEMU is its target's guard's child.
@@ -287,8 +253,9 @@ if (!available.ok) {
       await eventually(() => (qemuProcesses(id).length === 1 ? true : undefined), 30_000, `the source QEMU of ${id} on ${away} to go`);
       await underGuard(t, id, 'n2');
     } finally {
-      const { samples, doubles } = await nodes.stop();
+      const { samples, doubles, apart } = await nodes.stop();
       t.log(`migrated to ${away} and back; ${samples} node samples`);
+      logApart(t, apart);
       t.deepEqual(doubles, [], 'never two nodes running the guest');
     }
   });

@@ -156,8 +156,10 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps, options: 
         case 'system.restart':
           return answered((reply) => ops.restart(parsed.id, DEFAULT_STOP_TIMEOUT_MS, reply));
         case 'system.status': {
-          if (parsed.id !== undefined) return { type: 'system.status', systems: [view(parsed.id, entries.require(parsed.id))] };
-          return { type: 'system.status', systems: [...entries].map(([systemId, entry]) => view(systemId, entry)) };
+          // `at`: when this node answered, so that a reader comparing nodes' answers knows which moment each is about.
+          const at = new Date().toISOString();
+          if (parsed.id !== undefined) return { type: 'system.status', at, systems: [view(parsed.id, entries.require(parsed.id))] };
+          return { type: 'system.status', at, systems: [...entries].map(([systemId, entry]) => view(systemId, entry)) };
         }
         case 'system.console':
           return guestConsole.read(parsed.id, parsed.offset, parsed.maxBytes);

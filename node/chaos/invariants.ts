@@ -1,10 +1,11 @@
 import type { QemuProcess } from '../../adapters/qemu-processes.js';
 import type { Message } from '../../runtime/messages.js';
+import { describeReport, RunIntervals, type RunningReport } from './running.js';
 import type { ChaosCluster } from './target.js';
 
 /**
  * The invariants a chaos run checks on each sample of what the nodes say: never two nodes report
- * an HA system running; never two QEMU processes for one system (counted over every node); at most
+ * an HA system running at one moment (running.ts); never two QEMU processes for one system (counted over every node); at most
  * one primary in any term; after each fault every HA system runs again, on one node not faulted,
  * within the bound.
  */
@@ -29,7 +30,10 @@ export interface Recovery {
 }
 
 export interface NodeAnswer {
-  systems?: { id: string; state: string }[];
+  /** `since`: when the system entered its state there; ms on the node's clock, when it said. */
+  systems?: { id: string; state: string; since?: number }[];
+  /** When the node answered (ms on its clock), when it said. */
+  at?: number;
   monitor?: { role: string; term: number; primary: string | null };
   /** Its guests' QEMU processes; `seenFromHost`: the node did not answer, this host's /proc did. */
   qemu?: QemuProcess[];
@@ -56,11 +60,11 @@ export async function askNodes(cluster: ChaosCluster, killed: ReadonlySet<string
         try {
           const client = await cluster.client(name);
           const [hv, monitor, qemu] = await Promise.all([
-            client.ask<Message & { systems: { id: string; state: string }[] }>('hypervisor', { type: 'system.status' }, { timeoutMs: ASK_MS }).catch(() => undefined),
+            client.ask<Message & { at?: unknown; systems: { id: string; state: string; since?: unknown }[] }>('hypervisor', { type: 'system.status' }, { timeoutMs: ASK_MS }).catch(() => undefined),
             client.ask<Message & { role: string; term: number; primary: string | null }>('monitor', { type: 'monitor.status' }, { timeoutMs: ASK_MS }).catch(() => undefined),
             client.ask<Message & { processes: QemuProcess[] }>('framework', { type: 'framework.qemu' }, { timeoutMs: ASK_MS }).catch(() => undefined),
           ]);
-          if (hv && Array.isArray(hv.systems)) answer.systems = hv.systems.map((system) => ({ id: system.id, state: system.state }));
+          if (hv && Array.isArray(hv.systems)) Object.assign(answer, fromStatus(hv));
           if (monitor) answer.monitor = { role: monitor.role, term: monitor.term, primary: monitor.primary };
           if (qemu && Array.isArray(qemu.processes)) answer.qemu = qemu.processes;
         } catch {
@@ -77,23 +81,50 @@ export async function askNodes(cluster: ChaosCluster, killed: ReadonlySet<string
   return new Map(answers.filter(([name, answer]) => !killed.has(name) || answer.qemu !== undefined));
 }
 
+/** `{ [key]: ms }` for an ISO time, `{}` for anything else. */
+function timeOf<Key extends string>(key: Key, value: unknown): Partial<Record<Key, number>> {
+  const ms = typeof value === 'string' ? Date.parse(value) : Number.NaN;
+  return Number.isFinite(ms) ? ({ [key]: ms } as Partial<Record<Key, number>>) : {};
+}
+
+/** What a node's system.status answer says, as the checker reads it: each system's state and since when, and when the node answered. */
+export function fromStatus(reply: { at?: unknown; systems: { id: string; state: string; since?: unknown }[] }): Pick<NodeAnswer, 'systems' | 'at'> {
+  return { systems: reply.systems.map((system) => ({ id: system.id, state: system.state, ...timeOf('since', system.since) })), ...timeOf('at', reply.at) };
+}
+
+/** The reports of the nodes (not killed) that say the system runs. */
+export function runningReports(answers: ReadonlyMap<string, NodeAnswer>, id: string, killed: ReadonlySet<string>): RunningReport[] {
+  return [...answers].flatMap(([node, answer]) => {
+    const system = killed.has(node) ? undefined : answer.systems?.find((listed) => listed.id === id && listed.state === 'running');
+    return system ? [{ node, ...(system.since === undefined ? {} : { since: system.since }), ...(answer.at === undefined ? {} : { at: answer.at }) }] : [];
+  });
+}
+
 /** The nodes (not killed) that report the system running. */
 export function runningOn(answers: ReadonlyMap<string, NodeAnswer>, id: string, killed: ReadonlySet<string>): string[] {
-  return [...answers].filter(([name, answer]) => !killed.has(name) && answer.systems?.some((system) => system.id === id && system.state === 'running')).map(([node]) => node);
+  return runningReports(answers, id, killed).map((report) => report.node);
 }
 
 export class InvariantChecker {
   readonly violations: Violation[] = [];
   readonly recoveries: Recovery[] = [];
   samples = 0;
+  /** Samples in which two nodes said an HA system runs, about moments that did not overlap (not a double; running.ts). */
+  apart = 0;
   private readonly primaries = new Map<number, Set<string>>();
   private readonly pending: PendingFault[] = [];
   private readonly qemuSeen = new Map<string, { samples: number; nodes: Set<string> }>();
 
+  private readonly running: RunIntervals;
+
+  /** `clockSkewMs`: how far the nodes' clocks may differ (running.ts). */
   constructor(
     private readonly haSystems: readonly string[],
     private readonly boundMs: number,
-  ) {}
+    clockSkewMs = 0,
+  ) {
+    this.running = new RunIntervals(clockSkewMs);
+  }
 
   /** A fault was injected at `at` (ms): every HA system must run again within the bound. */
   fault(step: number, text: string, node: string, at: number): void {
@@ -118,8 +149,12 @@ export class InvariantChecker {
     this.samples += 1;
     const said = (nodes: string[]) => Object.fromEntries(nodes.map((node) => [node, answers.get(node)]));
     for (const id of this.haSystems) {
-      const on = runningOn(answers, id, killed);
-      if (on.length > 1) this.violations.push({ at, invariant: 'two-running', message: `${id} reported running on ${on.join(' and ')}`, evidence: said(on) });
+      const reports = runningReports(answers, id, killed);
+      const overlaps = this.running.add(id, reports);
+      for (const [a, b] of overlaps) {
+        this.violations.push({ at, invariant: 'two-running', message: `${id} reported running on ${a.node} and ${b.node} at once: ${describeReport(a)}; ${describeReport(b)}`, evidence: said([a.node, b.node].filter((node) => answers.has(node))) });
+      }
+      if (overlaps.length === 0 && reports.length > 1) this.apart += 1;
     }
     // Every system's QEMU processes, counted over every node: more than one is two copies.
     const copies = new Map<string, { node: string; pid: number }[]>();

@@ -1,47 +1,80 @@
 /**
  * What the HA tests in namespaces ask of a harness cluster: where a system runs (by every node's
- * hypervisor), a sampler that records any moment two nodes run it, and a node holding its lease.
+ * hypervisor), a sampler that records any moment two nodes run it (judged as the chaos checker
+ * judges it: two reports of running count only if the moments they cover overlap), and a node
+ * holding its lease.
  */
 import type { HaView } from '../../actors/ha/view.js';
 import type { Harness } from '../../node/harness/index.js';
+import { fromStatus, runningReports as reportsOf, type NodeAnswer } from '../../node/chaos/invariants.js';
+import { describeReport, RunIntervals, type RunningReport } from '../../node/chaos/running.js';
 import type { Message } from '../../runtime/messages.js';
 import { eventually } from './node.js';
 
-/** The nodes whose hypervisor says the system is running (a node that does not answer within 500 ms says nothing). */
-export async function runningOn(cluster: Harness, system: string, nodes: readonly string[] = cluster.nodes.map((node) => node.name)): Promise<string[]> {
-  const answers = await Promise.all(
+/** What the nodes whose hypervisor says the system is running said: since when, and when they said it (a node that does not answer within 500 ms says nothing). */
+export async function runningReports(cluster: Harness, system: string, nodes: readonly string[] = cluster.nodes.map((node) => node.name)): Promise<RunningReport[]> {
+  const answers = new Map<string, NodeAnswer>();
+  await Promise.all(
     nodes.map(async (node) => {
       try {
         const client = await cluster.client(node);
-        const reply = await client.ask<Message & { systems: { id: string; state: string }[] }>('hypervisor', { type: 'system.status' }, { timeoutMs: 500 });
-        return reply.systems.some((listed) => listed.id === system && listed.state === 'running') ? node : null;
+        const reply = await client.ask<Message & { at?: string; systems: { id: string; state: string; since?: string }[] }>('hypervisor', { type: 'system.status' }, { timeoutMs: 500 });
+        answers.set(node, fromStatus(reply));
       } catch {
-        return null;
+        // Not answering: says nothing.
       }
     }),
   );
-  return answers.filter((node): node is string => node !== null);
+  return reportsOf(answers, system, new Set()).sort((a, b) => a.node.localeCompare(b.node));
 }
 
-/** Samples every 100 ms until stopped: every sample in which two nodes reported the system running. */
-export function doubleRunSampler(count: () => Promise<string[]>): { stop: () => Promise<{ samples: number; doubles: string[] }> } {
+/** The nodes whose hypervisor says the system is running. */
+export async function runningOn(cluster: Harness, system: string, nodes?: readonly string[]): Promise<string[]> {
+  return (await runningReports(cluster, system, nodes)).map((report) => report.node);
+}
+
+/** One sample: two copies at one moment (`double`), or two reports of running each about another moment (`apart`: not a double). */
+export interface Sampled {
+  double?: string;
+  apart?: string;
+}
+
+/**
+ * Samples of where the system runs, judged as the chaos checker judges them (node/chaos/running.ts:
+ * each node's runs merged over the samples, two copies when two nodes' runs overlap; the harness's
+ * nodes share one clock).
+ */
+export function runningSampler(cluster: Harness, system: string, nodes?: readonly string[]): () => Promise<Sampled> {
+  const runs = new RunIntervals(0);
+  return async () => {
+    const reports = await runningReports(cluster, system, nodes);
+    const overlaps = runs.add(system, reports);
+    if (overlaps.length > 0) return { double: overlaps.map(([a, b]) => `running on ${a.node} and ${b.node} at once: ${describeReport(a)}; ${describeReport(b)}`).join(' | ') };
+    return reports.length > 1 ? { apart: reports.map(describeReport).join('; ') } : {};
+  };
+}
+
+/** Samples every 100 ms until stopped: every double (two copies at one moment) and every apart sample, each with its time. */
+export function doubleRunSampler(sample: () => Promise<Sampled>): { stop: () => Promise<{ samples: number; doubles: string[]; apart: string[] }> } {
   let samples = 0;
   const doubles: string[] = [];
+  const apart: string[] = [];
   const inFlight = new Set<Promise<void>>();
   const timer = setInterval(() => {
     const at = new Date().toISOString();
-    const sample = count().then((nodes) => {
+    const taken = sample().then((found) => {
       samples += 1;
-      if (nodes.length > 1) doubles.push(`${at}: running on ${nodes.join(' and ')}`);
+      if (found.double) doubles.push(`${at}: ${found.double}`);
+      if (found.apart) apart.push(`${at}: ${found.apart}`);
     });
-    inFlight.add(sample);
-    void sample.finally(() => inFlight.delete(sample));
+    inFlight.add(taken);
+    void taken.finally(() => inFlight.delete(taken));
   }, 100);
   return {
     stop: async () => {
       clearInterval(timer);
       await Promise.all(inFlight);
-      return { samples, doubles };
+      return { samples, doubles, apart };
     },
   };
 }
