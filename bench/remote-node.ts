@@ -110,7 +110,7 @@ async function measure(peer: string, peerRawPort: number): Promise<Record<string
   const rounds = 7;
   const series: Record<string, number[]> = {};
   const record = (name: string, value: number) => (series[name] ??= []).push(value);
-  const tells = 5000;
+  const tells = 20_000;
   let counted = (await remoteCounter.ask<Message & { told: number }>({ type: 'count' }, { timeoutMs: 30_000 })).told;
   for (let round = 0; round < rounds; round += 1) {
     let start = process.hrtime.bigint();

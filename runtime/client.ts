@@ -341,6 +341,7 @@ export class AcpClient {
       case 'bye':
       case 'hello':
       case 'tell':
+      case 'tells':
       case 'ask':
       case 'watch':
         return;

@@ -10,7 +10,8 @@ export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_MAX_HELLO_FRAME_BYTES = 64 * 1024;
 const HEADER_BYTES = 4;
 
-export const FRAME_KINDS = ['hello', 'tell', 'ask', 'reply', 'error', 'ping', 'pong', 'watch', 'event', 'bye'] as const;
+/** `tells`: a run of tells to one actor from one sender, in one frame (packedTell, unpackTells); sent only to a peer whose hello offered it. */
+export const FRAME_KINDS = ['hello', 'tell', 'tells', 'ask', 'reply', 'error', 'ping', 'pong', 'watch', 'event', 'bye'] as const;
 export type FrameKind = (typeof FRAME_KINDS)[number];
 
 const errorDataSchema = z.object({
@@ -60,6 +61,8 @@ export const helloBodySchema = z.object({
   role: z.enum(['peer', 'client']).optional(),
   /** Agents: where the sender's own agent listens, so the receiver can reach it later. */
   agent: z.string().max(300).optional(),
+  /** Agents: the sender takes `tells` frames, each at most `maxBytes` long. */
+  tells: z.object({ maxBytes: z.number().int().min(1024) }).optional(),
 });
 export type HelloBody = z.infer<typeof helloBodySchema>;
 
@@ -70,12 +73,66 @@ export type HelloBody = z.infer<typeof helloBodySchema>;
 const cborOptions = { useRecords: false, mapsAsObjects: true, tagUint8Array: false, int64AsNumber: true };
 const cbor = new Encoder(cborOptions);
 
+/** `value`'s CBOR behind its 4-byte big-endian length: a frame, or one message of a `tells` body. */
+function lengthPrefixed(value: unknown): Buffer {
+  const payload = cbor.encode(value);
+  const framed = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
+  framed.writeUInt32BE(payload.length, 0);
+  payload.copy(framed, HEADER_BYTES);
+  return framed;
+}
+
 export function encodeFrame(envelope: Envelope): Buffer {
-  const payload = cbor.encode(envelope);
-  const frame = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
-  frame.writeUInt32BE(payload.length, 0);
-  payload.copy(frame, HEADER_BYTES);
-  return frame;
+  return lengthPrefixed(envelope);
+}
+
+/** The most a `tells` frame holds, whatever the peer allows: a run is cut there and the rest goes in the next. */
+export const TELLS_MAX_BYTES = 256 * 1024;
+
+const tellsOfferSchema = helloBodySchema.shape.tells;
+
+/** What a peer's hello offers for `tells` frames (its `tells` field, checked); undefined: none. */
+export function offeredTells(hello: unknown): { maxBytes: number } | undefined {
+  if (typeof hello !== 'object' || hello === null) return undefined;
+  const parsed = tellsOfferSchema.safeParse((hello as { tells?: unknown }).tells);
+  return parsed.success ? parsed.data : undefined;
+}
+
+/**
+ * One message as a `tells` frame carries it: its CBOR behind a 4-byte length. A `tells` frame's body
+ * is a byte string of these, one after another, so the sender encodes each message once (and knows
+ * the frame's size as it grows) and the receiver checks each one as it would a tell's body.
+ */
+export function packedTell(message: unknown): Buffer {
+  return lengthPrefixed(message);
+}
+
+/**
+ * The messages of a `tells` frame's body, in order. Each is scanned like a frame (cbor-guard.ts)
+ * with the frame's limits less the envelope around it; anything malformed refuses the whole frame
+ * (ACP_ERR_WIRE_BAD_FRAME, naming which message), before any of it is delivered.
+ */
+export function unpackTells(packed: unknown, limits: CborLimits = DEFAULT_CBOR_LIMITS): unknown[] {
+  if (!(packed instanceof Uint8Array) || packed.length === 0) throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', 'a tells frame carries its messages as a byte string in body');
+  const bytes = Buffer.from(packed.buffer, packed.byteOffset, packed.length);
+  const inner = { maxDepth: limits.maxDepth - 1, maxItems: limits.maxItems };
+  const messages: unknown[] = [];
+  for (let offset = 0; offset < bytes.length; ) {
+    const which = `message ${messages.length + 1} of a tells frame`;
+    if (bytes.length - offset < HEADER_BYTES) throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', `${which} is cut short: ${bytes.length - offset} bytes where a length belongs`);
+    const length = bytes.readUInt32BE(offset);
+    offset += HEADER_BYTES;
+    if (length === 0 || length > bytes.length - offset) throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', `${which} says it is ${length} bytes long, but ${bytes.length - offset} remain`);
+    const payload = bytes.subarray(offset, offset + length);
+    offset += length;
+    try {
+      guardCbor(payload, inner);
+      messages.push(cbor.decode(payload));
+    } catch (error) {
+      throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', `${which}: ${(error as Error).message}`);
+    }
+  }
+  return messages;
 }
 
 const ENVELOPE_KEYS = new Set(['v', 'k', 'id', 'to', 'from', 'body', 'err', 't']);

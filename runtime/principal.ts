@@ -77,15 +77,32 @@ export function parseRelayed(given: string): RelayedPrincipal {
   throw refuse("is not one of operator, token:<id>:<role> or actor:<path>");
 }
 
+/**
+ * Principals a peer relayed before, each checked once: every frame from a peer names its sender,
+ * and a peer relays for few. Bounded: emptied when full. The entries are frozen, so sharing one is safe.
+ */
+const relayed = new Map<string, Principal>();
+const RELAYED_MAX = 4096;
+
 /** The principal of a request that a peer node's agent delivers, checked: a node vouches only for its own actors. */
 export function relayedBy(node: string, from: string | undefined): Principal {
+  const key = from === undefined ? node : `${node}\u0000${from}`;
+  const known = relayed.get(key);
+  if (known !== undefined) return known;
+  const principal = relayedUncached(node, from);
+  if (relayed.size >= RELAYED_MAX) relayed.clear();
+  relayed.set(key, principal);
+  return principal;
+}
+
+function relayedUncached(node: string, from: string | undefined): Principal {
   if (!NODE.test(node)) throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `peer name ${JSON.stringify(node)} is not a valid node name`);
-  if (from === undefined) return { kind: 'node', node };
-  const relayed = parseRelayed(from);
-  if (relayed.kind === 'actor' && parsePath(relayed.path).node !== node) {
-    throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `node '${node}' relayed a message from ${relayed.path}, an actor of another node; a node speaks only for its own actors`);
+  if (from === undefined) return Object.freeze({ kind: 'node', node });
+  const forWhom = parseRelayed(from);
+  if (forWhom.kind === 'actor' && parsePath(forWhom.path).node !== node) {
+    throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `node '${node}' relayed a message from ${forWhom.path}, an actor of another node; a node speaks only for its own actors`);
   }
-  return { kind: 'node', node, for: relayed };
+  return Object.freeze({ kind: 'node', node, for: Object.freeze(forWhom) });
 }
 
 /** The node itself, over its own agent connection, relaying for nobody. */

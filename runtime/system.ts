@@ -160,7 +160,8 @@ export class ActorSystem {
     }
     if (node !== this.identity.node) {
       if (this.remote) {
-        this.remote.deliver(node, { ...path, node }, delivery, timeoutMs);
+        // The path as given when it names the node (formatPath's cache keeps its text); a copy only for @primary.
+        this.remote.deliver(node, path.node === node ? path : { ...path, node }, delivery, timeoutMs);
       } else {
         this.deadLetter(path, delivery, 'node-unreachable', `no route to node '${node}': this node has no agent connection to it`);
       }

@@ -8,7 +8,7 @@ import { createCa, createCsr, fingerprint } from '../adapters/pki.js';
 import { encodeToken, mintToken } from '../adapters/join-tokens.js';
 import { initCluster, joinCluster } from '../node/cluster.js';
 import { connect, type AcpClient } from '../node/client.js';
-import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
+import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, packedTell, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
 import { homePaths } from '../runtime/config.js';
 import { AcpError, type ErrorCode } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
@@ -389,4 +389,46 @@ test.serial("a node this agent has not met is found by its object in the CDB, no
   t.regex((error as AcpError).message, new RegExp(`127\\.0\\.0\\.1:${port}`));
   t.notRegex((error as AcpError).message, /no agent address is known/);
   await askVia(n2, 'cdb', { type: 'cdb.delete', key: 'object/node/ghost' });
+});
+
+test.serial("a tells frame: the hello offers it; its messages are told in order, here and relayed to another node; one malformed message refuses the whole frame and closes only that connection", async (t) => {
+  const raw = await RawTls.open(n1.port, { ...script, ca: caCert });
+  t.teardown(() => raw.destroy());
+  raw.send(scriptHello());
+  const answer = await raw.frame();
+  t.is(answer?.k, 'hello');
+  const offer = (answer?.body as { tells?: { maxBytes: number } }).tells;
+  t.true(offer !== undefined && offer.maxBytes >= 1024, `the hello answer offers tells frames: ${JSON.stringify(answer?.body)}`);
+  const put = (name: string, seq: number) => ({ type: 'cdb.put', key: `object/chaos/${name}`, value: { name, run: 'tells', seq, via: 'n1' } });
+  const tells = (to: string, parts: Buffer[]): Envelope => ({ v: PROTOCOL_VERSION, k: 'tells', to, body: Buffer.concat(parts) });
+  // Three writes of one key, then three of another on n2 (n1's agent packs them again for n2): the last of each wins.
+  raw.send(tells('acp://lab/n1/cdb', [1, 2, 3].map((seq) => packedTell(put('tells-here', seq)))));
+  raw.send(tells('acp://lab/n2/cdb', [4, 5, 6].map((seq) => packedTell(put('tells-there', seq)))));
+  const client = await connect({ home: n2.home });
+  t.teardown(() => client.close());
+  const seqOf = async (key: string) => (await client.ask<Message & { record: { value: { seq: number } } }>('cdb', { type: 'cdb.get', key }).catch(() => undefined))?.record.value.seq;
+  await eventually(async () => ((await seqOf('object/chaos/tells-here')) === 3 ? true : undefined), 10_000, 'the three writes through n1 to reach n2, the last one last');
+  await eventually(async () => ((await seqOf('object/chaos/tells-there')) === 6 ? true : undefined), 10_000, "the three writes relayed to n2's CDB, the last one last");
+
+  // A frame whose second message is not CBOR the protocol allows: refused whole, the first message not told either.
+  const bad = await RawTls.open(n1.port, { ...script, ca: caCert });
+  t.teardown(() => bad.destroy());
+  bad.send(scriptHello());
+  t.is((await bad.frame())?.k, 'hello');
+  const tag = Buffer.from([0, 0, 0, 2, 0xc1, 0xa0]);
+  bad.send(tells('acp://lab/n1/cdb', [packedTell(put('tells-refused', 1)), tag]));
+  const result = await bad.untilClosed();
+  t.true(result.closed);
+  const refusal = result.frames.find((frame) => frame.k === 'error');
+  t.is(refusal?.err?.code, 'ACP_ERR_WIRE_BAD_FRAME');
+  t.regex(refusal?.err?.message ?? '', /message 2 of a tells frame: frame refused: CBOR tag 1/);
+  // Asked after the refusal, through the same node: the frame's first message never landed.
+  const local = await connect({ home: n1.home });
+  t.teardown(() => local.close());
+  const refused = await local.ask('cdb', { type: 'cdb.get', key: 'object/chaos/tells-refused' }).then(() => 'found', (error: unknown) => (error instanceof AcpError ? error.code : String(error)));
+  t.is(refused, 'ACP_ERR_CDB_NOT_FOUND');
+  // The first connection was not touched by the other's refusal.
+  raw.send(tells('acp://lab/n1/cdb', [7, 8].map((seq) => packedTell(put('tells-here', seq)))));
+  await eventually(async () => ((await seqOf('object/chaos/tells-here')) === 8 ? true : undefined), 10_000, 'more writes on the first connection');
+  await assertHealthy(t, n1);
 });

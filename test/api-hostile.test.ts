@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULT_MAX_HELLO_FRAME_BYTES, encodeFrame, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
+import { DEFAULT_MAX_HELLO_FRAME_BYTES, encodeFrame, packedTell, PROTOCOL_VERSION, type Envelope } from '../runtime/codec.js';
 import { homePaths } from '../runtime/config.js';
 import { Daemon } from '../node/daemon.js';
 import type { ErrorCode } from '../runtime/errors.js';
@@ -362,6 +362,25 @@ test('an ask or tell whose body is not a message (not an object, an array, no ty
   t.is((await connection.frame((frame) => frame.id === 1000)).k, 'pong');
   t.false(connection.closed);
   await assertHealthy(t, home, daemon, refused, 0);
+});
+
+test("a tells frame on a connection that was not offered them (the local socket's hello offers none) is refused with ACP_ERR_WIRE_BAD_FRAME, nothing of it told", async (t) => {
+  const { home, daemon } = await bootDaemon(t);
+  const connection = await RawConnection.open(homePaths(home).socket);
+  t.teardown(() => connection.destroy());
+  connection.send(goodHello(home));
+  const answer = await connection.frame(() => true);
+  t.is(answer.k, 'hello');
+  t.is((answer.body as { tells?: unknown }).tells, undefined, 'no offer');
+  const put = { type: 'cdb.put', key: 'object/chaos/unoffered', value: { name: 'unoffered', run: 'tells', seq: 1, via: 'n1' } };
+  connection.send({ v: PROTOCOL_VERSION, k: 'tells', to: 'acp://lab/n1/cdb', body: Buffer.concat([packedTell(put), packedTell(put)]) });
+  const result = await connection.untilClosed();
+  t.true(result.closed);
+  const refusal = result.frames.find((frame) => frame.k === 'error');
+  t.is(refusal?.err?.code, 'ACP_ERR_WIRE_BAD_FRAME');
+  t.regex(refusal?.err?.message ?? '', /not offered 'tells' frames; send each message as a tell/);
+  const found = await daemon.system.ask(daemon.system.localPath('cdb'), { type: 'cdb.get', key: 'object/chaos/unoffered' }).then(() => 'found', (error: unknown) => (error as { code?: string }).code);
+  t.is(found, 'ACP_ERR_CDB_NOT_FOUND');
 });
 
 test('an ask to a path that does not parse gets ACP_ERR_PATH_INVALID on its id', async (t) => {

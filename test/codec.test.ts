@@ -6,6 +6,9 @@ import {
   FrameDecoder,
   decodeEnvelope,
   encodeFrame,
+  offeredTells,
+  packedTell,
+  unpackTells,
   type Envelope,
   type FrameKind,
 } from '../runtime/codec.js';
@@ -50,7 +53,7 @@ function throwsCode(t: ExecutionContext, fn: () => unknown, code: ErrorCode): Ac
 
 test('constants', (t) => {
   t.is(DEFAULT_MAX_FRAME_BYTES, 4 * 1024 * 1024);
-  t.deepEqual([...FRAME_KINDS], ['hello', 'tell', 'ask', 'reply', 'error', 'ping', 'pong', 'watch', 'event', 'bye']);
+  t.deepEqual([...FRAME_KINDS], ['hello', 'tell', 'tells', 'ask', 'reply', 'error', 'ping', 'pong', 'watch', 'event', 'bye']);
   t.is(new FrameDecoder().maxFrameBytes, DEFAULT_MAX_FRAME_BYTES);
 });
 
@@ -272,4 +275,37 @@ test('an envelope with a key the protocol does not know loses it; a bad field is
   const [extra] = decoder.push(encodeFrame({ v: 1, k: 'tell', to: 'acp://c/n/s', body: { type: 'x' }, extra: 1 } as unknown as Envelope));
   t.deepEqual(extra, { v: 1, k: 'tell', to: 'acp://c/n/s', body: { type: 'x' } });
   t.throws(() => new FrameDecoder().push(encodeFrame({ v: 1, k: 'tell', t: 0 } as unknown as Envelope)), { message: /field 't'/ });
+});
+
+test('a tells body: messages packed one after another come back in order; each is checked like a frame, and anything wrong refuses the whole body, naming which message', (t) => {
+  const messages = [{ type: 'a', n: 1 }, { type: 'b', text: 'x'.repeat(300), list: [1, null, true] }, { type: 'c' }];
+  const body = Buffer.concat(messages.map(packedTell));
+  t.deepEqual(unpackTells(body), messages);
+  // It survives the envelope: a byte string in a frame.
+  const [envelope] = new FrameDecoder().push(encodeFrame({ v: 1, k: 'tells', to: 'acp://lab/n2/echo', from: 'operator', body }));
+  t.deepEqual(unpackTells(envelope!.body), messages);
+
+  const refused = (value: unknown, pattern: RegExp, limits?: { maxDepth: number; maxItems: number }) => {
+    const error = throwsCode(t, () => unpackTells(value, limits), 'ACP_ERR_WIRE_BAD_FRAME');
+    t.regex(error?.message ?? '', pattern);
+  };
+  refused([{ type: 'a' }], /byte string in body/);
+  refused(Buffer.alloc(0), /byte string in body/);
+  refused(body.subarray(0, body.length - 1), /message 3 of a tells frame says it is \d+ bytes long, but \d+ remain/);
+  refused(Buffer.concat([body, Buffer.from([0, 0])]), /message 4 of a tells frame is cut short/);
+  refused(Buffer.concat([packedTell({ type: 'a' }), rawFrame(Buffer.from([0xc1, 0xa0]))]), /message 2 of a tells frame: frame refused: CBOR tag 1/);
+  refused(Buffer.concat([packedTell({ type: 'a' }), rawFrame(Buffer.from('not cbor at all'))]), /message 2 of a tells frame/);
+  // The frame's limits, less the envelope around each message.
+  let deep: unknown = { type: 'leaf' };
+  for (let depth = 0; depth < 10; depth += 1) deep = { type: 'nest', inner: deep };
+  refused(packedTell(deep), /message 1 of a tells frame: .*nesting deeper than 9/, { maxDepth: 10, maxItems: 1000 });
+  refused(packedTell({ type: 'many', list: Array.from({ length: 50 }, (_, index) => index) }), /more than 20 items/, { maxDepth: 10, maxItems: 20 });
+});
+
+test('offeredTells reads a hello: a good offer, or nothing for none or a bad one', (t) => {
+  t.deepEqual(offeredTells({ cluster: 'lab', tells: { maxBytes: 65536 } }), { maxBytes: 65536 });
+  t.is(offeredTells({ cluster: 'lab' }), undefined);
+  t.is(offeredTells({ tells: { maxBytes: 10 } }), undefined, 'smaller than any frame');
+  t.is(offeredTells({ tells: { maxBytes: 'lots' } }), undefined);
+  t.is(offeredTells(undefined), undefined);
 });

@@ -3,7 +3,7 @@ import test from 'ava';
 import type { FrameConnection } from '../adapters/frame-listener.js';
 import { PeerLink } from '../actors/agent/link.js';
 import { SimClock } from '../runtime/sim.js';
-import type { Envelope } from '../runtime/codec.js';
+import { unpackTells, type Envelope } from '../runtime/codec.js';
 import { AcpError } from '../runtime/errors.js';
 import { silentLogger } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
@@ -159,4 +159,79 @@ test('heartbeats on a simulated clock: a ping every heartbeat while the peer tal
   clock.advance(41);
   t.is(dials, 1);
   t.is(link.state, 'connecting');
+});
+
+const tell = (link: PeerLink, n: number, to = path, sender: Delivery['sender'] = OPERATOR) => link.deliver(to, { message: { type: 'tell', n }, sender, external: false }, 5000);
+const kinds = (connection: FakeConnection) => connection.sent.map((envelope) => envelope.k);
+const settled = () => new Promise((resolve) => setImmediate(resolve));
+
+test("a peer that offered tells frames gets a run of tells to one actor as one frame, at the end of the job; frames keep their order around it", async (t) => {
+  const link = makeLink(10);
+  const connection = new FakeConnection();
+  link.attach(connection, 1, { maxBytes: 256 * 1024 });
+  t.teardown(() => link.close());
+  for (let n = 1; n <= 3; n += 1) tell(link, n);
+  t.deepEqual(kinds(connection), [], 'held until the job ends');
+  const answer = ask(link, 4);
+  answer.catch(() => undefined);
+  tell(link, 5);
+  tell(link, 6, parsePath('acp://lab/n2/other'));
+  tell(link, 7);
+  await settled();
+  // The run of three went before the ask; a run of one is a plain tell; another target starts a new run.
+  t.deepEqual(kinds(connection), ['tells', 'ask', 'tell', 'tell', 'tell']);
+  t.deepEqual(unpackTells(connection.sent[0]!.body), [1, 2, 3].map((n) => ({ type: 'tell', n })));
+  t.is(connection.sent[0]!.to, 'acp://lab/n2/echo');
+  t.is(connection.sent[0]!.from, 'operator');
+  t.deepEqual(connection.sent.slice(2).map((envelope) => [envelope.to, (envelope.body as { n: number }).n]), [['acp://lab/n2/echo', 5], ['acp://lab/n2/other', 6], ['acp://lab/n2/echo', 7]]);
+});
+
+test('tells frames: another sender starts a new run, a run is cut before it outgrows the offer, a message too large to pack goes alone as a tell, a peer that offered nothing gets tells', async (t) => {
+  const link = makeLink(10);
+  const connection = new FakeConnection();
+  link.attach(connection, 1, { maxBytes: 8 * 1024 });
+  t.teardown(() => link.close());
+  tell(link, 1);
+  tell(link, 2, path, { kind: 'actor', path: 'acp://lab/n1/web' });
+  tell(link, 3, path, { kind: 'actor', path: 'acp://lab/n1/web' });
+  link.deliver(path, { message: { type: 'big', data: 'x'.repeat(6000) }, sender: OPERATOR, external: false }, 5000);
+  for (let n = 10; n < 1000; n += 1) tell(link, n);
+  await settled();
+  t.deepEqual(kinds(connection).slice(0, 3), ['tell', 'tells', 'tell']);
+  t.is((connection.sent[2]!.body as Message).type, 'big');
+  const rest = connection.sent.slice(3);
+  t.true(rest.length > 1, `990 tells under an 8 KiB offer take more than one frame (${rest.length})`);
+  t.true(rest.every((envelope) => envelope.k === 'tells' && (envelope.body as Uint8Array).length <= 8 * 1024 - 4096));
+  t.deepEqual(rest.flatMap((envelope) => unpackTells(envelope.body)).map((message) => (message as { n: number }).n), Array.from({ length: 990 }, (_, index) => index + 10));
+
+  const plain = makeLink(10);
+  const other = new FakeConnection();
+  plain.attach(other, 1);
+  t.teardown(() => plain.close());
+  for (let n = 1; n <= 3; n += 1) tell(plain, n);
+  t.deepEqual(kinds(other), ['tell', 'tell', 'tell'], 'sent at once, one frame each');
+});
+
+test('tells packed when the connection is lost wait in the queue, first, for the same incarnation: sent on a reconnection to it, dead letters if the peer restarted', async (t) => {
+  const deadLetters: string[] = [];
+  const link = makeLink(10, deadLetters);
+  const first = new FakeConnection();
+  link.attach(first, 1, { maxBytes: 256 * 1024 });
+  t.teardown(() => link.close());
+  tell(link, 1);
+  tell(link, 2);
+  link.detach(first, 'closed');
+  await settled();
+  t.deepEqual(kinds(first), [], 'nothing written after the connection went');
+  t.is(link.queued, 2);
+  tell(link, 3);
+  const second = new FakeConnection();
+  link.attach(second, 1, { maxBytes: 256 * 1024 });
+  t.deepEqual(second.sent.map((envelope) => (envelope.body as { n: number }).n), [1, 2, 3], 'in the order told');
+
+  tell(link, 4);
+  link.detach(second, 'closed');
+  link.attach(new FakeConnection(), 2, { maxBytes: 256 * 1024 });
+  t.deepEqual(deadLetters.map((line) => line.split(':')[0]), ['tell']);
+  t.regex(deadLetters[0]!, /restarted before the message was sent/);
 });

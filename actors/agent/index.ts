@@ -9,7 +9,7 @@ import { createCsr, fingerprint, certificateExpiry, signCsr, writeSecret } from 
 import { encodeToken, mintToken, TokenLedger } from '../../adapters/join-tokens.js';
 import { dialTls, parseHostPort, TlsFrameListener, type TlsMaterial, type TlsPeer } from '../../adapters/tls.js';
 import type { ActorContext, Actor, ServiceDefinition } from '../../runtime/actor.js';
-import { PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
+import { offeredTells, PROTOCOL_VERSION, TELLS_MAX_BYTES, type Envelope } from '../../runtime/codec.js';
 import { wireLimits } from '../../runtime/config.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
@@ -108,6 +108,10 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     return existing;
   };
 
+  // Peers may pack runs of tells into one frame, up to a quarter of a frame's limit (at most 256 KiB), each message held to the frame limits.
+  const wire = wireLimits(config);
+  const tells = { maxBytes: Math.min(TELLS_MAX_BYTES, Math.floor(wire.maxFrameBytes / 4)), limits: { maxDepth: wire.maxDepth, maxItems: wire.maxItems } };
+
   const serving = (connection: FrameConnection, principal: Principal, target?: PeerLink) =>
     new ApiSession(connection, {
       system,
@@ -117,6 +121,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       log: ctx.log,
       principal,
       greeted: true,
+      tells,
       ...(target ? { peer: { frame: (envelope: Envelope) => target.frame(envelope) } } : {}),
     });
 
@@ -167,7 +172,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
             return;
           }
           session = serving(gated, { kind: 'node', node: target.node }, target);
-          target.attach(gated, body.incarnation);
+          target.attach(gated, body.incarnation, offeredTells(body));
           answered(body.incarnation);
         },
         badFrame(error) {
@@ -184,7 +189,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     connection.send({
       v: PROTOCOL_VERSION,
       k: 'hello',
-      body: { cluster, node: self, incarnation: ctx.node.incarnation, apiKey: deps.apiKey, proto: PROTOCOL_VERSION, role: 'peer', ...(selfAddress ? { agent: selfAddress } : {}) },
+      body: { cluster, node: self, incarnation: ctx.node.incarnation, apiKey: deps.apiKey, proto: PROTOCOL_VERSION, role: 'peer', ...(selfAddress ? { agent: selfAddress } : {}), tells: { maxBytes: tells.maxBytes } },
     });
     const cancel = clock.setTimer(config.api.helloTimeoutMs, () => {
       failed(new AcpError('ACP_ERR_NODE_UNREACHABLE', `'${target.node}' did not answer the hello within ${config.api.helloTimeoutMs} ms`));
@@ -263,6 +268,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       tokens: deps.tokens,
       limits: { maxWatches: config.api.maxWatches, maxAsksInFlight: config.api.maxAsksInFlight },
       onRefused: () => deps.countRefusal(),
+      tells,
       // Nothing is trusted before the hello: a script's requests must never pass for a node's.
       authenticate: (hello, proven) => {
         if (hello.node !== peer.commonName) {
@@ -280,7 +286,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
         if (hello.role === 'peer' && typeof hello.node === 'string' && typeof hello.incarnation === 'number') {
           remember(hello.node, typeof hello.agent === 'string' ? hello.agent : undefined);
           target = link(hello.node);
-          target.attach(gated, hello.incarnation);
+          target.attach(gated, hello.incarnation, offeredTells(hello));
         }
       },
       peer: { frame: (envelope) => target?.frame(envelope) },

@@ -8,6 +8,7 @@ import { formatPath, type ActorPath } from '../../runtime/path.js';
 import { formatPrincipal } from '../../runtime/principal.js';
 import type { Delivery, Replier } from '../../runtime/system.js';
 import { realClock, type Clock } from '../../runtime/clock.js';
+import { TellPacker } from './tell-packer.js';
 
 export type LinkState = 'idle' | 'connecting' | 'up';
 
@@ -54,6 +55,8 @@ export class PeerLink {
   private readonly clock: Clock;
   private draining = false;
   private closed = false;
+  /** Packs runs of tells into `tells` frames, when the peer's hello offered them. */
+  private packer: TellPacker | undefined;
 
   constructor(
     readonly node: string,
@@ -79,6 +82,8 @@ export class PeerLink {
     const to = formatPath(path);
     const from = formatPrincipal(delivery.sender);
     if (!delivery.reply) {
+      // Packed only while frames go straight out: anything queued is sent first, in order.
+      if (this.packer && this.writable() && this.packer.add(to, from, delivery.message)) return;
       this.enqueue({ v: PROTOCOL_VERSION, k: 'tell', to, body: delivery.message, from }, undefined);
       return;
     }
@@ -94,15 +99,18 @@ export class PeerLink {
     const id = this.nextId++;
     const to = formatPath(path);
     this.watches.set(id, { path: to, listener });
-    if (this.state === 'up') this.connection!.send({ v: PROTOCOL_VERSION, k: 'watch', id, to });
+    if (this.state === 'up') this.write({ v: PROTOCOL_VERSION, k: 'watch', id, to });
     else this.ensureConnecting();
     return () => {
-      if (this.watches.delete(id) && this.state === 'up') this.connection!.send({ v: PROTOCOL_VERSION, k: 'watch', id });
+      if (this.watches.delete(id) && this.state === 'up') this.write({ v: PROTOCOL_VERSION, k: 'watch', id });
     };
   }
 
-  /** A connection to the peer is up (dialed by us or accepted from it), at this incarnation. */
-  attach(connection: FrameConnection, incarnation: number): void {
+  /**
+   * A connection to the peer is up (dialed by us or accepted from it), at this incarnation.
+   * `tells`: the peer's hello offered `tells` frames (runs of tells packed into one), this large.
+   */
+  attach(connection: FrameConnection, incarnation: number, tells?: { maxBytes: number }): void {
     if (this.connection && this.connection !== connection && this.state === 'up') {
       // Keep the connection we have; a second one (both sides dialed at once) only serves the peer.
       return;
@@ -111,6 +119,7 @@ export class PeerLink {
     if (restarted) this.peerRestarted(incarnation);
     this.incarnation = incarnation;
     this.connection = connection;
+    this.packer = tells ? new TellPacker((envelope) => this.connection?.send(envelope), tells.maxBytes) : undefined;
     this.state = 'up';
     this.attempt = 0;
     this.lastSeen = this.clock.now();
@@ -122,9 +131,24 @@ export class PeerLink {
     this.flush();
   }
 
+  /** Frames can go straight to the connection: it is up, takes more, and nothing waits before them. */
+  private writable(): boolean {
+    return this.state === 'up' && !this.draining && this.queue.length === 0 && this.connection!.pendingWriteBytes < HIGH_WATER_BYTES;
+  }
+
+  /** Writes a frame on the connection, after any tells packed before it. */
+  private write(envelope: Envelope): void {
+    this.packer?.flush();
+    this.connection!.send(envelope);
+  }
+
   /** The connection closed: requests on it fail fast, and the link reconnects if it has work. */
   detach(connection: FrameConnection, why: string): void {
     if (this.connection !== connection) return;
+    // Tells packed but not written go back first in the queue, still meant for this incarnation.
+    const unsent = this.packer?.take() ?? [];
+    this.queue.unshift(...unsent.map(({ to, from, message }): { envelope: Envelope; incarnation: number | undefined } => ({ envelope: { v: PROTOCOL_VERSION, k: 'tell', to, body: message, from }, incarnation: this.incarnation })));
+    this.packer = undefined;
     this.connection = undefined;
     this.state = 'idle';
     this.stopHeartbeat();
@@ -168,6 +192,7 @@ export class PeerLink {
     this.retryTimer?.();
     this.retryTimer = undefined;
     this.stopHeartbeat();
+    this.packer?.flush();
     this.connection?.close({ v: PROTOCOL_VERSION, k: 'bye' });
     this.connection = undefined;
     this.state = 'idle';
@@ -176,10 +201,11 @@ export class PeerLink {
   }
 
   private enqueue(envelope: Envelope, reply: Replier | undefined): void {
-    if (this.state === 'up' && !this.draining && this.queue.length === 0 && this.connection!.pendingWriteBytes < HIGH_WATER_BYTES) {
-      this.connection!.send(envelope);
+    if (this.writable()) {
+      this.write(envelope);
       return;
     }
+    this.packer?.flush();
     if (this.queue.length >= this.env.maxQueuedFrames) {
       const error = new AcpError('ACP_ERR_AGENT_QUEUE_FULL', `${this.queue.length} frames already wait for node '${this.node}'; the message was not sent, retry later`);
       if (reply) {
@@ -209,7 +235,7 @@ export class PeerLink {
         }
         return;
       }
-      connection.send(this.queue.shift()!.envelope);
+      this.write(this.queue.shift()!.envelope);
     }
   }
 
@@ -251,7 +277,7 @@ export class PeerLink {
         this.detach(connection, 'heartbeat timeout');
         return;
       }
-      connection.send({ v: PROTOCOL_VERSION, k: 'ping' });
+      this.write({ v: PROTOCOL_VERSION, k: 'ping' });
       this.heartbeat = this.clock.setTimer(this.env.heartbeatMs, beat);
     };
     this.heartbeat = this.clock.setTimer(this.env.heartbeatMs, beat);

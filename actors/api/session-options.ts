@@ -1,5 +1,6 @@
 /** What an API session (session.ts) is given: its limits, its checks and its callbacks. */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import type { CborLimits } from '../../runtime/cbor-guard.js';
 import type { HelloBody, Envelope } from '../../runtime/codec.js';
 import type { ErrorCode } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
@@ -38,6 +39,11 @@ export interface SessionOptions {
    * instead of being refused.
    */
   peer?: { frame(envelope: Envelope): void };
+  /**
+   * Takes `tells` frames (a peer's run of tells to one actor in one frame), each message checked
+   * with these limits; the hello answer offers them, up to `maxBytes` a frame. Absent: refused.
+   */
+  tells?: { maxBytes: number; limits: CborLimits };
   /** The hello already happened (a connection we dialed). */
   greeted?: boolean;
   /**

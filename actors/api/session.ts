@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import type { FrameConnection, FrameHandler } from '../../adapters/frame-listener.js';
-import { helloBodySchema, PROTOCOL_VERSION, type Envelope, type HelloBody } from '../../runtime/codec.js';
+import { PROTOCOL_VERSION, unpackTells, type Envelope, type HelloBody } from '../../runtime/codec.js';
 import { AcpError, type ErrorCode } from '../../runtime/errors.js';
 import { isMessage, type Message } from '../../runtime/messages.js';
-import { childPath, formatPath, isValidName, NAME_RULE, parsePath, type ActorPath } from '../../runtime/path.js';
-import { OPERATOR, relayedBy, type Principal } from '../../runtime/principal.js';
+import { childPath, formatPath, parsePath, type ActorPath } from '../../runtime/path.js';
+import { relayedBy, type Principal } from '../../runtime/principal.js';
 import type { LocalActor, Replier } from '../../runtime/system.js';
-import { DEFAULT_CLIENT_ASK_TIMEOUT_MS, DEFAULT_SESSION_LIMITS, keysMatch, type SessionLimits, type SessionOptions } from './session-options.js';
+import { helloPrincipal } from './session-hello.js';
+import { DEFAULT_CLIENT_ASK_TIMEOUT_MS, DEFAULT_SESSION_LIMITS, type SessionLimits, type SessionOptions } from './session-options.js';
 
 /**
  * One client connection speaking the wire protocol: hello first (with the API key), then tell, ask,
@@ -45,6 +46,9 @@ export class ApiSession implements FrameHandler {
     switch (envelope.k) {
       case 'tell':
         this.tell(envelope);
+        return;
+      case 'tells':
+        this.tells(envelope);
         return;
       case 'ask':
         this.ask(envelope);
@@ -99,59 +103,20 @@ export class ApiSession implements FrameHandler {
       this.refuse('ACP_ERR_WIRE_NO_HELLO', `expected hello first, got '${envelope.k}'`, envelope.id);
       return;
     }
-    const parsed = helloBodySchema.safeParse(envelope.body);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      this.refuse('ACP_ERR_WIRE_BAD_HELLO', `bad hello: field '${issue?.path.join('.')}': ${issue?.message}`);
-      return;
-    }
-    const hello = parsed.data;
-    // Names from outside go through the one naming rule before anything else looks at them.
-    for (const field of ['cluster', 'node'] as const) {
-      const name = hello[field];
-      if (name !== undefined && !isValidName(name)) {
-        const shown = JSON.stringify(name.length > 70 ? `${name.slice(0, 64)}…` : name);
-        this.refuse('ACP_ERR_NAME_INVALID', `bad hello: field '${field}': ${shown} is not a valid name: ${NAME_RULE}`);
-        return;
-      }
-    }
     const identity = this.options.system.identity;
-    let proven: Principal;
-    if (hello.token !== undefined) {
-      if (!this.options.tokens) {
-        this.refuse('ACP_ERR_AUTH_BAD_TOKEN', 'this listener does not take API tokens; use the API key');
-        return;
-      }
-      try {
-        const record = this.options.tokens.verify(hello.token);
-        proven = { kind: 'token', id: record.id, role: record.role };
-      } catch (error) {
-        const refusal = AcpError.from(error, 'ACP_ERR_AUTH_BAD_TOKEN');
-        this.refuse(refusal.code, refusal.message);
-        return;
-      }
-    } else if (hello.apiKey !== undefined && keysMatch(hello.apiKey, this.options.apiKey)) {
-      proven = OPERATOR;
-    } else {
-      this.refuse('ACP_ERR_WIRE_BAD_KEY', 'wrong or missing API key: use the key in <home>/secrets/api.key of the node you connect to, or an API token (--token)');
-      return;
-    }
-    if (hello.cluster !== identity.cluster) {
-      this.refuse('ACP_ERR_WIRE_BAD_HELLO', `this node belongs to cluster '${identity.cluster}', not '${hello.cluster}'`);
-      return;
-    }
+    let principal: Principal;
     try {
-      this.principal = this.options.authenticate?.(envelope.body as HelloBody & Record<string, unknown>, proven) ?? proven;
+      principal = helloPrincipal(envelope.body, this.options, identity.cluster);
     } catch (error) {
       const refusal = AcpError.from(error, 'ACP_ERR_WIRE_BAD_HELLO');
       this.refuse(refusal.code, refusal.message);
       return;
     }
+    this.principal = principal;
     clearTimeout(this.helloTimer);
     this.greeted = true;
     // Only now may the peer send frames as large as the listener allows.
     this.connection.greeted();
-    const principal = this.principal;
     this.send({
       k: 'hello',
       body: {
@@ -160,6 +125,7 @@ export class ApiSession implements FrameHandler {
         incarnation: identity.incarnation,
         proto: PROTOCOL_VERSION,
         ...(principal.kind === 'token' ? { token: { id: principal.id, role: principal.role } } : {}),
+        ...(this.options.tells ? { tells: { maxBytes: this.options.tells.maxBytes } } : {}),
       },
     });
     this.options.onGreeted?.(envelope.body as HelloBody & Record<string, unknown>);
@@ -196,18 +162,52 @@ export class ApiSession implements FrameHandler {
   private tell(envelope: Envelope): void {
     const sender = this.senderOf(envelope);
     if (!sender) return;
-    const target = this.target(envelope);
-    if (!target) return;
-    // A tell has no reply, but a refusal while routing it (schema, no such actor) is reported on
-    // its id. What happens later (the actor refusing or crashing) stays on the node, in its log.
+    const path = this.pathOf(envelope);
+    if (path) this.route(path, [envelope.body], sender, envelope.id);
+  }
+
+  /**
+   * A run of tells to one actor from one sender (a peer's agent packs them): every message is
+   * unpacked and checked before any is delivered, then each goes on exactly as its own tell would,
+   * in order. A frame this session was not offered, or one that does not unpack, is a bad frame.
+   */
+  private tells(envelope: Envelope): void {
+    const offered = this.options.tells;
+    if (!offered) {
+      this.refuse('ACP_ERR_WIRE_BAD_FRAME', "this connection was not offered 'tells' frames; send each message as a tell");
+      return;
+    }
+    let messages: unknown[];
+    try {
+      messages = unpackTells(envelope.body, offered.limits);
+    } catch (error) {
+      this.refuse('ACP_ERR_WIRE_BAD_FRAME', AcpError.from(error).message);
+      return;
+    }
+    const sender = this.senderOf(envelope);
+    if (!sender) return;
+    const path = this.pathOf(envelope);
+    if (!path) return;
+    this.route(path, messages, sender, envelope.id);
+  }
+
+  /**
+   * Tells have no reply, but a refusal while routing one (schema, no such actor) is reported on
+   * the frame's id. What happens later (the actor refusing or crashing) stays on the node, in its
+   * log. Each body that is not a message is answered so, and the others go on.
+   */
+  private route(path: ActorPath, bodies: readonly unknown[], sender: Principal, id: string | number | undefined): void {
     let routing = true;
     const reply: Replier = {
       resolve: () => undefined,
       reject: (error) => {
-        if (routing) this.sendError(envelope.id, error);
+        if (routing) this.sendError(id, error);
       },
     };
-    this.options.system.send(target.path, { message: target.message, sender, external: true, reply });
+    for (const body of bodies) {
+      const message = this.messageOf(body, id);
+      if (message) this.options.system.send(path, { message, sender, external: true, reply });
+    }
     routing = false;
   }
 
@@ -326,17 +326,28 @@ export class ApiSession implements FrameHandler {
   }
 
   private target(envelope: Envelope): { path: ActorPath; message: Message } | undefined {
+    const path = this.pathOf(envelope);
+    if (!path) return undefined;
+    const message = this.messageOf(envelope.body, envelope.id);
+    return message ? { path, message } : undefined;
+  }
+
+  /** The frame's `to`, parsed; undefined (and answered) when it has none or a bad one. */
+  private pathOf(envelope: Envelope): ActorPath | undefined {
     try {
       if (typeof envelope.to !== 'string') throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', `a ${envelope.k} needs a 'to' path`);
-      const path = parsePath(envelope.to);
-      if (!isMessage(envelope.body)) {
-        throw new AcpError('ACP_ERR_SCHEMA_REJECTED', "the body must be a message: an object with a string 'type' of 1 to 128 characters");
-      }
-      return { path, message: envelope.body };
+      return parsePath(envelope.to);
     } catch (error) {
       this.sendError(envelope.id, AcpError.from(error));
       return undefined;
     }
+  }
+
+  /** The body as a message; undefined (and answered on `id`) when it is not one. */
+  private messageOf(body: unknown, id: string | number | undefined): Message | undefined {
+    if (isMessage(body)) return body;
+    this.sendError(id, new AcpError('ACP_ERR_SCHEMA_REJECTED', "the body must be a message: an object with a string 'type' of 1 to 128 characters"));
+    return undefined;
   }
 
   private refuse(code: ErrorCode, reason: string, id?: string | number): void {
