@@ -100,6 +100,7 @@ async function measure(peer: string, peerRawPort: number): Promise<Record<string
   const remoteEcho = system.ref(makePath(system.identity.cluster, peer, 'echo'));
   const remoteCounter = system.ref(makePath(system.identity.cluster, peer, 'counter'));
   const localEcho = system.ref(system.localPath('echo'));
+  const localCounter = system.ref(system.localPath('counter'));
   const rawPeer = await rawClient(peerRawPort);
   let id = 1;
   await remoteEcho.ask(body, { timeoutMs: 10_000 }); // the link is up before anything is timed
@@ -128,6 +129,13 @@ async function measure(peer: string, peerRawPort: number): Promise<Record<string
       await new Promise((resolve) => setImmediate(resolve));
     }
     record('tellsPerSecond', tells / seconds(start));
+    // The same tells into this node's own counter (the same actor, a local sender: no wire, no schema check).
+    start = process.hrtime.bigint();
+    const localBefore = (await localCounter.ask<Message & { told: number }>({ type: 'count' })).told;
+    for (let i = 0; i < tells; i += 1) localCounter.tell(body);
+    const localAfter = (await localCounter.ask<Message & { told: number }>({ type: 'count' })).told;
+    if (localAfter < localBefore + tells) throw new Error(`the local counter saw ${localAfter - localBefore} of ${tells} tells`);
+    record('localTellsPerSecond', tells / seconds(start));
     for (const askers of [1, 64]) {
       const total = askers === 1 ? 500 : 4000;
       record(`rawAsks${askers}`, await concurrently(total, askers, () => rawPeer.request({ v: 1, k: 'ask', id: id++, body })));

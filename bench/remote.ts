@@ -72,7 +72,7 @@ export async function remoteBenchmarks(): Promise<string[]> {
     const sent = latencies.agent.reduce((sum, latency) => sum + latency.sent, 0);
     return [
       `remote: ${rounds} alternating rounds; medians, and the median per-round ratio (min–max). Both sides write frames the same way: no Nagle, gathered writes (gatheredWriter)`,
-      `remote tells (100-byte bodies): ${r('tellsPerSecond')} — ${ratio('tellsPerSecond', 'rawTellsPerSecond')} of raw TLS frames (${r('rawTellsPerSecond')})`,
+      `remote tells (100-byte bodies): ${r('tellsPerSecond')} — ${ratio('tellsPerSecond', 'rawTellsPerSecond')} of raw TLS frames (${r('rawTellsPerSecond')}), ${ratio('tellsPerSecond', 'localTellsPerSecond')} of local tells into the same actor (${r('localTellsPerSecond')})`,
       `remote asks, 1 asker: ${r('asks1')} — ${ratio('asks1', 'rawAsks1')} of raw TLS round trips (${r('rawAsks1')}), ${ratio('asks1', 'localAsks1')} of a local ask (${r('localAsks1')})`,
       `remote asks, 64 askers: ${r('asks64')} — ${ratio('asks64', 'rawAsks64')} of raw TLS (${r('rawAsks64')}), ${ratio('asks64', 'localAsks64')} of a local ask (${r('localAsks64')})`,
       `remote ask latency, open loop at ${results.rate}/s, ${latencyRounds} alternating rounds of 2 s (from each request's scheduled time; medians over the rounds): p50 ${at('agent', (l) => l.p50)} / p99 ${at('agent', (l) => l.p99)} ms — p99 ${median(p99Ratios).toFixed(2)}× (${Math.min(...p99Ratios).toFixed(2)}–${Math.max(...p99Ratios).toFixed(2)}) raw TLS's (p50 ${at('raw', (l) => l.p50)} / p99 ${at('raw', (l) => l.p99)} ms); local ask p50 ${at('local', (l) => l.p50)} / p99 ${at('local', (l) => l.p99)} ms; sent late by the generator (of ${sent} each): ${late('agent')}, ${late('raw')}, ${late('local')}`,
