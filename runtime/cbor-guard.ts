@@ -57,8 +57,9 @@ function refuse(what: string, offset: number): never {
  * uses, within `limits`. Allowed: integers up to ±2^53, byte and text strings of definite length,
  * arrays and maps (definite or indefinite), text keys, false, true, null, floats, and undefined as
  * a map value only (our encoder writes absent optional fields that way). No tags at all.
+ * Returns how many items it holds (a `tells` frame counts its messages' items against one budget).
  */
-export function guardCbor(bytes: Uint8Array, limits: CborLimits = DEFAULT_CBOR_LIMITS): void {
+export function guardCbor(bytes: Uint8Array, limits: CborLimits = DEFAULT_CBOR_LIMITS): number {
   const length = bytes.length;
   // Per open container: items still expected (-1: indefinite, ends with a break), items seen, is a map.
   const remaining: number[] = [];
@@ -157,6 +158,7 @@ export function guardCbor(bytes: Uint8Array, limits: CborLimits = DEFAULT_CBOR_L
     }
   }
   if (pos !== length) refuse(`${length - pos} bytes after the envelope`, pos);
+  return items;
 }
 
 function readUint32(bytes: Uint8Array, pos: number): number {

@@ -108,9 +108,10 @@ export function packedTell(message: unknown): Buffer {
 }
 
 /**
- * The messages of a `tells` frame's body, in order. Each is scanned like a frame (cbor-guard.ts)
- * with the frame's limits less the envelope around it; anything malformed refuses the whole frame
- * (ACP_ERR_WIRE_BAD_FRAME, naming which message), before any of it is delivered.
+ * The messages of a `tells` frame's body, in order. Each is scanned like a frame (cbor-guard.ts):
+ * its depth within the frame's less the envelope around it, and all of them together within the
+ * frame's item limit. Anything malformed refuses the whole frame (ACP_ERR_WIRE_BAD_FRAME, naming
+ * which message), before any of it is delivered.
  */
 export function unpackTells(packed: unknown, limits: CborLimits = DEFAULT_CBOR_LIMITS): unknown[] {
   if (!(packed instanceof Uint8Array) || packed.length === 0) throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', 'a tells frame carries its messages as a byte string in body');
@@ -126,10 +127,11 @@ export function unpackTells(packed: unknown, limits: CborLimits = DEFAULT_CBOR_L
     const payload = bytes.subarray(offset, offset + length);
     offset += length;
     try {
-      guardCbor(payload, inner);
+      inner.maxItems -= guardCbor(payload, inner);
       messages.push(cbor.decode(payload));
     } catch (error) {
-      throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', `${which}: ${(error as Error).message}`);
+      const shared = inner.maxItems < limits.maxItems ? ` (its messages share the frame's ${limits.maxItems} items)` : '';
+      throw new AcpError('ACP_ERR_WIRE_BAD_FRAME', `${which}: ${(error as Error).message}${shared}`);
     }
   }
   return messages;

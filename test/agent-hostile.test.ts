@@ -13,7 +13,7 @@ import { homePaths } from '../runtime/config.js';
 import { AcpError, type ErrorCode } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import type { NodeStatus } from '../runtime/services.js';
-import { apiKeyOf, askVia, createToken, freePort, issue, RawTls, readSecret, statusOf, up, type ClusterNode, type Pong, type RawTlsResult } from './helpers/agent.js';
+import { apiKeyOf, askVia, createToken, FakePeer, freePort, issue, RawTls, readSecret, statusOf, up, type ClusterNode, type Pong, type RawTlsResult } from './helpers/agent.js';
 import { eventually, runCli } from './helpers/node.js';
 
 /**
@@ -391,44 +391,67 @@ test.serial("a node this agent has not met is found by its object in the CDB, no
   await askVia(n2, 'cdb', { type: 'cdb.delete', key: 'object/node/ghost' });
 });
 
-test.serial("a tells frame: the hello offers it; its messages are told in order, here and relayed to another node; one malformed message refuses the whole frame and closes only that connection", async (t) => {
-  const raw = await RawTls.open(n1.port, { ...script, ca: caCert });
-  t.teardown(() => raw.destroy());
-  raw.send(scriptHello());
-  const answer = await raw.frame();
-  t.is(answer?.k, 'hello');
-  const offer = (answer?.body as { tells?: { maxBytes: number } }).tells;
-  t.true(offer !== undefined && offer.maxBytes >= 1024, `the hello answer offers tells frames: ${JSON.stringify(answer?.body)}`);
+test.serial("tells frames: a peer node is offered them and its messages are told in order; a script is not, and n1 packs a script's plain tells for n2; a malformed message or a frame past the offer is refused whole and closes only its connection", async (t) => {
   const put = (name: string, seq: number) => ({ type: 'cdb.put', key: `object/chaos/${name}`, value: { name, run: 'tells', seq, via: 'n1' } });
-  const tells = (to: string, parts: Buffer[]): Envelope => ({ v: PROTOCOL_VERSION, k: 'tells', to, body: Buffer.concat(parts) });
-  // Three writes of one key, then three of another on n2 (n1's agent packs them again for n2): the last of each wins.
-  raw.send(tells('acp://lab/n1/cdb', [1, 2, 3].map((seq) => packedTell(put('tells-here', seq)))));
-  raw.send(tells('acp://lab/n2/cdb', [4, 5, 6].map((seq) => packedTell(put('tells-there', seq)))));
+  const tells = (to: string, parts: Buffer[]): Envelope => ({ v: PROTOCOL_VERSION, k: 'tells', to, from: 'operator', body: Buffer.concat(parts) });
   const client = await connect({ home: n2.home });
   t.teardown(() => client.close());
   const seqOf = async (key: string) => (await client.ask<Message & { record: { value: { seq: number } } }>('cdb', { type: 'cdb.get', key }).catch(() => undefined))?.record.value.seq;
-  await eventually(async () => ((await seqOf('object/chaos/tells-here')) === 3 ? true : undefined), 10_000, 'the three writes through n1 to reach n2, the last one last');
-  await eventually(async () => ((await seqOf('object/chaos/tells-there')) === 6 ? true : undefined), 10_000, "the three writes relayed to n2's CDB, the last one last");
+  const missing = async (key: string) => {
+    const local = await connect({ home: n1.home });
+    try {
+      return await local.ask('cdb', { type: 'cdb.get', key }).then(() => 'found', (error: unknown) => (error instanceof AcpError ? error.code : String(error)));
+    } finally {
+      await local.close();
+    }
+  };
+
+  // A script: no offer. Its plain tells for n2 go through n1's link to n2, which packs them (n2 offered): they land in order.
+  const script_ = await RawTls.open(n1.port, { ...script, ca: caCert });
+  t.teardown(() => script_.destroy());
+  script_.send(scriptHello());
+  const scriptAnswer = await script_.frame();
+  t.is(scriptAnswer?.k, 'hello');
+  t.is((scriptAnswer?.body as { tells?: unknown }).tells, undefined, 'a script is not offered tells frames');
+  for (const seq of [1, 2, 3]) script_.send({ v: PROTOCOL_VERSION, k: 'tell', to: 'acp://lab/n2/cdb', body: put('tells-there', seq) });
+  await eventually(async () => ((await seqOf('object/chaos/tells-there')) === 3 ? true : undefined), 10_000, "the script's three writes relayed to n2's CDB, the last one last");
+  script_.send(tells('acp://lab/n1/cdb', [packedTell(put('tells-script', 1))]));
+  const scriptRefusal = (await script_.untilClosed()).frames.find((frame) => frame.k === 'error');
+  t.is(scriptRefusal?.err?.code, 'ACP_ERR_WIRE_BAD_FRAME');
+  t.regex(scriptRefusal?.err?.message ?? '', /not offered 'tells' frames; send each message as a tell/);
+  t.is(await missing('object/chaos/tells-script'), 'ACP_ERR_CDB_NOT_FOUND');
+
+  // A peer node: offered, and its run lands in order.
+  const peer = await FakePeer.connect(t, n1, 'n7');
+  const offer = (peer.hello.body as { tells?: { maxBytes: number } }).tells;
+  t.true(offer !== undefined && offer.maxBytes >= 8192, `the peer hello's answer offers tells frames: ${JSON.stringify(peer.hello.body)}`);
+  peer.send(tells('acp://lab/n1/cdb', [1, 2, 3].map((seq) => packedTell(put('tells-here', seq)))));
+  await eventually(async () => ((await seqOf('object/chaos/tells-here')) === 3 ? true : undefined), 10_000, "the peer's three writes, the last one last");
 
   // A frame whose second message is not CBOR the protocol allows: refused whole, the first message not told either.
-  const bad = await RawTls.open(n1.port, { ...script, ca: caCert });
-  t.teardown(() => bad.destroy());
-  bad.send(scriptHello());
-  t.is((await bad.frame())?.k, 'hello');
-  const tag = Buffer.from([0, 0, 0, 2, 0xc1, 0xa0]);
-  bad.send(tells('acp://lab/n1/cdb', [packedTell(put('tells-refused', 1)), tag]));
-  const result = await bad.untilClosed();
-  t.true(result.closed);
-  const refusal = result.frames.find((frame) => frame.k === 'error');
+  const bad = await FakePeer.connect(t, n1, 'n8');
+  bad.send(tells('acp://lab/n1/cdb', [packedTell(put('tells-refused', 1)), Buffer.from([0, 0, 0, 2, 0xc1, 0xa0])]));
+  const refusal = (await bad.untilClosed()).frames.find((frame) => frame.k === 'error');
   t.is(refusal?.err?.code, 'ACP_ERR_WIRE_BAD_FRAME');
   t.regex(refusal?.err?.message ?? '', /message 2 of a tells frame: frame refused: CBOR tag 1/);
-  // Asked after the refusal, through the same node: the frame's first message never landed.
-  const local = await connect({ home: n1.home });
-  t.teardown(() => local.close());
-  const refused = await local.ask('cdb', { type: 'cdb.get', key: 'object/chaos/tells-refused' }).then(() => 'found', (error: unknown) => (error instanceof AcpError ? error.code : String(error)));
-  t.is(refused, 'ACP_ERR_CDB_NOT_FOUND');
-  // The first connection was not touched by the other's refusal.
-  raw.send(tells('acp://lab/n1/cdb', [7, 8].map((seq) => packedTell(put('tells-here', seq)))));
-  await eventually(async () => ((await seqOf('object/chaos/tells-here')) === 8 ? true : undefined), 10_000, 'more writes on the first connection');
+  t.is(await missing('object/chaos/tells-refused'), 'ACP_ERR_CDB_NOT_FOUND');
+  // More bytes of messages than offered: refused before any is read.
+  const large = await FakePeer.connect(t, n1, 'n9');
+  const many = Array.from({ length: Math.ceil(offer!.maxBytes / 60) + 10 }, (_, index) => packedTell(put('tells-large', index + 1)));
+  large.send(tells('acp://lab/n1/cdb', many));
+  const tooLarge = (await large.untilClosed()).frames.find((frame) => frame.k === 'error');
+  t.is(tooLarge?.err?.code, 'ACP_ERR_WIRE_BAD_FRAME');
+  t.regex(tooLarge?.err?.message ?? '', /more than the \d+ this connection was offered/);
+  t.is(await missing('object/chaos/tells-large'), 'ACP_ERR_CDB_NOT_FOUND');
+  // Messages the target refuses (a type the CDB does not take): one error for the frame, not one each.
+  const errorsBefore = peer.received.filter((frame) => frame.k === 'error').length;
+  peer.send(tells('acp://lab/n1/cdb', Array.from({ length: 50 }, () => packedTell({ type: 'cdb.nope' }))));
+  peer.send({ v: PROTOCOL_VERSION, k: 'ping', id: 99 });
+  await eventually(() => (peer.received.some((frame) => frame.k === 'pong' && frame.id === 99) ? true : undefined), 5000, 'the pong behind the refused frame');
+  const errors = peer.received.filter((frame) => frame.k === 'error').slice(errorsBefore);
+  t.deepEqual(errors.map((frame) => frame.err?.code), ['ACP_ERR_UNKNOWN_MESSAGE']);
+  // The first peer's connection was not touched by the others' refusals.
+  peer.send(tells('acp://lab/n1/cdb', [7, 8].map((seq) => packedTell(put('tells-here', seq)))));
+  await eventually(async () => ((await seqOf('object/chaos/tells-here')) === 8 ? true : undefined), 10_000, "more writes on the first peer's connection");
   await assertHealthy(t, n1);
 });

@@ -300,6 +300,10 @@ test('a tells body: messages packed one after another come back in order; each i
   for (let depth = 0; depth < 10; depth += 1) deep = { type: 'nest', inner: deep };
   refused(packedTell(deep), /message 1 of a tells frame: .*nesting deeper than 9/, { maxDepth: 10, maxItems: 1000 });
   refused(packedTell({ type: 'many', list: Array.from({ length: 50 }, (_, index) => index) }), /more than 20 items/, { maxDepth: 10, maxItems: 20 });
+  // The messages share the frame's item limit: two of 15 items each (a map, two keys, two values, ten numbers) do not fit in 20.
+  const fifteen = packedTell({ type: 'some', list: Array.from({ length: 10 }, (_, index) => index) });
+  t.is(unpackTells(fifteen, { maxDepth: 10, maxItems: 20 }).length, 1);
+  refused(Buffer.concat([fifteen, fifteen]), /message 2 of a tells frame: .*more than 5 items.*share the frame's 20 items/, { maxDepth: 10, maxItems: 20 });
 });
 
 test('offeredTells reads a hello: a good offer, or nothing for none or a bad one', (t) => {

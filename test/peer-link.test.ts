@@ -1,7 +1,7 @@
 import { OPERATOR } from '../runtime/principal.js';
 import test from 'ava';
 import type { FrameConnection } from '../adapters/frame-listener.js';
-import { PeerLink } from '../actors/agent/link.js';
+import { behindPackedTells, PeerLink } from '../actors/agent/link.js';
 import { SimClock } from '../runtime/sim.js';
 import { unpackTells, type Envelope } from '../runtime/codec.js';
 import { AcpError } from '../runtime/errors.js';
@@ -178,15 +178,15 @@ test("a peer that offered tells frames gets a run of tells to one actor as one f
   tell(link, 6, parsePath('acp://lab/n2/other'));
   tell(link, 7);
   await settled();
-  // The run of three went before the ask; a run of one is a plain tell; another target starts a new run.
-  t.deepEqual(kinds(connection), ['tells', 'ask', 'tell', 'tell', 'tell']);
+  // The run of three went before the ask; another target starts a new run; a run of one is a tells frame too.
+  t.deepEqual(kinds(connection), ['tells', 'ask', 'tells', 'tells', 'tells']);
   t.deepEqual(unpackTells(connection.sent[0]!.body), [1, 2, 3].map((n) => ({ type: 'tell', n })));
   t.is(connection.sent[0]!.to, 'acp://lab/n2/echo');
   t.is(connection.sent[0]!.from, 'operator');
-  t.deepEqual(connection.sent.slice(2).map((envelope) => [envelope.to, (envelope.body as { n: number }).n]), [['acp://lab/n2/echo', 5], ['acp://lab/n2/other', 6], ['acp://lab/n2/echo', 7]]);
+  t.deepEqual(connection.sent.slice(2).map((envelope) => [envelope.to, (unpackTells(envelope.body)[0] as { n: number }).n]), [['acp://lab/n2/echo', 5], ['acp://lab/n2/other', 6], ['acp://lab/n2/echo', 7]]);
 });
 
-test('tells frames: another sender starts a new run, a run is cut before it outgrows the offer, a message too large to pack goes alone as a tell, a peer that offered nothing gets tells', async (t) => {
+test('tells frames: another sender starts a new run, a run is cut before it outgrows the offer, a message too large to pack goes alone as a tell, a peer that offered nothing gets tells; a message changed after it was told goes as it was', async (t) => {
   const link = makeLink(10);
   const connection = new FakeConnection();
   link.attach(connection, 1, { maxBytes: 8 * 1024 });
@@ -197,12 +197,19 @@ test('tells frames: another sender starts a new run, a run is cut before it outg
   link.deliver(path, { message: { type: 'big', data: 'x'.repeat(6000) }, sender: OPERATOR, external: false }, 5000);
   for (let n = 10; n < 1000; n += 1) tell(link, n);
   await settled();
-  t.deepEqual(kinds(connection).slice(0, 3), ['tell', 'tells', 'tell']);
+  t.deepEqual(kinds(connection).slice(0, 3), ['tells', 'tells', 'tell']);
+  t.is(unpackTells(connection.sent[1]!.body).length, 2, "the actor's two tells in one frame");
   t.is((connection.sent[2]!.body as Message).type, 'big');
   const rest = connection.sent.slice(3);
   t.true(rest.length > 1, `990 tells under an 8 KiB offer take more than one frame (${rest.length})`);
   t.true(rest.every((envelope) => envelope.k === 'tells' && (envelope.body as Uint8Array).length <= 8 * 1024 - 4096));
   t.deepEqual(rest.flatMap((envelope) => unpackTells(envelope.body)).map((message) => (message as { n: number }).n), Array.from({ length: 990 }, (_, index) => index + 10));
+
+  const changed = { type: 'tell', n: 1 };
+  link.deliver(path, { message: changed, sender: OPERATOR, external: false }, 5000);
+  changed.n = 2;
+  await settled();
+  t.deepEqual(unpackTells(connection.sent.at(-1)!.body), [{ type: 'tell', n: 1 }]);
 
   const plain = makeLink(10);
   const other = new FakeConnection();
@@ -234,4 +241,24 @@ test('tells packed when the connection is lost wait in the queue, first, for the
   link.attach(new FakeConnection(), 2, { maxBytes: 256 * 1024 });
   t.deepEqual(deadLetters.map((line) => line.split(':')[0]), ['tell']);
   t.regex(deadLetters[0]!, /restarted before the message was sent/);
+});
+
+test('a connection lost while waiting for the peer to drain: the next connection packs and flushes again; frames the session answers with go after the packed tells', async (t) => {
+  const link = makeLink(10);
+  const first = new FakeConnection();
+  link.attach(first, 1, { maxBytes: 256 * 1024 });
+  t.teardown(() => link.close());
+  first.pending = 64 * 1024 * 1024;
+  tell(link, 1);
+  t.is(link.queued, 1, 'queued behind backpressure');
+  link.detach(first, 'closed');
+  const second = new FakeConnection();
+  link.attach(second, 1, { maxBytes: 256 * 1024 });
+  t.deepEqual(second.sent.map((envelope) => (envelope.body as { n: number }).n), [1], 'the queue went out on the new connection');
+  tell(link, 2);
+  tell(link, 3);
+  // The session answering on this connection sends through behindPackedTells: its frame waits for nothing, but goes after the tells.
+  behindPackedTells(second, () => link).send({ v: 1, k: 'event', id: 7, body: { type: 'terminated' } });
+  t.deepEqual(kinds(second), ['tell', 'tells', 'event']);
+  t.deepEqual(unpackTells(second.sent[1]!.body), [2, 3].map((n) => ({ type: 'tell', n })));
 });

@@ -24,7 +24,7 @@ import { CdbFeed } from '../cdb-feed.js';
 import { upsertNodeObject } from '../node-object.js';
 import { identifyAgent } from './identify.js';
 import { joinSession, type JoinEnv } from './join.js';
-import { PeerLink } from './link.js';
+import { behindPackedTells, PeerLink } from './link.js';
 import { Membership } from './membership.js';
 import { PartitionGate } from './partition.js';
 import { agentAuthority, agentSchema, type PeerInfo } from './schema.js';
@@ -108,9 +108,11 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     return existing;
   };
 
-  // Peers may pack runs of tells into one frame, up to a quarter of a frame's limit (at most 256 KiB), each message held to the frame limits.
+  // Peers may pack runs of tells into one frame, up to a quarter of a frame's limit (at most 256 KiB;
+  // none below 8 KiB, too small to hold a run), its messages held to the frame's limits together.
   const wire = wireLimits(config);
-  const tells = { maxBytes: Math.min(TELLS_MAX_BYTES, Math.floor(wire.maxFrameBytes / 4)), limits: { maxDepth: wire.maxDepth, maxItems: wire.maxItems } };
+  const tellsBytes = Math.min(TELLS_MAX_BYTES, Math.floor(wire.maxFrameBytes / 4));
+  const tells = tellsBytes >= 8192 ? { maxBytes: tellsBytes, limits: { maxDepth: wire.maxDepth, maxItems: wire.maxItems } } : undefined;
 
   const serving = (connection: FrameConnection, principal: Principal, target?: PeerLink) =>
     new ApiSession(connection, {
@@ -121,7 +123,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       log: ctx.log,
       principal,
       greeted: true,
-      tells,
+      ...(tells ? { tells } : {}),
       ...(target ? { peer: { frame: (envelope: Envelope) => target.frame(envelope) } } : {}),
     });
 
@@ -171,7 +173,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
             conn.close();
             return;
           }
-          session = serving(gated, { kind: 'node', node: target.node }, target);
+          session = serving(behindPackedTells(gated, () => target), { kind: 'node', node: target.node }, target);
           target.attach(gated, body.incarnation, offeredTells(body));
           answered(body.incarnation);
         },
@@ -189,7 +191,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     connection.send({
       v: PROTOCOL_VERSION,
       k: 'hello',
-      body: { cluster, node: self, incarnation: ctx.node.incarnation, apiKey: deps.apiKey, proto: PROTOCOL_VERSION, role: 'peer', ...(selfAddress ? { agent: selfAddress } : {}), tells: { maxBytes: tells.maxBytes } },
+      body: { cluster, node: self, incarnation: ctx.node.incarnation, apiKey: deps.apiKey, proto: PROTOCOL_VERSION, role: 'peer', ...(selfAddress ? { agent: selfAddress } : {}), ...(tells ? { tells: { maxBytes: tells.maxBytes } } : {}) },
     });
     const cancel = clock.setTimer(config.api.helloTimeoutMs, () => {
       failed(new AcpError('ACP_ERR_NODE_UNREACHABLE', `'${target.node}' did not answer the hello within ${config.api.helloTimeoutMs} ms`));
@@ -260,7 +262,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
     }
     let target: PeerLink | undefined;
     const gated = gate.wrap(connection, () => target !== undefined);
-    const session = new ApiSession(gated, {
+    const session = new ApiSession(behindPackedTells(gated, () => target), {
       system,
       apiKey: deps.apiKey,
       helloTimeoutMs: config.api.helloTimeoutMs,
@@ -268,7 +270,7 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
       tokens: deps.tokens,
       limits: { maxWatches: config.api.maxWatches, maxAsksInFlight: config.api.maxAsksInFlight },
       onRefused: () => deps.countRefusal(),
-      tells,
+      ...(tells ? { tells } : {}),
       // Nothing is trusted before the hello: a script's requests must never pass for a node's.
       authenticate: (hello, proven) => {
         if (hello.node !== peer.commonName) {

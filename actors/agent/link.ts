@@ -117,6 +117,8 @@ export class PeerLink {
     }
     const restarted = this.incarnation !== undefined && this.incarnation !== incarnation;
     if (restarted) this.peerRestarted(incarnation);
+    // A run packed for the connection in place goes to it before anything changes (detach has taken it otherwise).
+    this.packer?.flush();
     this.incarnation = incarnation;
     this.connection = connection;
     this.packer = tells ? new TellPacker((envelope) => this.connection?.send(envelope), tells.maxBytes) : undefined;
@@ -129,6 +131,11 @@ export class PeerLink {
     // Death watches survive a reconnect to the same incarnation: tell the peer again.
     for (const [id, watch] of this.watches) connection.send({ v: PROTOCOL_VERSION, k: 'watch', id, to: watch.path });
     this.flush();
+  }
+
+  /** Sends the tells packed so far: the session answering on the same connection calls it before each frame of its own. */
+  flushPacked(): void {
+    this.packer?.flush();
   }
 
   /** Frames can go straight to the connection: it is up, takes more, and nothing waits before them. */
@@ -151,6 +158,8 @@ export class PeerLink {
     this.packer = undefined;
     this.connection = undefined;
     this.state = 'idle';
+    // A drain awaited on the lost connection never comes: the next one starts without it.
+    this.draining = false;
     this.stopHeartbeat();
     this.failPending(`connection to node '${this.node}' lost (${why})`);
     // Asks just failed must not run later: only tells wait for the reconnection.
@@ -328,4 +337,27 @@ export class PeerLink {
       else if (envelope.k === 'tell') this.env.deadLetter(envelope, error.message);
     }
   }
+}
+
+/**
+ * The connection as the session answering on it sees it: each frame of its own (a reply, an
+ * event, a pong, an error) goes after the tells the link has packed so far, so nothing this node
+ * sends overtakes a tell it sent before (a watcher's `terminated` after the actor's last tells).
+ */
+export function behindPackedTells(connection: FrameConnection, link: () => PeerLink | undefined): FrameConnection {
+  return {
+    get id() {
+      return connection.id;
+    },
+    send: (envelope) => {
+      link()?.flushPacked();
+      connection.send(envelope);
+    },
+    close: (last) => connection.close(last),
+    get pendingWriteBytes() {
+      return connection.pendingWriteBytes;
+    },
+    onDrain: (fn) => connection.onDrain(fn),
+    greeted: () => connection.greeted(),
+  };
 }

@@ -16,7 +16,8 @@ export interface UnsentTell {
  * encoded once as it comes, and the run goes out as one frame when something else must be sent
  * (the link flushes it first, so frames keep their order), when the next tell is for another actor
  * or from another sender, when it would outgrow the peer's offer, or at the end of the current
- * job (a microtask). A lone tell goes out as a plain `tell`. The receiver does per frame what it
+ * job (a microtask). A run of one is a `tells` frame too: its message was encoded when told, as a
+ * plain tell's would have been when sent. The receiver does per frame what it
  * did per tell (decode the envelope, find the sender and the target), so a burst costs it less.
  */
 export class TellPacker {
@@ -61,16 +62,12 @@ export class TellPacker {
     return true;
   }
 
-  /** Sends the open run now: a `tells` frame, or a plain `tell` for one message. */
+  /** Sends the open run now, as encoded when each was told (a message changed afterwards goes as it was). */
   flush(): void {
     const run = this.run;
     if (!run) return;
     this.run = undefined;
-    if (run.messages.length === 1) {
-      this.send({ v: PROTOCOL_VERSION, k: 'tell', to: run.to, body: run.messages[0], from: run.from });
-      return;
-    }
-    this.send({ v: PROTOCOL_VERSION, k: 'tells', to: run.to, from: run.from, body: Buffer.concat(run.parts, run.bytes) });
+    this.send({ v: PROTOCOL_VERSION, k: 'tells', to: run.to, from: run.from, body: run.parts.length === 1 ? run.parts[0] : Buffer.concat(run.parts, run.bytes) });
   }
 
   /** The open run's tells, taken back unsent, in order (the connection went away before they were written). */

@@ -40,8 +40,9 @@ export interface SessionOptions {
    */
   peer?: { frame(envelope: Envelope): void };
   /**
-   * Takes `tells` frames (a peer's run of tells to one actor in one frame), each message checked
-   * with these limits; the hello answer offers them, up to `maxBytes` a frame. Absent: refused.
+   * Takes `tells` frames (a peer node's run of tells to one actor in one frame) from a peer node
+   * (a `node` principal) alone, at most `maxBytes` of messages a frame, checked with these limits
+   * together; the hello answer offers them to a peer. Absent, or another principal: refused.
    */
   tells?: { maxBytes: number; limits: CborLimits };
   /** The hello already happened (a connection we dialed). */

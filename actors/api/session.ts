@@ -9,6 +9,8 @@ import type { LocalActor, Replier } from '../../runtime/system.js';
 import { helloPrincipal } from './session-hello.js';
 import { DEFAULT_CLIENT_ASK_TIMEOUT_MS, DEFAULT_SESSION_LIMITS, type SessionLimits, type SessionOptions } from './session-options.js';
 
+const NOT_A_MESSAGE = "the body must be a message: an object with a string 'type' of 1 to 128 characters";
+
 /**
  * One client connection speaking the wire protocol: hello first (with the API key), then tell, ask,
  * watch, ping and bye. Anything else, or anything before a good hello, is refused with an error
@@ -125,7 +127,7 @@ export class ApiSession implements FrameHandler {
         incarnation: identity.incarnation,
         proto: PROTOCOL_VERSION,
         ...(principal.kind === 'token' ? { token: { id: principal.id, role: principal.role } } : {}),
-        ...(this.options.tells ? { tells: { maxBytes: this.options.tells.maxBytes } } : {}),
+        ...(this.options.tells && principal.kind === 'node' ? { tells: { maxBytes: this.options.tells.maxBytes } } : {}),
       },
     });
     this.options.onGreeted?.(envelope.body as HelloBody & Record<string, unknown>);
@@ -173,8 +175,12 @@ export class ApiSession implements FrameHandler {
    */
   private tells(envelope: Envelope): void {
     const offered = this.options.tells;
-    if (!offered) {
+    if (!offered || this.principal?.kind !== 'node') {
       this.refuse('ACP_ERR_WIRE_BAD_FRAME', "this connection was not offered 'tells' frames; send each message as a tell");
+      return;
+    }
+    if (envelope.body instanceof Uint8Array && envelope.body.length > offered.maxBytes) {
+      this.refuse('ACP_ERR_WIRE_BAD_FRAME', `a tells frame of ${envelope.body.length} bytes of messages is more than the ${offered.maxBytes} this connection was offered`);
       return;
     }
     let messages: unknown[];
@@ -192,21 +198,23 @@ export class ApiSession implements FrameHandler {
   }
 
   /**
-   * Tells have no reply, but a refusal while routing one (schema, no such actor) is reported on
-   * the frame's id. What happens later (the actor refusing or crashing) stays on the node, in its
-   * log. Each body that is not a message is answered so, and the others go on.
+   * Tells have no reply, but a refusal while routing one (not a message, its schema, no such
+   * actor) is reported on the frame's id: the first refusal of a frame, so a frame of many cannot
+   * make the node write an error for each (the others are dropped, as a refused tell is, and the
+   * daemon's log has them). What happens later (the actor refusing or crashing) stays on the node.
    */
   private route(path: ActorPath, bodies: readonly unknown[], sender: Principal, id: string | number | undefined): void {
     let routing = true;
-    const reply: Replier = {
-      resolve: () => undefined,
-      reject: (error) => {
-        if (routing) this.sendError(id, error);
-      },
+    let answered = false;
+    const refused = (error: AcpError) => {
+      if (!routing || answered) return;
+      answered = true;
+      this.sendError(id, error);
     };
+    const reply: Replier = { resolve: () => undefined, reject: refused };
     for (const body of bodies) {
-      const message = this.messageOf(body, id);
-      if (message) this.options.system.send(path, { message, sender, external: true, reply });
+      if (isMessage(body)) this.options.system.send(path, { message: body, sender, external: true, reply });
+      else refused(new AcpError('ACP_ERR_SCHEMA_REJECTED', NOT_A_MESSAGE));
     }
     routing = false;
   }
@@ -346,7 +354,7 @@ export class ApiSession implements FrameHandler {
   /** The body as a message; undefined (and answered on `id`) when it is not one. */
   private messageOf(body: unknown, id: string | number | undefined): Message | undefined {
     if (isMessage(body)) return body;
-    this.sendError(id, new AcpError('ACP_ERR_SCHEMA_REJECTED', "the body must be a message: an object with a string 'type' of 1 to 128 characters"));
+    this.sendError(id, new AcpError('ACP_ERR_SCHEMA_REJECTED', NOT_A_MESSAGE));
     return undefined;
   }
 

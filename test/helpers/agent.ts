@@ -286,7 +286,24 @@ export class FakePeer {
   private constructor(
     readonly name: string,
     private readonly raw: RawTls,
+    /** The node's answer to the peer hello. */
+    readonly hello: Envelope,
   ) {}
+
+  /** Sends a frame as it is. */
+  send(envelope: Envelope): void {
+    this.raw.send(envelope);
+  }
+
+  /** Every frame the node sent so far, the hello answer first. */
+  get received(): readonly Envelope[] {
+    return this.raw.frames;
+  }
+
+  /** What came back until the node closed the connection. */
+  untilClosed(timeoutMs = 5000): Promise<RawTlsResult> {
+    return this.raw.untilClosed(timeoutMs);
+  }
 
   static async connect(t: ExecutionContext, target: ClusterNode, name: string): Promise<FakePeer> {
     const identity = await issue(name, readSecret(target.home, 'ca.crt'), readSecret(target.home, 'ca.key'));
@@ -295,7 +312,7 @@ export class FakePeer {
     raw.send({ v: 1, k: 'hello', body: { cluster: 'lab', node: name, incarnation: 1, apiKey: apiKeyOf(target.home), proto: 1, role: 'peer' } });
     const hello = await raw.frame((envelope) => envelope.k === 'hello' || envelope.k === 'error', 10_000);
     if (hello?.k !== 'hello') throw new Error(`the peer hello was not answered: ${JSON.stringify(hello?.err ?? 'nothing')}`);
-    return new FakePeer(name, raw);
+    return new FakePeer(name, raw, hello);
   }
 
   /** Asks `path` as `from` (an actor path on this fake node, or operator); the reply or the error frame. */
