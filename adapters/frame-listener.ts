@@ -61,6 +61,22 @@ export interface FrameConnection {
   greeted(): void;
 }
 
+/** The same connection, each frame sent through `send` (which decides whether and when it goes on to the connection). */
+export function sendingThrough(connection: FrameConnection, send: (envelope: Envelope) => void): FrameConnection {
+  return {
+    get id() {
+      return connection.id;
+    },
+    send,
+    close: (last) => connection.close(last),
+    get pendingWriteBytes() {
+      return connection.pendingWriteBytes;
+    },
+    onDrain: (fn) => connection.onDrain(fn),
+    greeted: () => connection.greeted(),
+  };
+}
+
 /** What the protocol logic does with a connection's frames. */
 export interface FrameHandler {
   frame(envelope: Envelope): void;

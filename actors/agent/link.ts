@@ -1,4 +1,4 @@
-import type { FrameConnection } from '../../adapters/frame-listener.js';
+import { sendingThrough, type FrameConnection } from '../../adapters/frame-listener.js';
 import { restartDelay } from '../../supervisors/backoff.js';
 import { PROTOCOL_VERSION, type Envelope } from '../../runtime/codec.js';
 import { AcpError, type ErrorData } from '../../runtime/errors.js';
@@ -345,19 +345,8 @@ export class PeerLink {
  * sends overtakes a tell it sent before (a watcher's `terminated` after the actor's last tells).
  */
 export function behindPackedTells(connection: FrameConnection, link: () => PeerLink | undefined): FrameConnection {
-  return {
-    get id() {
-      return connection.id;
-    },
-    send: (envelope) => {
-      link()?.flushPacked();
-      connection.send(envelope);
-    },
-    close: (last) => connection.close(last),
-    get pendingWriteBytes() {
-      return connection.pendingWriteBytes;
-    },
-    onDrain: (fn) => connection.onDrain(fn),
-    greeted: () => connection.greeted(),
-  };
+  return sendingThrough(connection, (envelope) => {
+    link()?.flushPacked();
+    connection.send(envelope);
+  });
 }

@@ -1,4 +1,4 @@
-import type { FrameConnection } from '../../adapters/frame-listener.js';
+import { sendingThrough, type FrameConnection } from '../../adapters/frame-listener.js';
 import type { Envelope } from '../../runtime/codec.js';
 
 /**
@@ -29,20 +29,9 @@ export class PartitionGate {
 
   /** The connection as the link and session see it: on a peer connection, sends vanish while partitioned. */
   wrap(connection: FrameConnection, isPeer: () => boolean): FrameConnection {
-    return {
-      get id() {
-        return connection.id;
-      },
-      send: (envelope) => {
-        if (this.on && isPeer()) return;
-        connection.send(envelope);
-      },
-      close: (last) => connection.close(last),
-      get pendingWriteBytes() {
-        return connection.pendingWriteBytes;
-      },
-      onDrain: (fn) => connection.onDrain(fn),
-      greeted: () => connection.greeted(),
-    };
+    return sendingThrough(connection, (envelope) => {
+      if (this.on && isPeer()) return;
+      connection.send(envelope);
+    });
   }
 }
