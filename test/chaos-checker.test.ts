@@ -1,6 +1,6 @@
 import test from 'ava';
 import { InvariantChecker, type NodeAnswer } from '../node/chaos/invariants.js';
-import { ranTogether } from '../node/chaos/running.js';
+import { ranTogether, runsOf } from '../node/chaos/running.js';
 import { ChaosRun, restartDelay } from '../node/chaos/run.js';
 import { checkLiveRestarts, parseScenario } from '../node/chaos/scenario.js';
 import type { ChaosCluster } from '../node/chaos/target.js';
@@ -87,7 +87,7 @@ test('two nodes running an HA system, two primaries in a term, no recovery withi
   const kinds = new Set(report.violations.map((violation) => violation.invariant));
   t.deepEqual([...kinds].sort(), ['not-recovered', 'two-primaries', 'two-running']);
   const double = report.violations.find((violation) => violation.invariant === 'two-running')!;
-  t.regex(double.message, /web reported running on n1 and n2/);
+  t.regex(double.message, /web ran on n1 and n2 at once/);
   t.deepEqual(Object.keys(double.evidence).sort(), ['n1', 'n2']);
   t.regex(report.violations.find((violation) => violation.invariant === 'two-primaries')!.message, /term 3 had primaries n1 and n2/);
   t.is(report.recoveries[0]!.recoveryMs, null);
@@ -108,35 +108,47 @@ test('two QEMU processes for one system on two nodes are a violation naming the 
   t.false(report.violations.some((violation) => violation.invariant === 'two-running'), 'only one node said running: the QEMU count caught it');
 });
 
-test('two reports of running count as a double only when the runs they belong to overlap: a move in between is not one, a run seen again later is; a report without times always counts', (t) => {
-  const answer = (since: number | undefined, at: number | undefined): NodeAnswer => ({ systems: [{ id: 'web', state: 'running', ...(since === undefined ? {} : { since }) }], ...(at === undefined ? {} : { at }) });
+test("two nodes' reports of running count as two copies only when the runs they belong to overlap: a move between two answers is not, a run seen again later still going after the other began is; an end known only from a history is no proof; a report of running without times always counts", (t) => {
+  const answer = (state: string, since: number | undefined, at: number | undefined): NodeAnswer => ({ systems: [{ id: 'web', state, ...(since === undefined ? {} : { since }) }], ...(at === undefined ? {} : { at }) });
+  const running = (since: number | undefined, at: number | undefined) => answer('running', since, at);
   const checker = (skewMs = 0) => new InvariantChecker(['web'], 10_000, skewMs);
   const observe = (into: InvariantChecker, said: Record<string, NodeAnswer>) => into.observe(new Map(Object.entries(said)), new Set(), new Set(), 0, 0);
   // The source said it runs (since 1000) at 5000; the target's copy runs since 5200, said at 5300: it moved between the two answers.
   const moved = checker();
-  observe(moved, { n1: answer(1000, 5000), n2: answer(5200, 5300) });
+  observe(moved, { n1: running(1000, 5000), n2: running(5200, 5300) });
   t.deepEqual(moved.violations, []);
   t.is(moved.apart, 1);
+  observe(moved, { n1: answer('stopped', 5250, 5400), n2: running(5200, 5500) });
+  t.deepEqual(moved.violations, []);
   // The next sample finds the source's same run still going at 5400: both ran over 5200..5300, whichever samples said so.
-  observe(moved, { n1: answer(1000, 5400) });
-  t.is(moved.violations.length, 1);
-  t.regex(moved.violations[0]!.message, /web reported running on n1 and n2 at once: n1 running since .* \(said at .*\); n2 running since/);
-  observe(moved, { n1: answer(1000, 5500), n2: answer(5200, 5600) });
-  t.is(moved.violations.length, 1, 'each pair of runs once');
-  // A new run on n1 (since 9000) after n2's copy ended (last seen at 5600): not a double.
-  observe(moved, { n1: answer(9000, 9100) });
-  t.is(moved.violations.length, 1);
+  const still = checker();
+  observe(still, { n1: running(1000, 5000), n2: running(5200, 5300) });
+  observe(still, { n1: running(1000, 5400) });
+  t.is(still.violations.length, 1);
+  t.regex(still.violations[0]!.message, /web ran on n1 and n2 at once: n1 running from .* until at least .*; n2 running from/);
+  observe(still, { n1: running(1000, 5500), n2: running(5200, 5600) });
+  t.is(still.violations.length, 1, 'each pair of runs once');
+  // A new run on n1 (since 9000) after n2's copy was last seen (5600): not a double.
+  observe(still, { n1: running(9000, 9100) });
+  t.is(still.violations.length, 1);
+  // The source's next answer says it crashed at 5350, after the target began: that is when its hypervisor noticed (a frozen or
+  // restarted daemon notices late), not proof that it ran until then, so it is not counted.
+  const noticed = checker();
+  observe(noticed, { n1: running(1000, 5000), n2: running(5200, 5300) });
+  observe(noticed, { n1: answer('crashed', 5350, 5400), n2: running(5200, 5500) });
+  t.deepEqual(noticed.violations, []);
   // Clocks that may differ by 300 ms: the move above could hide an overlap, so it counts.
   const skewed = checker(300);
-  observe(skewed, { n1: answer(1000, 5000), n2: answer(5200, 5300) });
+  observe(skewed, { n1: running(1000, 5000), n2: running(5200, 5300) });
   t.is(skewed.violations.length, 1);
-  // A node that does not say when: counted with any other report in its sample.
+  // A node that does not say when: counted with any other report of running in its sample.
   const untimed = checker();
-  observe(untimed, { n1: answer(undefined, undefined), n2: answer(5200, 5300) });
+  observe(untimed, { n1: running(undefined, undefined), n2: running(5200, 5300) });
   t.is(untimed.violations.length, 1);
   t.regex(untimed.violations[0]!.message, /it did not say since when/);
   t.true(ranTogether({ node: 'n1', since: 0, at: 10 }, { node: 'n2', since: 5, at: 6 }, 0));
   t.false(ranTogether({ node: 'n1', since: 0, at: 10 }, { node: 'n2', since: 10, at: 20 }, 0), 'one ending as the other begins');
+  t.deepEqual(runsOf({ node: 'n1', state: 'paused', since: 30, at: 40 }), []);
 });
 
 test('a killed node is not asked, but its QEMU processes seen from this host still count', async (t) => {

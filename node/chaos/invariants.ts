@@ -1,6 +1,6 @@
 import type { QemuProcess } from '../../adapters/qemu-processes.js';
 import type { Message } from '../../runtime/messages.js';
-import { describeReport, RunIntervals, type RunningReport } from './running.js';
+import { describeOverlap, RunIntervals, type SystemReport } from './running.js';
 import type { ChaosCluster } from './target.js';
 
 /**
@@ -60,7 +60,7 @@ export async function askNodes(cluster: ChaosCluster, killed: ReadonlySet<string
         try {
           const client = await cluster.client(name);
           const [hv, monitor, qemu] = await Promise.all([
-            client.ask<Message & { at?: unknown; systems: { id: string; state: string; since?: unknown }[] }>('hypervisor', { type: 'system.status' }, { timeoutMs: ASK_MS }).catch(() => undefined),
+            client.ask<Message & StatusReply>('hypervisor', { type: 'system.status' }, { timeoutMs: ASK_MS }).catch(() => undefined),
             client.ask<Message & { role: string; term: number; primary: string | null }>('monitor', { type: 'monitor.status' }, { timeoutMs: ASK_MS }).catch(() => undefined),
             client.ask<Message & { processes: QemuProcess[] }>('framework', { type: 'framework.qemu' }, { timeoutMs: ASK_MS }).catch(() => undefined),
           ]);
@@ -87,22 +87,29 @@ function timeOf<Key extends string>(key: Key, value: unknown): Partial<Record<Ke
   return Number.isFinite(ms) ? ({ [key]: ms } as Partial<Record<Key, number>>) : {};
 }
 
+/** A hypervisor's system.status answer, as far as the checker reads it (anything else in it is left). */
+export interface StatusReply {
+  at?: unknown;
+  systems: { id: string; state: string; since?: unknown }[];
+}
+
 /** What a node's system.status answer says, as the checker reads it: each system's state and since when, and when the node answered. */
-export function fromStatus(reply: { at?: unknown; systems: { id: string; state: string; since?: unknown }[] }): Pick<NodeAnswer, 'systems' | 'at'> {
+export function fromStatus(reply: StatusReply): Pick<NodeAnswer, 'systems' | 'at'> {
   return { systems: reply.systems.map((system) => ({ id: system.id, state: system.state, ...timeOf('since', system.since) })), ...timeOf('at', reply.at) };
 }
 
-/** The reports of the nodes (not killed) that say the system runs. */
-export function runningReports(answers: ReadonlyMap<string, NodeAnswer>, id: string, killed: ReadonlySet<string>): RunningReport[] {
+/** What each node (not killed) says of the system, in whatever state. */
+export function systemReports(answers: ReadonlyMap<string, NodeAnswer>, id: string, killed: ReadonlySet<string>): SystemReport[] {
   return [...answers].flatMap(([node, answer]) => {
-    const system = killed.has(node) ? undefined : answer.systems?.find((listed) => listed.id === id && listed.state === 'running');
-    return system ? [{ node, ...(system.since === undefined ? {} : { since: system.since }), ...(answer.at === undefined ? {} : { at: answer.at }) }] : [];
+    const system = killed.has(node) ? undefined : answer.systems?.find((listed) => listed.id === id);
+    if (!system) return [];
+    return [{ node, state: system.state, ...(system.since === undefined ? {} : { since: system.since }), ...(answer.at === undefined ? {} : { at: answer.at }) }];
   });
 }
 
 /** The nodes (not killed) that report the system running. */
 export function runningOn(answers: ReadonlyMap<string, NodeAnswer>, id: string, killed: ReadonlySet<string>): string[] {
-  return runningReports(answers, id, killed).map((report) => report.node);
+  return systemReports(answers, id, killed).filter((report) => report.state === 'running').map((report) => report.node);
 }
 
 export class InvariantChecker {
@@ -149,12 +156,13 @@ export class InvariantChecker {
     this.samples += 1;
     const said = (nodes: string[]) => Object.fromEntries(nodes.map((node) => [node, answers.get(node)]));
     for (const id of this.haSystems) {
-      const reports = runningReports(answers, id, killed);
+      const reports = systemReports(answers, id, killed);
       const overlaps = this.running.add(id, reports);
-      for (const [a, b] of overlaps) {
-        this.violations.push({ at, invariant: 'two-running', message: `${id} reported running on ${a.node} and ${b.node} at once: ${describeReport(a)}; ${describeReport(b)}`, evidence: said([a.node, b.node].filter((node) => answers.has(node))) });
+      for (const overlap of overlaps) {
+        const [a, b] = overlap;
+        this.violations.push({ at, invariant: 'two-running', message: `${id} ran on ${a.node} and ${b.node} at once: ${describeOverlap(overlap)}`, evidence: said([a.node, b.node].filter((node) => answers.has(node))) });
       }
-      if (overlaps.length === 0 && reports.length > 1) this.apart += 1;
+      if (overlaps.length === 0 && reports.filter((report) => report.state === 'running').length > 1) this.apart += 1;
     }
     // Every system's QEMU processes, counted over every node: more than one is two copies.
     const copies = new Map<string, { node: string; pid: number }[]>();

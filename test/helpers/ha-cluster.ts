@@ -1,25 +1,24 @@
 /**
  * What the HA tests in namespaces ask of a harness cluster: where a system runs (by every node's
  * hypervisor), a sampler that records any moment two nodes run it (judged as the chaos checker
- * judges it: two reports of running count only if the moments they cover overlap), and a node
- * holding its lease.
+ * judges it: each node's runs, from its answers' states and times, must not overlap),
+ * and a node holding its lease.
  */
 import type { HaView } from '../../actors/ha/view.js';
 import type { Harness } from '../../node/harness/index.js';
-import { fromStatus, runningReports as reportsOf, type NodeAnswer } from '../../node/chaos/invariants.js';
-import { describeReport, RunIntervals, type RunningReport } from '../../node/chaos/running.js';
+import { fromStatus, systemReports as reportsOf, type NodeAnswer, type StatusReply } from '../../node/chaos/invariants.js';
+import { describeOverlap, describeReport, RunIntervals, type SystemReport } from '../../node/chaos/running.js';
 import type { Message } from '../../runtime/messages.js';
 import { eventually } from './node.js';
 
-/** What the nodes whose hypervisor says the system is running said: since when, and when they said it (a node that does not answer within 500 ms says nothing). */
-export async function runningReports(cluster: Harness, system: string, nodes: readonly string[] = cluster.nodes.map((node) => node.name)): Promise<RunningReport[]> {
+/** What each node's hypervisor says of the system, in whatever state (a node that does not answer within 500 ms says nothing). */
+export async function systemReports(cluster: Harness, system: string, nodes: readonly string[] = cluster.nodes.map((node) => node.name)): Promise<SystemReport[]> {
   const answers = new Map<string, NodeAnswer>();
   await Promise.all(
     nodes.map(async (node) => {
       try {
         const client = await cluster.client(node);
-        const reply = await client.ask<Message & { at?: string; systems: { id: string; state: string; since?: string }[] }>('hypervisor', { type: 'system.status' }, { timeoutMs: 500 });
-        answers.set(node, fromStatus(reply));
+        answers.set(node, fromStatus(await client.ask<Message & StatusReply>('hypervisor', { type: 'system.status' }, { timeoutMs: 500 })));
       } catch {
         // Not answering: says nothing.
       }
@@ -30,7 +29,7 @@ export async function runningReports(cluster: Harness, system: string, nodes: re
 
 /** The nodes whose hypervisor says the system is running. */
 export async function runningOn(cluster: Harness, system: string, nodes?: readonly string[]): Promise<string[]> {
-  return (await runningReports(cluster, system, nodes)).map((report) => report.node);
+  return (await systemReports(cluster, system, nodes)).filter((report) => report.state === 'running').map((report) => report.node);
 }
 
 /** One sample: two copies at one moment (`double`), or two reports of running each about another moment (`apart`: not a double). */
@@ -47,10 +46,11 @@ export interface Sampled {
 export function runningSampler(cluster: Harness, system: string, nodes?: readonly string[]): () => Promise<Sampled> {
   const runs = new RunIntervals(0);
   return async () => {
-    const reports = await runningReports(cluster, system, nodes);
+    const reports = await systemReports(cluster, system, nodes);
     const overlaps = runs.add(system, reports);
-    if (overlaps.length > 0) return { double: overlaps.map(([a, b]) => `running on ${a.node} and ${b.node} at once: ${describeReport(a)}; ${describeReport(b)}`).join(' | ') };
-    return reports.length > 1 ? { apart: reports.map(describeReport).join('; ') } : {};
+    if (overlaps.length > 0) return { double: overlaps.map((overlap) => `running on ${overlap[0].node} and ${overlap[1].node} at once: ${describeOverlap(overlap)}`).join(' | ') };
+    const running = reports.filter((report) => report.state === 'running');
+    return running.length > 1 ? { apart: running.map(describeReport).join('; ') } : {};
   };
 }
 
