@@ -18,7 +18,11 @@ runsWhen(missing)(`a management node's REST and UI list and start a system on a 
   const n2Url = (await address(n2)).url!;
   await eventually(async () => (await askVia(n1!, 'cdb', { type: 'cdb.get', key: 'object/node/n2' }).catch(() => undefined)) ?? undefined, 20_000, "n2's node object");
   await cliOk(['node', 'set', 'n2', '--management', 'off'], n1!.home);
-  await eventually(async () => ((await address(n2)).url === null ? true : undefined), 20_000, 'n2 to close its web port');
+  // Bounded for liveness on a loaded machine; on a timeout, what n2's CDB holds says whether the change reached it.
+  await eventually(async () => ((await address(n2)).url === null ? true : undefined), 45_000, 'n2 to close its web port').catch(async (error: unknown) => {
+    const held = await askVia<Message & { record?: { value?: unknown; version?: string } }>(n2!, 'cdb', { type: 'cdb.get', key: 'object/node/n2' }).catch((cause: unknown) => ({ type: 'error', cause: String(cause) }));
+    throw new Error(`${(error as Error).message}; n2's CDB holds ${JSON.stringify(held)}`);
+  });
   t.is(await fetch(n2Url).then(() => 'answered', () => 'refused'), 'refused', 'n2 serves no web port');
   t.like(await address(n1), { management: true });
 
