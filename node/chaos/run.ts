@@ -37,7 +37,7 @@ export interface ChaosReport {
   startedAt: string;
   durationMs: number;
   samples: number;
-  /** Samples in which two nodes said an HA system runs, each about a different moment: not a double (invariants.ts, ranTogether). */
+  /** Samples in which two nodes said an HA system runs, each about a different moment: not a double (running.ts). */
   apartSamples: number;
   recoveries: Recovery[];
   writes: WritesReport;
