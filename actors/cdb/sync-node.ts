@@ -37,6 +37,26 @@ const DATAGRAM_PAYLOAD_BYTES = MAX_DATAGRAM_BYTES - 36 - 96;
 /** Unicast rides the agent's frames: far larger sends are fine. */
 const UNICAST_PAYLOAD_BYTES = 256 * 1024;
 const SEND_TIMEOUT_MS = 3000;
+/**
+ * Records merged in one turn of the event loop. A snapshot page (5,000 records) merged at once
+ * holds the loop about 100 ms, and with it the request for the next page, which then travels only
+ * after the merge: sliced, the request leaves during the first slices and the page after arrives
+ * while this one is merged.
+ */
+const MERGE_SLICE = 1000;
+
+/** `merge` of `records`, a slice per turn of the event loop; resolves once every slice is durable (fails if any fails). */
+async function mergeInSlices(records: readonly StoredRecord[], merge: (records: readonly StoredRecord[]) => Promise<void>): Promise<void> {
+  if (records.length <= MERGE_SLICE) return merge(records);
+  const slices: Promise<void>[] = [];
+  for (let at = 0; at < records.length; at += MERGE_SLICE) {
+    if (at > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    const slice = merge(records.slice(at, at + MERGE_SLICE));
+    slice.catch(() => undefined); // awaited below, after the last slice
+    slices.push(slice);
+  }
+  await Promise.all(slices);
+}
 
 export interface SyncSetup {
   config: NodeConfig['sync'];
@@ -125,7 +145,7 @@ export class SyncNode {
           this.traffic.exchange('snapshot', 'received', page.bytes ?? encode(page).length);
           return page;
         },
-        merge: (records) => setup.merge(records),
+        merge: (records) => mergeInSlices(records, setup.merge),
         knownNodes: () => this.knownNodes(),
       },
       setup.config,

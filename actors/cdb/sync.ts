@@ -51,6 +51,8 @@ const SINCE_MARGIN_MS = 5000;
 /** A repair answer stays well inside the agent's 4 MiB frames. */
 const REPAIR_BYTES = 1024 * 1024;
 const SNAPSHOT_PAGE = 5000;
+/** Snapshot pages merged but not yet durable while the pull goes on (each flush costs a disk sync). */
+const MERGES_IN_FLIGHT = 2;
 /** How long after a gap shows before it is repaired: a gap from datagrams arriving out of order fills on its own. */
 export const REORDER_GRACE_MS = 100;
 /** Payload fields around the records (origin, incarnation, firstSeq, keys). */
@@ -491,20 +493,31 @@ export class Replicator {
       let digest: DigestPayload | undefined;
       let takenAt: number | undefined;
       let next = request(undefined);
-      do {
-        const page = await next;
-        if (page.digest.node !== source) throw new Error(`the snapshot from ${source} carries ${page.digest.node}'s digest`);
-        if (digest === undefined) {
-          digest = page.digest;
-          takenAt = page.takenAt;
-        }
-        cursor = page.cursor;
-        // The next page travels while this one is written.
-        if (cursor !== undefined) next = request(cursor);
-        this.counters.recordsMerged += page.records.length;
+      // A page's merge is applied at once but is durable only when its flush ends: the next page is
+      // merged meanwhile (the flushes queue into the next transaction) and the pull waits for the
+      // flushes only when MERGES_IN_FLIGHT are outstanding, and at its end.
+      const merging: Promise<void>[] = [];
+      try {
+        do {
+          const page = await next;
+          if (page.digest.node !== source) throw new Error(`the snapshot from ${source} carries ${page.digest.node}'s digest`);
+          if (digest === undefined) {
+            digest = page.digest;
+            takenAt = page.takenAt;
+          }
+          cursor = page.cursor;
+          // The next page travels while this one is written.
+          if (cursor !== undefined) next = request(cursor);
+          this.counters.recordsMerged += page.records.length;
+          const merged = Promise.resolve().then(() => this.env.merge(page.records));
+          merged.catch(() => undefined); // awaited below
+          merging.push(merged);
+          if (merging.length > MERGES_IN_FLIGHT) await merging.shift();
+        } while (cursor !== undefined && !this.stopped);
+      } finally {
         // A failed merge fails the pull (retried later): the marks below must not claim what is not here.
-        await Promise.resolve().then(() => this.env.merge(page.records));
-      } while (cursor !== undefined && !this.stopped);
+        await Promise.all(merging);
+      }
       if (this.stopped || !digest) return false;
       this.counters.snapshotsPulled += 1;
       // What the source counted when it began is now here.
