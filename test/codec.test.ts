@@ -5,6 +5,7 @@ import {
   FRAME_KINDS,
   FrameDecoder,
   decodeEnvelope,
+  encodedLength,
   encodeFrame,
   offeredTells,
   packedTell,
@@ -312,4 +313,33 @@ test('offeredTells reads a hello: a good offer, or nothing for none or a bad one
   t.is(offeredTells({ tells: { maxBytes: 10 } }), undefined, 'smaller than any frame');
   t.is(offeredTells({ tells: { maxBytes: 'lots' } }), undefined);
   t.is(offeredTells(undefined), undefined);
+});
+
+test('encodedLength is the length the encoder writes, for every kind of plain value at every size boundary (seeded)', (t) => {
+  const lengthWritten = (value: unknown) => encodeFrame({ v: 1, k: 'tell', body: value }).length - encodeFrame({ v: 1, k: 'tell', body: null }).length + 1;
+  const boundaries = [0, 1, 23, 24, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1];
+  const numbers = [...boundaries, ...boundaries.map((n) => -n), ...boundaries.map((n) => -n - 1), 1.5, 0.1, -2.5, NaN, Infinity, -Infinity, 1e300];
+  const strings = ['x', 'é', '€', '😀'].flatMap((unit) => [0, 7, 8, 23, 24, 85, 86, 127, 128, 255, 256, 21845, 21846, 65535, 65536].map((count) => unit.repeat(count)));
+  const fixed: unknown[] = [...numbers, ...strings, null, undefined, true, false, [], {}, { a: undefined }, Object.create(null) as unknown, Buffer.from([1, 2, 3]), new Date(0)];
+  for (const value of fixed) t.is(encodedLength(value), lengthWritten(value), `${typeof value} ${JSON.stringify(value)?.slice(0, 20)} (${JSON.stringify(value)?.length})`);
+  const wide = Object.fromEntries(Array.from({ length: 65536 }, (_, index) => [`k${index}`, index]));
+  t.is(encodedLength(wide), lengthWritten(wide), 'a map of 65,536 fields');
+  t.is(encodedLength(Array.from({ length: 70000 }, () => 1)), lengthWritten(Array.from({ length: 70000 }, () => 1)), 'an array of 70,000');
+
+  let seed = 11;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+  const value = (depth: number): unknown => {
+    const kind = depth > 3 ? Math.floor(random() * 4) : Math.floor(random() * 6);
+    if (kind === 0) return pick(numbers);
+    if (kind === 1) return pick(['', 'web-1', 'é€😀', 'x'.repeat(Math.floor(random() * 400))]);
+    if (kind === 2) return pick([null, true, false, undefined]);
+    if (kind === 3) return Math.floor(random() * 2 ** 40) - 2 ** 39;
+    if (kind === 4) return Array.from({ length: Math.floor(random() * 10) }, () => value(depth + 1));
+    return Object.fromEntries(Array.from({ length: Math.floor(random() * 10) }, (_, index) => [`${pick(['f', 'é', 'field-'])}${index}`, value(depth + 1)]));
+  };
+  for (let trial = 0; trial < 2000; trial += 1) {
+    const sample = value(0);
+    t.is(encodedLength(sample), lengthWritten(sample), `trial ${trial}`);
+  }
 });

@@ -9,6 +9,7 @@ import { ObjectStore, type StoredRecord } from '../../adapters/store.js';
 import { replyLater, type ActorContext, type ServiceDefinition } from '../../runtime/actor.js';
 import { hasRole } from '../../runtime/authority.js';
 import { AcpError } from '../../runtime/errors.js';
+import { encodedLength } from '../../runtime/codec.js';
 import { formatPrincipal, type Principal } from '../../runtime/principal.js';
 import type { Message, Terminated } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
@@ -20,7 +21,7 @@ import { createHash } from 'node:crypto';
 import { wins } from './replication.js';
 import { adminOnly, CDB_READS, cdbAuthority, cdbSchema, parseCdbMessage, view, type CdbMessage } from './schema.js';
 import { WatchTable } from './watches.js';
-import { encodedSize, type SnapshotPage, type SnapshotRequest } from './sync.js';
+import type { SnapshotPage, SnapshotRequest } from './sync.js';
 import { SyncNode, type SyncSetup } from './sync-node.js';
 import { checkValue, DEFAULT_VALUE_LIMITS, type ValueLimits } from './value.js';
 
@@ -384,7 +385,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
           const wanted = (request.origin === undefined || record.origin === request.origin) && (request.since === undefined || record.version.wall >= request.since);
           if (wanted) {
             records.push(record);
-            bytes += encodedSize(record);
+            bytes += encodedLength(record);
           }
           if (records.length >= request.limit || bytes >= SNAPSHOT_PAGE_BYTES || scanned >= SNAPSHOT_PAGE_SCAN) return { type: 'cdb.sync.snapshot', records, bytes, takenAt, cursor: record.key, digest };
         }
