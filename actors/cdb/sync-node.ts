@@ -15,7 +15,7 @@ import type { ActorContext } from '../../runtime/actor.js';
 import type { NodeConfig } from '../../runtime/config.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
-import { encode } from 'cbor-x';
+import { encodedLength } from '../../runtime/codec.js';
 import type { Gap } from './replication.js';
 import { TrafficMeter, type SyncTraffic } from './sync-traffic.js';
 import {
@@ -136,13 +136,13 @@ export class SyncNode {
         },
         repair: async (origin, gap): Promise<RepairAnswer> => {
           const answer = repairAnswerSchema.parse(await this.remote(origin).ask({ type: 'cdb.sync.repair', ...gap }, { timeoutMs: 10_000 }));
-          this.traffic.exchange('repair', 'received', encode(answer).length);
+          this.traffic.exchange('repair', 'received', encodedLength(answer));
           return answer;
         },
         snapshot: async (node, request): Promise<SnapshotPage> => {
           const page = snapshotPageSchema.parse(await this.remote(node).ask({ type: 'cdb.sync.snapshot', ...request }, { timeoutMs: 30_000 }));
           // Counted at the records' size the server measured (a node from before it did: encoded here).
-          this.traffic.exchange('snapshot', 'received', page.bytes ?? encode(page).length);
+          this.traffic.exchange('snapshot', 'received', page.bytes ?? encodedLength(page));
           return page;
         },
         merge: (records) => mergeInSlices(records, setup.merge),
@@ -289,7 +289,7 @@ export class SyncNode {
       return;
     }
     if (bytes !== undefined) this.traffic.received('multicast', parsed.data.k, bytes);
-    else this.traffic.received('unicast', parsed.data.k, encode(raw).length);
+    else this.traffic.received('unicast', parsed.data.k, encodedLength(raw));
     const gap = this.replicator.receive(parsed.data, via);
     if (gap && !this.repairTimer) this.repairTimer = setTimeout(() => this.tellSelf({ type: 'cdb.sync.repair-due' }), REORDER_GRACE_MS);
   }
@@ -329,7 +329,7 @@ export class SyncNode {
   /** Unicast over the agent: an ask, so an unreachable peer costs a timeout, not a dead letter per send. */
   private sendTo(node: string, payload: SyncPayload, relay: boolean): void {
     if (this.dropped()) return;
-    this.traffic.sent('unicast', payload.k, encode(payload).length);
+    this.traffic.sent('unicast', payload.k, encodedLength(payload));
     this.remote(node)
       .ask({ type: 'cdb.sync', payload, ...(relay ? { relay: true } : {}) }, { timeoutMs: SEND_TIMEOUT_MS })
       .catch((error: unknown) => this.ctx.log.debug({ peer: node, err: errorMessage(error) }, 'cdb sync: unicast send failed'));
@@ -350,13 +350,13 @@ export class SyncNode {
 
   serveRepair(gap: Gap): Message & RepairAnswer {
     const answer = this.replicator.serveRepair(gap);
-    this.traffic.exchange('repair', 'served', encode(answer).length);
+    this.traffic.exchange('repair', 'served', encodedLength(answer));
     return { type: 'cdb.sync.repaired', ...answer };
   }
 
   /** A snapshot page served to a peer (encoded by the agent; counted at its records' CBOR size). */
   servedSnapshot(page: SnapshotPage): void {
-    this.traffic.exchange('snapshot', 'served', page.bytes ?? encode(page).length);
+    this.traffic.exchange('snapshot', 'served', page.bytes ?? encodedLength(page));
   }
 
   members(): MemberView[] {
