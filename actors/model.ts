@@ -450,7 +450,23 @@ function badKey(key: string, why: string): AcpError {
 }
 
 /** Parses a full key; the error says which part is wrong and what is expected. */
+/**
+ * Keys parsed before, as parsePath keeps paths: every CDB read and write parses its key, and the
+ * same keys (a system's, a node's) come again and again. Cleared when full; only valid keys kept.
+ */
+const parsedKeys = new Map<string, ParsedKey>();
+const PARSED_KEYS_MAX = 10_000;
+
 export function parseKey(key: string): ParsedKey {
+  const known = parsedKeys.get(key);
+  if (known !== undefined) return known;
+  const parsed = parseKeyUncached(key);
+  if (parsedKeys.size >= PARSED_KEYS_MAX) parsedKeys.clear();
+  parsedKeys.set(key, parsed);
+  return parsed;
+}
+
+function parseKeyUncached(key: string): ParsedKey {
   if (typeof key !== 'string' || key.length === 0) throw badKey(String(key), 'empty');
   if (key.length > MAX_KEY_LENGTH) throw badKey(key.slice(0, 40) + '…', `longer than ${MAX_KEY_LENGTH} characters`);
   // Cut with indexOf, not split: this runs for every CDB read and write.
