@@ -374,20 +374,25 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     const records: StoredRecord[] = [];
     let bytes = 0;
     let scanned = 0;
+    let lastScanned = request.cursor;
     for (const kind of ['meta/', 'object/']) {
       if (request.cursor !== undefined && request.cursor >= `${kind}\uffff`) continue;
       let after = request.cursor !== undefined && request.cursor > kind ? request.cursor : undefined;
       for (;;) {
         const page = kind === 'object/' ? store!.range(kind, after, PAGE) : memory.range(kind, after, PAGE);
         for (const record of page) {
-          after = record.key;
-          scanned += 1;
           const wanted = (request.origin === undefined || record.origin === request.origin) && (request.since === undefined || record.version.wall >= request.since);
           if (wanted) {
+            const size = encodedLength(record);
+            // A record that would take the page past its bytes starts the next one (a page holds at least one).
+            if (records.length > 0 && bytes + size > SNAPSHOT_PAGE_BYTES) return { type: 'cdb.sync.snapshot', records, bytes, takenAt, cursor: lastScanned!, digest };
             records.push(record);
-            bytes += encodedLength(record);
+            bytes += size;
           }
-          if (records.length >= request.limit || bytes >= SNAPSHOT_PAGE_BYTES || scanned >= SNAPSHOT_PAGE_SCAN) return { type: 'cdb.sync.snapshot', records, bytes, takenAt, cursor: record.key, digest };
+          after = record.key;
+          lastScanned = record.key;
+          scanned += 1;
+          if (records.length >= request.limit || scanned >= SNAPSHOT_PAGE_SCAN) return { type: 'cdb.sync.snapshot', records, bytes, takenAt, cursor: record.key, digest };
         }
         if (page.length < PAGE) break;
       }

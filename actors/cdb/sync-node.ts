@@ -45,14 +45,22 @@ const SEND_TIMEOUT_MS = 3000;
  */
 const MERGE_SLICE = 1000;
 
-/** `merge` of `records`, a slice per turn of the event loop; resolves once every slice is durable (fails if any fails). */
+/**
+ * `merge` of `records`, a slice per turn of the event loop; resolves once every slice is durable.
+ * Once a slice has failed (a store that refuses, a CDB stopping) the rest are not merged, and it
+ * fails with that slice's error.
+ */
 async function mergeInSlices(records: readonly StoredRecord[], merge: (records: readonly StoredRecord[]) => Promise<void>): Promise<void> {
   if (records.length <= MERGE_SLICE) return merge(records);
   const slices: Promise<void>[] = [];
-  for (let at = 0; at < records.length; at += MERGE_SLICE) {
+  let failed = false;
+  for (let at = 0; at < records.length && !failed; at += MERGE_SLICE) {
     if (at > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    if (failed) break;
     const slice = merge(records.slice(at, at + MERGE_SLICE));
-    slice.catch(() => undefined); // awaited below, after the last slice
+    slice.catch(() => {
+      failed = true; // awaited below, after the last slice
+    });
     slices.push(slice);
   }
   await Promise.all(slices);
