@@ -449,18 +449,19 @@ function badKey(key: string, why: string): AcpError {
   return new AcpError('ACP_ERR_CDB_BAD_KEY', `bad key ${JSON.stringify(key)}: ${why}`);
 }
 
-/** Parses a full key; the error says which part is wrong and what is expected. */
 /**
  * Keys parsed before, as parsePath keeps paths: every CDB read and write parses its key, and the
- * same keys (a system's, a node's) come again and again. Cleared when full; only valid keys kept.
+ * same keys (a system's, a node's) come again and again. Cleared when full; only valid keys kept,
+ * frozen, since every caller of the same key shares one.
  */
 const parsedKeys = new Map<string, ParsedKey>();
 const PARSED_KEYS_MAX = 10_000;
 
+/** Parses a full key; the error says which part is wrong and what is expected. */
 export function parseKey(key: string): ParsedKey {
   const known = parsedKeys.get(key);
   if (known !== undefined) return known;
-  const parsed = parseKeyUncached(key);
+  const parsed = Object.freeze(parseKeyUncached(key));
   if (parsedKeys.size >= PARSED_KEYS_MAX) parsedKeys.clear();
   parsedKeys.set(key, parsed);
   return parsed;
