@@ -25,7 +25,8 @@ const REPLAY_WINDOW = 4096;
  * The socket's receive buffer. The kernel's default (about 208 KiB) holds some 160 datagrams: a
  * write burst (12,000 records a second from one node in bench/sync) overflowed it whenever the
  * event loop was busy for a few milliseconds, and 60% of the batches were lost and had to be
- * repaired or pulled by snapshot. The kernel caps this at net.core.rmem_max (4 MiB here).
+ * repaired or pulled by snapshot. The kernel caps this at net.core.rmem_max (4 MiB on the build
+ * machine, 208 KiB on a stock kernel): a smaller grant is logged once, with the sysctl that raises it.
  */
 const RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
@@ -94,6 +95,14 @@ export class MulticastChannel {
         resolve();
       });
     });
+    // Linux reports twice what it grants (the other half is its own bookkeeping).
+    const granted = socket.getRecvBufferSize() / 2;
+    if (granted < RECEIVE_BUFFER_BYTES) {
+      log.warn(
+        { grantedBytes: granted, wantedBytes: RECEIVE_BUFFER_BYTES },
+        `the multicast receive buffer is ${Math.round(granted / 1024)} KiB, not ${RECEIVE_BUFFER_BYTES / 1024} KiB: net.core.rmem_max caps it, and a burst of writes from other nodes may overflow it (the losses are repaired, more slowly); raise it with sysctl -w net.core.rmem_max=${RECEIVE_BUFFER_BYTES}`,
+      );
+    }
     try {
       socket.addMembership(group, this.options.interface);
       socket.setMulticastInterface(this.options.interface);
