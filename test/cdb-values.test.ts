@@ -7,7 +7,7 @@ import { open } from 'lmdb';
 import { createCdb } from '../actors/cdb/index.js';
 import { checkValue, DEFAULT_VALUE_LIMITS } from '../actors/cdb/value.js';
 import { attachFrames } from '../adapters/frame-listener.js';
-import { DeferredReply, type ActorContext, type ActorRef } from '../runtime/actor.js';
+import { DeferredReply } from '../runtime/actor.js';
 import { DEFAULT_MAX_DEPTH } from '../runtime/cbor-guard.js';
 import { OPERATOR } from '../runtime/principal.js';
 import { DEFAULT_MAX_HELLO_FRAME_BYTES, encodeFrame, FrameDecoder, type Envelope } from '../runtime/codec.js';
@@ -15,7 +15,7 @@ import { parseConfig } from '../runtime/config.js';
 import { AcpError, type ErrorCode } from '../runtime/errors.js';
 import { silentLogger } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
-import { formatPath, parsePath } from '../runtime/path.js';
+import { stubContext } from './helpers/stub-context.js';
 
 function refusedValue(t: ExecutionContext, value: unknown, pattern: RegExp): void {
   const error = t.throws(() => checkValue(value), { instanceOf: AcpError });
@@ -83,19 +83,7 @@ interface Stub {
 }
 
 async function cdbOn(t: ExecutionContext, storePath: string): Promise<Stub> {
-  const told: { to: string; message: Message }[] = [];
-  const ref = (path: string): ActorRef => ({ path, tell: (message) => told.push({ to: path, message }), ask: () => Promise.reject(new Error('no asks')) });
-  const self = 'acp://lab/n1/cdb';
-  const ctx: ActorContext = {
-    path: parsePath(self),
-    self: ref(self),
-    node: { cluster: 'lab', node: 'n1', incarnation: 1 },
-    log: silentLogger(),
-    generation: 1,
-    ref: (path) => ref(typeof path === 'string' ? path : formatPath(path)),
-    runTask: () => Promise.reject(new Error('no pool')),
-    watch: () => () => undefined,
-  };
+  const { ctx, told } = stubContext('acp://lab/n1/cdb');
   const cdb = createCdb(ctx, { storePath, maxMemoryKeys: 1000, statsHistory: 10 });
   await cdb.started?.();
   t.teardown(() => cdb.stopping?.('test over'));

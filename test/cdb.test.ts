@@ -8,16 +8,15 @@ import { createCdb, type CdbEvents, type CdbSnapshot, type RecordView } from '..
 import type { HistoryPoint } from '../actors/cdb/memory.js';
 import type { ServiceInfo } from '../actors/kit.js';
 import type { NodeMeta } from '../actors/model.js';
-import type { Actor, ActorContext, ActorRef } from '../runtime/actor.js';
+import type { Actor } from '../runtime/actor.js';
 import { DeferredReply } from '../runtime/actor.js';
 import type { AcpClient } from '../runtime/client.js';
 import type { Daemon } from '../node/daemon.js';
 import { AcpError, type ErrorCode } from '../runtime/errors.js';
-import { silentLogger } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
-import { formatPath, parsePath } from '../runtime/path.js';
 import type { ServiceStatus } from '../runtime/services.js';
 import { allRunning, client, eventually, makeHome, startDaemon } from './helpers/node.js';
+import { stubContext } from './helpers/stub-context.js';
 import { changesOf } from './helpers/watch.js';
 
 type Written = Message & { type: 'cdb.written'; key: string; version: string };
@@ -555,23 +554,7 @@ interface Harness {
 
 /** Runs createCdb on a stub context and a store in a temporary directory; `now` is its wall clock. */
 async function harness(t: ExecutionContext, storePath: string, now: () => number): Promise<Harness> {
-  const told: { to: string; message: Message }[] = [];
-  const ref = (path: string): ActorRef => ({
-    path,
-    tell: (message) => told.push({ to: path, message }),
-    ask: () => Promise.reject(new Error('the stub refs take no asks')),
-  });
-  const self = 'acp://lab/n1/cdb';
-  const ctx: ActorContext = {
-    path: parsePath(self),
-    self: ref(self),
-    node: { cluster: 'lab', node: 'n1', incarnation: 1 },
-    log: silentLogger(),
-    generation: 1,
-    ref: (path) => ref(typeof path === 'string' ? path : formatPath(path)),
-    runTask: () => Promise.reject(new Error('no pool')),
-    watch: () => () => undefined,
-  };
+  const { ctx, told } = stubContext('acp://lab/n1/cdb');
   const cdb = createCdb(ctx, { storePath, maxMemoryKeys: 1000, statsHistory: 10, now });
   await cdb.started?.();
   let stopped = false;
