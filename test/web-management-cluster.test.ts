@@ -49,7 +49,13 @@ runsWhen(missing)(`a management node's REST and UI list and start a system on a 
   // The UI of n1: the tree shows s2 on n2, its start button starts it there.
   const page = await tokenPage(await browser(t), origin, operator);
   await page.click('#tree a.system[data-name="s2"]');
-  await page.click('button[data-action="start"]:not([disabled])');
+  // On a timeout (one CI run under load), what the page showed and what n1 knew of s2 and of n2 say why.
+  await page.click('button[data-action="start"]:not([disabled])').catch(async (error: unknown) => {
+    const shown = { state: await page.textContent('#state').catch(() => null), reason: await page.textContent('dd[data-fact="reason"]').catch(() => null) };
+    const meta = await askVia(n1!, 'cdb', { type: 'cdb.get', key: 'meta/system/s2@n2' }).catch((cause: unknown) => String(cause));
+    const nodes = await askVia(n1!, 'cdb', { type: 'cdb.nodes' }).catch((cause: unknown) => String(cause));
+    throw new Error(`${(error as Error).message.split('\n')[0]}; the page showed ${JSON.stringify(shown)}; n1 holds ${JSON.stringify(meta)}; n1's view of the nodes: ${JSON.stringify(nodes)}`);
+  });
   await page.waitForSelector('#tree a.system[data-name="s2"][data-state="running"]', { timeout: 30_000 });
   t.is(await page.textContent('dd[data-fact="node"]'), 'n2');
   const on2 = await askVia<Message & { systems: { id: string; state: string }[] }>(n2!, 'hypervisor', { type: 'system.status', id: 's2' });
