@@ -17,6 +17,7 @@ import { AcpError, errorMessage } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import { encodedLength } from '../../runtime/codec.js';
 import type { Gap } from './replication.js';
+import { mergeInSlices } from './merge-slices.js';
 import { TrafficMeter, type SyncTraffic } from './sync-traffic.js';
 import {
   REORDER_GRACE_MS,
@@ -37,35 +38,6 @@ const DATAGRAM_PAYLOAD_BYTES = MAX_DATAGRAM_BYTES - 36 - 96;
 /** Unicast rides the agent's frames: far larger sends are fine. */
 const UNICAST_PAYLOAD_BYTES = 256 * 1024;
 const SEND_TIMEOUT_MS = 3000;
-/**
- * Records merged in one turn of the event loop. A snapshot page (5,000 records) merged at once
- * holds the loop about 100 ms, and with it the request for the next page, which then travels only
- * after the merge: sliced, the request leaves during the first slices and the page after arrives
- * while this one is merged.
- */
-const MERGE_SLICE = 1000;
-
-/**
- * `merge` of `records`, a slice per turn of the event loop; resolves once every slice is durable.
- * Once a slice has failed (a store that refuses, a CDB stopping) the rest are not merged, and it
- * fails with that slice's error.
- */
-async function mergeInSlices(records: readonly StoredRecord[], merge: (records: readonly StoredRecord[]) => Promise<void>): Promise<void> {
-  if (records.length <= MERGE_SLICE) return merge(records);
-  const slices: Promise<void>[] = [];
-  let failed = false;
-  for (let at = 0; at < records.length && !failed; at += MERGE_SLICE) {
-    if (at > 0) await new Promise<void>((resolve) => setImmediate(resolve));
-    if (failed) break;
-    const slice = merge(records.slice(at, at + MERGE_SLICE));
-    slice.catch(() => {
-      failed = true; // awaited below, after the last slice
-    });
-    slices.push(slice);
-  }
-  await Promise.all(slices);
-}
-
 export interface SyncSetup {
   config: NodeConfig['sync'];
   clusterKey: string;
