@@ -67,6 +67,13 @@ export interface AuthorityTarget {
   readonly path: string;
 }
 
+function refusal(sender: Principal, target: AuthorityTarget, messageType: string, why: string): AcpError {
+  return new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not send '${messageType}' to ${target.path}: ${why}`, {
+    sender: formatPrincipal(sender),
+    messageType,
+  });
+}
+
 /**
  * The one decision: may `sender` send `messageType` to the actor at `target`, whose service
  * declared `table`? Returns the refusal, or undefined when allowed. A type the table does not name
@@ -74,25 +81,20 @@ export interface AuthorityTarget {
  */
 export function authorize(sender: Principal, target: AuthorityTarget, table: AuthorityTable | undefined, messageType: string): AcpError | undefined {
   const access = table?.[messageType] ?? universalAuthority[messageType];
-  const refuse = (why: string) =>
-    new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not send '${messageType}' to ${target.path}: ${why}`, {
-      sender: formatPrincipal(sender),
-      messageType,
-    });
   // A node vouches only for its own actors (relayedBy checks it on arrival; checked again here).
   if (sender.kind === 'node' && sender.for?.kind === 'actor' && nodeOf(sender.for.path) !== sender.node) {
-    return refuse(`node '${sender.node}' relays for an actor of another node`);
+    return refusal(sender, target, messageType, `node '${sender.node}' relays for an actor of another node`);
   }
-  const actor = actorOf(sender, target.node);
   if (access === undefined) {
-    return actor ? undefined : refuse('it is private to the cluster’s own actors');
+    return actorOf(sender, target.node) ? undefined : refusal(sender, target, messageType, 'it is private to the cluster’s own actors');
   }
   if (typeof access === 'object') {
+    const actor = actorOf(sender, target.node);
     if (actor && access.internal.some((rule) => matches(rule, actor, target))) return undefined;
-    return refuse(`it is internal: only ${access.internal.map(describeRule).join(' or ')} sends it`);
+    return refusal(sender, target, messageType, `it is internal: only ${access.internal.map(describeRule).join(' or ')} sends it`);
   }
   if (access === 'local-admin' && (sender.kind === 'node' || ((sender.kind === 'operator' || sender.kind === 'token') && sender.via === 'agent'))) {
-    return refuse("it is accepted only on this node's own API socket, not over the agent");
+    return refusal(sender, target, messageType, "it is accepted only on this node's own API socket, not over the agent");
   }
   const who = origin(sender);
   switch (who.kind) {
@@ -102,14 +104,14 @@ export function authorize(sender: Principal, target: AuthorityTarget, table: Aut
       return undefined;
     case 'token': {
       const need = roleNeeded(access);
-      return RANK[who.role] >= RANK[need] ? undefined : refuse(`it needs the ${need} role, and this token is ${who.role}`);
+      return RANK[who.role] >= RANK[need] ? undefined : refusal(sender, target, messageType, `it needs the ${need} role, and this token is ${who.role}`);
     }
     case 'node':
       // A node speaking for nobody in particular may read; anything else must say for whom.
-      return access === 'read' ? undefined : refuse('a peer node must relay it for an actor, its operator or a token');
+      return access === 'read' ? undefined : refusal(sender, target, messageType, 'a peer node must relay it for an actor, its operator or a token');
     default: {
       const unreachable: never = who;
-      return refuse(`unknown sender ${String(unreachable)}`);
+      return refusal(sender, target, messageType, `unknown sender ${String(unreachable)}`);
     }
   }
 }

@@ -2,7 +2,7 @@
 import type { ZodType } from 'zod';
 import type { AcpError } from './errors.js';
 import type { Message, Terminated } from './messages.js';
-import type { AuthorityTable } from './authority.js';
+import type { AuthorityTable, AuthorityTarget } from './authority.js';
 import type { ActorPath } from './path.js';
 import type { Principal } from './principal.js';
 import type { LocalActor } from './local-actor.js';
@@ -77,6 +77,8 @@ export interface SpawnOptions {
 export interface Entry {
   readonly path: string;
   readonly actorPath: ActorPath;
+  /** The actor as the authority check names it (one object, not one per message). */
+  readonly target: AuthorityTarget;
   generation: number;
   live: LocalActor | undefined;
   schema: ZodType | undefined;

@@ -7,7 +7,7 @@ import { LocalActor } from './local-actor.js';
 import type { Logger } from './logger.js';
 import { universalSchema, type Message, type Terminated } from './messages.js';
 import { CellHost, type Cell } from './nact-cell.js';
-import { formatPath, parentPath, PRIMARY, toPath, type ActorPath } from './path.js';
+import { formatPath, makePath, parentPath, PRIMARY, toPath, type ActorPath } from './path.js';
 import { actorPrincipal, formatPrincipal, type Principal } from './principal.js';
 import type { TaskPool } from './pool.js';
 import { validateMessage } from './validate.js';
@@ -84,9 +84,9 @@ export class ActorSystem {
     return () => this.listeners.delete(listener);
   }
 
-  /** The path of a service on this node. */
+  /** The path of a service on this node: its names checked, frozen, its text kept (see makePath). */
   localPath(...segments: string[]): ActorPath {
-    return { cluster: this.identity.cluster, node: this.identity.node, segments };
+    return makePath(this.identity.cluster, this.identity.node, ...segments);
   }
 
   /**
@@ -180,7 +180,7 @@ export class ActorSystem {
     // whatever fields it sent. A type nobody declared is left to the schema, which names the types.
     const declared = entry.authority?.[delivery.message.type] !== undefined || universalAuthority[delivery.message.type] !== undefined;
     if (delivery.external && !declared && !this.validate(entry, delivery, key)) return;
-    const refusal = authorize(delivery.sender, { cluster: this.identity.cluster, node: this.identity.node, path: key }, entry.authority, delivery.message.type);
+    const refusal = authorize(delivery.sender, entry.target, entry.authority, delivery.message.type);
     if (refusal) {
       this.forbiddenCount += 1;
       this.log.warn({ path: key, messageType: delivery.message.type, sender: formatPrincipal(delivery.sender), reason: refusal.message }, 'message refused: sender not allowed');
@@ -215,7 +215,7 @@ export class ActorSystem {
       throw new AcpError('ACP_ERR_NO_SUCH_ACTOR', `cannot spawn ${key}: its parent ${formatPath(parentKey)} is not running`);
     }
     if (!entry) {
-      entry = { path: key, actorPath: path, generation: 0, live: undefined, schema: undefined, authority: undefined, watchers: new Set() };
+      entry = { path: key, actorPath: path, target: { cluster: this.identity.cluster, node: this.identity.node, path: key }, generation: 0, live: undefined, schema: undefined, authority: undefined, watchers: new Set() };
       this.entries.set(key, entry);
       if (parentKey) {
         const parent = formatPath(parentKey);

@@ -133,7 +133,8 @@ const ownCdb = { internal: [{ service: 'cdb', nodes: 'self' }] } as const;
 export const ADMIN_ONLY_PREFIXES = ['object/alarm-target/'] as const;
 
 export function adminOnly(key: string): boolean {
-  return ADMIN_ONLY_PREFIXES.some((prefix) => key.startsWith(prefix));
+  for (const prefix of ADMIN_ONLY_PREFIXES) if (key.startsWith(prefix)) return true;
+  return false;
 }
 
 /**
