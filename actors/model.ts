@@ -467,7 +467,11 @@ export function parseKey(key: string): ParsedKey {
   return parsed;
 }
 
-function parseKeyUncached(key: string): ParsedKey {
+/**
+ * parseKey without the cache, for keys seen once (another node's records merged here): caching a
+ * run of new keys costs more than parsing them, and pushes out the keys that are read again.
+ */
+export function parseKeyUncached(key: string): ParsedKey {
   if (typeof key !== 'string' || key.length === 0) throw badKey(String(key), 'empty');
   if (key.length > MAX_KEY_LENGTH) throw badKey(key.slice(0, 40) + '…', `longer than ${MAX_KEY_LENGTH} characters`);
   // Cut with indexOf, not split: this runs for every CDB read and write.

@@ -14,7 +14,7 @@ import { formatPrincipal, type Principal } from '../../runtime/principal.js';
 import type { Message, Terminated } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { ServiceCounters } from '../kit.js';
-import { checkPrefix, parseKey, SERVICE_TYPES, validateMeta, validateObject, type ParsedKey } from '../model.js';
+import { checkPrefix, parseKey, parseKeyUncached, SERVICE_TYPES, validateMeta, validateObject, type ParsedKey } from '../model.js';
 import { compareVersions, formatVersion, HybridClock, parseVersion, type Version } from './hlc.js';
 import { MemoryTable, type HistoryPoint } from './memory.js';
 import { createHash } from 'node:crypto';
@@ -273,9 +273,10 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         ctx.log.warn({ key: incoming.key, origin: incoming.origin, err: (error as Error).message }, 'merged record refused: its value is not plain data');
       }
     });
+    const horizon = wallNow() + maxClockAheadMs;
     for (const incoming of records) {
       // One record from the far future would win every later write here and drag our clock along.
-      if (incoming.version.wall > wallNow() + maxClockAheadMs) {
+      if (incoming.version.wall > horizon) {
         skipped += 1;
         clockAheadRefused += 1;
         if (clockAheadRefused === 1 || clockAheadRefused % 1000 === 0) {
@@ -292,7 +293,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
       let target: ParsedKey;
       try {
         if (notPlain.has(incoming)) throw new AcpError('ACP_ERR_CDB_BAD_VALUE', 'not plain data');
-        target = parseKey(incoming.key);
+        target = parseKeyUncached(incoming.key);
         // meta and stats have one writer: only records that node wrote are taken.
         if (target.kind !== 'object' && incoming.origin !== target.node) throw new AcpError('ACP_ERR_CDB_NOT_OWNER', 'not its writer');
         if (!incoming.deleted) {
@@ -303,7 +304,9 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
         skipped += 1;
         continue;
       }
-      const record: StoredRecord = { key: target.key, value: incoming.deleted ? null : incoming.value, version: incoming.version, origin: incoming.origin, ...(incoming.deleted ? { deleted: true } : {}) };
+      const record: StoredRecord = incoming.deleted
+        ? { key: target.key, value: null, version: incoming.version, origin: incoming.origin, deleted: true }
+        : { key: target.key, value: incoming.value, version: incoming.version, origin: incoming.origin };
       clock.observe(record.version);
       // The same key twice in one merge: the later version alone is written.
       const earlier = byKey.get(record.key);
