@@ -2,7 +2,7 @@ import test, { type ExecutionContext } from 'ava';
 import { compareVersions, formatVersion, HybridClock, parseVersion, type Version } from '../actors/cdb/hlc.js';
 import { MemoryTable } from '../actors/cdb/memory.js';
 import { cdbSchema, parseCdbMessage } from '../actors/cdb/schema.js';
-import { checkPrefix, OBJECT_TYPES, parseKey, SERVICE_TYPES, STORAGE_TYPES, validateObject, type ParsedKey } from '../actors/model.js';
+import { checkPrefix, OBJECT_TYPES, parseKey, parseKeyUncached, SERVICE_TYPES, STORAGE_TYPES, validateObject, type ParsedKey } from '../actors/model.js';
 import type { StoredRecord } from '../adapters/store.js';
 import { AcpError, type ErrorCode } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
@@ -346,4 +346,18 @@ test('parseCdbMessage: a plain get passes as it is; any other get goes to the sc
   }
   const inherited = Object.assign(Object.create({ extra: 1 }) as Message, { type: 'cdb.get', key: 'object/network/a' });
   t.is(t.throws(() => parseCdbMessage(inherited))?.message, t.throws(() => cdbSchema.parse(inherited))?.message, 'an inherited field is refused as the schema refuses it');
+});
+
+test('parseKeyUncached (merges) parses as parseKey does, a fresh object each time, and refuses the same keys with the same errors', (t) => {
+  for (const good of ['object/system/web-1', 'meta/system/web-1@n2', 'stats/storage/volume/p1/v1@n3', 'object/service/cdb/n1']) {
+    t.deepEqual(parseKeyUncached(good), parseKey(good));
+    t.not(parseKeyUncached(good), parseKeyUncached(good));
+    t.true(Object.isFrozen(parseKey(good)));
+  }
+  for (const bad of ['', 'object/bogus/x', 'meta/system/web-1', 'object/system/a@n1', `object/network/${'a'.repeat(600)}`]) {
+    const cached = t.throws(() => parseKey(bad), { instanceOf: AcpError });
+    const uncached = t.throws(() => parseKeyUncached(bad), { instanceOf: AcpError });
+    t.is(uncached?.message, cached?.message);
+    t.is((uncached as AcpError | undefined)?.code, 'ACP_ERR_CDB_BAD_KEY');
+  }
 });

@@ -634,3 +634,14 @@ test('a malformed universal message from inside the process is refused, not a cr
   t.deepEqual(crashes, []);
   t.true(system.isAlive(SVC));
 });
+
+test('localPath names a service on this node with a frozen path that keeps its text, and refuses a bad name', (t) => {
+  const system = makeSystem(t);
+  const path = system.localPath('hypervisor', 'vmm', 's1');
+  t.deepEqual(path, parsePath('acp://lab/n1/hypervisor/vmm/s1'));
+  t.true(Object.isFrozen(path) && Object.isFrozen(path.segments));
+  t.is(formatPath(path), 'acp://lab/n1/hypervisor/vmm/s1');
+  const bad = t.throws(() => system.localPath('Bad Name'), { instanceOf: AcpError });
+  t.is(bad?.code, 'ACP_ERR_PATH_INVALID');
+  t.throws(() => system.localPath('hypervisor/vmm'), { instanceOf: AcpError, message: /contains '\/'/ });
+});
