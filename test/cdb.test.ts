@@ -621,9 +621,11 @@ test('a watch opened while writes are pending gets each change once: in the snap
   const batch = cdb.ask({ type: 'cdb.batch', ops });
   await cdb.ask({ type: 'cdb.watch', prefix: 'object/network/', subscriber: 'acp://lab/n1/api/w1' });
   await batch;
-  await new Promise((resolve) => setTimeout(resolve, 50));
-  const messages = cdb.told.map((entry) => entry.message);
-  const inSnapshot = messages.filter((message): message is CdbSnapshot => message.type === 'cdb.snapshot').flatMap((chunk) => chunk.records.map((record) => record.key));
-  const asEvents = changesOf(messages).map((event) => event.record.key);
-  t.deepEqual([...inSnapshot, ...asEvents].sort(), ops.map((op) => op.key));
+  const delivered = () => {
+    const messages = cdb.told.map((entry) => entry.message);
+    const inSnapshot = messages.filter((message): message is CdbSnapshot => message.type === 'cdb.snapshot').flatMap((chunk) => chunk.records.map((record) => record.key));
+    return [...inSnapshot, ...changesOf(messages).map((event) => event.record.key)];
+  };
+  await eventually(() => (delivered().length >= ops.length ? true : undefined), 5000, 'every change in the snapshot or as an event');
+  t.deepEqual(delivered().sort(), ops.map((op) => op.key));
 });

@@ -22,7 +22,13 @@ test('a larger merge is sliced, a slice per turn, in order, and resolves once ev
   t.deepEqual(calls, [`object/network/n0+${MERGE_SLICE}`], 'the first slice at once, the rest in later turns');
   let settled = false;
   void done.then(() => (settled = true));
-  await new Promise((resolve) => setTimeout(resolve, 20));
+  // Turns of the event loop, counted rather than timed: a timer could fire between two slices on a loaded machine.
+  let turns = 0;
+  while (calls.length < 3 && turns < 100) {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    turns += 1;
+  }
+  t.true(turns >= 2, `a slice per turn: three slices took ${turns} turns after the first`);
   t.deepEqual(calls, [`object/network/n0+${MERGE_SLICE}`, `object/network/n${MERGE_SLICE}+${MERGE_SLICE}`, `object/network/n${2 * MERGE_SLICE}+500`]);
   t.false(settled, 'not before the second slice is durable');
   resolveSecond();
