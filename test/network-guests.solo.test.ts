@@ -7,6 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import type { ExecutionContext } from 'ava';
 import { guestHasNetworking, guestImage, GUEST_PING_PREFIX } from '../adapters/guest-image.js';
+import { tapName } from '../adapters/interface-names.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
 import { ip } from '../node/harness/net.js';
 import { eventually } from './helpers/node.js';
@@ -56,9 +57,9 @@ const SCENARIOS = {
   vlan: { main: ['v100', '--type', 'vlan', '--vlan', '100', '--uplink', 'eth1'], other: ['v200', '--type', 'vlan', '--vlan', '200', '--uplink', 'eth1'] },
 } as const;
 
-runsWhen(missing)(`two guests on two nodes on one bridge network ping each other; a guest on another network does not reach them; after a live migration the guest still answers${missing ? ` (skipped: ${missing})` : ''}`, (t) => guests(t, 'bridge'));
+runsWhen(missing)(`two guests on two nodes on one bridge network ping each other; a guest on another network does not reach them; after a live migration the guest still answers, and after its node's daemon restarts under it${missing ? ` (skipped: ${missing})` : ''}`, (t) => guests(t, 'bridge'));
 
-(kernelVlan ? unlessKernelLacks(kernelVlan) : runsWhen(missing))(`two guests on two nodes on one VLAN ping each other across the nodes' uplinks; a guest on another VLAN does not; after a live migration the guest still answers${missingVlan ? ` (skipped: ${missingVlan})` : ''}`, (t) => guests(t, 'vlan'));
+(kernelVlan ? unlessKernelLacks(kernelVlan) : runsWhen(missing))(`two guests on two nodes on one VLAN ping each other across the nodes' uplinks; a guest on another VLAN does not; after a live migration the guest still answers, and after its node's daemon restarts under it${missingVlan ? ` (skipped: ${missingVlan})` : ''}`, (t) => guests(t, 'vlan'));
 
 async function guests(t: ExecutionContext, kind: keyof typeof SCENARIOS): Promise<void> {
   const { main, other } = SCENARIOS[kind];
@@ -115,5 +116,27 @@ async function guests(t: ExecutionContext, kind: keyof typeof SCENARIOS): Promis
     return seen.slice(-3).length === 3 && seen.slice(-3).every((result) => result === 'ok') ? seen : undefined;
   }, 60_000, 'g2 to reach g1 on n2, three times in a row');
   t.log(`after the migration g2's pings to g1: ${after.join(',')}`);
+
+  // n2's daemon restarts (acp down, acp up) under g1 and g2: the guests run on, the restarted
+  // daemon adopts them, and their taps are the same interfaces (never removed and made again,
+  // which would leave each QEMU holding a deleted tap), so they still reach each other.
+  const n2 = h.nodes.find((candidate) => candidate.name === 'n2')!;
+  const tapOf = async (system: string) => (JSON.parse(await ip(['-n', n2.ns, '-j', 'link', 'show', 'dev', tapName(system, 0)])) as { ifindex: number; flags: string[] }[])[0]!;
+  const tapsBefore = [await tapOf('g1'), await tapOf('g2')];
+  t.is((await h.down('n2')).code, 0, 'acp down on n2');
+  await h.restart('n2');
+  await eventually(async () => {
+    const listed = JSON.parse(await cli('n1', ['--json', 'system', 'ls'])) as { id: string; state: string; node: string }[];
+    return ['g1', 'g2'].every((id) => listed.some((row) => row.id === id && row.node === 'n2' && row.state === 'running')) ? true : undefined;
+  }, 90_000, "g1 and g2 adopted by n2's restarted daemon");
+  const sinceRestart = pings(await consoleOf('g2'), '10.9.0.2').length;
+  const resumed = await eventually(async () => {
+    const seen = pings(await consoleOf('g2'), '10.9.0.2').slice(sinceRestart);
+    return seen.length >= 3 && seen.slice(-3).every((result) => result === 'ok') ? seen : undefined;
+  }, 60_000, "g2 to reach g1 after n2's daemon restarted, three times in a row");
+  t.log(`after n2's daemon restarted, g2's pings to g1: ${resumed.join(',')}`);
+  const tapsAfter = [await tapOf('g1'), await tapOf('g2')];
+  t.deepEqual(tapsAfter.map((tap) => tap.ifindex), tapsBefore.map((tap) => tap.ifindex), 'the same taps: not removed and made again');
+  for (const tap of tapsAfter) t.false(tap.flags.includes('NO-CARRIER'), `a tap with its QEMU attached has carrier: ${tap.flags.join(',')}`);
   await cli('n1', ['system', 'stop', 'g3', '--force']);
 }

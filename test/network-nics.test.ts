@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { guestImage } from '../adapters/guest-image.js';
 import { Harness, harnessAvailable } from '../node/harness/index.js';
+import { homePaths } from '../runtime/config.js';
 import { ip } from '../node/harness/net.js';
 import { eventually } from './helpers/node.js';
 import { guestMissing, runsWhen } from './helpers/requires.js';
@@ -95,6 +96,34 @@ runsWhen(missing)(`a system's --nic is a tap on the bridge while it runs, with a
   await cli(h, ['system', 'start', 'far']);
   t.like(await linkNamed(ns, 'far-0'), { master: 'lan' });
   await cli(h, ['system', 'stop', 'far']);
+});
+
+runsWhen(missing)(`after a daemon restart the taps it made are kept for the hypervisor to claim, never removed first: one whose guest was not adopted goes once the recovery says so; one of a system no longer defined goes at once${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
+  t.timeout(180_000);
+  const h = await Harness.start({ nodes: ['n1'] });
+  t.teardown(() => h.teardown());
+  const { ns, home } = h.node('n1');
+  await cli(h, ['network', 'create', 'lan', '--type', 'bridge']);
+  await cli(h, ['system', 'create', 'kept', '--driver', 'sim', '--nic', 'lan', '--restart', 'never']);
+  await cli(h, ['system', 'start', 'kept']);
+  t.like(await linkNamed(ns, 'kept-0'), { master: 'lan', ifalias: 'acp:lab/n1/lan/kept' });
+  // kill -9: the tap stays behind, and a sim guest does not outlive its daemon. A tap of ours for a system nobody defines, too.
+  await h.kill('n1');
+  await ip(['-n', ns, 'tuntap', 'add', 'dev', 'ghost-0', 'mode', 'tap']);
+  await ip(['-n', ns, 'link', 'set', 'ghost-0', 'alias', 'acp:lab/n1/lan/ghost']);
+  const logFile = homePaths(home).logFile;
+  const logged = readFileSync(logFile, 'utf8').length;
+  await h.restart('n1');
+  await eventually(async () => ((await linkNamed(ns, 'kept-0')) === undefined && (await linkNamed(ns, 'ghost-0')) === undefined ? true : undefined), 60_000, 'both taps to go');
+  const lines = readFileSync(logFile, 'utf8').slice(logged).split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as { msg: string; systems?: string[] });
+  const at = (pattern: RegExp) => lines.findIndex((line) => pattern.test(line.msg));
+  const keptAt = lines.findIndex((line) => line.msg.startsWith('taps found from before the restart are kept') && line.systems?.includes('kept'));
+  t.true(keptAt >= 0, 'the restarted Network service kept kept-0 for the hypervisor');
+  t.false(lines[keptAt]!.systems!.includes('ghost'), 'not ghost-0: no system ghost is defined');
+  const released = at(/^the taps of system 'kept' kept since the restart are removed: the hypervisor's recovery adopted no guest of it here$/);
+  t.true(released > keptAt, "released once the hypervisor's recovery said it adopted no guest of kept");
+  t.true(at(/^removed kept-0: nothing wants it/) > released, 'kept-0 was removed only after that');
+  t.true(at(/^removed ghost-0: nothing wants it/) >= 0, 'ghost-0 removed by the first pass');
 });
 
 runsWhen(qemuMissing)(`a QEMU guest with --nic lan runs with its tap on the bridge, opened by QEMU${qemuMissing ? ` (skipped: ${qemuMissing})` : ''}`, async (t) => {

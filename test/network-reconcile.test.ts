@@ -6,7 +6,7 @@ import { runsWhen } from './helpers/requires.js';
 import test from 'ava';
 import { networkObjectSchema, systemObjectSchema, type NetworkObject } from '../actors/model.js';
 import { bridgeName, generatedMac, ownerAlias, parseOwner, provisionalName, tapName, vlanLinkName } from '../adapters/interface-names.js';
-import { plan, type ObservedLink } from '../actors/network/reconcile.js';
+import { plan, UnclaimedTaps, type ObservedLink } from '../actors/network/reconcile.js';
 import { execFileSync } from 'node:child_process';
 import { commandsFor, run } from '../adapters/iproute2.js';
 import { vppAvailable, vppCreateCommands, vppDeleteCommands } from '../adapters/vpp.js';
@@ -237,4 +237,20 @@ runsWhen(!hasIp && 'the ip binary (iproute2) is not installed').serial(`a refuse
   const refused = await t.throwsAsync(run('ip', ['link', 'show', 'dev', 'no-such-device-acp']), { instanceOf: AcpError });
   t.is(refused?.code, 'ACP_ERR_NETWORK_COMMAND');
   t.regex(refused!.message, /^ip link show dev no-such-device-acp failed: /);
+});
+
+test('taps kept at a restart: claimed ones stay kept, the recovery\'s list releases the rest at once, and without it each goes when its wait is over', (t) => {
+  const kept = new UnclaimedTaps(1000);
+  kept.keep('a', 0);
+  kept.keep('b', 0);
+  kept.keep('c', 500);
+  kept.claim('a');
+  t.deepEqual(kept.systems, ['b', 'c']);
+  t.deepEqual(kept.release(999), [], 'nothing before its wait is over');
+  t.deepEqual(kept.release(1000), ['b'], 'b waited 1000 ms');
+  t.deepEqual(kept.systems, ['c']);
+  kept.keep('d', 1000);
+  t.deepEqual(kept.release(1001, new Set(['d'])), ['c'], 'the recovery adopted d only: c goes, whatever its wait');
+  t.deepEqual(kept.systems, [], 'd is claimed by the list');
+  t.deepEqual(kept.release(10_000), []);
 });

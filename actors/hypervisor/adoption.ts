@@ -56,6 +56,9 @@ export class GuestRecovery {
   /** Adoptions and orphan stops still out; autostart waits for them. */
   private outstanding = 0;
   private queue: { id: string; spec: SystemObject }[] | undefined;
+  /** Guests adopted by this recovery, and whether the Network service has been told. */
+  private readonly adopted = new Set<string>();
+  private reported = false;
 
   constructor(private readonly h: RecoveryHost) {}
 
@@ -126,14 +129,25 @@ export class GuestRecovery {
       for (const [id, spec] of objects) {
         if (spec.autostart && spec.ha && spec.node === this.h.entries.node) this.h.ctx.log.warn({ system: id }, 'autostart is for non-HA systems; an HA system is started by the HA manager');
       }
-      if (this.outstanding === 0) this.autostartNext();
+      if (this.outstanding === 0) this.recovered();
     });
   }
 
   /** One adoption or orphan stop over: once none is out, autostart begins. */
   private settled(): void {
     this.outstanding -= 1;
-    if (this.outstanding === 0 && this.queue) this.autostartNext();
+    if (this.outstanding === 0 && this.queue) this.recovered();
+  }
+
+  /** Every adoption and orphan stop is over: the Network service learns which guests were adopted (it frees the taps of the others), and autostart begins. */
+  private recovered(): void {
+    if (!this.reported) {
+      this.reported = true;
+      const { ctx, nics } = this.h;
+      const adopted = [...this.adopted];
+      void nics.adopted(adopted).catch((error: unknown) => ctx.log.warn({ err: errorMessage(error) }, 'could not tell the Network service which guests were adopted; the taps it kept for others go after its own wait'));
+    }
+    this.autostartNext();
   }
 
   private carryOut(action: RecoveryAction, spec: SystemObject | undefined, meta: SystemMeta | undefined): void {
@@ -143,6 +157,7 @@ export class GuestRecovery {
         const entry = entries.add(action.id, spec!, 'defined', meta);
         this.outstanding += 1;
         io.run('readopt', action.id, () => vmms.adopt(action.id, entry.spec), (adopted, fresh) => {
+          if (adopted.ok && fresh && entry.state === 'defined') this.adopted.add(action.id);
           this.settled();
           if (!fresh || entry.state !== 'defined') return;
           if (adopted.ok) {

@@ -39,6 +39,11 @@ export class SystemNics {
     await this.network().ask({ type: 'network.nics-up', system: systemId, nics: spec.nics }, { timeoutMs: 30_000 });
   }
 
+  /** After a restart: the guests adopted here (their taps are claimed; taps kept for any other system go). */
+  async adopted(systems: readonly string[]): Promise<void> {
+    await this.network().ask({ type: 'network.nics-adopted', systems: [...systems] }, { timeoutMs: 30_000 });
+  }
+
   /** The taps removed; a failure is logged, and the taps stay until the Network service next restarts without the guest running. */
   async down(systemId: string, spec: SystemObject): Promise<void> {
     if (spec.nics.length === 0) return;

@@ -12,9 +12,9 @@ import type { RecordView } from '../cdb/index.js';
 import { CdbFeed } from '../cdb-feed.js';
 import { serviceInfoSchema, ServiceCounters } from '../kit.js';
 import { metaKey, statsKey, networkObjectSchema, objectKey, parseKey, systemNicSchema, systemObjectSchema, type NetworkObject, type SystemNic } from '../model.js';
-import { bridgeName, generatedMac, tapName } from '../../adapters/interface-names.js';
+import { bridgeName, generatedMac, parseOwner, tapName } from '../../adapters/interface-names.js';
 import { withRates, type LinkStats, type Sample } from './stats.js';
-import { carries, plan, type NetworkReport, type Operation, type TapWant } from './reconcile.js';
+import { carries, describe, plan, tapWants, UnclaimedTaps, type NetworkReport, type TapWant } from './reconcile.js';
 
 export const networkSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
@@ -28,6 +28,8 @@ export const networkSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('network.nics-up'), system: nameSchema, nics: z.array(systemNicSchema).max(32) }),
   /** The system's guest is gone from this node: its taps go. */
   z.strictObject({ type: z.literal('network.nics-down'), system: nameSchema }),
+  /** After the hypervisor's recovery: the systems whose guests it adopted here. Taps kept at start for any other system go. */
+  z.strictObject({ type: z.literal('network.nics-adopted'), systems: z.array(nameSchema).max(100_000) }),
   /** The latest counters and rates of each system's NICs here (the hypervisor puts them in stats/system/). */
   z.strictObject({ type: z.literal('network.nic-stats') }),
   /** Reconcile now (the service also does every RECONCILE_MS and on every change). */
@@ -42,6 +44,7 @@ export const networkAuthority: AuthorityTable = {
   'network.rm': 'operate',
   'network.nics-up': { internal: [{ service: 'hypervisor', nodes: 'self' }] },
   'network.nics-down': { internal: [{ service: 'hypervisor', nodes: 'self' }] },
+  'network.nics-adopted': { internal: [{ service: 'hypervisor', nodes: 'self' }] },
   'network.nic-stats': 'read',
   'network.tick': { internal: [{ service: 'network', nodes: 'self' }] },
 };
@@ -52,34 +55,9 @@ const RECONCILE_MS = 2000;
 /** Outside the daemon's process (thread or process isolation) the node's config is not at hand: every second, as the design says. */
 const DEFAULT_STATS_MS = 1000;
 const VPP_PROBE_MS = 30_000;
+/** How long taps found at start are kept if the hypervisor never says which guests it adopted (network.nics-adopted). */
+const UNCLAIMED_TAPS_MS = 300_000;
 const DESCRIPTION = 'Network: bridges, VLANs and trunks for systems, reconciled with iproute2';
-
-function describe(operation: Operation): string {
-  switch (operation.op) {
-    case 'delete':
-      return `removed ${operation.name}: ${operation.why}`;
-    case 'add-bridge':
-      return `created bridge ${operation.name}`;
-    case 'add-vlan':
-      return `created vlan ${operation.name} (id ${operation.vid} on ${operation.parent})`;
-    case 'add-tap':
-      return `created tap ${operation.name}`;
-    case 'set-mtu':
-      return `set ${operation.name} mtu ${operation.mtu}`;
-    case 'set-master':
-      return `put ${operation.name} in bridge ${operation.master}`;
-    case 'set-up':
-      return `set ${operation.name} ${operation.up ? 'up' : 'down'}`;
-    default: {
-      const unreachable: never = operation;
-      return String(unreachable);
-    }
-  }
-}
-
-function tapWants(system: string, nics: readonly SystemNic[]): TapWant[] {
-  return nics.map((nic, index) => ({ system, network: nic.network, name: tapName(system, index), up: nic.linkDown !== true, ...(nic.mtu === undefined ? {} : { mtu: nic.mtu }) }));
-}
 
 /**
  * The Network service decides what this node's networks need and has adapters/iproute2.ts do it:
@@ -95,6 +73,8 @@ export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
   const cdb = ctx.ref(`acp://${ctx.node.cluster}/${node}/cdb`);
   const networks = new Map<string, NetworkObject>();
   const taps = new Map<string, TapWant[]>();
+  /** Systems whose taps were kept at start only because they were there, until the hypervisor claims them. */
+  const unclaimed = new UnclaimedTaps(UNCLAIMED_TAPS_MS);
   const published = new Map<string, string>();
   let reports: Record<string, NetworkReport> = {};
   let running: Promise<void> | undefined;
@@ -241,9 +221,18 @@ export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
     return undefined;
   };
 
+  /** The taps of a system defined in the CDB (its NICs), or undefined when it has none or is gone. */
+  const definedTaps = async (system: string): Promise<TapWant[] | undefined> => {
+    const object = await cdb.ask<Message & { record: RecordView }>({ type: 'cdb.get', key: objectKey('system', system) }, { timeoutMs: 5000 }).catch(() => undefined);
+    const spec = systemObjectSchema.safeParse(object?.record.value);
+    return spec.success && spec.data.nics.length > 0 ? tapWants(system, spec.data.nics) : undefined;
+  };
+
   /**
-   * After a restart of this service, the taps of guests still running here are wanted: read from
-   * their systems' meta and objects before the first pass, so that pass does not remove them.
+   * After a restart of this service, the taps of guests still running here are wanted, so that
+   * the first pass does not remove them: those of systems whose meta says they run here, and,
+   * since a restarted daemon starts with no meta (it lives in memory), every tap of ours that is
+   * still there for a system still defined, until the hypervisor claims it (`unclaimed`).
    */
   const adoptTaps = async (): Promise<void> => {
     try {
@@ -251,14 +240,30 @@ export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
       const live = metas.records.filter((record) => record.key.endsWith(`@${node}`) && !record.deleted && ['starting', 'running', 'paused', 'migrating', 'stopping'].includes(String((record.value as { state?: unknown }).state)));
       for (const record of live) {
         const system = parseKey(record.key).id;
-        const object = await cdb.ask<Message & { record: RecordView }>({ type: 'cdb.get', key: objectKey('system', system) }, { timeoutMs: 5000 }).catch(() => undefined);
-        const spec = systemObjectSchema.safeParse(object?.record.value);
-        if (!spec.success || spec.data.nics.length === 0) continue;
-        taps.set(system, tapWants(system, spec.data.nics));
+        const wants = await definedTaps(system);
+        if (wants) taps.set(system, wants);
       }
     } catch (error) {
       ctx.log.warn({ err: errorMessage(error) }, "could not read this node's running systems; their taps are kept only once the hypervisor asks again");
     }
+    try {
+      const present = new Set((await listLinks()).flatMap((link) => parseOwner(scope, link.alias)?.system ?? []));
+      for (const system of present) {
+        if (taps.has(system)) continue;
+        const wants = await definedTaps(system);
+        if (!wants) continue;
+        taps.set(system, wants);
+        unclaimed.keep(system, Date.now());
+      }
+      if (unclaimed.systems.length > 0) ctx.log.info({ systems: unclaimed.systems }, 'taps found from before the restart are kept until the hypervisor adopts their guests');
+    } catch (error) {
+      ctx.log.warn({ err: errorMessage(error) }, "could not list this node's interfaces at start; the first pass lists them again");
+    }
+  };
+
+  /** Taps kept at start and not claimed: released, and removed by the next pass. */
+  const release = (systems: readonly string[], why: string): void => {
+    for (const system of systems) if (taps.delete(system)) ctx.log.info({ system }, `the taps of system '${system}' kept since the restart are removed: ${why}`);
   };
 
   /** Registers the system's taps, reconciles, and checks each tap is in its bridge. */
@@ -269,6 +274,7 @@ export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
     }
     const wants = tapWants(system, nics);
     taps.set(system, wants);
+    unclaimed.claim(system);
     await reconcile();
     const observed = new Map((await listLinks()).map((link) => [link.name, link]));
     const missing = wants.filter((want) => observed.get(want.name)?.master !== bridgeName(want.network));
@@ -349,11 +355,18 @@ export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
           return replyLater(nicsUp(parsed.system, parsed.nics));
         case 'network.nics-down': {
           taps.delete(parsed.system);
+          unclaimed.claim(parsed.system);
           return replyLater(reconcile().then(() => ({ type: 'network.nics-down', system: parsed.system })));
+        }
+        case 'network.nics-adopted': {
+          const released = unclaimed.release(Date.now(), new Set(parsed.systems));
+          release(released, "the hypervisor's recovery adopted no guest of it here");
+          return replyLater(reconcile().then(() => ({ type: 'network.nics-adopted', released })));
         }
         case 'network.nic-stats':
           return { type: 'network.nic-stats', node, systems: nicStats };
         case 'network.tick':
+          release(unclaimed.release(Date.now()), `the hypervisor did not claim them within ${UNCLAIMED_TAPS_MS / 1000} s`);
           void reconcile();
           return undefined;
         default: {

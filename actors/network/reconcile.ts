@@ -3,8 +3,8 @@
  * iproute2 reports, and the plan of operations between them. No I/O here: the service observes
  * and applies through adapters/iproute2.ts, and tests run this without root.
  */
-import type { NetworkObject } from '../model.js';
-import { bridgeName, isAcpAlias, ownerAlias, parseOwner, provisionalName, vlanLinkName, type Owner } from '../../adapters/interface-names.js';
+import type { NetworkObject, SystemNic } from '../model.js';
+import { bridgeName, isAcpAlias, ownerAlias, parseOwner, provisionalName, tapName, vlanLinkName, type Owner } from '../../adapters/interface-names.js';
 import type { ObservedLink, Operation } from '../../adapters/iproute2.js';
 
 export type { ObservedLink, Operation } from '../../adapters/iproute2.js';
@@ -201,4 +201,72 @@ export function plan(scope: string, node: string, networks: readonly NetworkObje
   }
   for (const name of raise) operations.push({ op: 'set-up', name, up: true });
   return { operations, reports };
+}
+
+/** An operation as the log says it. */
+export function describe(operation: Operation): string {
+  switch (operation.op) {
+    case 'delete':
+      return `removed ${operation.name}: ${operation.why}`;
+    case 'add-bridge':
+      return `created bridge ${operation.name}`;
+    case 'add-vlan':
+      return `created vlan ${operation.name} (id ${operation.vid} on ${operation.parent})`;
+    case 'add-tap':
+      return `created tap ${operation.name}`;
+    case 'set-mtu':
+      return `set ${operation.name} mtu ${operation.mtu}`;
+    case 'set-master':
+      return `put ${operation.name} in bridge ${operation.master}`;
+    case 'set-up':
+      return `set ${operation.name} ${operation.up ? 'up' : 'down'}`;
+    default: {
+      const unreachable: never = operation;
+      return String(unreachable);
+    }
+  }
+}
+
+/** The taps a system's NICs need. */
+export function tapWants(system: string, nics: readonly SystemNic[]): TapWant[] {
+  return nics.map((nic, index) => ({ system, network: nic.network, name: tapName(system, index), up: nic.linkDown !== true, ...(nic.mtu === undefined ? {} : { mtu: nic.mtu }) }));
+}
+
+/**
+ * Taps a restarted node found and kept for systems still defined, until the hypervisor claims
+ * them (a NIC up or down), says which guests its recovery adopted, or `waitMs` passes.
+ */
+export class UnclaimedTaps {
+  private readonly deadlines = new Map<string, number>();
+
+  constructor(private readonly waitMs: number) {}
+
+  get systems(): string[] {
+    return [...this.deadlines.keys()];
+  }
+
+  keep(system: string, now: number): void {
+    this.deadlines.set(system, now + this.waitMs);
+  }
+
+  claim(system: string): void {
+    this.deadlines.delete(system);
+  }
+
+  /**
+   * The systems whose kept taps go now. With `adopted` (the hypervisor's recovery is over): every
+   * one it did not adopt, and the adopted ones are claimed. Without: those whose wait is over.
+   */
+  release(now: number, adopted?: ReadonlySet<string>): string[] {
+    const released: string[] = [];
+    for (const [system, deadline] of this.deadlines) {
+      if (adopted ? adopted.has(system) : now < deadline) {
+        if (adopted) this.deadlines.delete(system);
+        continue;
+      }
+      this.deadlines.delete(system);
+      released.push(system);
+    }
+    return released;
+  }
 }
