@@ -25,11 +25,37 @@ export function printError(error: unknown, json: boolean): number {
   return exitCodeFor(acpError);
 }
 
-/** A yargs usage message as one line; an unknown flag listed once (yargs adds its camelCase twin). */
-export function usageMessage(text: string): string {
+/** acp's global flags that take a value (cli/acp.ts), skipped to find the command's words. */
+const GLOBAL_VALUE_FLAGS = new Set(['--home', '--log-level', '--token']);
+
+/**
+ * A yargs usage message as one line, made to name what the user typed: an unknown flag listed
+ * once (yargs adds its camelCase twin); a value starting with '-' that yargs read as flags
+ * (`--size -1M`); the command that is missing an argument. `args`: what followed `acp`.
+ */
+export function usageMessage(text: string, args: readonly string[] = process.argv.slice(2)): string {
   const oneLine = text.replace(/\s*\n\s*/g, ' ').trim();
+  const missing = /^Not enough non-option arguments: got (\d+), need at least (\d+)$/.exec(oneLine);
+  if (missing) {
+    const [given, needed] = [Number(missing[1]), Number(missing[2])];
+    // The command's words: after the global flags (and their values), up to its own flags, less the arguments given.
+    const words: string[] = [];
+    for (let index = 0; index < args.length; index += 1) {
+      const arg = args[index]!;
+      if (!arg.startsWith('-')) words.push(arg);
+      else if (words.length > 0) break;
+      else if (GLOBAL_VALUE_FLAGS.has(arg)) index += 1;
+    }
+    const commandWords = words.slice(0, words.length - given);
+    const counted = `${needed} argument${needed === 1 ? '' : 's'} needed, ${given} given`;
+    if (commandWords.length === 0 || !commandWords.every((word) => /^[a-z][a-z-]*$/.test(word))) return `a command is missing arguments (${counted}); its --help names them`;
+    const command = ['acp', ...commandWords].join(' ');
+    return `${command}: ${counted}; '${command} --help' names ${needed === 1 ? 'it' : 'them'}`;
+  }
   const unknown = /^Unknown arguments?: (.*)$/.exec(oneLine);
   if (!unknown) return oneLine;
+  const flagged = args.findIndex((arg, index) => /^--[a-z][\w-]*$/.test(arg) && /^-[\d.]/.test(args[index + 1] ?? ''));
+  if (flagged >= 0) return `${args[flagged + 1]} after ${args[flagged]} was read as flags, not as its value: write ${args[flagged]}=${args[flagged + 1]} to give it as the value`;
   const names = unknown[1]!.split(', ');
   const kept = names.filter((name) => !(/[A-Z]/.test(name) && names.includes(name.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`))));
   return `${kept.length === 1 ? 'Unknown argument' : 'Unknown arguments'}: ${kept.join(', ')}`;

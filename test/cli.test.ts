@@ -225,6 +225,8 @@ test('errors exit 2 for usage and 1 for the node, each as one line without a sta
     // yargs writes these over two lines ("Invalid values:\n  Argument: ..."): still one line here.
     { args: ['system', 'create', 'x', '--driver', 'nope'], code: 2, includes: 'Argument: driver, Given: "nope"', what: 'a value not among the choices' },
     { args: ['system', 'create', 'x', '--bogus-flag'], code: 2, includes: 'Unknown argument: bogus-flag;', what: 'an unknown flag, named once' },
+    { args: ['system', 'start'], code: 2, includes: "acp system start: 1 argument needed, 0 given; 'acp system start --help' names it", what: 'a missing argument, with the command named' },
+    { args: ['storage', 'volume', 'create', 'local/big', '--size', '-1M'], code: 2, includes: '-1M after --size was read as flags, not as its value: write --size=-1M', what: 'a negative value yargs reads as flags' },
     { args: ['ask', 'framework', '{"type":"ping"}', '--timeout', 'abc'], code: 2, includes: 'not "abc"', what: 'a timeout that is no number, quoted' },
     { args: ['up', '--web-port', 'abc'], code: 2, includes: '--web-port must be a port number (0-65535), not "abc"', what: 'a web port that is no number, quoted' },
     { args: ['ui', 'revoke', 'no-such-session'], code: 1, includes: "ACP_ERR_WEB_SESSION_NOT_FOUND", what: 'revoking a web session that does not exist' },
