@@ -38,25 +38,30 @@ export function usageMessage(text: string, args: readonly string[] = process.arg
   const missing = /^Not enough non-option arguments: got (\d+), need at least (\d+)$/.exec(oneLine);
   if (missing) {
     const [given, needed] = [Number(missing[1]), Number(missing[2])];
-    // The command's words: after the global flags (and their values), up to its own flags, less the arguments given.
+    // The command's words: after the global flags (and their values), up to its own flags, less the
+    // arguments given. With words after its flags (arguments, or flags' values) that is not known.
     const words: string[] = [];
-    for (let index = 0; index < args.length; index += 1) {
+    let index = 0;
+    for (; index < args.length; index += 1) {
       const arg = args[index]!;
       if (!arg.startsWith('-')) words.push(arg);
       else if (words.length > 0) break;
       else if (GLOBAL_VALUE_FLAGS.has(arg)) index += 1;
     }
+    const known = args.slice(index).every((arg) => arg.startsWith('-'));
     const commandWords = words.slice(0, words.length - given);
     const counted = `${needed} argument${needed === 1 ? '' : 's'} needed, ${given} given`;
-    if (commandWords.length === 0 || !commandWords.every((word) => /^[a-z][a-z-]*$/.test(word))) return `a command is missing arguments (${counted}); its --help names them`;
+    if (!known || commandWords.length === 0 || !commandWords.every((word) => /^[a-z][a-z-]*$/.test(word))) return `a command is missing arguments (${counted}); its --help names them`;
     const command = ['acp', ...commandWords].join(' ');
     return `${command}: ${counted}; '${command} --help' names ${needed === 1 ? 'it' : 'them'}`;
   }
   const unknown = /^Unknown arguments?: (.*)$/.exec(oneLine);
   if (!unknown) return oneLine;
-  const flagged = args.findIndex((arg, index) => /^--[a-z][\w-]*$/.test(arg) && /^-[\d.]/.test(args[index + 1] ?? ''));
-  if (flagged >= 0) return `${args[flagged + 1]} after ${args[flagged]} was read as flags, not as its value: write ${args[flagged]}=${args[flagged + 1]} to give it as the value`;
   const names = unknown[1]!.split(', ');
+  // A plain negative number is a value to yargs; `-1M` is flags 1 and M, which are then unknown.
+  const readAsFlags = (value: string) => /^-[\d.]/.test(value) && !/^-\d+(\.\d+)?$/.test(value) && names.every((name) => value.slice(1).includes(name));
+  const flagged = args.findIndex((arg, index) => /^--[a-z][\w-]*$/.test(arg) && readAsFlags(args[index + 1] ?? ''));
+  if (flagged >= 0) return `${args[flagged + 1]} after ${args[flagged]} was read as flags, not as its value: write ${args[flagged]}=${args[flagged + 1]} to give it as the value`;
   const kept = names.filter((name) => !(/[A-Z]/.test(name) && names.includes(name.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`))));
   return `${kept.length === 1 ? 'Unknown argument' : 'Unknown arguments'}: ${kept.join(', ')}`;
 }

@@ -5,6 +5,8 @@
  * second, saying so on their console.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { homePaths } from '../runtime/config.js';
 import type { ExecutionContext } from 'ava';
 import { guestHasNetworking, guestImage, GUEST_PING_PREFIX } from '../adapters/guest-image.js';
 import { tapName } from '../adapters/interface-names.js';
@@ -124,10 +126,13 @@ async function guests(t: ExecutionContext, kind: keyof typeof SCENARIOS): Promis
   const tapOf = async (system: string) => (JSON.parse(await ip(['-n', n2.ns, '-j', 'link', 'show', 'dev', tapName(system, 0)])) as { ifindex: number; flags: string[] }[])[0]!;
   const tapsBefore = [await tapOf('g1'), await tapOf('g2')];
   t.is((await h.down('n2')).code, 0, 'acp down on n2');
+  const n2Log = homePaths(n2.home).logFile;
+  const loggedBefore = readFileSync(n2Log, 'utf8').length;
   await h.restart('n2');
-  await eventually(async () => {
-    const listed = JSON.parse(await cli('n1', ['--json', 'system', 'ls'])) as { id: string; state: string; node: string }[];
-    return ['g1', 'g2'].every((id) => listed.some((row) => row.id === id && row.node === 'n2' && row.state === 'running')) ? true : undefined;
+  // From n2's own log: n1 may still hold n2's meta from before the restart.
+  await eventually(() => {
+    const adopted = readFileSync(n2Log, 'utf8').slice(loggedBefore).split('\n').filter((line) => line.includes('"msg":"adopted a guest that outlived the daemon"'));
+    return ['g1', 'g2'].every((id) => adopted.some((line) => line.includes(`"system":"${id}"`))) ? true : undefined;
   }, 90_000, "g1 and g2 adopted by n2's restarted daemon");
   const sinceRestart = pings(await consoleOf('g2'), '10.9.0.2').length;
   const resumed = await eventually(async () => {

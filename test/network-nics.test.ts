@@ -114,9 +114,16 @@ runsWhen(missing)(`after a daemon restart the taps it made are kept for the hype
   const logFile = homePaths(home).logFile;
   const logged = readFileSync(logFile, 'utf8').length;
   await h.restart('n1');
-  await eventually(async () => ((await linkNamed(ns, 'kept-0')) === undefined && (await linkNamed(ns, 'ghost-0')) === undefined ? true : undefined), 60_000, 'both taps to go');
-  const lines = readFileSync(logFile, 'utf8').slice(logged).split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as { msg: string; systems?: string[] });
+  const logLines = () => readFileSync(logFile, 'utf8').slice(logged).split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as { msg: string; systems?: string[] });
+  let lines = logLines();
   const at = (pattern: RegExp) => lines.findIndex((line) => pattern.test(line.msg));
+  // Until both removals are logged (a line is written once its `ip` has returned, after the link is gone).
+  await eventually(() => {
+    lines = logLines();
+    return at(/^removed kept-0: nothing wants it/) >= 0 && at(/^removed ghost-0: nothing wants it/) >= 0 ? true : undefined;
+  }, 60_000, 'both taps removed');
+  t.is(await linkNamed(ns, 'kept-0'), undefined);
+  t.is(await linkNamed(ns, 'ghost-0'), undefined);
   const keptAt = lines.findIndex((line) => line.msg.startsWith('taps found from before the restart are kept') && line.systems?.includes('kept'));
   t.true(keptAt >= 0, 'the restarted Network service kept kept-0 for the hypervisor');
   t.false(lines[keptAt]!.systems!.includes('ghost'), 'not ghost-0: no system ghost is defined');

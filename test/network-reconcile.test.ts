@@ -6,7 +6,7 @@ import { runsWhen } from './helpers/requires.js';
 import test from 'ava';
 import { networkObjectSchema, systemObjectSchema, type NetworkObject } from '../actors/model.js';
 import { bridgeName, generatedMac, ownerAlias, parseOwner, provisionalName, tapName, vlanLinkName } from '../adapters/interface-names.js';
-import { plan, UnclaimedTaps, type ObservedLink } from '../actors/network/reconcile.js';
+import { plan, tapsFound, UnclaimedTaps, type ObservedLink } from '../actors/network/reconcile.js';
 import { execFileSync } from 'node:child_process';
 import { commandsFor, run } from '../adapters/iproute2.js';
 import { vppAvailable, vppCreateCommands, vppDeleteCommands } from '../adapters/vpp.js';
@@ -253,4 +253,18 @@ test('taps kept at a restart: claimed ones stay kept, the recovery\'s list relea
   t.deepEqual(kept.release(1001, new Set(['d'])), ['c'], 'the recovery adopted d only: c goes, whatever its wait');
   t.deepEqual(kept.systems, [], 'd is claimed by the list');
   t.deepEqual(kept.release(10_000), []);
+  kept.keep('forever', 0, false);
+  t.deepEqual(kept.release(1_000_000_000), [], 'kept without a deadline: it waits for a claim or the recovery');
+  t.deepEqual(kept.release(1_000_000_000, new Set()), ['forever']);
+});
+
+test("the taps found at a restart are this node's tuns, by the system their alias names, as they are", (t) => {
+  const observed = [
+    link('web-0', { kind: 'tun', alias: ownerAlias('lab/n1', { network: 'lan', system: 'web' }), up: false }),
+    link('web-1', { kind: 'tun', alias: ownerAlias('lab/n1', { network: 'dmz', system: 'web' }) }),
+    link('db-0', { kind: 'tun', alias: ownerAlias('lab/n2', { network: 'lan', system: 'db' }) }),
+    link('lan', { kind: 'bridge', alias: ownerAlias('lab/n1', { network: 'lan' }) }),
+    link('odd-0', { kind: 'veth', alias: ownerAlias('lab/n1', { network: 'lan', system: 'odd' }) }),
+  ];
+  t.deepEqual([...tapsFound('lab/n1', observed)], [['web', [{ system: 'web', network: 'lan', name: 'web-0', up: false }, { system: 'web', network: 'dmz', name: 'web-1', up: true }]]]);
 });

@@ -12,9 +12,9 @@ import type { RecordView } from '../cdb/index.js';
 import { CdbFeed } from '../cdb-feed.js';
 import { serviceInfoSchema, ServiceCounters } from '../kit.js';
 import { metaKey, statsKey, networkObjectSchema, objectKey, parseKey, systemNicSchema, systemObjectSchema, type NetworkObject, type SystemNic } from '../model.js';
-import { bridgeName, generatedMac, parseOwner, tapName } from '../../adapters/interface-names.js';
+import { bridgeName, generatedMac, tapName } from '../../adapters/interface-names.js';
 import { withRates, type LinkStats, type Sample } from './stats.js';
-import { carries, describe, plan, tapWants, UnclaimedTaps, type NetworkReport, type TapWant } from './reconcile.js';
+import { carries, describe, plan, tapsFound, tapWants, UnclaimedTaps, type NetworkReport, type TapWant } from './reconcile.js';
 
 export const networkSchema = z.discriminatedUnion('type', [
   serviceInfoSchema,
@@ -55,8 +55,7 @@ const RECONCILE_MS = 2000;
 /** Outside the daemon's process (thread or process isolation) the node's config is not at hand: every second, as the design says. */
 const DEFAULT_STATS_MS = 1000;
 const VPP_PROBE_MS = 30_000;
-/** How long taps found at start are kept if the hypervisor never says which guests it adopted (network.nics-adopted). */
-const UNCLAIMED_TAPS_MS = 300_000;
+const UNCLAIMED_TAPS_MS = 300_000; // taps found at start, if the hypervisor never says which guests it adopted (network.nics-adopted)
 const DESCRIPTION = 'Network: bridges, VLANs and trunks for systems, reconciled with iproute2';
 
 /**
@@ -221,18 +220,19 @@ export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
     return undefined;
   };
 
-  /** The taps of a system defined in the CDB (its NICs), or undefined when it has none or is gone. */
+  /** The taps of a system defined in the CDB (its NICs); undefined when it has none or is gone (ACP_ERR_CDB_NOT_FOUND); rejects when the CDB cannot say. */
   const definedTaps = async (system: string): Promise<TapWant[] | undefined> => {
-    const object = await cdb.ask<Message & { record: RecordView }>({ type: 'cdb.get', key: objectKey('system', system) }, { timeoutMs: 5000 }).catch(() => undefined);
+    const object = await cdb
+      .ask<Message & { record: RecordView }>({ type: 'cdb.get', key: objectKey('system', system) }, { timeoutMs: 5000 })
+      .catch((error: unknown) => (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND' ? undefined : Promise.reject(error)));
     const spec = systemObjectSchema.safeParse(object?.record.value);
     return spec.success && spec.data.nics.length > 0 ? tapWants(system, spec.data.nics) : undefined;
   };
 
   /**
-   * After a restart of this service, the taps of guests still running here are wanted, so that
-   * the first pass does not remove them: those of systems whose meta says they run here, and,
-   * since a restarted daemon starts with no meta (it lives in memory), every tap of ours that is
-   * still there for a system still defined, until the hypervisor claims it (`unclaimed`).
+   * At a restart, taps kept from the first pass until the hypervisor claims them (`unclaimed`): of systems whose meta
+   * says they run here (no deadline: a restart of this service alone has no recovery to report), and, as a restarted
+   * daemon has no meta (it lives in memory), every tap of ours still there for a defined system.
    */
   const adoptTaps = async (): Promise<void> => {
     try {
@@ -240,17 +240,18 @@ export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
       const live = metas.records.filter((record) => record.key.endsWith(`@${node}`) && !record.deleted && ['starting', 'running', 'paused', 'migrating', 'stopping'].includes(String((record.value as { state?: unknown }).state)));
       for (const record of live) {
         const system = parseKey(record.key).id;
-        const wants = await definedTaps(system);
-        if (wants) taps.set(system, wants);
+        const wants = await definedTaps(system).catch(() => undefined);
+        if (!wants) continue;
+        taps.set(system, wants);
+        unclaimed.keep(system, Date.now(), false);
       }
     } catch (error) {
-      ctx.log.warn({ err: errorMessage(error) }, "could not read this node's running systems; their taps are kept only once the hypervisor asks again");
+      ctx.log.warn({ err: errorMessage(error) }, "could not read this node's running systems; their taps are kept as found");
     }
     try {
-      const present = new Set((await listLinks()).flatMap((link) => parseOwner(scope, link.alias)?.system ?? []));
-      for (const system of present) {
+      for (const [system, asFound] of tapsFound(scope, await listLinks())) {
         if (taps.has(system)) continue;
-        const wants = await definedTaps(system);
+        const wants = await definedTaps(system).catch(() => asFound); // kept as found while the CDB cannot say
         if (!wants) continue;
         taps.set(system, wants);
         unclaimed.keep(system, Date.now());

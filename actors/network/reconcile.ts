@@ -232,6 +232,17 @@ export function tapWants(system: string, nics: readonly SystemNic[]): TapWant[] 
   return nics.map((nic, index) => ({ system, network: nic.network, name: tapName(system, index), up: nic.linkDown !== true, ...(nic.mtu === undefined ? {} : { mtu: nic.mtu }) }));
 }
 
+/** This node's taps among `observed`, by the system their alias names, as they are. */
+export function tapsFound(scope: string, observed: readonly ObservedLink[]): Map<string, TapWant[]> {
+  const found = new Map<string, TapWant[]>();
+  for (const link of observed) {
+    const owner = parseOwner(scope, link.alias);
+    if (owner?.system === undefined || link.kind !== 'tun') continue;
+    found.set(owner.system, [...(found.get(owner.system) ?? []), { system: owner.system, network: owner.network, name: link.name, up: link.up }]);
+  }
+  return found;
+}
+
 /**
  * Taps a restarted node found and kept for systems still defined, until the hypervisor claims
  * them (a NIC up or down), says which guests its recovery adopted, or `waitMs` passes.
@@ -245,8 +256,9 @@ export class UnclaimedTaps {
     return [...this.deadlines.keys()];
   }
 
-  keep(system: string, now: number): void {
-    this.deadlines.set(system, now + this.waitMs);
+  /** `expires` false: kept until claimed or released by the recovery's report, however long. */
+  keep(system: string, now: number, expires = true): void {
+    this.deadlines.set(system, expires ? now + this.waitMs : Infinity);
   }
 
   claim(system: string): void {
