@@ -7,6 +7,7 @@ import test from 'ava';
 import { encode } from 'cbor-x';
 import type { StoredRecord } from '../adapters/store.js';
 import { ReceiverState, wins } from '../actors/cdb/replication.js';
+import { REORDER_GRACE_MS } from '../actors/cdb/sync.js';
 import { Sim } from '../node/sim/sync.js';
 /** Every node holds the same records, and every acknowledged write is there unless a later version replaced it. */
 function assertConverged(t: import('ava').ExecutionContext, sim: Sim, names: readonly string[]): void {
@@ -59,6 +60,27 @@ test('a partitioned node and the rest both write; after healing all converge by 
   assertConverged(t, sim, names);
   // 500 changes from n3, beyond the 200 it keeps: some repair had to come from a snapshot.
   t.true(sim.nodes.get('n1')!.replicator.counters.snapshotsPulled > 1);
+});
+
+test('a healed partition is repaired as soon as the other side is heard, not after the reordering grace', async (t) => {
+  const sim = new Sim(13);
+  const names = ['n1', 'n2', 'n3'];
+  for (const name of names) sim.add(name);
+  await sim.run(2000);
+  sim.partitioned.add('n3');
+  // More than n1 keeps of its stream (200): n3 can only catch up by snapshot.
+  for (let i = 0; i < 300; i += 1) sim.write('n1', `object/system/p${i}`, { i });
+  await sim.run(3050);
+  t.is(sim.nodes.get('n3')!.replicator.membership.state('n1', sim.now), 'down');
+  sim.partitioned.delete('n3');
+  const healedAt = sim.now;
+  // The next digest and heartbeat go out at the next whole second and arrive within 20 ms.
+  const heardBy = (Math.floor(healedAt / 1000) + 1) * 1000 + 20;
+  await sim.run(3000);
+  assertConverged(t, sim, names);
+  const pulls = sim.snapshotsAsked.filter((asked) => asked.by === 'n3' && asked.at >= healedAt);
+  t.true(pulls.length > 0, 'n3 pulled no snapshot after the heal');
+  t.true(pulls[0]!.at <= heardBy, `n3's first pull after the heal at ${healedAt} ms began at ${pulls[0]!.at} ms; n1 was heard again by ${heardBy} ms (the grace for reordering is ${REORDER_GRACE_MS} ms)`);
 });
 
 test('a node killed and restarted catches up by snapshot and stream; its last unsent writes reach the others', async (t) => {

@@ -270,8 +270,14 @@ export class SyncNode {
     }
     if (bytes !== undefined) this.traffic.received('multicast', parsed.data.k, bytes);
     else this.traffic.received('unicast', parsed.data.k, encodedLength(raw));
-    const gap = this.replicator.receive(parsed.data, via);
-    if (gap && !this.repairTimer) this.repairTimer = setTimeout(() => this.tellSelf({ type: 'cdb.sync.repair-due' }), REORDER_GRACE_MS);
+    const news = this.replicator.receive(parsed.data, via);
+    if (news === 'back') {
+      clearTimeout(this.repairTimer);
+      this.repairTimer = undefined;
+      this.replicator.repairAll();
+    } else if (news === 'gap' && !this.repairTimer) {
+      this.repairTimer = setTimeout(() => this.tellSelf({ type: 'cdb.sync.repair-due' }), REORDER_GRACE_MS);
+    }
   }
 
   private dropped(): boolean {

@@ -55,6 +55,9 @@ const SNAPSHOT_PAGE = 5000;
 const MERGES_IN_FLIGHT = 2;
 /** How long after a gap shows before it is repaired: a gap from datagrams arriving out of order fills on its own. */
 export const REORDER_GRACE_MS = 100;
+
+/** What a received payload says about gaps (see `Replicator.receive`). */
+export type GapNews = 'none' | 'gap' | 'back';
 /** Payload fields around the records (origin, incarnation, firstSeq, keys). */
 const BATCH_OVERHEAD = 120;
 /** Payload fields around a digest's `seen` (kind, node, incarnation, high-water mark, keys). */
@@ -237,15 +240,17 @@ export class Replicator {
   }
 
   /**
-   * A payload from the network. Returns true when it revealed a gap (the caller may call
-   * `repairAll` shortly: a gap from reordering fills on its own).
+   * A payload from the network. Returns what it says about gaps: `'gap'` when it revealed one (the
+   * caller calls `repairAll` after REORDER_GRACE_MS: a gap from reordering fills on its own),
+   * `'back'` when its sender was down and this node lacks what it has (a partition healed, or the
+   * node came back: not reordering, so `repairAll` at once), `'none'` otherwise.
    */
-  receive(payload: SyncPayload, via: Via): boolean {
+  receive(payload: SyncPayload, via: Via): GapNews {
     switch (payload.k) {
       case 'batch':
         return this.receiveBatch(payload, via);
       case 'announce': {
-        if (payload.origin === this.env.self) return false;
+        if (payload.origin === this.env.self) return 'none';
         const gaps = this.receiver.missingFrom({ [payload.origin]: { incarnation: payload.incarnation, highWater: payload.upTo } });
         // Relayed once: a copy coming back around a ring of gateways is not news.
         const relayed = this.announcesRelayed.get(payload.origin);
@@ -253,21 +258,22 @@ export class Replicator {
           this.announcesRelayed.set(payload.origin, { incarnation: payload.incarnation, upTo: payload.upTo });
           this.relay(payload, via);
         }
-        return gaps.length > 0;
+        return gaps.length > 0 ? 'gap' : 'none';
       }
       case 'digest': {
-        if (payload.node === this.env.self) return false;
+        if (payload.node === this.env.self) return 'none';
         // A digest carries a slice of the sender's `seen`: each origin in it may make the sender one of its holders.
         this.peers.set(payload.node, { incarnation: payload.incarnation, highWater: payload.highWater, heardAt: this.env.now() });
         for (const [origin, mark] of Object.entries(payload.seen)) {
           this.noteHolder(origin, payload.node, payload.incarnation, mark);
           this.noteFurthest(origin, mark);
         }
-        this.membership.hear(payload.node, payload.incarnation, this.env.now());
+        const back = this.heard(payload.node, payload.incarnation);
         const own = { incarnation: payload.incarnation, highWater: payload.highWater };
         this.noteFurthest(payload.node, own);
         // What this digest newly says (gaps in what arrived were reported when it arrived, and all are weighed at every tick).
-        return this.receiver.missingFrom(payload.seen).length > 0 || this.receiver.missingFrom({ [payload.node]: own }).length > 0;
+        if (this.receiver.missingFrom(payload.seen).length === 0 && this.receiver.missingFrom({ [payload.node]: own }).length === 0) return 'none';
+        return back ? 'back' : 'gap';
       }
       default: {
         const unreachable: never = payload;
@@ -276,17 +282,25 @@ export class Replicator {
     }
   }
 
-  private receiveBatch(batch: Extract<SyncPayload, { k: 'batch' }>, via: Via): boolean {
-    if (batch.origin === this.env.self) return false;
+  /** `node` heard (as of `incarnation`); true when it was down until now. */
+  private heard(node: string, incarnation: number): boolean {
+    const now = this.env.now();
+    const wasDown = this.membership.state(node, now) === 'down';
+    this.membership.hear(node, incarnation, now);
+    return wasDown && this.membership.state(node, now) === 'up';
+  }
+
+  private receiveBatch(batch: Extract<SyncPayload, { k: 'batch' }>, via: Via): GapNews {
+    if (batch.origin === this.env.self) return 'none';
     const before = this.receiver.of(batch.origin);
     const outcome = this.receiver.receive(batch);
     if (outcome.kind === 'replay') {
       this.counters.replays += 1;
-      return false;
+      return 'none';
     }
     if (outcome.kind === 'stale-incarnation') {
       this.counters.staleIncarnations += 1;
-      return false;
+      return 'none';
     }
     this.counters.batchesReceived += 1;
     if (before && before.incarnation < batch.incarnation) this.originRestarted(batch.origin, before.incarnation);
@@ -297,17 +311,20 @@ export class Replicator {
       const known = this.sinceWall.get(batch.origin);
       if (!known || known.incarnation !== batch.incarnation || wall > known.wall) this.sinceWall.set(batch.origin, { incarnation: batch.incarnation, wall });
     }
+    let back = false;
     if (via !== 'repair') {
       for (const record of outcome.records) {
         if (record.key === `meta/node/${batch.origin}@${batch.origin}` && !record.deleted) {
           const incarnation = (record.value as { incarnation?: unknown } | null)?.incarnation;
-          this.membership.hear(batch.origin, typeof incarnation === 'number' ? incarnation : batch.incarnation, this.env.now());
+          back = this.heard(batch.origin, typeof incarnation === 'number' ? incarnation : batch.incarnation) || back;
         }
       }
     }
     this.mergeQuietly(outcome.records);
     this.relay(batch, via);
-    return outcome.gaps.length > 0;
+    // Heard again after being down, with a gap in its stream (this batch's or one known before): repaired now.
+    if (back && this.missing().some((gap) => gap.origin === batch.origin)) return 'back';
+    return outcome.gaps.length > 0 ? 'gap' : 'none';
   }
 
   /** A gateway passes its domain's news on to the remote gateways, and theirs into its domain. */
@@ -478,6 +495,8 @@ export class Replicator {
 
   /** Pulls `origin`'s records since `wall` (all records when origin is undefined) from `source`. */
   private async catchUpBySnapshot(source: string, origin: string | undefined, wall: number): Promise<boolean> {
+    const startedAt = this.env.now();
+    let records = 0;
     try {
       const request = (cursor: string | undefined) => {
         const page = this.env.snapshot(source, {
@@ -509,6 +528,7 @@ export class Replicator {
           // The next page travels while this one is written.
           if (cursor !== undefined) next = request(cursor);
           this.counters.recordsMerged += page.records.length;
+          records += page.records.length;
           const merged = Promise.resolve().then(() => this.env.merge(page.records));
           merged.catch(() => undefined); // awaited below
           merging.push(merged);
@@ -520,6 +540,7 @@ export class Replicator {
       }
       if (this.stopped || !digest) return false;
       this.counters.snapshotsPulled += 1;
+      this.env.log.info({ source, origin, since: wall, records, ms: this.env.now() - startedAt }, 'snapshot pulled and merged');
       // What the source counted when it began is now here.
       const covered: Digest = { ...digest.seen, [digest.node]: { incarnation: digest.incarnation, highWater: digest.highWater } };
       for (const [covers, mark] of Object.entries(covered)) {

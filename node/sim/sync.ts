@@ -64,7 +64,7 @@ export class Sim {
   /** Every write acknowledged to a client: key → the versions written. */
   readonly acknowledged: StoredRecord[] = [];
   /** Every snapshot page asked for: by whom, of whom, and the request. */
-  readonly snapshotsAsked: { by: string; source: string; request: SnapshotRequest }[] = [];
+  readonly snapshotsAsked: { by: string; source: string; request: SnapshotRequest; at: number }[] = [];
 
   /** The largest digest datagram any node sent, in bytes. */
   largestDigest = 0;
@@ -147,7 +147,7 @@ export class Sim {
         snapshot: async (source, request) => {
           if (!this.reachable(node.name, source)) throw new Error(`${source} unreachable`);
           const from = this.nodes.get(source)!;
-          this.snapshotsAsked.push({ by: node.name, source, request });
+          this.snapshotsAsked.push({ by: node.name, source, request, at: this.now });
           const page = snapshotOf(from, request);
           from.traffic.exchange('snapshot', 'served', page.bytes ?? 0);
           node.traffic.exchange('snapshot', 'received', page.bytes ?? 0);
@@ -191,7 +191,9 @@ export class Sim {
         const target = this.nodes.get(item.to);
         if (!target?.up) continue;
         target.traffic.received('multicast', item.payload.k, item.bytes);
-        if (target.replicator.receive(item.payload, item.via)) target.repairDueAt ??= this.now + REORDER_GRACE_MS;
+        const news = target.replicator.receive(item.payload, item.via);
+        if (news === 'back') target.repairDueAt = this.now;
+        else if (news === 'gap') target.repairDueAt ??= this.now + REORDER_GRACE_MS;
       }
       for (const node of this.nodes.values()) {
         if (!node.up || node.repairDueAt === undefined || node.repairDueAt > this.now) continue;
