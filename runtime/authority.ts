@@ -89,8 +89,7 @@ export function authorize(sender: Principal, target: AuthorityTarget, table: Aut
     return actorOf(sender, target.node) ? undefined : refusal(sender, target, messageType, 'it is private to the cluster’s own actors');
   }
   if (typeof access === 'object') {
-    const actor = actorOf(sender, target.node);
-    if (actor && access.internal.some((rule) => matches(rule, actor, target))) return undefined;
+    if (sentByInternal(sender, target, access.internal)) return undefined;
     return refusal(sender, target, messageType, `it is internal: only ${access.internal.map(describeRule).join(' or ')} sends it`);
   }
   if (access === 'local-admin' && (sender.kind === 'node' || ((sender.kind === 'operator' || sender.kind === 'token') && sender.via === 'agent'))) {
@@ -114,6 +113,12 @@ export function authorize(sender: Principal, target: AuthorityTarget, table: Aut
       return refusal(sender, target, messageType, `unknown sender ${String(unreachable)}`);
     }
   }
+}
+
+/** Whether `sender` is one of the cluster's actors that `rules` name (as seen by the actor at `target`). */
+export function sentByInternal(sender: Principal, target: AuthorityTarget, rules: readonly SenderRule[]): boolean {
+  const actor = actorOf(sender, target.node);
+  return actor !== undefined && rules.some((rule) => matches(rule, actor, target));
 }
 
 /** Whether the sender holds at least `role` (actors and the home's key hold every role). */

@@ -5,7 +5,7 @@
  * the pure parts (paths never leave their pool, volume keys).
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -71,6 +71,16 @@ test('volume keys are <pool>/<name>, both names; pool and share paths must be ab
   }
   t.throws(() => validateObject(key, { name: 'p', type: 'dir' }), { message: /give a pool a path, or a share/ });
   t.like(validateObject(key, { name: 'p', type: 'dir', path: '/var/lib/acp/images' }), { content: ['images'], shared: false });
+  // The daemon is root: a pool in the host's own directories would make or overwrite system files.
+  for (const path of ['/etc', '/etc/acp', '/root', '/usr/local/images', '/proc/self', '/var', '/tmp', '/boot/x']) {
+    t.throws(() => validateObject(key, { name: 'p', type: 'dir', path }), { message: /a pool is a directory of its own: .*(a directory of the host's own system|a system directory itself)/ }, path);
+  }
+  for (const path of ['/root/images', '/tmp/pools/a', '/srv/acp', '/home/ops/vm-images']) t.like(validateObject(key, { name: 'p', type: 'dir', path }), { path }, path);
+  const shareKey = parseKey('object/storage/share/s');
+  for (const mountpoint of ['/etc', '/', '/root', '/usr/share/x']) {
+    t.throws(() => validateObject(shareKey, { name: 's', type: 'sshfs', server: 'h', path: '/x', mountpoint }), { message: /a share is mounted on a directory of its own/ }, mountpoint);
+  }
+  t.like(validateObject(shareKey, { name: 's', type: 'sshfs', server: 'h', path: '/x', mountpoint: '/mnt/s' }), { mountpoint: '/mnt/s' });
   t.is(deviceId('n1', 'nvme0n1p1'), 'n1-nvme0n1p1');
   t.is(deviceId('n1', 'dm-0:X'), 'n1-dm-0-x');
 });
@@ -154,6 +164,29 @@ runsWhen(hasQemuImg)(`a dir pool: active with stats; volumes made, resized, snap
   symlinkSync('/etc/passwd', join(home, 'import', 'sneaky.raw'));
   await refused({ type: 'storage.volume-import', pool: 'local', name: 'i2', file: join(home, 'import', 'sneaky.raw'), format: 'raw' }, 'ACP_ERR_STORAGE_BAD_PATH', /not in an import directory/);
   await api.ask('storage', { type: 'storage.volume-rm', pool: 'local', name: 'i1' });
+  // An ISO is copied as it is, into a pool that holds ISOs.
+  await refused({ type: 'storage.pool-create', spec: { name: 'isos', type: 'dir', path: join(root, 'isos'), content: ['iso'] } }, 'ACP_ERR_STORAGE_EXISTS', /pool 'local' is at .*which overlaps .*isos: a directory holds one pool's volumes/);
+  await refused({ type: 'storage.pool-create', spec: { name: 'isos', type: 'dir', path: root, content: ['iso'] } }, 'ACP_ERR_STORAGE_EXISTS', /the same directory/);
+  await api.ask('storage', { type: 'storage.pool-create', spec: { name: 'isos', type: 'dir', path: `${root}-isos`, content: ['iso'] } });
+  writeFileSync(join(home, 'import', 'tiny.iso'), Buffer.alloc(4096, 7));
+  const iso = await api.ask<Message & { file: string; volume: { format: string } }>('storage', { type: 'storage.volume-import', pool: 'isos', name: 'cd1', file: join(home, 'import', 'tiny.iso'), format: 'iso' }, { timeoutMs: 60_000 });
+  t.is(iso.volume.format, 'iso');
+  t.deepEqual(readFileSync(iso.file), Buffer.alloc(4096, 7));
+  await api.ask('storage', { type: 'storage.volume-rm', pool: 'isos', name: 'cd1' });
+  // Only regular files: reading a FIFO would wait forever, and four such reads held every thread
+  // of libuv's pool, so the store's commits stopped (a put waited until someone wrote to the FIFO).
+  execFileSync('mkfifo', [join(home, 'import', 'pipe')]);
+  mkdirSync(join(home, 'import', 'folder'));
+  for (let attempt = 0; attempt < 5; attempt += 1) {
+    await refused({ type: 'storage.volume-import', pool: 'isos', name: `p${attempt}`, file: join(home, 'import', 'pipe'), format: 'iso' }, 'ACP_ERR_STORAGE_BAD_PATH', /pipe is a FIFO, not a regular file: import an image file/);
+    await refused({ type: 'storage.volume-import', pool: 'local', name: `p${attempt}`, file: join(home, 'import', 'pipe'), format: 'qcow2' }, 'ACP_ERR_STORAGE_BAD_PATH', /pipe is a FIFO, not a regular file/);
+  }
+  await refused({ type: 'storage.volume-import', pool: 'isos', name: 'p9', file: join(home, 'import', 'folder'), format: 'iso' }, 'ACP_ERR_STORAGE_BAD_PATH', /folder is a directory, not a regular file/);
+  await api.ask('storage', { type: 'storage.pool-rm', name: 'isos' });
+  t.is(await get('object/storage/volume/isos/p0').catch((error: unknown) => (error as AcpError).code), 'ACP_ERR_CDB_NOT_FOUND');
+  // The store still commits.
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/after-fifo', value: { name: 'after-fifo', driver: 'sim' } }, { timeoutMs: 5000 });
+  await api.ask('cdb', { type: 'cdb.delete', key: 'object/system/after-fifo' });
 
   await refused({ type: 'storage.pool-rm', name: 'local' }, 'ACP_ERR_STORAGE_IN_USE', /still has 3 volumes/);
   for (const name of ['c1', 'f1', 'd1']) await api.ask('storage', { type: 'storage.volume-rm', pool: 'local', name });

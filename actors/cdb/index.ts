@@ -7,9 +7,10 @@ import { join } from 'node:path';
 import { readSecretFile, secretExists } from '../../adapters/home.js';
 import { ObjectStore, type StoredRecord } from '../../adapters/store.js';
 import { replyLater, type ActorContext, type ServiceDefinition } from '../../runtime/actor.js';
-import { hasRole } from '../../runtime/authority.js';
+import { hasRole, sentByInternal, type SenderRule } from '../../runtime/authority.js';
 import { AcpError } from '../../runtime/errors.js';
 import { encodedLength } from '../../runtime/codec.js';
+import { formatPath } from '../../runtime/path.js';
 import { formatPrincipal, type Principal } from '../../runtime/principal.js';
 import type { Message, Terminated } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
@@ -61,6 +62,8 @@ const READ_AHEAD_MS = 30_000;
 /** What identifies a snapshot page: the same request reads the same page. */
 const snapshotKey = (request: SnapshotRequest): string => JSON.stringify([request.origin ?? null, request.since ?? null, request.cursor ?? null, request.limit]);
 const KNOWN_NODES_TTL_MS = 1000;
+/** Who writes `object/alarm/`: a monitor, whichever node's (the primary's, through its own node's CDB). */
+const ALARM_WRITERS: readonly SenderRule[] = [{ service: 'monitor', nodes: 'any' }];
 
 /**
  * The node's cluster database. Objects are durable in the embedded store: a put is answered only
@@ -340,7 +343,19 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     if (adminOnly(key) && !hasRole(sender, 'admin')) {
       throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: alarm targets hold secrets and are written by an admin only`);
     }
+    if (key.startsWith('object/storage/share/') && !hasRole(sender, 'admin')) {
+      throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: a share names a key file on the nodes and a server they log in to, and is written by an admin only`);
+    }
+    if (key.startsWith('object/storage/pool/') && !hasRole(sender, 'admin')) {
+      throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: a pool is a host directory the daemon makes and writes, and is written by an admin only`);
+    }
+    // An alarm stands for what the primary monitor saw, in its term: a forged one would never clear.
+    if (key.startsWith('object/alarm/') && !sentByInternal(sender, authorityTarget, ALARM_WRITERS)) {
+      throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: alarms are raised and cleared by the primary monitor only (acknowledge one with acp alarm ack ID)`);
+    }
   };
+
+  const authorityTarget = { cluster: ctx.node.cluster, node, path: formatPath(ctx.path) };
 
   /** Admin-only records (ADMIN_ONLY_PREFIXES) are read by no one else. */
   const requireReader = (key: string, sender: Principal): void => {

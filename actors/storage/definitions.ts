@@ -39,6 +39,16 @@ export async function unsupportedPool(type: StoragePool['type']): Promise<string
   return 'this node has device-mapper, but ACP does not drive LVM thin pools yet (no lvcreate adapter); use a dir or btrfs pool';
 }
 
+/** Whether two pools are carried by one node at least (no `nodes`: every node). */
+function onSameNode(a: StoragePool, b: StoragePool): boolean {
+  return a.nodes === undefined || b.nodes === undefined || a.nodes.some((node) => b.nodes!.includes(node));
+}
+
+/** The same directory, or one inside the other. */
+function overlaps(a: string, b: string): boolean {
+  return a === b || a.startsWith(`${b}/`) || b.startsWith(`${a}/`);
+}
+
 async function mustExist(cdb: ActorRef, key: string, missing: string): Promise<void> {
   await cdb.ask({ type: 'cdb.get', key }, { timeoutMs: 10_000 }).catch((error: unknown) => {
     if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_STORAGE_NOT_FOUND', missing);
@@ -61,6 +71,14 @@ export async function createPool(env: DefinitionEnv, spec: unknown): Promise<Mes
   const pool = result.data;
   const why = await unsupportedPool(pool.type);
   if (why) throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `cannot create ${pool.type} pool '${pool.name}' on node '${env.node}': ${why}; nothing was changed`);
+  // Two pools over the same files would give two volumes one image (a volume's file is its name in the pool's directory).
+  for (const other of env.pools.values()) {
+    if (other.name === pool.name || !onSameNode(pool, other)) continue;
+    if (pool.share !== undefined && other.share === pool.share) throw new AcpError('ACP_ERR_STORAGE_EXISTS', `pool '${other.name}' is on share '${pool.share}' already: two pools on one directory would share their volumes' files; use that pool, or another share`);
+    if (pool.path !== undefined && other.path !== undefined && overlaps(pool.path, other.path)) {
+      throw new AcpError('ACP_ERR_STORAGE_EXISTS', `pool '${other.name}' is at ${other.path}, ${other.path === pool.path ? 'the same directory' : 'which overlaps ' + pool.path}: a directory holds one pool's volumes; pick a directory of its own`);
+    }
+  }
   if (pool.share !== undefined) {
     const share = await env.cdb.ask({ type: 'cdb.get', key: objectKey('storage/share', pool.share) }, { timeoutMs: 10_000 }).catch(() => undefined);
     if (!share) throw new AcpError('ACP_ERR_STORAGE_NOT_FOUND', `pool '${pool.name}' is on share '${pool.share}', which does not exist (acp storage share create ${pool.share} ...)`);

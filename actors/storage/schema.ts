@@ -53,7 +53,8 @@ export type StorageMessage = z.infer<typeof storageSchema>;
 
 export const storageAuthority: AuthorityTable = {
   'service.info': 'read',
-  'storage.pool-create': 'operate',
+  // A pool is a host directory the daemon (root) makes and writes: the administrator's.
+  'storage.pool-create': 'admin',
   'storage.pool-rm': 'operate',
   'storage.pool-status': 'read',
   // A share names a key file on the nodes and a server they log in to: the administrator's.

@@ -2,7 +2,9 @@
  * Volume files, made and changed as the Storage service decided: qemu-img for images, btrfs for
  * subvolumes and their snapshots. Paths come from actors/storage/layout.ts (checked there).
  */
-import { copyFile, mkdir, realpath, rm, rename, stat } from 'node:fs/promises';
+import { constants, createWriteStream, type Stats } from 'node:fs';
+import { mkdir, open, realpath, rm, rename, stat } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import { dirname, isAbsolute, relative } from 'node:path';
 import { AcpError } from '../../runtime/errors.js';
 import { createSubvolume, deleteSubvolume, snapshotSubvolume } from './btrfs.js';
@@ -116,6 +118,10 @@ export async function cloneVolume(source: VolumeLayout, sourceFormat: ImageForma
 export async function importVolume(file: string, target: VolumeLayout, format: VolumeFormat, importDirs: readonly string[]): Promise<void> {
   if (!(await exists(file))) throw new AcpError('ACP_ERR_STORAGE_NOT_FOUND', `${file} does not exist on this node`);
   const real = await realpath(file);
+  // Checked before anything is created: reading a FIFO or a device would wait forever (and hold
+  // one of libuv's four threads, which the store's commits need too).
+  const kind = await stat(real);
+  if (!kind.isFile()) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `${file} is ${fileKind(kind)}, not a regular file: import an image file`);
   const allowed = await Promise.all(importDirs.map((dir) => realpath(dir).catch(() => undefined)));
   if (!allowed.some((dir) => dir !== undefined && isInside(dir, real))) {
     throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `${file} is not in an import directory of this node: copy the image into ${importDirs.join(' or ')} first`);
@@ -124,7 +130,7 @@ export async function importVolume(file: string, target: VolumeLayout, format: V
   if (await exists(target.subvolume ?? target.file)) throw new AcpError('ACP_ERR_STORAGE_EXISTS', `${target.subvolume ?? target.file} exists already; pick another name`);
   if (target.subvolume) await createSubvolume(target.subvolume);
   try {
-    if (format === 'iso') await copyFile(file, target.file);
+    if (format === 'iso') await copyRegularFile(file, target.file);
     else {
       const info = await imageInfo(file);
       if (info.backingChain.length > 0) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `${file} has a backing file (${info.backingChain[0]}); import a standalone image (qemu-img convert it first)`);
@@ -133,6 +139,32 @@ export async function importVolume(file: string, target: VolumeLayout, format: V
   } catch (error) {
     await removeVolume(target).catch(() => undefined);
     throw error;
+  }
+}
+
+/** What a file that is not a regular one is, for a refusal. */
+function fileKind(kind: Stats): string {
+  if (kind.isDirectory()) return 'a directory';
+  if (kind.isFIFO()) return 'a FIFO';
+  if (kind.isSocket()) return 'a socket';
+  if (kind.isBlockDevice() || kind.isCharacterDevice()) return 'a device';
+  return 'not a regular file';
+}
+
+/**
+ * Copies `file` if it is still a regular file when opened: opened without blocking and without
+ * following a link, so a file swapped for a FIFO or a link after the checks is refused, not read.
+ */
+async function copyRegularFile(file: string, to: string): Promise<void> {
+  const source = await open(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW).catch((error: unknown) => {
+    throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `cannot open ${file}: ${(error as Error).message}`);
+  });
+  try {
+    const kind = await source.stat();
+    if (!kind.isFile()) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `${file} is ${fileKind(kind)}, not a regular file: import an image file`);
+    await pipeline(source.createReadStream({ autoClose: false }), createWriteStream(to, { flags: 'wx' }));
+  } finally {
+    await source.close();
   }
 }
 
