@@ -13,6 +13,7 @@
  */
 import { z } from 'zod';
 import { IFNAME_PATTERN } from '../adapters/interface-names.js';
+import { HEADER_VALUE_PATTERN, HEADER_VALUE_RULE } from '../adapters/webhook.js';
 import { AcpError } from '../runtime/errors.js';
 import { NAME_PATTERN, NAME_RULE, nameSchema } from '../runtime/path.js';
 
@@ -332,13 +333,23 @@ export const alarmObjectSchema = z.strictObject({
   history: z.array(z.strictObject({ at: z.string().max(40), op: z.enum(['raise', 'clear', 'ack']), by: z.string().max(300), term: z.number().int().min(0), detail: z.string().max(500) })).max(50),
 });
 
-/** `object/alarm-target/<name>`: where the primary sends alarm notifications (an HTTP POST of JSON). */
+/** fetch refuses a URL with user info ("Request cannot be constructed from a URL that includes credentials"). */
+const withoutUserInfo = (url: string) => !URL.canParse(url) || (new URL(url).username === '' && new URL(url).password === '');
+
+/**
+ * `object/alarm-target/<name>`: where the primary sends alarm notifications (an HTTP POST of JSON).
+ * Refused here, not at every delivery: a URL with user info, a bearer token that cannot be a
+ * header value, an empty or short secret.
+ */
 export const alarmTargetObjectSchema = z.strictObject({
   name,
-  webhook: z.url({ protocol: /^https?$/ }).max(2048),
+  webhook: z
+    .url({ protocol: /^https?$/ })
+    .max(2048)
+    .refine(withoutUserInfo, 'must not include a user name or password (user:pw@host): no request can be sent to such a URL; use --bearer or --hmac-secret (fields bearer, hmacSecret) instead'),
   minSeverity: z.enum(['critical', 'major', 'warning', 'info']).default('warning'),
-  bearer: z.string().min(1).max(1024).optional(),
-  hmacSecret: z.string().min(16).max(1024).optional(),
+  bearer: z.string().min(1, 'must not be empty: leave it out for no Authorization header').max(1024).regex(HEADER_VALUE_PATTERN, `it is sent as Authorization: Bearer, so it ${HEADER_VALUE_RULE}`).optional(),
+  hmacSecret: z.string().min(1, 'must not be empty: leave it out for no signature').min(16, 'must be 16 characters or more').max(1024).optional(),
 });
 
 /** `object/service/<sub-type>/<node>`: one per service per node; the id is the node. */

@@ -1,6 +1,6 @@
 import type { Argv } from 'yargs';
 import type { HealthReply } from '../actors/monitor/index.js';
-import type { AlarmObject } from '../actors/model.js';
+import { alarmTargetObjectSchema, type AlarmObject, type AlarmTargetObject } from '../actors/model.js';
 import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
@@ -92,6 +92,21 @@ export async function health(client: AcpClient, json: boolean): Promise<void> {
   else process.stdout.write(formatHealth(reply));
 }
 
+const TARGET_FLAGS: Readonly<Record<string, string>> = { name: 'the target name', webhook: '--webhook', minSeverity: '--min-severity', bearer: '--bearer', hmacSecret: '--hmac-secret' };
+
+/**
+ * The target `acp alarm target add` writes, checked by the schema the CDB applies, the refusal
+ * naming the flag: a flag given empty is an error, not a flag left out.
+ */
+export function targetValue(flags: { name: string; webhook: string; minSeverity: string; bearer?: string | undefined; hmacSecret?: string | undefined }): AlarmTargetObject {
+  const { bearer, hmacSecret, ...rest } = flags;
+  const result = alarmTargetObjectSchema.safeParse({ ...rest, ...(bearer === undefined ? {} : { bearer }), ...(hmacSecret === undefined ? {} : { hmacSecret }) });
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const field = String(issue.path[0] ?? '');
+  throw new AcpError('ACP_ERR_CLI_USAGE', `${TARGET_FLAGS[field] ?? `field '${issue.path.join('.')}'`}: ${issue.message}; nothing was written`);
+}
+
 /** `acp alarm target add|test|ls|rm`: webhooks the primary POSTs alarm changes to. */
 function targetCommands(y: Argv<Global>, run: Run, withClient: WithClient): Argv<Global> {
   return y
@@ -108,9 +123,9 @@ function targetCommands(y: Argv<Global>, run: Run, withClient: WithClient): Argv
       (argv) =>
         run(argv, () =>
           withClient(argv.home, async (client) => {
-            const value = { name: argv.name, webhook: argv.webhook, minSeverity: argv['min-severity'], ...(argv.bearer ? { bearer: argv.bearer } : {}), ...(argv['hmac-secret'] ? { hmacSecret: argv['hmac-secret'] } : {}) };
+            const value = targetValue({ name: argv.name, webhook: argv.webhook, minSeverity: argv['min-severity'], bearer: argv.bearer, hmacSecret: argv['hmac-secret'] });
             await client.ask('cdb', { type: 'cdb.put', key: `object/alarm-target/${argv.name}`, value });
-            if (argv.json) printJson({ target: argv.name, webhook: argv.webhook, minSeverity: argv['min-severity'] });
+            if (argv.json) printJson({ target: value.name, webhook: value.webhook, minSeverity: value.minSeverity });
             else process.stdout.write(`alarm target ${argv.name} added; try it: acp alarm target test ${argv.name}\n`);
           }),
         ),

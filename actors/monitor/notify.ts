@@ -28,6 +28,8 @@ interface Pending {
 export class Notifier {
   private readonly targets = new Map<string, AlarmTargetObject>();
   private readonly pending = new Map<string, Pending>();
+  /** Stored targets the schema refuses, with why: `acp alarm target test` says so. */
+  private readonly invalid = new Map<string, string>();
   private readonly timers = new Set<NodeJS.Timeout>();
   sent = 0;
   failed = 0;
@@ -40,8 +42,16 @@ export class Notifier {
       if (!record.key.startsWith(TARGET_PREFIX)) continue;
       const name = record.key.slice(TARGET_PREFIX.length);
       const parsed = alarmTargetObjectSchema.safeParse(record.value);
+      this.invalid.delete(name);
       if (record.deleted || !parsed.success) this.targets.delete(name);
       else this.targets.set(name, parsed.data);
+      if (!record.deleted && !parsed.success) {
+        // Written before the schema refused it (a URL with user info, a bad bearer): said once, not at every alarm.
+        const issue = parsed.error.issues[0];
+        const why = `${issue && issue.path.length > 0 ? `field '${issue.path.join('.')}'` : 'value'}: ${issue?.message ?? 'invalid'}`;
+        this.invalid.set(name, why);
+        this.ctx.log.warn({ target: name }, `alarm target '${name}' is not used, it is invalid: ${why}; write it again with acp alarm target add ${name}`);
+      }
     }
   }
 
@@ -57,6 +67,8 @@ export class Notifier {
   /** `acp alarm target test NAME`: one POST, no retry; the status or the error is the answer. */
   async test(name: string, term: number): Promise<{ type: 'monitor.alarm.tested'; target: string; status: number }> {
     const target = this.targets.get(name);
+    const invalid = this.invalid.get(name);
+    if (invalid !== undefined) throw new AcpError('ACP_ERR_MONITOR_WEBHOOK', `alarm target '${name}' is not used, it is invalid: ${invalid}; write it again with acp alarm target add ${name}`);
     if (!target) throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no alarm target '${name}'; add it with acp alarm target add ${name} --webhook URL`);
     const body = { type: 'alarm', op: 'test', id: 'test', rule: 'test', subject: name, severity: 'info', term, by: this.ctx.node.node, detail: 'a test notification (acp alarm target test)', at: new Date().toISOString(), cluster: this.ctx.node.cluster };
     const status = await postWebhook({ url: target.webhook, body, deliveryId: `${this.ctx.node.cluster}:test:${Date.now()}`, timeoutMs: TIMEOUT_MS, ...this.secrets(target) }).catch((error: unknown) => {
