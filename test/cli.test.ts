@@ -243,6 +243,17 @@ test('errors exit 2 for usage and 1 for the node, each as one line without a sta
   const emptyHome = spawnSync(process.execPath, [CLI, '--home', '', 'status'], { encoding: 'utf8', timeout: 60_000 });
   assertOneLineError(t, { code: emptyHome.status ?? 1, stdout: emptyHome.stdout, stderr: emptyHome.stderr }, 2, 'an empty --home, which would be the current directory');
   t.true(emptyHome.stderr.includes('--home needs a directory'), emptyHome.stderr);
+  // An empty token (`--token "$T"` with T unset) is an error, not the home's API key, which is an admin's.
+  for (const [args, env, includes] of [
+    [['--token', '', 'token', 'api', 'ls'], {}, "--token is empty: give an API token (acp token api create), or leave --token out to speak with the home's API key"],
+    [['--token=', 'status'], {}, '--token is empty'],
+    [['token', 'api', 'ls'], { ACP_TOKEN: '' }, "ACP_TOKEN is set but empty: set it to an API token, or unset it to speak with the home's API key"],
+  ] as const) {
+    const result = spawnSync(process.execPath, [CLI, '--home', home, ...args], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ACP_HOME: '', ...env } });
+    assertOneLineError(t, { code: result.status ?? 1, stdout: result.stdout, stderr: result.stderr }, 2, args.join(' '));
+    t.true(result.stderr.includes(includes), result.stderr);
+    t.is(result.stdout, '', `${args.join(' ')}: nothing listed`);
+  }
   // The daemon took none of it badly.
   t.true((await status(t, home)).services.every((service) => service.state === 'running' && service.restarts === 0));
 });
