@@ -77,6 +77,20 @@ async function setHaState(client: AcpClient, id: string, want: 'started' | 'stop
 }
 
 /**
+ * The nodes a new system names (`node`, `prefer`) must be members: a typo would leave a plain
+ * system with no node to start on, and an HA one placed elsewhere with a spec that names a node
+ * that is not there.
+ */
+async function requireKnownNodes(client: AcpClient, spec: unknown): Promise<void> {
+  const { node, prefer } = spec as { node?: unknown; prefer?: unknown };
+  const named = [...(typeof node === 'string' ? [node] : []), ...(typeof prefer === 'object' && prefer !== null ? Object.keys(prefer) : [])];
+  if (named.length === 0) return;
+  const members = new Set((await client.ask<Message & { records: RecordView[] }>('cdb', { type: 'cdb.list', prefix: 'object/node/', limit: 10_000 })).records.filter((record) => !record.deleted).map((record) => record.key.slice('object/node/'.length)));
+  const unknown = [...new Set(named)].filter((name) => !members.has(name));
+  if (unknown.length > 0) throw new AcpError('ACP_ERR_CLI_USAGE', `no node ${unknown.map((name) => `'${name}'`).join(', ')} in the cluster (it has ${[...members].sort().join(', ') || 'none'}; acp node ls); nothing was created`);
+}
+
+/**
  * Which node's meta tells a system's state: the node it is placed on (after a migration, the
  * target), else one where it is not stopped, else the newest.
  */
@@ -162,6 +176,7 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           withClient(argv.home, async (client) => {
             const id = checkId(argv.id);
             const value = systemSpec(id, argv);
+            await requireKnownNodes(client, value);
             try {
               const reply = await client.ask<Message & { version: string }>('cdb', { type: 'cdb.cas', key: `object/system/${id}`, value, expect: null });
               if (argv.json) printJson({ id, version: reply.version, spec: value });
