@@ -591,7 +591,7 @@ export function statsKey(type: ObjectType, id: string, node: string): string {
 export type ShutdownPolicy = NonNullable<NodeObject['shutdownPolicy']>;
 export const SHUTDOWN_POLICY_MEANING: Record<ShutdownPolicy, string> = {
   conditional: 'freeze when the host reboots, failover when it powers off; when only acpd stops, HA guests run on until the fence guard ends them and the primary recovers them elsewhere (acp node maintenance on first moves them without a stop)',
-  migrate: 'HA systems are migrated to other nodes before it goes',
+  migrate: 'HA systems are migrated to other nodes before it goes (those no other node can take stay)',
   freeze: 'HA systems are frozen in place until it is back',
   failover: 'HA systems are stopped and recovered on other nodes',
 };
