@@ -3,6 +3,8 @@ import { AcpError } from './errors.js';
 
 /** Names of clusters, nodes and actors: lower-case, at most 63 characters. */
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+/** The longest name NAME_PATTERN takes. */
+export const NAME_MAX = 63;
 export const PRIMARY = '@primary';
 const SCHEME = 'acp://';
 

@@ -2,6 +2,7 @@
  * The web API on fastify: REST with bearer tokens (the relay's authority decides, as on the API
  * socket), /ws speaking the wire protocol with the same checks, and /metrics as Prometheus text.
  */
+import { request as httpRequest } from 'node:http';
 import test, { type ExecutionContext } from 'ava';
 import WebSocket from 'ws';
 import { encodeFrame, FrameDecoder, type Envelope } from '../runtime/codec.js';
@@ -37,7 +38,37 @@ async function call(node: Node, method: string, path: string, token?: string, bo
   return { status: response.status, json: (await response.json()) as Record<string, unknown> };
 }
 
+/** A request sent as written: fetch resolves '.' and '..' in a path, `curl --path-as-is` does not. */
+function asIs(node: Node, method: string, path: string, token?: string, extra: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const headers = { ...(token ? { authorization: `Bearer ${token}` } : {}), ...extra };
+    const sent = httpRequest({ host: new URL(node.base).hostname, port: node.port, method, path, headers }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => {
+        try {
+          resolve({ status: response.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown> });
+        } catch (error) {
+          reject(error);
+        }
+      });
+    });
+    sent.on('error', reject);
+    sent.end();
+  });
+}
+
 const code = (json: Record<string, unknown>) => (json.error as { code?: string } | undefined)?.code;
+const message = (json: Record<string, unknown>) => String((json.error as { message?: string } | undefined)?.message);
+
+/** Every refusal is the documented envelope and nothing else: `{error:{code,kind,message}}`. */
+function assertEnvelope(t: ExecutionContext, reply: { status: number; json: Record<string, unknown> }, status: number, errorCode: string): string {
+  t.is(reply.status, status, JSON.stringify(reply.json));
+  t.deepEqual(Object.keys(reply.json), ['error']);
+  t.deepEqual(Object.keys(reply.json.error as object).sort(), ['code', 'kind', 'message']);
+  t.is(code(reply.json), errorCode);
+  return message(reply.json);
+}
 
 test('REST: no credentials is 401; an auditor reads systems but may not start one (403, ACP_ERR_AUTH_FORBIDDEN); an operator starts it; bad input names the field', async (t) => {
   const node = await boot(t);
@@ -102,10 +133,10 @@ test('REST: cluster status, health, networks, storage and alarms; an alarm id is
   const badQuery = await call(node, 'GET', '/api/v1/alarms?open=maybe', node.auditor);
   t.is(badQuery.status, 400);
   t.is(code(badQuery.json), 'ACP_ERR_SCHEMA_REJECTED');
-  t.regex(String((badQuery.json.error as { message: string }).message), /field 'open'/);
+  t.regex(String((badQuery.json.error as { message: string }).message), /query parameter 'open'/);
   const badId = await call(node, 'POST', '/api/v1/alarms/Not An Id/ack', node.operator);
   t.is(badId.status, 400);
-  t.regex(String((badId.json.error as { message: string }).message), /field 'id'/);
+  t.regex(String((badId.json.error as { message: string }).message), /path parameter 'id'/);
   const auditorAck = await call(node, 'POST', '/api/v1/alarms/cpu.n1/ack', node.auditor);
   t.is(auditorAck.status, 403);
   t.is(code(auditorAck.json), 'ACP_ERR_AUTH_FORBIDDEN');
@@ -113,6 +144,63 @@ test('REST: cluster status, health, networks, storage and alarms; an alarm id is
   t.true(unknown.status >= 400 && /^ACP_ERR_/.test(code(unknown.json) ?? ''), JSON.stringify(unknown.json));
   const openapi = await call(node, 'GET', '/api/v1/openapi.json');
   for (const path of ['/api/v1/cluster', '/api/v1/health', '/api/v1/networks', '/api/v1/storage', '/api/v1/alarms', '/api/v1/alarms/{id}/ack']) t.truthy((openapi.json.paths as Record<string, unknown>)[path], path);
+});
+
+test("a path with '..' segments is refused as a path that leaves the API (ACP_ERR_WEB_BAD_PATH), not as a body; an 8000-character id as too long", async (t) => {
+  const node = await boot(t);
+  for (const path of ['/api/v1/systems/../../etc/passwd', '/api/v1/systems/%2e%2e/%2E%2E/etc/passwd', '/../../etc/passwd', '/api/v1/./status']) {
+    const refused = assertEnvelope(t, await asIs(node, 'GET', path, node.auditor), 400, 'ACP_ERR_WEB_BAD_PATH');
+    t.regex(refused, /segment/, path);
+    t.regex(refused, /resolved/, path);
+    t.notRegex(refused, /body/, path);
+  }
+  const long = assertEnvelope(t, await call(node, 'GET', `/api/v1/systems/${'a'.repeat(8000)}`, node.auditor), 400, 'ACP_ERR_SCHEMA_REJECTED');
+  t.regex(long, /^path parameter 'id': is too long \(8000 characters\)/);
+  t.regex(long, /1-63 characters/);
+  t.notRegex(long, /body/);
+  t.true(long.length < 400, 'the id is not echoed back');
+  // What the HTTP layer refuses for a reason with no code of its own is not called a body problem either.
+  const range = assertEnvelope(t, await asIs(node, 'GET', '/index.html', undefined, { range: 'bytes=99999999-' }), 416, 'ACP_ERR_WEB_REFUSED');
+  t.regex(range, /HTTP 416/);
+  t.notRegex(range, /body/);
+});
+
+test('an over-long id in a POST is refused in the documented envelope (400, ACP_ERR_SCHEMA_REJECTED), never as fastify\'s own FST_ERR_MAX_PARAM_LENGTH', async (t) => {
+  const node = await boot(t);
+  const start = assertEnvelope(t, await call(node, 'POST', `/api/v1/systems/${'a'.repeat(200)}/start`, node.operator), 400, 'ACP_ERR_SCHEMA_REJECTED');
+  t.regex(start, /^path parameter 'id': is too long \(200 characters\): .*1-63 characters/);
+  const ack = assertEnvelope(t, await call(node, 'POST', `/api/v1/alarms/${'a'.repeat(200)}/ack`, node.operator), 400, 'ACP_ERR_SCHEMA_REJECTED');
+  t.regex(ack, /^path parameter 'id': is too long \(200 characters\)/);
+});
+
+test('a GET with a 101- to 4000-character id says the id is too long, not that there is no route', async (t) => {
+  const node = await boot(t);
+  for (const length of [64, 101, 1000, 4000]) {
+    const refused = assertEnvelope(t, await call(node, 'GET', `/api/v1/systems/${'a'.repeat(length)}`, node.auditor), 400, 'ACP_ERR_SCHEMA_REJECTED');
+    t.regex(refused, new RegExp(`^path parameter 'id': is too long \\(${length} characters\\): system ids are names, and names are 1-63 characters`));
+  }
+  const ok = await call(node, 'GET', `/api/v1/systems/dev1`, node.auditor);
+  t.is(ok.status, 200);
+});
+
+test("a body with a '__proto__' or 'constructor.prototype' key is refused as such, not as invalid JSON; an unknown query parameter is named as one", async (t) => {
+  const node = await boot(t);
+  const post = async (body: string) => {
+    const response = await fetch(`${node.base}/api/v1/systems`, { method: 'POST', headers: { authorization: `Bearer ${node.operator}`, 'content-type': 'application/json' }, body });
+    return { status: response.status, json: (await response.json()) as Record<string, unknown> };
+  };
+  const proto = assertEnvelope(t, await post('{"name": "p1", "driver": "sim", "__proto__": {"admin": true}}'), 400, 'ACP_ERR_WEB_BAD_BODY');
+  t.regex(proto, /'__proto__'/);
+  t.regex(proto, /refused/);
+  t.notRegex(proto, /not valid JSON/);
+  const ctor = assertEnvelope(t, await post('{"name": "p1", "driver": "sim", "tags": {"constructor": {"prototype": {}}}}'), 400, 'ACP_ERR_WEB_BAD_BODY');
+  t.regex(ctor, /'constructor'/);
+  const broken = assertEnvelope(t, await post('{"name": '), 400, 'ACP_ERR_WEB_BAD_BODY');
+  t.regex(broken, /not valid JSON/);
+  const bogus = assertEnvelope(t, await call(node, 'GET', '/api/v1/alarms?bogus=1', node.auditor), 400, 'ACP_ERR_SCHEMA_REJECTED');
+  t.regex(bogus, /^unknown query parameter 'bogus'/);
+  t.regex(bogus, /takes: open/);
+  t.notRegex(bogus, /body/);
 });
 
 test('/metrics is Prometheus text: every sample of a HELP/TYPE-declared acp_ metric, counters ending in _total', async (t) => {

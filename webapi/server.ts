@@ -11,18 +11,19 @@ import type { SessionLimits } from '../actors/api/session-options.js';
 import { systemObjectSchema } from '../actors/model.js';
 import { attachFrames } from '../adapters/frame-listener.js';
 import type { CborLimits } from '../runtime/cbor-guard.js';
-import { AcpError, errorMessage } from '../runtime/errors.js';
+import { errorMessage } from '../runtime/errors.js';
 import type { Logger } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
-import { NAME_PATTERN } from '../runtime/path.js';
+import { NAME_MAX, NAME_PATTERN, NAME_RULE } from '../runtime/path.js';
 import { formatPrincipal, type Principal } from '../runtime/principal.js';
 import type { NodeStatus } from '../runtime/services.js';
 import type { GatewaySystem } from '../runtime/services.js';
-import { principalOf, SESSION_COOKIE, statusFor, type WebAuth } from './auth.js';
+import { principalOf, SESSION_COOKIE, type WebAuth } from './auth.js';
 import { registerDisplay } from './display.js';
 import type { DisplayRelay } from './display-relay.js';
 import { metricsOpen, type WebTls } from './exposure.js';
 import type { NodeMetrics } from './metrics.js';
+import { BODY_LIMIT, frameworkErrors, MAX_PARAM_LENGTH, parsePart, registerRefusals, sendRefusal } from './refusals.js';
 
 export interface WebServerOptions {
   system: GatewaySystem;
@@ -52,9 +53,15 @@ export interface WebServerOptions {
 }
 
 const ACTIONS = ['start', 'stop', 'pause', 'resume', 'restart', 'reset'] as const;
-const idParam = z.strictObject({ id: z.string().regex(NAME_PATTERN, 'must be a system id: [a-z0-9][a-z0-9._-]{0,62}') });
+/** An id in a path: one too long is said to be, with the rule, before its pattern is tried. */
+const nameParam = (what: string, pattern: string) =>
+  z
+    .string()
+    .max(NAME_MAX, { error: (issue) => `is too long (${String(issue.input).length} characters): ${what} ids are names, and ${NAME_RULE}` })
+    .regex(NAME_PATTERN, pattern);
+const idParam = z.strictObject({ id: nameParam('system', 'must be a system id: [a-z0-9][a-z0-9._-]{0,62}') });
 const actionParam = idParam.extend({ action: z.enum(ACTIONS) });
-const alarmParam = z.strictObject({ id: z.string().regex(NAME_PATTERN, 'must be an alarm id as listed by GET /api/v1/alarms') });
+const alarmParam = z.strictObject({ id: nameParam('alarm', 'must be an alarm id as listed by GET /api/v1/alarms') });
 const ASK_MS = 30_000;
 /** The web UI (webapi/ui), built by Vite (`npm run build`) into dist/webapi/ui. */
 export const UI_ROOT = fileURLToPath(new URL('./ui/', import.meta.url));
@@ -70,16 +77,6 @@ function roleOf(principal: Principal): string {
   return principal.kind === 'operator' ? 'admin' : principal.kind;
 }
 
-function sendError(reply: FastifyReply, error: unknown): FastifyReply {
-  const refusal = error instanceof z.ZodError ? new AcpError('ACP_ERR_SCHEMA_REJECTED', describe(error)) : AcpError.from(error);
-  return reply.code(statusFor(refusal)).send({ error: refusal.toData() });
-}
-
-function describe(error: z.ZodError): string {
-  const issue = error.issues[0];
-  return issue ? `field '${issue.path.join('.') || 'body'}': ${issue.message}` : 'invalid request';
-}
-
 /**
  * The web API on fastify: kept routing, request parsing, WebSocket upgrade and error handling
  * instead of the hand-written router. REST under /api/v1 with bearer tokens, /ws speaking the wire
@@ -89,24 +86,12 @@ function describe(error: z.ZodError): string {
 export async function createWebServer(options: WebServerOptions): Promise<FastifyInstance> {
   const { system } = options;
   // With TLS an https server (the same routes); fastify's types tell the two apart, the routes do not.
-  const app = (options.tls
-    ? Fastify({ logger: false, bodyLimit: 1024 * 1024, https: { cert: options.tls.cert, key: options.tls.key } })
-    : Fastify({ logger: false, bodyLimit: 1024 * 1024 })) as unknown as FastifyInstance;
+  const base = { logger: false, bodyLimit: BODY_LIMIT, routerOptions: { maxParamLength: MAX_PARAM_LENGTH }, frameworkErrors };
+  const app = (options.tls ? Fastify({ ...base, https: { cert: options.tls.cert, key: options.tls.key } }) : Fastify(base)) as unknown as FastifyInstance;
+  // What fastify refuses by itself (a path not in resolved form, a body it will not parse, an unknown
+  // route) is answered in the API's own shape too, saying what is wrong: before any plugin, so all inherit it.
+  registerRefusals(app, options.log);
   await app.register(fastifyCookie);
-  // What fastify refuses by itself (a body that is not JSON or too large, an unknown route) is
-  // answered in the API's own shape too, with a code and what to do.
-  app.setErrorHandler((error: { statusCode?: number; code?: string; message: string }, _request, reply) => {
-    if (error instanceof AcpError) return sendError(reply, error);
-    if (typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
-      const refusal = new AcpError('ACP_ERR_WEB_BAD_BODY', `the request was refused: ${error.message} (send a JSON body with content-type application/json, at most 1 MiB)`);
-      return reply.code(error.statusCode).send({ error: refusal.toData() });
-    }
-    return sendError(reply, error);
-  });
-  app.setNotFoundHandler((request, reply) => {
-    const refusal = new AcpError('ACP_ERR_WEB_NO_ROUTE', `no route ${request.method} ${request.url.split('?')[0]}; GET /api/v1/openapi.json lists the API's routes`);
-    return reply.code(404).send({ error: refusal.toData() });
-  });
   await app.register(fastifyWebsocket, { options: { maxPayload: options.wire.maxFrameBytes + 4 } });
   // The session cookie: not readable by scripts, never sent by another site's page.
   const setSession = (reply: FastifyReply, session: { id: string; expiresMs: number }) =>
@@ -132,29 +117,29 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
     try {
       return await work(principalOf(request, options.auth), request);
     } catch (error) {
-      return sendError(reply, error);
+      return sendRefusal(reply, error);
     }
   };
 
   // `acp ui` prints a link with a one-time code: it becomes a session cookie, then the page.
   app.get('/login', async (request, reply) => {
     try {
-      const { code } = z.strictObject({ code: z.string().min(16).max(100) }).parse(request.query);
+      const { code } = parsePart(z.strictObject({ code: z.string().min(16).max(100) }), request.query, 'query');
       setSession(reply, await options.sessions.redeem(code));
       return reply.redirect('/', 303);
     } catch (error) {
-      return sendError(reply, error);
+      return sendRefusal(reply, error);
     }
   });
   app.post('/api/v1/login', async (request, reply) => {
     try {
-      const { token } = z.strictObject({ token: z.string().min(1).max(200) }).parse(request.body);
+      const { token } = parsePart(z.strictObject({ token: z.string().min(1).max(200) }), request.body, 'body');
       const record = options.auth.tokens.verify(token);
       const principal: Principal = { kind: 'token', id: record.id, role: record.role };
       setSession(reply, await options.sessions.open(principal));
       return { type: 'logged-in', role: record.role };
     } catch (error) {
-      return sendError(reply, error);
+      return sendRefusal(reply, error);
     }
   });
   app.post('/api/v1/logout', async (request, reply) => {
@@ -191,7 +176,7 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
   app.get(
     '/api/v1/systems/:id',
     handle(async (principal, request) => {
-      const { id } = idParam.parse(request.params);
+      const { id } = parsePart(idParam, request.params, 'path');
       const spec = (await ask(principal, self, 'cdb', { type: 'cdb.get', key: `object/system/${id}` })) as Message & { record: RecordView };
       return { id, spec: spec.record.value, version: spec.record.version, states: (await list(principal, `meta/system/${id}@`)).map((meta) => meta.value) };
     }),
@@ -199,14 +184,14 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
   app.post(
     '/api/v1/systems',
     handle(async (principal, request) => {
-      const spec = systemObjectSchema.parse(request.body);
+      const spec = parsePart(systemObjectSchema, request.body, 'body');
       return ask(principal, self, 'cdb', { type: 'cdb.cas', key: `object/system/${spec.name}`, value: spec, expect: null });
     }),
   );
   app.post(
     '/api/v1/systems/:id/:action',
     handle(async (principal, request) => {
-      const { id, action } = actionParam.parse(request.params);
+      const { id, action } = parsePart(actionParam, request.params, 'path');
       const extra = request.body && typeof request.body === 'object' ? (request.body as Record<string, unknown>) : {};
       return ask(principal, await nodeOf(principal, id), 'hypervisor', { ...extra, type: `system.${action}`, id });
     }),
@@ -230,7 +215,7 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
   app.get(
     '/api/v1/alarms',
     handle(async (principal, request) => {
-      const { open } = z.strictObject({ open: z.enum(['true', 'false']).optional() }).parse(request.query);
+      const { open } = parsePart(z.strictObject({ open: z.enum(['true', 'false']).optional() }), request.query, 'query');
       const alarms = (await list(principal, 'object/alarm/')).map((record) => record.value as { open?: boolean });
       return { alarms: open === undefined ? alarms : alarms.filter((alarm) => alarm.open === (open === 'true')) };
     }),
@@ -238,7 +223,7 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
   app.post(
     '/api/v1/alarms/:id/ack',
     handle(async (principal, request) => {
-      const { id } = alarmParam.parse(request.params);
+      const { id } = parsePart(alarmParam, request.params, 'path');
       return system.ask({ cluster, node: '@primary', segments: ['monitor'] }, { type: 'monitor.alarm.ack', id }, { sender: principal, external: true, timeoutMs: ASK_MS });
     }),
   );
@@ -261,7 +246,7 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
       if (!metricsOpen(options.metricsAccess, request.socket.remoteAddress)) principalOf(request, options.auth);
       return reply.type(options.metrics.contentType).send(await options.metrics.text());
     } catch (error) {
-      return sendError(reply, error);
+      return sendRefusal(reply, error);
     }
   });
 
