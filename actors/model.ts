@@ -414,6 +414,22 @@ export const objectSchemas: Readonly<Record<ObjectType, z.ZodType>> = Object.fro
   }),
 ) as Record<ObjectType, z.ZodType>;
 
+/**
+ * The host files a system object names for the daemon to open (`boot.kernel`, `boot.initrd`, and
+ * `boot.disk` when it is a path rather than POOL/VOLUME); nothing for other keys or values.
+ */
+export function hostFilesOf(key: string, value: unknown): { field: string; path: string }[] {
+  if (!key.startsWith('object/system/') || typeof value !== 'object' || value === null) return [];
+  const boot = (value as { boot?: unknown }).boot;
+  if (typeof boot !== 'object' || boot === null) return [];
+  const { kernel, initrd, disk } = boot as { kernel?: unknown; initrd?: unknown; disk?: unknown };
+  const files: { field: string; path: string }[] = [];
+  if (typeof kernel === 'string') files.push({ field: 'boot.kernel', path: kernel });
+  if (typeof initrd === 'string') files.push({ field: 'boot.initrd', path: initrd });
+  if (typeof disk === 'string' && disk.startsWith('/')) files.push({ field: 'boot.disk', path: disk });
+  return files;
+}
+
 export type NodeObject = z.infer<typeof nodeObjectSchema>;
 export type SystemObject = z.infer<typeof systemObjectSchema>;
 export type NetworkObject = z.infer<typeof networkObjectSchema>;

@@ -29,7 +29,8 @@ runsWhen(missing)(`the UI's display: noVNC shows a QEMU guest's framebuffer; an 
   const { api } = await systemNode(t);
   const origin = new URL((await api.ask<Message & { url: string }>('webapi', { type: 'webapi.address' })).url).origin;
   const token = async (role: string) => (await api.ask<Message & { secret: string }>('api', { type: 'api.token.create', role })).secret;
-  const page = await tokenPage(await browser(t), origin, await token('operator'));
+  // An admin's page: a kernel and an initrd are host files the daemon opens for the guest, which an admin names.
+  const page = await tokenPage(await browser(t), origin, await token('admin'));
   // Made with the UI's form, its display chosen there.
   await page.click('#tree a[href="#/create"]');
   await page.fill('#create input[name="name"]', 'v1');

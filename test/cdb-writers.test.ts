@@ -1,12 +1,14 @@
 /**
  * Records that only some writers may write, whatever path the write takes (`cdb.put`, `cdb.cas`,
  * `cdb.delete`, `cdb.batch`): alarms are the primary monitor's (a forged one counted against the
- * health score and never cleared), and shares the administrator's (`storage.share-create` needs
- * admin; a raw put of the same object did not).
+ * health score and never cleared), pools and shares the administrator's (`storage.share-create`
+ * needs admin; a raw put of the same object did not), and so are the host files a system boots
+ * from (an operator could have put /etc/shadow into a guest as its initrd).
  */
 import test from 'ava';
 import { connect } from '../node/client.js';
 import type { AcpClient } from '../runtime/client.js';
+import type { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { allRunning, client, makeHome, startDaemon } from './helpers/node.js';
 
@@ -14,7 +16,7 @@ const alarm = { name: 'node-down.n1', rule: 'node-down', subject: 'n1', severity
 // On no node of this test: nothing is mounted.
 const share = { name: 's7', type: 'sshfs', server: '127.0.0.1', path: '/x', nodes: ['n9'] };
 
-test('alarms are written by a monitor only, shares by an admin only, through every kind of write', async (t) => {
+test('alarms are written by a monitor only, shares and host boot files by an admin only, through every kind of write', async (t) => {
   t.timeout(60_000);
   const home = makeHome(t);
   await allRunning(await startDaemon(t, home));
@@ -30,7 +32,7 @@ test('alarms are written by a monitor only, shares by an admin only, through eve
   const refused = async (writer: AcpClient, message: Message, pattern: RegExp, what: string) => {
     const error = await t.throwsAsync(writer.ask('cdb', message), undefined, what);
     t.regex(error?.message ?? '', pattern, what);
-    t.regex(error?.message ?? '', /ACP_ERR_AUTH_FORBIDDEN|may not write/, what);
+    t.is((error as AcpError | undefined)?.code, 'ACP_ERR_AUTH_FORBIDDEN', what);
   };
 
   const byMonitor = /may not write object\/alarm\/node-down\.n1: alarms are raised and cleared by the primary monitor only \(acknowledge one with acp alarm ack ID\)/;
@@ -48,4 +50,18 @@ test('alarms are written by a monitor only, shares by an admin only, through eve
   await admin.ask('cdb', { type: 'cdb.put', key: 'object/storage/share/s7', value: share });
   await refused(operator, { type: 'cdb.delete', key: 'object/storage/share/s7' }, byAdmin, 'operator: delete');
   await admin.ask('cdb', { type: 'cdb.delete', key: 'object/storage/share/s7' });
+
+  // Host files the daemon opens for a guest: an admin names them; an operator keeps them as they are.
+  const hostFile = /may not set boot\.(kernel|initrd|disk) to \/etc\/shadow in object\/system\/q1: a host file the daemon opens for a guest is an admin's to name; boot from a volume instead/;
+  const q1 = { name: 'q1', driver: 'qemu', memoryMiB: 128, boot: { kernel: '/var/lib/acp/guest/vmlinuz', initrd: '/var/lib/acp/guest/initrd.gz' } };
+  await refused(operator, { type: 'cdb.put', key: 'object/system/q1', value: { ...q1, boot: { kernel: '/etc/shadow' } } }, hostFile, 'operator: a kernel');
+  await refused(operator, { type: 'cdb.batch', ops: [{ op: 'put', key: 'object/system/q1', value: { ...q1, boot: { disk: '/etc/shadow' } } }] }, hostFile, 'operator: a boot image file, in a batch');
+  await admin.ask('cdb', { type: 'cdb.put', key: 'object/system/q1', value: q1 });
+  const { record } = await operator.ask<Message & { record: { version: string } }>('cdb', { type: 'cdb.get', key: 'object/system/q1' });
+  await refused(operator, { type: 'cdb.cas', key: 'object/system/q1', value: { ...q1, boot: { ...q1.boot, initrd: '/etc/shadow' } }, expect: record.version }, hostFile, 'operator: an initrd changed');
+  // The same files with another field changed (a disk attached, HA state, vCPUs): allowed.
+  await operator.ask('cdb', { type: 'cdb.cas', key: 'object/system/q1', value: { ...q1, vcpus: 2 }, expect: record.version });
+  // Booting from a volume names no host file.
+  await operator.ask('cdb', { type: 'cdb.put', key: 'object/system/q2', value: { name: 'q2', driver: 'qemu', boot: { disk: 'local/d1' }, disks: [{ pool: 'local', volume: 'd1' }] } });
+  for (const id of ['q1', 'q2']) await admin.ask('cdb', { type: 'cdb.delete', key: `object/system/${id}` });
 });

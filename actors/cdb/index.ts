@@ -15,7 +15,7 @@ import { formatPrincipal, type Principal } from '../../runtime/principal.js';
 import type { Message, Terminated } from '../../runtime/messages.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { ServiceCounters } from '../kit.js';
-import { checkPrefix, parseKey, parseKeyUncached, SERVICE_TYPES, validateMeta, validateObject, type ParsedKey } from '../model.js';
+import { checkPrefix, hostFilesOf, parseKey, parseKeyUncached, SERVICE_TYPES, validateMeta, validateObject, type ParsedKey } from '../model.js';
 import { compareVersions, formatVersion, HybridClock, parseVersion, type Version } from './hlc.js';
 import { MemoryTable, type HistoryPoint } from './memory.js';
 import { createHash } from 'node:crypto';
@@ -357,6 +357,23 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
 
   const authorityTarget = { cluster: ctx.node.cluster, node, path: formatPath(ctx.path) };
 
+  /**
+   * A host file a value names for the daemon (root) to open for a guest (a kernel, an initrd, an
+   * image file to boot) is an admin's to name, as an import is: an operator could otherwise put
+   * any file of the host into a guest's memory or disk. One already there may stay.
+   */
+  const requireHostFiles = (key: string, value: unknown, sender: Principal): void => {
+    if (hasRole(sender, 'admin')) return;
+    const named = hostFilesOf(key, value);
+    if (named.length === 0) return;
+    const stored = store?.get(key);
+    const kept = new Set(stored && !stored.deleted ? hostFilesOf(key, stored.value).map((file) => file.path) : []);
+    const added = named.find((file) => !kept.has(file.path));
+    if (added) {
+      throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not set ${added.field} to ${added.path.slice(0, 200)} in ${key}: a host file the daemon opens for a guest is an admin's to name; boot from a volume instead (boot.disk POOL/VOLUME, acp storage volume ...)`);
+    }
+  };
+
   /** Admin-only records (ADMIN_ONLY_PREFIXES) are read by no one else. */
   const requireReader = (key: string, sender: Principal): void => {
     if (adminOnly(key) && !hasRole(sender, 'admin')) {
@@ -493,7 +510,13 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
       info.handled += 1;
       const parsed = parseCdbMessage(message);
       if (parsed.type === 'cdb.put' || parsed.type === 'cdb.delete' || parsed.type === 'cdb.cas') requireWriter(parsed.key, sender);
-      if (parsed.type === 'cdb.batch') for (const op of parsed.ops) requireWriter(op.key, sender);
+      if (parsed.type === 'cdb.put' || parsed.type === 'cdb.cas') requireHostFiles(parsed.key, parsed.value, sender);
+      if (parsed.type === 'cdb.batch') {
+        for (const op of parsed.ops) {
+          requireWriter(op.key, sender);
+          if (op.op === 'put') requireHostFiles(op.key, op.value, sender);
+        }
+      }
       switch (parsed.type) {
         case 'service.info':
           return { ...info.info('cdb', 'Cluster database', ctx), watchers: watches.size, memoryKeys: memory.size, pendingWrites: pending.size, clockAheadRefused };

@@ -231,10 +231,11 @@ export class Views {
     const vcpus = h('input', { name: 'vcpus', type: 'number', min: '1', max: '512', value: '1' });
     const memory = h('input', { name: 'memoryMiB', type: 'number', min: '16', value: '512' });
     const node = h('select', { name: 'node' }, h('option', { value: '' }, '(any)'), ...nodes(this.ctx.store, this.ctx.self).map((n) => h('option', { value: n.name }, n.name)));
-    const kernel = h('input', { name: 'kernel', placeholder: '/path/to/vmlinuz' });
+    // A kernel, an initrd or an image file is a host file the daemon opens: the CDB takes it from an admin only.
+    const kernel = h('input', { name: 'kernel', placeholder: '/path/to/vmlinuz (an admin names host files)' });
     const initrd = h('input', { name: 'initrd' });
     const cmdline = h('input', { name: 'cmdline', placeholder: 'console=ttyS0' });
-    const disk = h('input', { name: 'disk', placeholder: '/path/to/disk.qcow2 (instead of a kernel)' });
+    const disk = h('input', { name: 'disk', placeholder: '/path/to/disk.qcow2 (instead of a kernel; admin)' });
     const ha = h('input', { name: 'ha', type: 'checkbox' });
     const display = h('select', { name: 'display' }, h('option', { value: 'none' }, 'none (serial only)'), h('option', { value: 'vnc' }, 'vnc (qemu)'));
     const form = h(
