@@ -14,7 +14,7 @@ import { cdbCommands, printNodes, printServices } from './cdb.js';
 import { systemCommands } from './system.js';
 import { networkCommands } from './network.js';
 import { storageCommands } from './storage.js';
-import { apiTokenCommands } from './tokens.js';
+import { apiTokenCommands, speakingToken } from './tokens.js';
 import { clusterCommands, nodeCommands } from './membership.js';
 import { LOGS_DESCRIPTION, logsOptions, showLogs } from './logs.js';
 import { alarmCommands, health } from './monitor.js';
@@ -114,15 +114,11 @@ const cli = yargs(hideBin(process.argv))
   .option('json', { type: 'boolean', default: false, describe: 'machine-readable output' })
   .option('log-level', { choices: LOG_LEVELS, describe: "daemon log level (default: the config's, 'info')" })
   .option('token', { type: 'string', describe: 'an API token to speak with instead of the home\'s API key (default: $ACP_TOKEN); for acp join, the join token' })
-  // An empty token is a mistake (`--token "$T"` with T unset), never "use the home's API key": that would run as admin.
+  // A check, not a middleware: its refusal goes through .fail() like any usage error.
   .check((argv) => {
-    if (argv.token === '') throw new AcpError('ACP_ERR_CLI_USAGE', "--token is empty: give an API token (acp token api create), or leave --token out to speak with the home's API key");
-    if (argv.token === undefined && process.env.ACP_TOKEN === '') throw new AcpError('ACP_ERR_CLI_USAGE', "ACP_TOKEN is set but empty: set it to an API token, or unset it to speak with the home's API key");
+    apiToken = speakingToken(argv.token, process.env.ACP_TOKEN);
     return true;
   }, true)
-  .middleware((argv) => {
-    apiToken = typeof argv.token === 'string' ? argv.token : process.env.ACP_TOKEN;
-  })
   .command(
     'up',
     'start the node (in the foreground unless --detach)',

@@ -1,11 +1,23 @@
 import type { Argv } from 'yargs';
 import type { TokenView } from '../actors/api/tokens.js';
 import type { AcpClient } from '../runtime/client.js';
+import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { ROLES, type Role } from '../runtime/principal.js';
 import { tokenId } from '../runtime/tokens.js';
 import { parseDuration } from './duration.js';
 import { printJson, table } from './output.js';
+
+/**
+ * The API token an invocation speaks with: `--token`, else $ACP_TOKEN, else none (the home's API
+ * key). An empty one is a mistake (`--token "$T"` with T unset), never "use the home's API key":
+ * that would run as admin.
+ */
+export function speakingToken(flag: string | undefined, env: string | undefined): string | undefined {
+  if (flag === '') throw new AcpError('ACP_ERR_CLI_USAGE', "--token is empty: give an API token (acp token api create), or leave --token out to speak with the home's API key");
+  if (flag === undefined && env === '') throw new AcpError('ACP_ERR_CLI_USAGE', "ACP_TOKEN is set but empty: set it to an API token, or unset it to speak with the home's API key");
+  return flag ?? env;
+}
 
 interface Global {
   home: string;
