@@ -327,13 +327,12 @@ export function storageCommands(y: Argv<StorageGlobal>, run: Run, withClient: Wi
     )
     .command('device', "the nodes' block devices", (d) =>
       d
-        .command('ls', 'block devices (lsblk) of every node, or of --node', (c) => c.option('node', { type: 'string' }), (argv) =>
+        .command('ls', 'block devices (lsblk) of every node, or of --node', (c) => c.option('node', { type: 'string', coerce: (node: string) => assertName(node, 'node') }), (argv) =>
           run(argv, () =>
             withClient(argv.home, async (client) => {
-              const node = argv.node === undefined ? undefined : assertName(argv.node, 'node');
               const rows = (await listAll(client, 'object/storage/device/'))
                 .map((record) => record.value as { name: string; node: string; device?: string; path: string; sizeBytes?: number; type?: string; model?: string | null; rotational?: boolean | null; mountpoints?: string[] })
-                .filter((row) => node === undefined || row.node === node);
+                .filter((row) => argv.node === undefined || row.node === argv.node);
               if (argv.json) {
                 printJson(rows);
                 return;
