@@ -48,25 +48,39 @@ export function parseVolumeRef(text: string, what = 'volume'): { pool: string; n
   return { pool: assertName(pool, 'pool'), name: assertName(name, 'volume') };
 }
 
-/** `--disk POOL/NAME[,bus=virtio|scsi|ide][,cache=..][,readonly]`: one disk of a system (the schema checks the values). */
-export function parseDisk(text: string): Record<string, unknown> {
+const YES = ['true', 'on', 'yes', '1'];
+const NO = ['false', 'off', 'no', '0'];
+
+/**
+ * `POOL/NAME[,bus=virtio|scsi|ide][,cache=..][,readonly[=true|false]]`: one disk of a system (the
+ * schema checks bus and cache). `what` names where it was given: `--disk`, or attach's `disk`.
+ */
+export function parseDisk(text: string, what = '--disk'): Record<string, unknown> {
   const [ref, ...options] = text.split(',');
-  const { pool, name } = parseVolumeRef(ref ?? '', `--disk ${text}:`);
+  const { pool, name } = parseVolumeRef(ref ?? '', `${what} ${text}:`);
   const disk: Record<string, unknown> = { pool, volume: name };
+  const seen = new Set<string>();
   for (const option of options) {
-    const [key, value, ...rest] = option.split('=');
-    if (rest.length > 0) throw usage(`--disk ${text}: '${option}' is not KEY=VALUE`);
+    const [key = '', value, ...rest] = option.split('=');
+    if (rest.length > 0) throw usage(`${what} ${text}: '${option}' is not KEY=VALUE`);
+    if (seen.has(key)) throw usage(`${what} ${text}: ${key} given twice; give it once`);
+    seen.add(key);
     switch (key) {
       case 'bus':
       case 'cache':
-        if (value === undefined) throw usage(`--disk ${text}: ${key} needs a value`);
+        if (value === undefined) throw usage(`${what} ${text}: ${key} needs a value`);
         disk[key] = value;
         break;
-      case 'readonly':
-        disk['readonly'] = value === undefined || value === 'true' || value === 'on';
+      case 'readonly': {
+        const said = value?.toLowerCase();
+        if (said !== undefined && !YES.includes(said) && !NO.includes(said)) {
+          throw usage(`${what} ${text}: readonly takes true or false (also on/off, yes/no, 1/0), or no value for true; not '${value}'`);
+        }
+        disk['readonly'] = said === undefined || YES.includes(said);
         break;
+      }
       default:
-        throw usage(`--disk ${text}: unknown option '${key}' (bus, cache, readonly)`);
+        throw usage(`${what} ${text}: unknown option '${key}' (bus, cache, readonly)`);
     }
   }
   return disk;
@@ -372,10 +386,10 @@ export function systemDiskCommands(y: Argv<StorageGlobal>, run: Run, withClient:
     else process.stdout.write(`${id}: ${disks.length === 0 ? 'no disks' : disks.map((disk, index) => `${index}: ${disk.pool}/${disk.volume} (${disk.bus})`).join(', ')}; the change takes effect at its next start\n`);
   };
   return y
-    .command('attach <id> <disk>', 'add a disk: POOL/NAME[,bus=virtio|scsi|ide][,cache=..][,readonly]', (c) => c.positional('id', { type: 'string', demandOption: true }).positional('disk', { type: 'string', demandOption: true }), (argv) =>
+    .command('attach <id> <disk>', 'add a disk: POOL/NAME[,bus=virtio|scsi|ide][,cache=..][,readonly[=true|false]]', (c) => c.positional('id', { type: 'string', demandOption: true }).positional('disk', { type: 'string', demandOption: true }), (argv) =>
       run(argv, () =>
         withClient(argv.home, async (client) => {
-          const disk = parseDisk(argv.disk);
+          const disk = parseDisk(argv.disk, 'disk');
           show(argv, argv.id, await edit(client, argv.id, (disks) => {
             if (disks.some((existing) => existing['pool'] === disk['pool'] && existing['volume'] === disk['volume'])) throw usage(`system '${argv.id}' has ${String(disk['pool'])}/${String(disk['volume'])} already`);
             return [...disks, disk];

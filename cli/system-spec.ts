@@ -71,7 +71,7 @@ export function systemSpec(id: string, flags: CreateFlags): unknown {
   if (typeof base !== 'object' || base === null || Array.isArray(base)) throw new AcpError('ACP_ERR_CLI_BAD_JSON', 'the spec must be a JSON object');
   // --disk /path/image.qcow2 boots from an image file (before pools); --disk POOL/NAME[,bus=..] is a disk (repeat for more).
   const imageFiles = (flags.disk ?? []).filter((disk) => disk.startsWith('/'));
-  const volumes = (flags.disk ?? []).filter((disk) => !disk.startsWith('/')).map(parseDisk);
+  const volumes = (flags.disk ?? []).filter((disk) => !disk.startsWith('/')).map((disk) => parseDisk(disk));
   if (imageFiles.length > 1) throw new AcpError('ACP_ERR_CLI_USAGE', 'boot from one image file (--disk /path), not several');
   if (flags.kernel !== undefined && imageFiles.length > 0) throw new AcpError('ACP_ERR_CLI_USAGE', 'boot from --kernel or from --disk /path, not both');
   const boot =
