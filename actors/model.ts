@@ -135,6 +135,21 @@ export const systemObjectSchema = z.strictObject({
 });
 
 /**
+ * A system spec as a user gives it (acp system create, acp system disk attach, the web API's POST
+ * /systems): the object's schema and what a new spec must meet besides. A simulated guest has no
+ * disks or CD-ROM (the hypervisor hands it none), so naming volumes for one is a mistake to refuse
+ * at once. Not the CDB's schema: specs stored before, or merged from a node that has not this
+ * check, stay readable by the hypervisor, the HA manager and the Storage service, and the CDB
+ * takes them as it did (a test's sim system holding a volume stands in for a guest without QEMU).
+ */
+export const newSystemSchema = systemObjectSchema.superRefine((spec, ctx) => {
+  if (spec.driver !== 'sim') return;
+  const given = [...(spec.disks.length > 0 ? ['disks'] : []), ...(spec.iso ? ['iso'] : [])];
+  if (given.length === 0) return;
+  ctx.addIssue({ code: 'custom', path: [given[0]!], message: `a simulated system (driver sim) has no disks or CD-ROM; give ${given.join(' and ')} to a qemu system (driver qemu), or leave ${given.length === 1 ? 'it' : 'them'} out` });
+});
+
+/**
  * A Linux interface name as iproute2 takes it: at most 15 characters, none of them a slash, a
  * colon or white space (and never `.` or `..`). Only names this pattern accepts reach `ip`.
  */

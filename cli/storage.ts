@@ -1,7 +1,6 @@
 import type { Argv } from 'yargs';
 import type { RecordView } from '../actors/cdb/index.js';
 import type { PoolReport, PoolStats, ShareReport } from '../actors/storage/pools.js';
-import { systemObjectSchema } from '../actors/model.js';
 import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
@@ -46,44 +45,6 @@ export function parseVolumeRef(text: string, what = 'volume'): { pool: string; n
   const [pool, name, ...rest] = text.split('/');
   if (!pool || !name || rest.length > 0) throw usage(`${what} '${text}': give it as POOL/NAME`);
   return { pool: assertName(pool, 'pool'), name: assertName(name, 'volume') };
-}
-
-const YES = ['true', 'on', 'yes', '1'];
-const NO = ['false', 'off', 'no', '0'];
-
-/**
- * `POOL/NAME[,bus=virtio|scsi|ide][,cache=..][,readonly[=true|false]]`: one disk of a system (the
- * schema checks bus and cache). `what` names where it was given: `--disk`, or attach's `disk`.
- */
-export function parseDisk(text: string, what = '--disk'): Record<string, unknown> {
-  const [ref, ...options] = text.split(',');
-  const { pool, name } = parseVolumeRef(ref ?? '', `${what} ${text}:`);
-  const disk: Record<string, unknown> = { pool, volume: name };
-  const seen = new Set<string>();
-  for (const option of options) {
-    const [key = '', value, ...rest] = option.split('=');
-    if (rest.length > 0) throw usage(`${what} ${text}: '${option}' is not KEY=VALUE`);
-    if (seen.has(key)) throw usage(`${what} ${text}: ${key} given twice; give it once`);
-    seen.add(key);
-    switch (key) {
-      case 'bus':
-      case 'cache':
-        if (value === undefined) throw usage(`${what} ${text}: ${key} needs a value`);
-        disk[key] = value;
-        break;
-      case 'readonly': {
-        const said = value?.toLowerCase();
-        if (said !== undefined && !YES.includes(said) && !NO.includes(said)) {
-          throw usage(`${what} ${text}: readonly takes true or false (also on/off, yes/no, 1/0), or no value for true; not '${value}'`);
-        }
-        disk['readonly'] = said === undefined || YES.includes(said);
-        break;
-      }
-      default:
-        throw usage(`${what} ${text}: unknown option '${key}' (bus, cache, readonly)`);
-    }
-  }
-  return disk;
 }
 
 /** Where a request goes: this node's storage service, or `--node`'s. */
@@ -359,55 +320,4 @@ export function storageCommands(y: Argv<StorageGlobal>, run: Run, withClient: Wi
         .demandCommand(1, 'name a device command: ls'),
     )
     .demandCommand(1, 'name a storage command: pool, share, volume, device');
-}
-
-/**
- * `acp system disk attach|detach`: edits the system object's `disks` with a compare-and-set. The
- * change takes effect at the system's next start.
- */
-export function systemDiskCommands(y: Argv<StorageGlobal>, run: Run, withClient: WithClient): Argv<StorageGlobal> {
-  const edit = async (client: AcpClient, id: string, change: (disks: Record<string, unknown>[]) => Record<string, unknown>[]) => {
-    const key = `object/system/${assertName(id, 'system')}`;
-    const current = await client.ask<Message & { record: RecordView }>('cdb', { type: 'cdb.get', key }).catch((error: unknown) => {
-      if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no system '${id}' (acp system create ${id} ...)`);
-      throw error;
-    });
-    const spec = current.record.value as { disks?: Record<string, unknown>[] };
-    const checked = systemObjectSchema.safeParse({ ...spec, disks: change(spec.disks ?? []) });
-    if (!checked.success) {
-      const issue = checked.error.issues[0]!;
-      throw usage(`bad disk: field '${issue.path.join('.')}': ${issue.message}`);
-    }
-    await client.ask('cdb', { type: 'cdb.cas', key, value: checked.data, expect: current.record.version });
-    return checked.data.disks;
-  };
-  const show = (argv: StorageGlobal, id: string, disks: readonly { pool: string; volume: string; bus: string }[]) => {
-    if (argv.json) printJson({ id, disks });
-    else process.stdout.write(`${id}: ${disks.length === 0 ? 'no disks' : disks.map((disk, index) => `${index}: ${disk.pool}/${disk.volume} (${disk.bus})`).join(', ')}; the change takes effect at its next start\n`);
-  };
-  return y
-    .command('attach <id> <disk>', 'add a disk: POOL/NAME[,bus=virtio|scsi|ide][,cache=..][,readonly[=true|false]]', (c) => c.positional('id', { type: 'string', demandOption: true }).positional('disk', { type: 'string', demandOption: true }), (argv) =>
-      run(argv, () =>
-        withClient(argv.home, async (client) => {
-          const disk = parseDisk(argv.disk, 'disk');
-          show(argv, argv.id, await edit(client, argv.id, (disks) => {
-            if (disks.some((existing) => existing['pool'] === disk['pool'] && existing['volume'] === disk['volume'])) throw usage(`system '${argv.id}' has ${String(disk['pool'])}/${String(disk['volume'])} already`);
-            return [...disks, disk];
-          }));
-        }),
-      ),
-    )
-    .command('detach <id> <which>', 'remove a disk, by its index or POOL/NAME', (c) => c.positional('id', { type: 'string', demandOption: true }).positional('which', { type: 'string', demandOption: true }), (argv) =>
-      run(argv, () =>
-        withClient(argv.home, async (client) => {
-          const disks = await edit(client, argv.id, (existing) => {
-            const index = /^\d+$/.test(argv.which) ? Number(argv.which) : existing.findIndex((disk) => `${String(disk['pool'])}/${String(disk['volume'])}` === argv.which);
-            if (index < 0 || index >= existing.length) throw usage(`system '${argv.id}' has no disk ${argv.which} (it has ${existing.length})`);
-            return existing.filter((_, at) => at !== index);
-          });
-          show(argv, argv.id, disks);
-        }),
-      ),
-    )
-    .demandCommand(1, 'name a disk command: attach, detach');
 }

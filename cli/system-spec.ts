@@ -1,10 +1,11 @@
-/** `acp system create`'s spec: from `--spec`/`--file` and the flags laid over it, checked with the CDB's schema. */
+/** `acp system create`'s spec: from `--spec`/`--file` and the flags laid over it, checked as a new spec. */
 import { readFileSync } from 'node:fs';
-import { systemObjectSchema } from '../actors/model.js';
+import { newSystemSchema, type SystemObject } from '../actors/model.js';
 import { AcpError } from '../runtime/errors.js';
 import { isValidName } from '../runtime/path.js';
 import { parseNic } from './network.js';
-import { parseDisk, parseVolumeRef } from './storage.js';
+import { parseVolumeRef } from './storage.js';
+import { parseDisk } from './system-disks.js';
 
 export function parseJson(text: string, what: string): unknown {
   try {
@@ -54,8 +55,8 @@ export function parsePrefer(text: string): Record<string, number> {
   return prefer;
 }
 
-/** A system object from `--spec`/`--file`, with flags laid over it; validated with the CDB's schema. */
-export function systemSpec(id: string, flags: CreateFlags): unknown {
+/** A system object from `--spec`/`--file`, with flags laid over it; validated as a new spec (newSystemSchema). */
+export function systemSpec(id: string, flags: CreateFlags): SystemObject {
   if (flags.spec !== undefined && flags.file !== undefined) throw new AcpError('ACP_ERR_CLI_USAGE', 'give --spec or --file, not both');
   let base: Record<string, unknown> = {};
   if (flags.spec !== undefined) base = parseJson(flags.spec, '--spec') as Record<string, unknown>;
@@ -113,7 +114,7 @@ export function systemSpec(id: string, flags: CreateFlags): unknown {
   if (wanted.autostart === true && wanted.ha === true) throw new AcpError('ACP_ERR_CLI_USAGE', 'autostart is for non-HA systems: an HA system is started by the HA manager; drop --autostart or --ha');
   if (wanted.autostart === true && wanted.node === undefined) throw new AcpError('ACP_ERR_CLI_USAGE', 'an autostart system starts with its node: give it one with --node');
   if (wanted.autostart !== true && (wanted.startOrder !== undefined || wanted.startDelayS !== undefined)) throw new AcpError('ACP_ERR_CLI_USAGE', '--start-order and --start-delay go with --autostart');
-  const result = systemObjectSchema.safeParse(spec);
+  const result = newSystemSchema.safeParse(spec);
   if (!result.success) {
     const issue = result.error.issues[0]!;
     throw new AcpError('ACP_ERR_CLI_USAGE', `bad system spec: ${issue.path.length > 0 ? `field '${issue.path.join('.')}'` : 'the spec'}: ${issue.message}`);

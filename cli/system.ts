@@ -9,7 +9,7 @@ import type { Message } from '../runtime/messages.js';
 import { assertName } from '../runtime/path.js';
 import { givenText, printJson, table } from './output.js';
 import { systemNicCommands } from './network.js';
-import { systemDiskCommands } from './storage.js';
+import { checkSystemVolumes, systemDiskCommands } from './system-disks.js';
 import { systemSpec } from './system-spec.js';
 
 export interface SystemGlobal {
@@ -172,11 +172,13 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           .option('start-order', { type: 'number', describe: 'with --autostart: lower starts first (unset: last)' })
           .option('start-delay', { type: 'number', describe: 'with --autostart: seconds to wait after starting it before the next' }),
       (argv) =>
-        run(argv, () =>
-          withClient(argv.home, async (client) => {
-            const id = checkId(argv.id);
-            const value = systemSpec(id, argv);
+        run(argv, async () => {
+          // The spec is checked before the node is asked anything: a bad one is a usage error wherever it is typed.
+          const id = checkId(argv.id);
+          const value = systemSpec(id, argv);
+          return withClient(argv.home, async (client) => {
             await requireKnownNodes(client, value);
+            await checkSystemVolumes(client, value.disks, value.iso);
             try {
               const reply = await client.ask<Message & { version: string }>('cdb', { type: 'cdb.cas', key: `object/system/${id}`, value, expect: null });
               if (argv.json) printJson({ id, version: reply.version, spec: value });
@@ -186,8 +188,8 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
               if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_CONFLICT') throw new AcpError('ACP_ERR_CDB_CONFLICT', `system '${id}' already exists; acp system rm ${id} first, or pick another id`);
               throw error;
             }
-          }),
-        ),
+          });
+        }),
     )
     .command('ls', 'every system, with its state and node', (c) => c, (argv) =>
       run(argv, () =>

@@ -148,7 +148,8 @@ runsWhen(missing)(`a running QEMU guest migrates live between two nodes and its 
 
   // A disk on a pool not marked shared: refused before anything moves.
   await n1.ask('cdb', { type: 'cdb.put', key: 'object/storage/pool/local', value: { name: 'local', type: 'dir', path: '/tmp/acp-migration-test-pool', shared: false } });
-  await cli('n2', ['system', 'create', 's2', '--driver', 'sim', '--spec', JSON.stringify({ disks: [{ pool: 'local', volume: 'v1' }] })]);
+  // Written to the CDB as it is: acp system create refuses a sim system with disks (it has none), and a volume that is not there.
+  await (await h.client('n2')).ask('cdb', { type: 'cdb.put', key: 'object/system/s2', value: { name: 's2', driver: 'sim', disks: [{ pool: 'local', volume: 'v1' }] } });
   await cli('n2', ['system', 'start', 's2']);
   const refused = await h.cli('n2', ['system', 'migrate', 's2', '--to', 'n1']);
   t.is(refused.code, 1);

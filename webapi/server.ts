@@ -8,7 +8,7 @@ import { createWebSocketStream } from 'ws';
 import { z } from 'zod';
 import { ApiSession } from '../actors/api/session.js';
 import type { SessionLimits } from '../actors/api/session-options.js';
-import { systemObjectSchema } from '../actors/model.js';
+import { newSystemSchema, systemObjectSchema } from '../actors/model.js';
 import { attachFrames } from '../adapters/frame-listener.js';
 import type { CborLimits } from '../runtime/cbor-guard.js';
 import { errorMessage } from '../runtime/errors.js';
@@ -184,7 +184,7 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
   app.post(
     '/api/v1/systems',
     handle(async (principal, request) => {
-      const spec = parsePart(systemObjectSchema, request.body, 'body');
+      const spec = parsePart(newSystemSchema, request.body, 'body');
       return ask(principal, self, 'cdb', { type: 'cdb.cas', key: `object/system/${spec.name}`, value: spec, expect: null });
     }),
   );
