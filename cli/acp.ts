@@ -22,7 +22,8 @@ import { parseDuration } from './duration.js';
 import { forwardedUpFlags, upFlags, upOptions, type UpArgv } from './up.js';
 import { haCommands } from './ha.js';
 import { formatGuestsAtDown, formatUpSummary, guestsBeforeDown, runForeground, startDetached, stopDaemon } from './control.js';
-import { EXIT_OK, EXIT_USAGE, formatStatus, givenText, printError, printJson, table, usageMessage, type SyncSummary } from './output.js';
+import { flagOnce, wholeNumber } from './flags.js';
+import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table, usageMessage, type SyncSummary } from './output.js';
 
 // A reader that goes away (`acp cdb watch meta/ | head`) ends this command quietly, as for any
 // Unix tool, instead of an unhandled EPIPE with a stack trace.
@@ -128,13 +129,13 @@ const cli = yargs(hideBin(process.argv))
   .command(
     'down',
     'stop the node and wait until its process is gone; its QEMU guests keep running (adopted when it starts again) unless --stop-systems',
-    (y) => y.option('stop-systems', { type: 'boolean', default: false, describe: "stop this node's systems first (each as acp system stop); HA systems go by the node's shutdown policy instead (acp node set NAME --shutdown-policy)" }).option('timeout', { type: 'number', default: 30_000, describe: 'with --stop-systems: ms each guest has to power off' }),
+    (y) =>
+      y
+        .option('stop-systems', { type: 'boolean', default: false, describe: "stop this node's systems first (each as acp system stop); HA systems go by the node's shutdown policy instead (acp node set NAME --shutdown-policy)" })
+        // Checked as it is read, before anything stops: a bad --timeout must not take the node down.
+        .option('timeout', { type: 'number', default: 30_000, coerce: flagOnce('timeout', wholeNumber({ min: 0, max: 600_000, unit: 'milliseconds', note: 'nothing was stopped' })), describe: 'with --stop-systems: ms each guest has to power off' }),
     (argv) =>
       run(argv, async () => {
-        // Checked before anything stops: a bad --timeout must not take the node down.
-        if (!Number.isInteger(argv.timeout) || argv.timeout < 0 || argv.timeout > 600_000) {
-          throw new AcpError('ACP_ERR_CLI_USAGE', `--timeout must be a whole number of milliseconds from 0 to 600000, not ${givenText(argv.timeout, 'timeout')}; nothing was stopped`);
-        }
         const guests = await guestsBeforeDown(argv.home, argv['stop-systems'], argv.timeout);
         if (!argv.json && guests !== undefined && guests.ha.length > 0 && guests.shutdownPolicy !== 'conditional') {
           process.stdout.write(`draining ${guests.ha.length} HA system${guests.ha.length === 1 ? '' : 's'} first (shutdown policy ${guests.shutdownPolicy}; up to 2 min)\n`);
@@ -158,13 +159,10 @@ const cli = yargs(hideBin(process.argv))
   .command(
     'ask <path> <message>',
     "ask an actor and print its reply (path: acp://cluster/node/service[/child...] or 'service[/child...]' on this node)",
-    (y) => y.positional('path', { type: 'string', demandOption: true }).positional('message', { type: 'string', demandOption: true }).option('timeout', { type: 'number', default: 5000, describe: 'milliseconds to wait for the reply' }),
+    (y) => y.positional('path', { type: 'string', demandOption: true }).positional('message', { type: 'string', demandOption: true }).option('timeout', { type: 'number', default: 5000, coerce: flagOnce('timeout', wholeNumber({ min: 1, max: 3_600_000, unit: 'milliseconds' })), describe: 'milliseconds to wait for the reply' }),
     (argv) =>
       run(argv, async () => {
         const message = parseMessage(argv.message);
-        if (!Number.isInteger(argv.timeout) || argv.timeout < 1 || argv.timeout > 3_600_000) {
-          throw new AcpError('ACP_ERR_CLI_USAGE', `--timeout must be a whole number of milliseconds from 1 to 3600000, not ${givenText(argv.timeout, 'timeout')}`);
-        }
         await withClient(argv.home, async (client) => {
           const target = client.resolve(argv.path);
           printReply(argv, await client.ask(target, message, { timeoutMs: argv.timeout }));
@@ -353,7 +351,7 @@ const cli = yargs(hideBin(process.argv))
       .command(
         'stall <path>',
         "hold the actor's mailbox for --ms milliseconds",
-        (c) => c.positional('path', { type: 'string', demandOption: true }).option('ms', { type: 'number', demandOption: true, describe: 'milliseconds (1-600000)' }),
+        (c) => c.positional('path', { type: 'string', demandOption: true }).option('ms', { type: 'number', demandOption: true, coerce: flagOnce('ms', wholeNumber({ min: 1, max: 600_000, unit: 'milliseconds' })), describe: 'milliseconds (1-600000)' }),
         (argv) =>
           run(argv, () =>
             withClient(argv.home, async (client) => {
@@ -370,7 +368,7 @@ const cli = yargs(hideBin(process.argv))
           c
             .positional('file', { type: 'string', demandOption: true, describe: 'the scenario (JSON: name, systems, steps)' })
             .option('report', { type: 'string', describe: 'write the report (violations, recovery times) as JSON here' })
-            .option('harness', { type: 'number', describe: 'run on N fresh nodes in network namespaces (needs root)' })
+            .option('harness', { type: 'number', coerce: flagOnce('harness', wholeNumber({ min: 2, max: 9, unit: 'nodes' })), describe: 'run on N fresh nodes in network namespaces (needs root)' })
             .option('cluster', {
               type: 'boolean',
               default: false,

@@ -5,6 +5,7 @@ import type { Message } from '../runtime/messages.js';
 import type { NodeMeta, ServiceMeta } from '../actors/model.js';
 import type { RecordView } from '../actors/cdb/index.js';
 import type { MemberView } from '../actors/cdb/sync.js';
+import { flagOnce, wholeNumber } from './flags.js';
 import { formatDuration, printJson, table } from './output.js';
 
 export interface CdbGlobal {
@@ -64,13 +65,10 @@ export function cdbCommands(y: Argv<CdbGlobal>, run: Run, withClient: WithClient
     .command(
       'ls [prefix]',
       'list records under a prefix (all pages)',
-      (c) => c.positional('prefix', { type: 'string', default: '' }).option('limit', { type: 'number', describe: 'at most this many records' }),
+      (c) => c.positional('prefix', { type: 'string', default: '' }).option('limit', { type: 'number', coerce: flagOnce('limit', wholeNumber({ min: 1 })), describe: 'at most this many records' }),
       (argv) =>
         run(argv, () =>
           withClient(argv.home, async (client) => {
-            if (argv.limit !== undefined && (!Number.isInteger(argv.limit) || argv.limit < 1)) {
-              throw new AcpError('ACP_ERR_CLI_USAGE', `--limit must be a positive whole number, not ${argv.limit}`);
-            }
             const records = await listAll(client, argv.prefix, argv.limit);
             if (argv.json) {
               for (const record of records) printJson(record);

@@ -4,6 +4,7 @@ import { homePaths } from '../runtime/config.js';
 import { AcpError } from '../runtime/errors.js';
 import { LOG_LEVELS, prettyLine } from '../runtime/logger.js';
 import { parseDuration } from './duration.js';
+import { flagOnce, wholeNumber } from './flags.js';
 
 interface Global {
   home: string;
@@ -77,7 +78,7 @@ export function logsOptions<T>(c: Argv<T>) {
     .option('service', { type: 'string', describe: 'only this service (cdb, agent, hypervisor, ...)' })
     .option('level', { choices: LOG_LEVELS.filter((level) => level !== 'silent'), default: 'info' as const, describe: 'the lowest level shown' })
     .option('since', { type: 'string', describe: 'only entries since a duration ago (10m, 2h) or a time' })
-    .option('lines', { type: 'number', describe: 'at most this many entries from the end (before following)' });
+    .option('lines', { type: 'number', coerce: flagOnce('lines', wholeNumber({ min: 0 })), describe: 'at most this many entries from the end (before following)' });
 }
 
 interface LogsArgs extends Global {
@@ -94,7 +95,6 @@ export async function showLogs(argv: LogsArgs): Promise<void> {
   if (!existsSync(file)) {
     throw new AcpError('ACP_ERR_CLI_USAGE', `no log at ${file}: a detached daemon (acp up --detach) writes it; one in the foreground logs to its terminal`);
   }
-  if (argv.lines !== undefined && (!Number.isInteger(argv.lines) || argv.lines < 0)) throw new AcpError('ACP_ERR_CLI_USAGE', `--lines must be a whole number, not ${argv.lines}`);
   const filter: LogFilter = {
     minLevel: LEVEL_NUMBERS[argv.level] ?? 30,
     service: argv.service,

@@ -6,6 +6,7 @@ import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { assertName } from '../runtime/path.js';
 import { systemObjectSchema } from '../actors/model.js';
+import { flagOnce, wholeNumber } from './flags.js';
 import { printJson, table } from './output.js';
 
 export interface NetworkGlobal {
@@ -119,10 +120,10 @@ export function networkCommands(y: Argv<NetworkGlobal>, run: Run, withClient: Wi
         c
           .positional('name', { type: 'string', demandOption: true })
           .option('type', { choices: ['bridge', 'vlan', 'trunk', 'vpp-vlan'] as const, demandOption: true })
-          .option('vlan', { type: 'number', describe: 'the 802.1Q id (vlan, vpp-vlan)' })
+          .option('vlan', { type: 'number', coerce: flagOnce('vlan', wholeNumber()), describe: 'the 802.1Q id (vlan, vpp-vlan)' })
           .option('vids', { type: 'string', describe: 'VLAN ids a trunk carries, e.g. 10,20-30' })
           .option('uplink', { type: 'string', describe: 'the uplink on every node (eth1), or per node (n1=eth1,n2=bond0)' })
-          .option('mtu', { type: 'number' })
+          .option('mtu', { type: 'number', coerce: flagOnce('mtu', wholeNumber()) })
           .option('nodes', { type: 'string', describe: 'the nodes that carry it (default: all)' }),
       (argv) =>
         run(argv, () =>

@@ -5,6 +5,7 @@ import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { assertName } from '../runtime/path.js';
+import { flagOnce, sizeValue, wholeNumber } from './flags.js';
 import { printJson, table } from './output.js';
 
 export interface StorageGlobal {
@@ -17,20 +18,6 @@ type Run = (argv: StorageGlobal, body: () => Promise<number | void>) => Promise<
 
 function usage(message: string): AcpError {
   return new AcpError('ACP_ERR_CLI_USAGE', message);
-}
-
-const UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
-
-const MAX_SIZE_TEXT = `${Math.floor(Number.MAX_SAFE_INTEGER / 1024 ** 4)}T`;
-
-/** `64M`, `8G`, `1.5T`, `4096` (bytes): binary units. */
-export function parseSize(text: string, what = '--size'): number {
-  const match = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(text.trim());
-  if (!match) throw usage(`${what} ${text}: give a size like 64M, 8G or 1T (binary units) or a number of bytes`);
-  const bytes = Math.round(Number(match[1]) * UNITS[match[2]!.toUpperCase()]!);
-  if (bytes < 1) throw usage(`${what} ${text}: must be at least 1 byte`);
-  if (!Number.isSafeInteger(bytes)) throw usage(`${what} ${text}: too large; the most is ${MAX_SIZE_TEXT}`);
-  return bytes;
 }
 
 export function formatBytes(bytes: number): string {
@@ -154,7 +141,7 @@ export function storageCommands(y: Argv<StorageGlobal>, run: Run, withClient: Wi
               .option('type', { choices: ['sshfs', 'nfs', 'cifs'] as const, demandOption: true })
               .option('server', { type: 'string', demandOption: true })
               .option('path', { type: 'string', demandOption: true, describe: 'the directory on the server' })
-              .option('port', { type: 'number' })
+              .option('port', { type: 'number', coerce: flagOnce('port', wholeNumber()) })
               .option('user', { type: 'string' })
               .option('identity-file', { type: 'string', describe: 'sshfs: the private key to log in with (the same path on every node)' })
               .option('mountpoint', { type: 'string', describe: "where it is mounted (default: <home>/shares/<name> on each node)" })
@@ -212,12 +199,12 @@ export function storageCommands(y: Argv<StorageGlobal>, run: Run, withClient: Wi
         .command(
           'create <volume>',
           'a new, empty volume POOL/NAME',
-          (c) => c.positional('volume', { type: 'string', demandOption: true }).option('size', { type: 'string', demandOption: true, describe: 'e.g. 64M, 8G' }).option('format', { choices: ['qcow2', 'raw'] as const, default: 'qcow2' as const }).option('node', nodeOption),
+          (c) => c.positional('volume', { type: 'string', demandOption: true }).option('size', { type: 'string', demandOption: true, coerce: flagOnce('size', sizeValue), describe: 'e.g. 64M, 8G' }).option('format', { choices: ['qcow2', 'raw'] as const, default: 'qcow2' as const }).option('node', nodeOption),
           (argv) =>
             run(argv, () =>
               withClient(argv.home, async (client) => {
                 const { pool, name } = parseVolumeRef(argv.volume);
-                const result = await client.ask<Message & { file: string }>(target(client, argv.node), { type: 'storage.volume-create', pool, name, sizeBytes: parseSize(argv.size), format: argv.format }, { timeoutMs: 120_000 });
+                const result = await client.ask<Message & { file: string }>(target(client, argv.node), { type: 'storage.volume-create', pool, name, sizeBytes: argv.size, format: argv.format }, { timeoutMs: 120_000 });
                 reply(argv, result, `volume ${pool}/${name} created: ${result.file}`);
               }),
             ),
@@ -246,12 +233,12 @@ export function storageCommands(y: Argv<StorageGlobal>, run: Run, withClient: Wi
             }),
           ),
         )
-        .command('resize <volume>', 'change its size (it only grows while attached to a system; refused while one runs on it)', (c) => c.positional('volume', { type: 'string', demandOption: true }).option('size', { type: 'string', demandOption: true }).option('node', nodeOption), (argv) =>
+        .command('resize <volume>', 'change its size (it only grows while attached to a system; refused while one runs on it)', (c) => c.positional('volume', { type: 'string', demandOption: true }).option('size', { type: 'string', demandOption: true, coerce: flagOnce('size', sizeValue), describe: 'e.g. 96M, 8G' }).option('node', nodeOption), (argv) =>
           run(argv, () =>
             withClient(argv.home, async (client) => {
               const { pool, name } = parseVolumeRef(argv.volume);
-              const result = await client.ask(target(client, argv.node), { type: 'storage.volume-resize', pool, name, sizeBytes: parseSize(argv.size) }, { timeoutMs: 120_000 });
-              reply(argv, result, `volume ${pool}/${name} is now ${formatBytes(parseSize(argv.size))}`);
+              const result = await client.ask(target(client, argv.node), { type: 'storage.volume-resize', pool, name, sizeBytes: argv.size }, { timeoutMs: 120_000 });
+              reply(argv, result, `volume ${pool}/${name} is now ${formatBytes(argv.size)}`);
             }),
           ),
         )

@@ -7,8 +7,9 @@ import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { assertName } from '../runtime/path.js';
-import { givenText, printJson, table } from './output.js';
+import { printJson, table } from './output.js';
 import { systemNicCommands } from './network.js';
+import { flagOnce, wholeNumber } from './flags.js';
 import { checkSystemVolumes, systemDiskCommands } from './system-disks.js';
 import { systemSpec } from './system-spec.js';
 
@@ -112,7 +113,7 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
       (c) => {
         const withId = c.positional('id', { type: 'string', demandOption: true });
         return verb === 'stop'
-          ? withId.option('force', { type: 'boolean', default: false, describe: 'stop at once, without asking the guest to power off' }).option('timeout', { type: 'number', default: 30_000, describe: 'ms the guest has to power off' })
+          ? withId.option('force', { type: 'boolean', default: false, describe: 'stop at once, without asking the guest to power off' }).option('timeout', { type: 'number', default: 30_000, coerce: flagOnce('timeout', wholeNumber({ min: 0, max: 600_000, unit: 'milliseconds' })), describe: 'ms the guest has to power off' })
           : withId;
       },
       (argv) =>
@@ -128,7 +129,6 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
             const node = await nodeOf(client, id);
             const extra = verb === 'stop' ? { force: Boolean((argv as { force?: boolean }).force), timeoutMs: Number((argv as { timeout?: number }).timeout ?? 30_000) } : {};
             const stopMs = 'timeoutMs' in extra ? (extra.timeoutMs ?? 0) : 0;
-            if (!Number.isInteger(stopMs) || stopMs < 0 || stopMs > 600_000) throw new AcpError('ACP_ERR_CLI_USAGE', `--timeout must be a whole number of milliseconds from 0 to 600000, not ${givenText(stopMs, 'timeout')}`);
             const reply = await client.ask<Message & SystemMeta>(hypervisor(client, node), { type: `system.${verb}`, id, ...extra }, { timeoutMs: 180_000 + stopMs });
             if (argv.json) printJson(reply);
             else process.stdout.write(`${id}: ${reply.state} on ${reply.node}${reply.pid ? ` (pid ${reply.pid})` : ''}\n`);
@@ -150,8 +150,8 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           .positional('id', { type: 'string', demandOption: true })
           .option('spec', { type: 'string', describe: 'the whole system as JSON' })
           .option('file', { type: 'string', describe: 'a file holding the system as JSON' })
-          .option('vcpus', { type: 'number' })
-          .option('memory', { type: 'number', describe: 'MiB' })
+          .option('vcpus', { type: 'number', coerce: flagOnce('vcpus', wholeNumber()) })
+          .option('memory', { type: 'number', coerce: flagOnce('memory', wholeNumber({ unit: 'MiB' })), describe: 'MiB' })
           .option('driver', { choices: ['qemu', 'sim'] as const })
           .option('kernel', { type: 'string', describe: 'boot this kernel (with --initrd, --cmdline)' })
           .option('initrd', { type: 'string' })
@@ -163,14 +163,14 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           .option('prefer', { type: 'string', describe: 'with --ha: preferred nodes with priorities, NODE[:PRIORITY],... (higher first)' })
           .option('strict', { type: 'boolean', describe: 'with --ha and --prefer: only ever on the preferred nodes' })
           .option('anti-affinity', { type: 'string', describe: 'with --ha: systems it never shares a node with, ID,...' })
-          .option('max-restart', { type: 'number', describe: 'with --ha: restarts on the same node before it is relocated (default 1)' })
-          .option('max-relocate', { type: 'number', describe: 'with --ha: moves to other nodes before it is left in error (default 1)' })
+          .option('max-restart', { type: 'number', coerce: flagOnce('max-restart', wholeNumber()), describe: 'with --ha: restarts on the same node before it is relocated (default 1)' })
+          .option('max-relocate', { type: 'number', coerce: flagOnce('max-relocate', wholeNumber()), describe: 'with --ha: moves to other nodes before it is left in error (default 1)' })
           .option('node', { type: 'string', describe: 'the node it runs on' })
           .option('restart', { choices: ['never', 'on-crash', 'always'] as const })
           .option('nic', { type: 'string', array: true, describe: 'a NIC: NETWORK[,vlan=N][,mac=..][,model=virtio|e1000] (repeat for more)' })
           .option('autostart', { type: 'boolean', describe: 'start it when its node (--node) starts (non-HA systems)' })
-          .option('start-order', { type: 'number', describe: 'with --autostart: lower starts first (unset: last)' })
-          .option('start-delay', { type: 'number', describe: 'with --autostart: seconds to wait after starting it before the next' }),
+          .option('start-order', { type: 'number', coerce: flagOnce('start-order', wholeNumber()), describe: 'with --autostart: lower starts first (unset: last)' })
+          .option('start-delay', { type: 'number', coerce: flagOnce('start-delay', wholeNumber({ unit: 'seconds' })), describe: 'with --autostart: seconds to wait after starting it before the next' }),
       (argv) =>
         run(argv, async () => {
           // The spec is checked before the node is asked anything: a bad one is a usage error wherever it is typed.

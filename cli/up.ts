@@ -6,16 +6,18 @@ import type { Argv } from 'yargs';
 import { parseMulticast } from '../adapters/multicast.js';
 import { parseHostPort } from '../adapters/tls.js';
 import { checkWatchdogPath } from '../adapters/watchdog.js';
-import { AcpError } from '../runtime/errors.js';
 import { LOG_FORMATS, type LogLevel } from '../runtime/logger.js';
 import type { UpOptions } from './control.js';
-import { givenText } from './output.js';
+import { flagOnce, wholeNumber } from './flags.js';
 
 interface Global {
   home: string;
   json: boolean;
   'log-level'?: LogLevel;
 }
+
+/** A port flag: 0 (a free one) to 65535. */
+const PORT = { min: 0, max: 65535, what: 'a port number (0-65535)' };
 
 export const upFlags = <T extends Global>(y: Argv<T>) =>
   y
@@ -24,13 +26,13 @@ export const upFlags = <T extends Global>(y: Argv<T>) =>
     .option('detach', { type: 'boolean', default: false, describe: 'run in the background; return once every service runs' })
     .option('faults', { type: 'boolean', default: false, describe: 'allow fault injection (acp chaos ...)' })
     .option('agent', { type: 'string', describe: "this run's agent address HOST:PORT (default: config's, from acp init/join)" })
-    .option('api-port', { type: 'number', describe: 'also serve the API on local TCP at this port' })
+    .option('api-port', { type: 'number', coerce: flagOnce('api-port', wholeNumber(PORT)), describe: 'also serve the API on local TCP at this port' })
     .option('api-bind', { type: 'string', describe: 'loopback address for --api-port (127.0.0.1 or ::1)' })
     .option('multicast', { type: 'string', describe: 'GROUP:PORT of the cluster\'s multicast group (default: derived from the cluster name, port 5460)' })
     .option('multicast-if', { type: 'string', describe: 'interface address to join the multicast group on (default: the agent\'s address)' })
     .option('peers', { type: 'string', describe: 'unicast sync instead of multicast: comma-separated agent addresses HOST:PORT' })
     .option('gateway', { type: 'string', describe: 'L3 gateway: forward this domain\'s changes to the gateway agent(s) at HOST:PORT[,HOST:PORT]' })
-    .option('web-port', { type: 'number', describe: "the web UI's port (default: config's, 8480; 0 picks a free one)" })
+    .option('web-port', { type: 'number', coerce: flagOnce('web-port', wholeNumber(PORT)), describe: "the web UI's port (default: config's, 8480; 0 picks a free one)" })
     .option('web-bind', { type: 'string', describe: "the web UI's address (default: config's, 127.0.0.1); beyond loopback it serves TLS with webapi.tls or the node certificate" })
     .option('watchdog', { type: 'string', describe: 'a hardware watchdog (e.g. /dev/watchdog) the fence guard keeps alive while it guards HA guests (default: config\'s ha.watchdog, off)' })
     .option('log-format', { choices: LOG_FORMATS, describe: 'foreground log lines: pretty (default on a terminal) or json' })
@@ -50,12 +52,6 @@ function addressList(text: string | undefined, flag: string): string[] | undefin
 export function upOptions(argv: UpArgv): UpOptions {
   if (argv.multicast !== undefined) parseMulticast(argv.multicast);
   checkWatchdogPath(argv.watchdog);
-  for (const flag of ['api-port', 'web-port'] as const) {
-    const port = argv[flag];
-    if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
-      throw new AcpError('ACP_ERR_CLI_USAGE', `--${flag} must be a port number (0-65535), not ${givenText(port, flag)}`);
-    }
-  }
   return {
     home: argv.home,
     faults: argv.faults,

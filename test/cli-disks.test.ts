@@ -1,6 +1,8 @@
 /**
- * A system's disks from the command line: `readonly=` takes only what it can mean; attach and
- * create refuse a missing pool or volume, an ISO as a disk and a simulated system's disks.
+ * A system's disks and the size and number flags from the command line: `readonly=` takes only
+ * what it can mean; attach and create refuse a missing pool or volume, an ISO as a disk and a
+ * simulated system's disks; a flag given twice is a usage error naming it; a number flag that is
+ * none says what was given.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,12 +10,13 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { RecordView } from '../actors/cdb/index.js';
 import { newSystemSchema, parseKey, systemObjectSchema, validateObject } from '../actors/model.js';
+import { flagOnce, onlyOnce, sizeValue, wholeNumber } from '../cli/flags.js';
 import { parseDisk } from '../cli/system-disks.js';
 import { systemSpec } from '../cli/system-spec.js';
 import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
-import { runCli, type CliResult } from './helpers/node.js';
+import { makeHome, runCli, type CliResult } from './helpers/node.js';
 import { systemNode } from './helpers/system.js';
 
 const usageError = (t: ExecutionContext, work: () => unknown): AcpError => {
@@ -33,6 +36,26 @@ test('parseDisk: readonly takes true/false, on/off, yes/no, 1/0 or nothing (true
   }
   t.regex(usageError(t, () => parseDisk('local/d1,bus=scsi,bus=ide')).message, /bus given twice; give it once/);
   t.like(parseDisk('local/d1,bus=scsi,cache=none'), { bus: 'scsi', cache: 'none' });
+});
+
+test('flagOnce: a flag given twice is refused naming it; a whole number names the flag and what was given', (t) => {
+  t.regex(usageError(t, () => onlyOnce('size', ['64M', '128M'])).message, /^--size given twice; give it once$/);
+  t.regex(usageError(t, () => onlyOnce('vcpus', [1, 2, 3])).message, /^--vcpus given 3 times; give it once$/);
+  const size = flagOnce('size', sizeValue);
+  t.is(size('64M'), 64 * 1024 ** 2);
+  t.regex(usageError(t, () => size(['64M', '128M'])).message, /--size given twice/);
+  t.regex(usageError(t, () => size('')).message, /--size : give a size like 64M/);
+  t.is(usageError(t, () => flagOnce('size', sizeValue, ['node', 'acp', '--size', '-1M'])('')).message, '-1M after --size was read as flags, not as its value: write --size=-1M to give it as the value');
+  const restarts = flagOnce('max-restart', wholeNumber({}, ['node', 'acp', 'system', 'create', 'h', '--max-restart', 'abc']));
+  t.is(restarts(3), 3);
+  t.is(usageError(t, () => restarts(Number.NaN)).message, '--max-restart must be a whole number, not "abc"');
+  t.is(usageError(t, () => restarts(2.5)).message, '--max-restart must be a whole number, not 2.5');
+  t.is(usageError(t, () => restarts(undefined)).message, '--max-restart must be a whole number, not nothing');
+  t.regex(usageError(t, () => restarts([1, 2])).message, /--max-restart given twice/);
+  const timeout = flagOnce('timeout', wholeNumber({ min: 0, max: 600_000, unit: 'milliseconds', note: 'nothing was stopped' }, []));
+  t.is(usageError(t, () => timeout(-1)).message, '--timeout must be a whole number of milliseconds from 0 to 600000, not -1; nothing was stopped');
+  t.is(usageError(t, () => timeout(Number.NaN)).message, '--timeout must be a whole number of milliseconds from 0 to 600000, not a text that is no number; nothing was stopped');
+  t.regex(usageError(t, () => flagOnce('web-port', wholeNumber({ min: 0, max: 65535, what: 'a port number (0-65535)' }, []))(70000)).message, /--web-port must be a port number \(0-65535\), not 70000/);
 });
 
 test('a new spec gives a sim system no disks or CD-ROM; the stored one still reads', (t) => {
@@ -110,4 +133,23 @@ test.serial('acp system disk attach and system create refuse a missing pool or v
   t.is((await cli('system', 'create', 'q3', '--disk', 'local/d1', '--iso', 'local/cd')).code, 0);
   t.like(await systemObject(api, 'q3'), { disks: [{ pool: 'local', volume: 'd1' }], iso: { pool: 'local', volume: 'cd' } });
   t.is((await cli('system', 'disk', 'attach', 'q1', 'local/d1')).code, 0);
+});
+
+// Read as the flags are parsed: no node needs to run.
+test('a size or number flag given twice is a usage error naming it (--size reached its parser as an array: text.trim is not a function)', async (t) => {
+  const home = makeHome(t);
+  const cli = (...args: string[]) => runCli(args, home);
+  failed(t, await cli('storage', 'volume', 'create', 'local/sp6', '--size', '64M', '--size', '128M'), 2, 'ACP_ERR_CLI_USAGE', '--size given twice; give it once');
+  failed(t, await cli('storage', 'volume', 'resize', 'local/d1', '--size', '64M', '--size', '128M'), 2, 'ACP_ERR_CLI_USAGE', '--size given twice; give it once');
+  failed(t, await cli('system', 'create', 'q4', '--memory', '256', '--memory', '512'), 2, 'ACP_ERR_CLI_USAGE', '--memory given twice; give it once');
+  failed(t, await cli('system', 'stop', 'q1', '--timeout', '1', '--timeout', '2'), 2, 'ACP_ERR_CLI_USAGE', '--timeout given twice');
+  failed(t, await cli('cdb', 'ls', 'object/', '--limit', '1', '--limit', '2', '--limit', '3'), 2, 'ACP_ERR_CLI_USAGE', '--limit given 3 times');
+  failed(t, await cli('storage', 'share', 'create', 'f', '--type', 'sshfs', '--server', 'h', '--path', '/x', '--port', '22', '--port', '23'), 2, 'ACP_ERR_CLI_USAGE', '--port given twice');
+});
+
+test('a number flag that is none says what was given', async (t) => {
+  const home = makeHome(t);
+  const cli = (...args: string[]) => runCli(args, home);
+  failed(t, await cli('system', 'create', 'h1', '--ha', '--max-restart', 'abc'), 2, 'ACP_ERR_CLI_USAGE', '--max-restart must be a whole number, not "abc"');
+  failed(t, await cli('system', 'create', 'v1', '--vcpus', '1.5'), 2, 'ACP_ERR_CLI_USAGE', '--vcpus must be a whole number, not 1.5');
 });

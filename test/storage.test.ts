@@ -18,7 +18,7 @@ import type { Message } from '../runtime/messages.js';
 import { eventually } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';
 import { systemNode } from './helpers/system.js';
-import { parseSize } from '../cli/storage.js';
+import { parseSize } from '../cli/flags.js';
 
 const hasQemuImg = (() => {
   try {
