@@ -45,6 +45,15 @@ const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$
 const mac = z.string().regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, 'must be a lower-case MAC address like 52:54:00:12:34:56');
 const labels = z.record(z.string().max(63), z.string().max(256));
 
+/**
+ * A whole number from `min` to `max`, the error naming both bounds whatever is wrong (zod's own
+ * says 'expected int to be <=9007199254740991' for 1e308, the int's bound, not the field's).
+ */
+function wholeNumber(min: number, max: number) {
+  const error = `must be a whole number from ${min} to ${max}`;
+  return z.number().int({ error }).min(min, { error }).max(max, { error });
+}
+
 export const nodeObjectSchema = z.strictObject({
   name,
   cluster: name.optional(),
@@ -68,10 +77,10 @@ export const systemNicSchema = z.strictObject({
   network: name,
   mac: mac.optional(),
   model: z.enum(['virtio', 'e1000']).default('virtio'),
-  vlan: z.number().int().min(1).max(4094).optional(),
-  trunks: z.array(z.number().int().min(1).max(4094)).max(4094).optional(),
-  mtu: z.number().int().min(576).max(9216).optional(),
-  rateMbps: z.number().int().min(1).max(400_000).optional(),
+  vlan: wholeNumber(1, 4094).optional(),
+  trunks: z.array(wholeNumber(1, 4094)).max(4094).optional(),
+  mtu: wholeNumber(576, 9216).optional(),
+  rateMbps: wholeNumber(1, 400_000).optional(),
   linkDown: z.boolean().optional(),
 });
 
@@ -86,8 +95,8 @@ export const systemDiskSchema = z.strictObject({
 
 export const systemObjectSchema = z.strictObject({
   name,
-  vcpus: z.number().int().min(1).max(512).default(1),
-  memoryMiB: z.number().int().min(16).max(16 * 1024 * 1024).default(512),
+  vcpus: wholeNumber(1, 512).default(1),
+  memoryMiB: wholeNumber(16, 16 * 1024 * 1024).default(512),
   driver: z.enum(['qemu', 'sim']).default('qemu'),
   boot: z
     .union([
@@ -109,15 +118,15 @@ export const systemObjectSchema = z.strictObject({
   display: z.enum(['none', 'vnc']).optional(),
   ha: z.boolean().default(false),
   /** HA: preferred nodes with priorities, higher first (acp system create --prefer n1:2,n2:1). */
-  prefer: z.record(name, z.number().int().min(0).max(1000)).optional(),
+  prefer: z.record(name, wholeNumber(0, 1000)).optional(),
   /** HA: only the preferred nodes, never others. */
   strict: z.boolean().optional(),
   /** HA: systems this one never shares a node with. */
   antiAffinity: z.array(name).max(256).optional(),
   /** HA: restarts on the same node after a crash before it is relocated (default 1). */
-  maxRestart: z.number().int().min(0).max(100).optional(),
+  maxRestart: wholeNumber(0, 100).optional(),
   /** HA: moves to other nodes once the restarts are used up (default 1). */
-  maxRelocate: z.number().int().min(0).max(100).optional(),
+  maxRelocate: wholeNumber(0, 100).optional(),
   /** HA: whether the HA manager keeps it running (absent: started). */
   haState: z.enum(['started', 'stopped']).optional(),
   /** Placement: the node the system should run on. */
@@ -130,8 +139,8 @@ export const systemObjectSchema = z.strictObject({
    * runs already (its QEMU outlived the daemon and was adopted) is not started again.
    */
   autostart: z.boolean().optional(),
-  startOrder: z.number().int().min(0).max(1_000_000).optional(),
-  startDelayS: z.number().int().min(0).max(3600).optional(),
+  startOrder: wholeNumber(0, 1_000_000).optional(),
+  startDelayS: wholeNumber(0, 3600).optional(),
 });
 
 /**
@@ -154,7 +163,7 @@ export const newSystemSchema = systemObjectSchema.superRefine((spec, ctx) => {
  * colon or white space (and never `.` or `..`). Only names this pattern accepts reach `ip`.
  */
 export const ifnameSchema = z.string().regex(IFNAME_PATTERN, 'must be a Linux interface name: 1-15 characters of A-Z, a-z, 0-9, ., _, @, -');
-const vlanId = z.number().int().min(1).max(4094);
+const vlanId = wholeNumber(1, 4094);
 
 /**
  * `object/network/<id>`: what each node that carries it realizes (actors/network):
@@ -173,7 +182,7 @@ export const networkObjectSchema = z
     vlanAware: z.boolean().optional(),
     uplink: ifnameSchema.optional(),
     uplinks: z.record(name, ifnameSchema).optional(),
-    mtu: z.number().int().min(576).max(9216).optional(),
+    mtu: wholeNumber(576, 9216).optional(),
     nodes: z.array(name).max(1024).optional(),
   })
   .superRefine((network, context) => {
@@ -272,7 +281,7 @@ export const storageShareSchema = z.strictObject({
   server: z.string().max(253).regex(/^[A-Za-z0-9][A-Za-z0-9.-]*$|^[0-9a-fA-F:]+$/, 'must be a host name or an IP address'),
   /** The directory on the server. */
   path: absolutePath,
-  port: z.number().int().min(1).max(65535).optional(),
+  port: wholeNumber(1, 65535).optional(),
   user: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a user name ([a-z_][a-z0-9_-]{0,31})').optional(),
   /** sshfs: the private key to log in with, a file on every node that mounts the share. */
   identityFile: absolutePath.optional(),

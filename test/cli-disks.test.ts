@@ -2,7 +2,7 @@
  * A system's disks and the size and number flags from the command line: `readonly=` takes only
  * what it can mean; attach and create refuse a missing pool or volume, an ISO as a disk and a
  * simulated system's disks; a flag given twice is a usage error naming it; a number flag that is
- * none says what was given.
+ * none says what was given; schema bounds are the field's own.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -58,7 +58,14 @@ test('flagOnce: a flag given twice is refused naming it; a whole number names th
   t.regex(usageError(t, () => flagOnce('web-port', wholeNumber({ min: 0, max: 65535, what: 'a port number (0-65535)' }, []))(70000)).message, /--web-port must be a port number \(0-65535\), not 70000/);
 });
 
-test('a new spec gives a sim system no disks or CD-ROM; the stored one still reads', (t) => {
+test('schema bounds are the field\'s own (memoryMiB 1e308 names 16777216); a new spec gives a sim system no disks or CD-ROM, the stored one still reads', (t) => {
+  const memory = systemObjectSchema.safeParse({ name: 'm', memoryMiB: 1e308 });
+  t.false(memory.success);
+  t.is(memory.error!.issues[0]!.message, 'must be a whole number from 16 to 16777216');
+  t.regex(usageError(t, () => systemSpec('m', { spec: '{"memoryMiB":1e308}' })).message, /field 'memoryMiB': must be a whole number from 16 to 16777216/);
+  t.regex(usageError(t, () => systemSpec('v', { vcpus: 0 })).message, /field 'vcpus': must be a whole number from 1 to 512/);
+  t.regex(usageError(t, () => systemSpec('h', { ha: true, 'max-restart': 101 })).message, /field 'maxRestart': must be a whole number from 0 to 100/);
+
   const sim = { name: 's', driver: 'sim', disks: [{ pool: 'local', volume: 'd1' }] };
   const refused = newSystemSchema.safeParse(sim);
   t.false(refused.success);
@@ -147,9 +154,11 @@ test('a size or number flag given twice is a usage error naming it (--size reach
   failed(t, await cli('storage', 'share', 'create', 'f', '--type', 'sshfs', '--server', 'h', '--path', '/x', '--port', '22', '--port', '23'), 2, 'ACP_ERR_CLI_USAGE', '--port given twice');
 });
 
-test('a number flag that is none says what was given', async (t) => {
+test("a number flag that is none says what was given; a spec's bound is the field's own", async (t) => {
   const home = makeHome(t);
   const cli = (...args: string[]) => runCli(args, home);
   failed(t, await cli('system', 'create', 'h1', '--ha', '--max-restart', 'abc'), 2, 'ACP_ERR_CLI_USAGE', '--max-restart must be a whole number, not "abc"');
   failed(t, await cli('system', 'create', 'v1', '--vcpus', '1.5'), 2, 'ACP_ERR_CLI_USAGE', '--vcpus must be a whole number, not 1.5');
+  failed(t, await cli('system', 'create', 'm1', '--spec', '{"memoryMiB":1e308}'), 2, 'ACP_ERR_CLI_USAGE', "field 'memoryMiB': must be a whole number from 16 to 16777216");
+  failed(t, await cli('system', 'create', 'm2', '--memory', '99999999'), 2, 'ACP_ERR_CLI_USAGE', "field 'memoryMiB': must be a whole number from 16 to 16777216");
 });
