@@ -27,6 +27,11 @@ export function formatBytes(bytes: number): string {
   return `${bytes}B`;
 }
 
+/** What the CLI says when the Storage service rounded a size up to whole 512-byte sectors (as qemu-img makes images). */
+export function roundedNote(asked: number, made: number): string {
+  return made === asked ? '' : ` (${asked} bytes rounded up to ${made}: a volume is whole 512-byte sectors)`;
+}
+
 /** `POOL/NAME`, both names. */
 export function parseVolumeRef(text: string, what = 'volume'): { pool: string; name: string } {
   const [pool, name, ...rest] = text.split('/');
@@ -199,13 +204,13 @@ export function storageCommands(y: Argv<StorageGlobal>, run: Run, withClient: Wi
         .command(
           'create <volume>',
           'a new, empty volume POOL/NAME',
-          (c) => c.positional('volume', { type: 'string', demandOption: true }).option('size', { type: 'string', demandOption: true, coerce: flagOnce('size', sizeValue), describe: 'e.g. 64M, 8G' }).option('format', { choices: ['qcow2', 'raw'] as const, default: 'qcow2' as const }).option('node', nodeOption),
+          (c) => c.positional('volume', { type: 'string', demandOption: true }).option('size', { type: 'string', demandOption: true, coerce: flagOnce('size', sizeValue), describe: 'e.g. 64M, 8G (rounded up to whole 512-byte sectors)' }).option('format', { choices: ['qcow2', 'raw'] as const, default: 'qcow2' as const }).option('node', nodeOption),
           (argv) =>
             run(argv, () =>
               withClient(argv.home, async (client) => {
                 const { pool, name } = parseVolumeRef(argv.volume);
-                const result = await client.ask<Message & { file: string }>(target(client, argv.node), { type: 'storage.volume-create', pool, name, sizeBytes: argv.size, format: argv.format }, { timeoutMs: 120_000 });
-                reply(argv, result, `volume ${pool}/${name} created: ${result.file}`);
+                const result = await client.ask<Message & { file: string; volume: { sizeBytes: number } }>(target(client, argv.node), { type: 'storage.volume-create', pool, name, sizeBytes: argv.size, format: argv.format }, { timeoutMs: 120_000 });
+                reply(argv, result, `volume ${pool}/${name} created: ${result.file}${roundedNote(argv.size, result.volume.sizeBytes)}`);
               }),
             ),
         )
@@ -233,12 +238,12 @@ export function storageCommands(y: Argv<StorageGlobal>, run: Run, withClient: Wi
             }),
           ),
         )
-        .command('resize <volume>', 'change its size (it only grows while attached to a system; refused while one runs on it)', (c) => c.positional('volume', { type: 'string', demandOption: true }).option('size', { type: 'string', demandOption: true, coerce: flagOnce('size', sizeValue), describe: 'e.g. 96M, 8G' }).option('node', nodeOption), (argv) =>
+        .command('resize <volume>', 'change its size (it only grows while attached to a system; refused while one runs on it)', (c) => c.positional('volume', { type: 'string', demandOption: true }).option('size', { type: 'string', demandOption: true, coerce: flagOnce('size', sizeValue), describe: 'e.g. 96M, 8G (rounded up to whole 512-byte sectors)' }).option('node', nodeOption), (argv) =>
           run(argv, () =>
             withClient(argv.home, async (client) => {
               const { pool, name } = parseVolumeRef(argv.volume);
-              const result = await client.ask(target(client, argv.node), { type: 'storage.volume-resize', pool, name, sizeBytes: argv.size }, { timeoutMs: 120_000 });
-              reply(argv, result, `volume ${pool}/${name} is now ${formatBytes(argv.size)}`);
+              const result = await client.ask<Message & { volume: { sizeBytes: number } }>(target(client, argv.node), { type: 'storage.volume-resize', pool, name, sizeBytes: argv.size }, { timeoutMs: 120_000 });
+              reply(argv, result, `volume ${pool}/${name} is now ${formatBytes(result.volume.sizeBytes)}${roundedNote(argv.size, result.volume.sizeBytes)}`);
             }),
           ),
         )

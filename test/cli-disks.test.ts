@@ -2,21 +2,24 @@
  * A system's disks and the size and number flags from the command line: `readonly=` takes only
  * what it can mean; attach and create refuse a missing pool or volume, an ISO as a disk and a
  * simulated system's disks; a flag given twice is a usage error naming it; a number flag that is
- * none says what was given; schema bounds are the field's own.
+ * none says what was given; schema bounds are the field's own; sizes round up to 512-byte sectors.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { RecordView } from '../actors/cdb/index.js';
 import { newSystemSchema, parseKey, systemObjectSchema, validateObject } from '../actors/model.js';
-import { flagOnce, onlyOnce, sizeValue, wholeNumber } from '../cli/flags.js';
+import { sectorRounded } from '../actors/storage/volumes.js';
+import { flagOnce, onlyOnce, parseSize, sizeValue, wholeNumber } from '../cli/flags.js';
 import { parseDisk } from '../cli/system-disks.js';
 import { systemSpec } from '../cli/system-spec.js';
 import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
-import { makeHome, runCli, type CliResult } from './helpers/node.js';
+import { eventually, makeHome, runCli, type CliResult } from './helpers/node.js';
+import { runsWhen } from './helpers/requires.js';
 import { systemNode } from './helpers/system.js';
 
 const usageError = (t: ExecutionContext, work: () => unknown): AcpError => {
@@ -46,6 +49,7 @@ test('flagOnce: a flag given twice is refused naming it; a whole number names th
   t.regex(usageError(t, () => size(['64M', '128M'])).message, /--size given twice/);
   t.regex(usageError(t, () => size('')).message, /--size : give a size like 64M/);
   t.is(usageError(t, () => flagOnce('size', sizeValue, ['node', 'acp', '--size', '-1M'])('')).message, '-1M after --size was read as flags, not as its value: write --size=-1M to give it as the value');
+  t.is(parseSize('12345'), 12345, 'bytes as given: the Storage service rounds up to sectors');
   const restarts = flagOnce('max-restart', wholeNumber({}, ['node', 'acp', 'system', 'create', 'h', '--max-restart', 'abc']));
   t.is(restarts(3), 3);
   t.is(usageError(t, () => restarts(Number.NaN)).message, '--max-restart must be a whole number, not "abc"');
@@ -78,6 +82,14 @@ test('schema bounds are the field\'s own (memoryMiB 1e308 names 16777216); a new
   // Stored specs (and the CDB) keep taking it: the hypervisor, the HA manager and the Storage service read what is there.
   t.true(systemObjectSchema.safeParse(sim).success);
   t.notThrows(() => validateObject(parseKey('object/system/s'), sim));
+});
+
+test('sizes round up to whole 512-byte sectors, as qemu-img makes them', (t) => {
+  t.is(sectorRounded(512), 512);
+  t.is(sectorRounded(12345), 12800);
+  t.is(sectorRounded(1), 512);
+  t.is(sectorRounded(64 * 1024 ** 2), 64 * 1024 ** 2);
+  t.is(sectorRounded(Number.MAX_SAFE_INTEGER - 511), Number.MAX_SAFE_INTEGER - 511);
 });
 
 /** A usage or node error: its exit code, one line naming the code, nothing on stdout. */
@@ -161,4 +173,39 @@ test("a number flag that is none says what was given; a spec's bound is the fiel
   failed(t, await cli('system', 'create', 'v1', '--vcpus', '1.5'), 2, 'ACP_ERR_CLI_USAGE', '--vcpus must be a whole number, not 1.5');
   failed(t, await cli('system', 'create', 'm1', '--spec', '{"memoryMiB":1e308}'), 2, 'ACP_ERR_CLI_USAGE', "field 'memoryMiB': must be a whole number from 16 to 16777216");
   failed(t, await cli('system', 'create', 'm2', '--memory', '99999999'), 2, 'ACP_ERR_CLI_USAGE', "field 'memoryMiB': must be a whole number from 16 to 16777216");
+});
+
+const noQemuImg = (() => {
+  try {
+    execFileSync('qemu-img', ['--version'], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return 'qemu-img is not installed (apt-get install qemu-utils)';
+  }
+})();
+
+runsWhen(noQemuImg).serial('acp storage volume create and resize round a size up to whole 512-byte sectors, store what qemu-img made, and say so', async (t) => {
+  t.timeout(120_000);
+  const { api, home } = await systemNode(t);
+  const dir = mkdtempSync(join(tmpdir(), 'acp-sectors-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  await api.ask('storage', { type: 'storage.pool-create', spec: { name: 'local', type: 'dir', path: join(dir, 'images') } });
+  await eventually(async () => ((await api.ask<Message & { pools: Record<string, { state: string }> }>('storage', { type: 'storage.pool-status', name: 'local' })).pools['local']?.state === 'active' ? true : undefined), 10_000, 'the pool to be active');
+  const volume = async () => (await api.ask<Message & { record: RecordView }>('cdb', { type: 'cdb.get', key: 'object/storage/volume/local/odd' })).record.value as { sizeBytes: number };
+  const made = (file: string) => (JSON.parse(execFileSync('qemu-img', ['info', '--output=json', '-U', file], { encoding: 'utf8' })) as { 'virtual-size': number })['virtual-size'];
+
+  const created = await runCli(['storage', 'volume', 'create', 'local/odd', '--size', '12345'], home);
+  t.is(created.code, 0, created.stderr);
+  t.true(created.stdout.includes('12345 bytes rounded up to 12800'), created.stdout);
+  t.is((await volume()).sizeBytes, 12800);
+  t.is(made(join(dir, 'images', 'odd.qcow2')), 12800);
+  // qemu-img refuses to resize a qcow2 to a size that is not whole sectors: rounded, it works.
+  const resized = await runCli(['storage', 'volume', 'resize', 'local/odd', '--size', '20001'], home);
+  t.is(resized.code, 0, resized.stderr);
+  t.true(resized.stdout.includes('20001 bytes rounded up to 20480'), resized.stdout);
+  t.is((await volume()).sizeBytes, 20480);
+  t.is(made(join(dir, 'images', 'odd.qcow2')), 20480);
+  const even = await runCli(['storage', 'volume', 'resize', 'local/odd', '--size', '64K'], home);
+  t.is(even.code, 0, even.stderr);
+  t.false(even.stdout.includes('rounded'), even.stdout);
 });

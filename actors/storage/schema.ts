@@ -6,7 +6,8 @@ import { serviceInfoSchema } from '../kit.js';
 import { ABSOLUTE_PATH_PATTERN, systemDiskSchema } from '../model.js';
 
 const name = nameSchema;
-const size = z.number().int().min(1).max(2 ** 53 - 1);
+/** Bytes; rounded up to whole 512-byte sectors (see sectorRounded), so at most the last safe integer that stays one then. */
+const size = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER - 511);
 const hostFile = z.string().max(4096).regex(ABSOLUTE_PATH_PATTERN, "must be an absolute path with no '.' or '..' parts");
 
 export const storageSchema = z.discriminatedUnion('type', [

@@ -14,6 +14,15 @@ import { snapshotPath, volumeId, volumeLayout, type VolumeLayout } from './layou
 import type { PoolReport } from './pools.js';
 import type { ResolvedCdrom, ResolvedDisk } from './schema.js';
 
+/**
+ * A volume's size in whole 512-byte sectors, rounded up: qemu-img makes a new image so (12345
+ * bytes asked, 12800 made), refuses to resize a qcow2 to anything else, and rounds a raw one up,
+ * so every size asked is rounded up here alike, and the volume's object says what the image has.
+ */
+export function sectorRounded(bytes: number): number {
+  return Math.ceil(bytes / 512) * 512;
+}
+
 /** System states in which its guest holds its disks open. */
 const LIVE_STATES = new Set(['starting', 'running', 'paused', 'migrating', 'stopping']);
 
@@ -158,7 +167,8 @@ export class StorageVolumes {
     return { name, pool: pool.name, sizeBytes, format, ...(pool.shared ? {} : { node: this.env.node }), ...extra, createdAt: new Date().toISOString() };
   }
 
-  create(poolName: string, name: string, sizeBytes: number, format: 'qcow2' | 'raw'): Promise<Message> {
+  create(poolName: string, name: string, asked: number, format: 'qcow2' | 'raw'): Promise<Message> {
+    const sizeBytes = sectorRounded(asked);
     return this.serial(volumeId(poolName, name), async () => {
       const { pool, root } = this.activePool(poolName, 'images');
       await this.refuseTaken(poolName, name);
@@ -171,7 +181,8 @@ export class StorageVolumes {
     });
   }
 
-  resize(poolName: string, name: string, sizeBytes: number): Promise<Message> {
+  resize(poolName: string, name: string, asked: number): Promise<Message> {
+    const sizeBytes = sectorRounded(asked);
     return this.serial(volumeId(poolName, name), async () => {
       const { volume, layout } = await this.volume(poolName, name);
       if (volume.format === 'iso') throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `volume '${poolName}/${name}' is an ISO image; it has no size to change`);
