@@ -213,9 +213,13 @@ const absolutePath = z.string().max(4096).regex(ABSOLUTE_PATH_PATTERN, "must be 
 /** The host's own directories: the daemon is root, and a pool or a mount there would make or hide system files. */
 const SYSTEM_DIRECTORIES = ['/bin', '/boot', '/dev', '/etc', '/lib', '/lib32', '/lib64', '/libx32', '/proc', '/run', '/sbin', '/sys', '/usr'] as const;
 /** Directories whose own contents matter, though a pool or mount may go below them. */
-const SYSTEM_PARENTS = ['/', '/home', '/root', '/var', '/var/lib', '/tmp', '/mnt', '/media', '/opt', '/srv'] as const;
+const SYSTEM_PARENTS = ['/', '/home', '/root', '/var', '/var/lib', '/tmp'] as const;
 
-/** Why a pool or a mount point may not be at `path` (a system directory, or one whose contents it would take), or undefined. */
+/**
+ * Why a new pool or mount point may not be at `path` (a system directory, or one whose contents it
+ * would take), or undefined. Checked when one is created, not in the stored schemas: a pool stored
+ * before the rule must still be read.
+ */
 export function systemPathProblem(path: string): string | undefined {
   if ((SYSTEM_PARENTS as readonly string[]).includes(path)) return `${path} is a system directory itself; use a directory of its own below it`;
   const system = SYSTEM_DIRECTORIES.find((dir) => path === dir || path.startsWith(`${dir}/`));
@@ -263,9 +267,7 @@ export const storagePoolSchema = z
   })
   .superRefine((pool, context) => {
     if ((pool.path === undefined) === (pool.share === undefined)) context.addIssue({ code: 'custom', path: ['path'], message: 'give a pool a path, or a share whose mount point is its path (one of the two)' });
-    // An lvm-thin pool's path names its volume group (/dev/<vg>), not a directory.
-    const problem = pool.path === undefined || pool.type === 'lvm-thin' ? undefined : systemPathProblem(pool.path);
-    if (problem !== undefined) context.addIssue({ code: 'custom', path: ['path'], message: `a pool is a directory of its own: ${problem}` });
+    if (pool.path === '/') context.addIssue({ code: 'custom', path: ['path'], message: 'a pool is a directory of its own, not /' });
   });
 
 export const SHARE_TYPES = ['sshfs', 'nfs', 'cifs'] as const;
@@ -285,7 +287,7 @@ export const storageShareSchema = z.strictObject({
   user: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a user name ([a-z_][a-z0-9_-]{0,31})').optional(),
   /** sshfs: the private key to log in with, a file on every node that mounts the share. */
   identityFile: absolutePath.optional(),
-  mountpoint: absolutePath.refine((path) => systemPathProblem(path) === undefined, { error: (issue) => `a share is mounted on a directory of its own: ${systemPathProblem(String(issue.input))}` }).optional(),
+  mountpoint: absolutePath.optional(),
   nodes: z.array(name).max(1024).optional(),
 });
 

@@ -87,6 +87,8 @@ async function requireKnownNodes(client: AcpClient, spec: unknown): Promise<void
   const named = [...(typeof node === 'string' ? [node] : []), ...(typeof prefer === 'object' && prefer !== null ? Object.keys(prefer) : [])];
   if (named.length === 0) return;
   const members = new Set((await client.ask<Message & { records: RecordView[] }>('cdb', { type: 'cdb.list', prefix: 'object/node/', limit: 10_000 })).records.filter((record) => !record.deleted).map((record) => record.key.slice('object/node/'.length)));
+  // The node asked is one, though right after its start it may not have written its object yet.
+  members.add(client.node.node);
   const unknown = [...new Set(named)].filter((name) => !members.has(name));
   if (unknown.length > 0) throw new AcpError('ACP_ERR_CLI_USAGE', `no node ${unknown.map((name) => `'${name}'`).join(', ')} in the cluster (it has ${[...members].sort().join(', ') || 'none'}; acp node ls); nothing was created`);
 }

@@ -101,7 +101,7 @@ export const errorCatalog = {
   ACP_ERR_STORAGE_EXISTS: { kind: 'conflict', summary: 'A pool, share, volume or snapshot of that name exists already.' },
   ACP_ERR_STORAGE_IN_USE: { kind: 'conflict', summary: 'A volume used by a running system cannot be removed or rolled back (nor shrunk), and a pool with volumes or a share under a pool cannot be removed; the message names the user.' },
   ACP_ERR_STORAGE_NOT_CARRIED: { kind: 'bad-request', summary: 'A pool is not carried by this node (its nodes list leaves the node out) or is not active here; the message names the pool, the node and why.' },
-  ACP_ERR_STORAGE_BAD_PATH: { kind: 'bad-request', summary: 'A pool or share path is not an absolute, normalized path, or a volume path would leave its pool.' },
+  ACP_ERR_STORAGE_BAD_PATH: { kind: 'bad-request', summary: "A pool or share path is not an absolute, normalized path or lies in the host's own system directories, a volume path would leave its pool, or an import is not a regular file in an import directory." },
   ACP_ERR_INTERNAL: { kind: 'internal', summary: 'An unexpected internal error; the log has the details.' },
 } as const;
 

@@ -35,11 +35,16 @@ test('alarms are written by a monitor only, shares and host boot files by an adm
     t.is((error as AcpError | undefined)?.code, 'ACP_ERR_AUTH_FORBIDDEN', what);
   };
 
-  const byMonitor = /may not write object\/alarm\/node-down\.n1: alarms are raised and cleared by the primary monitor only \(acknowledge one with acp alarm ack ID\)/;
+  const byMonitor = /may not write object\/alarm\/node-down\.n1: alarms are raised and cleared by the primary monitor only \(acknowledge one with acp alarm ack ID; an admin may delete one\)/;
   for (const [who, writer] of [['the home key', homeKey], ['an admin token', admin], ['an operator token', operator]] as const) {
     await refused(writer, { type: 'cdb.put', key: 'object/alarm/node-down.n1', value: alarm }, byMonitor, `${who}: put`);
-    await refused(writer, { type: 'cdb.delete', key: 'object/alarm/node-down.n1' }, byMonitor, `${who}: delete`);
     await refused(writer, { type: 'cdb.batch', ops: [{ op: 'put', key: 'object/alarm/node-down.n1', value: alarm }] }, byMonitor, `${who}: batch`);
+  }
+  // A delete cannot forge anything, and an alarm whose subject is gone (acp node rm) is never cleared: an admin may.
+  await refused(operator, { type: 'cdb.delete', key: 'object/alarm/node-down.n1' }, byMonitor, 'operator: delete');
+  for (const writer of [homeKey, admin]) {
+    const gone = await t.throwsAsync(writer.ask('cdb', { type: 'cdb.delete', key: 'object/alarm/node-down.n1' }));
+    t.is((gone as AcpError | undefined)?.code, 'ACP_ERR_CDB_NOT_FOUND', 'an admin may delete an alarm (there is none here)');
   }
   const missing = await t.throwsAsync(homeKey.ask('cdb', { type: 'cdb.get', key: 'object/alarm/node-down.n1' }));
   t.regex(missing?.message ?? '', /no record|not found/i, 'no forged alarm was written');
@@ -59,6 +64,7 @@ test('alarms are written by a monitor only, shares and host boot files by an adm
   await admin.ask('cdb', { type: 'cdb.put', key: 'object/system/q1', value: q1 });
   const { record } = await operator.ask<Message & { record: { version: string } }>('cdb', { type: 'cdb.get', key: 'object/system/q1' });
   await refused(operator, { type: 'cdb.cas', key: 'object/system/q1', value: { ...q1, boot: { ...q1.boot, initrd: '/etc/shadow' } }, expect: record.version }, hostFile, 'operator: an initrd changed');
+  await refused(operator, { type: 'cdb.cas', key: 'object/system/q1', value: { ...q1, boot: { kernel: q1.boot.kernel, initrd: q1.boot.kernel } }, expect: record.version }, /may not set boot\.initrd to \/var\/lib\/acp\/guest\/vmlinuz/, "operator: the admin's kernel moved to the initrd");
   // The same files with another field changed (a disk attached, HA state, vCPUs): allowed.
   await operator.ask('cdb', { type: 'cdb.cas', key: 'object/system/q1', value: { ...q1, vcpus: 2 }, expect: record.version });
   // Booting from a volume names no host file.

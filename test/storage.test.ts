@@ -5,13 +5,13 @@
  * the pure parts (paths never leave their pool, volume keys).
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { inside, snapshotPath, volumeLayout } from '../actors/storage/layout.js';
 import { deviceId } from '../actors/storage/devices.js';
-import { parseKey, validateObject } from '../actors/model.js';
+import { parseKey, systemPathProblem, validateObject } from '../actors/model.js';
 import type { RecordView } from '../actors/cdb/index.js';
 import { AcpError, type ErrorCode } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
@@ -71,16 +71,13 @@ test('volume keys are <pool>/<name>, both names; pool and share paths must be ab
   }
   t.throws(() => validateObject(key, { name: 'p', type: 'dir' }), { message: /give a pool a path, or a share/ });
   t.like(validateObject(key, { name: 'p', type: 'dir', path: '/var/lib/acp/images' }), { content: ['images'], shared: false });
-  // The daemon is root: a pool in the host's own directories would make or overwrite system files.
-  for (const path of ['/etc', '/etc/acp', '/root', '/usr/local/images', '/proc/self', '/var', '/tmp', '/boot/x']) {
-    t.throws(() => validateObject(key, { name: 'p', type: 'dir', path }), { message: /a pool is a directory of its own: .*(a directory of the host's own system|a system directory itself)/ }, path);
+  // The daemon is root: a new pool or mount point in the host's own directories would make, overwrite or hide system files.
+  for (const path of ['/etc', '/etc/acp', '/root', '/usr/local/images', '/proc/self', '/var', '/tmp', '/boot/x', '/run/acp']) {
+    t.regex(systemPathProblem(path) ?? '', /a directory of the host's own system|a system directory itself/, path);
   }
-  for (const path of ['/root/images', '/tmp/pools/a', '/srv/acp', '/home/ops/vm-images']) t.like(validateObject(key, { name: 'p', type: 'dir', path }), { path }, path);
-  const shareKey = parseKey('object/storage/share/s');
-  for (const mountpoint of ['/etc', '/', '/root', '/usr/share/x']) {
-    t.throws(() => validateObject(shareKey, { name: 's', type: 'sshfs', server: 'h', path: '/x', mountpoint }), { message: /a share is mounted on a directory of its own/ }, mountpoint);
-  }
-  t.like(validateObject(shareKey, { name: 's', type: 'sshfs', server: 'h', path: '/x', mountpoint: '/mnt/s' }), { mountpoint: '/mnt/s' });
+  for (const path of ['/root/images', '/tmp/pools/a', '/srv', '/srv/acp', '/mnt', '/mnt/nas', '/home/ops/vm-images', '/var/lib/acp/images']) t.is(systemPathProblem(path), undefined, path);
+  // Checked at create, not in the stored schema: a pool stored before the rule is still read.
+  t.like(validateObject(key, { name: 'p', type: 'dir', path: '/usr/local/images' }), { path: '/usr/local/images' });
   t.is(deviceId('n1', 'nvme0n1p1'), 'n1-nvme0n1p1');
   t.is(deviceId('n1', 'dm-0:X'), 'n1-dm-0-x');
 });
@@ -98,6 +95,9 @@ runsWhen(hasQemuImg)(`a dir pool: active with stats; volumes made, resized, snap
     t.regex(error!.message, pattern);
   };
 
+  await refused({ type: 'storage.pool-create', spec: { name: 'etc', type: 'dir', path: '/etc/acp-pool' } }, 'ACP_ERR_STORAGE_BAD_PATH', /field 'path': a pool is a directory of its own: \/etc\/acp-pool is inside \/etc, a directory of the host's own system/);
+  await refused({ type: 'storage.share-create', spec: { name: 'nas', type: 'sshfs', server: 'h', path: '/x', mountpoint: '/usr/nas' } }, 'ACP_ERR_STORAGE_BAD_PATH', /field 'mountpoint': a share is mounted on a directory of its own: \/usr\/nas is inside \/usr/);
+  t.false(existsSync('/etc/acp-pool'));
   await api.ask('storage', { type: 'storage.pool-create', spec: { name: 'local', type: 'dir', path: root } });
   t.true(existsSync(root), 'the pool directory is made');
   const meta = await eventually(async () => {
@@ -164,6 +164,13 @@ runsWhen(hasQemuImg)(`a dir pool: active with stats; volumes made, resized, snap
   symlinkSync('/etc/passwd', join(home, 'import', 'sneaky.raw'));
   await refused({ type: 'storage.volume-import', pool: 'local', name: 'i2', file: join(home, 'import', 'sneaky.raw'), format: 'raw' }, 'ACP_ERR_STORAGE_BAD_PATH', /not in an import directory/);
   await api.ask('storage', { type: 'storage.volume-rm', pool: 'local', name: 'i1' });
+  // Images that name other files are refused: the daemon (root) would read those into the volume.
+  writeFileSync(join(dir, 'outside.raw'), Buffer.alloc(65536, 1));
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${join(dir, 'outside.raw')}`, join(home, 'import', 'split.qcow2'), '64K']);
+  await refused({ type: 'storage.volume-import', pool: 'local', name: 'i3', file: join(home, 'import', 'split.qcow2') }, 'ACP_ERR_STORAGE_BAD_PATH', /split\.qcow2 keeps its data in another file \(.*outside\.raw\); import a standalone image/);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'vmdk', join(home, 'import', 'disk.vmdk'), '1M']);
+  await refused({ type: 'storage.volume-import', pool: 'local', name: 'i4', file: join(home, 'import', 'disk.vmdk') }, 'ACP_ERR_STORAGE_BAD_PATH', /disk\.vmdk is a vmdk image: import raw, qcow2, vdi, vpc, vhdx \(qemu-img convert -O qcow2 it first\)/);
+  t.deepEqual(readdirSync(root).filter((name) => name.endsWith('.import') || name.startsWith('i3') || name.startsWith('i4')), [], 'nothing left of the refused imports');
   // An ISO is copied as it is, into a pool that holds ISOs.
   await refused({ type: 'storage.pool-create', spec: { name: 'isos', type: 'dir', path: join(root, 'isos'), content: ['iso'] } }, 'ACP_ERR_STORAGE_EXISTS', /pool 'local' is at .*which overlaps .*isos: a directory holds one pool's volumes/);
   await refused({ type: 'storage.pool-create', spec: { name: 'isos', type: 'dir', path: root, content: ['iso'] } }, 'ACP_ERR_STORAGE_EXISTS', /the same directory/);

@@ -158,7 +158,7 @@ export function registerRefusals(app: FastifyInstance, log: Logger): void {
     if (known) return send(reply, known);
     const status = error.statusCode;
     if (status !== undefined && status >= 400 && status < 500) {
-      log.warn({ code: error.code, status, err: error.message }, 'the HTTP layer refused a request for a reason the web API has no code for');
+      log.debug({ code: error.code, status, err: error.message }, 'the HTTP layer refused a request for a reason the web API has no code for');
       return send(reply, { status, code: 'ACP_ERR_WEB_REFUSED', message: `the request was refused (HTTP ${status}): ${error.message}` });
     }
     log.error({ code: error.code, err: error.message }, 'a web request failed');

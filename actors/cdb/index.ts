@@ -336,7 +336,7 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
   };
 
   /** Tokens are the keys to the cluster: only an admin writes them; alarm targets hold secrets: likewise. */
-  const requireWriter = (key: string, sender: Principal): void => {
+  const requireWriter = (key: string, sender: Principal, deleting: boolean): void => {
     if (key.startsWith('object/token/') && !hasRole(sender, 'admin')) {
       throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: API tokens are written by an admin only (acp token api ...)`);
     }
@@ -350,8 +350,9 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
       throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: a pool is a host directory the daemon makes and writes, and is written by an admin only`);
     }
     // An alarm stands for what the primary monitor saw, in its term: a forged one would never clear.
-    if (key.startsWith('object/alarm/') && !sentByInternal(sender, authorityTarget, ALARM_WRITERS)) {
-      throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: alarms are raised and cleared by the primary monitor only (acknowledge one with acp alarm ack ID)`);
+    // An admin may delete one the monitor will never clear (its subject removed with acp node rm).
+    if (key.startsWith('object/alarm/') && !sentByInternal(sender, authorityTarget, ALARM_WRITERS) && !(deleting && hasRole(sender, 'admin'))) {
+      throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: alarms are raised and cleared by the primary monitor only (acknowledge one with acp alarm ack ID; an admin may delete one)`);
     }
   };
 
@@ -367,8 +368,10 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     const named = hostFilesOf(key, value);
     if (named.length === 0) return;
     const stored = store?.get(key);
-    const kept = new Set(stored && !stored.deleted ? hostFilesOf(key, stored.value).map((file) => file.path) : []);
-    const added = named.find((file) => !kept.has(file.path));
+    // Kept as field and path: an admin's kernel moved to the initrd would reach the guest's memory.
+    // The stored record is this node's: a replica that lags may take back a path an admin removed elsewhere.
+    const kept = new Set(stored && !stored.deleted ? hostFilesOf(key, stored.value).map((file) => `${file.field}\0${file.path}`) : []);
+    const added = named.find((file) => !kept.has(`${file.field}\0${file.path}`));
     if (added) {
       throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not set ${added.field} to ${added.path.slice(0, 200)} in ${key}: a host file the daemon opens for a guest is an admin's to name; boot from a volume instead (boot.disk POOL/VOLUME, acp storage volume ...)`);
     }
@@ -509,11 +512,11 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     receive(message, sender) {
       info.handled += 1;
       const parsed = parseCdbMessage(message);
-      if (parsed.type === 'cdb.put' || parsed.type === 'cdb.delete' || parsed.type === 'cdb.cas') requireWriter(parsed.key, sender);
+      if (parsed.type === 'cdb.put' || parsed.type === 'cdb.delete' || parsed.type === 'cdb.cas') requireWriter(parsed.key, sender, parsed.type === 'cdb.delete');
       if (parsed.type === 'cdb.put' || parsed.type === 'cdb.cas') requireHostFiles(parsed.key, parsed.value, sender);
       if (parsed.type === 'cdb.batch') {
         for (const op of parsed.ops) {
-          requireWriter(op.key, sender);
+          requireWriter(op.key, sender, op.op === 'delete');
           if (op.op === 'put') requireHostFiles(op.key, op.value, sender);
         }
       }

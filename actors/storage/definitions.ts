@@ -8,7 +8,7 @@ import { AcpError } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import { hasDeviceMapper } from '../../adapters/storage/mounts.js';
 import type { RecordView } from '../cdb/index.js';
-import { objectKey, parseKey, storagePoolSchema, storageShareSchema, type StoragePool, type StorageShare } from '../model.js';
+import { objectKey, parseKey, storagePoolSchema, storageShareSchema, systemPathProblem, type StoragePool, type StorageShare } from '../model.js';
 import { unsupportedShare } from './shares.js';
 
 export interface DefinitionEnv {
@@ -69,6 +69,9 @@ export async function createPool(env: DefinitionEnv, spec: unknown): Promise<Mes
   const result = storagePoolSchema.safeParse(spec);
   if (!result.success) throw badSpec('pool', result.error);
   const pool = result.data;
+  // An lvm-thin pool's path names its volume group (/dev/<vg>), not a directory.
+  const misplaced = pool.path === undefined || pool.type === 'lvm-thin' ? undefined : systemPathProblem(pool.path);
+  if (misplaced !== undefined) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `bad pool: field 'path': a pool is a directory of its own: ${misplaced}`);
   const why = await unsupportedPool(pool.type);
   if (why) throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `cannot create ${pool.type} pool '${pool.name}' on node '${env.node}': ${why}; nothing was changed`);
   // Two pools over the same files would give two volumes one image (a volume's file is its name in the pool's directory).
@@ -104,6 +107,8 @@ export async function createShare(env: DefinitionEnv, spec: unknown): Promise<Me
   const result = storageShareSchema.safeParse(spec);
   if (!result.success) throw badSpec('share', result.error);
   const share = result.data;
+  const misplaced = share.mountpoint === undefined ? undefined : systemPathProblem(share.mountpoint);
+  if (misplaced !== undefined) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `bad share: field 'mountpoint': a share is mounted on a directory of its own: ${misplaced}`);
   const why = await unsupportedShare(share.type);
   if (why) throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `cannot create ${share.type} share '${share.name}' from node '${env.node}': ${why}; nothing was changed`);
   await createOnce(env.cdb, objectKey('storage/share', share.name), share, `share '${share.name}' exists already; acp storage share rm ${share.name} first, or pick another name`);

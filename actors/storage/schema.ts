@@ -56,11 +56,11 @@ export const storageAuthority: AuthorityTable = {
   'service.info': 'read',
   // A pool is a host directory the daemon (root) makes and writes: the administrator's.
   'storage.pool-create': 'admin',
-  'storage.pool-rm': 'operate',
+  'storage.pool-rm': 'admin',
   'storage.pool-status': 'read',
   // A share names a key file on the nodes and a server they log in to: the administrator's.
   'storage.share-create': 'admin',
-  'storage.share-rm': 'operate',
+  'storage.share-rm': 'admin',
   'storage.share-status': 'read',
   'storage.volume-create': 'operate',
   'storage.volume-resize': 'operate',

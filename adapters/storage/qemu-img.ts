@@ -21,6 +21,7 @@ const infoSchema = z.looseObject({
   'full-backing-filename': z.string().optional(),
   'dirty-flag': z.boolean().optional(),
   snapshots: z.array(z.looseObject({ id: z.string(), name: z.string(), 'vm-state-size': z.number().optional(), 'date-sec': z.number().optional() })).optional(),
+  'format-specific': z.looseObject({ data: z.looseObject({ 'data-file': z.string().optional() }).optional() }).optional(),
 });
 
 export interface ImageInfo {
@@ -31,6 +32,8 @@ export interface ImageInfo {
   /** The backing chain, nearest first (files). */
   readonly backingChain: readonly string[];
   readonly snapshots: readonly string[];
+  /** A qcow2's external data file, if it keeps its data in another file. */
+  readonly dataFile: string | null;
 }
 
 export async function createImage(file: string, format: ImageFormat, sizeBytes: number): Promise<void> {
@@ -61,6 +64,7 @@ export async function imageInfo(file: string, format?: string): Promise<ImageInf
     actualSize: top['actual-size'] ?? null,
     backingChain: chain.slice(1).map((entry) => entry.filename),
     snapshots: (top.snapshots ?? []).map((snapshot) => snapshot.name),
+    dataFile: top['format-specific']?.data?.['data-file'] ?? null,
   };
 }
 

@@ -130,17 +130,33 @@ export async function importVolume(file: string, target: VolumeLayout, format: V
   if (await exists(target.subvolume ?? target.file)) throw new AcpError('ACP_ERR_STORAGE_EXISTS', `${target.subvolume ?? target.file} exists already; pick another name`);
   if (target.subvolume) await createSubvolume(target.subvolume);
   try {
-    if (format === 'iso') await copyRegularFile(file, target.file);
+    if (format === 'iso') await copyRegularFile(file, kind, target.file);
     else {
-      const info = await imageInfo(file);
-      if (info.backingChain.length > 0) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `${file} has a backing file (${info.backingChain[0]}); import a standalone image (qemu-img convert it first)`);
-      await convertImage(file, info.format, target.file, format);
+      // qemu-img reads a copy of ours: by its path the file could be swapped (for a link, a FIFO)
+      // between the checks and the conversion.
+      const staged = `${target.file}.import`;
+      try {
+        await copyRegularFile(file, kind, staged);
+        const info = await imageInfo(staged);
+        if (!IMPORTED_FORMATS.includes(info.format)) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `${file} is a ${info.format} image: import ${IMPORTED_FORMATS.join(', ')} (qemu-img convert -O qcow2 it first)`);
+        if (info.backingChain.length > 0) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `${file} has a backing file (${info.backingChain[0]}); import a standalone image (qemu-img convert it first)`);
+        if (info.dataFile !== null) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `${file} keeps its data in another file (${info.dataFile}); import a standalone image (qemu-img convert it first)`);
+        await convertImage(staged, info.format, target.file, format);
+      } finally {
+        await rm(staged, { force: true });
+      }
     }
   } catch (error) {
     await removeVolume(target).catch(() => undefined);
     throw error;
   }
 }
+
+/**
+ * The image formats an import takes: each keeps its data in the one file. Others can name further
+ * files (a VMDK descriptor's extents), which the daemon would read as root.
+ */
+const IMPORTED_FORMATS: readonly string[] = ['raw', 'qcow2', 'vdi', 'vpc', 'vhdx'];
 
 /** What a file that is not a regular one is, for a refusal. */
 function fileKind(kind: Stats): string {
@@ -155,13 +171,15 @@ function fileKind(kind: Stats): string {
  * Copies `file` if it is still a regular file when opened: opened without blocking and without
  * following a link, so a file swapped for a FIFO or a link after the checks is refused, not read.
  */
-async function copyRegularFile(file: string, to: string): Promise<void> {
+async function copyRegularFile(file: string, checked: Stats, to: string): Promise<void> {
   const source = await open(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW).catch((error: unknown) => {
     throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `cannot open ${file}: ${(error as Error).message}`);
   });
   try {
     const kind = await source.stat();
     if (!kind.isFile()) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `${file} is ${fileKind(kind)}, not a regular file: import an image file`);
+    // The file that was checked, not one put in its place (O_NOFOLLOW covers the last part of the path only).
+    if (kind.dev !== checked.dev || kind.ino !== checked.ino) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `${file} changed while it was being imported; import it again`);
     await pipeline(source.createReadStream({ autoClose: false }), createWriteStream(to, { flags: 'wx' }));
   } finally {
     await source.close();
