@@ -120,14 +120,20 @@ export function systemDiskCommands(y: Argv<DisksGlobal>, run: Run, withClient: W
       if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no system '${id}' (acp system create ${id} ...)`);
       throw error;
     });
-    const spec = current.record.value as { disks?: Record<string, unknown>[] };
-    const checked = (added === undefined ? systemObjectSchema : newSystemSchema).safeParse({ ...spec, disks: change(spec.disks ?? []) });
+    const spec = current.record.value as { disks?: Record<string, unknown>[]; boot?: { disk?: unknown } };
+    const disks = change(spec.disks ?? []);
+    // Booting from a volume that is no longer one of its disks would refuse every start: that boot goes too.
+    const bootDisk = typeof spec.boot?.disk === 'string' && !spec.boot.disk.startsWith('/') ? spec.boot.disk : undefined;
+    const bootGone = bootDisk !== undefined && !disks.some((disk) => `${String(disk['pool'])}/${String(disk['volume'])}` === bootDisk);
+    const { boot: _boot, ...withoutBoot } = spec;
+    const checked = (added === undefined ? systemObjectSchema : newSystemSchema).safeParse({ ...(bootGone ? withoutBoot : spec), disks });
     if (!checked.success) {
       const issue = checked.error.issues[0]!;
       throw usage(`bad disk for system '${id}': field '${issue.path.join('.')}': ${issue.message}`);
     }
     if (added !== undefined) await checkSystemVolumes(client, [added], undefined);
     await client.ask('cdb', { type: 'cdb.cas', key, value: checked.data, expect: current.record.version });
+    if (bootGone) process.stderr.write(`${id} no longer boots from ${bootDisk} (its boot.disk): it boots from its remaining disks in order\n`);
     return checked.data.disks;
   };
   const show = (argv: DisksGlobal, id: string, disks: readonly Disk[]) => {

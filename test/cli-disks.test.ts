@@ -154,6 +154,24 @@ test.serial('acp system disk attach and system create refuse a missing pool or v
   t.is((await cli('system', 'disk', 'attach', 'q1', 'local/d1')).code, 0);
 });
 
+test.serial('acp system disk detach of the disk a system boots from drops that boot and says so (every start was refused after it)', async (t) => {
+  t.timeout(120_000);
+  const { api, cli } = await diskNode(t);
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/b1', value: { name: 'b1', driver: 'qemu', memoryMiB: 128, boot: { disk: 'local/d1' }, disks: [{ pool: 'local', volume: 'd1' }] } });
+  const detached = await cli('system', 'disk', 'detach', 'b1', 'local/d1');
+  t.is(detached.code, 0, detached.stderr);
+  t.true(detached.stderr.includes('b1 no longer boots from local/d1 (its boot.disk): it boots from its remaining disks in order'), detached.stderr);
+  const spec = (await systemObject(api, 'b1')) as { disks?: unknown[]; boot?: unknown } | undefined;
+  t.deepEqual(spec?.disks, []);
+  t.is(spec?.boot, undefined);
+  // Another disk detached: the boot stays.
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/b2', value: { name: 'b2', driver: 'qemu', memoryMiB: 128, boot: { disk: 'local/d1' }, disks: [{ pool: 'local', volume: 'd1' }, { pool: 'local', volume: 'd2' }] } });
+  const other = await cli('system', 'disk', 'detach', 'b2', 'local/d2');
+  t.is(other.code, 0, other.stderr);
+  t.false(other.stderr.includes('no longer boots'), other.stderr);
+  t.like(await systemObject(api, 'b2'), { boot: { disk: 'local/d1' } });
+});
+
 // Read as the flags are parsed: no node needs to run.
 test('a size or number flag given twice is a usage error naming it (--size reached its parser as an array: text.trim is not a function)', async (t) => {
   const home = makeHome(t);
