@@ -19,7 +19,7 @@ import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { eventually, makeHome, runCli, type CliResult } from './helpers/node.js';
-import { runsWhen } from './helpers/requires.js';
+import { qemuImgMissing, runsWhen } from './helpers/requires.js';
 import { systemNode } from './helpers/system.js';
 
 const usageError = (t: ExecutionContext, work: () => unknown): AcpError => {
@@ -193,14 +193,7 @@ test("a number flag that is none says what was given; a spec's bound is the fiel
   failed(t, await cli('system', 'create', 'm2', '--memory', '99999999'), 2, 'ACP_ERR_CLI_USAGE', "field 'memoryMiB': must be a whole number from 16 to 16777216");
 });
 
-const noQemuImg = (() => {
-  try {
-    execFileSync('qemu-img', ['--version'], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    return 'qemu-img is not installed (apt-get install qemu-utils)';
-  }
-})();
+const noQemuImg = qemuImgMissing();
 
 runsWhen(noQemuImg).serial('acp storage volume create and resize round a size up to whole 512-byte sectors, store what qemu-img made, and say so', async (t) => {
   t.timeout(120_000);

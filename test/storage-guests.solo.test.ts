@@ -14,17 +14,10 @@ import type { RecordView } from '../actors/cdb/index.js';
 import type { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { allRunning, client, eventually, makeHome, startDaemon } from './helpers/node.js';
-import { qemuMissing, runsWhen } from './helpers/requires.js';
+import { qemuImgMissing, qemuMissing, runsWhen } from './helpers/requires.js';
 
 const image = guestImage();
-let missing = qemuMissing();
-if (!missing) {
-  try {
-    execFileSync('qemu-img', ['--version'], { stdio: 'ignore' });
-  } catch {
-    missing = 'qemu-img is not installed (apt-get install qemu-utils)';
-  }
-}
+let missing = qemuMissing() ?? qemuImgMissing();
 missing ??= !image ? 'the test guest is not built (npm run guest-image)' : !guestHasDisks() ? 'the test guest has no disk drivers yet (npm run guest-image rebuilds it)' : undefined;
 const MiB = 1024 * 1024;
 

@@ -16,18 +16,11 @@ import type { RecordView } from '../actors/cdb/index.js';
 import { AcpError, type ErrorCode } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { eventually } from './helpers/node.js';
-import { runsWhen } from './helpers/requires.js';
+import { qemuImgMissing, runsWhen } from './helpers/requires.js';
 import { systemNode } from './helpers/system.js';
 import { parseSize } from '../cli/flags.js';
 
-const hasQemuImg = (() => {
-  try {
-    execFileSync('qemu-img', ['--version'], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    return 'qemu-img is not installed (apt-get install qemu-utils)';
-  }
-})();
+const hasQemuImg = qemuImgMissing();
 
 test('a volume path never leaves its pool: names are checked, and every path stays inside the root', (t) => {
   const pool = { name: 'p', type: 'dir' as const };

@@ -40,6 +40,16 @@ export function qemuMissing(): string | undefined {
   }
 }
 
+/** Why qemu-img cannot run here, or undefined when it can. */
+export function qemuImgMissing(): string | undefined {
+  try {
+    execFileSync('qemu-img', ['--version'], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return 'qemu-img is not installed (apt-get install qemu-utils)';
+  }
+}
+
 /** Why a QEMU test guest cannot run here (no QEMU, or the test guest not built), or undefined when it can. */
 export function guestMissing(): string | undefined {
   return qemuMissing() ?? (guestImage() ? undefined : 'the test guest is not built (npm run guest-image)');
