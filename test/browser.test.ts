@@ -80,7 +80,14 @@ runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live,
 
   // Create from the form, then delete it (confirmed): both in the task log, the tree follows.
   await page.fill('#search', '');
-  await page.click('#tree a[href="#/create"]');
+  // The tree is redrawn as live changes arrive: a click can land while its link is replaced (seen once in CI,
+  // the form never came), so it is clicked again until the form shows.
+  for (let attempt = 1; ; attempt += 1) {
+    await page.click('#tree a[href="#/create"]');
+    const shown = await page.waitForSelector('#create input[name="name"]', { timeout: 5000 }).then(() => true, () => false);
+    if (shown) break;
+    if (attempt === 3) throw new Error('the create form did not show after three clicks on its link');
+  }
   await page.fill('#create input[name="name"]', 'made1');
   await page.selectOption('#create select[name="driver"]', 'sim');
   await page.click('#create button[type=submit]');
