@@ -241,8 +241,11 @@ runsWhen(qemuAbsent ?? setprivMissing)('it starts only QEMU, as its own child un
   // setpriv sets the parent-death signal and then execs QEMU in the same process; the guard answers only after that exec.
   const qemuExe = realpathSync(findProgram(QEMU_BINARY)!);
   t.is(readlinkSync(`/proc/${pid}/exe`), qemuExe, 'what runs when the guard answers is QEMU itself (setpriv exec’d it)');
-  t.true(await until(() => existsSync(join(guardedGuestDir(run, 'vm1'), 'qemu.pid')), 10_000), 'QEMU wrote its pid file');
-  t.is(Number(readFileSync(join(guardedGuestDir(run, 'vm1'), 'qemu.pid'), 'utf8').trim()), pid);
+  // QEMU creates its pid file before it writes the number: wait for the number, not the file.
+  const pidFile = join(guardedGuestDir(run, 'vm1'), 'qemu.pid');
+  const written = () => (existsSync(pidFile) ? readFileSync(pidFile, 'utf8').trim() : '');
+  t.true(await until(() => written() !== '', 10_000), 'QEMU wrote its pid file');
+  t.is(Number(written()), pid);
 
   // Ended by someone else: the guard reaps it (no zombie left) and logs it.
   process.kill(pid, 'SIGKILL');
