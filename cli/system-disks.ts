@@ -1,10 +1,10 @@
 /**
- * A system's disks from the command line: `--disk POOL/NAME[,..]`, `acp system disk attach|detach`,
- * and the check, against the CDB, that the volumes a spec names are there and fit where it puts them.
+ * A system's disks from the command line: `--disk POOL/NAME[,..]` and `acp system disk attach|detach`.
  */
 import type { Argv } from 'yargs';
 import type { RecordView } from '../actors/cdb/index.js';
 import { newSystemSchema, systemObjectSchema } from '../actors/model.js';
+import { requireSystemVolumes, type VolumeUse } from '../actors/system-references.js';
 import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
@@ -62,50 +62,6 @@ export function parseDisk(text: string, what = '--disk'): Record<string, unknown
   return disk;
 }
 
-/** A CDB object's value, or undefined where there is none. */
-async function objectValue(client: AcpClient, key: string): Promise<unknown> {
-  return client.ask<Message & { record: RecordView }>('cdb', { type: 'cdb.get', key }).then(
-    (reply) => reply.record.value,
-    (error: unknown) => {
-      if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') return undefined;
-      throw error;
-    },
-  );
-}
-
-export interface VolumeUse {
-  pool: string;
-  volume: string;
-}
-
-/**
- * The volumes a system spec names are defined, and each fits where it goes: an ISO image only as
- * the CD-ROM (the Storage service refuses one as a disk when the system starts), and a qcow2 image
- * never as the CD-ROM (which QEMU reads raw). Whether the node that starts the system carries the
- * pool, and has the image file, the Storage service says then.
- */
-export async function checkSystemVolumes(client: AcpClient, disks: readonly VolumeUse[], iso: VolumeUse | undefined): Promise<void> {
-  const pools = new Map<string, boolean>();
-  const uses = [...disks.map((use) => ({ use, cdrom: false })), ...(iso === undefined ? [] : [{ use: iso, cdrom: true }])];
-  for (const { use, cdrom } of uses) {
-    const id = `${use.pool}/${use.volume}`;
-    if (!pools.has(use.pool)) pools.set(use.pool, (await objectValue(client, `object/storage/pool/${use.pool}`)) !== undefined);
-    if (pools.get(use.pool) !== true) {
-      throw new AcpError('ACP_ERR_STORAGE_NOT_FOUND', `no pool '${use.pool}' (for ${id}): acp storage pool ls lists the pools; acp storage pool create ${use.pool} --type dir --path DIR makes one`);
-    }
-    const volume = (await objectValue(client, `object/storage/volume/${id}`)) as { format?: string } | undefined;
-    if (volume === undefined) {
-      throw new AcpError('ACP_ERR_STORAGE_NOT_FOUND', `no volume '${id}': acp storage volume ls ${use.pool} lists the pool's volumes; acp storage volume create ${id} --size SIZE makes one, acp storage volume import ${id} FILE brings in an image`);
-    }
-    if (!cdrom && volume.format === 'iso') {
-      throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `volume '${id}' is an ISO image, not a disk: give it as the system's CD-ROM, its spec's iso field (acp system create ID --iso ${id} ...), which it boots from after its disks`);
-    }
-    if (cdrom && volume.format === 'qcow2') {
-      throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `volume '${id}' is a qcow2 disk image, not an ISO: the CD-ROM is read raw; give it as a disk (--disk ${id})`);
-    }
-  }
-}
-
 type Disk = { pool: string; volume: string; bus: string };
 
 /**
@@ -131,7 +87,7 @@ export function systemDiskCommands(y: Argv<DisksGlobal>, run: Run, withClient: W
       const issue = checked.error.issues[0]!;
       throw usage(`bad disk for system '${id}': field '${issue.path.join('.')}': ${issue.message}`);
     }
-    if (added !== undefined) await checkSystemVolumes(client, [added], undefined);
+    if (added !== undefined) await requireSystemVolumes((message) => client.ask('cdb', message), [added], undefined);
     await client.ask('cdb', { type: 'cdb.cas', key, value: checked.data, expect: current.record.version });
     if (bootGone) process.stderr.write(`${id} no longer boots from ${bootDisk} (its boot.disk): it boots from its remaining disks in order\n`);
     return checked.data.disks;

@@ -1,6 +1,7 @@
 import type { Argv } from 'yargs';
 import type { SystemMeta } from '../actors/hypervisor/index.js';
 import { honestState } from '../actors/hypervisor/recovery.js';
+import { requireSystemReferences } from '../actors/system-references.js';
 import type { MonitorStatus } from '../actors/monitor/index.js';
 import type { RecordView } from '../actors/cdb/index.js';
 import type { AcpClient } from '../runtime/client.js';
@@ -10,7 +11,7 @@ import { assertName } from '../runtime/path.js';
 import { printJson, table } from './output.js';
 import { systemNicCommands } from './network.js';
 import { flagOnce, wholeNumber } from './flags.js';
-import { checkSystemVolumes, systemDiskCommands } from './system-disks.js';
+import { systemDiskCommands } from './system-disks.js';
 import { systemSpec } from './system-spec.js';
 
 export interface SystemGlobal {
@@ -75,22 +76,6 @@ async function setHaState(client: AcpClient, id: string, want: 'started' | 'stop
   if (value.ha !== true) return false;
   await client.ask('cdb', { type: 'cdb.cas', key: `object/system/${id}`, value: { ...value, haState: want }, expect: object.record.version });
   return true;
-}
-
-/**
- * The nodes a new system names (`node`, `prefer`) must be members: a typo would leave a plain
- * system with no node to start on, and an HA one placed elsewhere with a spec that names a node
- * that is not there.
- */
-async function requireKnownNodes(client: AcpClient, spec: unknown): Promise<void> {
-  const { node, prefer } = spec as { node?: unknown; prefer?: unknown };
-  const named = [...(typeof node === 'string' ? [node] : []), ...(typeof prefer === 'object' && prefer !== null ? Object.keys(prefer) : [])];
-  if (named.length === 0) return;
-  const members = new Set((await client.ask<Message & { records: RecordView[] }>('cdb', { type: 'cdb.list', prefix: 'object/node/', limit: 10_000 })).records.filter((record) => !record.deleted).map((record) => record.key.slice('object/node/'.length)));
-  // The node asked is one, though right after its start it may not have written its object yet.
-  members.add(client.node.node);
-  const unknown = [...new Set(named)].filter((name) => !members.has(name));
-  if (unknown.length > 0) throw new AcpError('ACP_ERR_CLI_USAGE', `no node ${unknown.map((name) => `'${name}'`).join(', ')} in the cluster (it has ${[...members].sort().join(', ') || 'none'}; acp node ls); nothing was created`);
 }
 
 /**
@@ -179,8 +164,7 @@ export function systemCommands(y: Argv<SystemGlobal>, run: Run, withClient: With
           const id = checkId(argv.id);
           const value = systemSpec(id, argv);
           return withClient(argv.home, async (client) => {
-            await requireKnownNodes(client, value);
-            await checkSystemVolumes(client, value.disks, value.iso);
+            await requireSystemReferences((message) => client.ask('cdb', message), value, client.node.node);
             try {
               const reply = await client.ask<Message & { version: string }>('cdb', { type: 'cdb.cas', key: `object/system/${id}`, value, expect: null });
               if (argv.json) printJson({ id, version: reply.version, spec: value });

@@ -138,14 +138,14 @@ test.serial('acp system disk attach and system create refuse a missing pool or v
   failed(t, await cli('system', 'disk', 'attach', 'q1', 'local/nope'), 1, 'ACP_ERR_STORAGE_NOT_FOUND', "no volume 'local/nope'", 'acp storage volume ls local', 'acp storage volume create local/nope');
   failed(t, await cli('system', 'disk', 'attach', 'q1', 'nopool/x'), 1, 'ACP_ERR_STORAGE_NOT_FOUND', "no pool 'nopool'", 'acp storage pool ls', 'acp storage pool create nopool');
   failed(t, await cli('system', 'disk', 'attach', 's1', 'local/d1'), 2, 'ACP_ERR_CLI_USAGE', 'a simulated system (driver sim) has no disks');
-  failed(t, await cli('system', 'disk', 'attach', 'q1', 'local/cd'), 1, 'ACP_ERR_STORAGE_UNSUPPORTED', "volume 'local/cd' is an ISO image, not a disk", 'iso field', '--iso local/cd');
+  failed(t, await cli('system', 'disk', 'attach', 'q1', 'local/cd'), 1, 'ACP_ERR_STORAGE_WRONG_FORMAT', "volume 'local/cd' is an ISO image, not a disk", 'iso field', '--iso local/cd');
   t.deepEqual((await systemObject(api, 'q1'))?.disks, [], 'nothing refused was attached');
   t.deepEqual((await systemObject(api, 's1'))?.disks, []);
   // acp system create has the same checks, and writes nothing when one fails.
   failed(t, await cli('system', 'create', 'q2', '--disk', 'local/nope'), 1, 'ACP_ERR_STORAGE_NOT_FOUND', "no volume 'local/nope'");
   failed(t, await cli('system', 'create', 'q2', '--disk', 'nopool/x'), 1, 'ACP_ERR_STORAGE_NOT_FOUND', "no pool 'nopool'");
-  failed(t, await cli('system', 'create', 'q2', '--disk', 'local/cd'), 1, 'ACP_ERR_STORAGE_UNSUPPORTED', 'is an ISO image');
-  failed(t, await cli('system', 'create', 'q2', '--iso', 'local/d1'), 1, 'ACP_ERR_STORAGE_UNSUPPORTED', 'is a qcow2 disk image, not an ISO');
+  failed(t, await cli('system', 'create', 'q2', '--disk', 'local/cd'), 1, 'ACP_ERR_STORAGE_WRONG_FORMAT', 'is an ISO image');
+  failed(t, await cli('system', 'create', 'q2', '--iso', 'local/d1'), 1, 'ACP_ERR_STORAGE_WRONG_FORMAT', 'is a qcow2 disk image, not an ISO');
   failed(t, await cli('system', 'create', 's2', '--driver', 'sim', '--disk', 'local/d1'), 2, 'ACP_ERR_CLI_USAGE', "field 'disks': a simulated system");
   t.is(await systemObject(api, 'q2'), undefined);
   t.is(await systemObject(api, 's2'), undefined);

@@ -95,6 +95,14 @@ test('REST: no credentials is 401; an auditor reads systems but may not start on
   t.is(created.status, 200, JSON.stringify(created.json));
   const again = await call(node, 'POST', '/api/v1/systems', node.operator, { name: 'x1', driver: 'sim' });
   t.is(again.status, 409, 'an existing system is not replaced');
+  // What a spec names outside itself is checked as the CLI checks it, and nothing is created.
+  const elsewhere = await call(node, 'POST', '/api/v1/systems', node.operator, { name: 'x2', driver: 'sim', node: 'n9' });
+  t.regex(assertEnvelope(t, elsewhere, 400, 'ACP_ERR_SYSTEM_UNKNOWN_NODE'), /no node 'n9' in the cluster \(it has n1; acp node ls\)/);
+  const preferred = await call(node, 'POST', '/api/v1/systems', node.operator, { name: 'x2', driver: 'sim', ha: true, prefer: { n1: 2, n7: 1 } });
+  t.regex(assertEnvelope(t, preferred, 400, 'ACP_ERR_SYSTEM_UNKNOWN_NODE'), /no node 'n7'/);
+  const noPool = await call(node, 'POST', '/api/v1/systems', node.operator, { name: 'x2', disks: [{ pool: 'nopool', volume: 'd1' }] });
+  t.regex(assertEnvelope(t, noPool, 404, 'ACP_ERR_STORAGE_NOT_FOUND'), /no pool 'nopool' \(for nopool\/d1\): acp storage pool ls/);
+  t.is((await call(node, 'GET', '/api/v1/systems/x2', node.auditor)).status, 404, 'a refused system was created');
   const openapi = await call(node, 'GET', '/api/v1/openapi.json');
   t.truthy((openapi.json.paths as Record<string, unknown>)['/api/v1/systems/{id}/start']);
   // What fastify refuses itself is answered in the API's shape too.

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { ApiSession } from '../actors/api/session.js';
 import type { SessionLimits } from '../actors/api/session-options.js';
 import { newSystemSchema, systemObjectSchema } from '../actors/model.js';
+import { requireSystemReferences } from '../actors/system-references.js';
 import { attachFrames } from '../adapters/frame-listener.js';
 import type { CborLimits } from '../runtime/cbor-guard.js';
 import { errorMessage } from '../runtime/errors.js';
@@ -185,6 +186,7 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
     '/api/v1/systems',
     handle(async (principal, request) => {
       const spec = parsePart(newSystemSchema, request.body, 'body');
+      await requireSystemReferences((message) => ask(principal, self, 'cdb', message), spec, self);
       return ask(principal, self, 'cdb', { type: 'cdb.cas', key: `object/system/${spec.name}`, value: spec, expect: null });
     }),
   );

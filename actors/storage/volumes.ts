@@ -185,7 +185,7 @@ export class StorageVolumes {
     const sizeBytes = sectorRounded(asked);
     return this.serial(volumeId(poolName, name), async () => {
       const { volume, layout } = await this.volume(poolName, name);
-      if (volume.format === 'iso') throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `volume '${poolName}/${name}' is an ISO image; it has no size to change`);
+      if (volume.format === 'iso') throw new AcpError('ACP_ERR_STORAGE_WRONG_FORMAT', `volume '${poolName}/${name}' is an ISO image; it has no size to change`);
       const users = await this.users(poolName, name);
       // QEMU holds a running guest's image locked: it grows the disk itself (block_resize), and the guest sees it at once.
       const current = users.guests.length > 0 ? volume.sizeBytes : (await imageInfo(layout.file, volume.format)).virtualSize;
@@ -209,8 +209,8 @@ export class StorageVolumes {
   snapshot(poolName: string, name: string, op: 'create' | 'rollback' | 'rm', snapshot: string): Promise<Message> {
     return this.serial(volumeId(poolName, name), async () => {
       const { pool, volume, layout } = await this.volume(poolName, name);
-      if (volume.format === 'iso') throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `volume '${poolName}/${name}' is an ISO image; it has no snapshots`);
-      if (pool.type !== 'btrfs' && volume.format !== 'qcow2') throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `volume '${poolName}/${name}' is raw on a ${pool.type} pool: snapshots need qcow2 or a btrfs pool`);
+      if (volume.format === 'iso') throw new AcpError('ACP_ERR_STORAGE_WRONG_FORMAT', `volume '${poolName}/${name}' is an ISO image; it has no snapshots`);
+      if (pool.type !== 'btrfs' && volume.format !== 'qcow2') throw new AcpError('ACP_ERR_STORAGE_WRONG_FORMAT', `volume '${poolName}/${name}' is raw on a ${pool.type} pool: snapshots need qcow2 or a btrfs pool`);
       // A btrfs snapshot of a running guest's volume is crash-consistent. A qcow2 internal one is
       // taken or dropped by the guest's QEMU (it holds the image); a rollback needs the guest stopped.
       const users = op === 'rollback' ? await this.refuseLive(poolName, name, 'roll back') : await this.users(poolName, name);
@@ -231,7 +231,7 @@ export class StorageVolumes {
   clone(poolName: string, name: string, target: string, linked: boolean): Promise<Message> {
     return this.serial(volumeId(poolName, name), async () => {
       const { pool, root, volume, layout } = await this.volume(poolName, name);
-      if (volume.format === 'iso') throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `volume '${poolName}/${name}' is an ISO image; import it again under another name instead`);
+      if (volume.format === 'iso') throw new AcpError('ACP_ERR_STORAGE_WRONG_FORMAT', `volume '${poolName}/${name}' is an ISO image; import it again under another name instead`);
       await this.refuseTaken(poolName, target);
       // A copy of an image being written is not a consistent one (a btrfs snapshot is).
       if (linked || pool.type !== 'btrfs') await this.refuseLive(poolName, name, linked ? 'make a linked clone of' : 'copy');
@@ -295,7 +295,7 @@ export class StorageVolumes {
       } catch (error) {
         throw why(`disk ${index} (${id})`, error);
       }
-      if (found.volume.format === 'iso') throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `system '${system}': disk ${index} (${id}) is an ISO image; give it as the system's iso (a CD-ROM)`);
+      if (found.volume.format === 'iso') throw new AcpError('ACP_ERR_STORAGE_WRONG_FORMAT', `system '${system}': disk ${index} (${id}) is an ISO image; give it as the system's iso (a CD-ROM)`);
       const clones = this.clonesOf(disk.pool, disk.volume);
       if (clones.length > 0 && disk.readonly !== true) throw new AcpError('ACP_ERR_STORAGE_IN_USE', `system '${system}': disk ${index} (${id}) is the base of linked clones ${clones.join(', ')}; writing it would corrupt them, so attach it readonly`);
       resolved.push({ file: found.layout.file, format: found.volume.format, bus: disk.bus, volume: id, ...(disk.cache ? { cache: disk.cache } : {}), ...(disk.readonly ? { readonly: true } : {}), ...(boot === id ? { boot: true } : {}) });
