@@ -22,7 +22,7 @@ import { parseDuration } from './duration.js';
 import { forwardedUpFlags, upFlags, upOptions, type UpArgv } from './up.js';
 import { haCommands } from './ha.js';
 import { formatGuestsAtDown, formatUpSummary, guestsBeforeDown, runForeground, startDetached, stopDaemon } from './control.js';
-import { flagOnce, wholeNumber } from './flags.js';
+import { flagOnce, refuseRepeatedFlags, wholeNumber } from './flags.js';
 import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table, usageMessage, type SyncSummary } from './output.js';
 
 // A reader that goes away (`acp cdb watch meta/ | head`) ends this command quietly, as for any
@@ -117,6 +117,7 @@ const cli = yargs(hideBin(process.argv))
   .option('token', { type: 'string', describe: 'an API token to speak with instead of the home\'s API key (default: $ACP_TOKEN); for acp join, the join token' })
   // A check, not a middleware: its refusal goes through .fail() like any usage error.
   .check((argv) => {
+    refuseRepeatedFlags(argv);
     apiToken = speakingToken(argv.token, process.env.ACP_TOKEN);
     return true;
   }, true)

@@ -17,6 +17,21 @@ export function onlyOnce(flag: string, value: unknown): unknown {
   return value;
 }
 
+/** Flags that are given once per item: each one more disk or NIC of a system. */
+const REPEATABLE = new Set(['disk', 'nic']);
+
+/**
+ * Every other flag given twice is refused, naming it: yargs would hand its handler an array where
+ * it reads one text (`--kernel a --kernel b` ended as a schema error about an array). The keys
+ * yargs adds in camelCase beside the kebab-case ones are skipped, so each flag is named once.
+ */
+export function refuseRepeatedFlags(argv: Record<string, unknown>): void {
+  for (const [key, value] of Object.entries(argv)) {
+    if (key === '_' || key === '$0' || REPEATABLE.has(key) || /[A-Z]/.test(key)) continue;
+    onlyOnce(key, value);
+  }
+}
+
 /**
  * A yargs `coerce` for `--flag`: its one value, read by `read` (which names the flag in its errors).
  * A value starting with '-' that is no plain number (`--size -1M`) yargs reads as flags, leaving

@@ -12,7 +12,7 @@ import test, { type ExecutionContext } from 'ava';
 import type { RecordView } from '../actors/cdb/index.js';
 import { newSystemSchema, parseKey, systemObjectSchema, validateObject } from '../actors/model.js';
 import { sectorRounded } from '../actors/storage/volumes.js';
-import { flagOnce, onlyOnce, parseSize, sizeValue, wholeNumber } from '../cli/flags.js';
+import { flagOnce, onlyOnce, parseSize, refuseRepeatedFlags, sizeValue, wholeNumber } from '../cli/flags.js';
 import { parseDisk } from '../cli/system-disks.js';
 import { systemSpec } from '../cli/system-spec.js';
 import type { AcpClient } from '../runtime/client.js';
@@ -39,6 +39,15 @@ test('parseDisk: readonly takes true/false, on/off, yes/no, 1/0 or nothing (true
   }
   t.regex(usageError(t, () => parseDisk('local/d1,bus=scsi,bus=ide')).message, /bus given twice; give it once/);
   t.like(parseDisk('local/d1,bus=scsi,cache=none'), { bus: 'scsi', cache: 'none' });
+});
+
+test('any flag but --disk and --nic given twice is refused naming it, once (not again under its camelCase key)', async (t) => {
+  t.is(usageError(t, () => refuseRepeatedFlags({ _: ['system', 'create'], $0: 'acp', kernel: ['a', 'b'] })).message, '--kernel given twice; give it once');
+  t.is(usageError(t, () => refuseRepeatedFlags({ _: [], $0: 'acp', 'anti-affinity': ['a', 'b'], antiAffinity: ['a', 'b'] })).message, '--anti-affinity given twice; give it once');
+  t.notThrows(() => refuseRepeatedFlags({ _: ['a', 'b'], $0: 'acp', disk: ['l/a', 'l/b'], nic: ['lan', 'wan'], kernel: 'k' }));
+  const twice = await runCli(['system', 'create', 'x', '--kernel', '/a', '--kernel', '/b'], makeHome(t));
+  t.is(twice.code, 2, twice.stderr);
+  t.regex(twice.stderr, /--kernel given twice; give it once \(ACP_ERR_CLI_USAGE\)/);
 });
 
 test('flagOnce: a flag given twice is refused naming it; a whole number names the flag and what was given', (t) => {
