@@ -223,7 +223,10 @@ export function storageCommands(y: Argv<StorageGlobal>, run: Run, withClient: Wi
                 printJson(rows);
                 return;
               }
-              const lines = rows.map((row) => [`${row.pool}/${row.name}`, row.format, formatBytes(row.sizeBytes), row.node ?? '(shared)', row.backing ? `${row.pool}/${row.backing}` : '-', (row.snapshots ?? []).map((snapshot) => snapshot.name).join(',') || '-']);
+              // A volume names no node when its pool is shared; on a pool that is not, one that names none (written by hand) lives nowhere known.
+              const sharedPools = new Set((await listAll(client, 'object/storage/pool/')).filter((record) => (record.value as { shared?: boolean } | null)?.shared === true).map((record) => record.key.slice('object/storage/pool/'.length)));
+              const nodeOf = (row: { pool: string; node?: string }) => row.node ?? (sharedPools.has(row.pool) ? '(shared)' : '(unknown)');
+              const lines = rows.map((row) => [`${row.pool}/${row.name}`, row.format, formatBytes(row.sizeBytes), nodeOf(row), row.backing ? `${row.pool}/${row.backing}` : '-', (row.snapshots ?? []).map((snapshot) => snapshot.name).join(',') || '-']);
               process.stdout.write(`${table([['VOLUME', 'FORMAT', 'SIZE', 'NODE', 'BACKING', 'SNAPSHOTS'], ...lines])}\n`);
             }),
           ),

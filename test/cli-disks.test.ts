@@ -204,7 +204,7 @@ test("a number flag that is none says what was given; a spec's bound is the fiel
 
 const noQemuImg = qemuImgMissing();
 
-runsWhen(noQemuImg).serial('acp storage volume create and resize round a size up to whole 512-byte sectors, store what qemu-img made, and say so', async (t) => {
+runsWhen(noQemuImg).serial('acp storage volume create and resize round a size up to whole 512-byte sectors, store what qemu-img made, and say so; volume ls names the node of each volume', async (t) => {
   t.timeout(120_000);
   const { api, home } = await systemNode(t);
   const dir = mkdtempSync(join(tmpdir(), 'acp-sectors-'));
@@ -228,4 +228,10 @@ runsWhen(noQemuImg).serial('acp storage volume create and resize round a size up
   const even = await runCli(['storage', 'volume', 'resize', 'local/odd', '--size', '64K'], home);
   t.is(even.code, 0, even.stderr);
   t.false(even.stdout.includes('rounded'), even.stdout);
+  // The listing names each volume's node; one written by hand with none, on a pool that is not shared, is not called shared.
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/storage/volume/local/ghost', value: { name: 'ghost', pool: 'local', sizeBytes: 512, format: 'raw' } });
+  const listed = await runCli(['storage', 'volume', 'ls', 'local'], home);
+  t.is(listed.code, 0, listed.stderr);
+  t.regex(listed.stdout, /local\/odd +qcow2 +64K +n1 /);
+  t.regex(listed.stdout, /local\/ghost +raw +512B? +\(unknown\) /);
 });
