@@ -12,6 +12,7 @@ import test from 'ava';
 import { inside, snapshotPath, volumeLayout } from '../actors/storage/layout.js';
 import { deviceId } from '../actors/storage/devices.js';
 import { parseKey, systemPathProblem, validateObject } from '../actors/model.js';
+import { homePathProblem } from '../actors/storage/definitions.js';
 import type { RecordView } from '../actors/cdb/index.js';
 import { AcpError, type ErrorCode } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
@@ -69,6 +70,9 @@ test('volume keys are <pool>/<name>, both names; pool and share paths must be ab
     t.regex(systemPathProblem(path) ?? '', /a directory of the host's own system|a system directory itself/, path);
   }
   for (const path of ['/root/images', '/tmp/pools/a', '/srv', '/srv/acp', '/mnt', '/mnt/nas', '/home/ops/vm-images', '/var/lib/acp/images']) t.is(systemPathProblem(path), undefined, path);
+  t.regex(homePathProblem('/srv', '/srv/acp') ?? '', /^\/srv holds this node's home \(\/srv\/acp\)/);
+  t.regex(homePathProblem('/srv/acp/run/x', '/srv/acp') ?? '', /inside \/srv\/acp\/run, where the node keeps its own files/);
+  for (const path of ['/srv/acp/shares/nas', '/srv/acp/images', '/srv/acpx', '/srv/other']) t.is(homePathProblem(path, '/srv/acp'), undefined, path);
   // Checked at create, not in the stored schema: a pool stored before the rule is still read.
   t.like(validateObject(key, { name: 'p', type: 'dir', path: '/usr/local/images' }), { path: '/usr/local/images' });
   t.is(deviceId('n1', 'nvme0n1p1'), 'n1-nvme0n1p1');
@@ -91,6 +95,11 @@ runsWhen(hasQemuImg)(`a dir pool: active with stats; volumes made, resized, snap
   await refused({ type: 'storage.pool-create', spec: { name: 'etc', type: 'dir', path: '/etc/acp-pool' } }, 'ACP_ERR_STORAGE_BAD_PATH', /field 'path': a pool is a directory of its own: \/etc\/acp-pool is inside \/etc, a directory of the host's own system/);
   await refused({ type: 'storage.share-create', spec: { name: 'nas', type: 'sshfs', server: 'h', path: '/x', mountpoint: '/usr/nas' } }, 'ACP_ERR_STORAGE_BAD_PATH', /field 'mountpoint': a share is mounted on a directory of its own: \/usr\/nas is inside \/usr/);
   t.false(existsSync('/etc/acp-pool'));
+  // Nor over the node's own home, or in what it keeps there: a mount on its secrets would hide its keys.
+  await refused({ type: 'storage.share-create', spec: { name: 'nas', type: 'sshfs', server: 'h', path: '/x', mountpoint: join(home, 'secrets') } }, 'ACP_ERR_STORAGE_BAD_PATH', /is .*secrets, where the node keeps its own files/);
+  await refused({ type: 'storage.pool-create', spec: { name: 'inhome', type: 'dir', path: join(home, 'data', 'images') } }, 'ACP_ERR_STORAGE_BAD_PATH', /is inside .*data, where the node keeps its own files/);
+  await refused({ type: 'storage.pool-create', spec: { name: 'athome', type: 'dir', path: home } }, 'ACP_ERR_STORAGE_BAD_PATH', /is this node's home/);
+  t.false(existsSync(join(home, 'data', 'images')));
   await api.ask('storage', { type: 'storage.pool-create', spec: { name: 'local', type: 'dir', path: root } });
   t.true(existsSync(root), 'the pool directory is made');
   const meta = await eventually(async () => {

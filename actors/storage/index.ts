@@ -192,7 +192,7 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
     return reply.records.filter((record) => !record.deleted);
   };
 
-  const definitions: DefinitionEnv = { cdb, node, pools, shares, listAll, reconcile, report: (name) => poolReports.get(name) };
+  const definitions: DefinitionEnv = { cdb, node, home, pools, shares, listAll, reconcile, report: (name) => poolReports.get(name) };
   const devices = new DevicePublisher(cdb, node, ctx.log);
 
   const volumeOps = new StorageVolumes({
