@@ -145,13 +145,18 @@ export const systemObjectSchema = z.strictObject({
 
 /**
  * A system spec as a user gives it (acp system create, acp system disk attach, the web API's POST
- * /systems): the object's schema and what a new spec must meet besides. A simulated guest has no
- * disks or CD-ROM (the hypervisor hands it none), so naming volumes for one is a mistake to refuse
- * at once. Not the CDB's schema: specs stored before, or merged from a node that has not this
+ * /systems): the object's schema and what a new spec must meet besides. A boot disk given as
+ * POOL/VOLUME is one of its disks. A simulated guest has no disks or CD-ROM (the hypervisor hands
+ * it none), so naming volumes for one is a mistake to refuse at once. Not the CDB's schema: specs stored before, or merged from a node that has not this
  * check, stay readable by the hypervisor, the HA manager and the Storage service, and the CDB
  * takes them as it did (a test's sim system holding a volume stands in for a guest without QEMU).
  */
 export const newSystemSchema = systemObjectSchema.superRefine((spec, ctx) => {
+  // A boot disk named as POOL/VOLUME is one of its disks (a path is an image file: hostFilesOf).
+  const bootDisk = spec.boot && 'disk' in spec.boot && !spec.boot.disk.startsWith('/') ? spec.boot.disk : undefined;
+  if (bootDisk !== undefined && !spec.disks.some((disk) => `${disk.pool}/${disk.volume}` === bootDisk)) {
+    ctx.addIssue({ code: 'custom', path: ['boot', 'disk'], message: `'${bootDisk}' is not one of its disks (${spec.disks.map((disk) => `${disk.pool}/${disk.volume}`).join(', ') || 'none'}); boot.disk names one of them as POOL/VOLUME, or an image file by its absolute path` });
+  }
   if (spec.driver !== 'sim') return;
   const given = [...(spec.disks.length > 0 ? ['disks'] : []), ...(spec.iso ? ['iso'] : [])];
   if (given.length === 0) return;

@@ -36,9 +36,9 @@ async function objectValue(askCdb: AskCdb, key: string): Promise<unknown> {
 }
 
 /**
- * The nodes a spec names (`node`, `prefer`) must be members: a typo would leave a plain system
- * with no node to start on, and an HA one placed elsewhere with a spec that names a node that is
- * not there. `asked` is the node the request came to: right after its start it may not have
+ * The nodes a spec names (`node`, `prefer`) must be members that run systems (not witnesses): a
+ * typo would leave a plain system with no node to start on, and an HA one placed elsewhere with a
+ * spec that names a node that is not there. `asked` is the node the request came to: right after its start it may not have
  * written its own object yet, and it is a member all the same.
  */
 export async function requireKnownNodes(askCdb: AskCdb, spec: SystemReferences, asked: string): Promise<void> {
@@ -46,11 +46,21 @@ export async function requireKnownNodes(askCdb: AskCdb, spec: SystemReferences, 
   const named = [...(typeof node === 'string' ? [node] : []), ...(typeof prefer === 'object' && prefer !== null ? Object.keys(prefer) : [])];
   if (named.length === 0) return;
   const reply = (await askCdb({ type: 'cdb.list', prefix: 'object/node/', limit: 10_000 })) as Message & { records: RecordView[] };
-  const members = new Set(reply.records.filter((record) => !record.deleted).map((record) => record.key.slice('object/node/'.length)));
+  const live = reply.records.filter((record) => !record.deleted);
+  const nameOf = (record: RecordView) => record.key.slice('object/node/'.length);
+  // A witness runs no hypervisor: it votes, and the HA manager never places a system there.
+  const witnesses = new Set(live.filter((record) => (record.value as { witness?: unknown } | null)?.witness === true).map(nameOf));
+  const members = new Set(live.map(nameOf));
   members.add(asked);
-  const unknown = [...new Set(named)].filter((name) => !members.has(name));
+  const unique = [...new Set(named)];
+  const unknown = unique.filter((name) => !members.has(name));
   if (unknown.length > 0) {
     throw new AcpError('ACP_ERR_SYSTEM_UNKNOWN_NODE', `no node ${unknown.map((name) => `'${name}'`).join(', ')} in the cluster (it has ${[...members].sort().join(', ')}; acp node ls); nothing was created`);
+  }
+  const voting = unique.filter((name) => witnesses.has(name));
+  if (voting.length > 0) {
+    const runners = [...members].filter((name) => !witnesses.has(name)).sort();
+    throw new AcpError('ACP_ERR_SYSTEM_UNKNOWN_NODE', `${voting.map((name) => `'${name}'`).join(', ')} ${voting.length === 1 ? 'is a witness' : 'are witnesses'}: ${voting.length === 1 ? 'it votes but runs' : 'they vote but run'} no systems (the nodes that do: ${runners.join(', ') || 'none'}); nothing was created`);
   }
 }
 

@@ -93,6 +93,16 @@ runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live,
   await page.click('#create button[type=submit]');
   await page.waitForSelector('#tree a.system[data-name="made1"]');
   t.is(await page.evaluate(() => (globalThis as unknown as { location: { hash: string } }).location.hash), '#/system/made1');
+  // The form posts to the web API (its checks are the CLI's): a refusal is shown in the task log with its code.
+  await page.goto(`${origin}/#/create`);
+  await page.waitForSelector('#create input[name="name"]');
+  await page.fill('#create input[name="name"]', 'made1');
+  await page.selectOption('#create select[name="driver"]', 'sim');
+  await page.click('#create button[type=submit]');
+  await page.waitForFunction(() => /create made1 failed/.test((globalThis as unknown as { document: { querySelector(s: string): { textContent: string } } }).document.querySelector('#tasks').textContent));
+  t.regex((await page.textContent('#tasks')) ?? '', /create made1 failed ACP_ERR_CDB_CONFLICT: /);
+  await page.click('#tree a.system[data-name="made1"]');
+  await page.waitForSelector('button[data-action="delete"]:not([disabled])');
   page.once('dialog', (dialog) => void dialog.accept());
   await page.click('button[data-action="delete"]:not([disabled])');
   await page.waitForSelector('#tree a.system[data-name="made1"]', { state: 'detached' });

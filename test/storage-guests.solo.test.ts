@@ -39,6 +39,10 @@ runsWhen(missing)(`a QEMU guest sees its volume at its size; data survives a reb
   const refused = await t.throwsAsync(api.ask('hypervisor', { type: 'system.start', id: 'nodisk' }, { timeoutMs: 60_000 }));
   t.is((refused as AcpError).code, 'ACP_ERR_STORAGE_NOT_FOUND');
   t.regex(refused!.message, /system 'nodisk' cannot start on node 'n1': disk 0 \(local\/gone\): no volume 'local\/gone'/);
+  // A boot disk that is not one of its disks, on a system with none: refused too (it was ignored, and QEMU booted nothing).
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/strayboot', value: { name: 'strayboot', driver: 'qemu', memoryMiB: 128, boot: { disk: 'local/d1' } } });
+  const stray = await t.throwsAsync(api.ask('hypervisor', { type: 'system.start', id: 'strayboot' }, { timeoutMs: 60_000 }));
+  t.regex(stray!.message, /boots from disk 'local\/d1', which is not one of its disks \(none\)/);
 
   // loglevel=7: the guest's kernel prints a disk's capacity change on its console.
   const cmdline = `${image!.cmdline} loglevel=7 acp.disks=1 acp.disktest=1`;

@@ -102,6 +102,13 @@ test('REST: no credentials is 401; an auditor reads systems but may not start on
   t.regex(assertEnvelope(t, preferred, 400, 'ACP_ERR_SYSTEM_UNKNOWN_NODE'), /no node 'n7'/);
   const noPool = await call(node, 'POST', '/api/v1/systems', node.operator, { name: 'x2', disks: [{ pool: 'nopool', volume: 'd1' }] });
   t.regex(assertEnvelope(t, noPool, 404, 'ACP_ERR_STORAGE_NOT_FOUND'), /no pool 'nopool' \(for nopool\/d1\): acp storage pool ls/);
+  // A witness votes but runs no systems.
+  await node.admin.ask('cdb', { type: 'cdb.put', key: 'object/node/w1', value: { name: 'w1', witness: true } });
+  const onWitness = await call(node, 'POST', '/api/v1/systems', node.operator, { name: 'x2', driver: 'sim', node: 'w1' });
+  t.regex(assertEnvelope(t, onWitness, 400, 'ACP_ERR_SYSTEM_UNKNOWN_NODE'), /'w1' is a witness: it votes but runs no systems \(the nodes that do: n1\)/);
+  // A boot disk named as POOL/VOLUME must be one of its disks (with none, it was taken and never used).
+  const strayBoot = await call(node, 'POST', '/api/v1/systems', node.operator, { name: 'x2', boot: { disk: 'local/d1' } });
+  t.regex(assertEnvelope(t, strayBoot, 400, 'ACP_ERR_SCHEMA_REJECTED'), /field 'boot\.disk': 'local\/d1' is not one of its disks \(none\)/);
   t.is((await call(node, 'GET', '/api/v1/systems/x2', node.auditor)).status, 404, 'a refused system was created');
   const openapi = await call(node, 'GET', '/api/v1/openapi.json');
   t.truthy((openapi.json.paths as Record<string, unknown>)['/api/v1/systems/{id}/start']);

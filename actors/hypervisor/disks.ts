@@ -33,8 +33,9 @@ export class SystemDisks {
   }
 
   async resolve(systemId: string, spec: SystemObject): Promise<SystemStorage> {
-    if (spec.driver !== 'qemu' || (spec.disks.length === 0 && spec.iso === undefined)) return {};
     const boot = spec.boot && 'disk' in spec.boot ? spec.boot.disk : undefined;
+    // A boot disk named as POOL/VOLUME with no disks is refused by the Storage service, not ignored.
+    if (spec.driver !== 'qemu' || (spec.disks.length === 0 && spec.iso === undefined && (boot === undefined || boot.startsWith('/')))) return {};
     const reply = await this.storage().ask<Message & { disks: ResolvedDisk[]; cdrom?: ResolvedCdrom }>(
       { type: 'storage.disks', system: systemId, disks: spec.disks, ...(spec.iso ? { iso: spec.iso } : {}), ...(boot === undefined ? {} : { boot }) },
       { timeoutMs: 30_000 },

@@ -1,4 +1,10 @@
-/** REST calls the page makes before it has a WebSocket (login, who am I, the node's identity). */
+/**
+ * REST calls: those the page makes before it has a WebSocket (login, who am I, the node's
+ * identity), and a new system (POST /api/v1/systems: the checks of its spec and of what it names
+ * are the web API's, the same as the CLI's).
+ */
+import { WireError } from './wire.js';
+
 export interface ErrorBody {
   error?: { code?: string; message?: string };
 }
@@ -15,4 +21,11 @@ const RANK: Record<Role, number> = { auditor: 1, operator: 2, admin: 3 };
 
 export function allows(role: Role, needed: Role): boolean {
   return RANK[role] >= RANK[needed];
+}
+
+/** A REST call's body, or its refusal as the error the task log shows (code and message). */
+export async function restOrThrow<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const { status, body } = await rest<T>(path, init);
+  if (status >= 400) throw new WireError(body.error?.code ?? `HTTP_${status}`, body.error?.message ?? `the web API answered ${status}`);
+  return body;
 }

@@ -50,6 +50,8 @@ export interface NodeView {
   name: string;
   state: string;
   management: boolean;
+  /** A vote-only member: it runs no systems. */
+  witness: boolean;
 }
 
 export function nodes(store: Store, self: string): NodeView[] {
@@ -58,9 +60,9 @@ export function nodes(store: Store, self: string): NodeView[] {
   for (const record of store.under('meta/node/')) names.add(idOf(record.key, 'meta/node/'));
   return [...names].sort().map((name) => {
     const meta = store.value<{ state?: string; heartbeatAt?: string }>(`meta/node/${name}@${name}`);
-    const object = store.value<{ management?: boolean }>(`object/node/${name}`);
+    const object = store.value<{ management?: boolean; witness?: boolean }>(`object/node/${name}`);
     const fresh = meta?.heartbeatAt !== undefined && Date.now() - Date.parse(meta.heartbeatAt) < 10_000;
-    return { name, state: meta === undefined ? 'unknown' : fresh ? (meta.state ?? 'running') : 'down', management: object?.management !== false };
+    return { name, state: meta === undefined ? 'unknown' : fresh ? (meta.state ?? 'running') : 'down', management: object?.management !== false, witness: object?.witness === true };
   });
 }
 

@@ -1,5 +1,5 @@
 /** The main pane: one view per route (#/, #/node/N, #/system/ID, #/create, #/networks, …). */
-import { allows, type Role } from './api.js';
+import { allows, restOrThrow, type Role } from './api.js';
 import { ChartPanel, NODE_CHARTS, SYSTEM_CHARTS } from './charts.js';
 import { SerialConsole } from './console.js';
 import type { GuestDisplay } from './display.js';
@@ -230,7 +230,7 @@ export class Views {
     const driver = h('select', { name: 'driver' }, h('option', { value: 'qemu' }, 'qemu'), h('option', { value: 'sim' }, 'sim (simulated)'));
     const vcpus = h('input', { name: 'vcpus', type: 'number', min: '1', max: '512', value: '1' });
     const memory = h('input', { name: 'memoryMiB', type: 'number', min: '16', value: '512' });
-    const node = h('select', { name: 'node' }, h('option', { value: '' }, '(any)'), ...nodes(this.ctx.store, this.ctx.self).map((n) => h('option', { value: n.name }, n.name)));
+    const node = h('select', { name: 'node' }, h('option', { value: '' }, '(any)'), ...nodes(this.ctx.store, this.ctx.self).filter((n) => !n.witness).map((n) => h('option', { value: n.name }, n.name)));
     // A kernel, an initrd or an image file is a host file the daemon opens: the CDB takes it from an admin only.
     const kernel = h('input', { name: 'kernel', placeholder: '/path/to/vmlinuz (an admin names host files)' });
     const initrd = h('input', { name: 'initrd' });
@@ -249,7 +249,7 @@ export class Views {
           if (kernel.value.trim()) spec.boot = { kernel: kernel.value.trim(), ...(initrd.value.trim() ? { initrd: initrd.value.trim() } : {}), ...(cmdline.value.trim() ? { cmdline: cmdline.value.trim() } : {}) };
           else if (disk.value.trim()) spec.boot = { disk: disk.value.trim() };
           void this.ctx.tasks
-            .run(`create ${spec.name}`, () => this.ctx.wire.ask(this.ctx.wire.path(this.ctx.self, 'cdb'), { type: 'cdb.cas', key: `object/system/${spec.name}`, value: spec, expect: null }))
+            .run(`create ${spec.name}`, () => restOrThrow('/api/v1/systems', { method: 'POST', body: JSON.stringify(spec) }))
             .then((done) => {
               if (done) location.hash = `#/system/${spec.name}`;
             });
