@@ -12,7 +12,8 @@ import test from 'ava';
 import { inside, snapshotPath, volumeLayout } from '../actors/storage/layout.js';
 import { deviceId } from '../actors/storage/devices.js';
 import { parseKey, systemPathProblem, validateObject } from '../actors/model.js';
-import { homePathProblem } from '../actors/storage/definitions.js';
+import { homeLayout, homePathProblem } from '../actors/storage/pools.js';
+import { homePaths } from '../runtime/config.js';
 import type { RecordView } from '../actors/cdb/index.js';
 import { AcpError, type ErrorCode } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
@@ -70,9 +71,12 @@ test('volume keys are <pool>/<name>, both names; pool and share paths must be ab
     t.regex(systemPathProblem(path) ?? '', /a directory of the host's own system|a system directory itself/, path);
   }
   for (const path of ['/root/images', '/tmp/pools/a', '/srv', '/srv/acp', '/mnt', '/mnt/nas', '/home/ops/vm-images', '/var/lib/acp/images']) t.is(systemPathProblem(path), undefined, path);
-  t.regex(homePathProblem('/srv', '/srv/acp') ?? '', /^\/srv holds this node's home \(\/srv\/acp\)/);
-  t.regex(homePathProblem('/srv/acp/run/x', '/srv/acp') ?? '', /inside \/srv\/acp\/run, where the node keeps its own files/);
-  for (const path of ['/srv/acp/shares/nas', '/srv/acp/images', '/srv/acpx', '/srv/other']) t.is(homePathProblem(path, '/srv/acp'), undefined, path);
+  const layout = homeLayout(homePaths('/srv/acp'), '/srv/acp/import');
+  t.regex(homePathProblem('/srv', layout) ?? '', /^\/srv holds this node's home \(\/srv\/acp\)/);
+  t.regex(homePathProblem('/srv/acp/run/x', layout) ?? '', /inside \/srv\/acp\/run, where the node keeps its own files/);
+  t.regex(homePathProblem('/srv/acp/import', layout) ?? '', /is \/srv\/acp\/import, where the node keeps its own files/);
+  t.regex(homePathProblem('/srv/acp/shares', layout) ?? '', /holds the default mount points of this node's shares/);
+  for (const path of ['/srv/acp/shares/nas', '/srv/acp/images', '/srv/acp/secrets2', '/srv/acpx', '/srv/other']) t.is(homePathProblem(path, layout), undefined, path);
   // Checked at create, not in the stored schema: a pool stored before the rule is still read.
   t.like(validateObject(key, { name: 'p', type: 'dir', path: '/usr/local/images' }), { path: '/usr/local/images' });
   t.is(deviceId('n1', 'nvme0n1p1'), 'n1-nvme0n1p1');
@@ -100,6 +104,22 @@ runsWhen(hasQemuImg)(`a dir pool: active with stats; volumes made, resized, snap
   await refused({ type: 'storage.pool-create', spec: { name: 'inhome', type: 'dir', path: join(home, 'data', 'images') } }, 'ACP_ERR_STORAGE_BAD_PATH', /is inside .*data, where the node keeps its own files/);
   await refused({ type: 'storage.pool-create', spec: { name: 'athome', type: 'dir', path: home } }, 'ACP_ERR_STORAGE_BAD_PATH', /is this node's home/);
   t.false(existsSync(join(home, 'data', 'images')));
+  // A pool written straight into the CDB (or created on a node with another home) is checked again by each node that carries it.
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/storage/pool/stored', value: { name: 'stored', type: 'dir', path: join(home, 'log', 'pool') } });
+  const stored = await eventually(async () => {
+    const value = (await get('meta/storage/pool/stored@n1').catch(() => undefined)) as { state?: string; reason?: string } | undefined;
+    return value?.state === 'error' ? value : undefined;
+  }, 10_000, 'the stored pool to be in error');
+  t.regex(stored.reason ?? '', /not used on this node: .*log\/pool is inside .*log, where the node keeps its own files/);
+  t.false(existsSync(join(home, 'log', 'pool')), 'its directory was made');
+  await api.ask('cdb', { type: 'cdb.delete', key: 'object/storage/pool/stored' });
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/storage/share/over', value: { name: 'over', type: 'sshfs', server: 'h', path: '/x', mountpoint: join(home, 'secrets'), nodes: ['n1'] } });
+  const over = await eventually(async () => {
+    const value = (await get('meta/storage/share/over@n1').catch(() => undefined)) as { state?: string; reason?: string } | undefined;
+    return value?.state === 'error' ? value : undefined;
+  }, 10_000, 'the stored share to be in error');
+  t.regex(over.reason ?? '', /share 'over' is not mounted on this node: .*secrets, where the node keeps its own files/);
+  await api.ask('cdb', { type: 'cdb.delete', key: 'object/storage/share/over' });
   await api.ask('storage', { type: 'storage.pool-create', spec: { name: 'local', type: 'dir', path: root } });
   t.true(existsSync(root), 'the pool directory is made');
   const meta = await eventually(async () => {
@@ -181,6 +201,15 @@ runsWhen(hasQemuImg)(`a dir pool: active with stats; volumes made, resized, snap
   const iso = await api.ask<Message & { file: string; volume: { format: string } }>('storage', { type: 'storage.volume-import', pool: 'isos', name: 'cd1', file: join(home, 'import', 'tiny.iso'), format: 'iso' }, { timeoutMs: 60_000 });
   t.is(iso.volume.format, 'iso');
   t.deepEqual(readFileSync(iso.file), Buffer.alloc(4096, 7));
+  // What an ISO or a pool's content list cannot do is a bad request naming what fits (a 400 on the web, not a failure of the node).
+  const wrong = 'ACP_ERR_STORAGE_WRONG_FORMAT';
+  await refused({ type: 'storage.volume-resize', pool: 'isos', name: 'cd1', sizeBytes: 8192 }, wrong, /is an ISO image; it has no size to change/);
+  await refused({ type: 'storage.volume-snapshot', pool: 'isos', name: 'cd1', op: 'create', snapshot: 's1' }, wrong, /is an ISO image; it has no snapshots/);
+  await refused({ type: 'storage.volume-clone', pool: 'isos', name: 'cd1', target: 'cd2' }, wrong, /is an ISO image; import it again under another name instead/);
+  await refused({ type: 'storage.volume-import', pool: 'local', name: 'cd3', file: join(home, 'import', 'tiny.iso'), format: 'iso' }, wrong, /pool 'local' holds images, not iso \(its content list\); use a pool that holds iso/);
+  await api.ask('storage', { type: 'storage.volume-create', pool: 'local', name: 'flat', sizeBytes: 1024 * 1024, format: 'raw' });
+  await refused({ type: 'storage.volume-snapshot', pool: 'local', name: 'flat', op: 'create', snapshot: 's1' }, wrong, /is raw on a dir pool: snapshots need qcow2 or a btrfs pool/);
+  await api.ask('storage', { type: 'storage.volume-rm', pool: 'local', name: 'flat' });
   await api.ask('storage', { type: 'storage.volume-rm', pool: 'isos', name: 'cd1' });
   // Only regular files: reading a FIFO would wait forever, and four such reads held every thread
   // of libuv's pool, so the store's commits stopped (a put waited until someone wrote to the FIFO).

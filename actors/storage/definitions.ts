@@ -3,20 +3,20 @@
  * checked (schema, what this node can provide, names free, nothing left using them), then
  * written with a compare-and-set so two callers never both create one.
  */
-import { join } from 'node:path';
 import type { ActorRef } from '../../runtime/actor.js';
 import { AcpError } from '../../runtime/errors.js';
 import type { Message } from '../../runtime/messages.js';
 import { hasDeviceMapper } from '../../adapters/storage/mounts.js';
 import type { RecordView } from '../cdb/index.js';
 import { objectKey, parseKey, storagePoolSchema, storageShareSchema, systemPathProblem, type StoragePool, type StorageShare } from '../model.js';
+import { homePathProblem, type HomeLayout } from './pools.js';
 import { unsupportedShare } from './shares.js';
 
 export interface DefinitionEnv {
   readonly cdb: ActorRef;
   readonly node: string;
   /** This node's home: a pool or a share must not cover it or lie in what the daemon keeps there. */
-  readonly home: string;
+  readonly layout: HomeLayout;
   readonly pools: Map<string, StoragePool>;
   readonly shares: Map<string, StorageShare>;
   listAll(prefix: string): Promise<RecordView[]>;
@@ -24,21 +24,6 @@ export interface DefinitionEnv {
   reconcile(): Promise<void>;
   /** This node's report of a pool, once reconciled. */
   report(name: string): unknown;
-}
-
-/** The home's own directories: its keys, socket, logs and store. */
-const HOME_OWN = ['secrets', 'run', 'log', 'data', 'config.json'];
-
-/**
- * Why `path` may not be a pool's directory or a share's mount point on a node whose home is
- * `home`, or undefined: it is the home or holds it (a mount would hide the daemon's keys and
- * store), or lies inside one of the home's own directories. Elsewhere in the home is fine (shares
- * are mounted under `<home>/shares` by default).
- */
-export function homePathProblem(path: string, home: string): string | undefined {
-  if (path === home || home.startsWith(`${path}/`)) return `${path} ${path === home ? 'is' : 'holds'} this node's home (${home}); use a directory of its own outside it`;
-  const own = HOME_OWN.map((entry) => join(home, entry)).find((dir) => path === dir || path.startsWith(`${dir}/`));
-  return own === undefined ? undefined : `${path} is ${path === own ? '' : 'inside '}${own}, where the node keeps its own files; use a directory of its own`;
 }
 
 function badSpec(what: string, error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }): AcpError {
@@ -88,7 +73,7 @@ export async function createPool(env: DefinitionEnv, spec: unknown): Promise<Mes
   if (!result.success) throw badSpec('pool', result.error);
   const pool = result.data;
   // An lvm-thin pool's path names its volume group (/dev/<vg>), not a directory.
-  const misplaced = pool.path === undefined || pool.type === 'lvm-thin' ? undefined : (systemPathProblem(pool.path) ?? homePathProblem(pool.path, env.home));
+  const misplaced = pool.path === undefined || pool.type === 'lvm-thin' ? undefined : (systemPathProblem(pool.path) ?? homePathProblem(pool.path, env.layout));
   if (misplaced !== undefined) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `bad pool: field 'path': a pool is a directory of its own: ${misplaced}`);
   const why = await unsupportedPool(pool.type);
   if (why) throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `cannot create ${pool.type} pool '${pool.name}' on node '${env.node}': ${why}; nothing was changed`);
@@ -125,7 +110,7 @@ export async function createShare(env: DefinitionEnv, spec: unknown): Promise<Me
   const result = storageShareSchema.safeParse(spec);
   if (!result.success) throw badSpec('share', result.error);
   const share = result.data;
-  const misplaced = share.mountpoint === undefined ? undefined : (systemPathProblem(share.mountpoint) ?? homePathProblem(share.mountpoint, env.home));
+  const misplaced = share.mountpoint === undefined ? undefined : (systemPathProblem(share.mountpoint) ?? homePathProblem(share.mountpoint, env.layout));
   if (misplaced !== undefined) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `bad share: field 'mountpoint': a share is mounted on a directory of its own: ${misplaced}`);
   const why = await unsupportedShare(share.type);
   if (why) throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `cannot create ${share.type} share '${share.name}' from node '${env.node}': ${why}; nothing was changed`);

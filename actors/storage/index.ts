@@ -14,7 +14,7 @@ import { createPool, createShare, removePool, removeShare, unsupportedPool, type
 import { deviceObject, DevicePublisher } from './devices.js';
 import { volumeId } from './layout.js';
 import { poolStats } from './stats.js';
-import { carriedBy, poolRoot, type PoolReport } from './pools.js';
+import { carriedBy, homeLayout, poolRoot, type PoolReport } from './pools.js';
 import { storageAuthority, storageSchema } from './schema.js';
 import { knownHostsIn, ShareMounts } from './shares.js';
 import { StorageVolumes } from './volumes.js';
@@ -47,7 +47,9 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
   const poolReports = new Map<string, PoolReport>();
   const poolRoots = new Map<string, string>();
   const capacities = new Map<string, Capacity>();
-  const shareMounts = new ShareMounts(ctx, node, home, knownHostsIn(deps.paths.secrets), PROBE_MS);
+  const importDir = join(home, 'import');
+  const layout = homeLayout(deps.paths, importDir);
+  const shareMounts = new ShareMounts(ctx, node, layout, knownHostsIn(deps.paths.secrets), PROBE_MS);
   const shareReports = shareMounts.reports;
   const published = new Map<string, string>();
   let running: Promise<void> | undefined;
@@ -111,9 +113,10 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
         poolReports.set(pool.name, report('error', null, (await unsupportedPool(pool.type))!));
         continue;
       }
-      const root = poolRoot(pool, shares, shareReports, home);
+      const root = poolRoot(pool, shares, shareReports, layout);
       if ('why' in root) {
-        poolReports.set(pool.name, report(pool.share !== undefined && shareReports.get(pool.share)?.state === 'error' ? 'error' : 'inactive', null, root.why));
+        const failed = pool.path !== undefined || (pool.share !== undefined && shareReports.get(pool.share)?.state === 'error');
+        poolReports.set(pool.name, report(failed ? 'error' : 'inactive', null, root.why));
         poolRoots.delete(pool.name);
         continue;
       }
@@ -192,7 +195,7 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
     return reply.records.filter((record) => !record.deleted);
   };
 
-  const definitions: DefinitionEnv = { cdb, node, home, pools, shares, listAll, reconcile, report: (name) => poolReports.get(name) };
+  const definitions: DefinitionEnv = { cdb, node, layout, pools, shares, listAll, reconcile, report: (name) => poolReports.get(name) };
   const devices = new DevicePublisher(cdb, node, ctx.log);
 
   const volumeOps = new StorageVolumes({
@@ -206,7 +209,7 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
     forget: (pool, name) => volumes.delete(volumeId(pool, name)),
     remember: (volume) => volumes.set(volumeId(volume.pool, volume.name), volume),
     listAll,
-    importDirs: [join(home, 'import'), '/var/lib/acp/import'],
+    importDirs: [importDir, '/var/lib/acp/import'],
   });
 
   return {

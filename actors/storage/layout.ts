@@ -36,7 +36,7 @@ export function volumeLayout(pool: Pick<StoragePool, 'name' | 'type'>, root: str
 
 export function snapshotPath(layout: VolumeLayout, snapshot: string): string {
   assertName(snapshot, 'snapshot');
-  if (!layout.snapshots) throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', 'this volume keeps its snapshots inside its image');
+  if (!layout.snapshots) throw new AcpError('ACP_ERR_STORAGE_WRONG_FORMAT', 'this volume keeps its snapshots inside its image');
   return checked(layout.snapshots, join(layout.snapshots, snapshot), `snapshot '${snapshot}'`);
 }
 

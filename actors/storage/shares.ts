@@ -10,7 +10,7 @@ import { AcpError, errorMessage } from '../../runtime/errors.js';
 import { makeDirectory, probePath } from '../../adapters/storage/fs.js';
 import { hasMountHelper, kernelFilesystems, listMounts, mountNetwork, mountSshfs, unmount } from '../../adapters/storage/mounts.js';
 import type { StoragePool, StorageShare } from '../model.js';
-import { shareMountpoint, sharesWanted, type ShareReport } from './pools.js';
+import { homePathProblem, shareMountpoint, sharesWanted, type HomeLayout, type ShareReport } from './pools.js';
 
 /** Why this node cannot mount shares of this type, or undefined when it can. */
 export async function unsupportedShare(type: StorageShare['type']): Promise<string | undefined> {
@@ -30,7 +30,7 @@ export class ShareMounts {
   constructor(
     private readonly ctx: ActorContext,
     private readonly node: string,
-    private readonly home: string,
+    private readonly layout: HomeLayout,
     /** The known_hosts file sshfs checks servers against. */
     private readonly knownHosts: string,
     private readonly probeMs: number,
@@ -43,13 +43,13 @@ export class ShareMounts {
     const mounted = new Map(mounts.map((entry) => [entry.mountpoint, entry]));
     // After a restart: a share mounted at its mount point by an earlier run of this service is its own.
     for (const share of shares.values()) {
-      const mountpoint = shareMountpoint(share, this.home);
+      const mountpoint = shareMountpoint(share, this.layout);
       const entry = mounted.get(mountpoint);
       if (entry && !this.mountedHere.has(share.name) && (entry.fstype === 'fuse.sshfs' || entry.fstype === share.type)) this.mountedHere.set(share.name, { mountpoint, fuse: share.type === 'sshfs' });
     }
     for (const id of wanted) {
       const share = shares.get(id)!;
-      const mountpoint = shareMountpoint(share, this.home);
+      const mountpoint = shareMountpoint(share, this.layout);
       const base = { type: share.type, mountpoint };
       try {
         if (!mounted.has(mountpoint)) {
@@ -76,6 +76,9 @@ export class ShareMounts {
   }
 
   private async mount(share: StorageShare, mountpoint: string): Promise<void> {
+    // Checked at create against the home of the node that took it; here against this node's own.
+    const misplaced = homePathProblem(mountpoint, this.layout);
+    if (misplaced) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `share '${share.name}' is not mounted on this node: ${misplaced}`);
     const why = await unsupportedShare(share.type);
     if (why) throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `share '${share.name}' (${share.type}): ${why}`);
     await makeDirectory(mountpoint, 0o700);

@@ -75,7 +75,7 @@ export class StorageVolumes {
     const root = this.env.root(name);
     if (!report) throw new AcpError('ACP_ERR_STORAGE_NOT_CARRIED', `pool '${name}' is not carried by node '${this.env.node}' (it is on ${pool.nodes?.join(', ') ?? 'no node'}); ask a node that carries it, or add ${this.env.node} to its nodes`);
     if (report.state !== 'active' || !root) throw new AcpError('ACP_ERR_STORAGE_NOT_CARRIED', `pool '${name}' is ${report.state} on node '${this.env.node}'${report.reason ? `: ${report.reason}` : ''}`);
-    if (content && !pool.content.includes(content)) throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `pool '${name}' holds ${pool.content.join(' and ')}, not ${content} (its content list)`);
+    if (content && !pool.content.includes(content)) throw new AcpError('ACP_ERR_STORAGE_WRONG_FORMAT', `pool '${name}' holds ${pool.content.join(' and ')}, not ${content} (its content list); use a pool that holds ${content}`);
     return { pool, root };
   }
 
