@@ -22,7 +22,7 @@ import { parseDuration } from './duration.js';
 import { forwardedUpFlags, upFlags, upOptions, type UpArgv } from './up.js';
 import { haCommands } from './ha.js';
 import { formatGuestsAtDown, formatUpSummary, guestsBeforeDown, runForeground, startDetached, stopDaemon } from './control.js';
-import { flagOnce, refuseRepeatedFlags, wholeNumber } from './flags.js';
+import { flagOnce, onlyOnce, refuseRepeatedFlags, wholeNumber } from './flags.js';
 import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table, usageMessage, type SyncSummary } from './output.js';
 
 // A reader that goes away (`acp cdb watch meta/ | head`) ends this command quietly, as for any
@@ -43,8 +43,8 @@ function defaultHome(): string {
 }
 
 /** `--home DIR`: once, and not empty (an empty one would be the current directory). */
-function homeOption(value: unknown): string {
-  if (Array.isArray(value)) throw new AcpError('ACP_ERR_CLI_USAGE', `--home was given ${value.length} times (${value.map((item) => JSON.stringify(String(item))).join(', ')}); give it once`);
+function homeOption(given: unknown): string {
+  const value = onlyOnce('home', given);
   if (typeof value !== 'string' || value.trim() === '') throw new AcpError('ACP_ERR_CLI_USAGE', '--home needs a directory (or leave it out for $ACP_HOME, else ~/.acp)');
   return resolve(value);
 }

@@ -1,8 +1,9 @@
 /**
- * Flags that take one value: sizes and whole numbers. yargs makes a flag given twice an array of
- * its values (`--size 64M --size 128M`, which reached the size parser as if it were one text), and
- * a number flag that is no number NaN. Each such flag reads its value with flagOnce, as its yargs
- * `coerce`, so the command's handler gets one checked value.
+ * Flags that take one value. yargs makes a flag given twice an array of its values (`--size 64M
+ * --size 128M`, which reached the size parser as if it were one text), and a number flag that is
+ * no number NaN. A flag with a `coerce` (sizes, whole numbers, names) reads its value with
+ * flagOnce, which runs before any check; every other flag but --disk and --nic is refused when
+ * repeated by refuseRepeatedFlags, the CLI's global check. Either way the message names the flag.
  */
 import { AcpError } from '../runtime/errors.js';
 import { givenText } from './output.js';

@@ -297,7 +297,7 @@ export function storageCommands(y: Argv<StorageGlobal>, run: Run, withClient: Wi
     )
     .command('device', "the nodes' block devices", (d) =>
       d
-        .command('ls', 'block devices (lsblk) of every node, or of --node', (c) => c.option('node', { type: 'string', coerce: (node: string) => assertName(node, 'node') }), (argv) =>
+        .command('ls', 'block devices (lsblk) of every node, or of --node', (c) => c.option('node', { type: 'string', coerce: flagOnce('node', (node) => assertName(String(node), 'node')) }), (argv) =>
           run(argv, () =>
             withClient(argv.home, async (client) => {
               const rows = (await listAll(client, 'object/storage/device/'))

@@ -45,9 +45,14 @@ test('any flag but --disk and --nic given twice is refused naming it, once (not 
   t.is(usageError(t, () => refuseRepeatedFlags({ _: ['system', 'create'], $0: 'acp', kernel: ['a', 'b'] })).message, '--kernel given twice; give it once');
   t.is(usageError(t, () => refuseRepeatedFlags({ _: [], $0: 'acp', 'anti-affinity': ['a', 'b'], antiAffinity: ['a', 'b'] })).message, '--anti-affinity given twice; give it once');
   t.notThrows(() => refuseRepeatedFlags({ _: ['a', 'b'], $0: 'acp', disk: ['l/a', 'l/b'], nic: ['lan', 'wan'], kernel: 'k' }));
-  const twice = await runCli(['system', 'create', 'x', '--kernel', '/a', '--kernel', '/b'], makeHome(t));
+  const home = makeHome(t);
+  const twice = await runCli(['system', 'create', 'x', '--kernel', '/a', '--kernel', '/b'], home);
   t.is(twice.code, 2, twice.stderr);
   t.regex(twice.stderr, /--kernel given twice; give it once \(ACP_ERR_CLI_USAGE\)/);
+  // A flag with its own coerce says the same, before its value is read.
+  const nodes = await runCli(['storage', 'device', 'ls', '--node', 'a', '--node', 'b'], home);
+  t.is(nodes.code, 2, nodes.stderr);
+  t.regex(nodes.stderr, /--node given twice; give it once/);
 });
 
 test('flagOnce: a flag given twice is refused naming it; a whole number names the flag and what was given', (t) => {

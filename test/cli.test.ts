@@ -230,7 +230,7 @@ test('errors exit 2 for usage and 1 for the node, each as one line without a sta
     { args: ['ask', 'framework', '{"type":"ping"}', '--timeout', 'abc'], code: 2, includes: 'not "abc"', what: 'a timeout that is no number, quoted' },
     { args: ['up', '--web-port', 'abc'], code: 2, includes: '--web-port must be a port number (0-65535), not "abc"', what: 'a web port that is no number, quoted' },
     { args: ['ui', 'revoke', 'no-such-session'], code: 1, includes: "ACP_ERR_WEB_SESSION_NOT_FOUND", what: 'revoking a web session that does not exist' },
-    { args: ['--home', '/tmp/elsewhere', 'status'], code: 2, includes: '--home was given 2 times', what: '--home twice (runCli gives one)' },
+    { args: ['--home', '/tmp/elsewhere', 'status'], code: 2, includes: '--home given twice; give it once', what: '--home twice (runCli gives one)' },
     // Checked before anything stops: the node is still up for the checks below.
     { args: ['down', '--timeout', 'abc'], code: 2, includes: 'nothing was stopped', what: 'down with a bad --timeout' },
   ];
