@@ -320,6 +320,17 @@ test("sessions: acp ui's one-time link becomes an HttpOnly, SameSite=Strict cook
   const auditorCookie = (login.headers.get('set-cookie') ?? '').split(';')[0]!;
   const refused = await fetch(`${node.base}/api/v1/systems/dev1/start`, { method: 'POST', headers: { cookie: auditorCookie } });
   t.is(refused.status, 403);
+  // A session opened with a token ends when the token is revoked: it no longer acts, nor is it listed.
+  const doomed = await admin.ask<Message & { id: string; secret: string }>('api', { type: 'api.token.create', role: 'operator' });
+  const doomedLogin = await fetch(`${node.base}/api/v1/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: doomed.secret }) });
+  const doomedCookie = (doomedLogin.headers.get('set-cookie') ?? '').split(';')[0]!;
+  t.is((await fetch(`${node.base}/api/v1/whoami`, { headers: { cookie: doomedCookie } })).status, 200);
+  await admin.ask('api', { type: 'api.token.remove', id: doomed.id });
+  const revokedSession = await fetch(`${node.base}/api/v1/systems/dev1/stop`, { method: 'POST', headers: { cookie: doomedCookie } });
+  t.is(revokedSession.status, 401);
+  t.regex(JSON.stringify(await revokedSession.json()), /the web session ended with its token: token .* is unknown or was revoked/);
+  const listed = await admin.ask<Message & { sessions: { principal: string }[] }>('webapi', { type: 'webapi.sessions' });
+  t.false(listed.sessions.some((entry) => entry.principal.includes(doomed.id)), 'the ended session is still listed');
 
   const socket = new WebSocket(`ws://127.0.0.1:${node.port}/ws`, { headers: { cookie: session }, origin: node.base });
   t.teardown(() => socket.terminate());

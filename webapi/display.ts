@@ -18,7 +18,7 @@ import type { Logger } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
 import { NAME_PATTERN } from '../runtime/path.js';
 import { formatPrincipal, type Principal } from '../runtime/principal.js';
-import { principalOf, SESSION_COOKIE, type WebAuth } from './auth.js';
+import { principalOf, type WebAuth } from './auth.js';
 import type { DisplayRelay } from './display-relay.js';
 
 export interface DisplayRouteOptions {
@@ -65,10 +65,10 @@ function toBrowser(socket: WebSocket, data: Uint8Array): Promise<void> {
 
 /** Closes the WebSocket once the principal's web session has ended (checked every few seconds). */
 function watchSession(socket: WebSocket, request: FastifyRequest, auth: WebAuth): () => void {
-  const cookie = request.cookies[SESSION_COOKIE];
   const check = setInterval(() => {
     try {
-      if (cookie && !request.headers.authorization) auth.session(cookie);
+      // The credentials it opened with, checked again: a session or a bearer token revoked since ends it.
+      principalOf(request, auth);
     } catch (error) {
       refuse(socket, error);
     }

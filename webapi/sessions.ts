@@ -31,6 +31,11 @@ export class WebSessions {
   constructor(
     private readonly now: () => number,
     private readonly random: (bytes: number) => string = (bytes) => randomBytes(bytes).toString('base64url'),
+    /**
+     * Throws when the API token a session was opened with is revoked or expired: such a session
+     * ends with its token, on every use (REST, displays) and in the list.
+     */
+    private readonly checkToken: (id: string) => void = () => undefined,
   ) {}
 
   /** A code that logs a browser in once, within a minute. */
@@ -64,6 +69,13 @@ export class WebSessions {
     if (!session || session.expiresMs <= this.now()) {
       throw new AcpError('ACP_ERR_AUTH_BAD_TOKEN', 'the web session expired or was revoked: log in again');
     }
+    if (session.principal.kind === 'token') {
+      try {
+        this.checkToken(session.principal.id);
+      } catch (error) {
+        throw new AcpError('ACP_ERR_AUTH_BAD_TOKEN', `the web session ended with its token: ${(error as Error).message}`);
+      }
+    }
     return session;
   }
 
@@ -96,6 +108,16 @@ export class WebSessions {
   private sweep(): void {
     const now = this.now();
     for (const [code, entry] of this.codes) if (entry.expiresMs <= now) this.codes.delete(code);
-    for (const [id, session] of this.sessions) if (session.expiresMs <= now) this.sessions.delete(id);
+    for (const [id, session] of this.sessions) if (session.expiresMs <= now || !this.tokenLives(session)) this.sessions.delete(id);
+  }
+
+  private tokenLives(session: WebSession): boolean {
+    if (session.principal.kind !== 'token') return true;
+    try {
+      this.checkToken(session.principal.id);
+      return true;
+    } catch {
+      return false;
+    }
   }
 }
