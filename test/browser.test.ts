@@ -63,6 +63,9 @@ runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live,
   t.log(`Start clicked to state shown: ${latencyMs} ms`);
   t.is(await page.evaluate(() => (globalThis as unknown as { marker?: number }).marker), 42, 'the page was not reloaded');
   t.is(await page.textContent('#state'), 'running');
+  // One node: nowhere to migrate to, so Migrate is off and says why.
+  t.true(await page.isDisabled('button[data-action="migrate"]'));
+  t.is(await page.getAttribute('button[data-action="migrate"]', 'title'), 'no other node to migrate to');
   await page.waitForSelector('#tasks .task-status.ok');
   t.regex((await page.textContent('#tasks')) ?? '', /start dev1 done/);
   // A refused action shows the node's error in the task log.
@@ -130,6 +133,14 @@ runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live,
   await linked.waitForSelector('body[data-ready=true]');
   t.regex((await linked.textContent('#who')) ?? '', /operator \(admin\)/);
   await linked.screenshot({ path: join(artifacts, 'narrow.png') });
+  // A double click makes one token, not two (one whose secret nobody saw).
+  const tokenCount = async () => (await admin.ask<Message & { tokens: unknown[] }>('api', { type: 'api.token.list' })).tokens.length;
+  const tokensBefore = await tokenCount();
+  await linked.goto(`${new URL(link).origin}/#/tokens`);
+  await linked.dblclick('button[data-action="create token"]:not([disabled])');
+  await linked.waitForFunction(() => /create token done/.test((globalThis as unknown as { document: { querySelector(s: string): { textContent: string } } }).document.querySelector('#tasks').textContent));
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  t.is(await tokenCount(), tokensBefore + 1, 'a double click made two tokens');
 
   // An auditor: the buttons are disabled; forced through REST or /ws, the node refuses.
   const audit = await tokenPage(chrome, origin, auditor);

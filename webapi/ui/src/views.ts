@@ -179,10 +179,13 @@ export class Views {
       enable('pause', view.state === 'running');
       enable('resume', view.state === 'paused');
       enable('restart', !stopped);
-      enable('migrate', !stopped);
+      // A witness runs no systems: it is no migration target.
+      const others = nodes(store, this.ctx.self).filter((n) => n.name !== view.node && !n.witness);
+      enable('migrate', !stopped && others.length > 0);
+      if (this.can('operator')) buttons.querySelector<HTMLButtonElement>('[data-action="migrate"]')!.title = others.length === 0 ? 'no other node to migrate to' : 'Migrate';
       enable('delete', stopped);
-      const others = nodes(store, this.ctx.self).filter((n) => n.name !== view.node);
-      if (target.options.length !== others.length) clear(target, ...others.map((n) => h('option', { value: n.name }, n.name)));
+      const shown = [...target.options].map((option) => option.value).join(',');
+      if (shown !== others.map((n) => n.name).join(',')) clear(target, ...others.map((n) => h('option', { value: n.name }, n.name)));
       const runningOn = stopped ? undefined : view.node;
       if (runningOn !== chartNode) {
         panel?.destroy();
