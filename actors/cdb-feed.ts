@@ -14,11 +14,19 @@ const RETRY_MS = 1000;
 export class CdbFeed {
   private watch: number | undefined;
   private retry: NodeJS.Timeout | undefined;
+  /** The watch ended (the CDB restarted): the next snapshot is of a CDB that may have lost what is in memory. */
+  private ended = false;
 
+  /**
+   * `rewatched` runs once the watch is taken again after the CDB restarted (its first snapshot
+   * then): a CDB that restarted lost its meta/ and stats/ (they live in memory), so what the
+   * service publishes there is published again.
+   */
   constructor(
     private readonly ctx: ActorContext,
     private readonly prefix: string,
     private readonly apply: (records: readonly RecordView[]) => void,
+    private readonly rewatched: () => void = () => undefined,
   ) {}
 
   async start(): Promise<void> {
@@ -38,6 +46,10 @@ export class CdbFeed {
       case 'cdb.snapshot': {
         const snapshot = message as CdbSnapshot;
         if (this.watch === undefined || snapshot.watch === this.watch) this.apply(snapshot.records);
+        if (this.ended) {
+          this.ended = false;
+          this.rewatched();
+        }
         return true;
       }
       case 'cdb.events':
@@ -45,6 +57,7 @@ export class CdbFeed {
         return true;
       case 'watch.ended':
         this.watch = undefined;
+        this.ended = true;
         this.again();
         return true;
       case RESUBSCRIBE:

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import type { SystemMeta } from '../actors/hypervisor/index.js';
 import { autostartOrder, honestState, recoveryPlan } from '../actors/hypervisor/recovery.js';
@@ -139,4 +142,22 @@ test('deleting a running system object stops its guest, logged with the reason; 
   t.is(meta.reason, 'its object object/system/s1 was deleted');
   const status = await api.ask<Message & { systems: { id: string; state: string }[] }>('hypervisor', { type: 'system.status' });
   t.like(status.systems.find((system) => system.id === 's1'), { state: 'stopped' });
+});
+
+test("a CDB restart loses meta/ (it lives in memory): the hypervisor and the Storage service publish theirs again", async (t) => {
+  t.timeout(90_000);
+  const home = makeHome(t);
+  await allRunning(await startDaemon(t, home, { faults: true }));
+  const api = await client(t, home);
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/kept', value: { name: 'kept', driver: 'sim' } });
+  await api.ask('hypervisor', { type: 'system.start', id: 'kept' });
+  const dir = mkdtempSync(join(tmpdir(), 'acp-republish-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  await api.ask('storage', { type: 'storage.pool-create', spec: { name: 'local', type: 'dir', path: join(dir, 'images') } });
+  const metaOf = (key: string) => api.ask<Message & { record: { value: { state?: string } } }>('cdb', { type: 'cdb.get', key }).then((reply) => reply.record.value, () => undefined);
+  const poolMeta = await eventually(async () => ((await metaOf('meta/storage/pool/local@n1'))?.state === 'active' ? metaOf('meta/storage/pool/local@n1') : undefined), 20_000, 'the pool meta');
+  await api.ask('cdb', { type: 'chaos.crash' }).catch(() => undefined);
+  const state = await eventually(async () => (await metaOf('meta/system/kept@n1'))?.state, 20_000, "the system's meta published again");
+  t.is(state, 'running');
+  t.deepEqual(await eventually(() => metaOf('meta/storage/pool/local@n1'), 20_000, "the pool's meta published again"), poolMeta);
 });

@@ -89,9 +89,18 @@ export class SystemEntries {
     } catch (error) {
       this.ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'could not save the system state in the run dir');
     }
+    this.putMeta(systemId, entry);
+  }
+
+  private putMeta(systemId: string, entry: Running): void {
     this.cdb.ask({ type: 'cdb.put', key: metaKey('system', systemId, this.node), value: entry.meta }, { timeoutMs: 10_000 }).catch((error: unknown) => {
       this.ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'could not publish the system state');
     });
+  }
+
+  /** Every system's meta published again (the CDB restarted and lost what it kept in memory). */
+  republish(): void {
+    for (const [systemId, entry] of this.systems) this.putMeta(systemId, entry);
   }
 
   /** The state after `event` (refused as `check` says), with the step in the history, published; a new epoch. */

@@ -105,6 +105,9 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps, options: 
       ctx.log.warn({ system: systemId, reason: why }, 'stopping the guest of a deleted system');
       ops.stopUnasked(systemId, false, DELETED_STOP_MS, why, 'stopping the guest of a deleted system');
     }
+  }, () => {
+    ctx.log.info({ systems: entries.size }, 'the cdb restarted: every system state published again');
+    entries.republish();
   });
 
   /** An operation answered when its I/O is over (deferred), or refused at once (thrown). */

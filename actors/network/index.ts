@@ -95,6 +95,10 @@ export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
       else networks.delete(id);
     }
     ctx.self.tell({ type: 'network.tick' });
+  }, () => {
+    // The CDB restarted and lost the meta/ published: the next pass publishes all of it again.
+    published.clear();
+    ctx.self.tell({ type: 'network.tick' });
   });
 
   const publish = async (next: Record<string, NetworkReport>) => {

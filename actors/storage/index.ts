@@ -69,6 +69,10 @@ export function createStorage(ctx: ActorContext, deps: ServiceDeps): Actor {
       apply(byType('storage/share'), shares, (value) => storageShareSchema.safeParse(value));
       apply(byType('storage/volume'), volumes, (value) => storageVolumeSchema.safeParse(value));
       if (records.some((record) => !record.key.startsWith('object/storage/volume/') && !record.key.startsWith('object/storage/device/'))) tick();
+    }, () => {
+      // The CDB restarted and lost the meta/ published: the next pass publishes all of it again.
+      published.clear();
+      tick();
     }),
   ];
 
