@@ -10,16 +10,17 @@ import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import type { Message } from '../runtime/messages.js';
 import { artifacts, browser, browserMissing, tokenPage, typeInto } from './helpers/browser.js';
-import { allRunning, client, makeHome, startDaemon } from './helpers/node.js';
+import { allRunning, client, eventually, makeHome, startDaemon } from './helpers/node.js';
 import { runsWhen } from './helpers/requires.js';
 
 const missing = browserMissing();
 const points = (page: Page) => page.$eval('figure.chart[data-chart="CPU"]', (figure) => Number((figure as unknown as { dataset: { points?: string } }).dataset.points ?? 0));
 
-runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live, live charts, acp ui's link; an auditor is disabled and refused${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
+runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live, live charts, acp ui's link; an auditor is disabled and refused; a CDB restart is watched through; sign-out stops the page${missing ? ` (skipped: ${missing})` : ''}`, async (t) => {
   t.timeout(180_000);
   const home = makeHome(t, { statsMs: 1000 });
-  await allRunning(await startDaemon(t, home));
+  // With faults: the test crashes the CDB under the page.
+  await allRunning(await startDaemon(t, home, { faults: true }));
   const admin = await client(t, home);
   await admin.ask('cdb', { type: 'cdb.put', key: 'object/system/dev1', value: { name: 'dev1', driver: 'sim' } });
   const origin = new URL((await admin.ask<Message & { url: string }>('webapi', { type: 'webapi.address' })).url).origin;
@@ -166,4 +167,23 @@ runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live,
   await audit.screenshot({ path: join(artifacts, 'system-auditor.png') });
   t.is(await page.textContent('#state').catch(() => null), null, 'the operator page moved on to the node view');
   t.is((await admin.ask<Message & { record: { value: { state: string } } }>('cdb', { type: 'cdb.get', key: `meta/system/dev1@${node}` })).record.value.state, 'running');
+
+  // The cluster database restarts: its watches end, the page watches again and shows what changed meanwhile.
+  await admin.ask('cdb', { type: 'chaos.crash' }).catch(() => undefined);
+  await eventually(() => admin.ask('cdb', { type: 'cdb.put', key: 'object/system/after-crash', value: { name: 'after-crash', driver: 'sim' } }).then(() => true, () => undefined), 20_000, 'the CDB back');
+  await page.waitForSelector('#tree a.system[data-name="after-crash"]', { timeout: 15_000 });
+  await page.waitForFunction(() => (globalThis as unknown as { document: { querySelector(s: string): { textContent: string } } }).document.querySelector('#banner').textContent === '', undefined, { timeout: 10_000 });
+
+  // Signed out on a system's view (its console open): nothing of that page asks the node again.
+  await page.click('#tree a.system[data-name="dev1"]');
+  await page.waitForSelector('.console .xterm-rows');
+  let sockets = 0;
+  page.on('websocket', () => (sockets += 1));
+  await page.click('#logout');
+  await page.waitForSelector('#login');
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  t.is(sockets, 0, 'the signed-out page opened WebSockets');
+  await page.fill('#token', 'typed');
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  t.is(await page.inputValue('#token'), 'typed', 'the login form was drawn again over what was typed');
 });

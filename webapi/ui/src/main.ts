@@ -51,26 +51,53 @@ function loginPage(message = ''): void {
   token.focus();
 }
 
+/** How long the page waits before it asks the node again when it could not reach it (a restart, say). */
+const RETRY_MS = 2000;
+
+/** The node did not answer: said where the page shows it (its banner, or a page of its own), and asked again soon. */
+function unreachable(): void {
+  const message = `the node at ${location.host} does not answer; trying again every ${RETRY_MS / 1000} s…`;
+  const banner = document.getElementById('banner');
+  if (banner) banner.textContent = message;
+  else clear(app, h('main.login', {}, h('div.card', {}, h('h1', {}, 'ACP'), h('p#login-error.error', {}, message))));
+  setTimeout(() => void boot(), RETRY_MS);
+}
+
 async function boot(): Promise<void> {
-  const who = await rest<{ principal: string; role: Role }>('/api/v1/whoami');
-  if (who.status === 401) return loginPage();
-  if (who.status !== 200) return loginPage(who.body.error?.message ?? `the node answered ${who.status}`);
-  const status = await rest<Status>('/api/v1/status');
+  let who: Awaited<ReturnType<typeof rest<{ principal: string; role: Role }>>>;
+  let status: Awaited<ReturnType<typeof rest<Status>>>;
+  try {
+    who = await rest<{ principal: string; role: Role }>('/api/v1/whoami');
+    if (who.status === 401) return loginPage();
+    if (who.status !== 200) return loginPage(who.body.error?.message ?? `the node answered ${who.status}`);
+    status = await rest<Status>('/api/v1/status');
+  } catch {
+    return unreachable();
+  }
   if (status.status !== 200) return loginPage(status.body.error?.message ?? `the node answered ${status.status}`);
   const { cluster, node } = status.body;
   const role = who.body.role;
   const wire = new Wire(cluster);
-  const store = new Store(wire, node);
-  const tasks = new TaskLog();
   const banner = h('p#banner.error');
+  const store = new Store(wire, node, (message) => (banner.textContent = message));
+  const tasks = new TaskLog();
   let alive = true;
-  wire.onClose = (reason) => {
+  let healthTimer: ReturnType<typeof setInterval> | undefined;
+  /** This page's connection and everything that uses it, stopped: nothing of it asks the node again. */
+  const end = () => {
+    if (!alive) return;
     alive = false;
+    clearInterval(healthTimer);
+    views.leave();
+    store.stop();
+    window.onhashchange = null;
+    wire.onClose = () => undefined;
+    wire.close();
+  };
+  wire.onClose = (reason) => {
     banner.textContent = `${reason}; reconnecting…`;
-    setTimeout(() => {
-      store.stop();
-      void boot();
-    }, 2000);
+    end();
+    setTimeout(() => void boot(), RETRY_MS);
   };
 
   const search = h('input#search', { type: 'search', placeholder: 'Search nodes and systems', 'aria-label': 'Search' });
@@ -94,10 +121,8 @@ async function boot(): Promise<void> {
     'button#logout',
     {
       onclick: async () => {
-        await rest('/api/v1/logout', { method: 'POST', body: '{}' });
-        alive = false;
-        wire.onClose = () => undefined;
-        wire.close();
+        await rest('/api/v1/logout', { method: 'POST', body: '{}' }).catch(() => undefined);
+        end();
         loginPage('signed out');
       },
     },
@@ -173,7 +198,7 @@ async function boot(): Promise<void> {
     views.show(location.hash);
   };
   try {
-    await store.start((message) => (banner.textContent = message));
+    await store.start();
   } catch (error) {
     banner.textContent = `cannot watch the cluster: ${(error as Error).message}`;
   }
@@ -181,7 +206,7 @@ async function boot(): Promise<void> {
   views.show(location.hash);
   void refreshHealth();
   // The monitor's lease and score are asked of it (they are not CDB records); alarms come live.
-  const healthTimer = setInterval(() => (alive ? void refreshHealth() : clearInterval(healthTimer)), 5000);
+  healthTimer = setInterval(() => void refreshHealth(), 5000);
   document.body.dataset.ready = 'true';
   document.body.dataset.role = role;
   if (!allows(role, 'operator')) document.body.classList.add('read-only');

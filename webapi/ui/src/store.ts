@@ -13,30 +13,62 @@ export interface RecordView {
 
 type Listener = (record: RecordView) => void;
 
+const PREFIXES = ['object/', 'meta/', 'stats/'];
+/** How long after a watch ended (the CDB restarted) it is asked for again, and again while that fails. */
+const RESUBSCRIBE_MS = 1000;
+
 export class Store {
   readonly records = new Map<string, RecordView>();
   private readonly listeners = new Set<Listener>();
-  private readonly cancels: (() => void)[] = [];
+  private readonly cancels = new Map<string, () => void>();
+  /** Prefixes watched anew: their next snapshot replaces what is kept of them (a key deleted meanwhile goes). */
+  private readonly stale = new Set<string>();
+  private stopped = false;
   private pendingRender = false;
   /** Called at most every 50 ms after changes (the tree and status redraw). */
   onChange: () => void = () => undefined;
 
-  constructor(private readonly wire: Wire, private readonly node: string) {}
+  /** `report` says what the page shows is not live (a message), or is again (''). */
+  constructor(
+    private readonly wire: Wire,
+    private readonly node: string,
+    private readonly report: (message: string) => void = () => undefined,
+  ) {}
 
-  async start(onError: (message: string) => void): Promise<void> {
-    for (const prefix of ['object/', 'meta/', 'stats/']) {
-      const cancel = await this.wire.subscribe(
-        this.wire.path(this.node, 'cdb'),
-        { type: 'cdb.watch', prefix },
-        (event) => this.take(event),
-        (error) => onError(`watch of ${prefix} ended: ${error.message}`),
-      );
-      this.cancels.push(cancel);
-    }
+  async start(): Promise<void> {
+    for (const prefix of PREFIXES) await this.watch(prefix);
   }
 
   stop(): void {
-    for (const cancel of this.cancels.splice(0)) cancel();
+    this.stopped = true;
+    for (const cancel of this.cancels.values()) cancel();
+    this.cancels.clear();
+  }
+
+  private async watch(prefix: string): Promise<void> {
+    const cancel = await this.wire.subscribe(
+      this.wire.path(this.node, 'cdb'),
+      { type: 'cdb.watch', prefix },
+      (event) => this.take(prefix, event),
+      (error) => this.report(`watch of ${prefix} ended: ${error.message}`),
+    );
+    this.cancels.set(prefix, cancel);
+  }
+
+  /** The CDB ended a watch (it restarted): asked again until it answers; until then the page says it is not live. */
+  private resubscribe(prefix: string, reason: string): void {
+    this.cancels.delete(prefix);
+    this.stale.add(prefix);
+    this.report(`the cluster database restarted (${reason}); the view is not live until it answers again…`);
+    setTimeout(() => {
+      if (this.stopped) return;
+      this.watch(prefix).then(
+        () => {
+          if (this.stale.size === 0 || [...this.stale].every((waiting) => this.cancels.has(waiting))) this.report('');
+        },
+        () => this.resubscribe(prefix, reason),
+      );
+    }, RESUBSCRIBE_MS);
   }
 
   /** Each change as it happens (charts take stats from here). */
@@ -53,9 +85,12 @@ export class Store {
     return this.records.get(key)?.value as T | undefined;
   }
 
-  private take(event: Message): void {
-    if (event.type === 'cdb.snapshot') for (const record of event.records as RecordView[]) this.apply(record);
-    else if (event.type === 'cdb.events') for (const record of event.records as RecordView[]) this.apply(record);
+  private take(prefix: string, event: Message): void {
+    if (event.type === 'watch.ended') return this.resubscribe(prefix, String(event.reason ?? 'its watch ended'));
+    if (event.type === 'cdb.snapshot') {
+      if (this.stale.delete(prefix)) for (const key of [...this.records.keys()]) if (key.startsWith(prefix)) this.records.delete(key);
+      for (const record of event.records as RecordView[]) this.apply(record);
+    } else if (event.type === 'cdb.events') for (const record of event.records as RecordView[]) this.apply(record);
     else return;
     if (!this.pendingRender) {
       this.pendingRender = true;

@@ -31,8 +31,7 @@ export class Views {
 
   show(route: string): void {
     this.route = route || '#/';
-    for (const dispose of this.disposers.splice(0)) dispose();
-    this.live = undefined;
+    this.leave();
     const [, kind, name] = this.route.split('/');
     const main = this.ctx.main;
     clear(main);
@@ -49,6 +48,12 @@ export class Views {
 
   changed(): void {
     this.live?.();
+  }
+
+  /** The current view torn down (its charts, console and display stopped): on a new view, or when the page leaves. */
+  leave(): void {
+    for (const dispose of this.disposers.splice(0)) dispose();
+    this.live = undefined;
   }
 
   private can(needed: Role): boolean {

@@ -45,12 +45,15 @@ export class Wire {
   private readonly pending = new Map<number, Pending>();
   private readonly streams = new Map<number, { onEvent(body: Message): void; onError(error: WireError): void }>();
   private opened: Promise<void> | undefined;
+  /** Closed by the page (signed out, or reconnecting with a new Wire): it never opens a socket again. */
+  private closed = false;
   /** Called when the socket closes (the page reconnects and re-subscribes). */
   onClose: (reason: string) => void = () => undefined;
 
   constructor(readonly cluster: string) {}
 
   connect(): Promise<void> {
+    if (this.closed) return Promise.reject(new WireError('ACP_ERR_NODE_UNREACHABLE', 'this connection was closed'));
     if (this.opened) return this.opened;
     this.opened = new Promise((resolve, reject) => {
       const url = new URL('/ws', location.href);
@@ -107,6 +110,7 @@ export class Wire {
   }
 
   close(): void {
+    this.closed = true;
     this.socket?.close();
   }
 
