@@ -95,11 +95,7 @@ export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
       else networks.delete(id);
     }
     ctx.self.tell({ type: 'network.tick' });
-  }, () => {
-    // The CDB restarted and lost the meta/ published: the next pass publishes all of it again.
-    published.clear();
-    ctx.self.tell({ type: 'network.tick' });
-  });
+  }, () => (published.clear(), ctx.self.tell({ type: 'network.tick' }))); // rewatched: the CDB restarted and lost our meta/
 
   const publish = async (next: Record<string, NetworkReport>) => {
     for (const [id, report] of Object.entries(next)) {
