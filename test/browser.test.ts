@@ -52,6 +52,11 @@ runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live,
   await page.fill('#search', 'dev');
   await page.waitForSelector('#tree a.system[data-name="dev1"]');
   await page.screenshot({ path: join(artifacts, 'cluster.png') });
+  // Stats arrive every second; the tree is not drawn again for them (its links were replaced under the pointer, and clicks lost).
+  type Marked = { document: { querySelector(s: string): { marked?: boolean } | null } };
+  await page.evaluate(() => ((globalThis as unknown as Marked).document.querySelector('#tree a.system[data-name="dev1"]')!.marked = true));
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  t.true(await page.evaluate(() => (globalThis as unknown as Marked).document.querySelector('#tree a.system[data-name="dev1"]')?.marked === true), 'the tree was drawn again with nothing changed');
 
   // Start from the UI: the state arrives by push, on the same page (no reload: the marker stays).
   await page.click('#tree a.system[data-name="dev1"]');

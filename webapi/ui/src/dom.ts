@@ -3,8 +3,10 @@ type Child = Node | string | number | null | undefined | false;
 type Props = Record<string, unknown> & { dataset?: Record<string, string> };
 
 export function h<K extends keyof HTMLElementTagNameMap>(spec: K | `${K}.${string}` | `${K}#${string}`, props: Props = {}, ...children: (Child | Child[])[]): HTMLElementTagNameMap[K] {
-  const [tagAndId, ...classes] = spec.split('.');
-  const [tag, id] = tagAndId!.split('#');
+  // tag, then .class and #id parts in any order ('table.list#alarms' as 'table#alarms.list').
+  const [tag = 'div', ...parts] = spec.split(/(?=[.#])/);
+  const classes = parts.filter((part) => part.startsWith('.')).map((part) => part.slice(1));
+  const id = parts.find((part) => part.startsWith('#'))?.slice(1);
   const element = document.createElement(tag as K);
   if (id) element.id = id;
   if (classes.length > 0) element.className = classes.join(' ');
@@ -25,6 +27,19 @@ export function h<K extends keyof HTMLElementTagNameMap>(spec: K | `${K}.${strin
 
 export function clear(element: Element, ...children: (Node | string)[]): void {
   element.replaceChildren(...children);
+}
+
+const drawnFrom = new WeakMap<Element, string>();
+
+/**
+ * Draws `element` again only when what it shows changed (`shown`, a text of it): a part redrawn on
+ * every live change (stats arrive several times a second) replaced its links and buttons under
+ * the pointer, and clicks were lost.
+ */
+export function redraw(element: Element, shown: string, draw: () => (Node | string)[]): void {
+  if (drawnFrom.get(element) === shown) return;
+  drawnFrom.set(element, shown);
+  element.replaceChildren(...draw());
 }
 
 export function bytes(value: number | null | undefined): string {

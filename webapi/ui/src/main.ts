@@ -8,7 +8,7 @@ import 'uplot/dist/uPlot.min.css';
 import '@xterm/xterm/css/xterm.css';
 import './style.css';
 import { allows, rest, type Role } from './api.js';
-import { h, clear } from './dom.js';
+import { h, clear, redraw } from './dom.js';
 import { nodes, systems, alarms } from './model.js';
 import { Store } from './store.js';
 import { TaskLog } from './tasks.js';
@@ -148,8 +148,8 @@ async function boot(): Promise<void> {
       return h('li', {}, link(`#/node/${n.name}`, n.name, n.state, 'node'), h('ul', {}, own.map((s) => h('li', {}, link(`#/system/${s.id}`, s.id, s.state, 'system')))));
     });
     const placedElsewhere = allSystems.filter((s) => s.node !== undefined && !nodes(store, node).some((n) => n.name === s.node));
-    clear(
-      tree,
+    const shown = JSON.stringify([filter, route, nodes(store, node).map((n) => [n.name, n.state]), allSystems.map((s) => [s.id, s.state, s.node])]);
+    redraw(tree, shown, () => [
       h(
         'ul',
         {},
@@ -166,7 +166,7 @@ async function boot(): Promise<void> {
           ['#/tokens', 'Tokens'],
         ].map(([href, label]) => h('li', {}, h('a', { href, class: route === href ? 'current' : '' }, label!))),
       ),
-    );
+    ]);
   };
   let health: { score?: number; primary?: string | null } = {};
   const drawStatus = () => {

@@ -3,7 +3,7 @@ import { allows, restOrThrow, type Role } from './api.js';
 import { ChartPanel, NODE_CHARTS, SYSTEM_CHARTS } from './charts.js';
 import { SerialConsole } from './console.js';
 import type { GuestDisplay } from './display.js';
-import { bytes, clear, h } from './dom.js';
+import { bytes, clear, h, redraw } from './dom.js';
 import { alarms, nodes, systems, type SystemView } from './model.js';
 import type { Store } from './store.js';
 import type { TaskLog } from './tasks.js';
@@ -321,12 +321,10 @@ export class Views {
       h('h1', {}, 'Alarms'),
       h('table.list#alarms', {}, h('thead', {}, h('tr', {}, h('th', {}, 'alarm'), h('th', {}, 'severity'), h('th', {}, 'state'), h('th', {}, 'raised'), h('th', {}, 'detail'), h('th', {}, ''))), body),
     );
-    this.live = () =>
-      clear(
-        body,
-        ...alarms(this.ctx.store)
-          .sort((a, b) => Number(b.open) - Number(a.open) || b.raisedAt.localeCompare(a.raisedAt))
-          .map((alarm) =>
+    this.live = () => {
+      const shown = alarms(this.ctx.store).sort((a, b) => Number(b.open) - Number(a.open) || b.raisedAt.localeCompare(a.raisedAt));
+      redraw(body, JSON.stringify(shown), () =>
+        shown.map((alarm) =>
             h(
               'tr',
               { class: alarm.open ? `severity-${alarm.severity}` : 'cleared' },
@@ -345,6 +343,7 @@ export class Views {
             ),
           ),
       );
+    };
   }
 
   private tokens(): void {
