@@ -135,13 +135,12 @@ test('deleting a running system object stops its guest, logged with the reason; 
   t.regex(refused.stderr, /is running on n1; acp system stop s1 first.*ACP_ERR_SYSTEM_BAD_STATE/s);
   const removed = await runCli(['cdb', 'rm', 'object/system/s1'], home);
   t.is(removed.code, 0, removed.stderr);
-  const meta = await eventually(async () => {
-    const now = await systemMeta(api, 's1');
-    return now.state === 'stopped' ? now : undefined;
+  // Stopped (the reason logged), then forgotten here: the hypervisor lists it no more, and its meta goes.
+  await eventually(async () => {
+    const status = await api.ask<Message & { systems: { id: string; state: string }[] }>('hypervisor', { type: 'system.status' });
+    return status.systems.some((system) => system.id === 's1') ? undefined : true;
   }, 20_000, 'the guest of the deleted system to stop');
-  t.is(meta.reason, 'its object object/system/s1 was deleted');
-  const status = await api.ask<Message & { systems: { id: string; state: string }[] }>('hypervisor', { type: 'system.status' });
-  t.like(status.systems.find((system) => system.id === 's1'), { state: 'stopped' });
+  t.is(await api.ask('cdb', { type: 'cdb.get', key: 'meta/system/s1@n1' }).then(() => 'found', (error: { code?: string }) => error.code), 'ACP_ERR_CDB_NOT_FOUND');
 });
 
 test("a CDB restart loses meta/ (it lives in memory): the hypervisor and the Storage service publish theirs again", async (t) => {
@@ -160,4 +159,25 @@ test("a CDB restart loses meta/ (it lives in memory): the hypervisor and the Sto
   const state = await eventually(async () => (await metaOf('meta/system/kept@n1'))?.state, 20_000, "the system's meta published again");
   t.is(state, 'running');
   t.deepEqual(await eventually(() => metaOf('meta/storage/pool/local@n1'), 20_000, "the pool's meta published again"), poolMeta);
+});
+
+test('a deleted system is forgotten by the node it ran on: its meta and stats go, at once when stopped, after its guest stops when running', async (t) => {
+  t.timeout(90_000);
+  const home = makeHome(t);
+  await allRunning(await startDaemon(t, home));
+  const api = await client(t, home);
+  const gone = (key: string) => api.ask('cdb', { type: 'cdb.get', key }).then(() => undefined, (error: { code?: string }) => (error.code === 'ACP_ERR_CDB_NOT_FOUND' ? true : undefined));
+  for (const id of ['idle', 'busy']) {
+    await api.ask('cdb', { type: 'cdb.put', key: `object/system/${id}`, value: { name: id, driver: 'sim' } });
+    await api.ask('hypervisor', { type: 'system.start', id });
+  }
+  await api.ask('hypervisor', { type: 'system.stop', id: 'idle' });
+  await eventually(async () => ((await systemMeta(api, 'idle'))?.state === 'stopped' ? true : undefined), 10_000, 'idle stopped');
+  for (const id of ['idle', 'busy']) await api.ask('cdb', { type: 'cdb.delete', key: `object/system/${id}` });
+  await eventually(() => gone('meta/system/idle@n1'), 10_000, "the stopped system's meta to go");
+  await eventually(() => gone('meta/system/busy@n1'), 30_000, "the running system's meta to go once its guest stopped");
+  t.true(await gone('stats/system/busy@n1'));
+  // Made again under the same name, it starts afresh.
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/idle', value: { name: 'idle', driver: 'sim' } });
+  t.like(await api.ask('hypervisor', { type: 'system.start', id: 'idle' }), { state: 'running' });
 });

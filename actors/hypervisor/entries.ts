@@ -98,6 +98,13 @@ export class SystemEntries {
     });
   }
 
+  /** A system whose object was deleted, and which does not run here: its entry, meta and stats go (its alarms then clear). */
+  forget(systemId: string): void {
+    if (!this.systems.delete(systemId)) return;
+    this.cdb.ask({ type: 'cdb.delete', key: metaKey('system', systemId, this.node) }).catch(() => undefined);
+    this.cdb.ask({ type: 'cdb.delete', key: `stats/system/${systemId}@${this.node}` }).catch(() => undefined);
+  }
+
   /** Every system's meta published again (the CDB restarted and lost what it kept in memory). */
   republish(): void {
     for (const [systemId, entry] of this.systems) this.putMeta(systemId, entry);

@@ -94,16 +94,23 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps, options: 
     }
   };
 
-  /** A system object deleted while its guest runs here: the guest is stopped, with the reason. */
+  /**
+   * A system object deleted: its guest, if it runs here, is stopped, with the reason; then (or at
+   * once) the system is forgotten here, its meta too (a crashed one's alarm stayed open for good).
+   */
   const feed = new CdbFeed(ctx, 'object/system/', (records: readonly RecordView[]) => {
     for (const record of records) {
       if (!record.deleted) continue;
       const systemId = record.key.slice('object/system/'.length);
       const entry = entries.get(systemId);
-      if (!entry || !['starting', 'running', 'paused'].includes(entry.state)) continue;
+      if (!entry) continue;
+      if (!['starting', 'running', 'paused'].includes(entry.state)) {
+        entries.forget(systemId);
+        continue;
+      }
       const why = `its object ${record.key} was deleted`;
       ctx.log.warn({ system: systemId, reason: why }, 'stopping the guest of a deleted system');
-      ops.stopUnasked(systemId, false, DELETED_STOP_MS, why, 'stopping the guest of a deleted system');
+      ops.stopUnasked(systemId, false, DELETED_STOP_MS, why, 'stopping the guest of a deleted system', () => entries.forget(systemId));
     }
   }, () => {
     ctx.log.info({ systems: entries.size }, 'the cdb restarted: every system state published again');
