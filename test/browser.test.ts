@@ -99,6 +99,11 @@ runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live,
   }
   await page.fill('#create input[name="name"]', 'made1');
   await page.selectOption('#create select[name="driver"]', 'sim');
+  // A command line without a kernel is not dropped without a word: the form says what is missing.
+  await page.fill('#create input[name="cmdline"]', 'console=ttyS0');
+  await page.click('#create button[type=submit]');
+  t.regex(await page.$eval('#create input[name="kernel"]', (input) => (input as unknown as { validationMessage: string }).validationMessage), /needs a kernel/);
+  await page.fill('#create input[name="cmdline"]', '');
   await page.click('#create button[type=submit]');
   await page.waitForSelector('#tree a.system[data-name="made1"]');
   t.is(await page.evaluate(() => (globalThis as unknown as { location: { hash: string } }).location.hash), '#/system/made1');

@@ -212,6 +212,11 @@ test("a body with a '__proto__' or 'constructor.prototype' key is refused as suc
   t.regex(ctor, /'constructor'/);
   const broken = assertEnvelope(t, await post('{"name": '), 400, 'ACP_ERR_WEB_BAD_BODY');
   t.regex(broken, /not valid JSON/);
+  // JSON only, and an action's options are an object: a text body is a 415, an array no options.
+  const text = await fetch(`${node.base}/api/v1/systems`, { method: 'POST', headers: { authorization: `Bearer ${node.operator}`, 'content-type': 'text/plain' }, body: 'name=p1' });
+  t.regex(assertEnvelope(t, { status: text.status, json: (await text.json()) as Record<string, unknown> }, 415, 'ACP_ERR_WEB_BAD_BODY'), /content-type text\/plain.*send JSON/);
+  const listed = await fetch(`${node.base}/api/v1/systems/dev1/stop`, { method: 'POST', headers: { authorization: `Bearer ${node.operator}`, 'content-type': 'application/json' }, body: '[true]' });
+  t.regex(assertEnvelope(t, { status: listed.status, json: (await listed.json()) as Record<string, unknown> }, 400, 'ACP_ERR_WEB_BAD_BODY'), /the body of stop is a JSON object of its options .*not an array/);
   const bogus = assertEnvelope(t, await call(node, 'GET', '/api/v1/alarms?bogus=1', node.auditor), 400, 'ACP_ERR_SCHEMA_REJECTED');
   t.regex(bogus, /^unknown query parameter 'bogus'/);
   t.regex(bogus, /takes: open/);
@@ -311,6 +316,11 @@ test("sessions: acp ui's one-time link becomes an HttpOnly, SameSite=Strict cook
   t.regex(cookie, /SameSite=Strict/);
   const again = await fetch(link, { redirect: 'manual' });
   t.is(again.status, 401, 'a login link works once');
+  // A browser that opens a used link gets a page saying so, not the envelope's JSON.
+  const page = await fetch(link, { redirect: 'manual', headers: { accept: 'text/html,application/xhtml+xml' } });
+  t.is(page.status, 401);
+  t.regex(page.headers.get('content-type') ?? '', /^text\/html/);
+  t.regex(await page.text(), /this login link is unknown, used or expired.*ACP_ERR_AUTH_BAD_TOKEN.*<a href="\/">Sign in with an API token instead<\/a>/s);
   const session = cookie.split(';')[0]!;
   const whoami = await fetch(`${node.base}/api/v1/whoami`, { headers: { cookie: session } });
   t.like(await whoami.json(), { principal: 'operator', role: 'admin' });

@@ -44,6 +44,22 @@ export function sendRefusal(reply: FastifyReply, error: unknown): FastifyReply {
   return reply.code(statusFor(refusal)).send({ error: refusal.toData() });
 }
 
+const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+/**
+ * A refusal for a browser that navigated to the URL (acp ui's login link): a page saying what is
+ * wrong, with a way on, instead of the envelope's JSON. Other clients get the envelope.
+ */
+export function sendRefusalPage(request: FastifyRequest, reply: FastifyReply, error: unknown, onward: { href: string; label: string }): FastifyReply {
+  if (!String(request.headers.accept ?? '').includes('text/html')) return sendRefusal(reply, error);
+  const refusal = AcpError.from(error);
+  const text = `${refusal.message} (${refusal.code})`.replace(/[&<>"']/g, (character) => HTML_ESCAPES[character]!);
+  return reply
+    .code(statusFor(refusal))
+    .type('text/html; charset=utf-8')
+    .send(`<!doctype html><html lang="en"><meta charset="utf-8"><title>ACP</title><body><h1>ACP</h1><p>${text}</p><p><a href="${onward.href}">${onward.label}</a></p></body></html>\n`);
+}
+
 /**
  * Why a request path is refused before any route runs, if it is. Paths are taken as sent, never
  * resolved, so a '.' or '..' segment (also percent-encoded) names nothing the API or the UI serves:
@@ -152,6 +168,8 @@ export function registerRefusals(app: FastifyInstance, log: Logger): void {
     return undefined;
   });
   app.addContentTypeParser('application/json', { parseAs: 'string' }, async (_request: FastifyRequest, body: string | Buffer) => parseJsonBody(body.toString()));
+  // JSON only: a text/plain body reached the routes as a string, refused as "expected object".
+  app.removeContentTypeParser('text/plain');
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error instanceof AcpError) return sendRefusal(reply, error);
     const known = refusalOf(error, request);

@@ -12,7 +12,7 @@ import { newSystemSchema, systemObjectSchema } from '../actors/model.js';
 import { requireSystemReferences } from '../actors/system-references.js';
 import { attachFrames } from '../adapters/frame-listener.js';
 import type { CborLimits } from '../runtime/cbor-guard.js';
-import { errorMessage } from '../runtime/errors.js';
+import { AcpError, errorMessage } from '../runtime/errors.js';
 import type { Logger } from '../runtime/logger.js';
 import type { Message } from '../runtime/messages.js';
 import { NAME_MAX, NAME_PATTERN, NAME_RULE } from '../runtime/path.js';
@@ -24,7 +24,7 @@ import { registerDisplay } from './display.js';
 import type { DisplayRelay } from './display-relay.js';
 import { metricsOpen, type WebTls } from './exposure.js';
 import type { NodeMetrics } from './metrics.js';
-import { BODY_LIMIT, frameworkErrors, MAX_PARAM_LENGTH, parsePart, registerRefusals, sendRefusal } from './refusals.js';
+import { BODY_LIMIT, frameworkErrors, MAX_PARAM_LENGTH, parsePart, registerRefusals, sendRefusal, sendRefusalPage } from './refusals.js';
 
 export interface WebServerOptions {
   system: GatewaySystem;
@@ -129,7 +129,7 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
       setSession(reply, await options.sessions.redeem(code));
       return reply.redirect('/', 303);
     } catch (error) {
-      return sendRefusal(reply, error);
+      return sendRefusalPage(request, reply, error, { href: '/', label: 'Sign in with an API token instead' });
     }
   });
   app.post('/api/v1/login', async (request, reply) => {
@@ -194,7 +194,9 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
     '/api/v1/systems/:id/:action',
     handle(async (principal, request) => {
       const { id, action } = parsePart(actionParam, request.params, 'path');
-      const extra = request.body && typeof request.body === 'object' ? (request.body as Record<string, unknown>) : {};
+      const body: unknown = request.body ?? {};
+      if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new AcpError('ACP_ERR_WEB_BAD_BODY', `the body of ${action} is a JSON object of its options (e.g. {"force": true} for stop), or none; not ${Array.isArray(body) ? 'an array' : typeof body}`);
+      const extra = body as Record<string, unknown>;
       return ask(principal, await nodeOf(principal, id), 'hypervisor', { ...extra, type: `system.${action}`, id });
     }),
   );

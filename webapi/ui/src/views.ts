@@ -244,6 +244,8 @@ export class Views {
     const initrd = h('input', { name: 'initrd' });
     const cmdline = h('input', { name: 'cmdline', placeholder: 'console=ttyS0' });
     const disk = h('input', { name: 'disk', placeholder: '/path/to/disk.qcow2 (instead of a kernel; admin)' });
+    // Said on submit when an initrd or command line has no kernel; cleared as soon as any of them changes.
+    for (const input of [kernel, initrd, cmdline]) input.addEventListener('input', () => kernel.setCustomValidity(''));
     const ha = h('input', { name: 'ha', type: 'checkbox' });
     const display = h('select', { name: 'display' }, h('option', { value: 'none' }, 'none (serial only)'), h('option', { value: 'vnc' }, 'vnc (qemu)'));
     const form = h(
@@ -251,6 +253,9 @@ export class Views {
       {
         onsubmit: (event: Event) => {
           event.preventDefault();
+          // An initrd or a command line boots only with a kernel: not dropped without a word.
+          kernel.setCustomValidity(!kernel.value.trim() && (initrd.value.trim() || cmdline.value.trim()) ? 'an initrd or a kernel command line needs a kernel; give one, or leave them empty' : '');
+          if (!kernel.reportValidity()) return;
           const spec: Record<string, unknown> = { name: name.value.trim(), driver: driver.value, vcpus: Number(vcpus.value), memoryMiB: Number(memory.value), ha: ha.checked };
           if (node.value) spec.node = node.value;
           if (display.value === 'vnc') spec.display = 'vnc';
