@@ -114,7 +114,7 @@ runsWhen(missing)(`the UI in Chromium: token login, the tree, Start pushed live,
   await page.selectOption('#create select[name="driver"]', 'sim');
   await page.click('#create button[type=submit]');
   await page.waitForFunction(() => /create made1 failed/.test((globalThis as unknown as { document: { querySelector(s: string): { textContent: string } } }).document.querySelector('#tasks').textContent));
-  t.regex((await page.textContent('#tasks')) ?? '', /create made1 failed ACP_ERR_CDB_CONFLICT: /);
+  t.regex((await page.textContent('#tasks')) ?? '', /create made1 failed ACP_ERR_CDB_CONFLICT: system 'made1' exists already; delete it first, or pick another name/);
   await page.click('#tree a.system[data-name="made1"]');
   await page.waitForSelector('button[data-action="delete"]:not([disabled])');
   page.once('dialog', (dialog) => void dialog.accept());

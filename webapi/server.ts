@@ -187,7 +187,10 @@ export async function createWebServer(options: WebServerOptions): Promise<Fastif
     handle(async (principal, request) => {
       const spec = parsePart(newSystemSchema, request.body, 'body');
       await requireSystemReferences((message) => ask(principal, self, 'cdb', message), spec, self);
-      return ask(principal, self, 'cdb', { type: 'cdb.cas', key: `object/system/${spec.name}`, value: spec, expect: null });
+      return ask(principal, self, 'cdb', { type: 'cdb.cas', key: `object/system/${spec.name}`, value: spec, expect: null }).catch((error: unknown) => {
+        if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_CONFLICT') throw new AcpError('ACP_ERR_CDB_CONFLICT', `system '${spec.name}' exists already; delete it first, or pick another name`);
+        throw error;
+      });
     }),
   );
   app.post(

@@ -108,7 +108,7 @@ class Chart {
         legend: { show: false },
         cursor: { show: true },
         scales: { x: { time: true } },
-        axes: [axis, { ...axis, size: 70, values: (_u, ticks) => ticks.map((tick) => format(spec.unit, tick)) }],
+        axes: [axis, { ...axis, size: (_u, labels) => 18 + 7 * Math.max(5, ...(labels ?? []).map((label) => String(label).length)), values: (_u, ticks) => ticks.map((tick) => format(spec.unit, tick)) }],
         series: [{}, ...spec.series.map((series) => ({ label: series.label, stroke: series.stroke, width: 1.5, points: { show: false } }))],
       },
       this.data as uPlot.AlignedData,
