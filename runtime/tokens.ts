@@ -85,14 +85,20 @@ export class TokenBook {
     return record;
   }
 
-  /** The token's record if it still exists and has not expired (checked on every request). */
+  /** The token's record if it still exists and has not expired (checked on every request), marked used. */
   check(id: string): TokenRecord {
+    const record = this.alive(id);
+    this.lastUsed.set(id, this.now());
+    return record;
+  }
+
+  /** The token's record if it still exists and has not expired; not marked used (a sweep of web sessions asks). */
+  alive(id: string): TokenRecord {
     const record = this.tokens.get(id);
     if (!record) throw new AcpError('ACP_ERR_AUTH_BAD_TOKEN', `token ${id} is unknown or was revoked; ask an admin for a new one (acp token api create)`);
     if (record.expiresAtMs !== null && record.expiresAtMs <= this.now()) {
       throw new AcpError('ACP_ERR_AUTH_BAD_TOKEN', `token ${id} expired at ${new Date(record.expiresAtMs).toISOString()}; ask an admin for a new one`);
     }
-    this.lastUsed.set(id, this.now());
     return record;
   }
 }

@@ -73,7 +73,7 @@ export const service: ServiceDefinition<ServiceDeps | undefined> = {
     let port = 0;
     let scheme = 'http';
     const hostInUrl = () => (deps.config.webapi.host.includes(':') ? `[${deps.config.webapi.host}]` : deps.config.webapi.host);
-    const sessions = new WebSessions(Date.now, undefined, (id) => void deps.tokens.check(id));
+    const sessions = new WebSessions(Date.now, undefined, (id) => void deps.tokens.alive(id));
     const relay = new DisplayRelay(ctx, deps.paths.home);
     const asSession = (session: WebSession) => ({ type: 'webapi.session', id: session.id, expiresMs: session.expiresMs });
     let management = true;

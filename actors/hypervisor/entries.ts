@@ -100,7 +100,10 @@ export class SystemEntries {
 
   /** A system whose object was deleted, and which does not run here: its entry, meta and stats go (its alarms then clear). */
   forget(systemId: string): void {
-    if (!this.systems.delete(systemId)) return;
+    const entry = this.systems.get(systemId);
+    if (!entry) return;
+    entry.retry?.();
+    this.systems.delete(systemId);
     this.cdb.ask({ type: 'cdb.delete', key: metaKey('system', systemId, this.node) }).catch(() => undefined);
     this.cdb.ask({ type: 'cdb.delete', key: `stats/system/${systemId}@${this.node}` }).catch(() => undefined);
   }
@@ -124,6 +127,7 @@ export class SystemEntries {
     // A system that no longer runs here has no live stats here (its history goes with them).
     if (entry.state === 'stopped' || entry.state === 'crashed') {
       this.cdb.ask({ type: 'cdb.delete', key: `stats/system/${systemId}@${this.node}` }).catch(() => undefined);
+      if (entry.objectDeleted) this.forget(systemId);
     }
   }
 }

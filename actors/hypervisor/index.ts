@@ -104,13 +104,16 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps, options: 
       const systemId = record.key.slice('object/system/'.length);
       const entry = entries.get(systemId);
       if (!entry) continue;
-      if (!['starting', 'running', 'paused'].includes(entry.state)) {
+      // Not running and nothing under way: forgotten now. Else once it has stopped (entries.move).
+      if (['defined', 'stopped', 'crashed'].includes(entry.state) && !io.busy(systemId)) {
         entries.forget(systemId);
         continue;
       }
+      entry.objectDeleted = true;
+      if (!['starting', 'running', 'paused'].includes(entry.state)) continue;
       const why = `its object ${record.key} was deleted`;
       ctx.log.warn({ system: systemId, reason: why }, 'stopping the guest of a deleted system');
-      ops.stopUnasked(systemId, false, DELETED_STOP_MS, why, 'stopping the guest of a deleted system', () => entries.forget(systemId));
+      ops.stopUnasked(systemId, false, DELETED_STOP_MS, why, 'stopping the guest of a deleted system');
     }
   }, () => {
     ctx.log.info({ systems: entries.size }, 'the cdb restarted: every system state published again');

@@ -84,6 +84,11 @@ export class GuestIo {
     continuation(this.epochOf(message.id) === message.epoch);
   }
 
+  /** Whether the system has I/O under way (its result not yet back as a message). */
+  busy(id: string): boolean {
+    return this.chains.has(id);
+  }
+
   /** Resolves once every system's I/O started so far has settled. */
   async idle(): Promise<void> {
     await Promise.all([...this.chains.values()]);

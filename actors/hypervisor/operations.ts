@@ -198,10 +198,10 @@ export class GuestOperations {
   }
 
   /** A stop nobody asked for (a fence, a deleted object): logged, never thrown. */
-  stopUnasked(systemId: string, force: boolean, timeoutMs: number, why: string, what: string, stopped: () => void = () => undefined): void {
+  stopUnasked(systemId: string, force: boolean, timeoutMs: number, why: string, what: string): void {
     const fail = (error: unknown) => this.h.ctx.log.warn({ system: systemId, err: errorMessage(error) }, `${what} failed`);
     try {
-      this.stop(systemId, force, timeoutMs, { ok: stopped, fail }, why);
+      this.stop(systemId, force, timeoutMs, { ok: () => undefined, fail }, why);
     } catch (error) {
       fail(error);
     }

@@ -110,6 +110,8 @@ export interface Running {
   epoch: number;
   /** The migration this node takes part in for the system, source or target side. */
   migration?: MigrationRecord;
+  /** Its object was deleted while it ran or had I/O under way: forgotten once it is stopped or crashed. */
+  objectDeleted?: boolean;
 }
 
 const thisHypervisor = { service: 'hypervisor', nodes: 'self' } as const;

@@ -44,6 +44,7 @@ export class ShareMounts {
     // After a restart: a share mounted at its mount point by an earlier run of this service is its own.
     for (const share of shares.values()) {
       const mountpoint = shareMountpoint(share, this.layout);
+      if (homePathProblem(mountpoint, this.layout)) continue;
       const entry = mounted.get(mountpoint);
       if (entry && !this.mountedHere.has(share.name) && (entry.fstype === 'fuse.sshfs' || entry.fstype === share.type)) this.mountedHere.set(share.name, { mountpoint, fuse: share.type === 'sshfs' });
     }
@@ -52,6 +53,10 @@ export class ShareMounts {
       const mountpoint = shareMountpoint(share, this.layout);
       const base = { type: share.type, mountpoint };
       try {
+        // Checked at create against the home of the node that took it; here against this node's own,
+        // before anything is mounted there or a mount found there is taken as the share's.
+        const misplaced = homePathProblem(mountpoint, this.layout);
+        if (misplaced) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `share '${share.name}' is not mounted on this node: ${misplaced}`);
         if (!mounted.has(mountpoint)) {
           await this.mount(share, mountpoint);
           this.ctx.log.info({ share: id, mountpoint }, `mounted share ${id}`);
@@ -76,9 +81,6 @@ export class ShareMounts {
   }
 
   private async mount(share: StorageShare, mountpoint: string): Promise<void> {
-    // Checked at create against the home of the node that took it; here against this node's own.
-    const misplaced = homePathProblem(mountpoint, this.layout);
-    if (misplaced) throw new AcpError('ACP_ERR_STORAGE_BAD_PATH', `share '${share.name}' is not mounted on this node: ${misplaced}`);
     const why = await unsupportedShare(share.type);
     if (why) throw new AcpError('ACP_ERR_STORAGE_UNSUPPORTED', `share '${share.name}' (${share.type}): ${why}`);
     await makeDirectory(mountpoint, 0o700);
