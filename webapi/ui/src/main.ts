@@ -69,11 +69,13 @@ async function boot(): Promise<void> {
   try {
     who = await rest<{ principal: string; role: Role }>('/api/v1/whoami');
     if (who.status === 401) return loginPage();
-    if (who.status !== 200) return loginPage(who.body.error?.message ?? `the node answered ${who.status}`);
     status = await rest<Status>('/api/v1/status');
   } catch {
     return unreachable();
   }
+  // A node that answers but cannot serve yet (starting, a service restarting) is asked again, as one that does not answer.
+  if (who.status >= 500 || status.status >= 500) return unreachable();
+  if (who.status !== 200) return loginPage(who.body.error?.message ?? `the node answered ${who.status}`);
   if (status.status !== 200) return loginPage(status.body.error?.message ?? `the node answered ${status.status}`);
   const { cluster, node } = status.body;
   const role = who.body.role;
@@ -121,8 +123,9 @@ async function boot(): Promise<void> {
     'button#logout',
     {
       onclick: async () => {
-        await rest('/api/v1/logout', { method: 'POST', body: '{}' }).catch(() => undefined);
+        // Torn down first: the node closing the socket on logout must not start a reconnect.
         end();
+        await rest('/api/v1/logout', { method: 'POST', body: '{}' }).catch(() => undefined);
         loginPage('signed out');
       },
     },
@@ -202,6 +205,8 @@ async function boot(): Promise<void> {
   } catch (error) {
     banner.textContent = `cannot watch the cluster: ${(error as Error).message}`;
   }
+  // Closed while it watched (the node restarted): this page is over, the next boot draws its own.
+  if (!alive) return;
   drawTree();
   views.show(location.hash);
   void refreshHealth();

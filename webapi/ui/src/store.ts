@@ -50,24 +50,24 @@ export class Store {
       this.wire.path(this.node, 'cdb'),
       { type: 'cdb.watch', prefix },
       (event) => this.take(prefix, event),
-      (error) => this.report(`watch of ${prefix} ended: ${error.message}`),
+      // Refused (a CDB still restarting) once it had ended: asked again; otherwise (the socket closed) the page reconnects.
+      (error) => (this.stale.has(prefix) ? this.resubscribe(prefix, error.message) : this.report(`watch of ${prefix} ended: ${error.message}`)),
     );
     this.cancels.set(prefix, cancel);
   }
 
-  /** The CDB ended a watch (it restarted): asked again until it answers; until then the page says it is not live. */
+  /**
+   * The CDB ended a watch (it restarted): asked again until a snapshot comes; until every such
+   * prefix has its snapshot, the page says it is not live.
+   */
   private resubscribe(prefix: string, reason: string): void {
+    if (this.stopped) return;
     this.cancels.delete(prefix);
     this.stale.add(prefix);
     this.report(`the cluster database restarted (${reason}); the view is not live until it answers again…`);
     setTimeout(() => {
       if (this.stopped) return;
-      this.watch(prefix).then(
-        () => {
-          if (this.stale.size === 0 || [...this.stale].every((waiting) => this.cancels.has(waiting))) this.report('');
-        },
-        () => this.resubscribe(prefix, reason),
-      );
+      this.watch(prefix).catch(() => this.resubscribe(prefix, reason));
     }, RESUBSCRIBE_MS);
   }
 
@@ -88,7 +88,10 @@ export class Store {
   private take(prefix: string, event: Message): void {
     if (event.type === 'watch.ended') return this.resubscribe(prefix, String(event.reason ?? 'its watch ended'));
     if (event.type === 'cdb.snapshot') {
-      if (this.stale.delete(prefix)) for (const key of [...this.records.keys()]) if (key.startsWith(prefix)) this.records.delete(key);
+      if (this.stale.delete(prefix)) {
+        for (const key of [...this.records.keys()]) if (key.startsWith(prefix)) this.records.delete(key);
+        if (this.stale.size === 0) this.report('');
+      }
       for (const record of event.records as RecordView[]) this.apply(record);
     } else if (event.type === 'cdb.events') for (const record of event.records as RecordView[]) this.apply(record);
     else return;

@@ -153,6 +153,10 @@ export class Wire {
     if (error) {
       this.streams.delete(id);
       stream.onError(error);
-    } else if (envelope.k === 'event') stream.onEvent(envelope.body as Message);
+    } else if (envelope.k === 'event') {
+      // The stream's last event: its target ended it (it restarted); a new watch is a new stream.
+      if ((envelope.body as Message | undefined)?.type === 'watch.ended') this.streams.delete(id);
+      stream.onEvent(envelope.body as Message);
+    }
   }
 }
