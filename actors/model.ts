@@ -147,9 +147,10 @@ export const systemObjectSchema = z.strictObject({
  * A system spec as a user gives it (acp system create, acp system disk attach, the web API's POST
  * /systems): the object's schema and what a new spec must meet besides. A boot disk given as
  * POOL/VOLUME is one of its disks. A simulated guest has no disks or CD-ROM (the hypervisor hands
- * it none), so naming volumes for one is a mistake to refuse at once. Not the CDB's schema: specs stored before, or merged from a node that has not this
- * check, stay readable by the hypervisor, the HA manager and the Storage service, and the CDB
- * takes them as it did (a test's sim system holding a volume stands in for a guest without QEMU).
+ * it none), so naming volumes for one is a mistake to refuse at once. Not the CDB's schema: specs
+ * stored before, or merged from a node that has not this check, stay readable by the hypervisor,
+ * the HA manager and the Storage service, and the CDB takes them as it did (a test's sim system
+ * holding a volume stands in for a guest without QEMU).
  */
 export const newSystemSchema = systemObjectSchema.superRefine((spec, ctx) => {
   // A boot disk named as POOL/VOLUME is one of its disks (a path is an image file: hostFilesOf).

@@ -38,8 +38,8 @@ async function objectValue(askCdb: AskCdb, key: string): Promise<unknown> {
 /**
  * The nodes a spec names (`node`, `prefer`) must be members that run systems (not witnesses): a
  * typo would leave a plain system with no node to start on, and an HA one placed elsewhere with a
- * spec that names a node that is not there. `asked` is the node the request came to: right after its start it may not have
- * written its own object yet, and it is a member all the same.
+ * spec that names a node that is not there. `asked` is the node the request came to: right after
+ * its start it may not have written its own object yet, and it is a member all the same.
  */
 export async function requireKnownNodes(askCdb: AskCdb, spec: SystemReferences, asked: string): Promise<void> {
   const { node, prefer } = spec;

@@ -13,11 +13,11 @@ import { printJson, table } from './output.js';
  * key). An empty one is a mistake (`--token "$T"` with T unset), never "use the home's API key":
  * that would run as admin.
  */
-export function speakingToken(flag: unknown, env: string | undefined): string | undefined {
-  if (Array.isArray(flag)) throw new AcpError('ACP_ERR_CLI_USAGE', '--token given twice; give it once');
+export function speakingToken(flag: string | undefined, env: string | undefined): string | undefined {
+  // --token given twice is refused before this, with every other repeated flag (refuseRepeatedFlags).
   if (flag === '') throw new AcpError('ACP_ERR_CLI_USAGE', "--token is empty: give an API token (acp token api create), or leave --token out to speak with the home's API key");
   if (flag === undefined && env === '') throw new AcpError('ACP_ERR_CLI_USAGE', "ACP_TOKEN is set but empty: set it to an API token, or unset it to speak with the home's API key");
-  return typeof flag === 'string' ? flag : env;
+  return flag ?? env;
 }
 
 interface Global {
