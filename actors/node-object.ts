@@ -6,10 +6,8 @@
  * survives the node's own write.
  */
 import type { ActorRef } from '../runtime/actor.js';
-import { AcpError } from '../runtime/errors.js';
-import type { Message } from '../runtime/messages.js';
-import type { RecordView } from './cdb/index.js';
 import { nodeObjectSchema, objectKey, type NodeObject } from './model.js';
+import { updateObject } from './object-update.js';
 
 /** Fields set to `undefined` are removed. */
 export type NodeObjectPatch = { readonly [K in keyof NodeObject]?: NodeObject[K] | undefined };
@@ -29,22 +27,6 @@ export function patchNodeObject(name: string, existing: unknown, patch: NodeObje
 }
 
 /** Reads the node's object and writes `patch` over it (compare-and-set; one retry on a conflict). Resolves to whether it wrote. */
-export async function upsertNodeObject(cdb: ActorRef, name: string, patch: NodeObjectPatch, attempts = 2): Promise<boolean> {
-  const key = objectKey('node', name);
-  const current = await cdb.ask<Message & { record: RecordView }>({ type: 'cdb.get', key }, { timeoutMs: 5000 }).then(
-    (reply) => (reply.record.deleted ? undefined : reply.record),
-    (error: unknown) => {
-      if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') return undefined;
-      throw error;
-    },
-  );
-  const value = patchNodeObject(name, current?.value, patch);
-  if (value === undefined) return false;
-  try {
-    await cdb.ask({ type: 'cdb.cas', key, value, expect: current?.version ?? null }, { timeoutMs: 5000 });
-    return true;
-  } catch (error) {
-    if (attempts > 1 && error instanceof AcpError && error.code === 'ACP_ERR_CDB_CONFLICT') return upsertNodeObject(cdb, name, patch, attempts - 1);
-    throw error;
-  }
+export function upsertNodeObject(cdb: ActorRef, name: string, patch: NodeObjectPatch, attempts = 2): Promise<boolean> {
+  return updateObject(cdb, objectKey('node', name), (current) => patchNodeObject(name, current, patch), attempts, 5000);
 }

@@ -153,3 +153,23 @@ test.serial('a crashed guest is restarted by its policy when the hypervisor cloc
   await until(api, 'r1', 'running');
   t.is((await stateOf(api, 'r1')).restarts, 1);
 });
+
+test.serial('an arrival whose system was deleted is stopped once it runs here: before this node had it, and while it arrived', async (t) => {
+  const { api, hypervisor } = await gatedNode(t);
+  // Deleted before this node knew of it: the CDB holds no object when the guest comes to run.
+  await hypervisor({ type: 'system.incoming', id: 'd1', spec: { name: 'd1', driver: 'sim' }, from: 'n2', transferred: { bootedAt: Date.now() } });
+  t.like(await hypervisor({ type: 'system.incoming-done', id: 'd1' }), { type: 'system.arrived', state: 'running' });
+  await eventually(async () => (await api.ask<Message & { records: unknown[] }>('cdb', { type: 'cdb.list', prefix: 'meta/system/d1@' })).records.length === 0 || undefined, 10_000, 'd1 to be stopped and forgotten');
+  // Deleted while it arrived: the entry was marked, and the guest stops as it starts to run.
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/d2', value: { name: 'd2', driver: 'sim' } });
+  await hypervisor({ type: 'system.incoming', id: 'd2', spec: { name: 'd2', driver: 'sim' }, from: 'n2', transferred: { bootedAt: Date.now() } });
+  await api.ask('cdb', { type: 'cdb.delete', key: 'object/system/d2' });
+  await hypervisor({ type: 'system.incoming-done', id: 'd2' });
+  await eventually(async () => (await api.ask<Message & { records: unknown[] }>('cdb', { type: 'cdb.list', prefix: 'meta/system/d2@' })).records.length === 0 || undefined, 10_000, 'd2 to be stopped and forgotten');
+  // One whose object is there keeps running.
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/d3', value: { name: 'd3', driver: 'sim' } });
+  await hypervisor({ type: 'system.incoming', id: 'd3', spec: { name: 'd3', driver: 'sim' }, from: 'n2', transferred: { bootedAt: Date.now() } });
+  await hypervisor({ type: 'system.incoming-done', id: 'd3' });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.is((await stateOf(api, 'd3')).state, 'running');
+});

@@ -95,3 +95,48 @@ test.serial('a target that says it runs no copy lets this one run on after a fai
   t.regex(failed!.message, /keeps running on n1/);
   t.is((await systemMeta(api, 'v1')).state, 'running');
 });
+
+test.serial('a system deleted during its migration stays deleted: the source does not write its object again, and its copy goes', async (t) => {
+  const { api } = await sourceNode(t, { 'system.incoming': () => ({ type: 'system.incoming', id: 'v1' }), 'system.incoming-done': arrivedThere });
+  const held = gates.hold('vmm.migrate');
+  const migrate = api.ask<Message & { to: string }>('hypervisor', { type: 'system.migrate', id: 'v1', to: 'n9' }, { timeoutMs: 60_000 });
+  await held.reached;
+  await api.ask('cdb', { type: 'cdb.delete', key: 'object/system/v1' });
+  held.open();
+  t.like(await migrate, { type: 'system.migrated', to: 'n9' });
+  const gone = await t.throwsAsync(api.ask('cdb', { type: 'cdb.get', key: 'object/system/v1' }));
+  t.is((gone as AcpError).code, 'ACP_ERR_CDB_NOT_FOUND', 'the confirmation did not bring the object back');
+  // The source's copy stopped, and the system is forgotten here (its meta goes).
+  await eventually(async () => ((await api.ask<Message & { records: unknown[] }>('cdb', { type: 'cdb.list', prefix: 'meta/system/v1@' })).records.length === 0 ? true : undefined), 10_000, 'the meta to go');
+});
+
+test.serial('an edit made during a migration stays: the confirmation changes only the node', async (t) => {
+  const { api } = await sourceNode(t, { 'system.incoming': () => ({ type: 'system.incoming', id: 'v1' }), 'system.incoming-done': arrivedThere });
+  const held = gates.hold('vmm.migrate');
+  const migrate = api.ask('hypervisor', { type: 'system.migrate', id: 'v1', to: 'n9' }, { timeoutMs: 60_000 });
+  await held.reached;
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/v1', value: { name: 'v1', driver: 'sim', labels: { team: 'a' } } });
+  held.open();
+  await migrate;
+  const object = await api.ask<Message & { record: { value: { node?: string; labels?: Record<string, string> } } }>('cdb', { type: 'cdb.get', key: 'object/system/v1' });
+  t.is(object.record.value.node, 'n9');
+  t.deepEqual(object.record.value.labels, { team: 'a' });
+});
+
+test.serial('a system deleted during a migration that fails is stopped here, not left running', async (t) => {
+  const { api } = await sourceNode(t, {
+    'system.incoming': () => ({ type: 'system.incoming', id: 'v1' }),
+    'system.incoming-done': () => new AcpError('ACP_ERR_VMM_FAILED', 'the guest did not run on n9'),
+    'system.incoming-abort': () => ({ type: 'ok', dropped: false, running: false }),
+  });
+  const held = gates.hold('vmm.migrate');
+  const migrate = api.ask('hypervisor', { type: 'system.migrate', id: 'v1', to: 'n9' }, { timeoutMs: 60_000 });
+  await held.reached;
+  await api.ask('cdb', { type: 'cdb.delete', key: 'object/system/v1' });
+  held.open();
+  await t.throwsAsync(migrate);
+  // It ran again here when the migration failed; its object is gone, so it is stopped and forgotten.
+  await eventually(async () => ((await api.ask<Message & { records: unknown[] }>('cdb', { type: 'cdb.list', prefix: 'meta/system/v1@' })).records.length === 0 ? true : undefined), 10_000, 'the meta to go');
+  const status = await t.throwsAsync(api.ask('hypervisor', { type: 'system.status', id: 'v1' }));
+  t.regex(status!.message, /does not run on node 'n1'/);
+});

@@ -12,10 +12,14 @@ import { next, type SystemEvent, type SystemState } from './lifecycle.js';
 import type { Running, SystemMeta, SystemStep } from './schema.js';
 
 const HISTORY_STEPS = 20;
+/** States with a guest that a deleted system must not keep. */
+const LIVE: readonly SystemState[] = ['starting', 'running', 'paused'];
 
 export class SystemEntries {
   private readonly systems = new Map<string, Running>();
   private epochs = 0;
+  /** Systems whose object is deleted and whose guest runs here: stopped by the hypervisor at the end of its turn. */
+  private readonly deletedLive = new Set<string>();
 
   constructor(
     private readonly ctx: ActorContext,
@@ -113,6 +117,22 @@ export class SystemEntries {
     for (const [systemId, entry] of this.systems) this.putMeta(systemId, entry);
   }
 
+  /**
+   * The system's object was deleted: forgotten here once nothing runs, and a guest that runs (or
+   * comes to run: an adoption, an arrival, a failed migration that keeps it) is to be stopped.
+   */
+  markDeleted(systemId: string, entry: Running): void {
+    entry.objectDeleted = true;
+    if (LIVE.includes(entry.state)) this.deletedLive.add(systemId);
+  }
+
+  /** The systems `markDeleted` (or a move since) left with a live guest; each given once. */
+  takeDeletedLive(): string[] {
+    const systems = [...this.deletedLive].filter((systemId) => LIVE.includes(this.systems.get(systemId)?.state ?? 'defined'));
+    this.deletedLive.clear();
+    return systems;
+  }
+
   /** The state after `event` (refused as `check` says), with the step in the history, published; a new epoch. */
   move(systemId: string, entry: Running, event: SystemEvent, extra: Partial<SystemMeta> = {}): void {
     this.check(systemId, entry, event);
@@ -124,6 +144,7 @@ export class SystemEntries {
     const step: SystemStep = { at, event, state: entry.state, ...(entry.meta.reason === undefined ? {} : { reason: entry.meta.reason }) };
     entry.meta.history = [...(entry.meta.history ?? []), step].slice(-HISTORY_STEPS);
     this.publish(systemId, entry);
+    if (entry.objectDeleted && LIVE.includes(entry.state)) this.deletedLive.add(systemId);
     // A system that no longer runs here has no live stats here (its history goes with them).
     if (entry.state === 'stopped' || entry.state === 'crashed') {
       this.cdb.ask({ type: 'cdb.delete', key: `stats/system/${systemId}@${this.node}` }).catch(() => undefined);

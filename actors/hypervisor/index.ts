@@ -3,6 +3,7 @@ import { realClock, type Clock } from '../../runtime/clock.js';
 import { AcpError } from '../../runtime/errors.js';
 import type { ServiceDeps } from '../../runtime/services.js';
 import { ServiceCounters } from '../kit.js';
+import { objectKey } from '../model.js';
 import { SystemNics } from './nics.js';
 import { SystemDisks } from './disks.js';
 import { GuestRecovery } from './adoption.js';
@@ -100,25 +101,35 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps, options: 
    */
   const feed = new CdbFeed(ctx, 'object/system/', (records: readonly RecordView[]) => {
     for (const record of records) {
-      if (!record.deleted) continue;
       const systemId = record.key.slice('object/system/'.length);
       const entry = entries.get(systemId);
       if (!entry) continue;
+      // Made again under the same id: this entry is the system's again.
+      if (!record.deleted) {
+        entry.objectDeleted = false;
+        continue;
+      }
       // Not running and nothing under way: forgotten now. Else once it has stopped (entries.move).
       if (['defined', 'stopped', 'crashed'].includes(entry.state) && !io.busy(systemId)) {
         entries.forget(systemId);
         continue;
       }
-      entry.objectDeleted = true;
-      if (!['starting', 'running', 'paused'].includes(entry.state)) continue;
-      const why = `its object ${record.key} was deleted`;
-      ctx.log.warn({ system: systemId, reason: why }, 'stopping the guest of a deleted system');
-      ops.stopUnasked(systemId, false, DELETED_STOP_MS, why, 'stopping the guest of a deleted system');
+      // Stopped at the end of this turn if it runs, else once it comes to run (stopDeletedGuests).
+      entries.markDeleted(systemId, entry);
     }
   }, () => {
     ctx.log.info({ systems: entries.size }, 'the cdb restarted: every system state published again');
     entries.republish();
   });
+
+  /** Guests of deleted systems (entries.markDeleted, or one that came to run since) are stopped. */
+  const stopDeletedGuests = () => {
+    for (const systemId of entries.takeDeletedLive()) {
+      const why = `its object ${objectKey('system', systemId)} was deleted`;
+      ctx.log.warn({ system: systemId, reason: why }, 'stopping the guest of a deleted system');
+      ops.stopUnasked(systemId, false, DELETED_STOP_MS, why, 'stopping the guest of a deleted system');
+    }
+  };
 
   /** An operation answered when its I/O is over (deferred), or refused at once (thrown). */
   const answered = (operation: (reply: ReturnType<typeof deferred>) => void) => {
@@ -127,7 +138,7 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps, options: 
     return answer.reply;
   };
 
-  return {
+  const actor: Actor = {
     async started() {
       await vmms.spawnParent();
       // Not awaited: the watch retries by itself, and the node's boot need not wait for it.
@@ -256,6 +267,16 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps, options: 
       await vmms.stopParent(reason);
     },
   };
+  // Whatever a message changed, a deleted system's guest does not stay running past its turn.
+  const handle = actor.receive.bind(actor);
+  actor.receive = async (message, sender) => {
+    try {
+      return await handle(message, sender);
+    } finally {
+      stopDeletedGuests();
+    }
+  };
+  return actor;
 }
 
 export const service: ServiceDefinition<ServiceDeps | undefined> = {

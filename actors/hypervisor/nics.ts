@@ -1,6 +1,7 @@
 import type { ActorContext, ActorRef } from '../../runtime/actor.js';
 import { errorMessage } from '../../runtime/errors.js';
-import { objectKey, type SystemObject } from '../model.js';
+import { objectKey, systemObjectSchema, type SystemObject } from '../model.js';
+import { updateObject } from '../object-update.js';
 import { generatedMac } from '../../adapters/interface-names.js';
 
 /**
@@ -25,8 +26,15 @@ export class SystemNics {
    */
   async withMacs(systemId: string, spec: SystemObject): Promise<SystemObject> {
     if (spec.nics.every((nic) => nic.mac !== undefined)) return spec;
-    const filled: SystemObject = { ...spec, nics: spec.nics.map((nic, index) => (nic.mac === undefined ? { ...nic, mac: generatedMac(systemId, index) } : nic)) };
-    await this.cdb.ask({ type: 'cdb.put', key: objectKey('system', systemId), value: filled }, { timeoutMs: 10_000 }).catch((error: unknown) => {
+    const withMac = (nic: SystemObject['nics'][number], index: number) => (nic.mac === undefined ? { ...nic, mac: generatedMac(systemId, index) } : nic);
+    const filled: SystemObject = { ...spec, nics: spec.nics.map(withMac) };
+    // Over the object as it is now: an edit made since the start read it stays, and a deleted system stays deleted.
+    const store = (current: unknown) => {
+      const object = systemObjectSchema.safeParse(current);
+      if (!object.success || object.data.nics.every((nic) => nic.mac !== undefined)) return undefined;
+      return { ...(current as object), nics: object.data.nics.map(withMac) };
+    };
+    await updateObject(this.cdb, objectKey('system', systemId), store).catch((error: unknown) => {
       // The MAC is a function of the id: the same one comes next time even if it is not stored.
       this.ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'could not store the generated MAC addresses');
     });
