@@ -36,8 +36,3 @@ export function liveRecord(cdb: ActorRef, key: string, timeoutMs = 10_000): Prom
     },
   );
 }
-
-/** Whether `key` holds no live object (absent, or deleted). */
-export async function objectGone(cdb: ActorRef, key: string, timeoutMs = 10_000): Promise<boolean> {
-  return (await liveRecord(cdb, key, timeoutMs)) === undefined;
-}

@@ -23,9 +23,8 @@ import { HaClusterFeeds } from './feeds.js';
 import type { MonitorStatus } from '../monitor/index.js';
 import { ServiceCounters } from '../kit.js';
 import { shutdownPolicyOf } from '../model.js';
-import { updateObject } from '../object-update.js';
 import { drainOutcome, drainPolicyOf, reported, startDrain, type Drain, type HaDrained } from './drain.js';
-import { viewOfMonitor, type MonitorView, guardedPids, guestsOf, haSpecOf, HA_OBJECT_KEY, hypervisorViewSchema, nextHaObject, nodeSpecs, persistedOf, type HypervisorView } from './inputs.js';
+import { viewOfMonitor, type MonitorView, guardedPids, guestsOf, haSpecOf, HA_OBJECT_KEY, hypervisorViewSchema, nodeSpecs, persistedOf, type HypervisorView } from './inputs.js';
 import { initialLocal, localStep, type LocalEffect, type LocalEnv, type LocalState } from './local.js';
 import { managerStep, takeOver, type ManagerEffect, type ManagerEnv, type ManagerState } from './manager.js';
 import { defaultHaConfig, type HaMessage } from './protocol.js';
@@ -99,8 +98,16 @@ export function createHa(ctx: ActorContext, deps: ServiceDeps): Actor {
   const persist = (persistTerm: number, systems: Record<string, unknown>) => {
     held ??= [];
     const write = async () => {
-      // Compare-and-set: a newer term written between the read and the write is read again, and refuses this one.
-      await updateObject(cdb, HA_OBJECT_KEY, (current) => nextHaObject(current, persistTerm, self, systems), 3, ASK_MS);
+      // The fencing token: a newer primary's state is never overwritten by an older term.
+      const existing = await cdb.ask<Message & { record: { value: unknown } }>({ type: 'cdb.get', key: HA_OBJECT_KEY }, { timeoutMs: ASK_MS }).then(
+        (reply) => persistedOf(reply.record.value),
+        (error: unknown) => {
+          if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') return undefined;
+          throw error;
+        },
+      );
+      if (existing && existing.term > persistTerm) throw new AcpError('ACP_ERR_NO_PRIMARY', `the HA state was written in term ${existing.term} already; term ${persistTerm} is over`);
+      await cdb.ask({ type: 'cdb.put', key: HA_OBJECT_KEY, value: { name: 'manager', term: persistTerm, by: self, at: new Date().toISOString(), systems } }, { timeoutMs: ASK_MS });
     };
     write().then(
       () => ctx.self.tell({ type: 'ha.persisted', term: persistTerm, ok: true }),

@@ -4,7 +4,6 @@
  * and object/node/*), and which HA guests run here (the hypervisor's system.status).
  */
 import { z } from 'zod';
-import { AcpError } from '../../runtime/errors.js';
 import { nameSchema } from '../../runtime/path.js';
 import { haObjectSchema, systemObjectSchema, type SystemObject } from '../model.js';
 import type { GuestState } from './local.js';
@@ -64,16 +63,6 @@ export function nodeSpecs(capacity: ReadonlyMap<string, { memoryMiB: number; vcp
 export function persistedOf(value: unknown): { term: number; systems: PersistedHa } | undefined {
   const parsed = haObjectSchema.safeParse(value);
   return parsed.success ? { term: parsed.data.term, systems: parsed.data.systems } : undefined;
-}
-
-/**
- * The HA object a manager of `term` writes over `current`: refused (ACP_ERR_NO_PRIMARY) when a
- * newer term wrote it already. The fencing token: a newer primary's state is never overwritten.
- */
-export function nextHaObject(current: unknown, term: number, by: string, systems: Record<string, unknown>): Record<string, unknown> {
-  const existing = persistedOf(current);
-  if (existing && existing.term > term) throw new AcpError('ACP_ERR_NO_PRIMARY', `the HA state was written in term ${existing.term} already; term ${term} is over`);
-  return { name: 'manager', term, by, at: new Date().toISOString(), systems };
 }
 
 /** One system as the hypervisor's system.status lists it. */

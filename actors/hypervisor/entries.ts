@@ -14,12 +14,20 @@ import type { Running, SystemMeta, SystemStep } from './schema.js';
 const HISTORY_STEPS = 20;
 /** States with a guest that a deleted system must not keep. */
 const LIVE: readonly SystemState[] = ['starting', 'running', 'paused'];
+/** How long, and how many, deletions of systems without an entry here are remembered. */
+const DELETION_MEMORY_MS = 15 * 60_000;
+const DELETION_MEMORY_MAX = 10_000;
 
 export class SystemEntries {
   private readonly systems = new Map<string, Running>();
   private epochs = 0;
   /** Systems whose object is deleted and whose guest runs here: stopped by the hypervisor at the end of its turn. */
   private readonly deletedLive = new Set<string>();
+  /**
+   * Deletions seen while this node had no entry for the system, by when (oldest first): an entry
+   * made after (a start that read the object before, an arrival, an adoption) is marked at once.
+   */
+  private readonly deletedUnknown = new Map<string, number>();
 
   constructor(
     private readonly ctx: ActorContext,
@@ -59,7 +67,20 @@ export class SystemEntries {
     entry.epoch = ++this.epochs;
   }
 
-  /** A new entry, put in the table (replacing any other of the system). */
+  /** The feed saw `systemId`'s object deleted (`deleted`) or written while no entry was here. */
+  noteWithoutEntry(systemId: string, deleted: boolean): void {
+    this.deletedUnknown.delete(systemId);
+    if (!deleted) return;
+    const now = performance.now();
+    this.deletedUnknown.set(systemId, now);
+    // Kept while an operation begun before it may still make an entry: long past any start's or arrival's I/O.
+    for (const [id, at] of this.deletedUnknown) {
+      if (now - at < DELETION_MEMORY_MS && this.deletedUnknown.size <= DELETION_MEMORY_MAX) break;
+      this.deletedUnknown.delete(id);
+    }
+  }
+
+  /** A new entry, put in the table (replacing any other of the system); marked if its object was deleted meanwhile. */
   add(systemId: string, spec: SystemObject, state: SystemState, meta?: SystemMeta, extra: Partial<Running> = {}): Running {
     const entry: Running = {
       state,
@@ -72,6 +93,7 @@ export class SystemEntries {
       ...extra,
     };
     this.systems.set(systemId, entry);
+    if (this.deletedUnknown.has(systemId)) this.markDeleted(systemId, entry);
     return entry;
   }
 
@@ -128,7 +150,10 @@ export class SystemEntries {
 
   /** The systems `markDeleted` (or a move since) left with a live guest; each given once. */
   takeDeletedLive(): string[] {
-    const systems = [...this.deletedLive].filter((systemId) => LIVE.includes(this.systems.get(systemId)?.state ?? 'defined'));
+    const systems = [...this.deletedLive].filter((systemId) => {
+      const entry = this.systems.get(systemId);
+      return entry?.objectDeleted === true && LIVE.includes(entry.state);
+    });
     this.deletedLive.clear();
     return systems;
   }

@@ -103,7 +103,10 @@ export function createHypervisor(ctx: ActorContext, deps: ServiceDeps, options: 
     for (const record of records) {
       const systemId = record.key.slice('object/system/'.length);
       const entry = entries.get(systemId);
-      if (!entry) continue;
+      if (!entry) {
+        entries.noteWithoutEntry(systemId, record.deleted === true);
+        continue;
+      }
       // Made again under the same id: this entry is the system's again.
       if (!record.deleted) {
         entry.objectDeleted = false;

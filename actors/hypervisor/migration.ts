@@ -16,7 +16,7 @@ import type { NodeConfig } from '../../runtime/config.js';
 import { parseHostPort } from '../../adapters/tls.js';
 import { isMigrationHost } from '../../adapters/drivers/driver.js';
 import { objectKey, type SystemObject } from '../model.js';
-import { objectGone, updateObject } from '../object-update.js';
+import { updateObject } from '../object-update.js';
 import type { SystemDisks, SystemStorage } from './disks.js';
 import type { SystemEntries } from './entries.js';
 import type { GuestIo, Reply } from './io.js';
@@ -199,7 +199,7 @@ export class Migration {
       const arrived = await this.target(to).ask<Message & SystemMeta>({ type: 'system.incoming-done', id: systemId }, { timeoutMs: 120_000 });
       // Over what the object holds now (an edit made during the move stays), and never over a
       // deletion: a system deleted meanwhile stays deleted, and the target stops its guest.
-      const written = await updateObject(cdb, objectKey('system', systemId), (current) => (typeof current === 'object' && current !== null ? { ...current, node: to } : undefined), 3, 15_000);
+      const written = await updateObject(cdb, objectKey('system', systemId), (current) => (typeof current === 'object' && current !== null ? { ...current, node: to } : undefined), 5, 15_000);
       if (!written) ctx.log.warn({ system: systemId, to }, 'the system was deleted during its migration; its object is not written again');
       return arrived;
     };
@@ -339,10 +339,6 @@ export class Migration {
       entry.arriving = false;
       entries.move(systemId, entry, 'migrated');
       reply.ok({ type: 'system.arrived', ...viewOf(systemId, entry) });
-      // Deleted before this node had an entry to mark (its feed skipped the deletion): asked now that it runs here.
-      io.run('cleanup', systemId, () => objectGone(this.h.cdb, objectKey('system', systemId)), (gone) => {
-        if (gone.ok && gone.value && entries.get(systemId) === entry) entries.markDeleted(systemId, entry);
-      });
     });
   }
 

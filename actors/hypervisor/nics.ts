@@ -28,11 +28,14 @@ export class SystemNics {
     if (spec.nics.every((nic) => nic.mac !== undefined)) return spec;
     const withMac = (nic: SystemObject['nics'][number], index: number) => (nic.mac === undefined ? { ...nic, mac: generatedMac(systemId, index) } : nic);
     const filled: SystemObject = { ...spec, nics: spec.nics.map(withMac) };
-    // Over the object as it is now: an edit made since the start read it stays, and a deleted system stays deleted.
+    // Over the object as it is now: an edit made since the start read it stays, and a deleted
+    // system stays deleted. Only while its NICs are the ones read (the guest gets these MACs).
+    const withoutMacs = (nics: SystemObject['nics']) => JSON.stringify(nics.map(({ mac: _mac, ...nic }) => nic));
     const store = (current: unknown) => {
       const object = systemObjectSchema.safeParse(current);
-      if (!object.success || object.data.nics.every((nic) => nic.mac !== undefined)) return undefined;
-      return { ...(current as object), nics: object.data.nics.map(withMac) };
+      if (!object.success || withoutMacs(object.data.nics) !== withoutMacs(spec.nics)) return undefined;
+      if (object.data.nics.every((nic) => nic.mac !== undefined)) return undefined;
+      return { ...(current as object), nics: object.data.nics.map((nic, index) => (nic.mac === undefined ? { ...nic, mac: filled.nics[index]!.mac } : nic)) };
     };
     await updateObject(this.cdb, objectKey('system', systemId), store).catch((error: unknown) => {
       // The MAC is a function of the id: the same one comes next time even if it is not stored.

@@ -87,6 +87,11 @@ export class GuestOperations {
       let entry = entries.get(systemId);
       if (entry && !canHappen(entry.state, 'start')) return reply.fail(catching(() => entries.check(systemId, entry!, 'start')));
       entry ??= entries.add(systemId, prepared.value.spec, 'defined');
+      // Deleted after the object was read: nothing is started, and the system is forgotten here.
+      if (entry.objectDeleted) {
+        entries.forget(systemId);
+        return reply.fail(new AcpError('ACP_ERR_CDB_NOT_FOUND', `system '${systemId}' was deleted while its start got ready; nothing was started`));
+      }
       entry.retry?.();
       entry.retry = undefined;
       entry.spec = prepared.value.spec;
