@@ -39,6 +39,22 @@ function stringBytes(text: string): number {
   return text.length + 2;
 }
 
+/** A value on the way down, with how it was reached: its path is spelled out only for a refusal. */
+interface Visit {
+  readonly value: unknown;
+  readonly parent: Visit | undefined;
+  readonly key: string | number | undefined;
+  readonly depth: number;
+}
+
+function pathOf(visit: Visit, root: string): string {
+  const keys: (string | number)[] = [];
+  for (let at: Visit | undefined = visit; at?.key !== undefined; at = at.parent) keys.push(at.key);
+  let path = root;
+  for (let index = keys.length - 1; index >= 0; index -= 1) path = fieldPath(path, keys[index]!);
+  return path;
+}
+
 /**
  * Throws ACP_ERR_CDB_BAD_VALUE naming the field (`value.a.b[3]`) unless `value` is plain data
  * within `limits`. Iterative (an explicit stack), so a deep value cannot exhaust the call stack,
@@ -46,12 +62,13 @@ function stringBytes(text: string): number {
  */
 export function checkValue(value: unknown, limits: ValueLimits = DEFAULT_VALUE_LIMITS, what = 'value'): void {
   // Entries are either a value to check or a marker that an object's children are all done.
-  const stack: Array<{ value: unknown; path: string; depth: number } | { leave: object }> = [{ value, path: what, depth: 0 }];
+  const stack: Array<Visit | { leave: object }> = [{ value, parent: undefined, key: undefined, depth: 0 }];
   /** The objects on the path from the root to the current one: meeting one again is a cycle. */
   const ancestors = new Set<object>();
   let bytes = 0;
-  const refuse = (path: string, why: string): never => {
-    throw new AcpError('ACP_ERR_CDB_BAD_VALUE', `${path}: ${why}; ${RULE}`);
+  const refuse = (visit: Visit, why: string, key?: string | number): never => {
+    const path = pathOf(visit, what);
+    throw new AcpError('ACP_ERR_CDB_BAD_VALUE', `${key === undefined ? path : fieldPath(path, key)}: ${why}; ${RULE}`);
   };
   while (stack.length > 0) {
     const entry = stack.pop()!;
@@ -59,21 +76,21 @@ export function checkValue(value: unknown, limits: ValueLimits = DEFAULT_VALUE_L
       ancestors.delete(entry.leave);
       continue;
     }
-    const { value: current, path, depth } = entry;
+    const { value: current, depth } = entry;
     if (current === null || typeof current === 'boolean') {
       bytes += 5;
     } else if (typeof current === 'number') {
-      if (!Number.isFinite(current)) refuse(path, `${describe(current)} is not a finite number`);
+      if (!Number.isFinite(current)) refuse(entry, `${describe(current)} is not a finite number`);
       bytes += 24;
     } else if (typeof current === 'string') {
       bytes += stringBytes(current);
     } else if (typeof current === 'object') {
-      if (ancestors.has(current)) refuse(path, 'refers back to an enclosing object or array (a cycle)');
-      if (depth + 1 > limits.maxDepth) refuse(path, `nests deeper than ${limits.maxDepth} levels`);
+      if (ancestors.has(current)) refuse(entry, 'refers back to an enclosing object or array (a cycle)');
+      if (depth + 1 > limits.maxDepth) refuse(entry, `nests deeper than ${limits.maxDepth} levels`);
       const isArray = Array.isArray(current);
       if (!isArray) {
         const prototype: unknown = Object.getPrototypeOf(current);
-        if (prototype !== Object.prototype && prototype !== null) refuse(path, `is ${describe(current)}, not plain data`);
+        if (prototype !== Object.prototype && prototype !== null) refuse(entry, `is ${describe(current)}, not plain data`);
       }
       ancestors.add(current);
       stack.push({ leave: current });
@@ -81,25 +98,25 @@ export function checkValue(value: unknown, limits: ValueLimits = DEFAULT_VALUE_L
       if (isArray) {
         const items = current as unknown[];
         for (let index = items.length - 1; index >= 0; index -= 1) {
-          if (items[index] === undefined) refuse(fieldPath(path, index), 'is undefined (or a hole)');
-          stack.push({ value: items[index], path: fieldPath(path, index), depth: depth + 1 });
+          if (items[index] === undefined) refuse(entry, 'is undefined (or a hole)', index);
+          stack.push({ value: items[index], parent: entry, key: index, depth: depth + 1 });
         }
         bytes += items.length;
       } else {
         const keys = Object.keys(current);
         for (let index = keys.length - 1; index >= 0; index -= 1) {
           const key = keys[index]!;
-          if (key === '__proto__') refuse(fieldPath(path, key), "'__proto__' is not allowed as a key");
+          if (key === '__proto__') refuse(entry, "'__proto__' is not allowed as a key", key);
           const child = (current as Record<string, unknown>)[key];
           // An absent optional field written as undefined: left out, as JSON leaves it out.
           if (child === undefined) continue;
           bytes += stringBytes(key) + 1;
-          stack.push({ value: child, path: fieldPath(path, key), depth: depth + 1 });
+          stack.push({ value: child, parent: entry, key, depth: depth + 1 });
         }
       }
     } else {
-      refuse(path, `is ${describe(current)}, not plain data`);
+      refuse(entry, `is ${describe(current)}, not plain data`);
     }
-    if (bytes > limits.maxBytes) refuse(what, `is larger than ${limits.maxBytes} bytes (as JSON, counted up to ${path})`);
+    if (bytes > limits.maxBytes) throw new AcpError('ACP_ERR_CDB_BAD_VALUE', `${what}: is larger than ${limits.maxBytes} bytes (as JSON, counted up to ${pathOf(entry, what)}); ${RULE}`);
   }
 }
