@@ -262,3 +262,46 @@ test('a connection lost while waiting for the peer to drain: the next connection
   t.deepEqual(kinds(second), ['tell', 'tells', 'event']);
   t.deepEqual(unpackTells(second.sent[1]!.body), [2, 3].map((n) => ({ type: 'tell', n })));
 });
+
+test('a peer heard again: a dial stuck since the partition and a reconnection waiting out its back-off start over at once; the old dial failing late fails nothing', async (t) => {
+  const clock = new SimClock({ seed: 3 });
+  const dials: { reject: (error: Error) => void }[] = [];
+  const link = new PeerLink('n2', {
+    log: silentLogger(),
+    heartbeatMs: 60_000,
+    maxQueuedFrames: 10,
+    dial: () => new Promise<void>((_resolve, reject) => dials.push({ reject })),
+    deadLetter: () => undefined,
+    clock,
+  });
+  t.teardown(() => link.close());
+  // A dial begun during the partition hangs (TCP retransmits its SYN for seconds).
+  const answer = ask(link, 1);
+  t.is(dials.length, 1);
+  t.is(link.state, 'connecting');
+  link.redialNow();
+  t.is(dials.length, 2, 'a new dial, not behind the stuck one');
+  dials[0]!.reject(new Error('connect ETIMEDOUT'));
+  await settled();
+  t.is(link.state, 'connecting', 'the stuck dial failing late undoes nothing');
+  t.is(link.queued, 1, 'the ask still waits for the new dial');
+  const connection = new FakeConnection();
+  link.attach(connection, 1);
+  t.deepEqual(connection.sent.map((envelope) => envelope.k), ['ask']);
+  link.frame({ v: 1, k: 'reply', id: connection.sent[0]!.id, body: { type: 'echoed' } });
+  t.like(await answer, { type: 'echoed' });
+  // Lost again with a watch: the reconnection waits out a back-off, unless the peer is heard.
+  link.watch(path, () => undefined);
+  link.detach(connection, 'closed');
+  t.is(link.state, 'idle');
+  clock.advance(50);
+  t.is(dials.length, 2, 'still in its back-off');
+  link.redialNow();
+  t.is(dials.length, 3);
+  t.is(link.state, 'connecting');
+  // A link with nothing to send and nothing watched does not dial because a peer was heard.
+  const quiet = makeLink(10);
+  t.teardown(() => quiet.close());
+  quiet.redialNow();
+  t.is(quiet.state, 'idle');
+});

@@ -81,6 +81,11 @@ test('a healed partition is repaired as soon as the other side is heard, not aft
   const pulls = sim.snapshotsAsked.filter((asked) => asked.by === 'n3' && asked.at >= healedAt);
   t.true(pulls.length > 0, 'n3 pulled no snapshot after the heal');
   t.true(pulls[0]!.at <= heardBy, `n3's first pull after the heal at ${healedAt} ms began at ${pulls[0]!.at} ms; n1 was heard again by ${heardBy} ms (the grace for reordering is ${REORDER_GRACE_MS} ms)`);
+  // Each side said once that it heard the other again (a real node's agent then redials at once).
+  const back = sim.heardBack.filter((heard) => heard.at >= healedAt);
+  t.deepEqual(back.filter((heard) => heard.by === 'n3').map((heard) => heard.peer).sort(), ['n1', 'n2']);
+  t.deepEqual(back.filter((heard) => heard.peer === 'n3').map((heard) => heard.by).sort(), ['n1', 'n2']);
+  t.true(back.every((heard) => heard.at <= heardBy), `heard back at ${back.map((heard) => heard.at).join(', ')} ms, by ${heardBy} ms`);
 });
 
 test('a node killed and restarted catches up by snapshot and stream; its last unsent writes reach the others', async (t) => {

@@ -476,6 +476,9 @@ export function createAgent(ctx: ActorContext, deps: ServiceDeps): Actor {
           return membership.rotateKeys();
         case 'agent.install-keys':
           return membership.install({ clusterKey: parsed.clusterKey, apiKey: parsed.apiKey });
+        case 'agent.peer-heard':
+          links.get(parsed.node)?.redialNow();
+          return undefined;
         case 'agent.partition':
           if (!system.faultsEnabled) throw new AcpError('ACP_ERR_FAULTS_DISABLED', 'fault injection is disabled on this node; restart it with `acp up --faults` to allow chaos commands');
           gate.set(parsed.on);

@@ -50,6 +50,8 @@ export class PeerLink {
   private readonly watches = new Map<number, RemoteWatch>();
   private nextId = 1;
   private attempt = 0;
+  /** Counts dials: the failure of one that `redialNow` left behind undoes nothing. */
+  private dials = 0;
   private retryTimer: (() => void) | undefined;
   private heartbeat: (() => void) | undefined;
   private readonly clock: Clock;
@@ -248,12 +250,28 @@ export class PeerLink {
     }
   }
 
+  /**
+   * The peer was heard again after it was down (the CDB's sync heard it): a dial begun during the
+   * partition may wait on TCP's retransmissions for seconds, and a reconnection on its back-off
+   * for up to 10 s. Both start over now, when the link has work.
+   */
+  redialNow(): void {
+    if (this.closed || this.state === 'up') return;
+    if (this.state === 'idle' && this.queue.length === 0 && this.watches.size === 0) return;
+    this.retryTimer?.();
+    this.retryTimer = undefined;
+    this.attempt = 0;
+    this.state = 'idle';
+    this.ensureConnecting();
+  }
+
   private ensureConnecting(): void {
     if (this.state !== 'idle' || this.closed || this.retryTimer) return;
     this.state = 'connecting';
+    const dial = ++this.dials;
     this.env.dial(this).catch((error: unknown) => {
-      // An inbound connection may have brought the link up meanwhile: then there is nothing to undo.
-      if (this.state !== 'connecting') return;
+      // An inbound connection may have brought the link up meanwhile, or a newer dial replaced this one: then there is nothing to undo.
+      if (this.state !== 'connecting' || dial !== this.dials) return;
       this.state = 'idle';
       const reason = error instanceof Error ? error.message : String(error);
       this.env.log.info({ peer: this.node, err: reason, attempt: this.attempt + 1 }, 'cannot reach peer; will retry');

@@ -17,6 +17,8 @@ export const agentSchema = z.discriminatedUnion('type', [
   /** Which node's agent listens at HOST:PORT? Dials it when not known (for --peers and --gateway). */
   z.strictObject({ type: z.literal('agent.identify'), address: z.string().max(300) }),
   ...membershipMessages,
+  /** From this node's CDB: it heard `node` again after it was down, so a link waiting to reach it tries now. */
+  z.strictObject({ type: z.literal('agent.peer-heard'), node: nameSchema }),
   /** Fault injection (daemon with --faults), from this node's Framework: cut or restore all peer traffic. */
   z.strictObject({ type: z.literal('agent.partition'), on: z.boolean() }),
 ]);
@@ -49,6 +51,7 @@ export const agentAuthority: AuthorityTable = {
   'agent.rotate-keys': 'admin',
   // The agent that rotates the keys hands them to every other.
   'agent.install-keys': { internal: [{ service: 'agent', nodes: 'peers' }] },
+  'agent.peer-heard': { internal: [{ service: 'cdb', nodes: 'self' }] },
   // The Framework's faults.partition (admin, --faults) sets it.
   'agent.partition': { internal: [{ service: 'framework', nodes: 'self' }] },
 };

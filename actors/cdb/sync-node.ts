@@ -127,6 +127,7 @@ export class SyncNode {
         },
         merge: (records) => mergeInSlices(records, setup.merge),
         knownNodes: () => this.knownNodes(),
+        peerBack: (peer) => ctx.ref(`acp://${ctx.node.cluster}/${ctx.node.node}/agent`).tell({ type: 'agent.peer-heard', node: peer }),
       },
       setup.config,
     );

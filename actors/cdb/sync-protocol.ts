@@ -121,6 +121,8 @@ export interface SyncEnv {
   merge(records: readonly StoredRecord[]): Promise<void>;
   /** Every other node this one knows to be in the cluster. */
   knownNodes(): readonly string[];
+  /** `node` was heard after it was down (a partition healed, a node came back): links to it may try at once. */
+  peerBack?(node: string): void;
 }
 
 export interface SyncTimings {

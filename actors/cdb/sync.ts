@@ -287,7 +287,9 @@ export class Replicator {
     const now = this.env.now();
     const wasDown = this.membership.state(node, now) === 'down';
     this.membership.hear(node, incarnation, now);
-    return wasDown && this.membership.state(node, now) === 'up';
+    const back = wasDown && this.membership.state(node, now) === 'up';
+    if (back) this.env.peerBack?.(node);
+    return back;
   }
 
   private receiveBatch(batch: Extract<SyncPayload, { k: 'batch' }>, via: Via): GapNews {

@@ -65,6 +65,8 @@ export class Sim {
   readonly acknowledged: StoredRecord[] = [];
   /** Every snapshot page asked for: by whom, of whom, and the request. */
   readonly snapshotsAsked: { by: string; source: string; request: SnapshotRequest; at: number }[] = [];
+  /** Each time a node heard a peer it held for down (what the real node tells its agent, to redial at once). */
+  readonly heardBack: { by: string; peer: string; at: number }[] = [];
 
   /** The largest digest datagram any node sent, in bytes. */
   largestDigest = 0;
@@ -164,6 +166,7 @@ export class Sim {
           }
         },
         knownNodes: () => [...this.nodes.keys()].filter((name) => name !== node.name),
+        peerBack: (peer) => this.heardBack.push({ by: node.name, peer, at: this.now }),
       },
       this.timings,
     );
