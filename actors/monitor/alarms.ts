@@ -88,8 +88,9 @@ export function alarmsOnElection(s: MonitorState, env: MonitorEnv): AlarmEffect[
 /**
  * On every tick: raise `node-down` for members the detector holds down. Clearing waits for an
  * acknowledgement (below), so an alarm a new primary adopted is not cleared before it heard the node.
- * `quorum-lost` clears once more voters are up than a majority needs (one may go again), judged
- * only after a primary has had `downAfterMs` to hear everyone.
+ * `quorum-lost` clears once more voters are up than a majority needs (one may go again), or every
+ * voter is (one or two voters: no more can come), judged only after a primary has had
+ * `downAfterMs` to hear everyone.
  */
 export function alarmsOnTick(s: MonitorState, env: MonitorEnv, members: readonly Member[]): AlarmEffect[] {
   const out: AlarmEffect[] = [];
@@ -98,7 +99,7 @@ export function alarmsOnTick(s: MonitorState, env: MonitorEnv, members: readonly
     const voting = members.filter((member) => member.votes > 0);
     const up = voting.filter((member) => member.name === s.self || s.peers[member.name]?.state === 'up').length;
     const needed = Math.floor(voting.length / 2) + 1;
-    if (up > needed) out.push(effect(s, 'clear', 'quorum-lost', QUORUM_SUBJECT, `${up} of ${voting.length} voters up, ${needed} needed`));
+    if (up > needed || up === voting.length) out.push(effect(s, 'clear', 'quorum-lost', QUORUM_SUBJECT, `${up} of ${voting.length} voters up, ${needed} needed`));
   }
   const settled = env.now() - s.primarySince > env.config.downAfterMs;
   for (const [name, view] of Object.entries(s.peers).sort(([a], [b]) => a.localeCompare(b))) {
