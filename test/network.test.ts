@@ -88,6 +88,16 @@ runsWhen(missing)(`acp network create makes a bridge that ip -j link shows; drif
   t.regex(cli.stderr + cli.stdout, /ACP_ERR_NETWORK_VPP_UNAVAILABLE|vpp/i);
   await t.throwsAsync(after.ask('cdb', { type: 'cdb.get', key: 'object/network/fast' }), { message: /fast/ });
 
+  // A running guest's NIC holds its network even after the NIC left the system object (that takes effect at its next start).
+  await after.ask('cdb', { type: 'cdb.put', key: 'object/system/s1', value: { name: 's1', driver: 'sim', nics: [{ network: 'lan' }] } });
+  await after.ask('hypervisor', { type: 'system.start', id: 's1' }, { timeoutMs: 30_000 });
+  await after.ask('cdb', { type: 'cdb.put', key: 'object/system/s1', value: { name: 's1', driver: 'sim' } });
+  const held = await h.cli('n1', ['network', 'rm', 'lan']);
+  t.not(held.code, 0);
+  t.regex(held.stderr, /running guest of s1 \(running on n1\)/);
+  await after.ask('hypervisor', { type: 'system.stop', id: 's1' }, { timeoutMs: 30_000 });
+  await after.ask('cdb', { type: 'cdb.delete', key: 'object/system/s1' });
+
   // Removed: the bridge goes, the administrator's stays.
   const removed = await h.cli('n1', ['network', 'rm', 'lan']);
   t.is(removed.code, 0, removed.stderr);

@@ -170,6 +170,10 @@ runsWhen(hasQemuImg)(`a dir pool: active with stats; volumes made, resized, snap
   await api.ask('cdb', { type: 'cdb.put', key: 'object/system/vm1', value: { name: 'vm1', driver: 'sim', disks: [{ pool: 'local', volume: 'f1' }] } });
   await api.ask('hypervisor', { type: 'system.start', id: 'vm1' });
   await refused({ type: 'storage.volume-rm', pool: 'local', name: 'f1' }, 'ACP_ERR_STORAGE_IN_USE', /system vm1 \(running on n1\) uses it/);
+  // Detached while it runs (that takes effect at its next start): its guest still holds the volume.
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/vm1', value: { name: 'vm1', driver: 'sim' } });
+  await refused({ type: 'storage.volume-rm', pool: 'local', name: 'f1' }, 'ACP_ERR_STORAGE_IN_USE', /system vm1 \(running on n1\) uses it/);
+  await api.ask('cdb', { type: 'cdb.put', key: 'object/system/vm1', value: { name: 'vm1', driver: 'sim', disks: [{ pool: 'local', volume: 'f1' }] } });
   // While it runs a disk only grows, and only in a QEMU guest (storage-guests.solo.test.ts grows one live); a sim guest has no disk to grow.
   await refused({ type: 'storage.volume-resize', pool: 'local', name: 'f1', sizeBytes: 1024 * 1024 }, 'ACP_ERR_STORAGE_IN_USE', /cannot shrink .* while system vm1 \(running on n1\) uses it/);
   await refused({ type: 'storage.volume-resize', pool: 'local', name: 'f1', sizeBytes: 200 * 1024 * 1024 }, 'ACP_ERR_SYSTEM_BAD_STATE', /no disks in this VMM \(a simulated guest/);

@@ -7,6 +7,7 @@ import type { ActorContext, ActorRef } from '../../runtime/actor.js';
 import { AcpError, errorMessage } from '../../runtime/errors.js';
 import { saveGuestState } from '../../adapters/guest-state.js';
 import { metaKey, type SystemObject } from '../model.js';
+import { GUEST_HOLDS_STATES, usesOf } from '../system-uses.js';
 import { guestFiles } from '../vmm/index.js';
 import { next, type SystemEvent, type SystemState } from './lifecycle.js';
 import type { Running, SystemMeta, SystemStep } from './schema.js';
@@ -119,7 +120,9 @@ export class SystemEntries {
   }
 
   private putMeta(systemId: string, entry: Running): void {
-    this.cdb.ask({ type: 'cdb.put', key: metaKey('system', systemId, this.node), value: entry.meta }, { timeoutMs: 10_000 }).catch((error: unknown) => {
+    // While its guest may run, what it holds (the Storage and Network services will not take it away).
+    const value = GUEST_HOLDS_STATES.has(entry.state) ? { ...entry.meta, uses: usesOf(entry.spec) } : entry.meta;
+    this.cdb.ask({ type: 'cdb.put', key: metaKey('system', systemId, this.node), value }, { timeoutMs: 10_000 }).catch((error: unknown) => {
       this.ctx.log.warn({ system: systemId, err: errorMessage(error) }, 'could not publish the system state');
     });
   }

@@ -10,6 +10,7 @@ import { apply, linkCounters, listLinks } from '../../adapters/iproute2.js';
 import { vppAvailable, type VppAvailability } from '../../adapters/vpp.js';
 import type { RecordView } from '../cdb/index.js';
 import { CdbFeed } from '../cdb-feed.js';
+import { networkInUse } from '../system-uses.js';
 import { serviceInfoSchema, ServiceCounters } from '../kit.js';
 import { metaKey, statsKey, networkObjectSchema, objectKey, parseKey, systemNicSchema, systemObjectSchema, type NetworkObject, type SystemNic } from '../model.js';
 import { bridgeName, generatedMac, tapName } from '../../adapters/interface-names.js';
@@ -190,12 +191,9 @@ export function createNetwork(ctx: ActorContext, statsMs: number): Actor {
   };
 
   const remove = async (name: string): Promise<Message> => {
-    const listed = await cdb.ask<Message & { records: RecordView[] }>({ type: 'cdb.list', prefix: 'object/system/', limit: 10_000 }, { timeoutMs: 10_000 });
-    const users = listed.records
-      .filter((record) => !record.deleted)
-      .map((record) => systemObjectSchema.safeParse(record.value))
-      .flatMap((parsed) => (parsed.success && parsed.data.nics.some((nic) => nic.network === name) ? [parsed.data.name] : []));
-    if (users.length > 0) throw new AcpError('ACP_ERR_NETWORK_IN_USE', `network '${name}' is used by system${users.length > 1 ? 's' : ''} ${users.sort().join(', ')}; remove their NICs on it first (acp system nic rm)`);
+    const list = (prefix: string) => cdb.ask<Message & { records: RecordView[] }>({ type: 'cdb.list', prefix, limit: 10_000 }, { timeoutMs: 10_000 }).then((reply) => reply.records);
+    const inUse = networkInUse(name, await list('object/system/'), await list('meta/system/'));
+    if (inUse) throw new AcpError('ACP_ERR_NETWORK_IN_USE', inUse);
     await cdb.ask({ type: 'cdb.get', key: objectKey('network', name) }, { timeoutMs: 10_000 }).catch((error: unknown) => {
       if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no network '${name}' (acp network ls)`);
       throw error;

@@ -12,6 +12,7 @@ import type { RecordView } from '../cdb/index.js';
 import { objectKey, parseKey, storageVolumeSchema, systemObjectSchema, type StoragePool, type StorageVolume, type SystemDisk } from '../model.js';
 import { snapshotPath, volumeId, volumeLayout, type VolumeLayout } from './layout.js';
 import type { PoolReport } from './pools.js';
+import { GUEST_HOLDS_STATES, liveHolders } from '../system-uses.js';
 import type { ResolvedCdrom, ResolvedDisk } from './schema.js';
 
 /**
@@ -24,7 +25,6 @@ export function sectorRounded(bytes: number): number {
 }
 
 /** System states in which its guest holds its disks open. */
-const LIVE_STATES = new Set(['starting', 'running', 'paused', 'migrating', 'stopping']);
 
 export interface VolumeEnv {
   readonly ctx: ActorContext;
@@ -104,11 +104,12 @@ export class StorageVolumes {
       const uses = spec.data.disks.some((disk) => disk.pool === poolName && disk.volume === name) || (spec.data.iso?.pool === poolName && spec.data.iso.volume === name);
       if (uses) attached.push(spec.data.name);
     }
-    const guests: Users['guests'] = [];
+    // A running guest holds what it was started with, though a disk detached since is gone from its object.
+    const guests = liveHolders(metas, (uses) => uses.volumes.includes(`${poolName}/${name}`));
     for (const record of metas) {
       const parsed = parseKey(record.key);
-      const state = String((record.value as { state?: unknown }).state);
-      if (attached.includes(parsed.id) && LIVE_STATES.has(state) && parsed.node !== undefined) guests.push({ id: parsed.id, node: parsed.node, state });
+      const state = String((record.value as { state?: unknown } | null)?.state);
+      if (attached.includes(parsed.id) && GUEST_HOLDS_STATES.has(state) && parsed.node !== undefined && !guests.some((guest) => guest.id === parsed.id && guest.node === parsed.node)) guests.push({ id: parsed.id, node: parsed.node, state });
     }
     return { live: guests.map((guest) => `${guest.id} (${guest.state} on ${guest.node})`), attached, guests };
   }
