@@ -55,7 +55,7 @@ export async function requireKnownNodes(askCdb: AskCdb, spec: SystemReferences, 
   const unique = [...new Set(named)];
   const unknown = unique.filter((name) => !members.has(name));
   if (unknown.length > 0) {
-    throw new AcpError('ACP_ERR_SYSTEM_UNKNOWN_NODE', `no node ${unknown.map((name) => `'${name}'`).join(', ')} in the cluster (it has ${[...members].sort().join(', ')}; acp node ls); nothing was created`);
+    throw new AcpError('ACP_ERR_SYSTEM_UNKNOWN_NODE', `no node ${unknown.map((name) => `'${name}'`).join(', ')} in the cluster (it has ${[...members].sort().join(', ')}; acp nodes); nothing was created`);
   }
   const voting = unique.filter((name) => witnesses.has(name));
   if (voting.length > 0) {

@@ -241,7 +241,7 @@ export function storageCommands(y: Argv<StorageGlobal>, run: Run, withClient: Wi
             }),
           ),
         )
-        .command('resize <volume>', 'change its size (it only grows while attached to a system; refused while one runs on it)', (c) => c.positional('volume', { type: 'string', demandOption: true }).option('size', { type: 'string', demandOption: true, coerce: flagOnce('size', sizeValue), describe: 'e.g. 96M, 8G (rounded up to whole 512-byte sectors)' }).option('node', nodeOption), (argv) =>
+        .command('resize <volume>', 'change its size (it only grows while attached to a system; a running QEMU guest sees it grow)', (c) => c.positional('volume', { type: 'string', demandOption: true }).option('size', { type: 'string', demandOption: true, coerce: flagOnce('size', sizeValue), describe: 'e.g. 96M, 8G (rounded up to whole 512-byte sectors)' }).option('node', nodeOption), (argv) =>
           run(argv, () =>
             withClient(argv.home, async (client) => {
               const { pool, name } = parseVolumeRef(argv.volume);
@@ -275,7 +275,7 @@ export function storageCommands(y: Argv<StorageGlobal>, run: Run, withClient: Wi
             }),
           ),
         )
-        .command('import <volume> <file>', "make a file of the node's a volume (an image converted, or --format iso copied)", (c) => c.positional('volume', { type: 'string', demandOption: true }).positional('file', { type: 'string', demandOption: true }).option('format', { choices: ['qcow2', 'raw', 'iso'] as const, default: 'qcow2' as const }).option('node', nodeOption), (argv) =>
+        .command('import <volume> <file>', "make a volume of a file on the node, in an import directory (an image converted, or --format iso copied)", (c) => c.positional('volume', { type: 'string', demandOption: true }).positional('file', { type: 'string', demandOption: true }).option('format', { choices: ['qcow2', 'raw', 'iso'] as const, default: 'qcow2' as const }).option('node', nodeOption), (argv) =>
           run(argv, () =>
             withClient(argv.home, async (client) => {
               const { pool, name } = parseVolumeRef(argv.volume);

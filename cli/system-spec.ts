@@ -1,6 +1,6 @@
 /** `acp system create`'s spec: from `--spec`/`--file` and the flags laid over it, checked as a new spec. */
-import { readFileSync } from 'node:fs';
 import { newSystemSchema, type SystemObject } from '../actors/model.js';
+import { readSmallFile } from './small-file.js';
 import { AcpError } from '../runtime/errors.js';
 import { isValidName } from '../runtime/path.js';
 import { parseNic } from './network.js';
@@ -61,13 +61,7 @@ export function systemSpec(id: string, flags: CreateFlags): SystemObject {
   let base: Record<string, unknown> = {};
   if (flags.spec !== undefined) base = parseJson(flags.spec, '--spec') as Record<string, unknown>;
   if (flags.file !== undefined) {
-    let text: string;
-    try {
-      text = readFileSync(flags.file, 'utf8');
-    } catch (error) {
-      throw new AcpError('ACP_ERR_CLI_USAGE', `cannot read --file ${flags.file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-    }
-    base = parseJson(text, flags.file) as Record<string, unknown>;
+    base = parseJson(readSmallFile(flags.file, '--file'), flags.file) as Record<string, unknown>;
   }
   if (typeof base !== 'object' || base === null || Array.isArray(base)) throw new AcpError('ACP_ERR_CLI_BAD_JSON', 'the spec must be a JSON object');
   // --disk /path/image.qcow2 boots from an image file (before pools); --disk POOL/NAME[,bus=..] is a disk (repeat for more).

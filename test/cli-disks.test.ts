@@ -5,7 +5,7 @@
  * none says what was given; schema bounds are the field's own; sizes round up to 512-byte sectors.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -239,4 +239,16 @@ runsWhen(noQemuImg).serial('acp storage volume create and resize round a size up
   t.is(listed.code, 0, listed.stderr);
   t.regex(listed.stdout, /local\/odd +qcow2 +64K +n1 /);
   t.regex(listed.stdout, /local\/ghost +raw +512B? +\(unknown\) /);
+});
+
+test('--file reads a regular file, bounded: a device, a directory, a missing or an oversized file is a usage error, never a hang', (t) => {
+  t.regex(usageError(t, () => systemSpec('z', { file: '/dev/zero' })).message, /--file \/dev\/zero: not a regular file/);
+  t.regex(usageError(t, () => systemSpec('z', { file: '/tmp' })).message, /--file \/tmp: not a regular file/);
+  t.regex(usageError(t, () => systemSpec('z', { file: '/nonexistent/spec.json' })).message, /cannot read --file \/nonexistent\/spec.json: ENOENT/);
+  const dir = mkdtempSync(join(tmpdir(), 'acp-spec-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'big.json'), ' '.repeat(1024 * 1024 + 1));
+  t.regex(usageError(t, () => systemSpec('z', { file: join(dir, 'big.json') })).message, /larger than 1048576 bytes/);
+  writeFileSync(join(dir, 'ok.json'), JSON.stringify({ driver: 'sim', memoryMiB: 64 }));
+  t.like(systemSpec('ok', { file: join(dir, 'ok.json') }), { name: 'ok', driver: 'sim', memoryMiB: 64 });
 });

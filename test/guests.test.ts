@@ -81,7 +81,7 @@ test('acp system create: --autostart needs --node and no --ha; --start-order and
   for (const args of [['--node', 'nosuchnode'], ['--ha', '--node', 'nosuchnode'], ['--ha', '--prefer', 'n1:2,n9:1']]) {
     const unknown = await runCli(['system', 'create', 's1', '--driver', 'sim', ...args], home);
     t.is(unknown.code, 1, unknown.stderr);
-    t.regex(unknown.stderr, /no node '(nosuchnode|n9)' in the cluster \(it has n1; acp node ls\); nothing was created.*ACP_ERR_SYSTEM_UNKNOWN_NODE/s, args.join(' '));
+    t.regex(unknown.stderr, /no node '(nosuchnode|n9)' in the cluster \(it has n1; acp nodes\); nothing was created.*ACP_ERR_SYSTEM_UNKNOWN_NODE/s, args.join(' '));
   }
   const ok = await runCli(['--json', 'system', 'create', 's1', '--driver', 'sim', '--autostart', '--node', 'n1', '--start-order', '3', '--start-delay', '2'], home);
   t.is(ok.code, 0, ok.stderr);

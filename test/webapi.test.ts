@@ -97,7 +97,7 @@ test('REST: no credentials is 401; an auditor reads systems but may not start on
   t.is(again.status, 409, 'an existing system is not replaced');
   // What a spec names outside itself is checked as the CLI checks it, and nothing is created.
   const elsewhere = await call(node, 'POST', '/api/v1/systems', node.operator, { name: 'x2', driver: 'sim', node: 'n9' });
-  t.regex(assertEnvelope(t, elsewhere, 400, 'ACP_ERR_SYSTEM_UNKNOWN_NODE'), /no node 'n9' in the cluster \(it has n1; acp node ls\)/);
+  t.regex(assertEnvelope(t, elsewhere, 400, 'ACP_ERR_SYSTEM_UNKNOWN_NODE'), /no node 'n9' in the cluster \(it has n1; acp nodes\)/);
   const preferred = await call(node, 'POST', '/api/v1/systems', node.operator, { name: 'x2', driver: 'sim', ha: true, prefer: { n1: 2, n7: 1 } });
   t.regex(assertEnvelope(t, preferred, 400, 'ACP_ERR_SYSTEM_UNKNOWN_NODE'), /no node 'n7'/);
   const noPool = await call(node, 'POST', '/api/v1/systems', node.operator, { name: 'x2', disks: [{ pool: 'nopool', volume: 'd1' }] });
