@@ -163,6 +163,14 @@ runsWhen(hasQemuImg)(`a dir pool: active with stats; volumes made, resized, snap
   const clone = await api.ask<Message & { info: { backingChain: string[] } }>('storage', { type: 'storage.volume-info', pool: 'local', name: 'c1' });
   t.deepEqual(clone.info.backingChain, [created.file]);
   await refused({ type: 'storage.volume-rm', pool: 'local', name: 'd1' }, 'ACP_ERR_STORAGE_IN_USE', /linked clones local\/c1/);
+  await refused({ type: 'storage.volume-snapshot', pool: 'local', name: 'd1', op: 'rollback', snapshot: 's1' }, 'ACP_ERR_STORAGE_IN_USE', /cannot roll back .*linked clones local\/c1/);
+  // A rollback brings back the size the volume had when the snapshot was taken.
+  await api.ask('storage', { type: 'storage.volume-create', pool: 'local', name: 'r1', sizeBytes: 16 * 1024 * 1024 });
+  await api.ask('storage', { type: 'storage.volume-snapshot', pool: 'local', name: 'r1', op: 'create', snapshot: 's1' });
+  await api.ask('storage', { type: 'storage.volume-resize', pool: 'local', name: 'r1', sizeBytes: 48 * 1024 * 1024 });
+  await api.ask('storage', { type: 'storage.volume-snapshot', pool: 'local', name: 'r1', op: 'rollback', snapshot: 's1' });
+  t.like(await get('object/storage/volume/local/r1'), { sizeBytes: 16 * 1024 * 1024 });
+  await api.ask('storage', { type: 'storage.volume-rm', pool: 'local', name: 'r1' });
   await api.ask('storage', { type: 'storage.volume-clone', pool: 'local', name: 'd1', target: 'f1', linked: false });
   t.deepEqual((await api.ask<Message & { info: { backingChain: string[] } }>('storage', { type: 'storage.volume-info', pool: 'local', name: 'f1' })).info.backingChain, []);
 

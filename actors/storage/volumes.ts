@@ -219,10 +219,15 @@ export class StorageVolumes {
       const has = known.some((entry) => entry.name === snapshot);
       if (op === 'create' && has) throw new AcpError('ACP_ERR_STORAGE_EXISTS', `volume '${poolName}/${name}' has a snapshot '${snapshot}' already`);
       if (op !== 'create' && !has) throw new AcpError('ACP_ERR_STORAGE_NOT_FOUND', `volume '${poolName}/${name}' has no snapshot '${snapshot}' (it has ${known.map((entry) => entry.name).join(', ') || 'none'})`);
+      // Linked clones read through to their base: rolled back under them, it would corrupt them.
+      const clones = op === 'rollback' ? this.clonesOf(poolName, name) : [];
+      if (clones.length > 0) throw new AcpError('ACP_ERR_STORAGE_IN_USE', `cannot roll back volume '${poolName}/${name}': linked clones ${clones.join(', ')} read through to it; remove them first`);
       if (pool.type !== 'btrfs' && users.guests.length > 0) await this.changeLive(poolName, name, users, { action: op === 'create' ? 'snapshot-create' : 'snapshot-delete', snapshot });
       else await snapshotVolume(layout, op === 'rollback' ? 'apply' : op === 'rm' ? 'delete' : 'create', snapshot, layout.snapshots ? snapshotPath(layout, snapshot) : undefined);
       const snapshots = op === 'create' ? [...known, { name: snapshot, at: new Date().toISOString() }] : op === 'rm' ? known.filter((entry) => entry.name !== snapshot) : known;
-      const updated: StorageVolume = { ...volume, snapshots };
+      // A rollback brings back the size the volume had then (a resize since is undone).
+      const sizeBytes = op === 'rollback' ? (await imageInfo(layout.file, volume.format)).virtualSize : volume.sizeBytes;
+      const updated: StorageVolume = { ...volume, snapshots, sizeBytes };
       await this.store(updated, false);
       this.env.ctx.log.info({ volume: volumeId(poolName, name), op, snapshot }, `volume snapshot ${op}`);
       return { type: 'storage.volume-snapshot', op, snapshot, volume: updated };
