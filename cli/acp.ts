@@ -22,7 +22,7 @@ import { parseDuration } from './duration.js';
 import { forwardedUpFlags, upFlags, upOptions, type UpArgv } from './up.js';
 import { haCommands } from './ha.js';
 import { formatGuestsAtDown, formatUpSummary, guestsBeforeDown, runForeground, startDetached, stopDaemon } from './control.js';
-import { flagOnce, onlyOnce, refuseRepeatedFlags, wholeNumber } from './flags.js';
+import { flagOnce, onlyOnce, refuseRepeatedFlags, refuseSwitchValues, wholeNumber } from './flags.js';
 import { EXIT_OK, EXIT_USAGE, formatStatus, printError, printJson, table, usageMessage, type SyncSummary } from './output.js';
 
 // A reader that goes away (`acp cdb watch meta/ | head`) ends this command quietly, as for any
@@ -118,6 +118,7 @@ const cli = yargs(hideBin(process.argv))
   // A check, not a middleware: its refusal goes through .fail() like any usage error.
   .check((argv) => {
     refuseRepeatedFlags(argv);
+    refuseSwitchValues(argv);
     apiToken = speakingToken(argv.token, process.env.ACP_TOKEN);
     return true;
   }, true)
@@ -137,7 +138,7 @@ const cli = yargs(hideBin(process.argv))
         .option('timeout', { type: 'number', default: 30_000, coerce: flagOnce('timeout', wholeNumber({ min: 0, max: 600_000, unit: 'milliseconds', note: 'nothing was stopped' })), describe: 'with --stop-systems: ms each guest has to power off' }),
     (argv) =>
       run(argv, async () => {
-        const guests = await guestsBeforeDown(argv.home, argv['stop-systems'], argv.timeout);
+        const guests = await guestsBeforeDown(argv.home, argv['stop-systems'], argv.timeout, apiToken);
         if (!argv.json && guests !== undefined && guests.ha.length > 0 && guests.shutdownPolicy !== 'conditional') {
           process.stdout.write(`draining ${guests.ha.length} HA system${guests.ha.length === 1 ? '' : 's'} first (shutdown policy ${guests.shutdownPolicy}; up to 2 min)\n`);
         }

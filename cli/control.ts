@@ -205,14 +205,16 @@ export interface GuestsAtDown {
  * Before `acp down`: which guests run here (and, with `stopSystems`, stops them first, each as
  * `acp system stop` would). Undefined when no daemon answers (nothing to say about its guests).
  */
-export async function guestsBeforeDown(home: string, stopSystems: boolean, stopTimeoutMs = 30_000): Promise<GuestsAtDown | undefined> {
+export async function guestsBeforeDown(home: string, stopSystems: boolean, stopTimeoutMs = 30_000, token?: string): Promise<GuestsAtDown | undefined> {
   const paths = homePaths(home);
   const pid = readPidfile(paths.pidfile);
   if (pid === undefined || !isDaemonProcess(pid)) return undefined;
   let client: Awaited<ReturnType<typeof connect>>;
   try {
-    client = await connect({ home });
-  } catch {
+    // With --token the guests are stopped as that token's role (an auditor's is refused, and nothing stops).
+    client = await connect(token === undefined ? { home } : { home, token });
+  } catch (error) {
+    if (token !== undefined) throw error;
     return undefined;
   }
   try {

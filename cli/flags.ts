@@ -34,6 +34,19 @@ export function refuseRepeatedFlags(argv: Record<string, unknown>): void {
 }
 
 /**
+ * A switch given a value other than true or false (`--stop-systems=maybe`): yargs reads it as
+ * false, and the command would run as if it were left out. Refused, naming it.
+ */
+export function refuseSwitchValues(argv: Record<string, unknown>, args: readonly string[] = process.argv.slice(2)): void {
+  for (const arg of args) {
+    if (arg === '--') break;
+    const match = /^--([a-z][a-z0-9-]*)=(.*)$/s.exec(arg);
+    if (!match || typeof argv[match[1]!] !== 'boolean' || /^(true|false)$/.test(match[2]!)) continue;
+    throw usage(`--${match[1]} is a switch: give it alone (or =true, =false), not '${match[2]!.slice(0, 40)}'`);
+  }
+}
+
+/**
  * A yargs `coerce` for `--flag`: its one value, read by `read` (which names the flag in its errors).
  * A value starting with '-' that is no plain number (`--size -1M`) yargs reads as flags, leaving
  * the flag none: that is said first, as usageMessage says it when only the unknown flags are left.

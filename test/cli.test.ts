@@ -233,6 +233,7 @@ test('errors exit 2 for usage and 1 for the node, each as one line without a sta
     { args: ['--home', '/tmp/elsewhere', 'status'], code: 2, includes: '--home given twice; give it once', what: '--home twice (runCli gives one)' },
     // Checked before anything stops: the node is still up for the checks below.
     { args: ['down', '--timeout', 'abc'], code: 2, includes: 'nothing was stopped', what: 'down with a bad --timeout' },
+    { args: ['down', '--stop-systems=maybe'], code: 2, includes: "--stop-systems is a switch: give it alone (or =true, =false), not 'maybe'", what: 'a switch given a value yargs would read as false' },
   ];
   for (const { args, code, includes, what } of cases) {
     const result = await runCli(args, home);
@@ -254,6 +255,16 @@ test('errors exit 2 for usage and 1 for the node, each as one line without a sta
     t.true(result.stderr.includes(includes), result.stderr);
     t.is(result.stdout, '', `${args.join(' ')}: nothing listed`);
   }
+  // acp down --stop-systems with a token stops the systems as that token's role: an auditor's is refused, and nothing stops.
+  const auditor = await runCli(['token', 'api', 'create', '--role', 'auditor', '--json'], home);
+  const auditorToken = (JSON.parse(auditor.stdout) as { secret: string }).secret;
+  t.is((await runCli(['system', 'create', 'd1', '--driver', 'sim'], home)).code, 0);
+  t.is((await runCli(['system', 'start', 'd1'], home)).code, 0);
+  const refusedDown = await runCli(['--token', auditorToken, 'down', '--stop-systems'], home);
+  t.is(refusedDown.code, 1, refusedDown.stderr);
+  t.regex(refusedDown.stderr, /ACP_ERR_AUTH_FORBIDDEN/);
+  t.regex((await runCli(['system', 'show', 'd1'], home)).stdout, /running/);
+  t.is((await runCli(['system', 'stop', 'd1'], home)).code, 0);
   // The daemon took none of it badly.
   t.true((await status(t, home)).services.every((service) => service.state === 'running' && service.restarts === 0));
 });
