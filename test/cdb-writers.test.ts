@@ -56,6 +56,13 @@ test('alarms are written by a monitor only, shares and host boot files by an adm
   await refused(operator, { type: 'cdb.delete', key: 'object/storage/share/s7' }, byAdmin, 'operator: delete');
   await admin.ask('cdb', { type: 'cdb.delete', key: 'object/storage/share/s7' });
 
+  // What a node reports of itself: its services write it (or an admin); an operator would misreport a running guest as stopped.
+  const byServices = /may not write meta\/system\/vm1@n1: meta\/ and stats\/ are what the node's services report, written by them \(or an admin\)/;
+  await refused(operator, { type: 'cdb.put', key: 'meta/system/vm1@n1', value: { state: 'stopped', node: 'n1' } }, byServices, 'operator: a system meta');
+  await refused(operator, { type: 'cdb.batch', ops: [{ op: 'put', key: 'stats/node/n1@n1', value: { cpu: 0 } }] }, /may not write stats\/node\/n1@n1/, 'operator: stats, in a batch');
+  await admin.ask('cdb', { type: 'cdb.put', key: 'meta/system/vm1@n1', value: { state: 'stopped', node: 'n1' } });
+  await admin.ask('cdb', { type: 'cdb.delete', key: 'meta/system/vm1@n1' });
+
   // Host files the daemon opens for a guest: an admin names them; an operator keeps them as they are.
   const hostFile = /may not set boot\.(kernel|initrd|disk) to \/etc\/shadow in object\/system\/q1: a host file the daemon opens for a guest is an admin's to name; boot from a volume instead/;
   const q1 = { name: 'q1', driver: 'qemu', memoryMiB: 128, boot: { kernel: '/var/lib/acp/guest/vmlinuz', initrd: '/var/lib/acp/guest/initrd.gz' } };

@@ -349,6 +349,10 @@ export function createCdb(ctx: ActorContext, options: CdbOptions): ReturnType<Se
     if (key.startsWith('object/storage/pool/') && !hasRole(sender, 'admin')) {
       throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: a pool is a host directory the daemon makes and writes, and is written by an admin only`);
     }
+    // What a node reports of itself (states, stats) comes from its services; an operator's write would misreport it.
+    if ((key.startsWith('meta/') || key.startsWith('stats/')) && !hasRole(sender, 'admin')) {
+      throw new AcpError('ACP_ERR_AUTH_FORBIDDEN', `${formatPrincipal(sender)} may not write ${key}: meta/ and stats/ are what the node's services report, written by them (or an admin)`);
+    }
     // An alarm stands for what the primary monitor saw, in its term: a forged one would never clear.
     // An admin may delete one the monitor will never clear (its subject removed with acp node rm).
     if (key.startsWith('object/alarm/') && !sentByInternal(sender, authorityTarget, ALARM_WRITERS) && !(deleting && hasRole(sender, 'admin'))) {
