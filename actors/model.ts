@@ -158,6 +158,16 @@ export const newSystemSchema = systemObjectSchema.superRefine((spec, ctx) => {
   if (bootDisk !== undefined && !spec.disks.some((disk) => `${disk.pool}/${disk.volume}` === bootDisk)) {
     ctx.addIssue({ code: 'custom', path: ['boot', 'disk'], message: `'${bootDisk}' is not one of its disks (${spec.disks.map((disk) => `${disk.pool}/${disk.volume}`).join(', ') || 'none'}); boot.disk names one of them as POOL/VOLUME, or an image file by its absolute path` });
   }
+  // One volume is one disk: a second one on it fails only at start (QEMU's image lock).
+  const volumes = spec.disks.map((disk) => `${disk.pool}/${disk.volume}`);
+  const twice = volumes.find((volume, index) => volumes.indexOf(volume) !== index);
+  if (twice !== undefined) ctx.addIssue({ code: 'custom', path: ['disks'], message: `volume ${twice} is given twice; each disk is a volume of its own (acp storage volume clone to copy one)` });
+  spec.nics.forEach((nic, index) => {
+    // Never accepted and ignored: no node realizes these yet (the Network service refuses them at start).
+    const unrealized = [...(nic.vlan === undefined ? [] : ['vlan']), ...(nic.trunks === undefined ? [] : ['trunks']), ...(nic.rateMbps === undefined ? [] : ['rateMbps'])];
+    if (unrealized.length > 0) ctx.addIssue({ code: 'custom', path: ['nics', index, unrealized[0]!], message: `a NIC's ${unrealized.join(' and ')} ${unrealized.length === 1 ? 'is' : 'are'} not realized on any node yet; put the NIC on a vlan network instead (acp network create NAME --type vlan --vlan N)` });
+    if (nic.mac !== undefined && (Number.parseInt(nic.mac.slice(0, 2), 16) & 1) === 1) ctx.addIssue({ code: 'custom', path: ['nics', index, 'mac'], message: `${nic.mac} is a multicast address (its first octet is odd); a NIC's MAC is unicast, e.g. 52:54:00:12:34:56` });
+  });
   if (spec.driver !== 'sim') return;
   const given = [...(spec.disks.length > 0 ? ['disks'] : []), ...(spec.iso ? ['iso'] : [])];
   if (given.length === 0) return;

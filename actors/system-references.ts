@@ -22,6 +22,7 @@ export interface SystemReferences {
   prefer?: unknown;
   disks?: readonly VolumeUse[];
   iso?: VolumeUse | undefined;
+  nics?: readonly { network: string }[];
 }
 
 /** A CDB object's value, or undefined where there is none. */
@@ -92,8 +93,17 @@ export async function requireSystemVolumes(askCdb: AskCdb, disks: readonly Volum
   }
 }
 
-/** Both checks of a new system: its nodes, then its volumes. Nothing is written by either. */
+/** The networks its NICs name exist (a NIC on a missing one was refused only when the system started). */
+export async function requireSystemNetworks(askCdb: AskCdb, nics: readonly { network: string }[]): Promise<void> {
+  for (const network of new Set(nics.map((nic) => nic.network))) {
+    if ((await objectValue(askCdb, `object/network/${network}`)) !== undefined) continue;
+    throw new AcpError('ACP_ERR_NETWORK_NOT_CARRIED', `no network '${network}': acp network ls lists the networks; acp network create ${network} --type bridge makes one; nothing was changed`);
+  }
+}
+
+/** The checks of a new system: its nodes, its volumes, its networks. Nothing is written by any. */
 export async function requireSystemReferences(askCdb: AskCdb, spec: SystemReferences, asked: string): Promise<void> {
   await requireKnownNodes(askCdb, spec, asked);
   await requireSystemVolumes(askCdb, spec.disks ?? [], spec.iso);
+  await requireSystemNetworks(askCdb, spec.nics ?? []);
 }

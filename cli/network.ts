@@ -5,7 +5,8 @@ import type { AcpClient } from '../runtime/client.js';
 import { AcpError } from '../runtime/errors.js';
 import type { Message } from '../runtime/messages.js';
 import { assertName } from '../runtime/path.js';
-import { systemObjectSchema } from '../actors/model.js';
+import { newSystemSchema, systemObjectSchema } from '../actors/model.js';
+import { requireSystemNetworks } from '../actors/system-references.js';
 import { flagOnce, wholeNumber } from './flags.js';
 import { printJson, table } from './output.js';
 
@@ -187,7 +188,8 @@ export function networkCommands(y: Argv<NetworkGlobal>, run: Run, withClient: Wi
  * edit is refused, not lost). The change takes effect at the system's next start.
  */
 export function systemNicCommands(y: Argv<NetworkGlobal>, run: Run, withClient: WithClient): Argv<NetworkGlobal> {
-  const edit = async (client: AcpClient, id: string, change: (nics: Record<string, unknown>[]) => Record<string, unknown>[]) => {
+  /** Adding is checked as a new spec (its network must exist); removing works on any stored one. */
+  const edit = async (client: AcpClient, id: string, change: (nics: Record<string, unknown>[]) => Record<string, unknown>[], adding = false) => {
     const key = `object/system/${assertName(id, 'system')}`;
     const current = await client.ask<Message & { record: RecordView }>('cdb', { type: 'cdb.get', key }).catch((error: unknown) => {
       if (error instanceof AcpError && error.code === 'ACP_ERR_CDB_NOT_FOUND') throw new AcpError('ACP_ERR_CDB_NOT_FOUND', `no system '${id}' (acp system create ${id} ...)`);
@@ -195,11 +197,12 @@ export function systemNicCommands(y: Argv<NetworkGlobal>, run: Run, withClient: 
     });
     const spec = current.record.value as { nics?: Record<string, unknown>[] };
     const next = { ...spec, nics: change(spec.nics ?? []) };
-    const checked = systemObjectSchema.safeParse(next);
+    const checked = (adding ? newSystemSchema : systemObjectSchema).safeParse(next);
     if (!checked.success) {
       const issue = checked.error.issues[0]!;
       throw usage(`bad NIC: field '${issue.path.join('.')}': ${issue.message}`);
     }
+    if (adding) await requireSystemNetworks((message) => client.ask('cdb', message), checked.data.nics.slice(-1));
     await client.ask('cdb', { type: 'cdb.cas', key, value: checked.data, expect: current.record.version });
     return checked.data.nics;
   };
@@ -208,14 +211,16 @@ export function systemNicCommands(y: Argv<NetworkGlobal>, run: Run, withClient: 
     else process.stdout.write(`${id}: ${nics.length === 0 ? 'no NICs' : nics.map((nic, index) => `${index}: ${nic.network}${nic.mac ? ` ${nic.mac}` : ''} (${nic.model})`).join(', ')}; the change takes effect at its next start\n`);
   };
   return y
-    .command('add <id> <nic>', "add a NIC: NETWORK[,vlan=N][,mac=..][,model=virtio|e1000]", (c) => c.positional('id', { type: 'string', demandOption: true }).positional('nic', { type: 'string', demandOption: true }), (argv) =>
-      run(argv, () => withClient(argv.home, async (client) => show(argv, argv.id, await edit(client, argv.id, (nics) => [...nics, parseNic(argv.nic)])))),
+    .command('add <id> <nic>', "add a NIC: NETWORK[,mac=..][,model=virtio|e1000][,mtu=N]", (c) => c.positional('id', { type: 'string', demandOption: true }).positional('nic', { type: 'string', demandOption: true }), (argv) =>
+      run(argv, () => withClient(argv.home, async (client) => show(argv, argv.id, await edit(client, argv.id, (nics) => [...nics, parseNic(argv.nic)], true)))),
     )
     .command('rm <id> <which>', 'remove a NIC, by its index or its network', (c) => c.positional('id', { type: 'string', demandOption: true }).positional('which', { type: 'string', demandOption: true }), (argv) =>
       run(argv, () =>
         withClient(argv.home, async (client) => {
           const nics = await edit(client, argv.id, (existing) => {
-            const index = /^\d+$/.test(argv.which) ? Number(argv.which) : existing.findIndex((nic) => nic['network'] === argv.which);
+            const onNetwork = existing.flatMap((nic, at) => (nic['network'] === argv.which ? [at] : []));
+            if (onNetwork.length > 1) throw usage(`system '${argv.id}' has ${onNetwork.length} NICs on ${argv.which} (${onNetwork.join(', ')}); give the index of the one to remove`);
+            const index = /^\d+$/.test(argv.which) ? Number(argv.which) : (onNetwork[0] ?? -1);
             if (index < 0 || index >= existing.length) throw usage(`system '${argv.id}' has no NIC ${argv.which} (it has ${existing.length})`);
             return existing.filter((_, at) => at !== index);
           });

@@ -84,6 +84,10 @@ test('schema bounds are the field\'s own (memoryMiB 1e308 names 16777216); a new
   t.regex(usageError(t, () => systemSpec('v', { vcpus: 0 })).message, /field 'vcpus': must be a whole number from 1 to 512/);
   t.regex(usageError(t, () => systemSpec('h', { ha: true, 'max-restart': 101 })).message, /field 'maxRestart': must be a whole number from 0 to 100/);
 
+  const twice = newSystemSchema.safeParse({ name: 'q', driver: 'qemu', disks: [{ pool: 'local', volume: 'd1' }, { pool: 'local', volume: 'd1' }] });
+  t.regex(twice.error!.issues[0]!.message, /volume local\/d1 is given twice/);
+  const systemObjectStillReads = systemObjectSchema.safeParse({ name: 'q', driver: 'qemu', disks: [{ pool: 'local', volume: 'd1' }, { pool: 'local', volume: 'd1' }] });
+  t.true(systemObjectStillReads.success, 'a stored spec with it still reads');
   const sim = { name: 's', driver: 'sim', disks: [{ pool: 'local', volume: 'd1' }] };
   const refused = newSystemSchema.safeParse(sim);
   t.false(refused.success);

@@ -93,6 +93,18 @@ runsWhen(missing)(`a system's --nic is a tap on the bridge while it runs, with a
   const badNic = await h.cli('n1', ['system', 'nic', 'add', 'far', 'lan,model=rtl8139']);
   t.not(badNic.code, 0);
   t.regex(badNic.stderr, /bad NIC: field 'nics.1.model'/);
+  // Refused when added, not at the next start: a network that does not exist, a VLAN tag (not realized yet), a multicast MAC.
+  for (const [nic, pattern] of [['nosuch', /no network 'nosuch'/], ['lan,vlan=10', /vlan is not realized on any node yet/], ['lan,mac=01:00:5e:00:00:01', /multicast address/]] as const) {
+    const result = await h.cli('n1', ['system', 'nic', 'add', 'far', nic]);
+    t.not(result.code, 0, nic);
+    t.regex(result.stderr, pattern, nic);
+  }
+  // Two NICs on one network: removing by the network's name asks which.
+  await cli(h, ['system', 'nic', 'add', 'far', 'lan']);
+  const ambiguous = await h.cli('n1', ['system', 'nic', 'rm', 'far', 'lan']);
+  t.not(ambiguous.code, 0);
+  t.regex(ambiguous.stderr, /has 2 NICs on lan \(0, 1\); give the index/);
+  await cli(h, ['system', 'nic', 'rm', 'far', '1']);
   await cli(h, ['system', 'start', 'far']);
   t.like(await linkNamed(ns, 'far-0'), { master: 'lan' });
   await cli(h, ['system', 'stop', 'far']);
